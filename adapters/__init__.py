@@ -1,0 +1,1 @@
+"""External-system adapters (Label Studio, Detectron2, storage, HTTP)."""

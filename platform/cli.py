@@ -1,0 +1,262 @@
+"""The ``tomoloop`` command line.
+
+Every command that reports results takes ``--json`` and then prints exactly one JSON
+document on stdout; otherwise it prints tables for people. Errors a user can fix are
+printed as one message, without a traceback, and the exit code is non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from tomoloop.errors import TomoloopError
+
+app = typer.Typer(
+    help="tomoloop: active-learning segmentation of 3D X-ray CT and FIB-SEM stacks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+coco_app = typer.Typer(
+    help="Convert label stacks to COCO instances and semantic masks.", no_args_is_help=True
+)
+stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_help=True)
+app.add_typer(coco_app, name="coco")
+app.add_typer(stack_app, name="stack")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VoxelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--voxel-size", help="Voxel size in µm: one value or 'z,y,x' (overrides metadata)."
+    ),
+]
+
+
+def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); None → None."""
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in text.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or any(not (p > 0) for p in parts):
+        raise TomoloopError(f"--voxel-size {text!r}: give one length > 0 in µm or 'z,y,x'")
+    return (parts[0], parts[1], parts[2])
+
+
+def progress_bar(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=disable,
+        transient=True,
+    )
+
+
+def emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, default=str) + "\n")
+
+
+@stack_app.command("info")
+def stack_info(
+    path: Annotated[Path, typer.Argument(help="TIFF stack (multipage, ImageJ or OME).")],
+    voxel_size: VoxelOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Shape, dtype and voxel size of a stack, read from its header only."""
+    from tomoloop.stacks import open_stack
+
+    with open_stack(path, parse_voxel_size(voxel_size)) as stack:
+        info = {
+            "path": str(stack.path),
+            "shape_zyx": list(stack.shape),
+            "dtype": str(stack.dtype),
+            "voxel_size_um": stack.voxel_size,
+        }
+    if as_json:
+        emit_json(info)
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@coco_app.command("from-stack")
+def coco_from_stack(
+    labels: Annotated[
+        Path, typer.Option("--labels", help="Label stack (binarized or multiphase).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new or empty).")],
+    gray: Annotated[
+        Path | None, typer.Option("--gray", help="Grayscale stack: exported as 8-bit PNG images.")
+    ] = None,
+    phase: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--phase",
+            help="Phase (name or value) whose components become instances; "
+            "repeat for several. Default: every phase but value 0.",
+        ),
+    ] = None,
+    phases: Annotated[
+        str | None,
+        typer.Option(
+            "--phases",
+            help="Phase map NAME=VALUE,... e.g. 'pore=0,nmc=1,cbd=2'. "
+            "Default: the values found in the stack.",
+        ),
+    ] = None,
+    min_area: Annotated[int, typer.Option(help="Drop components smaller than this (pixels).")] = 0,
+    connectivity: Annotated[int, typer.Option(help="2D connectivity: 4 or 8.")] = 8,
+    split: Annotated[
+        str | None, typer.Option(help="train,val,test fractions, e.g. 0.8,0.1,0.1.")
+    ] = None,
+    gap: Annotated[int, typer.Option(help="Slices left out where two splits meet.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the split's block shuffle.")] = 0,
+    axis: Annotated[str, typer.Option(help="Slice along z (XY), y (XZ) or x (YZ).")] = "z",
+    polygons: Annotated[
+        bool, typer.Option("--polygons", help="Write polygons (approximate) instead of RLE.")
+    ] = False,
+    particle_ids: Annotated[
+        bool, typer.Option("--particle-ids", help="Add the 3D particle id (cc3d) to annotations.")
+    ] = False,
+    masks: Annotated[
+        bool, typer.Option("--masks/--no-masks", help="Write class-index mask PNGs.")
+    ] = True,
+    voxel_size: VoxelOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output folder.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Turn every slice into a COCO image and every connected component into an instance."""
+    from tomoloop.coco import CocoOptions, convert_stack
+    from tomoloop.phases import PhaseMap
+    from tomoloop.splits import parse_fractions
+    from tomoloop.stacks import AXES, open_stack, scan_label_values
+
+    if connectivity not in (4, 8):
+        raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")
+    if axis not in AXES:
+        raise TomoloopError(f"--axis {axis!r}: use z, y or x")
+    if min_area < 0 or gap < 0:
+        raise TomoloopError("--min-area and --gap must be ≥ 0")
+    fractions = parse_fractions(split) if split else None
+    size = parse_voxel_size(voxel_size)
+    phase_map = PhaseMap.parse(phases) if phases else None
+    with open_stack(labels, size) as label_stack:
+        gray_stack = open_stack(gray, size) if gray is not None else None
+        try:
+            if phase_map is None:
+                phase_map = PhaseMap.from_values(scan_label_values(label_stack))
+            options = CocoOptions(
+                instance_phases=tuple(phase_map.value(p) for p in phase or ()),
+                connectivity=connectivity,  # type: ignore[arg-type]
+                min_area=min_area,
+                polygons=polygons,
+                particle_ids=particle_ids,
+                axis=axis,  # type: ignore[arg-type]
+                split=fractions,
+                gap=gap,
+                seed=seed,
+                semantic_masks=masks,
+            )
+            n = label_stack.shape["zyx".index(axis)]
+            with progress_bar(disable=as_json) as bar:
+                task = bar.add_task(f"{labels.name} → COCO", total=n)
+                summary = convert_stack(
+                    label_stack,
+                    out_dir,
+                    phase_map,
+                    options,
+                    gray=gray_stack,
+                    overwrite=overwrite,
+                    on_slice=lambda _: bar.advance(task),
+                )
+        finally:
+            if gray_stack is not None:
+                gray_stack.close()
+    result = summary.to_dict()
+    if as_json:
+        emit_json(result)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary.instances.items())
+    out.print(
+        f"[green]✓[/] {summary.slices} slices → {sum(summary.instances.values())} instances "
+        f"({counts}) of {', '.join(summary.categories)} in {summary.out_dir} "
+        f"[dim]({result['slices_per_s']:.0f} slices/s, {summary.removed_by_min_area} removed "
+        "by --min-area)[/]"
+    )
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("demo-out"),
+    gray: Annotated[Path | None, typer.Option(help="Your grayscale stack (with --labels).")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Your label stack (with --gray).")] = None,
+    phases: Annotated[
+        str | None, typer.Option(help="Phase map, e.g. 'pore=0,nmc=1,cbd=2'.")
+    ] = None,
+    phase: Annotated[
+        list[str] | None, typer.Option(help="Instance phase(s); default: all but value 0.")
+    ] = None,
+    voxel_size: VoxelOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run tomoloop end to end on a generated electrode sample, or on your own stacks."""
+    from tomoloop.demo import DemoInputs, run_demo
+    from tomoloop.phases import PhaseMap
+
+    inputs = DemoInputs(
+        gray=gray,
+        labels=labels,
+        phases=PhaseMap.parse(phases) if phases else None,
+        instance_phases=tuple(phase or ()),
+        voxel_size=parse_voxel_size(voxel_size),
+    )
+    with progress_bar(disable=as_json) as bar:
+        task = bar.add_task("slices", total=None)
+        result = run_demo(
+            out_dir,
+            inputs,
+            on_step=(lambda m: None) if as_json else (lambda m: err.print(f"[cyan]•[/] {m}")),
+            on_slice=lambda _: bar.advance(task),
+        )
+    if as_json:
+        emit_json(result)
+        return
+    from tomoloop.demo import summary_markdown
+
+    out.print(summary_markdown(result))
+    out.print(f"[green]✓[/] report: {Path(out_dir) / 'summary.md'}")
+
+
+def main() -> None:
+    """Console entry point: run the app, print TomoloopErrors without a traceback."""
+    try:
+        app()
+    except TomoloopError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

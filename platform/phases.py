@@ -1,0 +1,94 @@
+"""Phase maps: names for the integer values of a label stack.
+
+A phase map is written ``pore=0,nmc=1,cbd=2`` on the command line. Order is the
+class-index order used by semantic masks: the first phase is class 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from tomoloop.errors import PhaseMapError
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class PhaseMap:
+    """Ordered, one-to-one mapping between phase names and label values (ints ≥ 0)."""
+
+    names: tuple[str, ...]
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise PhaseMapError("a phase map needs at least one phase, e.g. 'pore=0,solid=1'")
+        if len(self.names) != len(self.values):
+            raise PhaseMapError("a phase map needs exactly one value per name")
+        for name in self.names:
+            if not _NAME.match(name):
+                raise PhaseMapError(
+                    f"phase name {name!r} is not valid: use letters, digits, '_' or '-', "
+                    "starting with a letter"
+                )
+        for value in self.values:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise PhaseMapError(f"phase value {value!r} is not an integer ≥ 0")
+        if len(set(self.names)) != len(self.names):
+            raise PhaseMapError(f"phase names repeat in {self}: give each phase one name")
+        if len(set(self.values)) != len(self.values):
+            raise PhaseMapError(f"label values repeat in {self}: give each value one name")
+
+    @classmethod
+    def parse(cls, text: str) -> PhaseMap:
+        """Parse ``"pore=0,nmc=1,cbd=2"``."""
+        names: list[str] = []
+        values: list[int] = []
+        for item in (part.strip() for part in text.split(",")):
+            name, sep, value = item.partition("=")
+            if not sep or not name.strip() or not value.strip().isdigit():
+                raise PhaseMapError(
+                    f"cannot read phase {item!r} in {text!r}: write NAME=VALUE pairs "
+                    "separated by commas, e.g. 'pore=0,nmc=1,cbd=2'"
+                )
+            names.append(name.strip())
+            values.append(int(value))
+        return cls(tuple(names), tuple(values))
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, int]) -> PhaseMap:
+        return cls(tuple(mapping), tuple(int(v) for v in mapping.values()))
+
+    @classmethod
+    def from_values(cls, values: Iterable[int]) -> PhaseMap:
+        """Default names for values found in a stack: 0 is ``background``, v is ``phase<v>``."""
+        ordered = sorted({int(v) for v in values})
+        return cls(tuple("background" if v == 0 else f"phase{v}" for v in ordered), tuple(ordered))
+
+    def __str__(self) -> str:
+        return ",".join(f"{n}={v}" for n, v in self)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(zip(self.names, self.values, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def value(self, ref: str | int) -> int:
+        """Label value of a phase given by name or by value (``"nmc"`` or ``"1"`` or ``1``)."""
+        if isinstance(ref, str) and ref in self.names:
+            return self.values[self.names.index(ref)]
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+            value = int(ref)
+            if value in self.values:
+                return value
+        raise PhaseMapError(f"phase {ref!r} is not in the phase map {self}: use one of its names")
+
+    def name(self, value: int) -> str:
+        return self.names[self.values.index(value)]
+
+    def class_index(self, value: int) -> int:
+        """Position of a label value in the map: the semantic class index."""
+        return self.values.index(value)

@@ -1,0 +1,104 @@
+"""Synthetic electrodes with exact labels, and a CT forward model that makes them look scanned.
+
+Used by the demo (a user has only the repo, so the sample is generated) and by tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cc3d
+import numpy as np
+from scipy import ndimage
+from tomoloop.phases import PhaseMap
+
+ELECTRODE_PHASES = PhaseMap(("pore", "nmc", "cbd"), (0, 1, 2))
+
+
+@dataclass(frozen=True)
+class Electrode:
+    """A synthetic cathode. Arrays are (z, y, x).
+
+    Attributes:
+        labels: uint8 phase labels (``ELECTRODE_PHASES``: pore 0, nmc 1, cbd 2).
+        particles: uint32 particle ids (0 outside particles), exact instances.
+        gray: uint16 CT-like grayscale from :func:`forward_model`.
+        voxel_size: (z, y, x) in µm.
+    """
+
+    labels: np.ndarray
+    particles: np.ndarray
+    gray: np.ndarray
+    voxel_size: tuple[float, float, float]
+
+
+def particle_packing(
+    shape: tuple[int, int, int],
+    radii_fractions: tuple[tuple[int, float], ...] = ((10, 0.25), (7, 0.12), (5, 0.08)),
+    seed: int = 0,
+) -> np.ndarray:
+    """Bool (z, y, x) packing of non-touching spheres (porespy ``random_spheres``, clearance 1).
+
+    ``radii_fractions`` lists (radius in voxels, target volume fraction), largest first.
+    """
+    import porespy  # slow import (numba); only needed here
+
+    solid = np.zeros(shape, dtype=bool)
+    for k, (radius, phi) in enumerate(radii_fractions):
+        solid = porespy.generators.random_spheres(
+            im=solid, r=radius, clearance=1, phi=phi, seed=seed + k, edges="extended"
+        )
+    return solid.astype(bool)
+
+
+def carbon_binder(solid: np.ndarray, fraction: float = 0.1, reach: float = 3.0, seed: int = 0):
+    """Bool carbon-binder domain in the pore space within ``reach`` voxels of a particle.
+
+    Smooth random blobs are thresholded so that the CBD fills about ``fraction`` of the
+    volume, concentrated in necks between particles as in a "bridge" morphology.
+    """
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.standard_normal(solid.shape), sigma=2.0)
+    near = ndimage.distance_transform_edt(~solid) <= reach
+    candidates = near & ~solid
+    if not candidates.any():
+        return candidates
+    keep = min(1.0, fraction * solid.size / candidates.sum())
+    threshold = np.quantile(field[candidates], 1.0 - keep)
+    return candidates & (field >= threshold)
+
+
+def forward_model(
+    labels: np.ndarray,
+    grey_levels: tuple[float, ...] = (9000.0, 16000.0, 36000.0),
+    psf_sigma: float = 1.0,
+    noise_sigma: float = 1800.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """CT-like uint16 grayscale from phase labels: grey level per class, PSF blur, noise.
+
+    Args:
+        labels: (z, y, x) class indices 0..len(grey_levels)-1.
+        grey_levels: mean grey value per class (pore darkest, dense oxide brightest).
+        psf_sigma: Gaussian point-spread function σ in voxels.
+        noise_sigma: Gaussian noise σ in grey values.
+    """
+    image = np.asarray(grey_levels, dtype=np.float32)[labels]
+    image = ndimage.gaussian_filter(image, psf_sigma)
+    image += np.random.default_rng(seed).normal(0.0, noise_sigma, image.shape).astype(np.float32)
+    return np.clip(image, 0, 65535).round().astype(np.uint16)
+
+
+def make_electrode(
+    shape: tuple[int, int, int] = (48, 128, 128),
+    voxel_size: tuple[float, float, float] = (0.5, 0.5, 0.5),
+    seed: int = 0,
+) -> Electrode:
+    """A small NMC cathode: spheres (nmc), carbon-binder bridges (cbd), pore; and its CT."""
+    solid = particle_packing(shape, seed=seed)
+    cbd = carbon_binder(solid, seed=seed)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[cbd] = 2
+    labels[solid] = 1
+    particles = cc3d.connected_components(solid, connectivity=26).astype(np.uint32)
+    return Electrode(labels, particles, forward_model(labels, seed=seed), voxel_size)

@@ -1,0 +1,123 @@
+"""The command line as a user runs it: a subprocess, its stdout, stderr and exit code."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from pycocotools.coco import COCO
+
+
+def tomoloop(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def stacks(tmp_path, electrode_volume):
+    labels = tmp_path / "labels.tif"
+    gray = tmp_path / "gray.tif"
+    tifffile.imwrite(labels, electrode_volume)
+    tifffile.imwrite(gray, (electrode_volume * 90 + 10).astype(np.uint8))
+    return gray, labels
+
+
+def test_help_lists_the_commands():
+    result = tomoloop("--help")
+    assert result.returncode == 0
+    for command in ("coco", "stack", "demo"):
+        assert command in result.stdout
+
+
+def test_coco_from_stack_json_is_one_document(tmp_path, stacks):
+    gray, labels = stacks
+    out = tmp_path / "coco"
+    result = tomoloop(
+        "coco",
+        "from-stack",
+        "--labels",
+        labels,
+        "--gray",
+        gray,
+        "--phases",
+        "pore=0,nmc=1,cbd=2",
+        "--phase",
+        "nmc",
+        "--out",
+        out,
+        "--split",
+        "0.6,0.2,0.2",
+        "--gap",
+        "1",
+        "--particle-ids",
+        "--min-area",
+        "3",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)  # exactly one JSON document
+    assert summary["categories"] == ["nmc"]
+    assert set(summary["annotation_files"]) == {"train", "val", "test"}
+    total = 0
+    for path in summary["annotation_files"].values():
+        total += len(COCO(path).getAnnIds())
+    assert total == sum(summary["instances"].values()) > 0
+    assert len(list((out / "images").glob("z*.png"))) == summary["images_written"]
+
+
+def test_coco_from_stack_people_output_is_a_summary_line(tmp_path, stacks):
+    _, labels = stacks
+    result = tomoloop("coco", "from-stack", "--labels", labels, "--out", tmp_path / "c")
+    assert result.returncode == 0, result.stderr
+    assert "slices →" in result.stdout and "instances" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--labels", "missing.tif"], "does not exist"),
+        (["--labels", "labels.tif", "--phases", "pore=0,nmc=1"], "label values [2]"),
+        (["--labels", "labels.tif", "--gray", "short.tif"], "same voxels"),
+        (["--labels", "labels.tif", "--connectivity", "6"], "use 4 or 8"),
+        (["--labels", "labels.tif", "--split", "0.9,0.2,0.1"], "three fractions"),
+        (
+            ["--labels", "labels.tif", "--phases", "pore=0,nmc=1,cbd=2", "--phase", "sei"],
+            "not in the phase map",
+        ),
+        (["--labels", "labels.tif", "--voxel-size", "0,1"], "--voxel-size"),
+        (["--labels", "float.tif"], "integer"),
+    ],
+)
+@pytest.mark.usefixtures("stacks")
+def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, args, message):
+    tifffile.imwrite(tmp_path / "short.tif", np.zeros((5, 6, 7), np.uint8))
+    tifffile.imwrite(tmp_path / "float.tif", np.zeros((5, 6, 7), np.float32))
+    result = tomoloop("coco", "from-stack", *args, "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and message in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_stack_info_reads_voxel_size(tmp_path):
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((4, 5, 6), np.uint16),
+        imagej=True,
+        resolution=(2.0, 2.0),
+        metadata={"axes": "ZYX", "spacing": 0.5, "unit": "um"},
+    )
+    result = tomoloop("stack", "info", path, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["shape_zyx"] == [4, 5, 6] and info["dtype"] == "uint16"
+    assert info["voxel_size_um"] == pytest.approx([0.5, 0.5, 0.5])
