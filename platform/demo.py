@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+
 from tomoloop.coco import CocoOptions, CocoSummary, class_index_lut, convert_stack
 from tomoloop.errors import TomoloopError
 from tomoloop.metrics_coco import self_consistency_ap

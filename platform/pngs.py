@@ -6,6 +6,7 @@ import os
 
 import cv2
 import numpy as np
+
 from tomoloop.errors import OutputError
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from tomoloop.errors import TomoloopError
 
 SPLIT_NAMES = ("train", "val", "test")

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 import tifffile
 import zarr
+
 from tomoloop.errors import StackReadError, StackValidationError
 from tomoloop.phases import PhaseMap
 
@@ -123,12 +124,16 @@ class Stack:
     _tif: tifffile.TiffFile = field(repr=False)
     _array: zarr.Array = field(repr=False)
     _roles: tuple[str | None, ...] = field(repr=False)  # per stored axis: "z"/"y"/"x", None = 0
+    _pages: list | None = field(repr=False, default=None)  # one 2D TIFF page per z, if so
 
     def _select(self, z: int | slice, y: int | slice, x: int | slice) -> np.ndarray:
-        picks = {"z": z, "y": y, "x": x}
-        key = tuple(0 if role is None else picks[role] for role in self._roles)
         try:
-            out = np.asarray(self._array[key])
+            if self._pages is not None:
+                return self._select_pages(self._pages, z, y, x)
+            picks = {"z": z, "y": y, "x": x}
+            out = np.asarray(
+                self._array[tuple(0 if role is None else picks[role] for role in self._roles)]
+            )
         except (tifffile.TiffFileError, ValueError, OSError) as exc:
             raise StackReadError(
                 f"cannot decode data of {self.path} ({exc}): the file is corrupt or truncated"
@@ -136,6 +141,19 @@ class Stack:
         if "z" in self._roles:
             return out
         return out[np.newaxis][z if isinstance(z, slice) else 0]  # a single 2D image
+
+    def _select_pages(
+        self, pages: list, z: int | slice, y: int | slice, x: int | slice
+    ) -> np.ndarray:
+        """Fast path: decode whole pages (each once) and cut them; no zarr machinery."""
+        if isinstance(z, int):
+            return pages[z].asarray().reshape(self.shape[1:])[y, x]
+        indices = range(*z.indices(self.shape[0]))
+        cut_shape = np.empty(self.shape[1:], dtype=bool)[y, x].shape
+        out = np.empty((len(indices), *cut_shape), dtype=self.dtype)
+        for k, i in enumerate(indices):
+            out[k] = pages[i].asarray().reshape(self.shape[1:])[y, x]
+        return out
 
     def slice(self, axis: Axis, index: int) -> np.ndarray:
         """One 2D slice: axis "z" → (ny, nx), "y" → (nz, nx), "x" → (nz, ny)."""
@@ -221,6 +239,7 @@ def open_stack(path: str | os.PathLike[str], voxel_size: VoxelSize | None = None
             f"{p} is not a readable TIFF stack ({warnings[0]}): the file is corrupt or "
             "truncated; copy or re-export it from your reconstruction software"
         )
+    tif.filehandle.set_lock(True)  # slices may be read from several threads
     try:
         return _stack_from(tif, series, p, voxel_size)
     except Exception:
@@ -265,7 +284,7 @@ def _stack_from(
             f"{p} is a hyperstack with {desc} ({axes} {shape}); tomoloop needs one channel "
             "and one time point: save the channel / time point you want as its own stack"
         )
-    depth_axis = extra[0][0] if extra else None
+    depth_axis, depth = extra[0] if extra else (None, 1)
     roles = (*tuple("z" if a == depth_axis else None for a in axes[:-2]), "y", "x")
     try:
         array = zarr.open_array(series.aszarr(), mode="r")
@@ -276,12 +295,31 @@ def _stack_from(
         raise StackValidationError(f"voxel size {size} must be three lengths > 0 in µm (z,y,x)")
     return Stack(
         path=p,
-        shape=(extra[0][1] if extra else 1, shape[-2], shape[-1]),
+        shape=(depth, shape[-2], shape[-1]),
         dtype=np.dtype(series.dtype),
         voxel_size=None if size is None else tuple(float(s) for s in size),
         _tif=tif,
         _array=array,
         _roles=roles,
+        _pages=_pages_per_slice(series, depth, shape[-2:]),
+    )
+
+
+def _pages_per_slice(series: tifffile.TiffPageSeries, depth: int, plane: tuple) -> list | None:
+    """The series' pages when they are exactly one (y, x) plane per z slice, else None.
+
+    True of ordinary multipage, ImageJ (< 4 GB) and OME z-stacks. Others (ImageJ files
+    with a single IFD for > 4 GB of contiguous data, tiled multi-plane pages) are read
+    through tifffile's zarr store instead.
+    """
+    pages = list(series.pages)
+    if len(pages) != depth or any(p is None for p in pages):
+        return None
+    return (
+        pages
+        if tuple(pages[0].shape[-2:]) == tuple(plane)
+        and math.prod(pages[0].shape) == math.prod(plane)
+        else None
     )
 
 
@@ -353,6 +391,9 @@ def present_values(image: np.ndarray) -> np.ndarray:
 
 def undeclared_values(image: np.ndarray, phases: PhaseMap) -> list[int]:
     """Label values in ``image`` that ``phases`` does not name, sorted."""
+    top = max(phases.values)
+    if len(phases) == top + 1 and image.size and image.min() >= 0 and image.max() <= top:
+        return []  # the map declares every value 0..top: a min/max check is enough
     return sorted(set(present_values(image).tolist()) - set(phases.values))
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 from scipy import ndimage
+
 from tomoloop.phases import PhaseMap
 
 ELECTRODE_PHASES = PhaseMap(("pore", "nmc", "cbd"), (0, 1, 2))

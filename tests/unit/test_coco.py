@@ -1,6 +1,8 @@
+import dataclasses
 import itertools
 import json
 
+import cc3d
 import cv2
 import numpy as np
 import pytest
@@ -10,9 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+
 from tomoloop.coco import (
     CocoOptions,
-    components,
+    ParticleLinker,
     convert_stack,
     mask_polygons,
     slice_instances,
@@ -22,8 +25,13 @@ from tomoloop.metrics_coco import self_consistency_ap
 from tomoloop.phases import PhaseMap
 from tomoloop.stacks import open_stack
 
+# fill=st.nothing(): draw every pixel (hypothesis otherwise fills most of an array with one
+# value, which would leave touching objects, holes and bridges rare)
 binary_images = hnp.arrays(
-    np.bool_, st.tuples(st.integers(1, 48), st.integers(1, 48)), elements=st.booleans()
+    np.bool_,
+    st.tuples(st.integers(1, 48), st.integers(1, 48)),
+    elements=st.booleans(),
+    fill=st.nothing(),
 )
 
 
@@ -62,6 +70,18 @@ def test_min_area_removes_exactly_the_small_components(image, min_area):
     np.testing.assert_array_equal(_decode_union(found.rles, image.shape), image & ~small)
     assert found.removed == int((stats[1:, 4] < min_area).sum())
     assert all(a >= min_area for a in found.areas)
+
+
+@pytest.mark.parametrize("shape", [(1000, 1200), (3, 70000)])
+def test_rle_strings_match_pycocotools_for_long_runs(shape):
+    image = np.zeros(shape, np.uint8)
+    rng = np.random.default_rng(5)
+    image[rng.integers(0, shape[0], 40), rng.integers(0, shape[1], 40)] = 1
+    image[: shape[0] // 2, : shape[1] // 3] = 1  # a big block: counts in the 10^5 range
+    found = slice_instances(image, (1,), 8)
+    labels = found.labels[0]
+    for k, rle in enumerate(found.rles):
+        assert rle == _pycocotools_rle(labels == k + 1)
 
 
 def test_4_versus_8_connectivity():
@@ -104,13 +124,13 @@ def test_several_phases_become_several_categories():
     assert sorted(found.category_index.tolist()) == [0, 0, 1]
 
 
-def test_components_reports_stats_of_kept_components():
+def test_areas_and_boxes_of_kept_components():
     image = np.zeros((10, 10), np.uint8)
     image[0, 0] = 1
     image[4:7, 2:6] = 1
-    labels, stats, removed = components(image, 8, min_area=2)
-    assert removed == 1 and labels.max() == 1
-    assert stats.tolist() == [[2, 4, 4, 3, 12]]
+    found = slice_instances(image, (1,), 8, min_area=2)
+    assert found.removed == 1 and found.labels[0].max() == 1
+    assert found.areas.tolist() == [12] and found.bboxes.tolist() == [[2, 4, 4, 3]]
 
 
 def test_polygons_fill_the_ring_not_the_hole():
@@ -132,6 +152,36 @@ def test_polygons_of_tiny_objects_are_valid():
     assert len(polygon) >= 6
     raster = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([polygon], 5, 5)))
     assert raster[2, 2] == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    volume=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 6), st.integers(1, 12), st.integers(1, 12)),
+        elements=st.integers(0, 2),
+        fill=st.nothing(),
+    ),
+    connectivity=st.sampled_from([4, 8]),
+)
+def test_streamed_particle_ids_are_the_particles_cc3d_finds(volume, connectivity):
+    linker = ParticleLinker(connectivity)
+    node_pixel = []  # (z, y, x) of one pixel of every 2D component, in node order
+    for z, image in enumerate(volume):
+        found = slice_instances(image, (1, 2), connectivity)
+        linker.add(found.labels)
+        for labels in found.labels:
+            for i in range(1, labels.max(initial=0) + 1):
+                y, x = np.argwhere(labels == i)[0]
+                node_pixel.append((z, y, x))
+    ours = linker.particle_ids()
+    truth = cc3d.connected_components(volume, connectivity=26 if connectivity == 8 else 6)
+    theirs = np.array([truth[p] for p in node_pixel], dtype=np.int64)
+    assert len(ours) == len(theirs)
+    pairs = set(zip(ours.tolist(), theirs.tolist(), strict=True))
+    assert len(pairs) == len(set(ours.tolist())) == len(set(theirs.tolist()))  # a bijection
+    if len(ours):
+        assert ours[0] == 1 and set(ours.tolist()) == set(range(1, ours.max() + 1))
 
 
 # ---------------------------------------------------------------- whole stacks
@@ -178,9 +228,11 @@ def test_stack_conversion_writes_loadable_exact_coco(tmp_path, electrode_volume)
 
 def test_split_files_partition_the_slices_with_a_gap(tmp_path, electrode_volume):
     labels_path = _write(tmp_path, "labels.tif", electrode_volume)
+    options = CocoOptions(split=(0.6, 0.2, 0.2), gap=1)
     with open_stack(labels_path) as labels:
-        convert_stack(labels, tmp_path / "a", PHASES, CocoOptions(split=(0.6, 0.2, 0.2), gap=1))
-        convert_stack(labels, tmp_path / "b", PHASES, CocoOptions(split=(0.6, 0.2, 0.2), gap=1))
+        convert_stack(labels, tmp_path / "a", PHASES, options)
+        # the same bytes whatever the number of worker threads
+        convert_stack(labels, tmp_path / "b", PHASES, dataclasses.replace(options, workers=3))
     owner = {}
     for name in ("train", "val", "test"):
         a = (tmp_path / "a" / f"{name}.json").read_bytes()
@@ -192,6 +244,40 @@ def test_split_files_partition_the_slices_with_a_gap(tmp_path, electrode_volume)
     for i, j in itertools.pairwise(kept):
         if owner[i] != owner[j]:
             assert j - i > 1
+
+
+def test_a_component_bridging_two_particles_joins_them():
+    before = np.zeros((5, 9), np.uint8)
+    before[2, 1:3] = 1  # A
+    before[2, 6:8] = 1  # B, separate from A in this slice
+    now = np.zeros((5, 9), np.uint8)
+    now[2, 2:7] = 1  # C overlaps both
+    after = np.zeros((5, 9), np.uint8)
+    after[0, 0] = 1  # D, touches nothing
+    linker = ParticleLinker(8)
+    for image in (before, now, after):
+        linker.add(slice_instances(image, (1,)).labels)
+    assert linker.particle_ids().tolist() == [1, 1, 1, 2]
+
+
+def test_a_particle_keeps_its_id_across_split_gaps(tmp_path):
+    volume = np.zeros((30, 16, 16), np.uint8)
+    volume[:, 4:9, 4:9] = 1  # a column through every slice
+    volume[3:6, 12:15, 12:15] = 1  # a small particle of its own
+    labels_path = _write(tmp_path, "labels.tif", volume)
+    with open_stack(labels_path) as labels:
+        convert_stack(
+            labels,
+            tmp_path / "o",
+            PHASES,
+            CocoOptions(split=(0.4, 0.3, 0.3), gap=2, particle_ids=True),
+        )
+    ids = {}
+    for name in ("train", "val", "test"):
+        for ann in json.loads((tmp_path / "o" / f"{name}.json").read_text())["annotations"]:
+            ids.setdefault(ann["area"], set()).add(ann["particle_id"])
+    assert len(ids[25]) == 1  # the column: one particle in every split
+    assert ids.get(9, set()).isdisjoint(ids[25])
 
 
 def test_slicing_along_x_uses_yz_planes(tmp_path, electrode_volume):

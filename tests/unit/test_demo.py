@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
+
 from tomoloop.demo import DemoInputs, run_demo
 from tomoloop.errors import TomoloopError
 from tomoloop.phases import PhaseMap

@@ -1,4 +1,5 @@
 import pytest
+
 from tomoloop.errors import PhaseMapError
 from tomoloop.phases import PhaseMap
 

@@ -3,6 +3,7 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tomoloop.errors import TomoloopError
 from tomoloop.splits import parse_fractions, split_slices
 
