@@ -142,6 +142,9 @@ def coco_from_stack(
     masks: Annotated[
         bool, typer.Option("--masks/--no-masks", help="Write class-index mask PNGs.")
     ] = True,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker threads (default: one per CPU core).")
+    ] = None,
     voxel_size: VoxelOpt = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output folder.")
@@ -158,8 +161,8 @@ def coco_from_stack(
         raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")
     if axis not in AXES:
         raise TomoloopError(f"--axis {axis!r}: use z, y or x")
-    if min_area < 0 or gap < 0:
-        raise TomoloopError("--min-area and --gap must be ≥ 0")
+    if min_area < 0 or gap < 0 or (workers is not None and workers < 1):
+        raise TomoloopError("--min-area and --gap must be ≥ 0, --workers ≥ 1")
     fractions = parse_fractions(split) if split else None
     size = parse_voxel_size(voxel_size)
     phase_map = PhaseMap.parse(phases) if phases else None
@@ -179,6 +182,7 @@ def coco_from_stack(
                 gap=gap,
                 seed=seed,
                 semantic_masks=masks,
+                workers=workers,
             )
             n = label_stack.shape["zyx".index(axis)]
             with progress_bar(disable=as_json) as bar:

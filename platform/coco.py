@@ -8,7 +8,8 @@ image, images and masks are paired by name, and masks are exact compressed RLE, 
 cracks included. Polygons (OpenCV contours, holes bridged into the outer ring) are an
 option for tools that only read polygons.
 
-Pure functions work on one 2D slice; :func:`convert_stack` streams a stack to disk.
+Pure functions work on slices (one, or a batch of one shape); :func:`convert_stack` streams
+a stack to disk.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import cc3d
 import cv2
 import numpy as np
 
-from tomoloop.errors import OutputError
+from tomoloop.errors import OutputError, PhaseMapError
 from tomoloop.phases import PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.splits import split_slices
@@ -76,13 +77,14 @@ class Runs:
         return Runs(self.height, self.width, counts, offsets, self.areas[keep], self.bboxes[keep])
 
 
-def label_runs(labels: np.ndarray, classes: np.ndarray, n: int) -> Runs:
+def label_runs(labels: np.ndarray, classes_t: np.ndarray, n: int) -> Runs:
     """RLE, area and bounding box of components 1..n, all in one vectorised pass.
 
     Args:
         labels: (k, h, w) int component ids ≥ 1, unique across the k slices; read only
-            where ``classes`` > 0.
-        classes: (k, h, w) uint8 phase index of each pixel (0 = not converted). Within one
+            where ``classes_t`` > 0.
+        classes_t: (k, w, h) uint8 phase index of each pixel (0 = not converted), each
+            slice transposed, so that its rows are the columns COCO's RLE walks. Within one
             column a run of one class is one component (vertical neighbours are connected
             under 4- and 8-connectivity), so runs are found on these bytes and ``labels``
             is read only at run starts.
@@ -90,7 +92,7 @@ def label_runs(labels: np.ndarray, classes: np.ndarray, n: int) -> Runs:
     """
     _, h, w = labels.shape
     plane = h * w
-    flat = classes.transpose(0, 2, 1).ravel()  # column-major within each slice
+    flat = classes_t.ravel()  # column-major within each slice
     changed = flat[1:] != flat[:-1]
     changed[h - 1 :: h] = True  # split at every column end (and so every slice end)
     change = np.flatnonzero(changed) + 1
@@ -241,15 +243,16 @@ def batch_instances(
     Components are labelled slice by slice; their RLEs are built for the whole batch at
     once, which amortises NumPy's per-call overhead over many small slices.
     """
-    shape = (len(label_slices), *label_slices[0].shape)
-    combined = np.empty(shape, dtype=np.int32)
-    classes = np.zeros(shape, dtype=np.uint8)
+    k_slices, h, w = len(label_slices), *label_slices[0].shape
+    combined = np.empty((k_slices, h, w), dtype=np.int32)
+    classes_t = np.empty((k_slices, w, h), dtype=np.uint8)
     labels_of: list[list[np.ndarray]] = []  # per slice, per phase: component labels 1..n
     category: list[int] = []  # phase index of every component, in id order
     slice_of: list[int] = []  # slice of every component
     offset = 0
     for j, label_slice in enumerate(label_slices):
         labels_of.append([])
+        classes = np.zeros((h, w), dtype=np.uint8)
         for k, value in enumerate(values):
             mask = label_slice == value
             n, labels = cv2.connectedComponents(
@@ -260,14 +263,15 @@ def batch_instances(
                 continue
             if k == 0:  # background gets junk ids, but class 0: never read
                 np.add(labels, offset, out=combined[j])
-                np.copyto(classes[j], mask)
+                classes = mask.view(np.uint8)
             else:
                 np.copyto(combined[j], labels + offset, where=mask)
-                np.copyto(classes[j], k + 1, where=mask)
+                np.copyto(classes, k + 1, where=mask)
             offset += n - 1
             category += [k] * (n - 1)
             slice_of += [j] * (n - 1)
-    runs = label_runs(combined, classes, offset)
+        cv2.transpose(classes, dst=classes_t[j])  # much faster than NumPy's strided copy
+    runs = label_runs(combined, classes_t, offset)
     category_index, slice_index = np.array(category, np.int64), np.array(slice_of, np.int64)
     keep = runs.areas >= max(min_area, 1)
     removed = np.bincount(slice_index[~keep], minlength=len(label_slices))
@@ -507,6 +511,8 @@ def convert_stack(
     values = options.instance_phases or tuple(v for v in phases.values if v != 0)
     for v in values:
         phases.value(v)  # raises PhaseMapError for a phase the map does not name
+    if len(values) > 255:
+        raise PhaseMapError(f"{len(values)} instance phases: at most 255 can be converted at once")
     out = Path(out_dir)
     started = time.perf_counter()
     tmp = _prepare_out(out, overwrite)
@@ -522,7 +528,7 @@ def convert_stack(
     return summary
 
 
-_BATCH_PIXELS = 1 << 21  # slices per RLE batch: as many as hold 2 Mi pixels (cache-sized)
+_BATCH_PIXELS = 1 << 20  # slices per batch: as many as hold 1 Mi pixels (cache-sized)
 
 
 def instance_annotations(
