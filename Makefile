@@ -17,6 +17,7 @@ demo: venv
 	$(PY) -m tomoloop.cli demo $(DEMO_ARGS)
 
 test: venv lint
+	@bash scripts/ensure_postgres.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +31,12 @@ coco_app = typer.Typer(
     help="Convert label stacks to COCO instances and semantic masks.", no_args_is_help=True
 )
 stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The SQL registry's schema (TOMOLOOP_DATABASE_URL).", no_args_is_help=True
+)
 app.add_typer(coco_app, name="coco")
 app.add_typer(stack_app, name="stack")
+app.add_typer(db_app, name="db")
 
 out = Console()
 err = Console(stderr=True)
@@ -210,6 +216,73 @@ def coco_from_stack(
         f"[dim]({result['slices_per_s']:.0f} slices/s, {summary.removed_by_min_area} removed "
         "by --min-area)[/]"
     )
+
+
+def _registry_engine():
+    from tomoloop.config import Settings
+    from tomoloop.db.engine import make_engine
+
+    return make_engine(Settings().registry_url)
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn "cannot connect" into a TomoloopError that says what to check."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        raise TomoloopError(
+            f"cannot reach the registry database ({exc.orig}): check TOMOLOOP_DATABASE_URL "
+            "and that the server is running"
+        ) from exc
+
+
+def _report_revision(engine, as_json: bool) -> None:
+    from tomoloop.db.engine import current_revision
+
+    with _database_errors():
+        revision = current_revision(engine)
+    url = engine.url.render_as_string(hide_password=True)
+    if as_json:
+        emit_json({"url": url, "revision": revision})
+    else:
+        out.print(f"registry {url} at revision {revision or '(empty)'}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create or migrate the registry schema up to a revision."""
+    from tomoloop.db.engine import upgrade
+
+    engine = _registry_engine()
+    with _database_errors():
+        upgrade(engine, revision)
+    _report_revision(engine, as_json)
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Option(help="Target revision (-1: one step).")] = "-1",
+    as_json: JsonFlag = False,
+) -> None:
+    """Migrate the registry schema down (default one step)."""
+    from tomoloop.db.engine import downgrade
+
+    engine = _registry_engine()
+    with _database_errors():
+        downgrade(engine, revision)
+    _report_revision(engine, as_json)
+
+
+@db_app.command("current")
+def db_current(as_json: JsonFlag = False) -> None:
+    """The registry's schema revision."""
+    _report_revision(_registry_engine(), as_json)
 
 
 @app.command()

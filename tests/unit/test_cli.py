@@ -121,3 +121,18 @@ def test_stack_info_reads_voxel_size(tmp_path):
     info = json.loads(result.stdout)
     assert info["shape_zyx"] == [4, 5, 6] and info["dtype"] == "uint16"
     assert info["voxel_size_um"] == pytest.approx([0.5, 0.5, 0.5])
+
+
+def test_db_upgrade_downgrade_and_unreachable_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    up = tomoloop("db", "upgrade", "--json")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["revision"] == "0001"
+    assert (tmp_path / "home" / "registry.sqlite").is_file()
+    down = tomoloop("db", "downgrade", "--json")
+    assert json.loads(down.stdout)["revision"] is None
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", "postgresql+psycopg://u:secret@127.0.0.1:1/x")
+    unreachable = tomoloop("db", "upgrade")
+    assert unreachable.returncode == 2 and "cannot reach the registry" in unreachable.stderr
+    assert "secret" not in unreachable.stderr and "Traceback" not in unreachable.stderr

@@ -1,0 +1,83 @@
+"""Content-addressed artifact store behind an fsspec URL.
+
+Files live at ``<root>/<sha256[:2]>/<sha256><suffix>``; the registry stores the key
+(``ab/ab12….png``) and the sha256, never the root, so moving the store (a local folder to
+an S3-compatible bucket) is a change of ``TOMOLOOP_ARTIFACTS_URL``. Writes go to a
+temporary name and are renamed into place; reads are verified by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+
+from tomoloop.errors import TomoloopError
+
+
+class ArtifactError(TomoloopError):
+    """An artifact is missing or its content does not match its sha256."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stored artifact: its key in the store, sha256 (hex) and size in bytes."""
+
+    key: str
+    sha256: str
+    size: int
+
+
+class ArtifactStore:
+    """Put and get immutable files by content."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._fs, self._root = fsspec.core.url_to_fs(url)
+        self._fs.makedirs(self._root, exist_ok=True)
+
+    def _path(self, key: str) -> str:
+        return f"{self._root.rstrip('/')}/{key}"
+
+    def put_bytes(self, data: bytes, suffix: str = "") -> Artifact:
+        """Store ``data``; storing the same bytes again is a no-op returning the same key."""
+        sha = hashlib.sha256(data).hexdigest()
+        key = f"{sha[:2]}/{sha}{suffix}"
+        path = self._path(key)
+        if not self._fs.exists(path):
+            self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+            self._fs.pipe_file(tmp, data)
+            self._fs.mv(tmp, path)
+        return Artifact(key, sha, len(data))
+
+    def put_file(self, local_path: str | os.PathLike[str], suffix: str | None = None) -> Artifact:
+        """Store a local file (suffix defaults to the file's own)."""
+        with open(local_path, "rb") as fh:
+            data = fh.read()
+        return self.put_bytes(data, os.path.splitext(local_path)[1] if suffix is None else suffix)
+
+    def get_bytes(self, key: str, sha256: str) -> bytes:
+        """The artifact's bytes, after checking them against ``sha256``.
+
+        Raises:
+            ArtifactError: missing, or altered since it was stored.
+        """
+        path = self._path(key)
+        try:
+            data = self._fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise ArtifactError(
+                f"artifact {key} is missing from {self.url}: restore it from a backup or "
+                "re-create the dataset/model that produced it"
+            ) from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise ArtifactError(
+                f"artifact {key} in {self.url} was altered (sha256 {actual[:12]}…, expected "
+                f"{sha256[:12]}…): it will not be used; restore the original file"
+            )
+        return data

@@ -1,0 +1,261 @@
+"""The registry's tables (SQLAlchemy 2.0 typed ORM). Schema changes go through Alembic only.
+
+Idea of the data model (DESIGN.md): a Volume is cut into Slices; an Annotation is one
+label of one slice with a tier (auto < model < annotator < expert) and its provenance; a
+DatasetVersion freezes a set of annotations with a split; ModelVersions are trained on a
+DatasetVersion, have TrainingRuns and Metrics, score slices (SliceScore); ALRounds pick
+slices (RoundItem) for people to label.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Tier(enum.IntEnum):
+    """Who made a label; a higher tier supersedes a lower one for training."""
+
+    AUTO = 0  # from binarization / thresholding
+    MODEL = 1  # a model's prediction
+    ANNOTATOR = 2  # a person in Label Studio
+    EXPERT = 3  # reviewed / approved by a second person
+
+
+class Stage(enum.StrEnum):
+    CANDIDATE = "candidate"
+    CHAMPION = "champion"
+    RETIRED = "retired"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Volume(Base):
+    """One CT / FIB-SEM stack. Shape (z, y, x) in voxels, voxel size in µm."""
+
+    __tablename__ = "volumes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    path: Mapped[str] = mapped_column(String(2000))
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    shape_z: Mapped[int]
+    shape_y: Mapped[int]
+    shape_x: Mapped[int]
+    dtype: Mapped[str] = mapped_column(String(20))
+    voxel_z_um: Mapped[float | None] = mapped_column(Float)
+    voxel_y_um: Mapped[float | None] = mapped_column(Float)
+    voxel_x_um: Mapped[float | None] = mapped_column(Float)
+    modality: Mapped[str] = mapped_column(String(40), default="xct")
+    material: Mapped[str] = mapped_column(String(200), default="")
+    phases: Mapped[str] = mapped_column(String(2000))  # "pore=0,nmc=1,cbd=2"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Slice(Base):
+    """(volume, axis, index): the unit that is scored, selected and annotated."""
+
+    __tablename__ = "slices"
+    __table_args__ = (
+        UniqueConstraint("volume_id", "axis", "index", name="uq_slices_position"),
+        CheckConstraint("axis IN ('z', 'y', 'x')", name="axis"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id", ondelete="RESTRICT"))
+    axis: Mapped[str] = mapped_column(String(1))
+    index: Mapped[int] = mapped_column(Integer)
+
+
+class Annotation(Base):
+    """One label of one slice. Natural key: (slice, tier, source); nothing is deleted.
+
+    The mask is either an artifact (``mask_uri`` + ``mask_sha256``, a class-index PNG) or
+    inline (``mask_rle``: ``{"size": [h, w], "classes": {class index: COCO RLE counts}}``).
+    ``source`` says where it came from: ``auto:<labels sha256>``, ``model:<version id>``,
+    ``ls:<project>/<annotation id>@<updated>``, ...
+    """
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        UniqueConstraint("slice_id", "tier", "source", name="uq_annotations_natural_key"),
+        CheckConstraint("tier BETWEEN 0 AND 3", name="tier"),
+        Index("ix_annotations_slice_tier", "slice_id", "tier"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id", ondelete="RESTRICT"))
+    tier: Mapped[int] = mapped_column(SmallInteger)
+    source: Mapped[str] = mapped_column(String(500))
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    ls_task_id: Mapped[int | None]
+    ls_annotation_id: Mapped[int | None]
+    author: Mapped[str] = mapped_column(String(200), default="")
+    lead_time_s: Mapped[float | None] = mapped_column(Float)
+    mask_uri: Mapped[str | None] = mapped_column(String(2000))
+    mask_sha256: Mapped[str | None] = mapped_column(String(64))
+    mask_rle: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetVersion(Base):
+    """An immutable, content-hashed set of annotations with a split, and its artifacts.
+
+    ``artifacts`` maps a name (``coco``, ``masks``) to ``{"uri": ..., "sha256": ...}``.
+    """
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_dataset_versions_name_version"),
+        UniqueConstraint("name", "content_hash", name="uq_dataset_versions_name_hash"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    artifacts: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetMember(Base):
+    """An annotation in a dataset version, with its split (train / val / test)."""
+
+    __tablename__ = "dataset_members"
+    __table_args__ = (
+        CheckConstraint("split IN ('train', 'val', 'test')", name="split"),
+        Index("ix_dataset_members_annotation", "annotation_id"),
+    )
+    dataset_version_id: Mapped[int] = mapped_column(
+        ForeignKey("dataset_versions.id"), primary_key=True
+    )
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"), primary_key=True)
+    split: Mapped[str] = mapped_column(String(5))
+
+
+class ModelVersion(Base):
+    """A trained model: architecture, backend, config, lineage, checkpoint, stage."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        CheckConstraint("stage IN ('candidate', 'champion', 'retired')", name="stage"),
+        # at most one champion per model name, whatever races to promote
+        Index(
+            "uq_model_versions_one_champion",
+            "name",
+            unique=True,
+            sqlite_where=text("stage = 'champion'"),
+            postgresql_where=text("stage = 'champion'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(100))
+    backend: Mapped[str] = mapped_column(String(40))
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    checkpoint_uri: Mapped[str | None] = mapped_column(String(2000))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(20), default=Stage.CANDIDATE.value)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'finished', 'failed', 'interrupted')", name="status"
+        ),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    device: Mapped[str] = mapped_column(String(40), default="cpu")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    epochs: Mapped[int] = mapped_column(Integer, default=0)
+    curve_uri: Mapped[str | None] = mapped_column(String(2000))
+
+
+class Metric(Base):
+    """One number: per model (and run), dataset version, split, class and step."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_model_name", "model_version_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    training_run_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"))
+    dataset_version_id: Mapped[int | None] = mapped_column(ForeignKey("dataset_versions.id"))
+    split: Mapped[str] = mapped_column(String(5), default="test")
+    name: Mapped[str] = mapped_column(String(100))
+    class_name: Mapped[str] = mapped_column(String(100), default="")
+    step: Mapped[int | None]
+    value: Mapped[float] = mapped_column(Float)
+
+
+class SliceScore(Base):
+    """A model's uncertainty score of a slice (higher = more worth a person's time)."""
+
+    __tablename__ = "slice_scores"
+    __table_args__ = (Index("ix_slice_scores_model_score", "model_version_id", "score"),)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"), primary_key=True)
+    score: Mapped[float] = mapped_column(Float)
+    method: Mapped[str] = mapped_column(String(60), default="")
+
+
+class ALRound(Base):
+    __tablename__ = "al_rounds"
+    __table_args__ = (CheckConstraint("status IN ('open', 'closed', 'failed')", name="status"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    strategy: Mapped[str] = mapped_column(String(60))
+    budget: Mapped[int]
+    model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RoundItem(Base):
+    __tablename__ = "round_items"
+    __table_args__ = (
+        UniqueConstraint("round_id", "slice_id", name="uq_round_items_round_slice"),
+        CheckConstraint("state IN ('pending', 'annotated', 'skipped')", name="state"),
+        Index("ix_round_items_slice_state", "slice_id", "state"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("al_rounds.id"))
+    slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"))
+    score: Mapped[float] = mapped_column(Float)
+    rank: Mapped[int]
+    ls_task_id: Mapped[int | None]
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    annotation_seconds: Mapped[float | None] = mapped_column(Float)

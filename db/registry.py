@@ -1,0 +1,486 @@
+"""The registry's one store class (in the manner of MLflow's SQLAlchemy store).
+
+Every public method is one transaction: it commits whole or not at all. Writes that
+several processes may race on (a volume, a slice, an annotation, a dataset version, a
+promotion) are idempotent by natural key and settled by the database's unique
+constraints, not by reading first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, and_, exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tomoloop.db.engine import make_engine
+from tomoloop.db.models import (
+    Annotation,
+    DatasetMember,
+    DatasetVersion,
+    Metric,
+    ModelVersion,
+    RoundItem,
+    Slice,
+    SliceScore,
+    Stage,
+    Tier,
+    Volume,
+)
+from tomoloop.errors import TomoloopError
+
+_CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
+
+
+class RegistryError(TomoloopError):
+    """A registry request that cannot be met (unknown id, name clash, ...)."""
+
+
+@dataclass(frozen=True)
+class NewAnnotation:
+    """An annotation to add. See :class:`tomoloop.db.models.Annotation` for the fields."""
+
+    slice_id: int
+    tier: Tier
+    source: str
+    mask_uri: str | None = None
+    mask_sha256: str | None = None
+    mask_rle: dict | None = None
+    model_version_id: int | None = None
+    ls_task_id: int | None = None
+    ls_annotation_id: int | None = None
+    author: str = ""
+    lead_time_s: float | None = None
+
+
+@dataclass(frozen=True)
+class NewMetric:
+    name: str
+    value: float
+    split: str = "test"
+    class_name: str = ""
+    step: int | None = None
+    dataset_version_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model came from: its ancestors, training data and the volumes beneath."""
+
+    model_id: int
+    ancestors: list[int]  # parent, grandparent, ...
+    dataset_version_id: int | None
+    annotations_by_tier: dict[str, int] = field(default_factory=dict)
+    volume_ids: list[int] = field(default_factory=list)
+
+
+class Registry:
+    """Volumes, slices, annotations, dataset versions, models, metrics and scores."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Registry:
+        return cls(make_engine(url))
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._sessions.begin() as session:
+            yield session
+
+    def _insert(self, table: Any) -> Any:
+        """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL alike)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # ------------------------------------------------------------ volumes and slices
+
+    def register_volume(
+        self,
+        name: str,
+        path: str,
+        sha256: str,
+        shape: Sequence[int],
+        dtype: str,
+        phases: str,
+        voxel_size: Sequence[float] | None = None,
+        modality: str = "xct",
+        material: str = "",
+    ) -> int:
+        """Id of the volume with this sha256, registering it if new (idempotent).
+
+        Raises:
+            RegistryError: ``name`` is taken by a volume with other content.
+        """
+        vz, vy, vx = voxel_size if voxel_size is not None else (None, None, None)
+        row = {
+            "name": name,
+            "path": path,
+            "sha256": sha256,
+            "shape_z": shape[0],
+            "shape_y": shape[1],
+            "shape_x": shape[2],
+            "dtype": dtype,
+            "phases": phases,
+            "voxel_z_um": vz,
+            "voxel_y_um": vy,
+            "voxel_x_um": vx,
+            "modality": modality,
+            "material": material,
+        }
+        with self.session() as s:
+            s.execute(self._insert(Volume).values(**row).on_conflict_do_nothing())
+            found = s.execute(
+                select(Volume.id, Volume.sha256).where(
+                    (Volume.sha256 == sha256) | (Volume.name == name)
+                )
+            ).all()
+        for volume_id, found_sha in found:
+            if found_sha == sha256:
+                return volume_id
+        raise RegistryError(
+            f"volume name {name!r} is already used by another stack ({found[0][1][:12]}…): "
+            "choose another --name"
+        )
+
+    def volume(self, volume_id: int) -> Volume:
+        with self.session() as s:
+            volume = s.get(Volume, volume_id)
+        if volume is None:
+            raise RegistryError(f"no volume with id {volume_id}")
+        return volume
+
+    def volumes(self) -> list[Volume]:
+        with self.session() as s:
+            return list(s.scalars(select(Volume).order_by(Volume.id)))
+
+    def register_slices(self, volume_id: int, axis: str, indices: Iterable[int]) -> dict[int, int]:
+        """Slice ids for ``indices`` along ``axis`` of a volume, creating missing ones."""
+        wanted = sorted(set(indices))
+        rows = [{"volume_id": volume_id, "axis": axis, "index": i} for i in wanted]
+        with self.session() as s:
+            for start in range(0, len(rows), _CHUNK):
+                s.connection().execute(
+                    self._insert(Slice).on_conflict_do_nothing(), rows[start : start + _CHUNK]
+                )
+            found = s.execute(
+                select(Slice.index, Slice.id).where(
+                    Slice.volume_id == volume_id, Slice.axis == axis
+                )
+            ).all()
+        ids = dict(found)
+        return {i: ids[i] for i in wanted}
+
+    # ------------------------------------------------------------ annotations
+
+    def add_annotations(self, annotations: Sequence[NewAnnotation]) -> int:
+        """Add annotations; ones whose (slice, tier, source) exists are left as they are.
+
+        Returns the number of new rows. Nothing is ever deleted or overwritten: a higher
+        tier supersedes a lower one when training data is chosen (:meth:`best_annotations`).
+        """
+        rows = [{**a.__dict__, "tier": int(a.tier)} for a in annotations]
+        inserted = 0
+        with self.session() as s:
+            for start in range(0, len(rows), _CHUNK):
+                result = s.connection().execute(
+                    self._insert(Annotation)
+                    .on_conflict_do_nothing(index_elements=["slice_id", "tier", "source"])
+                    .returning(Annotation.id),
+                    rows[start : start + _CHUNK],
+                )
+                inserted += len(result.all())
+        return inserted
+
+    def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
+        """Per slice, the annotation of the highest tier (the newest within that tier)."""
+        ranked = select(
+            Annotation.id,
+            func.row_number()
+            .over(
+                partition_by=Annotation.slice_id,
+                order_by=(Annotation.tier.desc(), Annotation.id.desc()),
+            )
+            .label("rank"),
+        )
+        if volume_id is not None:
+            ranked = ranked.join(Slice, Slice.id == Annotation.slice_id).where(
+                Slice.volume_id == volume_id
+            )
+        ranked = ranked.subquery()
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Annotation)
+                    .join(ranked, ranked.c.id == Annotation.id)
+                    .where(ranked.c.rank == 1)
+                    .order_by(Annotation.slice_id)
+                )
+            )
+
+    def label_counts(self, volume_id: int | None = None) -> dict[str, int]:
+        """Number of slices whose best label is of each tier (``{"auto": n, ...}``)."""
+        counts = dict.fromkeys((t.name.lower() for t in Tier), 0)
+        for annotation in self.best_annotations(volume_id):
+            counts[Tier(annotation.tier).name.lower()] += 1
+        return counts
+
+    # ------------------------------------------------------------ dataset versions
+
+    def freeze_dataset(
+        self, name: str, members: dict[str, Sequence[int]], artifacts: dict | None = None
+    ) -> DatasetVersion:
+        """Freeze annotations (``{"train": [ids], "val": [...], "test": [...]}``) as a version.
+
+        The content hash covers the (split, annotation id) pairs; freezing the same content
+        again returns the existing version. A new content becomes version n + 1 with the
+        latest version as parent.
+        """
+        pairs = sorted((split, int(a)) for split, ids in members.items() for a in ids)
+        digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+        with self.session() as s:
+            existing = s.scalar(
+                select(DatasetVersion).where(
+                    DatasetVersion.name == name, DatasetVersion.content_hash == digest
+                )
+            )
+            if existing is not None:
+                return existing
+            latest = s.scalar(
+                select(DatasetVersion)
+                .where(DatasetVersion.name == name)
+                .order_by(DatasetVersion.version.desc())
+                .limit(1)
+            )
+            version = DatasetVersion(
+                name=name,
+                version=1 if latest is None else latest.version + 1,
+                content_hash=digest,
+                parent_id=None if latest is None else latest.id,
+                artifacts=artifacts or {},
+            )
+            s.add(version)
+            s.flush()
+            rows = [
+                {"dataset_version_id": version.id, "annotation_id": a, "split": split}
+                for split, a in pairs
+            ]
+            for start in range(0, len(rows), _CHUNK):
+                s.connection().execute(self._insert(DatasetMember), rows[start : start + _CHUNK])
+        return version
+
+    def dataset(self, name: str, version: int | None = None) -> DatasetVersion:
+        """A dataset version by name (the latest unless ``version`` is given)."""
+        query = select(DatasetVersion).where(DatasetVersion.name == name)
+        query = (
+            query.where(DatasetVersion.version == version)
+            if version is not None
+            else query.order_by(DatasetVersion.version.desc()).limit(1)
+        )
+        with self.session() as s:
+            found = s.scalar(query)
+        if found is None:
+            raise RegistryError(f"no dataset {name!r}{'' if version is None else f'@{version}'}")
+        return found
+
+    def dataset_members(self, dataset_version_id: int) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        with self.session() as s:
+            for annotation_id, split in s.execute(
+                select(DatasetMember.annotation_id, DatasetMember.split)
+                .where(DatasetMember.dataset_version_id == dataset_version_id)
+                .order_by(DatasetMember.annotation_id)
+            ):
+                out[split].append(annotation_id)
+        return out
+
+    # ------------------------------------------------------------ models
+
+    def register_model(
+        self,
+        name: str,
+        architecture: str,
+        backend: str,
+        dataset_version_id: int | None,
+        config: dict | None = None,
+        parent_id: int | None = None,
+        checkpoint_uri: str | None = None,
+        checkpoint_sha256: str | None = None,
+        metrics: Sequence[NewMetric] = (),
+    ) -> int:
+        """Register a candidate model version and its metrics; its id."""
+        with self.session() as s:
+            model = ModelVersion(
+                name=name,
+                architecture=architecture,
+                backend=backend,
+                config=config or {},
+                parent_id=parent_id,
+                dataset_version_id=dataset_version_id,
+                checkpoint_uri=checkpoint_uri,
+                checkpoint_sha256=checkpoint_sha256,
+                stage=Stage.CANDIDATE.value,
+            )
+            s.add(model)
+            s.flush()
+            s.add_all(Metric(model_version_id=model.id, **m.__dict__) for m in metrics)
+        return model.id
+
+    def model(self, model_id: int) -> ModelVersion:
+        with self.session() as s:
+            model = s.get(ModelVersion, model_id)
+        if model is None:
+            raise RegistryError(f"no model version with id {model_id}")
+        return model
+
+    def metrics(self, model_id: int) -> list[Metric]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Metric).where(Metric.model_version_id == model_id).order_by(Metric.id)
+                )
+            )
+
+    def champion(self, name: str) -> ModelVersion | None:
+        with self.session() as s:
+            return s.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.name == name, ModelVersion.stage == Stage.CHAMPION.value
+                )
+            )
+
+    def promote(self, model_id: int) -> None:
+        """Make a model its name's champion; the previous champion is retired.
+
+        One transaction; the partial unique index allows one champion per name, so two
+        promotions racing end with exactly one champion (the loser raises RegistryError).
+        """
+        model = self.model(model_id)
+        try:
+            with self.session() as s:
+                s.execute(
+                    update(ModelVersion)
+                    .where(
+                        ModelVersion.name == model.name,
+                        ModelVersion.stage == Stage.CHAMPION.value,
+                        ModelVersion.id != model_id,
+                    )
+                    .values(stage=Stage.RETIRED.value)
+                )
+                s.execute(
+                    update(ModelVersion)
+                    .where(ModelVersion.id == model_id)
+                    .values(stage=Stage.CHAMPION.value)
+                )
+        except IntegrityError as exc:
+            raise RegistryError(
+                f"model {model_id} was not promoted: another model of {model.name!r} became "
+                "champion at the same time; compare with it and promote again if still better"
+            ) from exc
+
+    def retire(self, model_id: int) -> None:
+        self.model(model_id)
+        with self.session() as s:
+            s.execute(
+                update(ModelVersion)
+                .where(ModelVersion.id == model_id)
+                .values(stage=Stage.RETIRED.value)
+            )
+
+    # ------------------------------------------------------------ lineage
+
+    def lineage(self, model_id: int) -> Lineage:
+        """Model → ancestors → dataset version → annotations (by tier) → volumes."""
+        model = self.model(model_id)
+        ancestors, parent = [], model.parent_id
+        while parent is not None:
+            ancestors.append(parent)
+            parent = self.model(parent).parent_id
+        by_tier: dict[str, int] = {}
+        volume_ids: list[int] = []
+        if model.dataset_version_id is not None:
+            with self.session() as s:
+                members = (
+                    select(Annotation.tier, Slice.volume_id)
+                    .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+                    .join(Slice, Slice.id == Annotation.slice_id)
+                    .where(DatasetMember.dataset_version_id == model.dataset_version_id)
+                    .subquery()
+                )
+                for tier, count in s.execute(
+                    select(members.c.tier, func.count()).group_by(members.c.tier)
+                ):
+                    by_tier[Tier(tier).name.lower()] = count
+                volume_ids = list(
+                    s.scalars(select(members.c.volume_id).distinct().order_by(members.c.volume_id))
+                )
+        return Lineage(model_id, ancestors, model.dataset_version_id, by_tier, volume_ids)
+
+    def models_trained_on(self, annotation_id: int) -> list[int]:
+        """Ids of the model versions whose training dataset holds this annotation."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ModelVersion.id)
+                    .join(
+                        DatasetMember,
+                        DatasetMember.dataset_version_id == ModelVersion.dataset_version_id,
+                    )
+                    .where(DatasetMember.annotation_id == annotation_id)
+                    .order_by(ModelVersion.id)
+                )
+            )
+
+    # ------------------------------------------------------------ scores
+
+    def record_scores(self, model_id: int, scores: dict[int, float], method: str = "") -> None:
+        """Store a model's score per slice id (replacing that model's earlier scores)."""
+        rows = [
+            {"model_version_id": model_id, "slice_id": k, "score": float(v), "method": method}
+            for k, v in scores.items()
+        ]
+        with self.session() as s:
+            for start in range(0, len(rows), _CHUNK):
+                statement = self._insert(SliceScore)
+                s.connection().execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["model_version_id", "slice_id"],
+                        set_={
+                            "score": statement.excluded.score,
+                            "method": statement.excluded.method,
+                        },
+                    ),
+                    rows[start : start + _CHUNK],
+                )
+
+    def top_unlabelled(self, model_id: int, k: int) -> list[tuple[int, float]]:
+        """The k highest-scored slices of a model that no person has labelled and that are
+        not waiting in an open round: ``[(slice id, score), ...]``, best first.
+
+        Walks the (model, score) index from the top and skips labelled or pending slices
+        with indexed anti-joins, so it reads about k rows, not the whole table.
+        """
+        labelled = exists().where(
+            and_(Annotation.slice_id == SliceScore.slice_id, Annotation.tier >= Tier.ANNOTATOR)
+        )
+        pending = exists().where(
+            and_(RoundItem.slice_id == SliceScore.slice_id, RoundItem.state == "pending")
+        )
+        query = (
+            select(SliceScore.slice_id, SliceScore.score)
+            .where(SliceScore.model_version_id == model_id, ~labelled, ~pending)
+            .order_by(SliceScore.score.desc(), SliceScore.slice_id)
+            .limit(k)
+        )
+        with self.session() as s:
+            return [(slice_id, score) for slice_id, score in s.execute(query)]

@@ -1,0 +1,37 @@
+"""The one settings object: environment variables with prefix ``TOMOLOOP_``.
+
+Secrets (tokens, database passwords inside URLs) come only from the environment and are
+never written to the registry, logs or git.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """tomoloop's configuration.
+
+    Attributes:
+        home: where the embedded defaults live (SQLite registry, artifacts).
+        database_url: SQLAlchemy URL of the registry; default a SQLite file in ``home``.
+        artifacts_url: fsspec URL of the artifact store; default ``home/artifacts``
+            (``s3://bucket/prefix`` works with s3fs installed).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".tomoloop")
+    database_url: str | None = None
+    artifacts_url: str | None = None
+
+    @property
+    def registry_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.sqlite'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.artifacts_url or str(self.home / "artifacts")

@@ -1,0 +1,199 @@
+"""The registry on both backends: a SQLite file and a real PostgreSQL server."""
+
+import multiprocessing
+import threading
+
+import pytest
+from sqlalchemy import inspect, update
+
+from tomoloop.db.engine import current_revision, downgrade, make_engine, upgrade
+from tomoloop.db.models import ModelVersion, RoundItem, Tier
+from tomoloop.db.registry import NewAnnotation, NewMetric, Registry, RegistryError
+
+pytestmark = pytest.mark.integration
+
+
+def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
+    return registry.register_volume(
+        name, f"/data/{name}.tif", sha, shape, "uint8", "pore=0,nmc=1,cbd=2", (0.5, 0.5, 0.5)
+    )
+
+
+def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
+    engine = make_engine(registry_url)
+    assert current_revision(engine) == "0001"
+    assert {"volumes", "slices", "annotations", "model_versions", "round_items"} <= set(
+        inspect(engine).get_table_names()
+    )
+    downgrade(engine)
+    assert current_revision(engine) is None
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(engine)
+    assert current_revision(engine) == "0001"
+    engine.dispose()
+
+
+def test_volume_registration_is_idempotent_by_content(registry_url):
+    registry = Registry.from_url(registry_url)
+    first = _volume(registry)
+    assert _volume(registry) == first
+    assert _volume(registry, name="renamed") == first  # same content, same volume
+    with pytest.raises(RegistryError, match="already used by another stack"):
+        _volume(registry, sha="b" * 64)
+    assert [v.name for v in registry.volumes()] == ["nmc-1"]
+    assert registry.volume(first).voxel_z_um == 0.5
+
+
+def _register(url, name, sha, out):
+    out.put(_volume(Registry.from_url(url), name=name, sha=sha))
+
+
+def test_two_processes_registering_one_volume_leave_one(registry_url):
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [
+        context.Process(target=_register, args=(registry_url, f"v{k}", "c" * 64, out))
+        for k in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    ids = {out.get(timeout=5), out.get(timeout=5)}
+    assert len(ids) == 1
+    assert len(Registry.from_url(registry_url).volumes()) == 1
+
+
+def test_slices_and_annotations_are_idempotent_and_higher_tiers_win(registry_url):
+    registry = Registry.from_url(registry_url)
+    volume = _volume(registry)
+    slices = registry.register_slices(volume, "z", range(5))
+    assert registry.register_slices(volume, "z", [4, 3]) == {3: slices[3], 4: slices[4]}
+    auto = [NewAnnotation(slices[i], Tier.AUTO, "auto:labels") for i in range(5)]
+    assert registry.add_annotations(auto) == 5
+    assert registry.add_annotations(auto) == 0  # same natural keys: nothing new
+    assert (
+        registry.add_annotations(
+            [
+                NewAnnotation(slices[1], Tier.ANNOTATOR, "ls:1/10", author="ann", lead_time_s=42.0),
+                NewAnnotation(slices[2], Tier.ANNOTATOR, "ls:1/11"),
+                NewAnnotation(slices[2], Tier.EXPERT, "ls:2/12"),
+                NewAnnotation(slices[3], Tier.MODEL, "model:1"),
+            ]
+        )
+        == 4
+    )
+    best = {a.slice_id: Tier(a.tier) for a in registry.best_annotations(volume)}
+    assert best == {
+        slices[0]: Tier.AUTO,
+        slices[1]: Tier.ANNOTATOR,
+        slices[2]: Tier.EXPERT,
+        slices[3]: Tier.MODEL,
+        slices[4]: Tier.AUTO,
+    }
+    assert registry.label_counts(volume) == {"auto": 2, "model": 1, "annotator": 1, "expert": 1}
+
+
+def test_dataset_versions_are_content_hashed_and_chained(registry_url):
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", range(4))
+    registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
+    ids = [a.id for a in registry.best_annotations()]
+    v1 = registry.freeze_dataset(
+        "nmc",
+        {"train": ids[:2], "val": ids[2:3], "test": ids[3:]},
+        {"coco": {"uri": "ab/x.json", "sha256": "0" * 64}},
+    )
+    again = registry.freeze_dataset("nmc", {"test": ids[3:], "val": ids[2:3], "train": ids[:2]})
+    assert again.id == v1.id and v1.version == 1
+    v2 = registry.freeze_dataset("nmc", {"train": ids[:3], "val": [], "test": ids[3:]})
+    assert (v2.version, v2.parent_id) == (2, v1.id)
+    assert registry.dataset("nmc").id == v2.id and registry.dataset("nmc", 1).id == v1.id
+    assert registry.dataset_members(v1.id) == {"train": ids[:2], "val": ids[2:3], "test": ids[3:]}
+    with pytest.raises(RegistryError, match="no dataset"):
+        registry.dataset("nmc", 7)
+
+
+def test_lineage_both_ways(registry_url):
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", range(3))
+    registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
+    registry.add_annotations([NewAnnotation(slices[0], Tier.EXPERT, "ls:1")])
+    best = registry.best_annotations()
+    data = registry.freeze_dataset("nmc", {"train": [a.id for a in best]})
+    parent = registry.register_model("unet", "unet", "torch", None)
+    child = registry.register_model(
+        "unet",
+        "unet",
+        "torch",
+        data.id,
+        config={"lr": 1e-3},
+        parent_id=parent,
+        metrics=[NewMetric("mIoU", 0.8), NewMetric("IoU", 0.7, class_name="cbd")],
+    )
+    lineage = registry.lineage(child)
+    assert lineage.ancestors == [parent] and lineage.dataset_version_id == data.id
+    assert lineage.annotations_by_tier == {"auto": 2, "expert": 1}
+    assert len(lineage.volume_ids) == 1
+    assert registry.models_trained_on(best[0].id) == [child]
+    assert [(m.name, m.class_name, m.value) for m in registry.metrics(child)] == [
+        ("mIoU", "", 0.8),
+        ("IoU", "cbd", 0.7),
+    ]
+
+
+def test_promotion_keeps_exactly_one_champion(registry_url):
+    registry = Registry.from_url(registry_url)
+    a, b, c = (registry.register_model("unet", "unet", "torch", None) for _ in range(3))
+    registry.promote(a)
+    registry.promote(b)
+    assert registry.champion("unet").id == b and registry.model(a).stage == "retired"
+    with pytest.raises(Exception), registry.session() as s:  # noqa: B017 - any DB error
+        s.execute(update(ModelVersion).where(ModelVersion.id == c).values(stage="champion"))
+    assert registry.champion("unet").id == b
+    errors = []
+
+    def promote(model_id):
+        try:
+            registry.promote(model_id)
+        except RegistryError as exc:
+            errors.append(exc)
+
+    racers = [threading.Thread(target=promote, args=(m,)) for m in (a, c)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    champions = [m for m in (a, b, c) if registry.model(m).stage == "champion"]
+    assert len(champions) == 1
+
+
+def test_top_unlabelled_skips_labelled_and_pending_slices(registry_url):
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", range(10))
+    model = registry.register_model("unet", "unet", "torch", None)
+    registry.record_scores(model, {slices[i]: float(i) for i in range(10)}, "entropy")
+    registry.record_scores(model, {slices[0]: 100.0})  # re-scoring replaces
+    registry.add_annotations(
+        [
+            NewAnnotation(slices[9], Tier.ANNOTATOR, "ls:1"),  # labelled by a person: skipped
+            NewAnnotation(slices[8], Tier.AUTO, "auto"),  # auto labels do not count
+        ]
+    )
+    with registry.session() as s:
+        from tomoloop.db.models import ALRound
+
+        round_ = ALRound(dataset="nmc", strategy="entropy", budget=2, model_version_id=model)
+        s.add(round_)
+        s.flush()
+        s.add_all(
+            [
+                RoundItem(round_id=round_.id, slice_id=slices[7], score=7, rank=1),
+                RoundItem(
+                    round_id=round_.id, slice_id=slices[6], score=6, rank=2, state="annotated"
+                ),
+            ]
+        )
+    top = registry.top_unlabelled(model, 3)
+    assert top == [(slices[0], 100.0), (slices[8], 8.0), (slices[6], 6.0)]

@@ -1,0 +1,36 @@
+import hashlib
+
+import pytest
+
+from tomoloop.adapters.artifacts import ArtifactError, ArtifactStore
+
+
+def test_put_get_round_trip_is_content_addressed(tmp_path):
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    data = b"\x89PNG fake mask bytes"
+    artifact = store.put_bytes(data, ".png")
+    sha = hashlib.sha256(data).hexdigest()
+    assert artifact.sha256 == sha and artifact.key == f"{sha[:2]}/{sha}.png"
+    assert store.put_bytes(data, ".png") == artifact  # same content, same key, no rewrite
+    assert store.get_bytes(artifact.key, artifact.sha256) == data
+    assert not list((tmp_path / "artifacts").rglob("*.tmp-*"))  # no temp files left
+
+
+def test_file_url_and_put_file(tmp_path):
+    source = tmp_path / "coco.json"
+    source.write_text('{"images": []}')
+    store = ArtifactStore(f"file://{tmp_path / 'store'}")
+    artifact = store.put_file(source)
+    assert artifact.key.endswith(".json")
+    assert store.get_bytes(artifact.key, artifact.sha256) == source.read_bytes()
+
+
+def test_altered_and_missing_artifacts_are_refused(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    artifact = store.put_bytes(b"weights", ".pt")
+    (tmp_path / artifact.key).write_bytes(b"weightz")
+    with pytest.raises(ArtifactError, match="altered"):
+        store.get_bytes(artifact.key, artifact.sha256)
+    (tmp_path / artifact.key).unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        store.get_bytes(artifact.key, artifact.sha256)
