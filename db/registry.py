@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,7 @@ class Registry:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._active: ContextVar[Session | None] = ContextVar(f"registry-{id(self)}", default=None)
 
     @classmethod
     def from_url(cls, url: str) -> Registry:
@@ -94,9 +96,29 @@ class Registry:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any error."""
+        """A transaction: committed on success, rolled back on any error.
+
+        Inside :meth:`atomic` it is the atomic block's transaction instead.
+        """
+        active = self._active.get()
+        if active is not None:
+            yield active
+            return
         with self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run several registry calls as one transaction: all of them, or none."""
+        if self._active.get() is not None:
+            yield
+            return
+        with self._sessions.begin() as session:
+            token = self._active.set(session)
+            try:
+                yield
+            finally:
+                self._active.reset(token)
 
     def _insert(self, table: Any) -> Any:
         """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL alike)."""

@@ -197,3 +197,17 @@ def test_top_unlabelled_skips_labelled_and_pending_slices(registry_url):
         )
     top = registry.top_unlabelled(model, 3)
     assert top == [(slices[0], 100.0), (slices[8], 8.0), (slices[6], 6.0)]
+
+
+def test_atomic_block_commits_all_or_nothing(registry_url):
+    registry = Registry.from_url(registry_url)
+    with pytest.raises(RuntimeError), registry.atomic():
+        volume = _volume(registry)
+        registry.register_slices(volume, "z", range(3))
+        raise RuntimeError("ingest failed half-way")
+    assert registry.volumes() == []
+    with registry.atomic():
+        volume = _volume(registry)
+        slices = registry.register_slices(volume, "z", range(3))
+        registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
+    assert registry.label_counts(volume)["auto"] == 3

@@ -1,0 +1,54 @@
+"""Class-index masks stored inline as COCO RLE per class (the registry's compact form).
+
+``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...}}``; class 0 is
+everything not listed. Exact: decoding gives back the mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from tomoloop.errors import TomoloopError
+
+
+class MaskFormatError(TomoloopError):
+    """An inline mask is malformed (wrong keys, size, overlapping classes)."""
+
+
+def encode_class_mask(mask: np.ndarray) -> dict:
+    """Inline RLE of an (h, w) integer class-index mask (classes ≥ 1 are encoded)."""
+    h, w = mask.shape
+    classes = {}
+    present = np.flatnonzero(np.bincount(mask.ravel().astype(np.int64)))
+    for c in present[present > 0].tolist():
+        rle = mask_utils.encode(np.asfortranarray(mask == c, dtype=np.uint8))
+        classes[str(c)] = rle["counts"].decode("ascii")
+    return {"size": [h, w], "classes": classes}
+
+
+def decode_class_mask(encoded: dict) -> np.ndarray:
+    """The (h, w) class-index mask (uint8, or uint16 above 255 classes) of an inline RLE.
+
+    Raises:
+        MaskFormatError: missing keys, a bad size, undecodable counts or overlapping classes.
+    """
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        classes = {int(c): counts for c, counts in encoded["classes"].items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(
+            f"inline mask is malformed ({exc!r}): expected size and classes"
+        ) from exc
+    top = max(classes, default=0)
+    out = np.zeros((h, w), dtype=np.uint8 if top <= 255 else np.uint16)
+    for c, counts in classes.items():
+        try:
+            binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+        except Exception as exc:
+            raise MaskFormatError(f"class {c} of an inline mask cannot be decoded: {exc}") from exc
+        hit = binary.astype(bool)
+        if (out[hit] != 0).any():
+            raise MaskFormatError(f"class {c} overlaps another class in an inline mask")
+        out[hit] = c
+    return out

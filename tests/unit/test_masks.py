@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tomoloop.masks import MaskFormatError, decode_class_mask, encode_class_mask
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    mask=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 40), st.integers(1, 40)),
+        elements=st.integers(0, 4),
+        fill=st.nothing(),
+    )
+)
+def test_class_mask_round_trip_is_exact(mask):
+    encoded = encode_class_mask(mask)
+    np.testing.assert_array_equal(decode_class_mask(encoded), mask)
+    assert "0" not in encoded["classes"]
+
+
+def test_a_mask_without_background_round_trips():
+    mask = np.full((2, 3), 2, np.uint8)
+    np.testing.assert_array_equal(decode_class_mask(encode_class_mask(mask)), mask)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"size": [4], "classes": {}},
+        {"size": [2, 2], "classes": {"1": "@@@@"}},
+        {"size": [2, 2], "classes": {"x": "04"}},
+    ],
+)
+def test_malformed_inline_masks_are_rejected(bad):
+    with pytest.raises(MaskFormatError):
+        decode_class_mask(bad)
+
+
+def test_overlapping_classes_are_rejected():
+    full = encode_class_mask(np.ones((3, 3), np.uint8))["classes"]["1"]
+    with pytest.raises(MaskFormatError, match="overlaps"):
+        decode_class_mask({"size": [3, 3], "classes": {"1": full, "2": full}})
