@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 
@@ -24,11 +24,15 @@ class ArtifactError(TomoloopError):
 
 @dataclass(frozen=True)
 class Artifact:
-    """A stored artifact: its key in the store, sha256 (hex) and size in bytes."""
+    """A stored artifact: its key in the store, sha256 (hex) and size in bytes.
+
+    ``new`` tells whether this put created the file (False: the content was there already).
+    """
 
     key: str
     sha256: str
     size: int
+    new: bool = field(default=False, compare=False)
 
 
 class ArtifactStore:
@@ -47,12 +51,17 @@ class ArtifactStore:
         sha = hashlib.sha256(data).hexdigest()
         key = f"{sha[:2]}/{sha}{suffix}"
         path = self._path(key)
-        if not self._fs.exists(path):
-            self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            self._fs.pipe_file(tmp, data)
-            self._fs.mv(tmp, path)
-        return Artifact(key, sha, len(data))
+        if self._fs.exists(path):
+            return Artifact(key, sha, len(data))
+        self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        self._fs.pipe_file(tmp, data)
+        self._fs.mv(tmp, path)
+        return Artifact(key, sha, len(data), new=True)
+
+    def remove(self, key: str) -> None:
+        """Delete an artifact (only for undoing a put whose transaction failed)."""
+        self._fs.rm_file(self._path(key))
 
     def put_file(self, local_path: str | os.PathLike[str], suffix: str | None = None) -> Artifact:
         """Store a local file (suffix defaults to the file's own)."""

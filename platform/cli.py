@@ -50,18 +50,29 @@ VoxelOpt = Annotated[
 ]
 
 
+_UNIT_UM = {"um": 1.0, "µm": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
 def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); None → None."""
+    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each."""
     if text is None:
         return None
+    body, factor = text.strip(), 1.0
+    for unit, scale in _UNIT_UM.items():
+        if body.endswith(unit):
+            body, factor = body[: -len(unit)], scale
+            break
     try:
-        parts = [float(p) for p in text.split(",")]
+        parts = [float(p) * factor for p in body.split(",")]
     except ValueError:
         parts = []
     if len(parts) == 1:
         parts *= 3
     if len(parts) != 3 or any(not (p > 0) for p in parts):
-        raise TomoloopError(f"--voxel-size {text!r}: give one length > 0 in µm or 'z,y,x'")
+        raise TomoloopError(
+            f"--voxel-size {text!r}: give one length > 0 or 'z,y,x', in µm unless it ends "
+            "in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
+        )
     return (parts[0], parts[1], parts[2])
 
 
@@ -283,6 +294,51 @@ def db_downgrade(
 def db_current(as_json: JsonFlag = False) -> None:
     """The registry's schema revision."""
     _report_revision(_registry_engine(), as_json)
+
+
+@app.command()
+def ingest(
+    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    labels: Annotated[Path, typer.Option("--labels", help="Label stack of the same shape.")],
+    name: Annotated[str, typer.Option("--name", help="Volume and dataset name.")],
+    phases: Annotated[str, typer.Option("--phases", help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
+    phase: Annotated[
+        list[str] | None, typer.Option(help="Instance phase(s) for COCO; default all but 0.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train,val,test fractions.")] = "0.8,0.1,0.1",
+    material: Annotated[str, typer.Option(help="Material description.")] = "",
+    voxel_size: VoxelOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1."""
+    from tomoloop.flows.ingest import ingest as ingest_flow
+    from tomoloop.phases import PhaseMap
+    from tomoloop.splits import parse_fractions
+    from tomoloop.stacks import open_stack
+
+    PhaseMap.parse(phases)
+    fractions = parse_fractions(split)
+    size = parse_voxel_size(voxel_size)
+    for path in (gray, labels):  # unreadable files: a clear line before the flow starts
+        open_stack(path).close()
+    with _database_errors():
+        result = ingest_flow(
+            gray=str(gray),
+            labels=str(labels),
+            name=name,
+            phases=phases,
+            voxel_size=size,
+            split=fractions,
+            instance_phases=tuple(phase or ()),
+            material=material,
+        )
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"ingested {name}", show_header=False)
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    out.print(table)
 
 
 @app.command()

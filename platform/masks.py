@@ -6,10 +6,15 @@ everything not listed. Exact: decoding gives back the mask.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from tomoloop.coco import class_index_lut
 from tomoloop.errors import TomoloopError
+from tomoloop.phases import PhaseMap
+from tomoloop.stacks import Axis, Stack, check_declared, check_label_dtype
 
 
 class MaskFormatError(TomoloopError):
@@ -52,3 +57,18 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
             raise MaskFormatError(f"class {c} overlaps another class in an inline mask")
         out[hit] = c
     return out
+
+
+def stack_class_masks(
+    labels: Stack, phases: PhaseMap, axis: Axis = "z"
+) -> Iterator[tuple[int, dict]]:
+    """``(index, inline mask)`` of every slice of a label stack, class = phase-map position.
+
+    Raises:
+        StackValidationError: a slice holds a value the phase map does not declare.
+    """
+    check_label_dtype(labels)
+    lut = class_index_lut(phases)
+    for i, image in labels.iter_slices(axis):
+        check_declared(image, phases, f"{labels.path.name} {axis}={i}")
+        yield i, encode_class_mask(lut[image])

@@ -7,6 +7,7 @@ store. Voxel sizes are in micrometres, ordered ``(z, y, x)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -414,6 +415,15 @@ def scan_label_values(labels: Stack) -> list[int]:
     for _, image in labels.iter_slices("z"):
         seen.update(present_values(image).tolist())
     return sorted(seen)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """sha256 (hex) of a file, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- writing

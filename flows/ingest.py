@@ -1,0 +1,134 @@
+"""Ingest: stacks in, a registered volume with tier-auto labels and DatasetVersion v1 out.
+
+validate the stacks → register the volume and its slices → tier-``auto`` annotations from
+the label stack → COCO + masks as an artifact → freeze the dataset version. The registry
+writes are one transaction and artifacts this run created are removed if it fails, so a
+failed ingest leaves nothing behind; running it again on the same input changes nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from tomoloop.adapters.artifacts import Artifact, ArtifactStore
+from tomoloop.archive import zip_folder
+from tomoloop.coco import CocoOptions, convert_stack
+from tomoloop.config import Settings
+from tomoloop.db.models import Tier
+from tomoloop.db.registry import NewAnnotation, Registry
+from tomoloop.masks import stack_class_masks
+from tomoloop.phases import PhaseMap
+from tomoloop.splits import split_slices
+from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    volume_id: int
+    dataset_version_id: int
+    dataset: str
+    version: int
+    slices: int
+    annotations_added: int
+    coco_artifact: str
+
+
+@flow(name="ingest")
+def ingest(
+    gray: str,
+    labels: str,
+    name: str,
+    phases: str,
+    voxel_size: tuple[float, float, float] | None = None,
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    instance_phases: tuple[str, ...] = (),
+    material: str = "",
+) -> dict:
+    """Register a grayscale + label stack pair as volume ``name`` and dataset ``name`` v1."""
+    log = get_run_logger()
+    settings = Settings()
+    registry = Registry.from_url(settings.registry_url)
+    store = ArtifactStore(settings.artifact_root)
+    phase_map = PhaseMap.parse(phases)
+    with open_stack(gray, voxel_size) as gray_stack, open_stack(labels, voxel_size) as label_stack:
+        check_same_shape(gray_stack, label_stack)
+        log.info("exporting COCO + masks of %s", label_stack.path.name)
+        created: list[Artifact] = []
+        try:
+            coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
+            created += [coco] if coco.new else []
+            with registry.atomic():
+                result = register(
+                    registry, gray_stack, label_stack, phase_map, name, split, material, coco
+                )
+        except BaseException:
+            for artifact in created:
+                store.remove(artifact.key)
+            raise
+    log.info("volume %s, dataset %s v%s", result.volume_id, result.dataset, result.version)
+    return asdict(result)
+
+
+def export_coco(
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    split: tuple[float, float, float],
+    instance_phases: tuple[str, ...],
+    store: ArtifactStore,
+) -> Artifact:
+    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact."""
+    with tempfile.TemporaryDirectory(prefix="tomoloop-ingest-") as tmp:
+        options = CocoOptions(
+            instance_phases=tuple(phases.value(p) for p in instance_phases),
+            split=split,
+            particle_ids=True,
+        )
+        convert_stack(labels, Path(tmp) / "coco", phases, options, gray=gray)
+        return store.put_bytes(zip_folder(Path(tmp) / "coco"), ".zip")
+
+
+def register(
+    registry: Registry,
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    name: str,
+    split: tuple[float, float, float],
+    material: str,
+    coco: Artifact,
+) -> IngestResult:
+    """Volume, slices, tier-auto annotations and the frozen dataset version (one transaction)."""
+    volume_id = registry.register_volume(
+        name,
+        str(gray.path),
+        file_sha256(gray.path),
+        gray.shape,
+        str(gray.dtype),
+        str(phases),
+        gray.voxel_size,
+        material=material,
+    )
+    slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
+    source = f"auto:{file_sha256(labels.path)}"
+    added = registry.add_annotations(
+        [
+            NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
+            for i, mask in stack_class_masks(labels, phases)
+        ]
+    )
+    by_slice = {a.slice_id: a.id for a in registry.best_annotations(volume_id)}
+    members = {
+        part: [by_slice[slice_ids[i]] for i in indices]
+        for part, indices in split_slices(gray.shape[0], split).items()
+    }
+    dataset = registry.freeze_dataset(
+        name, members, {"coco": {"uri": coco.key, "sha256": coco.sha256}}
+    )
+    return IngestResult(
+        volume_id, dataset.id, name, dataset.version, len(slice_ids), added, coco.key
+    )
