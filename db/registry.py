@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tomoloop.db.engine import make_engine
 from tomoloop.db.models import (
+    ALRound,
     Annotation,
     DatasetMember,
     DatasetVersion,
@@ -315,6 +316,27 @@ class Registry:
             raise RegistryError(f"no dataset {name!r}{'' if version is None else f'@{version}'}")
         return found
 
+    def datasets(self) -> list[DatasetVersion]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(DatasetVersion).order_by(DatasetVersion.name, DatasetVersion.version)
+                )
+            )
+
+    def dataset_counts(self, dataset_version_id: int) -> dict[str, dict[str, int]]:
+        """Annotations of a dataset version per split and tier: ``{split: {tier: n}}``."""
+        counts: dict[str, dict[str, int]] = {}
+        with self.session() as s:
+            for split, tier, n in s.execute(
+                select(DatasetMember.split, Annotation.tier, func.count())
+                .join(Annotation, Annotation.id == DatasetMember.annotation_id)
+                .where(DatasetMember.dataset_version_id == dataset_version_id)
+                .group_by(DatasetMember.split, Annotation.tier)
+            ):
+                counts.setdefault(split, {})[Tier(tier).name.lower()] = n
+        return counts
+
     def dataset_members(self, dataset_version_id: int) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         with self.session() as s:
@@ -364,6 +386,24 @@ class Registry:
         if model is None:
             raise RegistryError(f"no model version with id {model_id}")
         return model
+
+    def models(self) -> list[ModelVersion]:
+        with self.session() as s:
+            return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+
+    def rounds(self) -> list[tuple[ALRound, dict[str, int]]]:
+        """Every active-learning round with its item count per state."""
+        with self.session() as s:
+            states: dict[int, dict[str, int]] = {}
+            for round_id, state, n in s.execute(
+                select(RoundItem.round_id, RoundItem.state, func.count()).group_by(
+                    RoundItem.round_id, RoundItem.state
+                )
+            ):
+                states.setdefault(round_id, {})[state] = n
+            return [
+                (r, states.get(r.id, {})) for r in s.scalars(select(ALRound).order_by(ALRound.id))
+            ]
 
     def metrics(self, model_id: int) -> list[Metric]:
         with self.session() as s:

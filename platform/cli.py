@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -36,7 +37,9 @@ db_app = typer.Typer(
 )
 app.add_typer(coco_app, name="coco")
 app.add_typer(stack_app, name="stack")
+registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(registry_app, name="registry")
 
 out = Console()
 err = Console(stderr=True)
@@ -115,6 +118,32 @@ def stack_info(
     for key, value in info.items():
         table.add_row(key, str(value))
     out.print(table)
+
+
+@coco_app.command("export")
+def coco_export(
+    dataset: Annotated[str, typer.Option(help="NAME or NAME@VERSION (default latest).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Unpack a registered dataset version's COCO export (verified by sha256)."""
+    from tomoloop.adapters.artifacts import ArtifactStore
+    from tomoloop.archive import unzip_to
+    from tomoloop.config import Settings
+
+    name, _, version = dataset.partition("@")
+    with _database_errors():
+        found = _open_registry().dataset(name, int(version) if version else None)
+    coco = found.artifacts.get("coco")
+    if coco is None:
+        raise TomoloopError(f"dataset {name}@{found.version} has no COCO export")
+    data = ArtifactStore(Settings().artifact_root).get_bytes(coco["uri"], coco["sha256"])
+    files = unzip_to(data, out_dir)
+    result = {"dataset": name, "version": found.version, "out_dir": str(out_dir), "files": files}
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"[green]✓[/] {name}@{found.version}: {files} files in {out_dir}")
 
 
 @coco_app.command("from-stack")
@@ -294,6 +323,160 @@ def db_downgrade(
 def db_current(as_json: JsonFlag = False) -> None:
     """The registry's schema revision."""
     _report_revision(_registry_engine(), as_json)
+
+
+def _open_registry():
+    from tomoloop.config import Settings
+    from tomoloop.db.registry import Registry
+
+    return Registry.from_url(Settings().registry_url)
+
+
+def print_rows(title: str, rows: list[dict], as_json: bool) -> None:
+    """One JSON list on stdout, or a table for people."""
+    if as_json:
+        sys.stdout.write(json.dumps(rows, default=str) + "\n")
+        return
+    table = Table(title=title)
+    for key in rows[0] if rows else ["(none)"]:
+        table.add_column(key)
+    for row in rows:
+        table.add_row(
+            *(
+                json.dumps(v, default=str) if isinstance(v, dict | list) else str(v)
+                for v in row.values()
+            )
+        )
+    out.print(table)
+
+
+def volume_row(volume) -> dict:
+    voxel = [volume.voxel_z_um, volume.voxel_y_um, volume.voxel_x_um]
+    return {
+        "id": volume.id,
+        "name": volume.name,
+        "sha256": volume.sha256,
+        "shape": [volume.shape_z, volume.shape_y, volume.shape_x],
+        "voxel_size": None if voxel[0] is None else voxel,
+        "phases": volume.phases,
+    }
+
+
+def dataset_row(registry, dataset) -> dict:
+    return {
+        "id": dataset.id,
+        "name": dataset.name,
+        "version": dataset.version,
+        "hash": dataset.content_hash,
+        "parent": dataset.parent_id,
+        "counts": registry.dataset_counts(dataset.id),
+    }
+
+
+def model_row(registry, model) -> dict:
+    return {
+        "id": model.id,
+        "name": model.name,
+        "arch": model.architecture,
+        "backend": model.backend,
+        "stage": model.stage,
+        "dataset_version": model.dataset_version_id,
+        "parent": model.parent_id,
+        "metrics": {
+            f"{m.split}/{m.name}" + (f"/{m.class_name}" if m.class_name else ""): m.value
+            for m in registry.metrics(model.id)
+        },
+    }
+
+
+@registry_app.command("volumes")
+def registry_volumes(as_json: JsonFlag = False) -> None:
+    """Registered volumes."""
+    with _database_errors():
+        rows = [volume_row(v) for v in _open_registry().volumes()]
+    print_rows("volumes", rows, as_json)
+
+
+@registry_app.command("datasets")
+def registry_datasets(as_json: JsonFlag = False) -> None:
+    """Dataset versions with their annotation counts per split and tier."""
+    with _database_errors():
+        registry = _open_registry()
+        rows = [dataset_row(registry, d) for d in registry.datasets()]
+    print_rows("datasets", rows, as_json)
+
+
+@registry_app.command("models")
+def registry_models(as_json: JsonFlag = False) -> None:
+    """Model versions with stage, training data and metrics."""
+    with _database_errors():
+        registry = _open_registry()
+        rows = [model_row(registry, m) for m in registry.models()]
+    print_rows("models", rows, as_json)
+
+
+@registry_app.command("rounds")
+def registry_rounds(as_json: JsonFlag = False) -> None:
+    """Active-learning rounds with their items per state."""
+    with _database_errors():
+        rows = [
+            {
+                "id": r.id,
+                "dataset": r.dataset,
+                "strategy": r.strategy,
+                "budget": r.budget,
+                "model": r.model_version_id,
+                "status": r.status,
+                "items": items,
+            }
+            for r, items in _open_registry().rounds()
+        ]
+    print_rows("rounds", rows, as_json)
+
+
+@registry_app.command("show")
+def registry_show(
+    kind: Annotated[str, typer.Argument(help="volume, dataset or model.")],
+    ref: Annotated[str, typer.Argument(help="An id; for datasets also NAME or NAME@VERSION.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """One volume, dataset version or model version."""
+    with _database_errors():
+        registry = _open_registry()
+        if kind == "volume":
+            row = volume_row(registry.volume(_int_ref(ref)))
+        elif kind == "dataset":
+            name, _, version = ref.partition("@")
+            dataset = (
+                next((d for d in registry.datasets() if d.id == int(ref)), None)
+                if ref.isdigit()
+                else registry.dataset(name, int(version) if version else None)
+            )
+            if dataset is None:
+                raise TomoloopError(f"no dataset version with id {ref}")
+            row = dataset_row(registry, dataset)
+        elif kind == "model":
+            row = model_row(registry, registry.model(_int_ref(ref)))
+        else:
+            raise TomoloopError(f"registry show {kind!r}: use volume, dataset or model")
+    print_rows(kind, [row], as_json)
+
+
+def _int_ref(ref: str) -> int:
+    if not ref.isdigit():
+        raise TomoloopError(f"{ref!r} is not an id: give the number the listing shows")
+    return int(ref)
+
+
+@registry_app.command("lineage")
+def registry_lineage(
+    model_id: Annotated[int, typer.Argument(help="Model version id.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Where a model came from: ancestors, dataset version, labels by tier, volumes."""
+    with _database_errors():
+        lineage = _open_registry().lineage(model_id)
+    print_rows("lineage", [asdict(lineage)], as_json)
 
 
 @app.command()

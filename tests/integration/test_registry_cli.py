@@ -1,0 +1,117 @@
+"""`tomoloop registry ...` and `tomoloop coco export` as a scientist runs them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import tifffile
+from pycocotools.coco import COCO
+
+from tomoloop.adapters.artifacts import ArtifactStore
+from tomoloop.archive import zip_folder
+from tomoloop.coco import CocoOptions, convert_stack
+from tomoloop.db.models import Tier
+from tomoloop.db.registry import NewAnnotation, NewMetric, Registry
+from tomoloop.phases import PhaseMap
+from tomoloop.stacks import open_stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def populated(tmp_path, registry_url, monkeypatch, electrode_volume):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)
+    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
+    with open_stack(tmp_path / "labels.tif") as labels:
+        convert_stack(
+            labels,
+            tmp_path / "coco",
+            PhaseMap.parse("pore=0,nmc=1,cbd=2"),
+            CocoOptions(split=(0.6, 0.2, 0.2)),
+        )
+    store = ArtifactStore(str(tmp_path / "home" / "artifacts"))
+    coco = store.put_bytes(zip_folder(tmp_path / "coco"), ".zip")
+    registry = Registry.from_url(registry_url)
+    volume = registry.register_volume(
+        "nmc-1",
+        "/d/nmc.tif",
+        "e" * 64,
+        (20, 40, 48),
+        "uint8",
+        "pore=0,nmc=1,cbd=2",
+        (0.5, 0.5, 0.5),
+    )
+    slices = registry.register_slices(volume, "z", range(4))
+    registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
+    registry.add_annotations([NewAnnotation(slices[0], Tier.EXPERT, "ls:1")])
+    ids = [a.id for a in registry.best_annotations()]
+    data = registry.freeze_dataset(
+        "nmc",
+        {"train": ids[:3], "test": ids[3:]},
+        {"coco": {"uri": coco.key, "sha256": coco.sha256}},
+    )
+    model = registry.register_model(
+        "unet", "unet", "torch", data.id, metrics=[NewMetric("mIoU", 0.91)]
+    )
+    registry.promote(model)
+    return {"volume": volume, "dataset": data, "model": model, "store": store, "coco": coco}
+
+
+def tomoloop(*args):
+    result = subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result
+
+
+def test_listings_print_one_json_list_each(populated):
+    volumes = json.loads(tomoloop("registry", "volumes", "--json").stdout)
+    assert volumes == [
+        {
+            "id": populated["volume"],
+            "name": "nmc-1",
+            "sha256": "e" * 64,
+            "shape": [20, 40, 48],
+            "voxel_size": [0.5, 0.5, 0.5],
+            "phases": "pore=0,nmc=1,cbd=2",
+        }
+    ]
+    (dataset,) = json.loads(tomoloop("registry", "datasets", "--json").stdout)
+    assert dataset["version"] == 1
+    assert dataset["counts"] == {"train": {"expert": 1, "auto": 2}, "test": {"auto": 1}}
+    (model,) = json.loads(tomoloop("registry", "models", "--json").stdout)
+    assert (model["stage"], model["metrics"]) == ("champion", {"test/mIoU": 0.91})
+    assert json.loads(tomoloop("registry", "rounds", "--json").stdout) == []
+    lineage = json.loads(tomoloop("registry", "lineage", populated["model"], "--json").stdout)
+    assert lineage[0]["annotations_by_tier"] == {"auto": 3, "expert": 1}
+    shown = json.loads(tomoloop("registry", "show", "dataset", "nmc@1", "--json").stdout)
+    assert shown[0]["id"] == populated["dataset"].id
+    people = tomoloop("registry", "models")
+    assert people.returncode == 0 and "champion" in people.stdout
+
+
+def test_coco_export_unpacks_a_verified_dataset(tmp_path, populated):
+    result = tomoloop("coco", "export", "--dataset", "nmc", "--out", tmp_path / "x", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["files"] > 3
+    COCO(str(tmp_path / "x" / "train.json"))
+    assert (tmp_path / "x" / "masks").is_dir()
+
+
+def test_coco_export_refuses_an_altered_artifact(tmp_path, populated):
+    path = tmp_path / "home" / "artifacts" / populated["coco"].key
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    result = tomoloop("coco", "export", "--dataset", "nmc@1", "--out", tmp_path / "y")
+    assert result.returncode == 2 and "altered" in result.stderr
+    assert not (tmp_path / "y").exists()
+
+
+def test_unknown_ids_are_clear_errors(populated):
+    result = tomoloop("registry", "show", "model", "999")
+    assert result.returncode == 2 and "no model version with id 999" in result.stderr
+    assert "Traceback" not in result.stderr
