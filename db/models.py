@@ -108,8 +108,7 @@ class Annotation(Base):
     __table_args__ = (
         UniqueConstraint("slice_id", "tier", "source", name="uq_annotations_natural_key"),
         CheckConstraint("tier BETWEEN 0 AND 3", name="tier"),
-        Index("ix_annotations_slice_tier", "slice_id", "tier"),
-    )
+    )  # the natural-key index also serves lookups by (slice_id, tier): its prefix
     id: Mapped[int] = mapped_column(primary_key=True)
     slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id", ondelete="RESTRICT"))
     tier: Mapped[int] = mapped_column(SmallInteger)
@@ -225,7 +224,10 @@ class SliceScore(Base):
     """A model's uncertainty score of a slice (higher = more worth a person's time)."""
 
     __tablename__ = "slice_scores"
-    __table_args__ = (Index("ix_slice_scores_model_score", "model_version_id", "score"),)
+    # top-K walks this index from the top in exactly the query's order
+    __table_args__ = (
+        Index("ix_slice_scores_model_score", "model_version_id", "score", "slice_id"),
+    )
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"), primary_key=True)
     score: Mapped[float] = mapped_column(Float)

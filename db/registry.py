@@ -35,6 +35,7 @@ from tomoloop.db.models import (
     Stage,
     Tier,
     Volume,
+    utcnow,
 )
 from tomoloop.errors import TomoloopError
 
@@ -81,6 +82,52 @@ class Lineage:
     dataset_version_id: int | None
     annotations_by_tier: dict[str, int] = field(default_factory=dict)
     volume_ids: list[int] = field(default_factory=list)
+
+
+_ANNOTATION_COLUMNS = (
+    "slice_id",
+    "tier",
+    "source",
+    "model_version_id",
+    "ls_task_id",
+    "ls_annotation_id",
+    "author",
+    "lead_time_s",
+    "mask_uri",
+    "mask_sha256",
+    "mask_rle",
+    "created_at",
+)
+
+
+def _insert_or_ignore_annotations(raw: Any, rows: list[tuple]) -> int:
+    cursor = raw.cursor()
+    before = raw.total_changes
+    cursor.executemany(
+        f"INSERT OR IGNORE INTO annotations ({', '.join(_ANNOTATION_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(_ANNOTATION_COLUMNS))})",
+        rows,
+    )
+    return raw.total_changes - before
+
+
+def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
+    columns = ", ".join(_ANNOTATION_COLUMNS)
+    with raw.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming_annotations ON COMMIT DELETE ROWS AS "
+            f"SELECT {columns} FROM annotations WITH NO DATA"
+        )
+        with cursor.copy(f"COPY incoming_annotations ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO annotations ({columns}) SELECT {columns} FROM incoming_annotations "
+            "ON CONFLICT (slice_id, tier, source) DO NOTHING"
+        )
+        inserted = cursor.rowcount
+        cursor.execute("TRUNCATE incoming_annotations")
+    return inserted
 
 
 class Registry:
@@ -211,19 +258,32 @@ class Registry:
 
         Returns the number of new rows. Nothing is ever deleted or overwritten: a higher
         tier supersedes a lower one when training data is chosen (:meth:`best_annotations`).
+        Bulk path: SQLite ``INSERT OR IGNORE`` through executemany; PostgreSQL ``COPY`` into
+        a temporary table, then one ``INSERT … ON CONFLICT DO NOTHING``.
         """
-        rows = [{**a.__dict__, "tier": int(a.tier)} for a in annotations]
-        inserted = 0
+        now = utcnow()
+        rows = [
+            (
+                a.slice_id,
+                int(a.tier),
+                a.source,
+                a.model_version_id,
+                a.ls_task_id,
+                a.ls_annotation_id,
+                a.author,
+                a.lead_time_s,
+                a.mask_uri,
+                a.mask_sha256,
+                None if a.mask_rle is None else json.dumps(a.mask_rle, separators=(",", ":")),
+                now,
+            )
+            for a in annotations
+        ]
         with self.session() as s:
-            for start in range(0, len(rows), _CHUNK):
-                result = s.connection().execute(
-                    self._insert(Annotation)
-                    .on_conflict_do_nothing(index_elements=["slice_id", "tier", "source"])
-                    .returning(Annotation.id),
-                    rows[start : start + _CHUNK],
-                )
-                inserted += len(result.all())
-        return inserted
+            raw = s.connection().connection.dbapi_connection
+            if self.engine.dialect.name == "postgresql":
+                return _copy_annotations(raw, rows)
+            return _insert_or_ignore_annotations(raw, rows)
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""

@@ -35,9 +35,9 @@ stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_h
 db_app = typer.Typer(
     help="The SQL registry's schema (TOMOLOOP_DATABASE_URL).", no_args_is_help=True
 )
+registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
 app.add_typer(coco_app, name="coco")
 app.add_typer(stack_app, name="stack")
-registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 
@@ -53,18 +53,16 @@ VoxelOpt = Annotated[
 ]
 
 
-_UNIT_UM = {"um": 1.0, "µm": 1.0, "nm": 1e-3, "mm": 1e3}
-
-
 def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
     """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each."""
+    from tomoloop.stacks import UM_PER_UNIT
+
     if text is None:
         return None
-    body, factor = text.strip(), 1.0
-    for unit, scale in _UNIT_UM.items():
-        if body.endswith(unit):
-            body, factor = body[: -len(unit)], scale
-            break
+    body = text.strip()
+    unit = body[len(body.rstrip("abcdefghijklmnopqrstuvwxyzµμÅ")) :].lower()
+    factor = UM_PER_UNIT.get(unit, 1.0 if unit == "" else float("nan"))
+    body = body[: len(body) - len(unit)]
     try:
         parts = [float(p) * factor for p in body.split(",")]
     except ValueError:

@@ -31,7 +31,7 @@ Axis = Literal["z", "y", "x"]
 AXES: tuple[Axis, ...] = ("z", "y", "x")
 VoxelSize = tuple[float, float, float]
 
-_UM_PER_UNIT = {
+UM_PER_UNIT = {  # micrometres per length unit, by the names files and people use
     "um": 1.0,
     "µm": 1.0,
     "μm": 1.0,
@@ -54,7 +54,7 @@ _BAND_BYTES = 256 * 2**20
 
 def _um(value: float, unit: str | None) -> float | None:
     """Length in µm, or None when the unit is missing or not a length ("pixel", "inch")."""
-    factor = _UM_PER_UNIT.get((unit or "").strip().lower())
+    factor = UM_PER_UNIT.get((unit or "").strip().lower())
     if factor is None or not value or not math.isfinite(value) or value <= 0:
         return None
     return float(value) * factor

@@ -211,3 +211,15 @@ def test_atomic_block_commits_all_or_nothing(registry_url):
         slices = registry.register_slices(volume, "z", range(3))
         registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
     assert registry.label_counts(volume)["auto"] == 3
+
+
+def test_migrations_match_the_models(registry_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tomoloop.db.models import Base
+
+    engine = make_engine(registry_url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    engine.dispose()

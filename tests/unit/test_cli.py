@@ -136,3 +136,28 @@ def test_db_upgrade_downgrade_and_unreachable_server(tmp_path, monkeypatch):
     unreachable = tomoloop("db", "upgrade")
     assert unreachable.returncode == 2 and "cannot reach the registry" in unreachable.stderr
     assert "secret" not in unreachable.stderr and "Traceback" not in unreachable.stderr
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0.5", (0.5,) * 3),
+        ("64nm", (0.064,) * 3),
+        ("1,0.5,0.5um", (1.0, 0.5, 0.5)),
+        ("0.2 µm", (0.2,) * 3),
+        ("2mm", (2000.0,) * 3),
+    ],
+)
+def test_voxel_size_takes_units(text, expected):
+    from tomoloop.cli import parse_voxel_size
+
+    assert parse_voxel_size(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["3furlong", "0", "1,2", "-1", "nm"])
+def test_bad_voxel_sizes(text):
+    from tomoloop.cli import parse_voxel_size
+    from tomoloop.errors import TomoloopError
+
+    with pytest.raises(TomoloopError, match="--voxel-size"):
+        parse_voxel_size(text)

@@ -158,9 +158,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_annotations")),
         sa.UniqueConstraint("slice_id", "tier", "source", name="uq_annotations_natural_key"),
     )
-    with op.batch_alter_table("annotations", schema=None) as batch_op:
-        batch_op.create_index("ix_annotations_slice_tier", ["slice_id", "tier"], unique=False)
-
     op.create_table(
         "slice_scores",
         sa.Column("model_version_id", sa.Integer(), nullable=False),
@@ -179,7 +176,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("slice_scores", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_slice_scores_model_score", ["model_version_id", "score"], unique=False
+            "ix_slice_scores_model_score", ["model_version_id", "score", "slice_id"], unique=False
         )
 
     op.create_table(
@@ -303,9 +300,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_slice_scores_model_score")
 
     op.drop_table("slice_scores")
-    with op.batch_alter_table("annotations", schema=None) as batch_op:
-        batch_op.drop_index("ix_annotations_slice_tier")
-
     op.drop_table("annotations")
     op.drop_table("al_rounds")
     op.drop_table("slices")
