@@ -89,3 +89,49 @@ def test_a_registry_refusal_after_the_export_removes_the_new_artifact(
         ingest(gray=gray2, labels=labels2, name="nmc", phases="pore=0,nmc=1,cbd=2")
     assert _artifact_files(home) == before
     assert len(Registry.from_url(registry_url).volumes()) == 1
+
+
+def test_two_concurrent_ingests_of_one_volume_leave_one(
+    tmp_path, home, registry_url, electrode_volume
+):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    gray, labels = _stacks(tmp_path, electrode_volume)
+    runs = []
+    for k in range(2):
+        env = {**os.environ, "PREFECT_HOME": str(tmp_path / f"prefect-{k}")}
+        runs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tomoloop.cli",
+                    "ingest",
+                    gray,
+                    "--labels",
+                    labels,
+                    "--name",
+                    "nmc",
+                    "--phases",
+                    "pore=0,nmc=1,cbd=2",
+                    "--json",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    results = []
+    for run in runs:
+        stdout, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-2000:]
+        results.append(json.loads(stdout))
+    assert results[0]["dataset_version_id"] == results[1]["dataset_version_id"]
+    assert sorted(r["annotations_added"] for r in results) == [0, 20]
+    registry = Registry.from_url(registry_url)
+    assert len(registry.volumes()) == 1 and len(registry.datasets()) == 1
+    assert len(registry.best_annotations()) == 20
