@@ -223,12 +223,15 @@ class Registry:
             "choose another --name"
         )
 
-    def volume(self, volume_id: int) -> Volume:
+    def _get(self, table: type, key: int, what: str) -> Any:
         with self.session() as s:
-            volume = s.get(Volume, volume_id)
-        if volume is None:
-            raise RegistryError(f"no volume with id {volume_id}")
-        return volume
+            found = s.get(table, key)
+        if found is None:
+            raise RegistryError(f"no {what} with id {key}")
+        return found
+
+    def volume(self, volume_id: int) -> Volume:
+        return self._get(Volume, volume_id, "volume")
 
     def volumes(self) -> list[Volume]:
         with self.session() as s:
@@ -441,11 +444,7 @@ class Registry:
         return model.id
 
     def model(self, model_id: int) -> ModelVersion:
-        with self.session() as s:
-            model = s.get(ModelVersion, model_id)
-        if model is None:
-            raise RegistryError(f"no model version with id {model_id}")
-        return model
+        return self._get(ModelVersion, model_id, "model version")
 
     def models(self) -> list[ModelVersion]:
         with self.session() as s:
