@@ -54,21 +54,25 @@ def ingest(
     registry = Registry.from_url(settings.registry_url)
     store = ArtifactStore(settings.artifact_root)
     phase_map = PhaseMap.parse(phases)
-    with open_stack(gray, voxel_size) as gray_stack, open_stack(labels, voxel_size) as label_stack:
-        check_same_shape(gray_stack, label_stack)
-        log.info("exporting COCO + masks of %s", label_stack.path.name)
-        created: list[Artifact] = []
-        try:
+    coco: Artifact | None = None
+    try:
+        with (
+            open_stack(gray, voxel_size) as gray_stack,
+            open_stack(labels, voxel_size) as label_stack,
+        ):
+            check_same_shape(gray_stack, label_stack)
+            log.info("exporting COCO + masks of %s", label_stack.path.name)
             coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
-            created += [coco] if coco.new else []
             with registry.atomic():
                 result = register(
                     registry, gray_stack, label_stack, phase_map, name, split, material, coco
                 )
-        except BaseException:
-            for artifact in created:
-                store.remove(artifact.key)
-            raise
+    except BaseException:
+        if coco is not None and coco.new:  # this run stored it, and nothing refers to it
+            store.remove(coco.key)
+        raise
+    finally:
+        registry.engine.dispose()
     log.info("volume %s, dataset %s v%s", result.volume_id, result.dataset, result.version)
     return asdict(result)
 
