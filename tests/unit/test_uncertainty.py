@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from tomoloop.models import build_model
+from tomoloop.uncertainty import (
+    AGGREGATIONS,
+    entropy,
+    flip_tta_probs,
+    margin,
+    mc_dropout_probs,
+    mutual_information,
+    tta_variance,
+    vote_disagreement,
+)
+
+
+def _softmax(logits, axis):
+    e = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_sure_and_unsure_extremes():
+    sure = np.zeros((3, 2, 2))
+    sure[1] = 1
+    tie = np.full((3, 2, 2), 1 / 3)
+    assert np.allclose(entropy(sure), 0) and np.allclose(entropy(tie), np.log(3))
+    assert np.allclose(margin(sure), 0) and np.allclose(margin(tie), 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 6), st.integers(2, 4), st.integers(1, 5), st.integers(1, 5)),
+        elements=st.floats(-5, 5),
+    )
+)
+def test_bald_is_between_zero_and_the_entropy_of_the_mean(logits):
+    samples = _softmax(logits, axis=1)
+    bald = mutual_information(samples)
+    assert np.all(bald >= 0) and np.all(bald <= entropy(samples.mean(axis=0)) + 1e-9)
+    same = np.repeat(samples[:1], 4, axis=0)
+    assert np.allclose(mutual_information(same), 0, atol=1e-9)
+    assert np.allclose(vote_disagreement(same), 0) and np.allclose(tta_variance(same), 0)
+
+
+def test_disagreeing_passes_score_high():
+    a, b = np.zeros((2, 1, 1)), np.zeros((2, 1, 1))
+    a[0], b[1] = 1, 1
+    samples = np.stack([a, b, a, b])
+    assert mutual_information(samples)[0, 0] == pytest.approx(np.log(2), abs=1e-6)
+    assert vote_disagreement(samples)[0, 0] == 0.5
+
+
+def test_aggregations():
+    u = np.zeros((10, 10))
+    u[0, :5] = 1.0
+    probs = np.zeros((2, 10, 10))
+    probs[0] = 1
+    probs[:, 0, :] = [[0.0], [1.0]]  # the unsure row is foreground
+    assert AGGREGATIONS["mean"](u, probs) == pytest.approx(0.05)
+    assert AGGREGATIONS["top_percentile"](u, probs, percent=5) == 1.0
+    assert AGGREGATIONS["foreground_weighted"](u, probs) == pytest.approx(0.5)
+
+
+def test_mc_dropout_samples_differ_only_with_dropout():
+    torch.manual_seed(0)
+    images = torch.randn(1, 1, 32, 32)
+    stochastic = build_model("unet", base=4, dropout=0.5)
+    samples = mc_dropout_probs(stochastic, images, passes=4)
+    assert samples.shape == (4, 1, 2, 32, 32)
+    assert not np.allclose(samples[0], samples[1])
+    assert not stochastic.training and not stochastic.dropout.training  # left in eval mode
+    steady = build_model("unet", base=4, dropout=0.0)
+    same = mc_dropout_probs(steady, images, passes=3)
+    assert np.allclose(same[0], same[2], atol=1e-6)
+
+
+def test_flip_tta_of_a_flip_symmetric_model_agrees():
+    model = torch.nn.Conv2d(1, 2, 1)  # pointwise: flipping commutes with it
+    probs = flip_tta_probs(model, torch.randn(2, 1, 16, 16))
+    assert probs.shape == (4, 2, 2, 16, 16)
+    assert np.allclose(tta_variance(probs[:, 0]), 0, atol=1e-10)
