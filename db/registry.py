@@ -379,6 +379,9 @@ class Registry:
             raise RegistryError(f"no dataset {name!r}{'' if version is None else f'@{version}'}")
         return found
 
+    def dataset_version(self, dataset_version_id: int) -> DatasetVersion:
+        return self._get(DatasetVersion, dataset_version_id, "dataset version")
+
     def datasets(self) -> list[DatasetVersion]:
         with self.session() as s:
             return list(

@@ -129,9 +129,9 @@ def coco_export(
     from tomoloop.archive import unzip_to
     from tomoloop.config import Settings
 
-    name, _, version = dataset.partition("@")
     with _database_errors():
-        found = _open_registry().dataset(name, int(version) if version else None)
+        found = _dataset(_open_registry(), dataset)
+    name = found.name
     coco = found.artifacts.get("coco")
     if coco is None:
         raise TomoloopError(f"dataset {name}@{found.version} has no COCO export")
@@ -444,20 +444,19 @@ def registry_show(
         if kind == "volume":
             row = volume_row(registry.volume(_int_ref(ref)))
         elif kind == "dataset":
-            name, _, version = ref.partition("@")
-            dataset = (
-                next((d for d in registry.datasets() if d.id == int(ref)), None)
-                if ref.isdigit()
-                else registry.dataset(name, int(version) if version else None)
-            )
-            if dataset is None:
-                raise TomoloopError(f"no dataset version with id {ref}")
-            row = dataset_row(registry, dataset)
+            found = registry.dataset_version(int(ref)) if ref.isdigit() else _dataset(registry, ref)
+            row = dataset_row(registry, found)
         elif kind == "model":
             row = model_row(registry, registry.model(_int_ref(ref)))
         else:
             raise TomoloopError(f"registry show {kind!r}: use volume, dataset or model")
     print_rows(kind, [row], as_json)
+
+
+def _dataset(registry, ref: str):
+    """A dataset version from ``NAME`` (latest) or ``NAME@VERSION``."""
+    name, _, version = ref.partition("@")
+    return registry.dataset(name, _int_ref(version) if version else None)
 
 
 def _int_ref(ref: str) -> int:

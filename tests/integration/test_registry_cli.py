@@ -91,6 +91,10 @@ def test_listings_print_one_json_list_each(populated):
     assert lineage[0]["annotations_by_tier"] == {"auto": 3, "expert": 1}
     shown = json.loads(tomoloop("registry", "show", "dataset", "nmc@1", "--json").stdout)
     assert shown[0]["id"] == populated["dataset"].id
+    by_id = json.loads(
+        tomoloop("registry", "show", "dataset", populated["dataset"].id, "--json").stdout
+    )
+    assert by_id == shown
     people = tomoloop("registry", "models")
     assert people.returncode == 0 and "champion" in people.stdout
 
