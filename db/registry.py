@@ -34,6 +34,7 @@ from tomoloop.db.models import (
     SliceScore,
     Stage,
     Tier,
+    TrainingRun,
     Volume,
     utcnow,
 )
@@ -82,6 +83,23 @@ class Lineage:
     dataset_version_id: int | None
     annotations_by_tier: dict[str, int] = field(default_factory=dict)
     volume_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DatasetSlice:
+    """One member of a dataset version with what is needed to read its image and mask."""
+
+    split: str
+    annotation_id: int
+    tier: int
+    volume_id: int
+    volume_path: str
+    phases: str
+    axis: str
+    index: int
+    mask_rle: dict | None
+    mask_uri: str | None
+    mask_sha256: str | None
 
 
 _ANNOTATION_COLUMNS = (
@@ -232,6 +250,13 @@ class Registry:
 
     def volume(self, volume_id: int) -> Volume:
         return self._get(Volume, volume_id, "volume")
+
+    def volume_named(self, name: str) -> Volume:
+        with self.session() as s:
+            found = s.scalar(select(Volume).where(Volume.name == name))
+        if found is None:
+            raise RegistryError(f"no volume named {name!r}: see `tomoloop registry volumes`")
+        return found
 
     def volumes(self) -> list[Volume]:
         with self.session() as s:
@@ -414,6 +439,33 @@ class Registry:
                 out[split].append(annotation_id)
         return out
 
+    def dataset_slices(self, dataset_version_id: int) -> list[DatasetSlice]:
+        """Every member of a dataset version with its slice, volume and mask, in split and
+        annotation order.
+        """
+        query = (
+            select(
+                DatasetMember.split,
+                Annotation.id,
+                Annotation.tier,
+                Volume.id,
+                Volume.path,
+                Volume.phases,
+                Slice.axis,
+                Slice.index,
+                Annotation.mask_rle,
+                Annotation.mask_uri,
+                Annotation.mask_sha256,
+            )
+            .join(Annotation, Annotation.id == DatasetMember.annotation_id)
+            .join(Slice, Slice.id == Annotation.slice_id)
+            .join(Volume, Volume.id == Slice.volume_id)
+            .where(DatasetMember.dataset_version_id == dataset_version_id)
+            .order_by(DatasetMember.split, Annotation.id)
+        )
+        with self.session() as s:
+            return [DatasetSlice(*row) for row in s.execute(query)]
+
     # ------------------------------------------------------------ models
 
     def register_model(
@@ -429,7 +481,7 @@ class Registry:
         metrics: Sequence[NewMetric] = (),
     ) -> int:
         """Register a candidate model version and its metrics; its id."""
-        with self.session() as s:
+        with self.atomic(), self.session() as s:
             model = ModelVersion(
                 name=name,
                 architecture=architecture,
@@ -443,8 +495,62 @@ class Registry:
             )
             s.add(model)
             s.flush()
-            s.add_all(Metric(model_version_id=model.id, **m.__dict__) for m in metrics)
+            self.add_metrics(model.id, metrics)
         return model.id
+
+    def start_training(self, model_id: int, device: str) -> int:
+        """Open a training run (status ``running``) of a model version; its id."""
+        with self.session() as s:
+            run = TrainingRun(model_version_id=model_id, device=device, status="running")
+            s.add(run)
+            s.flush()
+        return run.id
+
+    def update_training(
+        self,
+        run_id: int,
+        status: str,
+        epochs: int | None = None,
+        curve_uri: str | None = None,
+        checkpoint: tuple[str, str] | None = None,
+    ) -> None:
+        """Set a run's status (``running``, ``finished``, ``failed``; the end time is set
+        for the last two), its epoch count and curve; on success store the checkpoint
+        ``(uri, sha256)`` on its model version.
+        """
+        with self.session() as s:
+            run = s.get(TrainingRun, run_id)
+            if run is None:
+                raise RegistryError(f"no training run with id {run_id}")
+            run.status = status
+            run.ended_at = utcnow() if status in ("finished", "failed") else None
+            if epochs is not None:
+                run.epochs = epochs
+            if curve_uri is not None:
+                run.curve_uri = curve_uri
+            if checkpoint is not None:
+                model = s.get(ModelVersion, run.model_version_id)
+                model.checkpoint_uri, model.checkpoint_sha256 = checkpoint
+
+    def training_runs(self, model_id: int) -> list[TrainingRun]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(TrainingRun)
+                    .where(TrainingRun.model_version_id == model_id)
+                    .order_by(TrainingRun.id)
+                )
+            )
+
+    def add_metrics(
+        self, model_id: int, metrics: Sequence[NewMetric], training_run_id: int | None = None
+    ) -> None:
+        """Record numbers of a model version (and run): learning curves, evaluations."""
+        with self.session() as s:
+            s.add_all(
+                Metric(model_version_id=model_id, training_run_id=training_run_id, **m.__dict__)
+                for m in metrics
+            )
 
     def model(self, model_id: int) -> ModelVersion:
         return self._get(ModelVersion, model_id, "model version")

@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from tomoloop.errors import TomoloopError
+from tomoloop.inference import normalise
+from tomoloop.masks import decode_class_mask
+from tomoloop.stacks import open_stack, percentile_window
 
 TIER_NAMES = ("auto", "model", "annotator", "expert")  # tier index → name, as the registry
 # Expert > annotator > auto (the issue); model predictions used as labels count least.
@@ -54,6 +57,51 @@ class Augmentation:
 
 
 NO_AUGMENTATION = Augmentation(False, False, 0.0, (1.0, 1.0), 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """Where a labelled slice lives: a grey stack, an axis and index, its inline class mask
+    (:mod:`tomoloop.masks` form), its tier (0 auto … 3 expert) and split.
+    """
+
+    path: str
+    axis: str
+    index: int
+    mask: dict
+    tier: int
+    split: str
+    annotation_id: int | None = None
+
+
+def load_slices(
+    refs: Sequence[SliceRef], weights: dict[str, float] | None = None
+) -> dict[str, list[LabelledSlice]]:
+    """Read every referenced slice, normalised by its volume's percentile window (the same
+    window prediction uses), with decoded labels and tier weights; grouped by split.
+    Each stack is opened once.
+    """
+    out: dict[str, list[LabelledSlice]] = {"train": [], "val": [], "test": []}
+    by_path: dict[str, list[SliceRef]] = {}
+    for ref in refs:
+        by_path.setdefault(ref.path, []).append(ref)
+    for path, group in by_path.items():
+        with open_stack(path) as stack:
+            window = percentile_window(stack)
+            for ref in group:
+                image = normalise(stack.slice(ref.axis, ref.index), window)
+                labels = decode_class_mask(ref.mask)
+                if labels.shape != image.shape:
+                    raise DatasetError(
+                        f"annotation {ref.annotation_id}: mask {labels.shape} does not fit "
+                        f"{ref.axis} slice {ref.index} {image.shape} of {path}"
+                    )
+                out.setdefault(ref.split, []).append(
+                    LabelledSlice(
+                        image, labels, tier_weight(ref.tier, weights), ref.split, ref.annotation_id
+                    )
+                )
+    return out
 
 
 def parse_tier_weights(text: str) -> dict[str, float]:

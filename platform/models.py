@@ -6,7 +6,9 @@ divisible by 16, and keeps its dropout layers usable at inference for MC dropout
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -70,3 +72,70 @@ def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options) 
             f"unknown architecture {name!r}: choose one of {', '.join(sorted(MODELS))}"
         )
     return MODELS[name](in_channels=in_channels, n_classes=n_classes, **options)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a trained network besides its weights."""
+
+    architecture: str
+    in_channels: int
+    n_classes: int
+    options: dict = field(default_factory=dict)
+    class_names: tuple[str, ...] = ()
+
+    def build(self) -> nn.Module:
+        return build_model(self.architecture, self.in_channels, self.n_classes, **self.options)
+
+
+def save_model(model: nn.Module, spec: ModelSpec) -> bytes:
+    """A checkpoint as bytes: the spec and the weights (CPU tensors), loadable with
+    ``torch.load(weights_only=True)``.
+    """
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"spec": asdict(spec), "state": state}, buffer)
+    return buffer.getvalue()
+
+
+def load_model(data: bytes, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a network saved by :func:`save_model`, in eval mode on ``device``."""
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        raw = saved["spec"]
+        spec = ModelSpec(**{**raw, "class_names": tuple(raw.get("class_names", ()))})
+    except Exception as exc:
+        raise TomoloopError(f"not a tomoloop model checkpoint: {exc}") from exc
+    model = spec.build()
+    model.load_state_dict(saved["state"])
+    return model.to(device).eval(), spec
+
+
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``state`` whose name and shape match into ``model`` (transfer
+    learning, seed 001); the names of the model's tensors left as initialised (e.g. a
+    head for another number of classes).
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise TomoloopError("the parent model shares no weights with this architecture")
+    model.load_state_dict(matching, strict=False)
+    return sorted(set(own) - set(matching))
+
+
+def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> int:
+    """Stop gradients of parameters whose names start with any prefix (e.g. ``down`` for
+    the U-Net encoder); how many parameter tensors were frozen.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            tops = sorted({name.split(".")[0] for name in names})
+            raise TomoloopError(f"no parameters start with {prefix!r}: try one of {tops}")
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if name.startswith(prefixes):
+            parameter.requires_grad_(False)
+            frozen += 1
+    return frozen

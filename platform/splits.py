@@ -72,7 +72,7 @@ def split_slices(
     """
     if n <= 0:
         return {name: [] for name in SPLIT_NAMES}
-    n_blocks = max(1, min(n_blocks, n))
+    n_blocks = max(1, min(n_blocks, n // (2 * gap + 1)))  # a block outlives its gaps
     counts = _blocks_per_split(n_blocks, fractions)
     owner_of_block = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng(seed).shuffle(owner_of_block)

@@ -1,0 +1,247 @@
+"""Train a semantic network on a dataset version and register it.
+
+load the labelled slices → build the network (or fine-tune a registered parent) →
+register a candidate model version and open a training run → train with per-epoch
+checkpoints → evaluate on the test split → store checkpoint and learning curve as
+artifacts, the curve and scores as metrics → close the run.
+
+Running the same request again after a crash resumes from the last finished epoch (the
+checkpoint folder is keyed by the request); after success it returns the model it made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from tomoloop.config import Settings
+from tomoloop.data import Augmentation, parse_tier_weights
+from tomoloop.db.registry import NewMetric
+from tomoloop.evaluation import Evaluation, evaluate
+from tomoloop.flows.resources import (
+    Services,
+    dataset_phases,
+    dataset_slices,
+    load_registered_model,
+)
+from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
+from tomoloop.training import (
+    EpochRecord,
+    TrainConfig,
+    plot_learning_curve,
+    resolve_device,
+    train,
+)
+
+
+def request_key(request: dict) -> str:
+    """A short stable hash of a training request (names its checkpoint folder)."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def curve_metrics(history: list[EpochRecord], dataset_version_id: int) -> list[NewMetric]:
+    """The learning curve as metrics, one per epoch (``step``) and quantity."""
+    return [
+        NewMetric(name, value, split, step=r.epoch, dataset_version_id=dataset_version_id)
+        for r in history
+        for name, value, split in (
+            ("loss", r.train_loss, "train"),
+            ("mIoU", r.val_miou, "val"),
+            ("mDSC", r.val_mdsc, "val"),
+        )
+    ]
+
+
+def evaluation_metrics(
+    result: Evaluation, class_names: tuple[str, ...], split: str, dataset_version_id: int
+) -> list[NewMetric]:
+    """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction)."""
+    overall = {k: v for k, v in result.as_dict(class_names).items() if k != "per_class"}
+    metrics = [
+        NewMetric(name, value, split, dataset_version_id=dataset_version_id)
+        for name, value in overall.items()
+    ]
+    for name, values in result.as_dict(class_names)["per_class"].items():
+        metrics.extend(
+            NewMetric(key, value, split, class_name=name, dataset_version_id=dataset_version_id)
+            for key, value in values.items()
+        )
+    return metrics
+
+
+@flow(name="train")
+def train_semantic(
+    dataset_version_id: int,
+    arch: str = "unet",
+    name: str | None = None,
+    config: dict | None = None,
+    options: dict | None = None,
+    device: str = "auto",
+    parent: int | None = None,
+    freeze_prefixes: tuple[str, ...] = (),
+    tier_weights: str = "",
+) -> dict:
+    """Train ``arch`` on a dataset version; ``{"model_version": id, ...}``.
+
+    ``config`` holds :class:`tomoloop.training.TrainConfig` fields (``augmentation`` as a
+    dict of :class:`tomoloop.data.Augmentation` fields); ``options`` go to the network.
+    """
+    log = get_run_logger()
+    settings = Settings()
+    services = Services.from_settings(settings)
+    registry, store = services.registry, services.store
+    try:
+        train_config = _train_config(config or {})
+        dataset = registry.dataset_version(dataset_version_id)
+        phases = dataset_phases(services, dataset)
+        request = {
+            "dataset_version": dataset.id,
+            "arch": arch,
+            "options": options or {},
+            "train": asdict(train_config),
+            "parent": parent,
+            "freeze": list(freeze_prefixes),
+            "tier_weights": tier_weights,
+        }
+        folder = settings.home / "runs" / request_key(request)
+        done = _finished_model(services, folder)
+        if done is not None:
+            log.info("this request already trained model %s", done)
+            return {"model_version": done, "resumed": False, "already_trained": True}
+        slices = dataset_slices(services, dataset, parse_tier_weights(tier_weights))
+        spec = ModelSpec(arch, 1, len(phases), options or {}, phases.names)
+        model = spec.build()
+        if parent is not None:
+            parent_model, _, _ = load_registered_model(services, parent)
+            fresh = transfer_weights(model, parent_model.state_dict())
+            log.info("fine-tuning from model %s; %d tensors start fresh", parent, len(fresh))
+        frozen = freeze(model, tuple(freeze_prefixes))
+        torch_device = resolve_device(device)
+        model_id, run_id = _open_run(
+            services, folder, request, name or dataset.name, arch, str(torch_device)
+        )
+        try:
+            result = train(
+                model,
+                slices["train"],
+                slices["val"],
+                len(phases),
+                train_config,
+                folder,
+                torch_device,
+                on_epoch=lambda r: log.info(
+                    "epoch %d: loss %.4f, val mIoU %.4f", r.epoch, r.train_loss, r.val_miou
+                ),
+            )
+            split = "test" if slices["test"] else "val"
+            scored = evaluate(
+                model,
+                slices[split],
+                len(phases),
+                train_config.patch,
+                train_config.overlap,
+                torch_device,
+            )
+            checkpoint = store.put_bytes(save_model(model, spec), ".pt")
+            with tempfile.TemporaryDirectory() as tmp:
+                curve = store.put_file(plot_learning_curve(result.history, Path(tmp) / "c.png"))
+            with registry.atomic():
+                registry.add_metrics(model_id, curve_metrics(result.history, dataset.id), run_id)
+                registry.add_metrics(
+                    model_id, evaluation_metrics(scored, phases.names, split, dataset.id), run_id
+                )
+                registry.update_training(
+                    run_id,
+                    "finished",
+                    len(result.history),
+                    curve.key,
+                    (checkpoint.key, checkpoint.sha256),
+                )
+        except BaseException:
+            registry.update_training(run_id, "failed")
+            raise
+        (folder / "last.pt").unlink(missing_ok=True)
+        log.info("model %s: %s mIoU %.4f", model_id, split, scored.scores.miou)
+        summary = scored.as_dict(phases.names)
+        return {
+            "model_version": model_id,
+            "training_run": run_id,
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "resumed_after": result.resumed_after,
+            "stopped_early": result.stopped_early,
+            "frozen_tensors": frozen,
+            "device": str(torch_device),
+            "split": split,
+            **summary,
+            "checkpoint": checkpoint.key,
+            "learning_curve": curve.key,
+        }
+    finally:
+        services.close()
+
+
+def _train_config(values: dict) -> TrainConfig:
+    """TrainConfig from plain values (the flow's JSON-able parameters)."""
+    values = dict(values)
+    augmentation = values.pop("augmentation", None)
+    config = TrainConfig(**values)
+    if augmentation is not None:
+        config = replace(config, augmentation=Augmentation(**augmentation))
+    return config
+
+
+def _saved_run(services: Services, folder: Path) -> tuple[int, int, str] | None:
+    """(model version, run, status) that the request's folder remembers, if the registry
+    still knows that run.
+    """
+    marker = folder / "run.json"
+    if not marker.exists():
+        return None
+    saved = json.loads(marker.read_text())
+    for run in services.registry.training_runs(saved["model_version"]):
+        if run.id == saved["training_run"]:
+            return saved["model_version"], run.id, run.status
+    return None
+
+
+def _open_run(
+    services: Services, folder: Path, request: dict, name: str, arch: str, device: str
+) -> tuple[int, int]:
+    """The model version and running training run of this request: the interrupted ones
+    the folder remembers (a resumed run keeps its identity), or new ones.
+    """
+    registry = services.registry
+    saved = _saved_run(services, folder)
+    if saved is not None:
+        model_id, run_id, _ = saved
+        registry.update_training(run_id, "running")
+        return model_id, run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    with registry.atomic():
+        model_id = registry.register_model(
+            name,
+            arch,
+            "torch",
+            request["dataset_version"],
+            config=request,
+            parent_id=request["parent"],
+        )
+        run_id = registry.start_training(model_id, device)
+    temp = folder / ".run.json"
+    temp.write_text(json.dumps({"model_version": model_id, "training_run": run_id}))
+    temp.replace(folder / "run.json")
+    return model_id, run_id
+
+
+def _finished_model(services: Services, folder: Path) -> int | None:
+    """The model a finished run of this request registered, if any."""
+    saved = _saved_run(services, folder)
+    if saved is not None and saved[2] == "finished":
+        return saved[0]
+    return None
