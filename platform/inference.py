@@ -9,8 +9,10 @@ per-voxel uncertainty float16 TIFF), so they need not fit in memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from tomoloop.stacks import Stack, Window, percentile_window
-from tomoloop.uncertainty import entropy
+from tomoloop.uncertainty import enable_dropout, entropy
 
 
 def blend_window(tile: int) -> np.ndarray:
@@ -54,11 +56,13 @@ def predict_slice(
     overlap: int = 32,
     batch: int = 8,
     device: str | torch.device = "cpu",
+    dropout: bool = False,
 ) -> np.ndarray:
     """(C, H, W) float32 class probabilities of one normalised (H, W) slice.
 
     The slice is reflect-padded to at least one tile; tiles run in batches on ``device``,
-    under CUDA autocast (AMP) when the device is a GPU.
+    under CUDA autocast (AMP) when the device is a GPU. With ``dropout`` the network's
+    dropout layers stay on (one MC-dropout sample; batch norm stays frozen).
     """
     device = torch.device(device)
     h, w = image.shape
@@ -71,62 +75,121 @@ def predict_slice(
     total = None
     norm = np.zeros((ph, pw), dtype=np.float32)
     model.eval()
-    for start in range(0, len(origins), batch):
-        chunk = origins[start : start + batch]
-        tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])[:, None]
-        inputs = torch.from_numpy(tiles).to(device)
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            probs = model(inputs).float().softmax(dim=1).cpu().numpy()
-        if total is None:
-            total = np.zeros((probs.shape[1], ph, pw), dtype=np.float32)
-        for (y, x), p in zip(chunk, probs, strict=True):
-            total[:, y : y + tile, x : x + tile] += p * weights
-            norm[y : y + tile, x : x + tile] += weights
+    if dropout:
+        enable_dropout(model)
+    try:
+        for start in range(0, len(origins), batch):
+            chunk = origins[start : start + batch]
+            tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])[:, None]
+            inputs = torch.from_numpy(tiles).to(device)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                probs = model(inputs).float().softmax(dim=1).cpu().numpy()
+            if total is None:
+                total = np.zeros((probs.shape[1], ph, pw), dtype=np.float32)
+            for (y, x), p in zip(chunk, probs, strict=True):
+                total[:, y : y + tile, x : x + tile] += p * weights
+                norm[y : y + tile, x : x + tile] += weights
+    finally:
+        model.eval()
     return (total / norm)[:, :h, :w]
 
 
 @dataclass(frozen=True)
 class VolumePrediction:
-    """Where a volume prediction went: label TIFF and float16 entropy TIFF, (z, y, x)."""
+    """Where a volume prediction went: label TIFF and float16 entropy TIFF (if asked for),
+    both (z, y, x).
+    """
 
     labels: Path
-    uncertainty: Path
+    uncertainty: Path | None
+
+
+def _temp_beside(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _fused_probabilities(
+    stack: Stack,
+    axes: tuple[str, ...],
+    predict: Callable[[np.ndarray], np.ndarray],
+    scratch: Path,
+    on_slice: Callable[[str, int], None],
+) -> np.memmap:
+    """(C, Z, Y, X) float32 sum of the probabilities predicted along each of ``axes``, in
+    a file-backed array under ``scratch`` (the OS pages it; it need not fit in memory).
+    """
+    total = None
+    for axis in axes:
+        order = "zyx".index(axis)
+        for index, image in stack.iter_slices(axis):
+            probs = predict(image)
+            if total is None:
+                total = np.lib.format.open_memmap(
+                    scratch / "sum.npy", "w+", np.float32, (probs.shape[0], *stack.shape)
+                )
+            where = [slice(None)] * 4
+            where[order + 1] = index
+            total[tuple(where)] += probs
+            on_slice(axis, index)
+    return total
 
 
 def predict_volume(
     model: nn.Module,
     stack: Stack,
-    out_dir: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    uncertainty_path: str | os.PathLike[str] | None = None,
+    axes: tuple[str, ...] = ("z",),
     tile: int = 128,
     overlap: int = 32,
     batch: int = 8,
     device: str | torch.device = "cpu",
     window: Window | None = None,
+    on_slice: Callable[[str, int], None] = lambda axis, index: None,
 ) -> VolumePrediction:
-    """Predict every z slice of a grayscale stack; write labels and entropy as it goes.
+    """Predict a grayscale stack slice by slice; write labels (uint8, uint16 above 256
+    classes) and, if asked, per-voxel entropy (float16) as (z, y, x) TIFFs.
 
-    Files are written under temporary names and renamed when complete.
+    ``axes=("z",)`` streams each slice's result straight to disk. With more axes (seed
+    004 predicts XY, XZ and YZ re-slices) the probabilities of every axis are summed in a
+    file-backed scratch array beside the output, then fused slice by slice — volumes
+    larger than memory work either way. Files are written under temporary names and
+    renamed when complete. Returns the paths written.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    window = window or percentile_window(stack)
-    targets = (out / "labels.tif", out / "uncertainty.tif")
-    temps = []
+    unknown = set(axes) - set("zyx")
+    if unknown or not axes:
+        raise ValueError(f"axes {axes!r}: choose from z, y and x")
+    targets = [Path(labels_path)] + ([Path(uncertainty_path)] if uncertainty_path else [])
     for target in targets:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=out)
-        os.close(fd)
-        temps.append(Path(name))
+        target.parent.mkdir(parents=True, exist_ok=True)
+    window = window or percentile_window(stack)
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return predict_slice(model, normalise(image, window), tile, overlap, batch, device)
+
+    temps = [_temp_beside(t) for t in targets]
     try:
-        with tifffile.TiffWriter(temps[0]) as labels, tifffile.TiffWriter(temps[1]) as unsure:
-            for _, image in stack.iter_slices("z"):
-                probs = predict_slice(model, normalise(image, window), tile, overlap, batch, device)
+        with contextlib.ExitStack() as files:
+            writers = [files.enter_context(tifffile.TiffWriter(t)) for t in temps]
+            if axes == ("z",):
+                fused = ((i, predict(image)) for i, image in stack.iter_slices("z"))
+            else:
+                scratch = files.enter_context(tempfile.TemporaryDirectory(dir=targets[0].parent))
+                total = _fused_probabilities(stack, axes, predict, Path(scratch), on_slice)
+                fused = ((z, total[:, z] / len(axes)) for z in range(stack.shape[0]))
+            for z, probs in fused:
                 dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
-                labels.write(probs.argmax(axis=0).astype(dtype), contiguous=True)
-                unsure.write(entropy(probs).astype(np.float16), contiguous=True)
+                writers[0].write(probs.argmax(axis=0).astype(dtype), contiguous=True)
+                if len(writers) > 1:
+                    writers[1].write(entropy(probs).astype(np.float16), contiguous=True)
+                if axes == ("z",):
+                    on_slice("z", z)
         for temp, target in zip(temps, targets, strict=True):
             os.replace(temp, target)
     except BaseException:
         for temp in temps:
             temp.unlink(missing_ok=True)
         raise
-    return VolumePrediction(*targets)
+    return VolumePrediction(targets[0], targets[1] if len(targets) > 1 else None)

@@ -83,7 +83,8 @@ AGGREGATIONS: dict[str, Callable[..., float]] = {
 # ------------------------------------------------------------------ sampling a model
 
 
-def _enable_dropout(model: nn.Module) -> None:
+def enable_dropout(model: nn.Module) -> None:
+    """Switch dropout layers to training mode (MC dropout); everything else unchanged."""
     for module in model.modules():
         if isinstance(module, nn.Dropout | nn.Dropout2d | nn.Dropout3d):
             module.train()
@@ -93,7 +94,7 @@ def _enable_dropout(model: nn.Module) -> None:
 def mc_dropout_probs(model: nn.Module, images: torch.Tensor, passes: int = 8) -> np.ndarray:
     """(T, N, C, H, W) softmax probabilities of T passes with dropout on, batch norm frozen."""
     model.eval()
-    _enable_dropout(model)
+    enable_dropout(model)
     try:
         return np.stack([model(images).softmax(dim=1).cpu().numpy() for _ in range(passes)])
     finally:

@@ -51,7 +51,14 @@ def test_volume_prediction_streams_labels_and_uncertainty_to_disk(tmp_path):
     volume = (np.random.default_rng(2).random((5, 40, 36)) * 4000).astype(np.uint16)
     tifffile.imwrite(tmp_path / "gray.tif", volume)
     with open_stack(tmp_path / "gray.tif") as stack:
-        result = predict_volume(model, stack, tmp_path / "pred", tile=32, overlap=8)
+        result = predict_volume(
+            model,
+            stack,
+            tmp_path / "pred" / "labels.tif",
+            tmp_path / "pred" / "uncertainty.tif",
+            tile=32,
+            overlap=8,
+        )
         labels, unsure = tifffile.imread(result.labels), tifffile.imread(result.uncertainty)
         assert labels.shape == unsure.shape == (5, 40, 36)
         assert labels.dtype == np.uint8 and unsure.dtype == np.float16
@@ -68,5 +75,89 @@ def test_failed_volume_prediction_leaves_no_files(tmp_path):
     )
     wrong = nn.Conv2d(2, 3, 1)  # expects two input channels
     with open_stack(tmp_path / "gray.tif") as stack, pytest.raises(RuntimeError):
-        predict_volume(wrong, stack, tmp_path / "pred", tile=32, overlap=8)
+        predict_volume(wrong, stack, tmp_path / "pred" / "l.tif", tmp_path / "pred" / "u.tif")
+    with open_stack(tmp_path / "gray.tif") as stack, pytest.raises(RuntimeError):
+        predict_volume(wrong, stack, tmp_path / "pred" / "l.tif", axes=("z", "y", "x"))
     assert list((tmp_path / "pred").iterdir()) == []
+
+
+def _conv_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1))
+
+
+def _gray(tmp_path):
+    volume = (np.random.default_rng(3).random((12, 40, 36)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "gray.tif", volume)
+    return volume
+
+
+INNER = (slice(2, -2), slice(2, -2), slice(2, -2))  # the padding differs at the faces
+
+
+def _unsure(path):
+    return tifffile.imread(path).astype(np.float32)
+
+
+def test_tiled_volume_prediction_equals_untiled(tmp_path):
+    _gray(tmp_path)
+    model = _conv_model()
+    with open_stack(tmp_path / "gray.tif") as stack:
+        tiled = predict_volume(
+            model, stack, tmp_path / "t.tif", tmp_path / "tu.tif", tile=32, overlap=16
+        )
+        whole = predict_volume(
+            model, stack, tmp_path / "w.tif", tmp_path / "wu.tif", tile=64, overlap=0
+        )
+    difference = np.abs(_unsure(tiled.uncertainty) - _unsure(whole.uncertainty))
+    assert difference[INNER].max() < 1e-2
+
+
+def test_three_axis_fusion_averages_the_probabilities_of_each_axis(tmp_path):
+    from tomoloop.uncertainty import entropy
+
+    volume = _gray(tmp_path)
+    model = _conv_model()
+    with torch.no_grad():
+        model[2].weight *= 20  # confident: per-axis predictions disagree visibly
+    image = volume.astype(np.float32) / 255
+    per_axis = [
+        np.stack([_direct(model, image[z]) for z in range(12)], axis=1),
+        np.stack([_direct(model, image[:, y]) for y in range(40)], axis=2),
+        np.stack([_direct(model, image[:, :, x]) for x in range(36)], axis=3),
+    ]
+    expected = np.mean(per_axis, axis=0)
+    seen = []
+    with open_stack(tmp_path / "gray.tif") as stack:
+        result = predict_volume(
+            model,
+            stack,
+            tmp_path / "fused.tif",
+            tmp_path / "fused_u.tif",
+            axes=("z", "y", "x"),
+            tile=64,
+            overlap=0,
+            on_slice=lambda axis, index: seen.append(axis),
+        )
+        z_only = predict_volume(model, stack, tmp_path / "z.tif", tmp_path / "z_u.tif", tile=64)
+    fused = _unsure(result.uncertainty)
+    np.testing.assert_allclose(fused[INNER], entropy(expected)[INNER], atol=2e-3)
+    assert np.abs(fused - _unsure(z_only.uncertainty))[INNER].max() > 0.05  # not z alone
+    margin = np.sort(expected, axis=0)
+    clear = (margin[-1] - margin[-2] > 1e-3)[INNER]
+    labels = tifffile.imread(result.labels)[INNER]
+    assert np.array_equal(labels[clear], expected.argmax(axis=0)[INNER][clear])
+    assert seen.count("z") == 12 and seen.count("y") == 40 and seen.count("x") == 36
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["fused.tif", "fused_u.tif", "gray.tif", "z.tif", "z_u.tif"]
+
+
+def test_dropout_sampling_varies_and_plain_prediction_does_not():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 1), nn.Dropout2d(0.5), nn.Conv2d(8, 3, 1))
+    image = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    plain = [predict_slice(model, image, tile=32, overlap=0) for _ in range(2)]
+    sampled = [predict_slice(model, image, tile=32, overlap=0, dropout=True) for _ in range(2)]
+    np.testing.assert_array_equal(*plain)
+    assert not np.allclose(*sampled)
+    assert not model.training and not model[1].training
