@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 
 from tomoloop.config import Settings
 from tomoloop.data import Augmentation, parse_tier_weights
-from tomoloop.db.registry import NewMetric
+from tomoloop.db.registry import NewMetric, RegistryError
 from tomoloop.evaluation import Evaluation, evaluate
 from tomoloop.flows.resources import (
     Services,
@@ -114,7 +114,7 @@ def train_semantic(
             log.info("this request already trained model %s", done)
             return {"model_version": done, "resumed": False, "already_trained": True}
         slices = dataset_slices(services, dataset, parse_tier_weights(tier_weights))
-        spec = ModelSpec(arch, 1, len(phases), options or {}, phases.names)
+        spec = ModelSpec(arch, 1, len(phases), options or {}, phases.names, train_config.patch)
         model = spec.build()
         if parent is not None:
             parent_model, _, _ = load_registered_model(services, parent)
@@ -245,3 +245,39 @@ def _finished_model(services: Services, folder: Path) -> int | None:
     if saved is not None and saved[2] == "finished":
         return saved[0]
     return None
+
+
+@flow(name="evaluate")
+def evaluate_model(
+    model_id: int, dataset_version_id: int, split: str = "test", device: str = "auto"
+) -> dict:
+    """Score a registered model on a split of a dataset version; the numbers are recorded
+    as metrics of the model (with the dataset version and split) and returned.
+    """
+    services = Services.from_settings()
+    try:
+        torch_device = resolve_device(device)
+        model, spec, _ = load_registered_model(services, model_id, str(torch_device))
+        dataset = services.registry.dataset_version(dataset_version_id)
+        phases = dataset_phases(services, dataset)
+        if phases.names != spec.class_names:
+            raise RegistryError(
+                f"model {model_id} predicts {spec.class_names}, but dataset "
+                f"{dataset.name}@{dataset.version} has phases {phases.names}"
+            )
+        slices = dataset_slices(services, dataset)[split]
+        if not slices:
+            raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
+        result = evaluate(model, slices, len(phases), spec.tile, spec.tile // 4, torch_device)
+        services.registry.add_metrics(
+            model_id, evaluation_metrics(result, phases.names, split, dataset.id)
+        )
+        return {
+            "model_version": model_id,
+            "dataset": f"{dataset.name}@{dataset.version}",
+            "split": split,
+            "slices": len(slices),
+            **result.as_dict(phases.names),
+        }
+    finally:
+        services.close()

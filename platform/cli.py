@@ -521,6 +521,217 @@ def ingest(
     out.print(table)
 
 
+def parse_options(items: list[str] | None) -> dict:
+    """``["base=8", "dropout=0.2"]`` → network options (ints, floats or strings)."""
+    options: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise TomoloopError(f"--option {item!r}: write KEY=VALUE, e.g. --option base=8")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def _summary_table(title: str, result: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        if key != "per_class":
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    out.print(table)
+    per_class = result.get("per_class")
+    if per_class:
+        classes = Table(title="per class")
+        for column in ("class", *next(iter(per_class.values()))):
+            classes.add_column(column)
+        for name, values in per_class.items():
+            classes.add_row(name, *(f"{v:.4f}" for v in values.values()))
+        out.print(classes)
+
+
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="NAME or NAME@VERSION (default latest).")],
+    arch: Annotated[str, typer.Option(help="Architecture, e.g. unet, ynet, matphase.")] = "unet",
+    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 30,
+    patch: Annotated[int, typer.Option(help="Patch side in pixels (multiple of 16).")] = 128,
+    batch: Annotated[int, typer.Option(help="Patches per step.")] = 8,
+    patches_per_epoch: Annotated[int, typer.Option(help="Random patches per epoch.")] = 256,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-3,
+    loss: Annotated[
+        str, typer.Option(help="ce, bce, balanced_ce, dice, tversky, focal_tversky.")
+    ] = "ce",
+    patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    device: DeviceOpt = "auto",
+    parent: Annotated[
+        int | None, typer.Option("--from", help="Fine-tune this registered model version.")
+    ] = None,
+    freeze: Annotated[
+        list[str] | None, typer.Option(help="Freeze parameters with this name prefix.")
+    ] = None,
+    tier_weights: Annotated[
+        str, typer.Option(help="e.g. auto=1,annotator=2,expert=4 (defaults shown).")
+    ] = "",
+    option: Annotated[
+        list[str] | None, typer.Option(help="Network option KEY=VALUE, e.g. base=8.")
+    ] = None,
+    no_augment: Annotated[bool, typer.Option(help="Switch augmentation off.")] = False,
+    name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a semantic network on a dataset version and register it as a candidate.
+
+    Run the same command again after a crash and it resumes from its last epoch.
+    """
+    from tomoloop.data import NO_AUGMENTATION
+    from tomoloop.flows.train import train_semantic
+    from tomoloop.models import MODELS
+
+    if arch not in MODELS:
+        raise TomoloopError(f"unknown architecture {arch!r}: choose one of {', '.join(MODELS)}")
+    config = {
+        "epochs": epochs,
+        "patch": patch,
+        "batch": batch,
+        "patches_per_epoch": patches_per_epoch,
+        "lr": lr,
+        "loss": loss,
+        "patience": patience,
+        "seed": seed,
+        "overlap": patch // 4,
+    }
+    if no_augment:
+        config["augmentation"] = asdict(NO_AUGMENTATION)
+    with _database_errors():
+        found = _dataset(_open_registry(), dataset)
+        result = train_semantic(
+            found.id,
+            arch,
+            name=name,
+            config=config,
+            options=parse_options(option),
+            device=device,
+            parent=parent,
+            freeze_prefixes=tuple(freeze or ()),
+            tier_weights=tier_weights,
+        )
+    if as_json:
+        emit_json(result)
+    else:
+        _summary_table(f"model version {result['model_version']}", result)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[int, typer.Option(help="Registered model version id.")],
+    dataset: Annotated[str, typer.Option(help="NAME or NAME@VERSION (default latest).")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Score a model on a dataset split (mIoU, mDSC, fIU, per class); recorded as metrics."""
+    from tomoloop.flows.train import evaluate_model
+
+    if split not in ("train", "val", "test"):
+        raise TomoloopError(f"--split {split!r}: use train, val or test")
+    with _database_errors():
+        found = _dataset(_open_registry(), dataset)
+        result = evaluate_model(model, found.id, split, device)
+    if as_json:
+        emit_json(result)
+    else:
+        _summary_table(f"model {model} on {result['dataset']} {split}", result)
+
+
+@app.command()
+def predict(
+    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    model: Annotated[int, typer.Option(help="Registered model version id.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Label TIFF to write.")],
+    uncertainty: Annotated[
+        Path | None, typer.Option(help="Also write per-voxel entropy (float16 TIFF) here.")
+    ] = None,
+    axes: Annotated[str, typer.Option(help="z, or zyx to fuse XY, XZ and YZ slices.")] = "z",
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
+    from tomoloop.flows.resources import Services, load_registered_model
+    from tomoloop.inference import predict_volume
+    from tomoloop.stacks import open_stack
+    from tomoloop.training import resolve_device
+
+    if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
+        raise TomoloopError(f"--axes {axes!r}: use z or zyx")
+    torch_device = resolve_device(device)
+    services = Services.from_settings()
+    try:
+        with _database_errors():
+            network, spec, _ = load_registered_model(services, model, str(torch_device))
+    finally:
+        services.close()
+    with open_stack(gray) as stack, progress_bar(disable=as_json) as bar:
+        task = bar.add_task("slices", total=sum(stack.shape["zyx".index(a)] for a in axes))
+        result = predict_volume(
+            network,
+            stack,
+            out_path,
+            uncertainty,
+            axes=tuple(axes),
+            tile=spec.tile,
+            overlap=spec.tile // 4,
+            device=torch_device,
+            on_slice=lambda _axis, _index: bar.advance(task),
+        )
+    document = {
+        "model_version": model,
+        "labels": str(result.labels),
+        "uncertainty": None if result.uncertainty is None else str(result.uncertainty),
+        "classes": list(spec.class_names),
+        "axes": axes,
+    }
+    if as_json:
+        emit_json(document)
+    else:
+        out.print(f"[green]✓[/] labels {result.labels} ({', '.join(spec.class_names)})")
+
+
+@app.command()
+def score(
+    model: Annotated[int, typer.Option(help="Registered model version id.")],
+    volume: Annotated[str, typer.Option(help="Registered volume name.")],
+    method: Annotated[str, typer.Option(help="entropy, margin, bald or tta.")] = "entropy",
+    aggregation: Annotated[
+        str, typer.Option(help="mean, top_percentile or foreground_weighted.")
+    ] = "mean",
+    passes: Annotated[int, typer.Option(help="MC-dropout passes for bald.")] = 8,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Score every slice of a volume for active learning; scores go to the registry."""
+    from tomoloop.flows.score import score_volume
+    from tomoloop.scoring import ScoreOptions
+
+    ScoreOptions(method, aggregation)  # a bad name fails before the flow starts
+    with _database_errors():
+        result = score_volume(model, volume, method, aggregation, passes, "z", device)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"{result['slices']} slices of {volume} by {result['method']}")
+    table.add_column("z")
+    table.add_column("score")
+    for row in result["top"]:
+        table.add_row(str(row["index"]), f"{row['score']:.4f}")
+    out.print(table)
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("demo-out"),

@@ -76,13 +76,16 @@ def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options) 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild a trained network besides its weights."""
+    """Everything needed to rebuild and run a trained network besides its weights;
+    ``tile`` is the patch side it was trained on (prediction tiles by it).
+    """
 
     architecture: str
     in_channels: int
     n_classes: int
     options: dict = field(default_factory=dict)
     class_names: tuple[str, ...] = ()
+    tile: int = 128
 
     def build(self) -> nn.Module:
         return build_model(self.architecture, self.in_channels, self.n_classes, **self.options)
