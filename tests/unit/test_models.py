@@ -60,3 +60,36 @@ def test_unet_learns_a_toy_segmentation_far_above_chance():
 
 def test_unet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: build_model("unet", 1, 3, base=8)) > 0.95
+
+
+def test_a_saved_model_loads_back_identical():
+    from tomoloop.models import ModelSpec, load_model, save_model
+
+    spec = ModelSpec("unet", 1, 3, {"base": 4, "depth": 2}, ("pore", "nmc", "cbd"), tile=32)
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    loaded, loaded_spec = load_model(save_model(model, spec))
+    assert loaded_spec == spec and not loaded.training
+    image = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(image), loaded(image))
+    with pytest.raises(TomoloopError, match="not a tomoloop model checkpoint"):
+        load_model(b"garbage")
+
+
+def test_transfer_keeps_matching_weights_and_reports_the_fresh_head():
+    from tomoloop.models import freeze, transfer_weights
+
+    torch.manual_seed(0)
+    parent = build_model("unet", 1, 3, base=4, depth=2)
+    child = build_model("unet", 1, 2, base=4, depth=2)  # another number of classes
+    fresh = transfer_weights(child, parent.state_dict())
+    assert fresh == ["head.bias", "head.weight"]
+    assert torch.equal(child.down[0][0].weight, parent.down[0][0].weight)
+    frozen = freeze(child, ("down",))
+    assert frozen == sum(1 for n, _ in child.named_parameters() if n.startswith("down"))
+    assert not child.down[0][0].weight.requires_grad and child.head.weight.requires_grad
+    with pytest.raises(TomoloopError, match="no parameters start with 'encoder'"):
+        freeze(child, ("encoder",))
+    with pytest.raises(TomoloopError, match="shares no weights"):
+        transfer_weights(child, {"other.weight": torch.zeros(1)})
