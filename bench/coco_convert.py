@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import tifffile
+from measure import best_of, peak_rss_mib
 from pycocotools import mask as mask_utils
 from shapely.geometry import Polygon
 from skimage.measure import find_contours, label, regionprops
@@ -112,16 +111,6 @@ def tomoloop_convert(path: Path, phases: PhaseMap, value: int):
         )
 
 
-def best_of(repeats: int, run):
-    """(fastest wall time in s, result) of ``repeats`` runs: the least noisy estimate."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
-
-
 def bench_speed() -> list[dict]:
     rows = []
     for name, phases_text, value in CASES:
@@ -165,27 +154,6 @@ def tiled_volume(side: int = 500) -> Path:
         volume = np.tile(base, reps)[:side, :side, :side]
         tifffile.imwrite(path, volume)
     return path
-
-
-_PEAK = """
-import resource, sys
-sys.path.insert(0, {bench!r})
-try:
-    {call}
-finally:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    sys.stderr.write(f"PEAK_RSS_KIB={{kib}}\\n")
-"""
-
-
-def peak_rss_mib(call: str, *args: str) -> tuple[float, str]:
-    """Run ``call`` (Python, sys.argv = args) in a fresh process: its peak RSS (MiB), stdout."""
-    code = _PEAK.format(bench=str(ROOT / "bench"), call=call)
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
-    kib = int(proc.stderr.rsplit("PEAK_RSS_KIB=", 1)[1].split()[0])
-    return kib / 1024, proc.stdout
 
 
 def bench_memory() -> list[dict]:

@@ -140,12 +140,7 @@ def train_semantic(
             )
             split = "test" if slices["test"] else "val"
             scored = evaluate(
-                model,
-                slices[split],
-                len(phases),
-                train_config.patch,
-                train_config.overlap,
-                torch_device,
+                model, slices[split], len(phases), spec.inference_tile, spec.tile // 4, torch_device
             )
             checkpoint = store.put_bytes(save_model(model, spec), ".pt")
             with tempfile.TemporaryDirectory() as tmp:
@@ -268,7 +263,9 @@ def evaluate_model(
         slices = dataset_slices(services, dataset)[split]
         if not slices:
             raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
-        result = evaluate(model, slices, len(phases), spec.tile, spec.tile // 4, torch_device)
+        result = evaluate(
+            model, slices, len(phases), spec.inference_tile, spec.tile // 4, torch_device
+        )
         services.registry.add_metrics(
             model_id, evaluation_metrics(result, phases.names, split, dataset.id)
         )

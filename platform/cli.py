@@ -684,7 +684,7 @@ def predict(
             out_path,
             uncertainty,
             axes=tuple(axes),
-            tile=spec.tile,
+            tile=spec.inference_tile,
             overlap=spec.tile // 4,
             device=torch_device,
             on_slice=lambda _axis, _index: bar.advance(task),

@@ -24,11 +24,25 @@ from torch import nn
 from tomoloop.stacks import Stack, Window, percentile_window
 from tomoloop.uncertainty import enable_dropout, entropy
 
+SIDE_MULTIPLE = 16  # every network takes sides divisible by 16 (tomoloop.models)
 
-def blend_window(tile: int) -> np.ndarray:
-    """(tile, tile) float32 weights: a raised cosine, ≈1 in the middle, small at the edges."""
-    ramp = np.sin(np.pi * (np.arange(tile) + 0.5) / tile) ** 2
-    return np.outer(ramp, ramp).astype(np.float32) + 1e-6
+
+def blend_window(height: int, width: int | None = None) -> np.ndarray:
+    """(height, width) float32 weights (square if no width): a raised cosine, ≈1 in the
+    middle, small at the edges.
+    """
+
+    def ramp(n: int) -> np.ndarray:
+        return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+    return np.outer(ramp(height), ramp(width or height)).astype(np.float32) + 1e-6
+
+
+def tile_side(length: int, tile: int) -> int:
+    """The tile side used along an image side of ``length``: ``tile``, or less for a short
+    side (its length rounded up to a multiple of 16) — no work on padding.
+    """
+    return min(tile, -(-length // SIDE_MULTIPLE) * SIDE_MULTIPLE)
 
 
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
@@ -48,7 +62,7 @@ def normalise(image: np.ndarray, window: Window) -> np.ndarray:
     return np.clip(np.nan_to_num(scaled), 0.0, 1.0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_slice(
     model: nn.Module,
     image: np.ndarray,
@@ -60,17 +74,22 @@ def predict_slice(
 ) -> np.ndarray:
     """(C, H, W) float32 class probabilities of one normalised (H, W) slice.
 
-    The slice is reflect-padded to at least one tile; tiles run in batches on ``device``,
+    ``tile`` is the largest tile side (a fully convolutional network predicts a whole slice
+    of up to tile × tile in one pass; bigger slices are cut into overlapping tiles). The
+    slice is reflect-padded to whole tiles; tiles run in batches on ``device``,
     under CUDA autocast (AMP) when the device is a GPU. With ``dropout`` the network's
     dropout layers stay on (one MC-dropout sample; batch norm stays frozen).
     """
     device = torch.device(device)
     h, w = image.shape
-    ph, pw = max(h, tile), max(w, tile)
+    th, tw = tile_side(h, tile), tile_side(w, tile)
+    ph, pw = max(h, th), max(w, tw)
     padded = np.pad(image, ((0, ph - h), (0, pw - w)), mode="reflect" if min(h, w) > 1 else "edge")
-    weights = blend_window(tile)
+    weights = blend_window(th, tw)
     origins = [
-        (y, x) for y in tile_origins(ph, tile, overlap) for x in tile_origins(pw, tile, overlap)
+        (y, x)
+        for y in tile_origins(ph, th, min(overlap, th - 1))
+        for x in tile_origins(pw, tw, min(overlap, tw - 1))
     ]
     total = None
     norm = np.zeros((ph, pw), dtype=np.float32)
@@ -80,15 +99,15 @@ def predict_slice(
     try:
         for start in range(0, len(origins), batch):
             chunk = origins[start : start + batch]
-            tiles = np.stack([padded[y : y + tile, x : x + tile] for y, x in chunk])[:, None]
+            tiles = np.stack([padded[y : y + th, x : x + tw] for y, x in chunk])[:, None]
             inputs = torch.from_numpy(tiles).to(device)
             with torch.autocast(device.type, enabled=device.type == "cuda"):
                 probs = model(inputs).float().softmax(dim=1).cpu().numpy()
             if total is None:
                 total = np.zeros((probs.shape[1], ph, pw), dtype=np.float32)
             for (y, x), p in zip(chunk, probs, strict=True):
-                total[:, y : y + tile, x : x + tile] += p * weights
-                norm[y : y + tile, x : x + tile] += weights
+                total[:, y : y + th, x : x + tw] += p * weights
+                norm[y : y + th, x : x + tw] += weights
     finally:
         model.eval()
     return (total / norm)[:, :h, :w]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -15,3 +16,9 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
+
+
+def check_sides(x: torch.Tensor, multiple: int = 16) -> None:
+    """Refuse an (N, C, H, W) input whose H or W is not divisible by ``multiple``."""
+    if x.shape[-1] % multiple or x.shape[-2] % multiple:
+        raise ValueError(f"input sides {tuple(x.shape[-2:])} must be divisible by {multiple}")

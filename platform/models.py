@@ -13,8 +13,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from tomoloop.enet import ENet
 from tomoloop.errors import TomoloopError
-from tomoloop.layers import conv_block
+from tomoloop.layers import check_sides, conv_block
+from tomoloop.transforcnn import TransforCNN
+from tomoloop.ynet import YNet
 
 
 class UNet(nn.Module):
@@ -49,9 +52,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = 2**self.depth
-        if x.shape[-1] % size or x.shape[-2] % size:
-            raise ValueError(f"input sides {tuple(x.shape[-2:])} must be divisible by {size}")
+        check_sides(x, 2**self.depth)
         skips = []
         for k, block in enumerate(self.down):
             x = block(x if k == 0 else self.pool(x))
@@ -62,7 +63,16 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"unet": UNet}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "unet": UNet,
+    "ynet": YNet,
+    "transforcnn": TransforCNN,
+    "enet": ENet.default,
+}
+# Networks whose positional encoding ties them to the tile they were trained on; the
+# others are fully convolutional and predict whole slices up to WHOLE_SLICE_TILE at once.
+FIXED_TILE = frozenset({"transforcnn", "enet"})
+WHOLE_SLICE_TILE = 256
 
 
 def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options) -> nn.Module:
@@ -86,6 +96,15 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
     class_names: tuple[str, ...] = ()
     tile: int = 128
+
+    @property
+    def inference_tile(self) -> int:
+        """Tile side for prediction: the training patch for position-bound networks,
+        otherwise at least :data:`WHOLE_SLICE_TILE` (fewer, larger passes; no seams).
+        """
+        if self.architecture in FIXED_TILE:
+            return self.tile
+        return max(self.tile, WHOLE_SLICE_TILE)
 
     def build(self) -> nn.Module:
         return build_model(self.architecture, self.in_channels, self.n_classes, **self.options)

@@ -71,7 +71,7 @@ def carbon_binder(solid: np.ndarray, fraction: float = 0.1, reach: float = 3.0, 
 
 def forward_model(
     labels: np.ndarray,
-    grey_levels: tuple[float, ...] = (9000.0, 16000.0, 36000.0),
+    grey_levels: tuple[float, ...] = (9000.0, 36000.0, 16000.0),
     psf_sigma: float = 1.0,
     noise_sigma: float = 1800.0,
     seed: int = 0,
@@ -80,7 +80,9 @@ def forward_model(
 
     Args:
         labels: (z, y, x) class indices 0..len(grey_levels)-1.
-        grey_levels: mean grey value per class (pore darkest, dense oxide brightest).
+        grey_levels: mean grey value per class, in the order pore, nmc, cbd: pore darkest,
+            the dense oxide brightest, carbon binder faint (it barely absorbs X-rays,
+            seed 000 §II, so it sits near the pore).
         psf_sigma: Gaussian point-spread function σ in voxels.
         noise_sigma: Gaussian noise σ in grey values.
     """

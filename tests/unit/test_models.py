@@ -4,7 +4,7 @@ import torch
 from tomoloop.errors import TomoloopError
 from tomoloop.losses import cross_entropy
 from tomoloop.metrics import confusion_matrix, scores
-from tomoloop.models import build_model
+from tomoloop.models import MODELS, build_model
 
 
 def test_unet_follows_seed_002_widths_down_to_256_channels_at_8x8():
@@ -93,3 +93,13 @@ def test_transfer_keeps_matching_weights_and_reports_the_fresh_head():
         freeze(child, ("encoder",))
     with pytest.raises(TomoloopError, match="shares no weights"):
         transfer_weights(child, {"other.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_architecture_keeps_the_contract(name):
+    model = build_model(name, in_channels=1, n_classes=3)
+    assert any(isinstance(m, torch.nn.Dropout | torch.nn.Dropout2d) for m in model.modules())
+    logits = model(torch.rand(2, 1, 32, 48))
+    assert logits.shape == (2, 3, 32, 48)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        model(torch.zeros(1, 1, 40, 48))
