@@ -30,6 +30,7 @@ from tomoloop.flows.resources import (
     load_registered_model,
 )
 from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
+from tomoloop.phases import PhaseMap
 from tomoloop.training import (
     EpochRecord,
     TrainConfig,
@@ -96,9 +97,9 @@ def train_semantic(
     services = Services.from_settings(settings)
     registry, store = services.registry, services.store
     try:
-        train_config = _train_config(config or {})
         dataset = registry.dataset_version(dataset_version_id)
         phases = dataset_phases(services, dataset)
+        train_config = _train_config(config or {}, phases)
         request = {
             "dataset_version": dataset.id,
             "arch": arch,
@@ -181,11 +182,21 @@ def train_semantic(
         services.close()
 
 
-def _train_config(values: dict) -> TrainConfig:
-    """TrainConfig from plain values (the flow's JSON-able parameters)."""
+def _train_config(values: dict, phases: PhaseMap) -> TrainConfig:
+    """TrainConfig from plain values (the flow's JSON-able parameters); ``exclusive``
+    pairs are phase names, e.g. ``[["cbd", "nmc"]]``.
+    """
     values = dict(values)
     augmentation = values.pop("augmentation", None)
-    config = TrainConfig(**values)
+    pairs = values.pop("exclusive", ())
+    for pair in pairs:
+        unknown = [name for name in pair if name not in phases.names]
+        if unknown or len(pair) != 2:
+            raise RegistryError(
+                f"exclusive pair {pair}: name two of the phases {', '.join(phases.names)}"
+            )
+    exclusive = tuple((phases.names.index(a), phases.names.index(b)) for a, b in pairs)
+    config = TrainConfig(**values, exclusive=exclusive)
     if augmentation is not None:
         config = replace(config, augmentation=Augmentation(**augmentation))
     return config

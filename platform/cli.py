@@ -582,6 +582,13 @@ def train(
         list[str] | None, typer.Option(help="Network option KEY=VALUE, e.g. base=8.")
     ] = None,
     no_augment: Annotated[bool, typer.Option(help="Switch augmentation off.")] = False,
+    row_removal: Annotated[
+        int, typer.Option(help="Add K row-removed copies of each slice (seed 000: 10).")
+    ] = 0,
+    exclusive: Annotated[
+        list[str] | None,
+        typer.Option(help="Phases that cannot touch, A:B (seed 000 kNN label smoothing)."),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -605,6 +612,8 @@ def train(
         "patience": patience,
         "seed": seed,
         "overlap": patch // 4,
+        "row_removal": row_removal,
+        "exclusive": [pair.split(":") for pair in exclusive or []],
     }
     if no_augment:
         config["augmentation"] = asdict(NO_AUGMENTATION)

@@ -10,7 +10,7 @@ are seen), augmented as seed 002 §3.3 describes, and batched as tensors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from tomoloop.errors import TomoloopError
 from tomoloop.inference import normalise
 from tomoloop.masks import decode_class_mask
+from tomoloop.matphase import remove_rows_and_resize, smooth_labels_knn
 from tomoloop.stacks import open_stack, percentile_window
 
 TIER_NAMES = ("auto", "model", "annotator", "expert")  # tier index → name, as the registry
@@ -101,6 +102,27 @@ def load_slices(
                         image, labels, tier_weight(ref.tier, weights), ref.split, ref.annotation_id
                     )
                 )
+    return out
+
+
+def prepare_training_slices(
+    slices: Sequence[LabelledSlice],
+    row_removal: int = 0,
+    exclusive: Sequence[tuple[int, int]] = (),
+) -> list[LabelledSlice]:
+    """Seed 000's preparation of training slices: labels smoothed by the domain rule
+    (classes of an ``exclusive`` pair cannot touch; kNN relabelling), then each slice
+    joined by ``row_removal`` versions with 1 … k top rows removed and stretched back.
+    """
+    out = []
+    for s in slices:
+        labels = smooth_labels_knn(s.labels, list(exclusive)) if exclusive else s.labels
+        out.append(replace(s, labels=labels))
+        if row_removal:
+            out.extend(
+                replace(s, image=image, labels=stretched)
+                for image, stretched in remove_rows_and_resize(s.image, labels, row_removal)
+            )
     return out
 
 

@@ -21,10 +21,9 @@ import tifffile
 import torch
 from torch import nn
 
+from tomoloop.layers import SIDE_MULTIPLE
 from tomoloop.stacks import Stack, Window, percentile_window
 from tomoloop.uncertainty import enable_dropout, entropy
-
-SIDE_MULTIPLE = 16  # every network takes sides divisible by 16 (tomoloop.models)
 
 
 def blend_window(height: int, width: int | None = None) -> np.ndarray:
@@ -84,7 +83,11 @@ def predict_slice(
     h, w = image.shape
     th, tw = tile_side(h, tile), tile_side(w, tile)
     ph, pw = max(h, th), max(w, tw)
-    padded = np.pad(image, ((0, ph - h), (0, pw - w)), mode="reflect" if min(h, w) > 1 else "edge")
+    padded = np.pad(
+        image.astype(np.float32, copy=False),
+        ((0, ph - h), (0, pw - w)),
+        mode="reflect" if min(h, w) > 1 else "edge",
+    )
     weights = blend_window(th, tw)
     origins = [
         (y, x)

@@ -16,6 +16,8 @@ from torch import nn
 from tomoloop.enet import ENet
 from tomoloop.errors import TomoloopError
 from tomoloop.layers import check_sides, conv_block
+from tomoloop.lrcsnet import LRCSNet
+from tomoloop.matphase import MatPhase
 from tomoloop.transforcnn import TransforCNN
 from tomoloop.ynet import YNet
 
@@ -68,6 +70,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "ynet": YNet,
     "transforcnn": TransforCNN,
     "enet": ENet.default,
+    "lrcsnet": LRCSNet,
+    "matphase": MatPhase,
 }
 # Networks whose positional encoding ties them to the tile they were trained on; the
 # others are fully convolutional and predict whole slices up to WHOLE_SLICE_TILE at once.

@@ -32,6 +32,7 @@ from tomoloop.data import (
     Augmentation,
     LabelledSlice,
     check_slices,
+    prepare_training_slices,
     sample_patches,
 )
 from tomoloop.errors import TomoloopError
@@ -64,6 +65,8 @@ class TrainConfig:
     class_balanced: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
     overlap: int = 32
+    row_removal: int = 0  # seed 000 uses k = 10 row-removed copies of each slice
+    exclusive: tuple[tuple[int, int], ...] = ()  # class pairs that cannot touch (seed 000)
 
     def fingerprint(self) -> str:
         """sha256 of the configuration, to refuse resuming a different run's checkpoint."""
@@ -178,6 +181,7 @@ def train(
     """
     check_slices(train_slices, n_classes, "train")
     check_slices(val_slices, n_classes, "val")
+    train_slices = prepare_training_slices(train_slices, config.row_removal, config.exclusive)
     channels = _input_channels(model)
     if channels not in (None, 1):
         raise TrainingError(f"the network takes {channels} input channels; slices have 1")

@@ -123,3 +123,17 @@ def test_no_augmentation_is_the_identity():
 def test_unusable_training_data_is_refused(slices, message):
     with pytest.raises(DatasetError, match=message):
         check_slices(slices, 3, "train")
+
+
+def test_seed_000_preparation_smooths_labels_and_adds_row_removed_copies():
+    from tomoloop.data import prepare_training_slices
+
+    labels = np.ones((32, 32), np.uint8)
+    labels[10, 10] = 2  # a lone binder pixel inside NMC: the domain rule removes it
+    s = LabelledSlice(labels.astype(np.float32) / 2, labels, weight=2.0, annotation_id=7)
+    prepared = prepare_training_slices([s], row_removal=3, exclusive=[(1, 2)])
+    assert len(prepared) == 4
+    assert all(p.weight == 2.0 and p.annotation_id == 7 for p in prepared)
+    assert all(p.image.shape == p.labels.shape == (32, 32) for p in prepared)
+    assert all((p.labels == 1).all() for p in prepared)
+    assert prepare_training_slices([s]) == [s]
