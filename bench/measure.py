@@ -22,13 +22,16 @@ def best_of(repeats: int, run):
     return min(times), result
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec,
+# so a child started by a large benchmark process would report the parent's peak.
 _PEAK = """
-import resource, sys
+import sys
 sys.path.insert(0, {bench!r})
 try:
     {call}
 finally:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status = open("/proc/self/status").read()
+    kib = int(status.split("VmHWM:")[1].split()[0])
     sys.stderr.write(f"PEAK_RSS_KIB={{kib}}\\n")
 """
 

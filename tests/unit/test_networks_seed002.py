@@ -183,3 +183,10 @@ def test_tune_weights_puts_all_weight_on_the_member_right_where_the_other_is_sur
     assert model.tune_weights(labels[:, None].float(), labels, batch_size=2) == [0.0, 1.0]
     assert model.weights.tolist() == [0.0, 1.0]
     assert torch.equal(model(labels[:, None].float()).argmax(dim=1), labels)
+
+
+def test_enet_overfits_a_tiny_batch(overfit):
+    def build():
+        return ENet.default(1, 3, unet={"base": 4, "depth": 2}, transforcnn={"dim": 16, "base": 8})
+
+    assert overfit(build) > 0.95
