@@ -715,7 +715,9 @@ def predict(
 def score(
     model: Annotated[int, typer.Option(help="Registered model version id.")],
     volume: Annotated[str, typer.Option(help="Registered volume name.")],
-    method: Annotated[str, typer.Option(help="entropy, margin, bald or tta.")] = "entropy",
+    method: Annotated[
+        str, typer.Option(help="entropy, margin, bald, tta or ensemble.")
+    ] = "entropy",
     aggregation: Annotated[
         str, typer.Option(help="mean, top_percentile or foreground_weighted.")
     ] = "mean",

@@ -26,13 +26,14 @@ from tomoloop.uncertainty import (
     tta_variance,
 )
 
-METHODS = ("entropy", "margin", "bald", "tta")
+METHODS = ("entropy", "margin", "bald", "tta", "ensemble")
 
 
 @dataclass(frozen=True)
 class ScoreOptions:
     """How slices are scored: ``method`` (entropy, margin, bald = MC-dropout mutual
-    information over ``passes`` samples, tta = flip test-time-augmentation variance),
+    information over ``passes`` samples, tta = flip test-time-augmentation variance,
+    ensemble = disagreement (mutual information) of an ensemble's members, e.g. E-Net),
     ``aggregation`` (mean, top_percentile, foreground_weighted) and the tiling.
     """
 
@@ -85,6 +86,16 @@ def uncertainty_map(
                 predict_slice(model, image, o.tile, o.overlap, 8, o.device, dropout=True)
                 for _ in range(o.passes)
             ]
+        )
+        return mutual_information(samples), samples.mean(axis=0)
+    if o.method == "ensemble":
+        members = getattr(model, "members", None)
+        if members is None:
+            raise TomoloopError(
+                "scoring method 'ensemble' needs an ensemble model (e.g. --arch enet)"
+            )
+        samples = np.stack(
+            [predict_slice(m, image, o.tile, o.overlap, 8, o.device) for m in members]
         )
         return mutual_information(samples), samples.mean(axis=0)
     samples = _flipped_predictions(model, image, o)

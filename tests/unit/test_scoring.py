@@ -72,3 +72,15 @@ def test_unknown_method_or_aggregation():
     with pytest.raises(TomoloopError, match="aggregation"):
         ScoreOptions(aggregation="median")
     assert ScoreOptions("bald", "top_percentile").label == "bald/top_percentile"
+
+
+def test_ensemble_disagreement_needs_members_and_sees_their_conflict():
+    from tomoloop.enet import ENet
+
+    options = ScoreOptions("ensemble", **OPTIONS)
+    agreeing = ENet([_threshold_model(4.0), _threshold_model(4.0)], [0.5, 0.5])
+    opposed = ENet([_threshold_model(4.0), _threshold_model(-4.0)], [0.5, 0.5])
+    assert slice_score(agreeing, IMAGE, options) == pytest.approx(0, abs=1e-6)
+    assert slice_score(opposed, IMAGE, options) > 0.1
+    with pytest.raises(TomoloopError, match="needs an ensemble"):
+        slice_score(_threshold_model(4.0), IMAGE, options)
