@@ -735,7 +735,8 @@ def score(
     if as_json:
         emit_json(result)
         return
-    table = Table(title=f"{result['slices']} slices of {volume} by {result['method']}")
+    out.print(f"{result['slices']} slices of {volume} scored by {result['method']}; the top:")
+    table = Table()
     table.add_column("z")
     table.add_column("score")
     for row in result["top"]:
