@@ -36,10 +36,15 @@ db_app = typer.Typer(
     help="The SQL registry's schema (TOMOLOOP_DATABASE_URL).", no_args_is_help=True
 )
 registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
+labelstudio_app = typer.Typer(
+    help="The local Label Studio server (own virtualenv, data under TOMOLOOP_HOME).",
+    no_args_is_help=True,
+)
 app.add_typer(coco_app, name="coco")
 app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
+app.add_typer(labelstudio_app, name="labelstudio")
 
 out = Console()
 err = Console(stderr=True)
@@ -742,6 +747,48 @@ def score(
     for row in result["top"]:
         table.add_row(str(row["index"]), f"{row['score']:.4f}")
     out.print(table)
+
+
+PortOpt = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
+
+
+def _local_label_studio(port: int = 8080):
+    from tomoloop.adapters.labelstudio_server import LocalLabelStudio
+    from tomoloop.config import Settings
+
+    return LocalLabelStudio(Settings().home, port=port)
+
+
+def _report_server(info, as_json: bool) -> None:
+    if as_json:
+        emit_json(asdict(info))
+    elif info.running:
+        out.print(f"[green]✓[/] Label Studio at {info.url} (pid {info.pid}), data {info.data_dir}")
+    else:
+        out.print(f"Label Studio is not running (data {info.data_dir})")
+
+
+@labelstudio_app.command("up")
+def labelstudio_up(port: PortOpt = 8080, as_json: JsonFlag = False) -> None:
+    """Install (first time, a few minutes) and start the local server; wait until healthy."""
+    server = _local_label_studio(port)
+    with err.status("starting Label Studio (the first start migrates its database)…"):
+        info = server.up()
+    _report_server(info, as_json)
+
+
+@labelstudio_app.command("down")
+def labelstudio_down(as_json: JsonFlag = False) -> None:
+    """Stop the local server (its data stays)."""
+    server = _local_label_studio()
+    server.down()
+    _report_server(server.status(), as_json)
+
+
+@labelstudio_app.command("status")
+def labelstudio_status(as_json: JsonFlag = False) -> None:
+    """Whether the local server runs, where, and where its data and log are."""
+    _report_server(_local_label_studio().status(), as_json)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,9 @@ class Settings(BaseSettings):
         database_url: SQLAlchemy URL of the registry; default a SQLite file in ``home``.
         artifacts_url: fsspec URL of the artifact store; default ``home/artifacts``
             (``s3://bucket/prefix`` works with s3fs installed).
+        label_studio_url, label_studio_token: an existing Label Studio server and its
+            token (personal access token or legacy); default the local server that
+            ``tomoloop labelstudio up`` starts.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
@@ -27,6 +30,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".tomoloop")
     database_url: str | None = None
     artifacts_url: str | None = None
+    label_studio_url: str | None = None
+    label_studio_token: SecretStr | None = None
 
     @property
     def registry_url(self) -> str:

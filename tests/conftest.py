@@ -73,3 +73,27 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# ---------------------------------------------------------------- Label Studio
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real local Label Studio server for the whole session (its virtualenv cached in
+    ~/.cache/tomoloop between runs); yields the LocalLabelStudio that runs it.
+    """
+    from tomoloop.adapters.labelstudio_server import LocalLabelStudio
+
+    server = LocalLabelStudio(tmp_path_factory.mktemp("ls-home"), port=_free_port())
+    server.up()
+    yield server
+    server.down()
