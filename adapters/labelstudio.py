@@ -1,0 +1,290 @@
+"""Label Studio through its SDK (label-studio-sdk 2.x): semantic projects, tasks with the
+model's prediction pre-filled, annotations back as class masks.
+
+Masks travel as Label Studio brush regions, one per class present: the region's RLE (Label
+Studio's own run-length format of an RGBA image, via the SDK's converter) and its label.
+Calls that fail because the server is down or answers 5xx are retried with exponential
+backoff, then raise :class:`LabelStudioUnavailable` naming the server and what to check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+import httpx
+import numpy as np
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.converter import brush
+from label_studio_sdk.core.api_error import ApiError
+
+from tomoloop.errors import TomoloopError
+
+FROM_NAME, TO_NAME = "phase", "image"
+# Colour-blind-safe (Okabe–Ito) colours, one per phase in phase-map order.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+
+
+class LabelStudioUnavailable(TomoloopError):
+    """The Label Studio server is unreachable or failing after retries."""
+
+
+class AnnotationRejected(TomoloopError):
+    """An annotation that cannot become a mask (unknown label, undecodable RLE)."""
+
+
+def labeling_config(class_names: Sequence[str], context: int = 1, instructions: str = "") -> str:
+    """The labelling view of a semantic project: the slice, its neighbours z − k … z + k
+    as context images, a brush label per phase (hotkeys 1, 2, …) and the phase definitions
+    as instructions. Task data keys: ``image``, ``before_1`` … ``after_k``.
+    """
+    labels = "\n".join(
+        f'    <Label value={quoteattr(name)} background="{PALETTE[i % len(PALETTE)]}" '
+        f'hotkey="{i + 1}"/>'
+        for i, name in enumerate(class_names)
+    )
+    neighbours = "\n".join(
+        f'    <Image name="{side}_{k}" value="${side}_{k}" zoom="true"/>'
+        for side, ks in (("before", range(context, 0, -1)), ("after", range(1, context + 1)))
+        for k in ks
+    )
+    help_text = quoteattr(instructions or "Paint every phase; correct the pre-filled prediction.")
+    return f"""<View>
+  <Header value="Slice $axis = $index of $volume (round $round, score $score)"/>
+  <Text name="instructions" value={help_text}/>
+  <View style="display: flex; gap: 8px">
+{neighbours}
+  </View>
+  <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">
+{labels}
+  </BrushLabels>
+  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>
+</View>"""
+
+
+def brush_results(mask: np.ndarray, class_names: Sequence[str]) -> list[dict]:
+    """Label Studio brush regions (one per class present) of an (H, W) class-index mask."""
+    h, w = mask.shape
+    results = []
+    for c in np.unique(mask):
+        region = np.where(mask == c, 255, 0).astype(np.uint8)
+        results.append(
+            {
+                "id": f"class-{int(c)}",
+                "from_name": FROM_NAME,
+                "to_name": TO_NAME,
+                "type": "brushlabels",
+                "original_width": w,
+                "original_height": h,
+                "image_rotation": 0,
+                "value": {
+                    "format": "rle",
+                    "rle": brush.mask2rle(region),
+                    "brushlabels": [class_names[int(c)]],
+                },
+            }
+        )
+    return results
+
+
+def mask_from_results(
+    results: Sequence[dict], shape: tuple[int, int], class_names: Sequence[str]
+) -> np.ndarray:
+    """The (H, W) uint8 class-index mask of brush regions; unpainted pixels are class 0 and
+    a later region wins where regions overlap.
+
+    Raises:
+        AnnotationRejected: a label that is not a phase, or an RLE that does not decode to
+            this slice's size.
+    """
+    h, w = shape
+    mask = np.zeros(shape, dtype=np.uint8)
+    for result in results:
+        if result.get("type") != "brushlabels":
+            continue
+        value = result.get("value", {})
+        names = value.get("brushlabels") or []
+        if len(names) != 1 or names[0] not in class_names:
+            raise AnnotationRejected(
+                f"brush label {names} is not one of the phases {', '.join(class_names)}"
+            )
+        try:
+            pixels = np.asarray(brush.decode_rle(value["rle"]), dtype=np.uint8)
+            alpha = pixels.reshape(h, w, 4)[:, :, 3]
+        except (KeyError, ValueError, IndexError, TypeError) as exc:
+            raise AnnotationRejected(
+                f"the {names[0]} region's RLE does not decode to a {h}×{w} mask ({exc})"
+            ) from exc
+        mask[alpha > 127] = class_names.index(names[0])
+    return mask
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One slice to label. ``key`` identifies it across pushes (volume, axis, index,
+    round); ``images`` maps the labelling view's data keys (``image``, ``before_1``, …)
+    to URLs; ``prediction`` is the model's class mask, pre-filled for the annotator.
+    """
+
+    key: str
+    images: dict[str, str]
+    meta: dict[str, Any]
+    prediction: np.ndarray | None = None
+    model_version: str = ""
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class PulledAnnotation:
+    """An annotation as Label Studio holds it (the mask is decoded by the caller)."""
+
+    task_id: int
+    task_key: str
+    annotation_id: int
+    result: list[dict]
+    was_cancelled: bool
+    lead_time_s: float | None
+    author: str
+    updated_at: str
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, ApiError):
+        return exc.status_code is None or exc.status_code >= 500
+    return isinstance(exc, httpx.TransportError)
+
+
+class LabelStudioClient:
+    """The calls tomoloop makes, each retried on connection errors and 5xx answers."""
+
+    def __init__(
+        self, url: str, token: str, retries: int = 4, backoff_s: float = 0.5, timeout_s=30.0
+    ) -> None:
+        self.url = url
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.sdk = LabelStudio(base_url=url, api_key=token, timeout=timeout_s)
+
+    def call(self, what: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """``fn(*args, **kwargs)`` with bounded retries and exponential backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if attempt == self.retries:
+                    raise LabelStudioUnavailable(
+                        f"Label Studio at {self.url} failed to {what} after {self.retries + 1} "
+                        f"attempts ({type(exc).__name__}: {str(exc)[:200]}): check that it "
+                        "runs (`tomoloop labelstudio status`) and try again"
+                    ) from exc
+                time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def ensure_project(
+        self, title: str, class_names: Sequence[str], context: int = 1, instructions: str = ""
+    ) -> int:
+        """The id of the project called ``title``, created with a semantic labelling view
+        if it does not exist; its queue serves the most uncertain tasks first.
+        """
+        for project in self.call("list projects", lambda: list(self.sdk.projects.list())):
+            if project.title == title:
+                return project.id
+        project = self.call(
+            "create a project",
+            self.sdk.projects.create,
+            title=title,
+            label_config=labeling_config(class_names, context, instructions),
+        )
+        self.call(
+            "switch on uncertainty ordering",
+            self.sdk.projects.update,
+            id=project.id,
+            sampling="Uncertainty sampling",
+        )
+        return project.id
+
+    def allow_local_files(self, project_id: int, folder: str) -> None:
+        """Let the project show images from ``folder`` (under the server's local-files
+        document root) through ``/data/local-files/?d=…``.
+        """
+        existing = self.call(
+            "list storages",
+            lambda: list(self.sdk.import_storage.local.list(project=project_id)),
+        )
+        if not any(s.path == folder for s in existing):
+            self.call(
+                "add a local-files storage",
+                self.sdk.import_storage.local.create,
+                project=project_id,
+                path=folder,
+                use_blob_urls=True,
+                title="tomoloop slices",
+            )
+
+    def task_ids(self, project_id: int) -> dict[str, int]:
+        """``{task key: task id}`` of the project's tasks that tomoloop pushed."""
+        tasks = self.call(
+            "list tasks", lambda: list(self.sdk.tasks.list(project=project_id, fields="all"))
+        )
+        return {t.data["key"]: t.id for t in tasks if isinstance(t.data, dict) and "key" in t.data}
+
+    def push(
+        self, project_id: int, tasks: Sequence[TaskSpec], class_names: Sequence[str]
+    ) -> dict[str, int]:
+        """Import the tasks not yet in the project (by key), each with its prediction;
+        ``{key: task id}`` of all of them. Re-running after an interrupted push imports
+        only what is missing, so no task is duplicated.
+        """
+        existing = self.task_ids(project_id)
+        new = [t for t in tasks if t.key not in existing]
+        if new:
+            payload = []
+            for t in new:
+                item: dict[str, Any] = {"data": {"key": t.key, **t.images, **t.meta}}
+                if t.prediction is not None:
+                    item["predictions"] = [
+                        {
+                            "model_version": t.model_version,
+                            "score": t.score,
+                            "result": brush_results(t.prediction, class_names),
+                        }
+                    ]
+                payload.append(item)
+            self.call(
+                "import tasks",
+                self.sdk.projects.import_tasks,
+                id=project_id,
+                request=payload,
+                return_task_ids=True,
+            )
+            existing = self.task_ids(project_id)
+        return {t.key: existing[t.key] for t in tasks}
+
+    def pull(self, project_id: int) -> list[PulledAnnotation]:
+        """Every annotation of the project's tomoloop tasks (submitted, updated, skipped)."""
+        tasks = self.call(
+            "list tasks", lambda: list(self.sdk.tasks.list(project=project_id, fields="all"))
+        )
+        pulled = []
+        for task in tasks:
+            if not isinstance(task.data, dict) or "key" not in task.data:
+                continue
+            for a in task.annotations or []:
+                pulled.append(
+                    PulledAnnotation(
+                        task_id=task.id,
+                        task_key=task.data["key"],
+                        annotation_id=a["id"],
+                        result=a.get("result") or [],
+                        was_cancelled=bool(a.get("was_cancelled")),
+                        lead_time_s=a.get("lead_time"),
+                        author=str(a.get("completed_by") or ""),
+                        updated_at=str(a.get("updated_at") or ""),
+                    )
+                )
+        return pulled
