@@ -32,6 +32,16 @@ class LabelStudioUnavailable(TomoloopError):
     """The Label Studio server is unreachable or failing after retries."""
 
 
+class LabelStudioRefused(TomoloopError):
+    """Label Studio answered a request with a client error (4xx)."""
+
+
+def _refusal(what: str, exc: ApiError) -> LabelStudioRefused:
+    body = exc.body if isinstance(exc.body, dict) else {"detail": str(exc.body)[:300]}
+    detail = body.get("validation_errors") or body.get("detail") or body
+    return LabelStudioRefused(f"Label Studio refused to {what} (HTTP {exc.status_code}): {detail}")
+
+
 class AnnotationRejected(TomoloopError):
     """An annotation that cannot become a mask (unknown label, undecodable RLE)."""
 
@@ -174,6 +184,8 @@ class LabelStudioClient:
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
+                if isinstance(exc, ApiError) and not _transient(exc):
+                    raise _refusal(what, exc) from None
                 if not _transient(exc):
                     raise
                 if attempt == self.retries:

@@ -261,3 +261,30 @@ class RoundItem(Base):
     ls_task_id: Mapped[int | None]
     state: Mapped[str] = mapped_column(String(20), default="pending")
     annotation_seconds: Mapped[float | None] = mapped_column(Float)
+
+
+class LabelStudioEvent(Base):
+    """One Label Studio annotation event as tomoloop handled it, webhook or polled.
+
+    ``key`` is the annotation id and its update time, so the same event arriving twice
+    (webhook and poll, or a retried webhook) is handled once. ``status``: ``stored`` (a
+    registry annotation, ``annotation_id``), ``skipped`` (the annotator skipped or
+    cancelled), ``rejected`` (not usable; ``reason`` says why).
+    """
+
+    __tablename__ = "ls_events"
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_ls_events_key"),
+        CheckConstraint("status IN ('stored', 'skipped', 'rejected')", name="status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    via: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    ls_project_id: Mapped[int]
+    ls_task_id: Mapped[int]
+    ls_annotation_id: Mapped[int]
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(1000), default="")
+    annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

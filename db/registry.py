@@ -27,6 +27,7 @@ from tomoloop.db.models import (
     Annotation,
     DatasetMember,
     DatasetVersion,
+    LabelStudioEvent,
     Metric,
     ModelVersion,
     RoundItem,
@@ -279,6 +280,26 @@ class Registry:
         ids = dict(found)
         return {i: ids[i] for i in wanted}
 
+    def slice_volumes(self, slice_ids: Iterable[int]) -> dict[int, tuple[Slice, Volume]]:
+        """``{slice id: (slice, its volume)}`` for the given ids."""
+        wanted = list(slice_ids)
+        out: dict[int, tuple[Slice, Volume]] = {}
+        with self.session() as s:
+            for start in range(0, len(wanted), _CHUNK):
+                for slice_, volume in s.execute(
+                    select(Slice, Volume)
+                    .join(Volume, Volume.id == Slice.volume_id)
+                    .where(Slice.id.in_(wanted[start : start + _CHUNK]))
+                ):
+                    out[slice_.id] = (slice_, volume)
+        missing = set(wanted) - set(out)
+        if missing:
+            raise RegistryError(f"no slices with ids {sorted(missing)[:10]}")
+        return out
+
+    def al_round(self, round_id: int) -> ALRound:
+        return self._get(ALRound, round_id, "active-learning round")
+
     # ------------------------------------------------------------ annotations
 
     def add_annotations(self, annotations: Sequence[NewAnnotation]) -> int:
@@ -312,6 +333,22 @@ class Registry:
             if self.engine.dialect.name == "postgresql":
                 return _copy_annotations(raw, rows)
             return _insert_or_ignore_annotations(raw, rows)
+
+    def annotation_id(self, slice_id: int, tier: Tier, source: str) -> int:
+        """The id of the annotation with this natural key."""
+        with self.session() as s:
+            found = s.scalar(
+                select(Annotation.id).where(
+                    Annotation.slice_id == slice_id,
+                    Annotation.tier == int(tier),
+                    Annotation.source == source,
+                )
+            )
+        if found is None:
+            raise RegistryError(
+                f"no {tier.name.lower()} annotation of slice {slice_id} from {source}"
+            )
+        return found
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
@@ -670,6 +707,101 @@ class Registry:
                     .order_by(ModelVersion.id)
                 )
             )
+
+    # ------------------------------------------------------------ rounds
+
+    def open_round(
+        self,
+        dataset: str,
+        strategy: str,
+        model_id: int | None,
+        chosen: Sequence[tuple[int, float]],
+        budget: int | None = None,
+    ) -> int:
+        """An open active-learning round of ``chosen`` ``(slice id, score)`` (best first,
+        ranked from 1), every item pending; its id.
+        """
+        with self.atomic(), self.session() as s:
+            round_ = ALRound(
+                dataset=dataset,
+                strategy=strategy,
+                budget=len(chosen) if budget is None else budget,
+                model_version_id=model_id,
+                status="open",
+            )
+            s.add(round_)
+            s.flush()
+            s.add_all(
+                RoundItem(round_id=round_.id, slice_id=slice_id, score=score, rank=rank)
+                for rank, (slice_id, score) in enumerate(chosen, start=1)
+            )
+        return round_.id
+
+    def round_items(self, round_id: int) -> list[RoundItem]:
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(RoundItem).where(RoundItem.round_id == round_id).order_by(RoundItem.rank)
+                )
+            )
+
+    def set_round_tasks(self, round_id: int, tasks: dict[int, int]) -> None:
+        """Record the Label Studio task id of each pushed slice (``{slice id: task id}``)."""
+        with self.session() as s:
+            for slice_id, task_id in tasks.items():
+                s.execute(
+                    update(RoundItem)
+                    .where(RoundItem.round_id == round_id, RoundItem.slice_id == slice_id)
+                    .values(ls_task_id=task_id)
+                )
+
+    def resolve_task(self, ls_task_id: int, state: str, seconds: float | None = None) -> None:
+        """Mark the round items of a Label Studio task ``annotated`` or ``skipped``."""
+        with self.session() as s:
+            s.execute(
+                update(RoundItem)
+                .where(RoundItem.ls_task_id == ls_task_id)
+                .values(state=state, annotation_seconds=seconds)
+            )
+
+    # ------------------------------------------------------------ Label Studio events
+
+    def record_ls_event(self, event: LabelStudioEvent) -> bool:
+        """Record a handled Label Studio event; False if its key was already recorded."""
+        values = {
+            c.name: getattr(event, c.name)
+            for c in LabelStudioEvent.__table__.columns
+            if c.name != "id" and getattr(event, c.name) is not None
+        }
+        values.setdefault("received_at", utcnow())
+        values.setdefault("reason", "")
+        with self.session() as s:
+            inserted = s.execute(
+                self._insert(LabelStudioEvent).values(**values).on_conflict_do_nothing()
+            )
+            return inserted.rowcount == 1
+
+    def ls_event_keys(self, keys: Iterable[str]) -> set[str]:
+        """Which of these event keys are already recorded."""
+        wanted = list(keys)
+        found: set[str] = set()
+        with self.session() as s:
+            for start in range(0, len(wanted), _CHUNK):
+                found.update(
+                    s.scalars(
+                        select(LabelStudioEvent.key).where(
+                            LabelStudioEvent.key.in_(wanted[start : start + _CHUNK])
+                        )
+                    )
+                )
+        return found
+
+    def ls_events(self, status: str | None = None) -> list[LabelStudioEvent]:
+        query = select(LabelStudioEvent).order_by(LabelStudioEvent.id)
+        if status is not None:
+            query = query.where(LabelStudioEvent.status == status)
+        with self.session() as s:
+            return list(s.scalars(query))
 
     # ------------------------------------------------------------ scores
 

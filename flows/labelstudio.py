@@ -1,0 +1,242 @@
+"""Label Studio flows: push a round's slices with the model's prediction pre-filled, and
+pull annotations back into the registry as tier ``annotator``.
+
+push: the round's slices (and their z ± k neighbours) as 8-bit PNGs where the server can
+serve them → one semantic project per dataset → tasks with predictions → task ids on the
+round items. sync: every annotation of the project not handled before (keyed by
+annotation id and update time) → a registry annotation with its exact mask, or a skip, or
+a rejection with its reason — never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger
+
+from tomoloop.adapters.labelstudio import (
+    AnnotationRejected,
+    LabelStudioClient,
+    PulledAnnotation,
+    TaskSpec,
+    mask_from_results,
+)
+from tomoloop.adapters.labelstudio_server import LocalLabelStudio, label_studio_credentials
+from tomoloop.config import Settings
+from tomoloop.db.models import LabelStudioEvent, Tier
+from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
+from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
+from tomoloop.inference import normalise, predict_slice
+from tomoloop.masks import encode_class_mask
+from tomoloop.pngs import write_png
+from tomoloop.stacks import open_stack, percentile_window, to_uint8
+
+
+def project_title(dataset: str) -> str:
+    """The Label Studio project of a dataset's semantic labels."""
+    return f"{dataset} · semantic"
+
+
+def task_key(slice_id: int, round_id: int) -> str:
+    return f"slice-{slice_id}:round-{round_id}"
+
+
+def slice_of(key: str) -> int:
+    """The registry slice id a task key names."""
+    try:
+        return int(key.split(":")[0].removeprefix("slice-"))
+    except ValueError:
+        raise AnnotationRejected(f"task key {key!r} names no tomoloop slice") from None
+
+
+def event_key(a: PulledAnnotation) -> str:
+    return f"{a.annotation_id}@{a.updated_at}"
+
+
+@dataclass(frozen=True)
+class _Connection:
+    client: LabelStudioClient
+    url: str
+    media: Path
+
+
+def _connect(settings: Settings) -> _Connection:
+    url, token = label_studio_credentials(settings)
+    media = settings.label_studio_files or LocalLabelStudio(settings.home).root / "media"
+    return _Connection(LabelStudioClient(url, token), url, Path(media))
+
+
+def _slice_png(stack, axis: str, index: int, path: Path, window) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, to_uint8(stack.slice(axis, index), window))
+
+
+@flow(name="push-round")
+def push_round(round_id: int, context: int = 1) -> dict:
+    """Send a round's slices to Label Studio with the round's model's prediction."""
+    log = get_run_logger()
+    settings = Settings()
+    services = Services.from_settings(settings)
+    try:
+        registry = services.registry
+        round_ = registry.al_round(round_id)
+        dataset = registry.dataset(round_.dataset)
+        names = dataset_phases(services, dataset).names
+        model = None
+        if round_.model_version_id is not None:
+            model, spec, _ = load_registered_model(services, round_.model_version_id)
+        connection = _connect(settings)
+        project = connection.client.ensure_project(
+            project_title(dataset.name), names, context, instructions=_instructions(names)
+        )
+        connection.media.mkdir(parents=True, exist_ok=True)
+        connection.client.allow_local_files(project, str(connection.media))
+        items = registry.round_items(round_id)
+        located = registry.slice_volumes(i.slice_id for i in items)
+        tasks = []
+        for item in items:
+            slice_, volume = located[item.slice_id]
+            with open_stack(volume.path) as stack:
+                window = percentile_window(stack)
+                depth = stack.shape["zyx".index(slice_.axis)]
+                images = {}
+                for name, offset in _neighbours(context):
+                    index = min(max(slice_.index + offset, 0), depth - 1)
+                    relative = Path(volume.sha256[:16]) / slice_.axis / f"{index:05d}.png"
+                    _slice_png(stack, slice_.axis, index, connection.media / relative, window)
+                    images[name] = f"/data/local-files/?d={_served(connection, relative)}"
+                prediction = None
+                if model is not None:
+                    image = normalise(stack.slice(slice_.axis, slice_.index), window)
+                    probs = predict_slice(model, image, spec.inference_tile, spec.tile // 4)
+                    prediction = probs.argmax(axis=0).astype(np.uint8)
+            tasks.append(
+                TaskSpec(
+                    key=task_key(slice_.id, round_id),
+                    images=images,
+                    meta={
+                        "volume": volume.name,
+                        "axis": slice_.axis,
+                        "index": slice_.index,
+                        "round": round_id,
+                        "score": round(item.score, 6),
+                    },
+                    prediction=prediction,
+                    model_version=str(round_.model_version_id or ""),
+                    score=item.score,
+                )
+            )
+        ids = connection.client.push(project, tasks, names)
+        registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()})
+        log.info("round %s: %d tasks in project %s", round_id, len(ids), project)
+        return {
+            "round": round_id,
+            "project": project,
+            "tasks": len(ids),
+            "url": f"{connection.url}/projects/{project}/data",
+        }
+    finally:
+        services.close()
+
+
+def _neighbours(context: int) -> list[tuple[str, int]]:
+    """Task data keys of the slice and its context images with their index offsets."""
+    before = [(f"before_{k}", -k) for k in range(context, 0, -1)]
+    after = [(f"after_{k}", k) for k in range(1, context + 1)]
+    return [("image", 0), *before, *after]
+
+
+def _served(connection: _Connection, relative: Path) -> str:
+    """The path Label Studio serves a media file by (relative to its document root)."""
+    return str(Path(connection.media.name) / relative)
+
+
+def _instructions(names: tuple[str, ...]) -> str:
+    return (
+        f"Phases: {', '.join(f'{i + 1} = {n}' for i, n in enumerate(names))}. The model's "
+        "prediction is pre-filled: correct it where it is wrong (neighbouring slices are "
+        "shown above), then submit. Unpainted pixels count as the first phase."
+    )
+
+
+def handle_annotation(
+    registry: Registry, names: tuple[str, ...], project: int, a: PulledAnnotation, via: str
+) -> str:
+    """Store one pulled or webhook-delivered annotation; its status (stored / skipped /
+    rejected / seen). One transaction: the registry annotation and the event, or neither.
+    """
+    event = LabelStudioEvent(
+        key=event_key(a),
+        via=via,
+        action="ANNOTATION",
+        ls_project_id=project,
+        ls_task_id=a.task_id,
+        ls_annotation_id=a.annotation_id,
+    )
+    if registry.ls_event_keys([event.key]):
+        return "seen"
+    with registry.atomic():
+        if a.was_cancelled:
+            event.status = "skipped"
+            registry.resolve_task(a.task_id, "skipped")
+        else:
+            try:
+                slice_id = slice_of(a.task_key)
+                slice_, volume = registry.slice_volumes([slice_id])[slice_id]
+                shape = tuple(
+                    n for axis, n in zip("zyx", _shape(volume), strict=True) if axis != slice_.axis
+                )
+                mask = mask_from_results(a.result, shape, names)
+            except (AnnotationRejected, RegistryError) as exc:
+                event.status, event.reason = "rejected", str(exc)[:1000]
+            else:
+                source = f"labelstudio:{event.key}"
+                registry.add_annotations(
+                    [
+                        NewAnnotation(
+                            slice_id,
+                            Tier.ANNOTATOR,
+                            source,
+                            mask_rle=encode_class_mask(mask),
+                            ls_task_id=a.task_id,
+                            ls_annotation_id=a.annotation_id,
+                            author=a.author,
+                            lead_time_s=a.lead_time_s,
+                        )
+                    ]
+                )
+                event.status = "stored"
+                event.annotation_id = registry.annotation_id(slice_id, Tier.ANNOTATOR, source)
+                registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
+        registry.record_ls_event(event)
+    return event.status
+
+
+def _shape(volume) -> tuple[int, int, int]:
+    return volume.shape_z, volume.shape_y, volume.shape_x
+
+
+@flow(name="sync-annotations")
+def sync_annotations(dataset: str) -> dict:
+    """Pull every new annotation of a dataset's project into the registry (polling)."""
+    log = get_run_logger()
+    settings = Settings()
+    services = Services.from_settings(settings)
+    try:
+        registry = services.registry
+        names = dataset_phases(services, registry.dataset(dataset)).names
+        connection = _connect(settings)
+        project = connection.client.ensure_project(project_title(dataset), names)
+        pulled = connection.client.pull(project)
+        seen = registry.ls_event_keys(event_key(a) for a in pulled)
+        counts = {"stored": 0, "skipped": 0, "rejected": 0, "seen": len(seen)}
+        for a in pulled:
+            if event_key(a) not in seen:
+                counts[handle_annotation(registry, names, project, a, "poll")] += 1
+        log.info("project %s: %s", project, counts)
+        return {"dataset": dataset, "project": project, **counts}
+    finally:
+        services.close()

@@ -1,0 +1,99 @@
+"""Push a round to the real Label Studio and sync annotations back into the registry."""
+
+import uuid
+
+import numpy as np
+import pytest
+import tifffile
+
+from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results, mask_from_results
+from tomoloop.db.models import Tier
+from tomoloop.db.registry import Registry
+from tomoloop.masks import decode_class_mask
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+NAMES = ("pore", "nmc", "cbd")
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch, label_studio, electrode_volume):
+    """A dataset ingested into a fresh SQLite registry, pointed at the session's server."""
+    from tomoloop.db.engine import make_engine, upgrade
+    from tomoloop.flows.ingest import ingest
+
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    upgrade(make_engine(url))
+    ls_url, token = label_studio.credentials()
+    for key, value in {
+        "TOMOLOOP_HOME": str(tmp_path / "home"),
+        "TOMOLOOP_DATABASE_URL": url,
+        "TOMOLOOP_LABEL_STUDIO_URL": ls_url,
+        "TOMOLOOP_LABEL_STUDIO_TOKEN": token,
+        "TOMOLOOP_LABEL_STUDIO_FILES": str(label_studio.root / "media"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    gray = (electrode_volume * 80 + 20).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "gray.tif", gray)
+    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
+    name = f"nmc-{uuid.uuid4().hex[:8]}"
+    result = ingest(
+        gray=str(tmp_path / "gray.tif"),
+        labels=str(tmp_path / "labels.tif"),
+        name=name,
+        phases="pore=0,nmc=1,cbd=2",
+        split=(0.6, 0.2, 0.2),
+    )
+    registry = Registry.from_url(url)
+    client = LabelStudioClient(ls_url, token)
+    return registry, client, name, result["volume_id"]
+
+
+def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, electrode_volume):
+    from tomoloop.flows.labelstudio import project_title, push_round, sync_annotations
+    from tomoloop.flows.train import train_semantic
+
+    registry, client, name, volume = setup
+    config = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
+    model = train_semantic(
+        registry.dataset(name).id, "unet", config=config, options={"base": 4, "depth": 2}
+    )["model_version"]
+    slices = registry.register_slices(volume, "z", [3, 9, 14])
+    round_id = registry.open_round(name, "entropy", model, [(slices[9], 0.9), (slices[3], 0.5)])
+
+    pushed = push_round(round_id)
+    assert pushed["tasks"] == 2
+    assert push_round(round_id)["tasks"] == 2  # re-push: nothing duplicated
+    project = client.ensure_project(project_title(name), NAMES)
+    assert project == pushed["project"] and len(client.task_ids(project)) == 2
+    items = {i.slice_id: i for i in registry.round_items(round_id)}
+    task_9, task_3 = items[slices[9]].ls_task_id, items[slices[3]].ls_task_id
+    task = client.sdk.tasks.get(id=task_9)
+    assert {"image", "before_1", "after_1"} <= set(task.data) and task.data["index"] == 9
+    (prediction,) = client.sdk.predictions.list(task=task_9)
+    predicted = mask_from_results(prediction.result, (40, 48), NAMES)
+    assert predicted.shape == (40, 48) and prediction.model_version == str(model)
+
+    corrected = electrode_volume[9].copy()
+    corrected[:4, :4] = 2
+    client.sdk.annotations.create(id=task_9, result=brush_results(corrected, NAMES), lead_time=31)
+    client.sdk.annotations.create(id=task_3, result=[], was_cancelled=True)
+    bad = brush_results(corrected, NAMES)
+    bad[0]["value"]["brushlabels"] = ["dust"]
+    client.sdk.annotations.create(id=task_9, result=bad, lead_time=5)
+
+    counts = sync_annotations(name)
+    assert (counts["stored"], counts["skipped"], counts["rejected"]) == (1, 1, 1)
+    best = {a.slice_id: a for a in registry.best_annotations(volume)}
+    stored = best[slices[9]]
+    assert stored.tier == Tier.ANNOTATOR and stored.lead_time_s == 31
+    np.testing.assert_array_equal(decode_class_mask(stored.mask_rle), corrected)
+    assert best[slices[3]].tier == Tier.AUTO  # skipped: the auto label still counts
+    items = {i.slice_id: i for i in registry.round_items(round_id)}
+    assert (items[slices[9]].state, items[slices[9]].annotation_seconds) == ("annotated", 31)
+    assert items[slices[3]].state == "skipped"
+    (rejected,) = registry.ls_events("rejected")
+    assert "'dust'" in rejected.reason and rejected.ls_task_id == task_9
+
+    again = sync_annotations(name)
+    assert (again["stored"], again["seen"]) == (0, 3)
+    assert registry.label_counts(volume)["annotator"] == 1
