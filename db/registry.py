@@ -503,6 +503,26 @@ class Registry:
         with self.session() as s:
             return [DatasetSlice(*row) for row in s.execute(query)]
 
+    def dataset_phases(self, dataset_version_id: int) -> str:
+        """The phase map (``pore=0,nmc=1,cbd=2``) shared by every volume of a version."""
+        with self.session() as s:
+            found = list(
+                s.scalars(
+                    select(Volume.phases)
+                    .distinct()
+                    .join(Slice, Slice.volume_id == Volume.id)
+                    .join(Annotation, Annotation.slice_id == Slice.id)
+                    .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+                    .where(DatasetMember.dataset_version_id == dataset_version_id)
+                )
+            )
+        if len(found) != 1:
+            raise RegistryError(
+                f"dataset version {dataset_version_id} has volumes with phase maps "
+                f"{sorted(found)}: a semantic model needs exactly one set of classes"
+            )
+        return found[0]
+
     # ------------------------------------------------------------ models
 
     def register_model(

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
 from tomoloop.errors import TomoloopError
 
 app = typer.Typer(
@@ -353,45 +354,6 @@ def print_rows(title: str, rows: list[dict], as_json: bool) -> None:
     out.print(table)
 
 
-def volume_row(volume) -> dict:
-    voxel = [volume.voxel_z_um, volume.voxel_y_um, volume.voxel_x_um]
-    return {
-        "id": volume.id,
-        "name": volume.name,
-        "sha256": volume.sha256,
-        "shape": [volume.shape_z, volume.shape_y, volume.shape_x],
-        "voxel_size": None if voxel[0] is None else voxel,
-        "phases": volume.phases,
-    }
-
-
-def dataset_row(registry, dataset) -> dict:
-    return {
-        "id": dataset.id,
-        "name": dataset.name,
-        "version": dataset.version,
-        "hash": dataset.content_hash,
-        "parent": dataset.parent_id,
-        "counts": registry.dataset_counts(dataset.id),
-    }
-
-
-def model_row(registry, model) -> dict:
-    return {
-        "id": model.id,
-        "name": model.name,
-        "arch": model.architecture,
-        "backend": model.backend,
-        "stage": model.stage,
-        "dataset_version": model.dataset_version_id,
-        "parent": model.parent_id,
-        "metrics": {
-            f"{m.split}/{m.name}" + (f"/{m.class_name}" if m.class_name else ""): m.value
-            for m in registry.metrics(model.id)
-        },
-    }
-
-
 @registry_app.command("volumes")
 def registry_volumes(as_json: JsonFlag = False) -> None:
     """Registered volumes."""
@@ -422,18 +384,7 @@ def registry_models(as_json: JsonFlag = False) -> None:
 def registry_rounds(as_json: JsonFlag = False) -> None:
     """Active-learning rounds with their items per state."""
     with _database_errors():
-        rows = [
-            {
-                "id": r.id,
-                "dataset": r.dataset,
-                "strategy": r.strategy,
-                "budget": r.budget,
-                "model": r.model_version_id,
-                "status": r.status,
-                "items": items,
-            }
-            for r, items in _open_registry().rounds()
-        ]
+        rows = [round_row(r, items) for r, items in _open_registry().rounds()]
     print_rows("rounds", rows, as_json)
 
 

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
         label_studio_files: where slice images for Label Studio are written: a folder
             directly inside the server's ``LOCAL_FILES_DOCUMENT_ROOT`` (default the local
             server's ``home/labelstudio/media``).
+        webhook_secret: the shared secret Label Studio's webhooks must carry.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     label_studio_url: str | None = None
     label_studio_token: SecretStr | None = None
     label_studio_files: Path | None = None
+    webhook_secret: SecretStr | None = None
 
     @property
     def registry_url(self) -> str:

@@ -49,7 +49,8 @@ def setup(tmp_path, monkeypatch, label_studio, electrode_volume):
 
 
 def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, electrode_volume):
-    from tomoloop.flows.labelstudio import project_title, push_round, sync_annotations
+    from tomoloop.adapters.labelstudio_registry import project_title
+    from tomoloop.flows.labelstudio import push_round, sync_annotations
     from tomoloop.flows.train import train_semantic
 
     registry, client, name, volume = setup
@@ -97,3 +98,83 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
     again = sync_annotations(name)
     assert (again["stored"], again["seen"]) == (0, 3)
     assert registry.label_counts(volume)["annotator"] == 1
+
+
+@pytest.fixture
+def http_app(setup, monkeypatch):
+    """The tomoloop HTTP app served by uvicorn on loopback, with a webhook secret."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from tomoloop.adapters.http import create_app
+
+    monkeypatch.setenv("TOMOLOOP_WEBHOOK_SECRET", "s3cret-for-tests")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_real_server_delivers_a_webhook_and_polling_then_finds_it_stored(
+    setup, http_app, electrode_volume
+):
+    import time
+
+    import httpx
+
+    from tomoloop.adapters.labelstudio_registry import project_title
+    from tomoloop.flows.labelstudio import push_round, sync_annotations
+
+    registry, client, name, volume = setup
+    slices = registry.register_slices(volume, "z", [5])
+    round_id = registry.open_round(name, "random", None, [(slices[5], 1.0)])
+    project = push_round(round_id)["project"]
+    assert project == client.ensure_project(project_title(name), NAMES)
+    client.sdk.webhooks.create(
+        url=f"{http_app}/webhooks/labelstudio",
+        project=project,
+        send_payload=True,
+        send_for_all_actions=False,
+        actions=["ANNOTATION_CREATED", "ANNOTATION_UPDATED"],
+        headers={"X-Tomoloop-Secret": "s3cret-for-tests"},
+    )
+    (item,) = registry.round_items(round_id)
+    corrected = electrode_volume[5].copy()
+    corrected[-3:] = 1
+    client.sdk.annotations.create(
+        id=item.ls_task_id, result=brush_results(corrected, NAMES), lead_time=7
+    )
+    deadline = time.monotonic() + 30
+    while not registry.ls_events("stored") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    (event,) = registry.ls_events("stored")
+    assert event.via == "webhook"
+    best = {a.slice_id: a for a in registry.best_annotations(volume)}[slices[5]]
+    np.testing.assert_array_equal(decode_class_mask(best.mask_rle), corrected)
+
+    polled = sync_annotations(name)
+    assert (polled["stored"], polled["seen"]) == (0, 1)  # one annotation, stored once
+
+    wrong = httpx.post(f"{http_app}/webhooks/labelstudio", json={"action": "ANNOTATION_CREATED"})
+    assert wrong.status_code == 401
+    malformed = httpx.post(
+        f"{http_app}/webhooks/labelstudio",
+        json={"action": "ANNOTATION_CREATED", "annotation": {}},
+        headers={"X-Tomoloop-Secret": "s3cret-for-tests"},
+    )
+    assert malformed.status_code == 422 and "expected annotation" in malformed.text
+    models = httpx.get(f"{http_app}/datasets").json()
+    assert models[0]["name"] == name
+    assert httpx.get(f"{http_app}/models/999").status_code == 404

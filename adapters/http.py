@@ -1,0 +1,113 @@
+"""tomoloop's HTTP app (FastAPI): Label Studio webhooks in, the registry out (read-only).
+
+- ``POST /webhooks/labelstudio``: ANNOTATION_CREATED / ANNOTATION_UPDATED from Label
+  Studio. The shared secret (``TOMOLOOP_WEBHOOK_SECRET``, sent by Label Studio in the
+  ``X-Tomoloop-Secret`` header) is compared in constant time. The annotation is handled as
+  the polling sync handles it (same key, same registry write), so a webhook and a poll of
+  the same annotation store it once.
+- ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
+  registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``.
+
+Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --port 8700``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Header, HTTPException
+
+from tomoloop.adapters.labelstudio import PulledAnnotation
+from tomoloop.adapters.labelstudio_registry import dataset_of, handle_annotation
+from tomoloop.config import Settings
+from tomoloop.db.registry import Registry, RegistryError
+from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
+from tomoloop.phases import PhaseMap
+
+ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+SECRET_HEADER = "X-Tomoloop-Secret"
+
+
+def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnotation]:
+    """(project id, project title, annotation) of a Label Studio webhook body.
+
+    Raises:
+        ValueError: the body lacks the annotation, task or project it must carry.
+    """
+    try:
+        annotation, task, project = payload["annotation"], payload["task"], payload["project"]
+        pulled = PulledAnnotation(
+            task_id=int(task["id"]),
+            task_key=str(task["data"]["key"]),
+            annotation_id=int(annotation["id"]),
+            result=list(annotation.get("result") or []),
+            was_cancelled=bool(annotation.get("was_cancelled")),
+            lead_time_s=annotation.get("lead_time"),
+            author=str(annotation.get("completed_by") or ""),
+            updated_at=str(annotation.get("updated_at") or ""),
+        )
+        return int(project["id"]), str(project["title"]), pulled
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"webhook body lacks {exc}: expected annotation, task and project"
+        ) from exc
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app over the registry and secret of ``settings`` (default: the environment)."""
+    settings = settings or Settings()
+    registry = Registry.from_url(settings.registry_url)
+    app = FastAPI(title="tomoloop", description="Label Studio webhooks and the registry.")
+
+    @app.post("/webhooks/labelstudio")
+    def labelstudio_webhook(
+        payload: Annotated[dict[str, Any], Body()],
+        secret: Annotated[str | None, Header(alias=SECRET_HEADER)] = None,
+    ) -> dict:
+        """Store the annotation a Label Studio event carries (idempotent)."""
+        expected = settings.webhook_secret
+        if expected is None:
+            raise HTTPException(503, "webhooks are off: set TOMOLOOP_WEBHOOK_SECRET")
+        if not hmac.compare_digest((secret or "").encode(), expected.get_secret_value().encode()):
+            raise HTTPException(401, f"wrong or missing {SECRET_HEADER}")
+        if payload.get("action") not in ANNOTATION_ACTIONS:
+            return {"status": "ignored", "reason": f"action {payload.get('action')!r}"}
+        try:
+            project_id, title, pulled = pulled_from_payload(payload)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        dataset = dataset_of(title)
+        if dataset is None:
+            return {"status": "ignored", "reason": f"project {title!r} is not tomoloop's"}
+        try:
+            version = registry.dataset(dataset)
+            names = PhaseMap.parse(registry.dataset_phases(version.id)).names
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return {"status": handle_annotation(registry, names, project_id, pulled, "webhook")}
+
+    @app.get("/volumes")
+    def volumes() -> list[dict]:
+        return [volume_row(v) for v in registry.volumes()]
+
+    @app.get("/datasets")
+    def datasets() -> list[dict]:
+        return [dataset_row(registry, d) for d in registry.datasets()]
+
+    @app.get("/models")
+    def models() -> list[dict]:
+        return [model_row(registry, m) for m in registry.models()]
+
+    @app.get("/models/{model_id}")
+    def model(model_id: int) -> dict:
+        try:
+            return model_row(registry, registry.model(model_id))
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    @app.get("/rounds")
+    def rounds() -> list[dict]:
+        return [round_row(r, items) for r, items in registry.rounds()]
+
+    return app
