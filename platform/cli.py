@@ -38,7 +38,7 @@ db_app = typer.Typer(
 )
 registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
 labelstudio_app = typer.Typer(
-    help="The local Label Studio server (own virtualenv, data under TOMOLOOP_HOME).",
+    help="Label Studio: the local server, pushing rounds, pulling annotations.",
     no_args_is_help=True,
 )
 app.add_typer(coco_app, name="coco")
@@ -734,6 +734,55 @@ def labelstudio_down(as_json: JsonFlag = False) -> None:
     server = _local_label_studio()
     server.down()
     _report_server(server.status(), as_json)
+
+
+@labelstudio_app.command("push")
+def labelstudio_push(
+    round_id: Annotated[int, typer.Option("--round", help="Active-learning round id.")],
+    context: Annotated[int, typer.Option(help="Neighbour slices shown on each side.")] = 1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Send a round's slices to Label Studio with the model's prediction pre-filled."""
+    from tomoloop.flows.labelstudio import push_round
+
+    with _database_errors():
+        result = push_round(round_id, context)
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"[green]✓[/] {result['tasks']} tasks; annotate at {result['url']}")
+
+
+@labelstudio_app.command("sync")
+def labelstudio_sync(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Pull new annotations of a dataset's project into the registry (tier annotator)."""
+    from tomoloop.flows.labelstudio import sync_annotations
+
+    with _database_errors():
+        result = sync_annotations(dataset)
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(
+            f"[green]✓[/] stored {result['stored']}, skipped {result['skipped']}, "
+            f"rejected {result['rejected']} (already seen {result['seen']})"
+        )
+
+
+@app.command()
+def http(
+    port: Annotated[int, typer.Option(help="Port on --host.")] = 8700,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the HTTP app: Label Studio webhooks and the read-only registry API (/docs)."""
+    import uvicorn
+
+    from tomoloop.adapters.http import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
 
 
 @labelstudio_app.command("status")

@@ -1,12 +1,15 @@
 """Push a round to the real Label Studio and sync annotations back into the registry."""
 
+import json
 import uuid
 
 import numpy as np
 import pytest
 import tifffile
+from typer.testing import CliRunner
 
 from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results, mask_from_results
+from tomoloop.cli import app
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
 from tomoloop.masks import decode_class_mask
@@ -63,7 +66,8 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
 
     pushed = push_round(round_id)
     assert pushed["tasks"] == 2
-    assert push_round(round_id)["tasks"] == 2  # re-push: nothing duplicated
+    repushed = CliRunner().invoke(app, ["labelstudio", "push", "--round", str(round_id), "--json"])
+    assert json.loads(repushed.stdout)["tasks"] == 2  # re-push: nothing duplicated
     project = client.ensure_project(project_title(name), NAMES)
     assert project == pushed["project"] and len(client.task_ids(project)) == 2
     items = {i.slice_id: i for i in registry.round_items(round_id)}
@@ -95,8 +99,8 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
     (rejected,) = registry.ls_events("rejected")
     assert "'dust'" in rejected.reason and rejected.ls_task_id == task_9
 
-    again = sync_annotations(name)
-    assert (again["stored"], again["seen"]) == (0, 3)
+    again = CliRunner().invoke(app, ["labelstudio", "sync", "--dataset", name, "--json"])
+    assert (json.loads(again.stdout)["stored"], json.loads(again.stdout)["seen"]) == (0, 3)
     assert registry.label_counts(volume)["annotator"] == 1
 
 
