@@ -96,3 +96,23 @@ def test_an_unreachable_server_gives_a_clear_error_after_retries():
         LabelStudioUnavailable, match=r"127\.0\.0\.1:9 failed to list projects after 3"
     ):
         client.ensure_project("x", NAMES)
+
+
+def test_a_push_cut_off_by_a_stopped_server_fails_clearly_and_a_rerun_completes(
+    label_studio, client
+):
+    project = client.ensure_project(f"tomoloop {uuid.uuid4().hex[:6]}", NAMES, context=0)
+    folder, masks = _slices(label_studio, n=3)
+    client.allow_local_files(project, str(folder))
+    tasks = [_task(label_studio, folder, i, masks[i]) for i in range(3)]
+    client.push(project, tasks[:1], NAMES)  # the push got this far before the server stopped
+
+    label_studio.down()
+    impatient = LabelStudioClient(client.url, label_studio.credentials()[1], 1, 0.01)
+    try:
+        with pytest.raises(LabelStudioUnavailable, match="labelstudio status"):
+            impatient.push(project, tasks, NAMES)
+    finally:
+        label_studio.up()
+    finished = client.push(project, tasks, NAMES)
+    assert len(finished) == 3 and len(client.task_ids(project)) == 3
