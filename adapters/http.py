@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> dict:
         """Store the annotation a Label Studio event carries (idempotent)."""
         expected = settings.webhook_secret
-        if expected is None:
+        if expected is None or not expected.get_secret_value():
             raise HTTPException(503, "webhooks are off: set TOMOLOOP_WEBHOOK_SECRET")
         if not hmac.compare_digest((secret or "").encode(), expected.get_secret_value().encode()):
             raise HTTPException(401, f"wrong or missing {SECRET_HEADER}")

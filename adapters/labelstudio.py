@@ -161,6 +161,13 @@ class PulledAnnotation:
     updated_at: str
 
 
+def queue_score(uncertainty: float | None) -> float | None:
+    """The prediction score Label Studio's uncertainty sampling sorts by: it serves the
+    lowest score first (it reads scores as confidence), so more uncertain → lower score.
+    """
+    return None if uncertainty is None else 1.0 / (1.0 + max(uncertainty, 0.0))
+
+
 def _transient(exc: Exception) -> bool:
     if isinstance(exc, ApiError):
         return exc.status_code is None or exc.status_code >= 500
@@ -262,7 +269,7 @@ class LabelStudioClient:
                     item["predictions"] = [
                         {
                             "model_version": t.model_version,
-                            "score": t.score,
+                            "score": queue_score(t.score),
                             "result": brush_results(t.prediction, class_names),
                         }
                     ]
@@ -275,6 +282,14 @@ class LabelStudioClient:
                 return_task_ids=True,
             )
             existing = self.task_ids(project_id)
+        versions = {t.model_version for t in tasks if t.prediction is not None}
+        if len(versions) == 1:  # the queue ranks (and shows) this version's predictions
+            self.call(
+                "set the project's model version",
+                self.sdk.projects.update,
+                id=project_id,
+                model_version=versions.pop(),
+            )
         return {t.key: existing[t.key] for t in tasks}
 
     def pull(self, project_id: int) -> list[PulledAnnotation]:

@@ -87,6 +87,9 @@ class LocalLabelStudio:
         self.venv = venv or default_venv()
         self.port = port
         self.data_dir = self.root / "data"
+        # The only folder Label Studio may serve files from: never the one holding the
+        # token file or its database.
+        self.files_root = self.root / "files"
         self.state_file = self.root / "server.json"
         self.log_file = self.root / "server.log"
 
@@ -180,7 +183,7 @@ class LocalLabelStudio:
             "LABEL_STUDIO_USER_TOKEN": token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LOCAL_FILES_SERVING_ENABLED": "true",
-            "LOCAL_FILES_DOCUMENT_ROOT": str(self.root),
+            "LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
             "SSRF_PROTECTION_ENABLED": "false",
             "ML_BLOCK_LOCAL_IP": "false",
             "LATEST_VERSION_CHECK": "false",
@@ -219,7 +222,7 @@ class LocalLabelStudio:
         """Stop the server (its whole process group); a no-op when it is not running."""
         state = self._state()
         pid = state.get("pid") if state else None
-        if pid and _alive(pid):
+        if pid and _alive(pid) and _is_label_studio(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
@@ -227,10 +230,22 @@ class LocalLabelStudio:
                 _reap(pid)
                 time.sleep(0.2)
             if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
                 _reap(pid)
         if state:
             self._write_state({**state, "pid": None})
+
+
+def _is_label_studio(pid: int) -> bool:
+    """Whether ``pid`` is a Label Studio process leading its own group (after a reboot
+    the recorded pid may belong to something else, which must not be signalled).
+    """
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return b"label-studio" in cmdline and os.getpgid(pid) == pid
+    except (OSError, ProcessLookupError):
+        return False
 
 
 def _reap(pid: int) -> None:

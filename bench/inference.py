@@ -9,9 +9,9 @@ predicted two ways in this process:
 - tomoloop: :func:`tomoloop.inference.predict_volume` — overlapping tiles blended (no
   seams), batched, labels and float16 entropy streamed to TIFF:
 
-- tomoloop at the production tile (``ModelSpec.inference_tile``: whole 256² slices for
-  fully convolutional networks, the 128 training patch for position-bound ones), and at
-  128 tiles (overlap 32: 9 tiles instead of 4 per 256² slice — the price of no seams).
+- tomoloop at the default tile, the 128 training patch (overlap 32: 9 tiles instead of 4
+  per 256² slice — the price of no seams), and with ``--tile 256`` (whole 256² slices in
+  one pass each).
 
 Both tomoloop runs also compute and write per-voxel entropy. Peak RSS is measured in
 fresh processes over the whole 256³ volume: naive in-memory vs tomoloop streaming along z
@@ -35,7 +35,7 @@ import torch
 from measure import peak_rss_mib
 
 from tomoloop.inference import normalise, predict_volume
-from tomoloop.models import MODELS, ModelSpec, build_model
+from tomoloop.models import MODELS, build_model
 from tomoloop.stacks import open_stack, percentile_window
 from tomoloop.synthetic import forward_model
 
@@ -44,6 +44,7 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "out"
 SIDE = 256
 TILE = 128
+WHOLE_SLICE = 256
 
 
 def gray_volume() -> Path:
@@ -111,19 +112,19 @@ def bench_speed(archs: list[str], slices: int) -> list[dict]:
     for arch in archs:
         torch.manual_seed(0)
         model = build_model(arch, 1, 3).eval()
-        production_tile = ModelSpec(arch, 1, 3).inference_tile
+        whole = WHOLE_SLICE
         naive_predict(model, path, 1)  # warm-up
         t0 = time.perf_counter()
         naive_predict(model, path, slices)
         naive_s = time.perf_counter() - t0
-        ours_s = tomoloop_seconds(model, path, slices, production_tile)
+        ours_s = tomoloop_seconds(model, path, slices, whole)
         tiled_s = tomoloop_seconds(model, path, slices, TILE)
         voxels = slices * SIDE * SIDE
         rows.append(
             {
                 "arch": arch,
                 "parameters": sum(p.numel() for p in model.parameters()),
-                "production_tile": production_tile,
+                "whole_slice_tile": whole,
                 "naive_voxels_per_s": voxels / naive_s,
                 "tomoloop_voxels_per_s": voxels / ours_s,
                 "tomoloop_128_voxels_per_s": voxels / tiled_s,
@@ -133,7 +134,7 @@ def bench_speed(archs: list[str], slices: int) -> list[dict]:
             }
         )
         print(
-            f"{arch:12s} naive {voxels / naive_s:9.0f} vox/s | tomoloop tile {production_tile}: "
+            f"{arch:12s} naive {voxels / naive_s:9.0f} vox/s | tomoloop --tile {whole}: "
             f"{voxels / ours_s:9.0f} vox/s ({naive_s / ours_s:4.2f}x) | tile 128: "
             f"{voxels / tiled_s:9.0f} vox/s ({naive_s / tiled_s:4.2f}x)",
             flush=True,

@@ -776,13 +776,14 @@ class Registry:
                 )
 
     def resolve_task(self, ls_task_id: int, state: str, seconds: float | None = None) -> None:
-        """Mark the round items of a Label Studio task ``annotated`` or ``skipped``."""
+        """Mark the round items of a Label Studio task ``annotated`` or ``skipped`` (a skip
+        never undoes an annotation another person submitted).
+        """
+        query = update(RoundItem).where(RoundItem.ls_task_id == ls_task_id)
+        if state == "skipped":
+            query = query.where(RoundItem.state != "annotated")
         with self.session() as s:
-            s.execute(
-                update(RoundItem)
-                .where(RoundItem.ls_task_id == ls_task_id)
-                .values(state=state, annotation_seconds=seconds)
-            )
+            s.execute(query.values(state=state, annotation_seconds=seconds))
 
     # ------------------------------------------------------------ Label Studio events
 

@@ -41,7 +41,7 @@ class _Connection:
 
 def _connect(settings: Settings) -> _Connection:
     url, token = label_studio_credentials(settings)
-    media = settings.label_studio_files or LocalLabelStudio(settings.home).root / "media"
+    media = settings.label_studio_files or LocalLabelStudio(settings.home).files_root / "media"
     return _Connection(LabelStudioClient(url, token), url, Path(media))
 
 
@@ -88,7 +88,7 @@ def push_round(round_id: int, context: int = 1) -> dict:
                 prediction = None
                 if model is not None:
                     image = normalise(stack.slice(slice_.axis, slice_.index), window)
-                    probs = predict_slice(model, image, spec.inference_tile, spec.tile // 4)
+                    probs = predict_slice(model, image, spec.tile, spec.tile // 4)
                     prediction = probs.argmax(axis=0).astype(np.uint8)
             tasks.append(
                 TaskSpec(

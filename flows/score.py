@@ -30,9 +30,7 @@ def score_volume(
     try:
         torch_device = resolve_device(device)
         model, spec, _ = load_registered_model(services, model_id, str(torch_device))
-        options = ScoreOptions(
-            method, aggregation, passes, spec.inference_tile, spec.tile // 4, torch_device
-        )
+        options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4, torch_device)
         found = services.registry.volume_named(volume)
         with open_stack(found.path) as stack:
             scores = dict(score_stack(model, stack, options, axis))

@@ -17,10 +17,11 @@ import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
 from prefect import flow, get_run_logger
 
 from tomoloop.config import Settings
-from tomoloop.data import Augmentation, parse_tier_weights
+from tomoloop.data import Augmentation, check_slices, parse_tier_weights
 from tomoloop.db.registry import NewMetric, RegistryError
 from tomoloop.evaluation import Evaluation, evaluate
 from tomoloop.flows.resources import (
@@ -110,11 +111,14 @@ def train_semantic(
             "tier_weights": tier_weights,
         }
         folder = settings.home / "runs" / request_key(request)
-        done = _finished_model(services, folder)
+        done = _finished_model(services, folder, request)
         if done is not None:
             log.info("this request already trained model %s", done)
             return {"model_version": done, "resumed": False, "already_trained": True}
         slices = dataset_slices(services, dataset, parse_tier_weights(tier_weights))
+        check_slices(slices["train"], len(phases), "train")  # before anything is registered
+        check_slices(slices["val"], len(phases), "val")
+        torch.manual_seed(train_config.seed)  # --seed fixes the initial weights too
         spec = ModelSpec(arch, 1, len(phases), options or {}, phases.names, train_config.patch)
         model = spec.build()
         if parent is not None:
@@ -141,7 +145,7 @@ def train_semantic(
             )
             split = "test" if slices["test"] else "val"
             scored = evaluate(
-                model, slices[split], len(phases), spec.inference_tile, spec.tile // 4, torch_device
+                model, slices[split], len(phases), spec.tile, spec.tile // 4, torch_device
             )
             checkpoint = store.put_bytes(save_model(model, spec), ".pt")
             with tempfile.TemporaryDirectory() as tmp:
@@ -202,17 +206,23 @@ def _train_config(values: dict, phases: PhaseMap) -> TrainConfig:
     return config
 
 
-def _saved_run(services: Services, folder: Path) -> tuple[int, int, str] | None:
-    """(model version, run, status) that the request's folder remembers, if the registry
-    still knows that run.
+def _saved_run(services: Services, folder: Path, request: dict) -> tuple[int, int, str] | None:
+    """(model version, run, status) that the request's folder remembers, if this registry
+    holds that run for this very request (another registry may reuse the ids).
     """
     marker = folder / "run.json"
     if not marker.exists():
         return None
     saved = json.loads(marker.read_text())
-    for run in services.registry.training_runs(saved["model_version"]):
+    try:
+        model = services.registry.model(saved["model_version"])
+    except RegistryError:
+        return None
+    if model.config != json.loads(json.dumps(request)):
+        return None
+    for run in services.registry.training_runs(model.id):
         if run.id == saved["training_run"]:
-            return saved["model_version"], run.id, run.status
+            return model.id, run.id, run.status
     return None
 
 
@@ -223,7 +233,7 @@ def _open_run(
     the folder remembers (a resumed run keeps its identity), or new ones.
     """
     registry = services.registry
-    saved = _saved_run(services, folder)
+    saved = _saved_run(services, folder, request)
     if saved is not None:
         model_id, run_id, _ = saved
         registry.update_training(run_id, "running")
@@ -245,9 +255,9 @@ def _open_run(
     return model_id, run_id
 
 
-def _finished_model(services: Services, folder: Path) -> int | None:
+def _finished_model(services: Services, folder: Path, request: dict) -> int | None:
     """The model a finished run of this request registered, if any."""
-    saved = _saved_run(services, folder)
+    saved = _saved_run(services, folder, request)
     if saved is not None and saved[2] == "finished":
         return saved[0]
     return None
@@ -274,9 +284,7 @@ def evaluate_model(
         slices = dataset_slices(services, dataset)[split]
         if not slices:
             raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
-        result = evaluate(
-            model, slices, len(phases), spec.inference_tile, spec.tile // 4, torch_device
-        )
+        result = evaluate(model, slices, len(phases), spec.tile, spec.tile // 4, torch_device)
         services.registry.add_metrics(
             model_id, evaluation_metrics(result, phases.names, split, dataset.id)
         )

@@ -623,6 +623,10 @@ def predict(
         Path | None, typer.Option(help="Also write per-voxel entropy (float16 TIFF) here.")
     ] = None,
     axes: Annotated[str, typer.Option(help="z, or zyx to fuse XY, XZ and YZ slices.")] = "z",
+    tile: Annotated[
+        int | None,
+        typer.Option(help="Tile side (multiple of 16); default the training patch."),
+    ] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -634,6 +638,8 @@ def predict(
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: use z or zyx")
+    if tile is not None and (tile < 16 or tile % 16):
+        raise TomoloopError(f"--tile {tile}: use a multiple of 16")
     torch_device = resolve_device(device)
     services = Services.from_settings()
     try:
@@ -649,7 +655,7 @@ def predict(
             out_path,
             uncertainty,
             axes=tuple(axes),
-            tile=spec.inference_tile,
+            tile=tile or spec.tile,
             overlap=spec.tile // 4,
             device=torch_device,
             on_slice=lambda _axis, _index: bar.advance(task),

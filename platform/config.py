@@ -25,7 +25,7 @@ class Settings(BaseSettings):
             ``tomoloop labelstudio up`` starts.
         label_studio_files: where slice images for Label Studio are written: a folder
             directly inside the server's ``LOCAL_FILES_DOCUMENT_ROOT`` (default the local
-            server's ``home/labelstudio/media``).
+            server's ``home/labelstudio/files/media``).
         webhook_secret: the shared secret Label Studio's webhooks must carry.
     """
 

@@ -45,6 +45,8 @@ class ScoreOptions:
     device: str | torch.device = "cpu"
 
     def __post_init__(self) -> None:
+        if self.passes < 1:
+            raise TomoloopError(f"passes {self.passes}: MC dropout needs at least 1 pass")
         if self.method not in METHODS:
             raise TomoloopError(f"unknown scoring method {self.method!r}: one of {METHODS}")
         if self.aggregation not in AGGREGATIONS:

@@ -68,6 +68,44 @@ class TrainConfig:
     row_removal: int = 0  # seed 000 uses k = 10 row-removed copies of each slice
     exclusive: tuple[tuple[int, int], ...] = ()  # class pairs that cannot touch (seed 000)
 
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} {value!r} {rule}"
+            for name, value, ok, rule in (
+                ("epochs", self.epochs, self.epochs >= 1, "must be ≥ 1"),
+                ("batch", self.batch, self.batch >= 1, "must be ≥ 1"),
+                (
+                    "patch",
+                    self.patch,
+                    self.patch >= 16 and self.patch % 16 == 0,
+                    "must be a multiple of 16",
+                ),
+                (
+                    "patches_per_epoch",
+                    self.patches_per_epoch,
+                    self.patches_per_epoch >= 1,
+                    "must be ≥ 1",
+                ),
+                ("lr", self.lr, self.lr >= 0, "must be ≥ 0"),
+                ("patience", self.patience, self.patience >= 0, "must be ≥ 0"),
+                (
+                    "overlap",
+                    self.overlap,
+                    0 <= self.overlap < self.patch,
+                    "must be ≥ 0 and below the patch",
+                ),
+                (
+                    "row_removal",
+                    self.row_removal,
+                    self.row_removal >= 0,
+                    "must be ≥ 0",
+                ),
+            )
+            if not ok
+        ]
+        if problems:
+            raise TrainingError("; ".join(problems))
+
     def fingerprint(self) -> str:
         """sha256 of the configuration, to refuse resuming a different run's checkpoint."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
@@ -194,6 +232,7 @@ def train(
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
+    cuda_rng = device.type == "cuda"
     model.to(device)
     optimiser = torch.optim.AdamW(
         (p for p in model.parameters() if p.requires_grad),
@@ -211,6 +250,8 @@ def train(
         scaler.load_state_dict(saved["scaler"])
         rng.bit_generator.state = saved["numpy_rng"]
         torch.set_rng_state(saved["torch_rng"])
+        if cuda_rng and saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         history = [EpochRecord(**r) for r in saved["history"]]
         best_state, best_miou, best_epoch = saved["best"], saved["best_miou"], saved["best_epoch"]
     resumed_after = len(history)
@@ -268,6 +309,7 @@ def train(
                 "scaler": scaler.state_dict(),
                 "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if cuda_rng else [],
                 "history": [asdict(r) for r in history],
                 "best": best_state,
                 "best_miou": best_miou,

@@ -13,6 +13,7 @@ from tomoloop.adapters.labelstudio import (
     TaskSpec,
     brush_results,
     mask_from_results,
+    queue_score,
 )
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def client(label_studio):
 
 def _slices(label_studio, n=3):
     """n small PNG slices under the server's local-files root, and their class masks."""
-    folder = label_studio.root / "media" / uuid.uuid4().hex[:8]
+    folder = label_studio.files_root / "media" / uuid.uuid4().hex[:8]
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     masks = []
@@ -39,7 +40,7 @@ def _slices(label_studio, n=3):
 
 
 def _task(label_studio, folder, i, mask):
-    relative = (folder / f"z{i}.png").relative_to(label_studio.root)
+    relative = (folder / f"z{i}.png").relative_to(label_studio.files_root)
     return TaskSpec(
         key=f"vol:z:{i}:r1",
         images={"image": f"/data/local-files/?d={relative}"},
@@ -70,6 +71,8 @@ def test_push_is_idempotent_and_annotations_come_back_pixel_exact(label_studio, 
     task = client.sdk.tasks.get(id=first["vol:z:1:r1"])
     (prediction,) = client.sdk.predictions.list(task=task.id)
     assert prediction.model_version == "model-7"
+    assert prediction.score == pytest.approx(queue_score(1.5))  # lower = served first
+    assert client.sdk.projects.get(id=project).model_version == "model-7"
     np.testing.assert_array_equal(mask_from_results(prediction.result, (24, 32), NAMES), masks[1])
 
     url, token = label_studio.credentials()

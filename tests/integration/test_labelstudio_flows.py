@@ -32,7 +32,7 @@ def setup(tmp_path, monkeypatch, label_studio, electrode_volume):
         "TOMOLOOP_DATABASE_URL": url,
         "TOMOLOOP_LABEL_STUDIO_URL": ls_url,
         "TOMOLOOP_LABEL_STUDIO_TOKEN": token,
-        "TOMOLOOP_LABEL_STUDIO_FILES": str(label_studio.root / "media"),
+        "TOMOLOOP_LABEL_STUDIO_FILES": str(label_studio.files_root / "media"),
     }.items():
         monkeypatch.setenv(key, value)
     gray = (electrode_volume * 80 + 20).astype(np.uint8)

@@ -225,3 +225,20 @@ def test_migrations_match_the_models(registry_url):
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     engine.dispose()
+
+
+def test_round_items_follow_their_tasks_and_a_skip_never_undoes_an_annotation(registry_url):
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", [1, 2])
+    round_id = registry.open_round("nmc", "entropy", None, [(slices[2], 0.9), (slices[1], 0.4)])
+    assert [(i.slice_id, i.rank, i.state) for i in registry.round_items(round_id)] == [
+        (slices[2], 1, "pending"),
+        (slices[1], 2, "pending"),
+    ]
+    registry.set_round_tasks(round_id, {slices[2]: 501, slices[1]: 502})
+    registry.resolve_task(501, "annotated", 12.0)
+    registry.resolve_task(501, "skipped")  # a second person skips the same task
+    registry.resolve_task(502, "skipped")
+    states = {i.ls_task_id: (i.state, i.annotation_seconds) for i in registry.round_items(round_id)}
+    assert states == {501: ("annotated", 12.0), 502: ("skipped", None)}
+    assert registry.rounds()[0][1] == {"annotated": 1, "skipped": 1}

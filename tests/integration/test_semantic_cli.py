@@ -40,8 +40,8 @@ def run(*args):
 
 def test_train_evaluate_predict_score(ingested, tmp_path, electrode_volume):
     trained = run(
-        "train", "--dataset", "nmc@1", "--arch", "unet", "--epochs", "6", "--patch", "32",
-        "--batch", "8", "--patches-per-epoch", "64", "--lr", "0.01", "--device", "cpu",
+        "train", "--dataset", "nmc@1", "--arch", "unet", "--epochs", "10", "--patch", "32",
+        "--batch", "8", "--patches-per-epoch", "64", "--lr", "0.003", "--device", "cpu",
         "--option", "base=8", "--option", "depth=2", "--no-augment", "--json",
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output

@@ -103,3 +103,8 @@ def test_every_registered_architecture_keeps_the_contract(name):
     assert logits.shape == (2, 3, 32, 48)
     with pytest.raises(ValueError, match="divisible by 16"):
         model(torch.zeros(1, 1, 40, 48))
+
+
+def test_an_option_a_network_does_not_take_is_named_with_the_ones_it_does():
+    with pytest.raises(TomoloopError, match=r"unet does not take options \['widht'\].*'base'"):
+        build_model("unet", 1, 3, widht=8)

@@ -120,3 +120,8 @@ def test_learning_curve_png(tmp_path):
     result = train(_model(), _slices(0), _slices(1), 3, config, tmp_path)
     path = plot_learning_curve(result.history, tmp_path / "curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_out_of_range_settings_are_refused_before_any_work():
+    with pytest.raises(TrainingError, match=r"batch 0 must be ≥ 1; patch 40 must be a multiple"):
+        TrainConfig(batch=0, patch=40)
