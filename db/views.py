@@ -4,7 +4,7 @@ API return (one shape for both).
 
 from __future__ import annotations
 
-from tomoloop.db.models import ALRound, DatasetVersion, ModelVersion, Volume
+from tomoloop.db.models import ALRound, DatasetVersion, Metric, ModelVersion, Volume
 from tomoloop.db.registry import Registry
 
 
@@ -31,8 +31,17 @@ def dataset_row(registry: Registry, dataset: DatasetVersion) -> dict:
     }
 
 
+def _metric_key(metric: Metric, model: ModelVersion) -> str:
+    """``split/name[/class]``, with ``@dataset-version`` when the number was measured on
+    another dataset version than the model was trained on (it must not hide the other).
+    """
+    key = f"{metric.split}/{metric.name}" + (f"/{metric.class_name}" if metric.class_name else "")
+    other = metric.dataset_version_id not in (None, model.dataset_version_id)
+    return f"{key}@{metric.dataset_version_id}" if other else key
+
+
 def model_row(registry: Registry, model: ModelVersion) -> dict:
-    """A model version with its final metrics as ``{split/name[/class]: value}``."""
+    """A model version with its final metrics as ``{split/name[/class][@version]: value}``."""
     return {
         "id": model.id,
         "name": model.name,
@@ -42,7 +51,7 @@ def model_row(registry: Registry, model: ModelVersion) -> dict:
         "dataset_version": model.dataset_version_id,
         "parent": model.parent_id,
         "metrics": {
-            f"{m.split}/{m.name}" + (f"/{m.class_name}" if m.class_name else ""): m.value
+            _metric_key(m, model): m.value
             for m in registry.metrics(model.id)
             if m.step is None  # final numbers; per-epoch curve points stay in the registry
         },

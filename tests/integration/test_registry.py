@@ -242,3 +242,23 @@ def test_round_items_follow_their_tasks_and_a_skip_never_undoes_an_annotation(re
     states = {i.ls_task_id: (i.state, i.annotation_seconds) for i in registry.round_items(round_id)}
     assert states == {501: ("annotated", 12.0), 502: ("skipped", None)}
     assert registry.rounds()[0][1] == {"annotated": 1, "skipped": 1}
+
+
+def test_model_rows_keep_numbers_measured_on_other_dataset_versions_apart(registry_url):
+    from tomoloop.db.views import model_row
+
+    registry = Registry.from_url(registry_url)
+    own = registry.freeze_dataset("a", {"train": []}).id
+    other = registry.freeze_dataset("b", {"train": []}).id
+    model = registry.register_model(
+        "unet", "unet", "torch", own, metrics=[NewMetric("mIoU", 0.8, dataset_version_id=own)]
+    )
+    registry.add_metrics(
+        model,
+        [
+            NewMetric("mIoU", 0.6, dataset_version_id=own, step=3),  # a curve point
+            NewMetric("mIoU", 0.7, dataset_version_id=other),
+        ],
+    )
+    metrics = model_row(registry, registry.model(model))["metrics"]
+    assert metrics == {"test/mIoU": 0.8, f"test/mIoU@{other}": 0.7}
