@@ -16,7 +16,7 @@ from torch import nn
 
 from tomoloop.enet import ENet
 from tomoloop.errors import TomoloopError
-from tomoloop.layers import check_sides, conv_block
+from tomoloop.layers import check_sides, conv_block, decode, up_path
 from tomoloop.lrcsnet import LRCSNet
 from tomoloop.matphase import MatPhase
 from tomoloop.transforcnn import TransforCNN
@@ -45,13 +45,7 @@ class UNet(nn.Module):
         self.down.extend(conv_block(widths[k], widths[k + 1]) for k in range(depth))
         self.pool = nn.MaxPool2d(2)
         self.dropout = nn.Dropout2d(dropout)
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2)
-            for k in reversed(range(depth))
-        )
-        self.merge = nn.ModuleList(
-            conv_block(2 * widths[k], widths[k]) for k in reversed(range(depth))
-        )
+        self.up, self.merge = up_path(widths)
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,10 +54,7 @@ class UNet(nn.Module):
         for k, block in enumerate(self.down):
             x = block(x if k == 0 else self.pool(x))
             skips.append(x)
-        x = skips.pop()
-        for up, merge in zip(self.up, self.merge, strict=True):
-            x = merge(torch.cat([up(self.dropout(x)), skips.pop()], dim=1))
-        return self.head(x)
+        return self.head(decode(skips.pop(), skips, self.up, self.merge, self.dropout))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tomoloop.layers import check_sides, conv_block
+from tomoloop.layers import check_sides, decode, up_path
 
 
 def conv_bn_relu(
@@ -135,13 +135,7 @@ class YNet(nn.Module):
             nn.ReLU(inplace=True),
         )
         self.dropout = nn.Dropout2d(dropout)
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(widths[k + 1], widths[k], 2, stride=2)
-            for k in reversed(range(depth))
-        )
-        self.merge = nn.ModuleList(
-            conv_block(2 * widths[k], widths[k]) for k in reversed(range(depth))
-        )
+        self.up, self.merge = up_path(widths)
         self.head = nn.Conv2d(widths[0], n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,6 +144,4 @@ class YNet(nn.Module):
         skips = self.regular(x)
         context = self.pyramid(self.dilated(x))
         x = self.fuse(torch.cat([skips.pop(), context], dim=1))  # the two 8×8 maps
-        for up, merge in zip(self.up, self.merge, strict=True):
-            x = merge(torch.cat([up(self.dropout(x)), skips.pop()], dim=1))
-        return self.head(x)
+        return self.head(decode(x, skips, self.up, self.merge, self.dropout))
