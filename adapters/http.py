@@ -37,16 +37,7 @@ def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnota
     """
     try:
         annotation, task, project = payload["annotation"], payload["task"], payload["project"]
-        pulled = PulledAnnotation(
-            task_id=int(task["id"]),
-            task_key=str(task["data"]["key"]),
-            annotation_id=int(annotation["id"]),
-            result=list(annotation.get("result") or []),
-            was_cancelled=bool(annotation.get("was_cancelled")),
-            lead_time_s=annotation.get("lead_time"),
-            author=str(annotation.get("completed_by") or ""),
-            updated_at=str(annotation.get("updated_at") or ""),
-        )
+        pulled = PulledAnnotation.from_label_studio(task["id"], task["data"]["key"], annotation)
         return int(project["id"]), str(project["title"]), pulled
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(

@@ -160,6 +160,25 @@ class PulledAnnotation:
     author: str
     updated_at: str
 
+    @classmethod
+    def from_label_studio(cls, task_id: int, task_key: str, annotation: dict) -> PulledAnnotation:
+        """From an annotation as Label Studio serialises it (task listings and webhook
+        bodies alike).
+
+        Raises:
+            KeyError, TypeError, ValueError: the annotation lacks its id.
+        """
+        return cls(
+            task_id=int(task_id),
+            task_key=str(task_key),
+            annotation_id=int(annotation["id"]),
+            result=list(annotation.get("result") or []),
+            was_cancelled=bool(annotation.get("was_cancelled")),
+            lead_time_s=annotation.get("lead_time"),
+            author=str(annotation.get("completed_by") or ""),
+            updated_at=str(annotation.get("updated_at") or ""),
+        )
+
 
 def queue_score(uncertainty: float | None) -> float | None:
     """The prediction score Label Studio's uncertainty sampling sorts by: it serves the
@@ -245,12 +264,18 @@ class LabelStudioClient:
                 title="tomoloop slices",
             )
 
-    def task_ids(self, project_id: int) -> dict[str, int]:
-        """``{task key: task id}`` of the project's tasks that tomoloop pushed."""
+    def _pushed_tasks(self, project_id: int) -> list[Any]:
+        """The project's tasks that tomoloop pushed (their data carry a ``key``), with
+        their annotations.
+        """
         tasks = self.call(
             "list tasks", lambda: list(self.sdk.tasks.list(project=project_id, fields="all"))
         )
-        return {t.data["key"]: t.id for t in tasks if isinstance(t.data, dict) and "key" in t.data}
+        return [t for t in tasks if isinstance(t.data, dict) and "key" in t.data]
+
+    def task_ids(self, project_id: int) -> dict[str, int]:
+        """``{task key: task id}`` of the project's tasks that tomoloop pushed."""
+        return {t.data["key"]: t.id for t in self._pushed_tasks(project_id)}
 
     def push(
         self, project_id: int, tasks: Sequence[TaskSpec], class_names: Sequence[str]
@@ -294,24 +319,8 @@ class LabelStudioClient:
 
     def pull(self, project_id: int) -> list[PulledAnnotation]:
         """Every annotation of the project's tomoloop tasks (submitted, updated, skipped)."""
-        tasks = self.call(
-            "list tasks", lambda: list(self.sdk.tasks.list(project=project_id, fields="all"))
-        )
-        pulled = []
-        for task in tasks:
-            if not isinstance(task.data, dict) or "key" not in task.data:
-                continue
-            for a in task.annotations or []:
-                pulled.append(
-                    PulledAnnotation(
-                        task_id=task.id,
-                        task_key=task.data["key"],
-                        annotation_id=a["id"],
-                        result=a.get("result") or [],
-                        was_cancelled=bool(a.get("was_cancelled")),
-                        lead_time_s=a.get("lead_time"),
-                        author=str(a.get("completed_by") or ""),
-                        updated_at=str(a.get("updated_at") or ""),
-                    )
-                )
-        return pulled
+        return [
+            PulledAnnotation.from_label_studio(task.id, task.data["key"], a)
+            for task in self._pushed_tasks(project_id)
+            for a in task.annotations or []
+        ]
