@@ -63,12 +63,13 @@ def evaluation_metrics(
     result: Evaluation, class_names: tuple[str, ...], split: str, dataset_version_id: int
 ) -> list[NewMetric]:
     """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction)."""
-    overall = {k: v for k, v in result.as_dict(class_names).items() if k != "per_class"}
+    overall = result.as_dict(class_names)
+    per_class = overall.pop("per_class")
     metrics = [
         NewMetric(name, value, split, dataset_version_id=dataset_version_id)
         for name, value in overall.items()
     ]
-    for name, values in result.as_dict(class_names)["per_class"].items():
+    for name, values in per_class.items():
         metrics.extend(
             NewMetric(key, value, split, class_name=name, dataset_version_id=dataset_version_id)
             for key, value in values.items()
