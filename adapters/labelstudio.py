@@ -317,6 +317,29 @@ class LabelStudioClient:
             )
         return {t.key: existing[t.key] for t in tasks}
 
+    def unanswered(self, project_id: int) -> list[tuple[int, dict[str, Any]]]:
+        """``(task id, task data)`` of the project's tomoloop tasks nobody answered yet."""
+        return [(t.id, t.data) for t in self._pushed_tasks(project_id) if not t.annotations]
+
+    def submit(
+        self,
+        task_id: int,
+        mask: np.ndarray,
+        class_names: Sequence[str],
+        lead_time_s: float | None = None,
+    ) -> int:
+        """Submit an (H, W) class mask as an annotation of a task, as the labelling view
+        does when a person presses Submit; the annotation's id.
+        """
+        created = self.call(
+            "submit an annotation",
+            self.sdk.annotations.create,
+            id=task_id,
+            result=brush_results(mask, class_names),
+            lead_time=lead_time_s,
+        )
+        return created.id
+
     def pull(self, project_id: int) -> list[PulledAnnotation]:
         """Every annotation of the project's tomoloop tasks (submitted, updated, skipped)."""
         return [

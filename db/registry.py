@@ -103,6 +103,20 @@ class DatasetSlice:
     mask_sha256: str | None
 
 
+@dataclass(frozen=True)
+class PoolSlice:
+    """A slice of a dataset version's split as active learning sees it: ``state`` is
+    ``labelled`` (a person labelled it), ``pending`` (waiting in an open round) or ``free``.
+    """
+
+    slice_id: int
+    volume_id: int
+    volume_path: str
+    axis: str
+    index: int
+    state: str
+
+
 _ANNOTATION_COLUMNS = (
     "slice_id",
     "tier",
@@ -147,6 +161,22 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
         inserted = cursor.rowcount
         cursor.execute("TRUNCATE incoming_annotations")
     return inserted
+
+
+def _ranked_annotations() -> Any:
+    """Annotation id, slice id and rank within its slice (1 = the best: highest tier, then
+    newest), the select every "best label per slice" query filters.
+    """
+    return select(
+        Annotation.id,
+        Annotation.slice_id,
+        func.row_number()
+        .over(
+            partition_by=Annotation.slice_id,
+            order_by=(Annotation.tier.desc(), Annotation.id.desc()),
+        )
+        .label("rank"),
+    )
 
 
 class Registry:
@@ -352,15 +382,7 @@ class Registry:
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
-        ranked = select(
-            Annotation.id,
-            func.row_number()
-            .over(
-                partition_by=Annotation.slice_id,
-                order_by=(Annotation.tier.desc(), Annotation.id.desc()),
-            )
-            .label("rank"),
-        )
+        ranked = _ranked_annotations()
         if volume_id is not None:
             ranked = ranked.join(Slice, Slice.id == Annotation.slice_id).where(
                 Slice.volume_id == volume_id
@@ -502,6 +524,79 @@ class Registry:
         )
         with self.session() as s:
             return [DatasetSlice(*row) for row in s.execute(query)]
+
+    def pool(self, dataset_version_id: int, split: str = "train") -> list[PoolSlice]:
+        """The slices of a version's split with their labelling state, in volume, axis and
+        index order. Labels and rounds newer than the version count.
+        """
+        labelled = (
+            exists()
+            .where(and_(Annotation.slice_id == Slice.id, Annotation.tier >= Tier.ANNOTATOR))
+            .correlate(Slice)
+        )
+        pending = (
+            exists()
+            .where(and_(RoundItem.slice_id == Slice.id, RoundItem.state == "pending"))
+            .correlate(Slice)
+        )
+        query = (
+            select(Slice.id, Volume.id, Volume.path, Slice.axis, Slice.index, labelled, pending)
+            .join(Annotation, Annotation.slice_id == Slice.id)
+            .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+            .join(Volume, Volume.id == Slice.volume_id)
+            .where(
+                DatasetMember.dataset_version_id == dataset_version_id,
+                DatasetMember.split == split,
+            )
+            .order_by(Volume.id, Slice.axis, Slice.index)
+        )
+        with self.session() as s:
+            return [
+                PoolSlice(
+                    slice_id,
+                    volume_id,
+                    path,
+                    axis,
+                    index,
+                    "labelled" if is_labelled else "pending" if is_pending else "free",
+                )
+                for slice_id, volume_id, path, axis, index, is_labelled, is_pending in s.execute(
+                    query
+                )
+            ]
+
+    def refresh_dataset(self, name: str) -> DatasetVersion:
+        """A version of dataset ``name`` with the same slices and splits as its latest, each
+        slice now with its best annotation (higher tiers supersede); the latest itself when
+        nothing changed.
+        """
+        latest = self.dataset(name)
+        ranked = (
+            _ranked_annotations()
+            .where(
+                Annotation.slice_id.in_(
+                    select(Annotation.slice_id)
+                    .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+                    .where(DatasetMember.dataset_version_id == latest.id)
+                )
+            )
+            .subquery()
+        )
+        member = (
+            select(Annotation.slice_id, DatasetMember.split)
+            .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+            .where(DatasetMember.dataset_version_id == latest.id)
+            .subquery()
+        )
+        members: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        with self.session() as s:
+            for annotation_id, split in s.execute(
+                select(ranked.c.id, member.c.split)
+                .join(member, member.c.slice_id == ranked.c.slice_id)
+                .where(ranked.c.rank == 1)
+            ):
+                members[split].append(annotation_id)
+        return self.freeze_dataset(name, members, latest.artifacts)
 
     def dataset_phases(self, dataset_version_id: int) -> str:
         """The phase map (``pore=0,nmc=1,cbd=2``) shared by every volume of a version."""
@@ -774,6 +869,40 @@ class Registry:
                     .where(RoundItem.round_id == round_id, RoundItem.slice_id == slice_id)
                     .values(ls_task_id=task_id)
                 )
+
+    def lead_times(self, dataset: str) -> dict[int, float]:
+        """Annotation seconds of every slice a person labelled in a round of ``dataset``."""
+        with self.session() as s:
+            return {
+                slice_id: seconds
+                for slice_id, seconds in s.execute(
+                    select(RoundItem.slice_id, RoundItem.annotation_seconds)
+                    .join(ALRound, ALRound.id == RoundItem.round_id)
+                    .where(
+                        ALRound.dataset == dataset,
+                        RoundItem.state == "annotated",
+                        RoundItem.annotation_seconds.is_not(None),
+                    )
+                )
+            }
+
+    def close_round(self, round_id: int) -> dict[str, int]:
+        """Close a round whose items are all answered; its item count per state.
+
+        A round with pending items stays open (the counts say how many).
+        """
+        self.al_round(round_id)
+        with self.session() as s:
+            counts = dict.fromkeys(("pending", "annotated", "skipped"), 0)
+            for state, n in s.execute(
+                select(RoundItem.state, func.count())
+                .where(RoundItem.round_id == round_id)
+                .group_by(RoundItem.state)
+            ):
+                counts[state] = n
+            if counts["pending"] == 0:
+                s.execute(update(ALRound).where(ALRound.id == round_id).values(status="closed"))
+        return counts
 
     def resolve_task(self, ls_task_id: int, state: str, seconds: float | None = None) -> None:
         """Mark the round items of a Label Studio task ``annotated`` or ``skipped`` (a skip

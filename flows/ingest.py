@@ -20,6 +20,7 @@ from tomoloop.coco import CocoOptions, convert_stack
 from tomoloop.config import Settings
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry
+from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.phases import PhaseMap
 from tomoloop.splits import split_slices
@@ -136,3 +137,46 @@ def register(
     return IngestResult(
         volume_id, dataset.id, name, dataset.version, len(slice_ids), added, coco.key
     )
+
+
+@flow(name="add-gold")
+def add_gold(
+    dataset: str, volume: str, labels: str, splits: tuple[str, ...] = ("val", "test")
+) -> dict:
+    """Expert-tier labels for the ``splits`` slices of ``volume`` from a gold label stack
+    (same shape as the volume), and the dataset version that holds them.
+
+    Models are judged on these splits, so they should be the best labels there are.
+    """
+    settings = Settings()
+    registry = Registry.from_url(settings.registry_url)
+    try:
+        version = registry.dataset(dataset)
+        found = registry.volume_named(volume)
+        phases = PhaseMap.parse(found.phases)
+        wanted = {
+            p.index: p.slice_id
+            for split in splits
+            for p in registry.pool(version.id, split)
+            if p.volume_id == found.id and p.axis == "z"
+        }
+        with open_stack(labels) as stack:
+            expected = (found.shape_z, found.shape_y, found.shape_x)
+            if stack.shape != expected:
+                raise StackValidationError(
+                    f"gold labels {stack.path.name} are {stack.shape} (z,y,x) but volume "
+                    f"{volume!r} is {expected}: give the label stack of that volume"
+                )
+            source = f"gold:{file_sha256(stack.path)}"
+            annotations = [
+                NewAnnotation(wanted[i], Tier.EXPERT, source, mask_rle=mask)
+                for i, mask in stack_class_masks(stack, phases)
+                if i in wanted
+            ]
+        with registry.atomic():
+            added = registry.add_annotations(annotations)
+            new = registry.refresh_dataset(dataset)
+    finally:
+        registry.engine.dispose()
+    get_run_logger().info("%d gold slices → %s v%s", added, dataset, new.version)
+    return {"added": added, "dataset_version": new.id, "version": new.version}

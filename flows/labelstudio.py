@@ -39,7 +39,7 @@ class _Connection:
     media: Path
 
 
-def _connect(settings: Settings) -> _Connection:
+def connect(settings: Settings) -> _Connection:
     url, token = label_studio_credentials(settings)
     media = settings.label_studio_files or LocalLabelStudio(settings.home).files_root / "media"
     return _Connection(LabelStudioClient(url, token), url, Path(media))
@@ -65,7 +65,7 @@ def push_round(round_id: int, context: int = 1) -> dict:
         model = None
         if round_.model_version_id is not None:
             model, spec, _ = load_registered_model(services, round_.model_version_id)
-        connection = _connect(settings)
+        connection = connect(settings)
         project = connection.client.ensure_project(
             project_title(dataset.name), names, context, instructions=_instructions(names)
         )
@@ -148,7 +148,7 @@ def sync_annotations(dataset: str) -> dict:
     try:
         registry = services.registry
         names = dataset_phases(services, registry.dataset(dataset)).names
-        connection = _connect(settings)
+        connection = connect(settings)
         project = connection.client.ensure_project(project_title(dataset), names)
         pulled = connection.client.pull(project)
         seen = registry.ls_event_keys(event_key(a) for a in pulled)
@@ -156,7 +156,14 @@ def sync_annotations(dataset: str) -> dict:
         for a in pulled:
             if event_key(a) not in seen:
                 counts[handle_annotation(registry, names, project, a, "poll")] += 1
-        log.info("project %s: %s", project, counts)
-        return {"dataset": dataset, "project": project, **counts}
+        closed = [
+            r.id
+            for r, states in registry.rounds()
+            if r.dataset == dataset and r.status == "open" and states and not states.get("pending")
+        ]
+        for round_id in closed:
+            registry.close_round(round_id)
+        log.info("project %s: %s; rounds closed: %s", project, counts, closed or "none")
+        return {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
     finally:
         services.close()

@@ -33,7 +33,7 @@ def score_volume(
         options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4, torch_device)
         found = services.registry.volume_named(volume)
         with open_stack(found.path) as stack:
-            scores = dict(score_stack(model, stack, options, axis))
+            scores = {i: f.score for i, f in score_stack(model, stack, options, axis)}
         slice_ids = services.registry.register_slices(found.id, axis, scores)
         services.registry.record_scores(
             model_id, {slice_ids[i]: s for i, s in scores.items()}, options.label

@@ -432,6 +432,27 @@ def registry_lineage(
     print_rows("lineage", [asdict(lineage)], as_json)
 
 
+def parse_pairs(items: list[str] | None, flag: str, example: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` → ``{"a": "1", "b": "2"}``; a clear error names the bad item."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise TomoloopError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} {example}")
+        pairs[key] = value
+    return pairs
+
+
+def _print_result(title: str, result: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=title, show_header=False)
+    for key, value in result.items():
+        table.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    out.print(table)
+
+
 @app.command()
 def ingest(
     gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
@@ -468,13 +489,7 @@ def ingest(
             instance_phases=tuple(phase or ()),
             material=material,
         )
-    if as_json:
-        emit_json(result)
-        return
-    table = Table(title=f"ingested {name}", show_header=False)
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    out.print(table)
+    _print_result(f"ingested {name}", result, as_json)
 
 
 def parse_options(items: list[str] | None) -> dict:
@@ -789,6 +804,214 @@ def http(
     from tomoloop.adapters.http import create_app
 
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="random, foreground_random, entropy, margin, bald, tta, ensemble, coreset, hybrid."
+    ),
+]
+
+
+@app.command("gold")
+def gold(
+    labels: Annotated[Path, typer.Argument(help="Gold label stack of the volume.")],
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    volume: Annotated[str, typer.Option(help="Registered volume name.")],
+    splits: Annotated[str, typer.Option(help="Splits to label, comma-separated.")] = "val,test",
+    as_json: JsonFlag = False,
+) -> None:
+    """Register gold (expert-tier) labels for the val/test slices models are judged on."""
+    from tomoloop.flows.ingest import add_gold
+
+    chosen = tuple(s.strip() for s in splits.split(",") if s.strip())
+    if not chosen or not set(chosen) <= {"train", "val", "test"}:
+        raise TomoloopError(f"--splits {splits!r}: a comma-separated subset of train,val,test")
+    with _database_errors():
+        result = add_gold(dataset, volume, str(labels), chosen)
+    _print_result(f"gold labels for {dataset}", result, as_json)
+
+
+@app.command("round")
+def al_round_command(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    strategy: StrategyOpt = "bald",
+    budget: Annotated[int, typer.Option(help="Slices in the round.")] = 8,
+    per_volume: Annotated[int | None, typer.Option(help="At most this many per volume.")] = None,
+    min_gap: Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")] = 3,
+    model: Annotated[int | None, typer.Option(help="Scoring model (default champion).")] = None,
+    cost_aware: Annotated[
+        bool, typer.Option(help="Rank by score per expected second of annotation.")
+    ] = True,
+    push: Annotated[bool, typer.Option(help="Push the round to Label Studio.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 0,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Open an active-learning round: score, choose the slices worth labelling, push them."""
+    from tomoloop.flows.loop import al_round
+    from tomoloop.selection import Constraints, get
+
+    get(strategy)
+    Constraints(budget, per_volume, min_gap)
+    with _database_errors():
+        result = al_round(
+            dataset,
+            strategy,
+            budget,
+            per_volume,
+            min_gap,
+            model,
+            cost_aware,
+            seed,
+            push=push,
+            device=device,
+        )
+    _print_result(f"round {result['round']} of {dataset}", result, as_json)
+
+
+@app.command("retrain")
+def retrain_command(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    fine_tune: Annotated[bool, typer.Option(help="Start from the champion's weights.")] = True,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a challenger on a new dataset version holding every slice's best label."""
+    from tomoloop.flows.loop import retrain
+
+    with _database_errors():
+        result = retrain(dataset, fine_tune=fine_tune, device=device)
+    _print_result(f"challenger of {dataset}", result, as_json)
+
+
+MarginOpt = Annotated[float, typer.Option(help="mIoU gain the challenger must exceed.")]
+ToleranceOpt = Annotated[
+    float, typer.Option(help="Largest |predicted − gold| phase volume fraction (0–1).")
+]
+
+
+@app.command("promote")
+def promote_command(
+    model: Annotated[int, typer.Option(help="Challenger model version id.")],
+    margin: MarginOpt = 0.0,
+    fraction_tolerance: ToleranceOpt = 0.05,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Promote a challenger that beats the champion on gold test and passes the gates."""
+    from tomoloop.flows.loop import promote
+
+    with _database_errors():
+        result = promote(model, "mIoU", margin, fraction_tolerance, device)
+    _print_result(f"model {model}", result, as_json)
+
+
+@app.command("loop")
+def loop_command(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    rounds: Annotated[int, typer.Option(help="Most rounds to run.")] = 3,
+    strategy: StrategyOpt = "bald",
+    budget: Annotated[int, typer.Option(help="Slices per round.")] = 8,
+    min_gap: Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")] = 3,
+    annotator: Annotated[
+        str, typer.Option(help="oracle (answers from --truth) or human (stop after the push).")
+    ] = "oracle",
+    truth: Annotated[
+        list[str] | None, typer.Option(help="VOLUME=LABELS.tif ground truth for the oracle.")
+    ] = None,
+    bias: Annotated[
+        list[str] | None, typer.Option(help="Oracle bias PHASE=PIXELS (negative erodes).")
+    ] = None,
+    noise: Annotated[float, typer.Option(help="Oracle boundary noise probability.")] = 0.0,
+    label_budget: Annotated[int | None, typer.Option(help="Stop after this many labels.")] = None,
+    patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
+    margin: MarginOpt = 0.0,
+    fraction_tolerance: ToleranceOpt = 0.05,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Run active-learning rounds: choose → label in Label Studio → retrain → promote."""
+    from tomoloop.flows.loop import loop
+    from tomoloop.oracle import Behaviour
+
+    try:
+        biases = {k: int(v) for k, v in parse_pairs(bias, "--bias", "cbd=-1").items()}
+    except ValueError:
+        raise TomoloopError(f"--bias {bias}: PIXELS must be an integer, e.g. cbd=-1") from None
+    behaviour = {"bias": biases, "noise": noise}
+    Behaviour(**behaviour)
+    with _database_errors():
+        result = loop(
+            dataset,
+            rounds,
+            strategy,
+            budget,
+            min_gap,
+            annotator,
+            parse_pairs(truth, "--truth", "nmc=labels.tif"),
+            behaviour,
+            label_budget,
+            patience,
+            margin=margin,
+            fraction_tolerance=fraction_tolerance,
+            device=device,
+        )
+    _print_result(f"active learning on {dataset}", result, as_json)
+
+
+@app.command("microstructure")
+def microstructure_command(
+    labels: Annotated[Path, typer.Argument(help="Label stack (TIFF).")],
+    phases: Annotated[
+        str | None, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2 (default: values).")
+    ] = None,
+    axes: Annotated[str, typer.Option(help="Tortuosity directions, a subset of zyx.")] = "zyx",
+    voxel_size: VoxelOpt = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Phase volume fractions, specific surface areas and tortuosity factors (TauFactor)."""
+    from tomoloop.coco import class_index_lut
+    from tomoloop.microstructure import microstructure
+    from tomoloop.phases import PhaseMap
+    from tomoloop.stacks import check_declared, open_stack, scan_label_values
+    from tomoloop.training import resolve_device
+
+    if not axes or set(axes) - set("zyx"):
+        raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zx")
+    with open_stack(labels, parse_voxel_size(voxel_size)) as stack:
+        phase_map = (
+            PhaseMap.parse(phases) if phases else PhaseMap.from_values(scan_label_values(stack))
+        )
+        volume = stack.read()
+        size = stack.voxel_size
+    check_declared(volume, phase_map, labels.name)
+    if size is None:
+        err.print("no voxel size in the file or --voxel-size: surface areas are per voxel")
+    result = microstructure(
+        class_index_lut(phase_map)[volume],
+        phase_map.names,
+        size or (1.0, 1.0, 1.0),
+        axes,
+        resolve_device(device),
+    )
+    if as_json:
+        emit_json(result)
+        return
+    table = Table(title=f"{labels.name}, voxel {result['voxel_size_um']} µm")
+    for column in ("phase", "volume fraction", "surface area µm⁻¹", *(f"τ {a}" for a in axes)):
+        table.add_column(column)
+    for name, values in result["phases"].items():
+        taus = [values["tortuosity"][a] for a in axes]
+        table.add_row(
+            name,
+            f"{values['volume_fraction']:.4f}",
+            f"{values['specific_surface_area']:.4f}",
+            *("—" if t is None else f"{t:.3f}" for t in taus),
+        )
+    out.print(table)
 
 
 @labelstudio_app.command("status")

@@ -3,6 +3,10 @@
 A method turns a network and a normalised (H, W) slice into an (H, W) uncertainty map and
 the mean (C, H, W) probabilities; an aggregation (:data:`tomoloop.uncertainty.AGGREGATIONS`)
 turns the map into the slice's score. Higher = more worth an expert's time.
+
+Beside the score, a slice's :class:`SliceFeatures` carry what query strategies and the
+lead-time model use: the predicted foreground and boundary fractions and, on request, the
+encoder embedding (the deepest feature map, averaged over space).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from torch import nn
 
 from tomoloop.errors import TomoloopError
-from tomoloop.inference import normalise, predict_slice
+from tomoloop.inference import normalise, predict_slice, tile_side
 from tomoloop.stacks import Stack, percentile_window
 from tomoloop.uncertainty import (
     AGGREGATIONS,
@@ -34,7 +38,8 @@ class ScoreOptions:
     """How slices are scored: ``method`` (entropy, margin, bald = MC-dropout mutual
     information over ``passes`` samples, tta = flip test-time-augmentation variance,
     ensemble = disagreement (mutual information) of an ensemble's members, e.g. E-Net),
-    ``aggregation`` (mean, top_percentile, foreground_weighted) and the tiling.
+    ``aggregation`` (mean, top_percentile, foreground_weighted), the tiling, and whether
+    to compute encoder embeddings (``embed``, one more forward pass per slice).
     """
 
     method: str = "entropy"
@@ -43,6 +48,7 @@ class ScoreOptions:
     tile: int = 128
     overlap: int = 32
     device: str | torch.device = "cpu"
+    embed: bool = False
 
     def __post_init__(self) -> None:
         if self.passes < 1:
@@ -104,10 +110,77 @@ def uncertainty_map(
     return tta_variance(samples), samples.mean(axis=0)
 
 
-def slice_score(model: nn.Module, image: np.ndarray, options: ScoreOptions) -> float:
-    """The aggregated uncertainty of one normalised (H, W) slice."""
+@dataclass(frozen=True)
+class SliceFeatures:
+    """One slice as a query strategy sees it: ``score`` (aggregated uncertainty),
+    ``foreground`` and ``boundary`` (fractions 0–1 of pixels predicted outside the first
+    phase / on a phase boundary) and ``embedding`` (pooled encoder features, or None).
+    """
+
+    score: float
+    foreground: float
+    boundary: float
+    embedding: tuple[float, ...] | None = None
+
+
+def boundary_fraction(labels: np.ndarray) -> float:
+    """Fraction of pixels of an (H, W) label image with a 4-neighbour of another label."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    vertical = labels[1:] != labels[:-1]
+    horizontal = labels[:, 1:] != labels[:, :-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    return float(edge.mean())
+
+
+@torch.inference_mode()
+def encoder_embedding(model: nn.Module, image: np.ndarray, options: ScoreOptions) -> np.ndarray:
+    """(K,) float32: the network's deepest feature map on the slice's central tile, averaged
+    over space and scaled to unit length.
+
+    "Deepest" is the 4-D output of a leaf module with the fewest pixels (the last such
+    one: the bottleneck's output), so this works for any of the architectures.
+    """
+    h, w = image.shape
+    th, tw = tile_side(h, options.tile), tile_side(w, options.tile)
+    y0, x0 = max((h - th) // 2, 0), max((w - tw) // 2, 0)
+    crop = image[y0 : y0 + th, x0 : x0 + tw].astype(np.float32)
+    crop = np.pad(crop, ((0, th - crop.shape[0]), (0, tw - crop.shape[1])), mode="edge")
+    found: list[torch.Tensor] = []
+
+    def keep(_module: nn.Module, _inputs: tuple, output: object) -> None:
+        if not (isinstance(output, torch.Tensor) and output.ndim == 4):
+            return
+        if not found or output.shape[-2:].numel() <= found[0].shape[-2:].numel():
+            found[:] = [output]
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(keep) for m in leaves]
+    try:
+        model.eval()
+        model(torch.from_numpy(crop)[None, None].to(options.device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    vector = found[0].float().mean(dim=(0, 2, 3)).cpu().numpy()
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def slice_features(model: nn.Module, image: np.ndarray, options: ScoreOptions) -> SliceFeatures:
+    """The features of one normalised (H, W) slice."""
     unsure, probs = uncertainty_map(model, image, options)
-    return AGGREGATIONS[options.aggregation](unsure, probs)
+    labels = probs.argmax(axis=0)
+    embedding = None
+    if options.embed:
+        embedding = tuple(float(v) for v in encoder_embedding(model, image, options))
+    return SliceFeatures(
+        AGGREGATIONS[options.aggregation](unsure, probs),
+        float((labels != 0).mean()),
+        boundary_fraction(labels),
+        embedding,
+    )
 
 
 def score_stack(
@@ -117,12 +190,12 @@ def score_stack(
     axis: str = "z",
     indices: list[int] | None = None,
     on_slice: Callable[[int], None] = lambda index: None,
-) -> Iterator[tuple[int, float]]:
-    """``(index, score)`` for the slices of a grayscale stack along ``axis``, streamed.
+) -> Iterator[tuple[int, SliceFeatures]]:
+    """``(index, features)`` for the slices of a grayscale stack along ``axis``, streamed.
 
     Slices are normalised by the stack's percentile window, as in training.
     """
     window = percentile_window(stack)
     for index, image in stack.iter_slices(axis, indices):
-        yield index, slice_score(model, normalise(image, window), options)
+        yield index, slice_features(model, normalise(image, window), options)
         on_slice(index)

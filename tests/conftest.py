@@ -97,3 +97,24 @@ def label_studio(tmp_path_factory):
     server.up()
     yield server
     server.down()
+
+
+@pytest.fixture
+def label_studio_env(tmp_path, monkeypatch, label_studio):
+    """A fresh migrated SQLite registry and a home in tmp_path, pointed at the session's
+    Label Studio through the environment (as in production); yields the registry URL.
+    """
+    from tomoloop.db.engine import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    upgrade(make_engine(url))
+    ls_url, token = label_studio.credentials()
+    for key, value in {
+        "TOMOLOOP_HOME": str(tmp_path / "home"),
+        "TOMOLOOP_DATABASE_URL": url,
+        "TOMOLOOP_LABEL_STUDIO_URL": ls_url,
+        "TOMOLOOP_LABEL_STUDIO_TOKEN": token,
+        "TOMOLOOP_LABEL_STUDIO_FILES": str(label_studio.files_root / "media"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    return url

@@ -19,22 +19,11 @@ NAMES = ("pore", "nmc", "cbd")
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch, label_studio, electrode_volume):
+def setup(tmp_path, label_studio, label_studio_env, electrode_volume):
     """A dataset ingested into a fresh SQLite registry, pointed at the session's server."""
-    from tomoloop.db.engine import make_engine, upgrade
     from tomoloop.flows.ingest import ingest
 
-    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    upgrade(make_engine(url))
-    ls_url, token = label_studio.credentials()
-    for key, value in {
-        "TOMOLOOP_HOME": str(tmp_path / "home"),
-        "TOMOLOOP_DATABASE_URL": url,
-        "TOMOLOOP_LABEL_STUDIO_URL": ls_url,
-        "TOMOLOOP_LABEL_STUDIO_TOKEN": token,
-        "TOMOLOOP_LABEL_STUDIO_FILES": str(label_studio.files_root / "media"),
-    }.items():
-        monkeypatch.setenv(key, value)
+    url = label_studio_env
     gray = (electrode_volume * 80 + 20).astype(np.uint8)
     tifffile.imwrite(tmp_path / "gray.tif", gray)
     tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
@@ -47,7 +36,7 @@ def setup(tmp_path, monkeypatch, label_studio, electrode_volume):
         split=(0.6, 0.2, 0.2),
     )
     registry = Registry.from_url(url)
-    client = LabelStudioClient(ls_url, token)
+    client = LabelStudioClient(*label_studio.credentials())
     return registry, client, name, result["volume_id"]
 
 

@@ -262,3 +262,39 @@ def test_model_rows_keep_numbers_measured_on_other_dataset_versions_apart(regist
     )
     metrics = model_row(registry, registry.model(model))["metrics"]
     assert metrics == {"test/mIoU": 0.8, f"test/mIoU@{other}": 0.7}
+
+
+def test_the_pool_refreshed_versions_lead_times_and_closing_rounds(registry_url):
+    registry = Registry.from_url(registry_url)
+    volume = _volume(registry)
+    slices = registry.register_slices(volume, "z", range(6))
+    registry.add_annotations([NewAnnotation(slices[i], Tier.AUTO, "auto:x") for i in range(6)])
+    ids = {a.slice_id: a.id for a in registry.best_annotations(volume)}
+    members = {"train": [ids[slices[i]] for i in range(4)], "val": [], "test": [ids[slices[5]]]}
+    v1 = registry.freeze_dataset("nmc", members)
+    assert [p.state for p in registry.pool(v1.id)] == ["free"] * 4
+    assert [p.index for p in registry.pool(v1.id, "test")] == [5]
+
+    round_id = registry.open_round("nmc", "bald", None, [(slices[1], 0.9), (slices[2], 0.5)])
+    registry.set_round_tasks(round_id, {slices[1]: 101, slices[2]: 102})
+    registry.add_annotations([NewAnnotation(slices[1], Tier.ANNOTATOR, "ls:1@t", lead_time_s=30)])
+    registry.resolve_task(101, "annotated", 30.0)
+    assert [p.state for p in registry.pool(v1.id)] == ["free", "labelled", "pending", "free"]
+    assert registry.close_round(round_id) == {"pending": 1, "annotated": 1, "skipped": 0}
+    assert registry.al_round(round_id).status == "open"
+    registry.resolve_task(102, "skipped")
+    assert registry.close_round(round_id)["pending"] == 0
+    assert registry.al_round(round_id).status == "closed"
+    assert registry.lead_times("nmc") == {slices[1]: 30.0}
+    assert registry.lead_times("other") == {}
+
+    v2 = registry.refresh_dataset("nmc")
+    assert (v2.version, v2.parent_id) == (2, v1.id)
+    assert registry.dataset_counts(v2.id) == {
+        "train": {"auto": 3, "annotator": 1},
+        "test": {"auto": 1},
+    }
+    assert registry.refresh_dataset("nmc").id == v2.id  # nothing new: the same version
+    slice_6 = registry.register_slices(volume, "z", [6])[6]  # not in the dataset: stays out
+    registry.add_annotations([NewAnnotation(slice_6, Tier.EXPERT, "gold:x")])
+    assert registry.refresh_dataset("nmc").id == v2.id

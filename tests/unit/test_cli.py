@@ -161,3 +161,31 @@ def test_bad_voxel_sizes(text):
 
     with pytest.raises(TomoloopError, match="--voxel-size"):
         parse_voxel_size(text)
+
+
+def test_microstructure_json_is_the_documented_document(stacks, electrode_volume):
+    from tomoloop.microstructure import microstructure
+
+    _, labels = stacks
+    result = tomoloop(
+        "microstructure",
+        labels,
+        "--phases",
+        "pore=0,nmc=1,cbd=2",
+        "--voxel-size",
+        "0.5",
+        "--axes",
+        "zx",
+        "--device",
+        "cpu",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == {"voxel_size_um", "phases"} and doc["voxel_size_um"] == [0.5, 0.5, 0.5]
+    assert set(doc["phases"]) == {"pore", "nmc", "cbd"}
+    expected = microstructure(electrode_volume, ("pore", "nmc", "cbd"), (0.5, 0.5, 0.5), "zx")
+    assert doc == expected
+    assert doc["phases"]["cbd"]["tortuosity"]["x"] == pytest.approx(1.0, abs=1e-3)  # a slab
+    bad = tomoloop("microstructure", labels, "--phases", "pore=0,nmc=1", "--json")
+    assert bad.returncode != 0 and "2" in bad.stderr and "Traceback" not in bad.stderr

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tomoloop.errors import TomoloopError
-from tomoloop.scoring import ScoreOptions, score_stack, slice_score
+from tomoloop.scoring import ScoreOptions, score_stack, slice_features
 from tomoloop.stacks import open_stack
 
 OPTIONS = {"tile": 32, "overlap": 8}
@@ -26,27 +26,27 @@ IMAGE = np.random.default_rng(0).random((48, 40), dtype=np.float32)
 def test_a_confident_model_yields_lower_entropy_and_margin():
     for method in ("entropy", "margin"):
         options = ScoreOptions(method, **OPTIONS)
-        sure = slice_score(_threshold_model(40.0), IMAGE, options)
-        unsure = slice_score(_threshold_model(1.0), IMAGE, options)
+        sure = slice_features(_threshold_model(40.0), IMAGE, options).score
+        unsure = slice_features(_threshold_model(1.0), IMAGE, options).score
         assert sure < unsure, method
 
 
 def test_bald_needs_dropout_disagreement():
     options = ScoreOptions("bald", passes=6, **OPTIONS)
-    assert slice_score(_threshold_model(4.0), IMAGE, options) == pytest.approx(0, abs=1e-6)
+    assert slice_features(_threshold_model(4.0), IMAGE, options).score == pytest.approx(0, abs=1e-6)
     torch.manual_seed(0)
     dropped = nn.Sequential(nn.Conv2d(1, 16, 1), nn.Dropout2d(0.5), nn.Conv2d(16, 2, 1))
-    assert slice_score(dropped, IMAGE, options) > 1e-3
+    assert slice_features(dropped, IMAGE, options).score > 1e-3
 
 
 def test_flip_tta_is_zero_for_a_flip_invariant_model_only():
     options = ScoreOptions("tta", **OPTIONS)
-    assert slice_score(_threshold_model(4.0), IMAGE, options) == pytest.approx(0, abs=1e-7)
+    assert slice_features(_threshold_model(4.0), IMAGE, options).score == pytest.approx(0, abs=1e-7)
     skewed = nn.Conv2d(1, 2, 3, padding=1)
     with torch.no_grad():
         skewed.weight.zero_()
         skewed.weight[1, 0, 0, 0] = 8.0  # looks up-left only: flipping changes the answer
-    assert slice_score(skewed, IMAGE, options) > 1e-3
+    assert slice_features(skewed, IMAGE, options).score > 1e-3
 
 
 def test_stack_scores_rank_ambiguous_slices_first(tmp_path):
@@ -56,11 +56,12 @@ def test_stack_scores_rank_ambiguous_slices_first(tmp_path):
     tifffile.imwrite(tmp_path / "gray.tif", volume)
     seen = []
     with open_stack(tmp_path / "gray.tif") as stack:
-        scores = dict(
-            score_stack(
+        scores = {
+            i: f.score
+            for i, f in score_stack(
                 _threshold_model(10.0), stack, ScoreOptions(**OPTIONS), on_slice=seen.append
             )
-        )
+        }
     assert seen == list(range(6))
     ranked = sorted(scores, key=scores.get, reverse=True)
     assert sorted(ranked[:3]) == [1, 3, 5]
@@ -80,7 +81,25 @@ def test_ensemble_disagreement_needs_members_and_sees_their_conflict():
     options = ScoreOptions("ensemble", **OPTIONS)
     agreeing = ENet([_threshold_model(4.0), _threshold_model(4.0)], [0.5, 0.5])
     opposed = ENet([_threshold_model(4.0), _threshold_model(-4.0)], [0.5, 0.5])
-    assert slice_score(agreeing, IMAGE, options) == pytest.approx(0, abs=1e-6)
-    assert slice_score(opposed, IMAGE, options) > 0.1
+    assert slice_features(agreeing, IMAGE, options).score == pytest.approx(0, abs=1e-6)
+    assert slice_features(opposed, IMAGE, options).score > 0.1
     with pytest.raises(TomoloopError, match="needs an ensemble"):
-        slice_score(_threshold_model(4.0), IMAGE, options)
+        slice_features(_threshold_model(4.0), IMAGE, options)
+
+
+def test_features_measure_foreground_boundary_and_embed_the_bottleneck():
+    from tomoloop.models import ModelSpec
+    from tomoloop.scoring import boundary_fraction
+
+    halves = np.zeros((8, 8), np.uint8)
+    halves[:, 4:] = 1
+    assert boundary_fraction(halves) == pytest.approx(2 / 8)  # columns 3 and 4
+    assert boundary_fraction(np.zeros((8, 8), np.uint8)) == 0
+    plain = slice_features(_threshold_model(10.0), IMAGE, ScoreOptions(**OPTIONS))
+    assert plain.embedding is None
+    assert plain.foreground == pytest.approx(float((IMAGE > 0.5).mean()), abs=0.02)
+    torch.manual_seed(0)
+    unet = ModelSpec("unet", 1, 3, {"base": 4, "depth": 2}).build()
+    embedded = slice_features(unet, IMAGE, ScoreOptions(embed=True, **OPTIONS))
+    assert len(embedded.embedding) == 16  # 4 · 2² channels at the bottleneck
+    assert np.linalg.norm(embedded.embedding) == pytest.approx(1)

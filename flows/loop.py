@@ -1,0 +1,340 @@
+"""The active-learning loop.
+
+al_round: score the dataset's unlabelled training slices with the champion → pick them with
+a query strategy under the round's constraints → open the round → push it to Label Studio.
+oracle_answers: answer a round's tasks from ground truth through Label Studio's API.
+retrain: a new dataset version from every tier → train a challenger.
+promote: the challenger replaces the champion when it beats it on the gold test split and
+passes the microstructure gate. loop: rounds until the label budget is spent or the
+champion stops improving.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict
+
+import numpy as np
+from prefect import flow, get_run_logger
+
+from tomoloop.adapters.labelstudio_registry import project_title, slice_of
+from tomoloop.coco import class_index_lut
+from tomoloop.config import Settings
+from tomoloop.db.registry import PoolSlice, RegistryError
+from tomoloop.flows.labelstudio import connect, push_round, sync_annotations
+from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
+from tomoloop.flows.train import evaluate_model, train_semantic
+from tomoloop.oracle import Behaviour, answer
+from tomoloop.phases import PhaseMap
+from tomoloop.policy import PromotionRules, StopRules, decide, stop_reason
+from tomoloop.scoring import ScoreOptions, SliceFeatures, score_stack
+from tomoloop.selection import Candidate, Constraints, LeadTimeModel, get
+from tomoloop.stacks import check_declared, open_stack
+from tomoloop.training import resolve_device
+
+
+def _champion_id(services: Services, dataset: str) -> int:
+    champion = services.registry.champion(dataset)
+    if champion is None:
+        raise RegistryError(
+            f"dataset {dataset!r} has no champion model: train one "
+            f"(`tomoloop train --dataset {dataset}`) and promote it first"
+        )
+    return champion.id
+
+
+def _features(model, pool: list[PoolSlice], options: ScoreOptions) -> dict[int, SliceFeatures]:
+    """Features of every pool slice, one pass over each volume and axis."""
+    groups: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for p in pool:
+        groups[(p.volume_path, p.axis)][p.index] = p.slice_id
+    out = {}
+    for (path, axis), ids in groups.items():
+        with open_stack(path) as stack:
+            for index, features in score_stack(model, stack, options, axis, sorted(ids)):
+                out[ids[index]] = features
+    return out
+
+
+def _candidate(p: PoolSlice, f: SliceFeatures) -> Candidate:
+    return Candidate(
+        p.slice_id, p.volume_id, p.axis, p.index, f.score, f.foreground, f.boundary, f.embedding
+    )
+
+
+@flow(name="al-round")
+def al_round(
+    dataset: str,
+    strategy: str = "bald",
+    budget: int = 8,
+    per_volume: int | None = None,
+    min_gap: int = 3,
+    model: int | None = None,
+    cost_aware: bool = True,
+    seed: int = 0,
+    passes: int = 8,
+    push: bool = True,
+    device: str = "auto",
+) -> dict:
+    """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
+    the champion unless given) and push them to Label Studio as a new round.
+    """
+    log = get_run_logger()
+    services = Services.from_settings()
+    try:
+        registry = services.registry
+        version = registry.dataset(dataset)
+        model_id = model if model is not None else _champion_id(services, dataset)
+        torch_device = resolve_device(device)
+        network, spec, _ = load_registered_model(services, model_id, str(torch_device))
+        chooser = get(strategy)
+        options = ScoreOptions(
+            chooser.scoring, "mean", passes, spec.tile, spec.tile // 4, torch_device, chooser.embed
+        )
+        limits = Constraints(budget, per_volume, min_gap)
+        pool = registry.pool(version.id)
+        features = _features(network, pool, options)
+        registry.record_scores(model_id, {k: f.score for k, f in features.items()}, options.label)
+        candidates = {p.slice_id: _candidate(p, features[p.slice_id]) for p in pool}
+        free = [candidates[p.slice_id] for p in pool if p.state == "free"]
+        taken = [candidates[p.slice_id] for p in pool if p.state != "free"]
+        seen = registry.lead_times(dataset)
+        lead_time = None
+        if cost_aware:
+            known = [(candidates[k].boundary, s) for k, s in seen.items() if k in candidates]
+            lead_time = LeadTimeModel.fit([b for b, _ in known], [s for _, s in known])
+        chosen = chooser.select(free, limits, taken, np.random.default_rng(seed), lead_time)
+        if not chosen:
+            raise RegistryError(
+                f"no slice of {dataset!r} can be chosen: all {len(pool)} training slices are "
+                f"labelled, pending or within {min_gap} of one that is"
+            )
+        round_id = registry.open_round(
+            dataset, chooser.name, model_id, [(c.slice_id, c.score) for c in chosen], budget
+        )
+        log.info(
+            "round %s: %d of %d free slices by %s (%s)",
+            round_id,
+            len(chosen),
+            len(free),
+            chooser.name,
+            "cost-aware" if lead_time else "by score",
+        )
+    finally:
+        services.close()
+    result = {
+        "round": round_id,
+        "model_version": model_id,
+        "strategy": chooser.name,
+        "chosen": [{"slice": c.slice_id, "index": c.index, "score": c.score} for c in chosen],
+        "free": len(free),
+        "lead_time_model": asdict(lead_time) if lead_time else None,
+    }
+    if push:
+        result["push"] = push_round(round_id)
+    return result
+
+
+@flow(name="oracle-answers")
+def oracle_answers(
+    round_id: int, truth: dict[str, str], behaviour: dict | None = None, seed: int = 0
+) -> dict:
+    """Answer the round's unanswered Label Studio tasks from ground-truth label stacks
+    (``{volume name: labels path}``) through the API, as a person would in the browser.
+
+    ``behaviour`` holds :class:`tomoloop.oracle.Behaviour` fields (bias, noise, lead time).
+    """
+    settings = Settings()
+    services = Services.from_settings(settings)
+    rng = np.random.default_rng(seed)
+    how = Behaviour(**(behaviour or {}))
+    try:
+        registry = services.registry
+        round_ = registry.al_round(round_id)
+        phases: PhaseMap = dataset_phases(services, registry.dataset(round_.dataset))
+        lut = class_index_lut(phases)
+        wanted = {i.slice_id for i in registry.round_items(round_id)}
+        connection = connect(settings)
+        project = connection.client.ensure_project(project_title(round_.dataset), phases.names)
+        answered = 0
+        for task_id, data in connection.client.unanswered(project):
+            if slice_of(data["key"]) not in wanted:
+                continue
+            if data["volume"] not in truth:
+                raise RegistryError(
+                    f"the oracle has no ground truth for volume {data['volume']!r}: "
+                    f"give its label stack (truth has {sorted(truth)})"
+                )
+            with open_stack(truth[data["volume"]]) as labels:
+                raw = labels.slice(data["axis"], int(data["index"]))
+                check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
+                gold = lut[raw]
+            mask = answer(gold, phases.names, how, rng)
+            connection.client.submit(task_id, mask, phases.names, round(how.lead_time(mask), 1))
+            answered += 1
+        get_run_logger().info("oracle answered %d tasks of round %s", answered, round_id)
+        return {"round": round_id, "answered": answered}
+    finally:
+        services.close()
+
+
+@flow(name="retrain")
+def retrain(
+    dataset: str,
+    arch: str | None = None,
+    config: dict | None = None,
+    options: dict | None = None,
+    fine_tune: bool = True,
+    tier_weights: str = "",
+    device: str = "auto",
+) -> dict:
+    """Train a challenger on a new version of ``dataset`` holding every slice's best label.
+
+    Architecture, options and training settings default to the champion's; with
+    ``fine_tune`` the challenger starts from the champion's weights.
+    """
+    services = Services.from_settings()
+    try:
+        registry = services.registry
+        version = registry.refresh_dataset(dataset)
+        champion = registry.champion(dataset)
+    finally:
+        services.close()
+    request = champion.config if champion is not None else {}
+    trained = train_semantic(
+        version.id,
+        arch or (champion.architecture if champion is not None else "unet"),
+        name=dataset,
+        config=config if config is not None else request.get("train"),
+        options=options if options is not None else request.get("options"),
+        device=device,
+        parent=champion.id if fine_tune and champion is not None else None,
+        tier_weights=tier_weights,
+    )
+    return {"dataset_version": version.id, "version": version.version, **trained}
+
+
+@flow(name="promote")
+def promote(
+    challenger: int,
+    metric: str = "mIoU",
+    margin: float = 0.0,
+    fraction_tolerance: float = 0.05,
+    device: str = "auto",
+) -> dict:
+    """Make ``challenger`` the champion of its name if it beats the champion on its
+    dataset version's test split and passes the phase-fraction gate.
+    """
+    rules = PromotionRules(metric, margin, fraction_tolerance)
+    services = Services.from_settings()
+    try:
+        model = services.registry.model(challenger)
+        champion = services.registry.champion(model.name)
+    finally:
+        services.close()
+    if model.dataset_version_id is None:
+        raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
+    new = evaluate_model(challenger, model.dataset_version_id, "test", device)
+    old = None
+    if champion is not None and champion.id != challenger:
+        old = evaluate_model(champion.id, model.dataset_version_id, "test", device)
+    decision = decide(new, old, rules)
+    if decision.promote:
+        services = Services.from_settings()
+        try:
+            services.registry.promote(challenger)
+        finally:
+            services.close()
+    get_run_logger().info(
+        "model %s %s: %s",
+        challenger,
+        "promoted" if decision.promote else "not promoted",
+        "; ".join(decision.reasons),
+    )
+    champion_score = new[metric] if decision.promote or old is None else old[metric]
+    return {
+        "challenger": challenger,
+        "champion_before": None if champion is None else champion.id,
+        "promoted": decision.promote,
+        "reasons": list(decision.reasons),
+        "champion_score": champion_score,
+    }
+
+
+@flow(name="loop")
+def loop(
+    dataset: str,
+    rounds: int = 3,
+    strategy: str = "bald",
+    budget: int = 8,
+    min_gap: int = 3,
+    annotator: str = "oracle",
+    truth: dict[str, str] | None = None,
+    behaviour: dict | None = None,
+    label_budget: int | None = None,
+    patience: int = 2,
+    min_gain: float = 0.0,
+    margin: float = 0.0,
+    fraction_tolerance: float = 0.05,
+    config: dict | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> dict:
+    """Active-learning rounds on ``dataset`` until ``rounds`` are done, the label budget is
+    spent or the champion stops improving.
+
+    ``annotator="oracle"`` answers each round from ``truth`` (``{volume: labels path}``)
+    through Label Studio; ``"human"`` stops after the first push and says where to label
+    (run the loop again when the labels are in).
+    """
+    if annotator not in ("oracle", "human"):
+        raise RegistryError(f"annotator {annotator!r}: use oracle or human")
+    if annotator == "oracle" and not truth:
+        raise RegistryError("the oracle annotator needs the ground-truth label stacks (truth)")
+    stop = StopRules(label_budget, patience, min_gain)
+    services = Services.from_settings()
+    try:
+        start = _champion_id(services, dataset)
+        version = services.registry.dataset(dataset)
+    finally:
+        services.close()
+    history = [evaluate_model(start, version.id, "test", device)["mIoU"]]
+    labelled, done = 0, []
+    reason = None
+    for k in range(rounds):
+        reason = stop_reason(history, labelled, stop)
+        if reason is not None:
+            break
+        chosen = al_round(dataset, strategy, budget, None, min_gap, seed=seed + k, device=device)
+        if annotator == "human":
+            return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
+        oracle_answers(chosen["round"], truth, behaviour, seed + k)
+        synced = sync_annotations(dataset)
+        labelled += synced["stored"]
+        challenger = retrain(dataset, config=config, device=device)
+        decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
+        history.append(decision["champion_score"])
+        done.append(
+            {
+                "round": chosen["round"],
+                "labelled": synced["stored"],
+                "challenger": challenger["model_version"],
+                "dataset_version": challenger["version"],
+                "promoted": decision["promoted"],
+                "champion_mIoU": decision["champion_score"],
+            }
+        )
+    else:
+        reason = f"{rounds} rounds done"
+    services = Services.from_settings()
+    try:
+        champion = _champion_id(services, dataset)
+    finally:
+        services.close()
+    return {
+        "dataset": dataset,
+        "rounds": done,
+        "stopped": reason,
+        "mIoU_history": history,
+        "champion": champion,
+    }

@@ -1,0 +1,135 @@
+"""The active-learning loop end to end: a real Label Studio, the oracle answering through
+its API, retraining, promotion and the stop rules.
+"""
+
+import uuid
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from tomoloop.db.models import Tier
+from tomoloop.db.registry import Registry, RegistryError
+from tomoloop.masks import decode_class_mask
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+TRAIN = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
+NET = {"base": 4, "depth": 2}
+
+
+@pytest.fixture
+def champion(tmp_path, label_studio_env, electrode_volume):
+    """Rough auto labels (particles eroded: a binarisation bias) with gold val/test labels,
+    a first model trained on them and promoted; ``(registry, dataset, gold path, model)``.
+    """
+    from tomoloop.flows.ingest import add_gold, ingest
+    from tomoloop.flows.loop import promote
+    from tomoloop.flows.train import train_semantic
+
+    url = label_studio_env
+    gold = electrode_volume
+    rough = gold.copy()
+    particles = ndimage.binary_erosion(gold == 1, iterations=2)
+    rough[(gold == 1) & ~particles] = 0
+    noise = np.random.default_rng(0).normal(0, 8, gold.shape)
+    gray = np.clip(gold * 80 + 20 + noise, 0, 255).astype(np.uint8)
+    for name, array in {"gray": gray, "rough": rough, "gold": gold}.items():
+        tifffile.imwrite(tmp_path / f"{name}.tif", array)
+    name = f"loop-{uuid.uuid4().hex[:8]}"
+    ingest(
+        gray=str(tmp_path / "gray.tif"),
+        labels=str(tmp_path / "rough.tif"),
+        name=name,
+        phases="pore=0,nmc=1,cbd=2",
+        split=(0.6, 0.2, 0.2),
+    )
+    gilded = add_gold(name, name, str(tmp_path / "gold.tif"))
+    assert gilded["version"] == 2 and gilded["added"] > 0
+    first = train_semantic(gilded["dataset_version"], "unet", config=TRAIN, options=NET)
+    assert promote(first["model_version"], fraction_tolerance=1.0)["promoted"]
+    return Registry.from_url(url), name, str(tmp_path / "gold.tif"), first["model_version"]
+
+
+def test_rounds_answered_by_the_oracle_through_label_studio_retrain_and_stop_on_budget(champion):
+    from tomoloop.flows.loop import loop
+
+    registry, name, gold, _ = champion
+    result = loop(
+        name,
+        rounds=3,
+        strategy="bald",
+        budget=2,
+        min_gap=2,
+        truth={name: gold},
+        label_budget=4,
+        fraction_tolerance=1.0,
+        config=TRAIN,
+        device="cpu",
+    )
+    assert result["stopped"] == "label budget spent (4 of 4 slices)"
+    assert [r["labelled"] for r in result["rounds"]] == [2, 2]
+    assert len(result["mIoU_history"]) == 3
+    assert [r["dataset_version"] for r in result["rounds"]] == [3, 4]
+
+    rounds = {r.id: (r, states) for r, states in registry.rounds()}
+    chosen = []
+    for entry in result["rounds"]:
+        round_, states = rounds[entry["round"]]
+        assert round_.status == "closed" and states == {"annotated": 2}
+        assert round_.strategy == "bald" and round_.model_version_id is not None
+        items = registry.round_items(round_.id)
+        assert all(i.annotation_seconds and i.annotation_seconds >= 20 for i in items)
+        chosen += [i.slice_id for i in items]
+    assert len(set(chosen)) == 4  # a labelled or pending slice is never chosen again
+    located = registry.slice_volumes(chosen)
+    indices = sorted(located[s][0].index for s in chosen)
+    train = {p.index for p in registry.pool(registry.dataset(name).id, "train")}
+    assert set(indices) <= train  # never a val or test slice
+    by_round = [
+        sorted(located[i.slice_id][0].index for i in registry.round_items(r["round"]))
+        for r in result["rounds"]
+    ]
+    assert all(b - a >= 2 for a, b in by_round)  # min gap within a round
+    assert registry.lead_times(name)  # the second round ranked cost-aware on these
+
+    best = {a.slice_id: a for a in registry.best_annotations()}
+    for slice_id in chosen:  # the oracle's unbiased answers are the gold masks, pixel exact
+        slice_, _ = located[slice_id]
+        assert best[slice_id].tier == Tier.ANNOTATOR
+        np.testing.assert_array_equal(
+            decode_class_mask(best[slice_id].mask_rle), tifffile.imread(gold)[slice_.index]
+        )
+    latest = registry.dataset(name)
+    assert registry.dataset_counts(latest.id)["train"]["annotator"] == 4
+    assert registry.champion(name) is not None
+
+
+def test_promotion_refuses_a_worse_challenger_and_one_that_fails_the_gate(champion):
+    from tomoloop.flows.loop import promote
+    from tomoloop.flows.train import train_semantic
+
+    registry, name, _, first = champion
+    weak = train_semantic(
+        registry.dataset(name).id,
+        "unet",
+        config={**TRAIN, "epochs": 1, "patches_per_epoch": 4, "seed": 7},
+        options=NET,
+    )["model_version"]
+    refused = promote(weak, margin=0.5, fraction_tolerance=1.0)
+    assert not refused["promoted"] and "does not beat the champion" in refused["reasons"][-1]
+    gated = promote(weak, margin=0.0, fraction_tolerance=0.0)
+    assert not gated["promoted"] and any("volume fraction" in r for r in gated["reasons"])
+    assert registry.champion(name).id == first
+
+
+def test_a_human_annotator_loop_stops_after_the_push_and_says_where(champion):
+    from tomoloop.flows.loop import loop
+
+    registry, name, _, _ = champion
+    waiting = loop(name, rounds=2, strategy="entropy", budget=1, annotator="human", device="cpu")
+    assert waiting["annotate_at"].startswith("http://127.0.0.1")
+    (item,) = registry.round_items(waiting["waiting_for"])
+    assert item.state == "pending" and item.ls_task_id is not None
+    with pytest.raises(RegistryError, match="needs the ground-truth label stacks"):
+        loop(name, annotator="oracle")

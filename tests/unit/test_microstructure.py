@@ -1,0 +1,48 @@
+import numpy as np
+import porespy as ps
+import pytest
+import taufactor
+
+from tomoloop.errors import TomoloopError
+from tomoloop.microstructure import (
+    microstructure,
+    percolates,
+    specific_surface_area,
+    tortuosity,
+    volume_fractions,
+)
+
+
+def test_tortuosity_is_taufactors_own_result_on_a_porespy_volume():
+    blobs = ps.generators.blobs(shape=[32, 32, 32], porosity=0.45, blobiness=1, seed=3)
+    for axis, moved in (("z", blobs), ("x", np.moveaxis(blobs, 2, 0))):
+        direct = taufactor.Solver(np.ascontiguousarray(moved).astype(np.uint8), device="cpu")
+        expected = float(np.asarray(direct.solve(verbose=False)).ravel()[0])
+        assert tortuosity(blobs, axis) == pytest.approx(expected, rel=1e-6)
+        assert expected > 1.2  # a real detour, not a trivial case
+
+
+def test_straight_channels_have_tortuosity_one_and_blocked_ones_infinity():
+    channels = np.zeros((10, 12, 12), bool)
+    channels[:, :, :6] = True  # a slab open along z and y, closed along x
+    assert tortuosity(channels, "z") == pytest.approx(1.0, abs=1e-3)
+    assert tortuosity(channels, "y") == pytest.approx(1.0, abs=1e-3)
+    assert not percolates(channels, "x") and tortuosity(channels, "x") == float("inf")
+    with pytest.raises(TomoloopError, match="axis 'w'"):
+        tortuosity(channels, "w")
+
+
+def test_fractions_surface_and_document_shape():
+    zz, yy, xx = np.mgrid[:48, :48, :48]
+    ball = (zz - 24) ** 2 + (yy - 24) ** 2 + (xx - 24) ** 2 <= 16**2
+    sphere_area = 4 * np.pi * 16**2  # µm² at 0.5 µm voxels: (4π r²)·0.25 / (48³·0.125)
+    ssa = specific_surface_area(ball, (0.5, 0.5, 0.5))
+    assert ssa == pytest.approx(sphere_area * 0.25 / (48**3 * 0.125), rel=0.1)
+    assert specific_surface_area(np.zeros((4, 4, 4), bool), (1, 1, 1)) == 0
+    labels = ball.astype(np.uint8)
+    np.testing.assert_allclose(volume_fractions(labels, 3), [1 - ball.mean(), ball.mean(), 0])
+    doc = microstructure(labels, ("pore", "nmc", "cbd"), (0.5, 0.5, 0.5), axes="zy")
+    assert doc["voxel_size_um"] == [0.5, 0.5, 0.5]
+    assert doc["phases"]["nmc"]["tortuosity"] == {"z": None, "y": None}  # an isolated ball
+    assert doc["phases"]["pore"]["tortuosity"]["z"] > 1
+    assert doc["phases"]["cbd"]["volume_fraction"] == 0

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tomoloop.errors import TomoloopError
+from tomoloop.oracle import Behaviour, answer
+from tomoloop.policy import PromotionRules, StopRules, decide, stop_reason
+
+NAMES = ("pore", "nmc", "cbd")
+
+
+def _evaluation(miou: float, cbd_fraction: float = 0.2) -> dict:
+    return {
+        "mIoU": miou,
+        "mDSC": miou + 0.05,
+        "per_class": {
+            "pore": {"volume_fraction": 0.3, "volume_fraction_truth": 0.3},
+            "nmc": {"volume_fraction": 0.7 - cbd_fraction, "volume_fraction_truth": 0.5},
+            "cbd": {"volume_fraction": cbd_fraction, "volume_fraction_truth": 0.2},
+        },
+    }
+
+
+def test_promotion_needs_a_gain_beyond_the_margin_and_a_true_microstructure():
+    rules = PromotionRules(margin=0.01, fraction_tolerance=0.05)
+    assert decide(_evaluation(0.80), _evaluation(0.75), rules).promote
+    worse = decide(_evaluation(0.74), _evaluation(0.75), rules)
+    assert not worse.promote and "does not beat the champion" in worse.reasons[-1]
+    assert not decide(_evaluation(0.755), _evaluation(0.75), rules).promote  # inside margin
+    shifted = decide(_evaluation(0.90, cbd_fraction=0.1), _evaluation(0.75), rules)
+    assert not shifted.promote
+    assert any(
+        "cbd volume fraction 0.100 is -0.100 from the gold 0.200" in r for r in shifted.reasons
+    )
+    assert decide(_evaluation(0.3), None, rules).promote  # the first model becomes champion
+    assert not decide(_evaluation(0.3, cbd_fraction=0.5), None, rules).promote
+    with pytest.raises(TomoloopError, match="mIoU or mDSC"):
+        PromotionRules(metric="accuracy")
+
+
+def test_stop_rules_budget_and_patience():
+    assert stop_reason([0.5], 10, StopRules(label_budget=10)).startswith("label budget spent")
+    assert stop_reason([0.5], 9, StopRules(label_budget=10)) is None
+    rules = StopRules(patience=2, min_gain=0.01)
+    assert stop_reason([0.5, 0.6], 0, rules) is None  # not enough rounds to judge
+    assert stop_reason([0.5, 0.6, 0.605], 0, rules) is None  # 0.6 > 0.5 + 0.01 within window
+    assert "no gain of 0.01 over the last 2 rounds" in stop_reason([0.6, 0.605, 0.59], 0, rules)
+    assert stop_reason([0.6, 0.605, 0.62], 0, rules) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), shape=st.tuples(st.integers(4, 24), st.integers(4, 24)))
+def test_an_unbiased_noiseless_oracle_answers_the_truth_exactly(seed, shape):
+    truth = np.random.default_rng(seed).integers(0, 3, size=shape).astype(np.uint8)
+    np.testing.assert_array_equal(answer(truth, NAMES), truth)
+
+
+def test_bias_grows_or_shrinks_one_phase_and_noise_stays_on_boundaries():
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:15, 5:15] = 2  # a cbd square in pore
+    truth[8:12, 8:12] = 1  # an nmc core inside it
+    grown = answer(truth, NAMES, Behaviour(bias={"cbd": 2}))
+    assert (grown == 2).sum() > (truth == 2).sum() and (grown == 1).sum() < (truth == 1).sum()
+    shrunk = answer(truth, NAMES, Behaviour(bias={"cbd": -1}))
+    assert (shrunk == 2).sum() < (truth == 2).sum()
+    assert set(np.unique(shrunk[truth == 2])) <= {0, 1, 2}  # lost cbd went to a neighbour
+    noisy = answer(truth, NAMES, Behaviour(noise=1.0), np.random.default_rng(0))
+    changed = noisy != truth
+    assert changed.any()
+    interior = np.zeros_like(changed)
+    interior[1:-1, 1:-1] = (
+        (truth[1:-1, 1:-1] == truth[:-2, 1:-1])
+        & (truth[1:-1, 1:-1] == truth[2:, 1:-1])
+        & (truth[1:-1, 1:-1] == truth[1:-1, :-2])
+        & (truth[1:-1, 1:-1] == truth[1:-1, 2:])
+    )
+    assert not (changed & interior).any()
+    busy = Behaviour().lead_time(truth)
+    assert busy > Behaviour().lead_time(np.zeros_like(truth)) == 20.0
+    with pytest.raises(TomoloopError, match="phase 'dust'"):
+        answer(truth, NAMES, Behaviour(bias={"dust": 1}))
+    with pytest.raises(TomoloopError, match="probability"):
+        Behaviour(noise=2)
