@@ -3,18 +3,20 @@
 
 PY      := .venv/bin/python
 OUT     ?= demo-out
-# `make demo GRAY=g.tif LABELS=l.tif PHASES=pore=0,nmc=1,cbd=2 PHASE=nmc VOXEL=0.5`
+# `make demo GRAY=g.tif LABELS=rough.tif GOLD=exact.tif PHASES=pore=0,nmc=1,cbd=2 ROUNDS=3`
 DEMO_ARGS := --out $(OUT) $(if $(GRAY),--gray $(GRAY)) $(if $(LABELS),--labels $(LABELS)) \
-             $(if $(PHASES),--phases $(PHASES)) $(if $(PHASE),--phase $(PHASE)) \
-             $(if $(VOXEL),--voxel-size $(VOXEL))
+             $(if $(GOLD),--gold $(GOLD)) $(if $(PHASES),--phases $(PHASES)) \
+             $(if $(ROUNDS),--rounds $(ROUNDS))
 
 .PHONY: venv demo test lint bench
 
 venv:
 	@bash scripts/bootstrap.sh
 
+# The demo keeps its registry, artifacts and Label Studio data in $(OUT)/home unless
+# TOMOLOOP_HOME says otherwise.
 demo: venv
-	$(PY) -m tomoloop.cli demo $(DEMO_ARGS)
+	TOMOLOOP_HOME="$${TOMOLOOP_HOME:-$(abspath $(OUT))/home}" $(PY) -m tomoloop.cli demo $(DEMO_ARGS)
 
 test: venv lint
 	@bash scripts/ensure_postgres.sh

@@ -16,6 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 
 from tomoloop.adapters.labelstudio_registry import project_title, slice_of
 from tomoloop.coco import class_index_lut
@@ -111,6 +112,14 @@ def al_round(
             )
         round_id = registry.open_round(
             dataset, chooser.name, model_id, [(c.slice_id, c.score) for c in chosen], budget
+        )
+        create_table_artifact(
+            [
+                {"rank": k, "slice": c.slice_id, "axis": c.axis, "index": c.index, "score": c.score}
+                for k, c in enumerate(chosen, start=1)
+            ],
+            key=f"round-{round_id}-chosen",
+            description=f"round {round_id} of {dataset}: slices chosen by {chooser.name}",
         )
         log.info(
             "round %s: %d of %d free slices by %s (%s)",
@@ -236,9 +245,19 @@ def promote(
         raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
     new = evaluate_model(challenger, model.dataset_version_id, "test", device)
     old = None
-    if champion is not None and champion.id != challenger:
-        old = evaluate_model(champion.id, model.dataset_version_id, "test", device)
+    champion_id = None if champion is None else champion.id
+    if champion_id is not None and champion_id != challenger:
+        old = evaluate_model(champion_id, model.dataset_version_id, "test", device)
     decision = decide(new, old, rules)
+    create_table_artifact(
+        [
+            {"model": m, "role": role, **{k: e[k] for k in ("mIoU", "mDSC", "pixel_accuracy")}}
+            for m, role, e in ((challenger, "challenger", new), (champion_id, "champion", old))
+            if e is not None
+        ],
+        key=f"promotion-{challenger}",
+        description="; ".join(decision.reasons),
+    )
     if decision.promote:
         services = Services.from_settings()
         try:
@@ -254,7 +273,7 @@ def promote(
     champion_score = new[metric] if decision.promote or old is None else old[metric]
     return {
         "challenger": challenger,
-        "champion_before": None if champion is None else champion.id,
+        "champion_before": champion_id,
         "promoted": decision.promote,
         "reasons": list(decision.reasons),
         "champion_score": champion_score,
@@ -277,6 +296,7 @@ def loop(
     margin: float = 0.0,
     fraction_tolerance: float = 0.05,
     config: dict | None = None,
+    tier_weights: str = "",
     seed: int = 0,
     device: str = "auto",
 ) -> dict:
@@ -311,7 +331,7 @@ def loop(
         oracle_answers(chosen["round"], truth, behaviour, seed + k)
         synced = sync_annotations(dataset)
         labelled += synced["stored"]
-        challenger = retrain(dataset, config=config, device=device)
+        challenger = retrain(dataset, config=config, tier_weights=tier_weights, device=device)
         decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
         history.append(decision["champion_score"])
         done.append(
@@ -322,6 +342,7 @@ def loop(
                 "dataset_version": challenger["version"],
                 "promoted": decision["promoted"],
                 "champion_mIoU": decision["champion_score"],
+                "reasons": decision["reasons"],
             }
         )
     else:

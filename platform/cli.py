@@ -1024,42 +1024,63 @@ def labelstudio_status(as_json: JsonFlag = False) -> None:
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("demo-out"),
     gray: Annotated[Path | None, typer.Option(help="Your grayscale stack (with --labels).")] = None,
-    labels: Annotated[Path | None, typer.Option(help="Your label stack (with --gray).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Your rough label stack (with --gray).")
+    ] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Exact labels the oracle answers from (default --labels).")
+    ] = None,
     phases: Annotated[
-        str | None, typer.Option(help="Phase map, e.g. 'pore=0,nmc=1,cbd=2'.")
+        str | None, typer.Option(help="Phase map of your stacks, e.g. 'pore=0,nmc=1,cbd=2'.")
     ] = None,
-    phase: Annotated[
-        list[str] | None, typer.Option(help="Instance phase(s); default: all but value 0.")
-    ] = None,
-    voxel_size: VoxelOpt = None,
+    rounds: Annotated[int, typer.Option(help="Active-learning rounds.")] = 3,
+    budget: Annotated[int, typer.Option(help="Slices per round.")] = 4,
+    strategy: StrategyOpt = "bald",
+    port: PortOpt = 8080,
+    device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
-    """Run tomoloop end to end on a generated electrode sample, or on your own stacks."""
-    from tomoloop.demo import DemoInputs, run_demo
+    """The main job end to end: Label Studio up, ingest, train, active-learning rounds
+    answered by the oracle through Label Studio, retrain, promote, report.
+    """
+    from tomoloop.flows.demo import demo as demo_flow
     from tomoloop.phases import PhaseMap
+    from tomoloop.selection import get
+    from tomoloop.stacks import open_stack
 
-    inputs = DemoInputs(
-        gray=gray,
-        labels=labels,
-        phases=PhaseMap.parse(phases) if phases else None,
-        instance_phases=tuple(phase or ()),
-        voxel_size=parse_voxel_size(voxel_size),
-    )
-    with progress_bar(disable=as_json) as bar:
-        task = bar.add_task("slices", total=None)
-        result = run_demo(
-            out_dir,
-            inputs,
-            on_step=(lambda m: None) if as_json else (lambda m: err.print(f"[cyan]•[/] {m}")),
-            on_slice=lambda _: bar.advance(task),
+    if (gray is None) != (labels is None):
+        raise TomoloopError("give both --gray and --labels, or neither to use the generated sample")
+    if gray is not None and phases is None:
+        raise TomoloopError("--phases is needed with your own stacks, e.g. pore=0,nmc=1,cbd=2")
+    if phases is not None:
+        PhaseMap.parse(phases)
+    get(strategy)
+    for path in (p for p in (gray, labels, gold) if p is not None):
+        open_stack(path).close()
+    with _database_errors():
+        result = demo_flow(
+            str(out_dir),
+            None if gray is None else str(gray),
+            None if labels is None else str(labels),
+            None if gold is None else str(gold),
+            phases,
+            rounds=rounds,
+            budget=budget,
+            strategy=strategy,
+            port=port,
+            device=device,
         )
     if as_json:
         emit_json(result)
         return
-    from tomoloop.demo import summary_markdown
-
-    out.print(summary_markdown(result))
-    out.print(f"[green]✓[/] report: {Path(out_dir) / 'summary.md'}")
+    print_rows("models", result["models"], False)
+    print_rows("rounds", result["rounds"], False)
+    out.print(f"stopped: {result['loop']['stopped']}; champion: model {result['loop']['champion']}")
+    out.print(f"[green]✓[/] report: {result['report']}")
+    out.print(
+        f"Label Studio stays up at {result['label_studio']} (`tomoloop labelstudio down` stops "
+        f"it); query the registry with TOMOLOOP_HOME={result['home']} tomoloop registry models"
+    )
 
 
 def main() -> None:

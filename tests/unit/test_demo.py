@@ -1,47 +1,24 @@
-import json
-
 import numpy as np
-import pytest
 import tifffile
 
-from tomoloop.demo import DemoInputs, run_demo
-from tomoloop.errors import TomoloopError
-from tomoloop.phases import PhaseMap
+from tomoloop.demo import generate_sample, rough_labels
+from tomoloop.synthetic import ELECTRODE_PHASES
 
 
-def test_demo_on_the_generated_sample_produces_coco_overlay_and_summary(tmp_path):
-    result = run_demo(tmp_path / "demo")
-    assert result["self_check_segm_ap"] == pytest.approx(1.0)
-    fractions = result["phase_fractions"]
-    assert set(fractions) == {"pore", "nmc", "cbd"}
-    assert sum(fractions.values()) == pytest.approx(1.0)
-    assert 0.2 < fractions["nmc"] < 0.5 and 0.05 < fractions["cbd"] < 0.15
-    assert result["coco"]["instances"]["train"] > 100
-    assert (tmp_path / "demo" / "overlay.png").stat().st_size > 10_000
-    assert json.loads((tmp_path / "demo" / "summary.json").read_text()) == json.loads(
-        json.dumps(result)
-    )
-    assert "self-check" in (tmp_path / "demo" / "summary.md").read_text()
+def test_the_sample_has_exact_labels_and_rough_ones_biased_against_the_binder(tmp_path):
+    gray, rough, gold = generate_sample(tmp_path)
+    g, r = tifffile.imread(gold), tifffile.imread(rough)
+    assert tifffile.imread(gray).shape == g.shape == r.shape and r.dtype == g.dtype
+    assert (r == 2).mean() < 0.6 * (g == 2).mean()  # thin binder mostly lost
+    assert 0.05 < (g == 2).mean() < 0.15 and 0.2 < (g == 1).mean() < 0.5
+    np.testing.assert_array_equal(r[g != 2], g[g != 2])  # only binder pixels change
+    assert set(np.unique(r[(g == 2) & (r != 2)])) <= {0, 1}
 
 
-def test_demo_on_user_stacks(tmp_path, electrode_volume):
-    gray, labels = tmp_path / "g.tif", tmp_path / "l.tif"
-    tifffile.imwrite(gray, (electrode_volume * 70 + 30).astype(np.uint8))
-    tifffile.imwrite(labels, electrode_volume)
-    result = run_demo(
-        tmp_path / "demo",
-        DemoInputs(
-            gray=gray,
-            labels=labels,
-            phases=PhaseMap.parse("pore=0,nmc=1,cbd=2"),
-            instance_phases=("nmc",),
-            voxel_size=(1.0, 1.0, 1.0),
-        ),
-    )
-    assert result["coco"]["categories"] == ["nmc"]
-    assert result["voxel_size_um"] == [1.0, 1.0, 1.0] or result["voxel_size_um"] == (1.0,) * 3
-
-
-def test_demo_needs_both_stacks(tmp_path):
-    with pytest.raises(TomoloopError, match="both --gray and --labels"):
-        run_demo(tmp_path, DemoInputs(gray=tmp_path / "g.tif"))
+def test_rough_labels_are_drawn_slice_by_slice():
+    gold = np.zeros((3, 12, 12), np.uint8)
+    gold[:, 4:8, 4:8] = 2
+    gold[1, :, :] = 0  # a slice without binder stays as it is
+    rough = rough_labels(gold, ELECTRODE_PHASES, {"cbd": -1})
+    assert [int((s == 2).sum()) for s in rough] == [4, 0, 4]  # 4×4 → 2×2 in plane only
+    np.testing.assert_array_equal(rough_labels(gold, ELECTRODE_PHASES, {}), gold)

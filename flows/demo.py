@@ -1,0 +1,197 @@
+"""The demo, tomoloop's main job end to end.
+
+Label Studio up → a generated electrode (or the user's stacks) ingested with its rough
+labels → gold labels for the val/test slices → a first model trained and made champion →
+active-learning rounds answered by the oracle annotator through Label Studio, each followed
+by retraining and promotion → a report (markdown, the learning curve over rounds, the
+uncertainty of a slice chosen in the last round) and a registry summary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger
+
+from tomoloop.adapters.labelstudio_server import LocalLabelStudio
+from tomoloop.config import Settings
+from tomoloop.db.engine import make_engine, upgrade
+from tomoloop.db.views import model_row, round_row
+from tomoloop.demo import generate_sample
+from tomoloop.flows.ingest import add_gold, ingest
+from tomoloop.flows.loop import loop, promote
+from tomoloop.flows.resources import Services, load_registered_model
+from tomoloop.flows.train import train_semantic
+from tomoloop.inference import normalise
+from tomoloop.report import plot_al_curve, uncertainty_figure
+from tomoloop.scoring import ScoreOptions, uncertainty_map
+from tomoloop.stacks import open_stack, percentile_window, to_uint8
+from tomoloop.synthetic import ELECTRODE_PHASES
+
+DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
+DEMO_NETWORK: dict = {}  # the U-Net of seed 002
+# People's corrections outweigh the rough labels they correct (weights per pixel of loss).
+DEMO_TIER_WEIGHTS = "auto=0.25,annotator=4,expert=4"
+
+
+@flow(name="demo")
+def demo(
+    out: str,
+    gray: str | None = None,
+    labels: str | None = None,
+    gold: str | None = None,
+    phases: str | None = None,
+    name: str = "nmc-demo",
+    rounds: int = 3,
+    budget: int = 4,
+    strategy: str = "bald",
+    fraction_tolerance: float = 0.05,
+    config: dict | None = None,
+    options: dict | None = None,
+    port: int = 8080,
+    device: str = "auto",
+) -> dict:
+    """Run the active-learning loop end to end into ``out``; the summary.
+
+    Without ``gray``/``labels`` a synthetic electrode is generated with exact labels
+    (gold) and rough ones (the binarisation bias of seed 001: thin carbon binder eroded).
+    With the user's stacks, ``gold`` (default: the labels themselves) is what the oracle
+    answers from and what models are judged on.
+    """
+    log = get_run_logger()
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if gray is None:
+        gray, labels, gold = (str(p) for p in generate_sample(folder / "sample"))
+        phases = str(ELECTRODE_PHASES)
+    gold = gold or labels
+    settings = Settings()
+    label_studio = settings.label_studio_url
+    if not label_studio:
+        label_studio = LocalLabelStudio(settings.home, port=port).up().url
+        log.info("Label Studio at %s", label_studio)
+    upgrade(make_engine(settings.registry_url))
+    ingested = ingest(gray=gray, labels=labels, name=name, phases=phases, split=(0.7, 0.15, 0.15))
+    gilded = add_gold(name, name, gold)
+    first = train_semantic(
+        gilded["dataset_version"],
+        "unet",
+        name=name,
+        config=config or DEMO_TRAIN,
+        options=options or DEMO_NETWORK,
+        device=device,
+        tier_weights=DEMO_TIER_WEIGHTS,
+    )
+    # Nothing to compare the first model with: it becomes the champion to score with.
+    promote(first["model_version"], fraction_tolerance=1.0, device=device)
+    result = loop(
+        name,
+        rounds,
+        strategy,
+        budget,
+        min_gap=2,
+        truth={name: gold},
+        fraction_tolerance=fraction_tolerance,
+        config=config or DEMO_TRAIN,
+        tier_weights=DEMO_TIER_WEIGHTS,
+        device=device,
+    )
+    summary = _report(folder, ingested, first, result, strategy)
+    return {**summary, "home": str(settings.home), "label_studio": label_studio}
+
+
+def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: str) -> dict:
+    """report.md, al_curve.png, uncertainty.png and summary.json in ``folder``."""
+    labelled = np.cumsum([0] + [r["labelled"] for r in result["rounds"]])
+    curve = plot_al_curve(
+        list(zip(labelled.tolist(), result["mIoU_history"], strict=False)),
+        folder / "al_curve.png",
+    )
+    services = Services.from_settings()
+    try:
+        registry = services.registry
+        models = [
+            _compact(model_row(registry, m))
+            for m in registry.models()
+            if m.name == result["dataset"]
+        ]
+        rounds = [round_row(r, states) for r, states in registry.rounds()]
+        picture = None
+        if result["rounds"]:
+            last = result["rounds"][-1]["round"]
+            item = registry.round_items(last)[0]
+            slice_, volume = registry.slice_volumes([item.slice_id])[item.slice_id]
+            model, spec, _ = load_registered_model(services, result["champion"])
+            with open_stack(volume.path) as stack:
+                window = percentile_window(stack)
+                raw = stack.slice(slice_.axis, slice_.index)
+            options = ScoreOptions(
+                "bald" if strategy in ("bald", "hybrid") else "entropy",
+                tile=spec.tile,
+                overlap=spec.tile // 4,
+            )
+            unsure, probs = uncertainty_map(model, normalise(raw, window), options)
+            picture = uncertainty_figure(
+                to_uint8(raw, window),
+                probs.argmax(axis=0),
+                unsure,
+                f"round {last}: {slice_.axis} = {slice_.index} (score {item.score:.4f}), "
+                f"champion model {result['champion']}",
+                folder / "uncertainty.png",
+            )
+    finally:
+        services.close()
+    summary = {
+        "dataset": result["dataset"],
+        "volume_id": ingested["volume_id"],
+        "first_model": first["model_version"],
+        "first_model_mIoU": first["mIoU"],
+        "loop": result,
+        "models": models,
+        "rounds": rounds,
+        "al_curve": str(curve),
+        "uncertainty": None if picture is None else str(picture),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    report = folder / "report.md"
+    report.write_text(report_markdown(summary))
+    summary["report"] = str(report)
+    return summary
+
+
+def _compact(row: dict) -> dict:
+    """A model listing row cut to what the demo's table shows."""
+    keep = ("id", "arch", "stage", "dataset_version", "parent")
+    return {**{k: row[k] for k in keep}, "test mIoU": row["metrics"].get("test/mIoU")}
+
+
+def report_markdown(summary: dict) -> str:
+    """The demo's report for people: what ran, the rounds, the champion's progress."""
+    loop_result = summary["loop"]
+    lines = [
+        f"# tomoloop active learning on {summary['dataset']}",
+        "",
+        f"First model {summary['first_model']} (trained on the rough labels): test mIoU "
+        f"{summary['first_model_mIoU']:.4f}.",
+        "",
+        "| round | slices labelled | challenger | dataset version | promoted | champion mIoU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in loop_result["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['labelled']} | {r['challenger']} | v{r['dataset_version']} "
+            f"| {'yes' if r['promoted'] else 'no'} | {r['champion_mIoU']:.4f} |"
+        )
+    lines.append("")
+    lines += [f"- round {r['round']}: {'; '.join(r['reasons'])}" for r in loop_result["rounds"]]
+    lines += [
+        "",
+        f"Stopped: {loop_result['stopped']}. Champion: model {loop_result['champion']}.",
+        "",
+        "![learning curve](al_curve.png)",
+    ]
+    if summary["uncertainty"]:
+        lines += ["", "![a slice chosen in the last round](uncertainty.png)"]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,25 @@
+"""`tomoloop demo`'s flow end to end, tiny: through the real Label Studio of the session."""
+
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio_env):
+    from tomoloop.flows.demo import demo
+
+    out = tmp_path / "out"
+    tiny = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
+    result = demo(str(out), rounds=1, budget=2, config=tiny, options={"base": 4, "depth": 2})
+    (done,) = result["loop"]["rounds"]
+    assert done["labelled"] == 2 and done["dataset_version"] == 3  # v1 rough, v2 gold, v3 round
+    assert result["loop"]["stopped"] == "1 rounds done"
+    assert [m["id"] for m in result["models"]] == [result["first_model"], done["challenger"]]
+    assert result["rounds"][0]["status"] == "closed"
+    for name in ("report.md", "al_curve.png", "uncertainty.png", "summary.json"):
+        assert (out / name).stat().st_size > 100, name
+    report = (out / "report.md").read_text()
+    assert f"| {done['round']} | 2 | {done['challenger']} | v3 |" in report
+    assert json.loads((out / "summary.json").read_text())["loop"] == result["loop"]
