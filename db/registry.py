@@ -870,6 +870,43 @@ class Registry:
                     .values(ls_task_id=task_id)
                 )
 
+    def open_rounds(self, dataset: str) -> list[int]:
+        """Ids of the dataset's rounds still waiting for labels, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(ALRound.id)
+                    .where(ALRound.dataset == dataset, ALRound.status == "open")
+                    .order_by(ALRound.id)
+                )
+            )
+
+    def new_labels(self, dataset: str) -> int:
+        """Labels people made (tier annotator or expert) on the slices of dataset ``dataset``
+        that the newest model of that name did not train on (all of them before any model).
+        """
+        latest = self.dataset(dataset)
+        trained_on = select(ModelVersion.dataset_version_id).where(ModelVersion.name == dataset)
+        trained_on = trained_on.order_by(ModelVersion.id.desc()).limit(1).scalar_subquery()
+        slices = (
+            select(Annotation.slice_id)
+            .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+            .where(DatasetMember.dataset_version_id == latest.id)
+        )
+        used = select(DatasetMember.annotation_id).where(
+            DatasetMember.dataset_version_id == trained_on
+        )
+        with self.session() as s:
+            return s.scalar(
+                select(func.count())
+                .select_from(Annotation)
+                .where(
+                    Annotation.tier >= Tier.ANNOTATOR,
+                    Annotation.slice_id.in_(slices),
+                    Annotation.id.not_in(used),
+                )
+            )
+
     def lead_times(self, dataset: str) -> dict[int, float]:
         """Annotation seconds of every slice a person labelled in a round of ``dataset``."""
         with self.session() as s:

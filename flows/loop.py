@@ -75,15 +75,22 @@ def al_round(
     seed: int = 0,
     passes: int = 8,
     push: bool = True,
+    max_open: int | None = None,
     device: str = "auto",
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
-    the champion unless given) and push them to Label Studio as a new round.
+    the champion unless given) and push them to Label Studio as a new round — unless
+    ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
+    nobody does).
     """
     log = get_run_logger()
     services = Services.from_settings()
     try:
         registry = services.registry
+        waiting = registry.open_rounds(dataset)
+        if max_open is not None and len(waiting) >= max_open:
+            log.info("no new round: rounds %s of %s are still open", waiting, dataset)
+            return {"round": None, "open_rounds": waiting}
         version = registry.dataset(dataset)
         model_id = model if model is not None else _champion_id(services, dataset)
         torch_device = resolve_device(device)
@@ -278,6 +285,32 @@ def promote(
         "reasons": list(decision.reasons),
         "champion_score": champion_score,
     }
+
+
+@flow(name="retrain-on-labels")
+def retrain_on_labels(
+    dataset: str,
+    threshold: int = 8,
+    margin: float = 0.0,
+    fraction_tolerance: float = 0.05,
+    tier_weights: str = "",
+    device: str = "auto",
+) -> dict:
+    """Retrain and try to promote once people have made ``threshold`` labels the newest
+    model did not see; otherwise nothing (the trigger checked on a schedule and on
+    Label Studio's webhook events).
+    """
+    services = Services.from_settings()
+    try:
+        waiting = services.registry.new_labels(dataset)
+    finally:
+        services.close()
+    if waiting < threshold:
+        get_run_logger().info("%d new labels of %s (retrain at %d)", waiting, dataset, threshold)
+        return {"new_labels": waiting, "retrained": False}
+    challenger = retrain(dataset, tier_weights=tier_weights, device=device)
+    decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
+    return {"new_labels": waiting, "retrained": True, **decision}
 
 
 @flow(name="loop")

@@ -961,6 +961,29 @@ def loop_command(
     _print_result(f"active learning on {dataset}", result, as_json)
 
 
+@app.command("serve")
+def serve(
+    dataset: Annotated[str, typer.Option(help="Dataset whose loop to run.")],
+    round_cron: Annotated[str, typer.Option(help="Cron schedule of new rounds.")] = "0 2 * * *",
+    check_minutes: Annotated[int, typer.Option(help="Minutes between new-label checks.")] = 15,
+    sync_minutes: Annotated[int, typer.Option(help="Minutes between Label Studio polls.")] = 5,
+    threshold: Annotated[int, typer.Option(help="New labels that start a retraining.")] = 8,
+    strategy: StrategyOpt = "bald",
+    budget: Annotated[int, typer.Option(help="Slices per round.")] = 8,
+) -> None:
+    """Run the loop's deployments (sync, retrain on new labels, scheduled rounds) until
+    stopped; needs a Prefect server (PREFECT_API_URL).
+    """
+    from prefect import serve as prefect_serve
+
+    from tomoloop.flows.deployments import Schedule, deployments
+    from tomoloop.selection import get
+
+    get(strategy)
+    when = Schedule(round_cron, check_minutes, sync_minutes, threshold, strategy, budget)
+    prefect_serve(*deployments(dataset, when))
+
+
 @app.command("microstructure")
 def microstructure_command(
     labels: Annotated[Path, typer.Argument(help="Label stack (TIFF).")],

@@ -133,3 +133,34 @@ def test_a_human_annotator_loop_stops_after_the_push_and_says_where(champion):
     assert item.state == "pending" and item.ls_task_id is not None
     with pytest.raises(RegistryError, match="needs the ground-truth label stacks"):
         loop(name, annotator="oracle")
+
+
+def test_new_labels_trigger_a_retraining_and_a_schedule_never_piles_up_rounds(champion):
+    from tomoloop.db.registry import NewAnnotation
+    from tomoloop.flows.loop import al_round, retrain_on_labels
+    from tomoloop.masks import encode_class_mask
+
+    registry, name, gold, _ = champion
+    assert retrain_on_labels(name, threshold=2) == {"new_labels": 0, "retrained": False}
+    train = registry.pool(registry.dataset(name).id)[:2]
+    truth = tifffile.imread(gold)
+    registry.add_annotations(
+        [
+            NewAnnotation(
+                p.slice_id,
+                Tier.ANNOTATOR,
+                f"person:{p.index}",
+                mask_rle=encode_class_mask(truth[p.index]),
+            )
+            for p in train
+        ]
+    )
+    assert registry.new_labels(name) == 2
+    done = retrain_on_labels(name, threshold=2, fraction_tolerance=1.0, device="cpu")
+    assert done["retrained"] and done["new_labels"] == 2
+    assert registry.new_labels(name) == 0  # the newest model trained on them
+
+    first = al_round(name, "entropy", budget=1, max_open=1, device="cpu")
+    assert first["round"] is not None
+    again = al_round(name, "entropy", budget=1, max_open=1, device="cpu")
+    assert again == {"round": None, "open_rounds": [first["round"]]}

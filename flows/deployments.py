@@ -1,0 +1,74 @@
+"""The loop's deployments for one dataset: what `tomoloop serve` runs, and what
+``prefect.yaml`` declares for a Prefect server with work pools.
+
+- ``sync-<dataset>``: pull new Label Studio annotations every few minutes (the webhook's
+  fallback);
+- ``retrain-on-labels-<dataset>``: retrain and try to promote once enough new labels are
+  in, checked on a schedule (and on webhook events, see :mod:`tomoloop.adapters.http`);
+  one at a time;
+- ``al-round-<dataset>``: open a new round on a cron schedule, unless one is still open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prefect.deployments.runner import RunnerDeployment
+
+from tomoloop.flows.labelstudio import sync_annotations
+from tomoloop.flows.loop import al_round, retrain_on_labels
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the loop runs: ``round_cron`` (a new round), ``check_minutes`` (the
+    new-label check), ``sync_minutes`` (polling Label Studio); ``threshold`` new labels
+    start a retraining.
+    """
+
+    round_cron: str = "0 2 * * *"
+    check_minutes: int = 15
+    sync_minutes: int = 5
+    threshold: int = 8
+    strategy: str = "bald"
+    budget: int = 8
+
+
+def deployment_names(dataset: str) -> dict[str, str]:
+    """Deployment name per flow for a dataset."""
+    return {
+        "sync-annotations": f"sync-{dataset}",
+        "retrain-on-labels": f"retrain-on-labels-{dataset}",
+        "al-round": f"al-round-{dataset}",
+    }
+
+
+def deployments(dataset: str, when: Schedule = Schedule()) -> list[RunnerDeployment]:
+    """The three deployments of the loop for ``dataset``."""
+    names = deployment_names(dataset)
+    return [
+        sync_annotations.to_deployment(
+            names["sync-annotations"],
+            interval=when.sync_minutes * 60,
+            parameters={"dataset": dataset},
+            tags=["tomoloop", dataset],
+        ),
+        retrain_on_labels.to_deployment(
+            names["retrain-on-labels"],
+            interval=when.check_minutes * 60,
+            parameters={"dataset": dataset, "threshold": when.threshold},
+            concurrency_limit=1,
+            tags=["tomoloop", dataset, "gpu"],
+        ),
+        al_round.to_deployment(
+            names["al-round"],
+            cron=when.round_cron,
+            parameters={
+                "dataset": dataset,
+                "strategy": when.strategy,
+                "budget": when.budget,
+                "max_open": 1,
+            },
+            tags=["tomoloop", dataset],
+        ),
+    ]
