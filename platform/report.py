@@ -52,3 +52,25 @@ def uncertainty_figure(
     out = Path(path)
     fig.savefig(out)
     return out
+
+
+def plot_efficiency(document: dict, path: str | os.PathLike[str]) -> Path:
+    """Test mIoU against labelled slices per strategy (mean over seeds) with the full-data
+    mIoU and its 95 % line, as a PNG; ``document`` as :func:`tomoloop.efficiency.efficiency`
+    returns it.
+    """
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    ax = fig.subplots()
+    for name, result in document["strategies"].items():
+        curve = result["curve"]
+        ax.plot([p[0] for p in curve], [p[1] for p in curve], marker="o", ms=3, label=name)
+    full = document["full_data_miou"]
+    ax.axhline(full, color="black", lw=1, label=f"all {document['pool_slices']} slices")
+    ax.axhline(0.95 * full, color="black", lw=1, ls="--", label="95 % of that")
+    ax.set(xlabel="labelled slices", ylabel="test mIoU", title="label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out

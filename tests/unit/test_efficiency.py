@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from tomoloop.efficiency import (
+    EfficiencySetup,
+    area_under,
+    efficiency,
+    labels_to_reach,
+    mean_curve,
+    stack_split,
+)
+from tomoloop.phases import PhaseMap
+from tomoloop.stacks import open_stack
+from tomoloop.training import TrainConfig
+
+TINY = TrainConfig(epochs=1, patch=32, batch=4, patches_per_epoch=8, overlap=8, patience=0)
+
+
+def test_curve_arithmetic():
+    a, b = [(2, 0.5), (4, 0.7), (6, 0.9)], [(2, 0.3), (4, 0.7), (6, 0.7)]
+    assert mean_curve([a, b]) == [(2, pytest.approx(0.4)), (4, 0.7), (6, pytest.approx(0.8))]
+    assert labels_to_reach(a, 0.7) == 4 and labels_to_reach(a, 0.95) is None
+    assert area_under([(0, 0.0), (10, 1.0)]) == pytest.approx(0.5)
+    assert area_under(a) == pytest.approx(0.7)
+    assert area_under([(3, 0.4)]) == 0.4
+
+
+@pytest.fixture
+def split(tmp_path, electrode_volume):
+    rng = np.random.default_rng(0)
+    gray = np.clip(electrode_volume * 80 + 20 + rng.normal(0, 6, electrode_volume.shape), 0, 255)
+    tifffile.imwrite(tmp_path / "gray.tif", gray.astype(np.uint8))
+    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
+    with open_stack(tmp_path / "gray.tif") as g, open_stack(tmp_path / "labels.tif") as lab:
+        return stack_split(g, lab, PhaseMap.parse("pore=0,nmc=1,cbd=2"))
+
+
+def test_every_strategy_starts_alike_and_labels_budget_slices_per_round(split):
+    assert len(split.pool) + len(split.val) + len(split.test) <= 20 and split.test
+    setup = EfficiencySetup(
+        ("random", "bald", "coreset"),
+        seeds=1,
+        rounds=2,
+        budget=2,
+        initial=2,
+        min_gap=1,
+        options={"base": 4, "depth": 2},
+        train=TINY,
+    )
+    seen = []
+    document = efficiency(split, setup, on_curve=lambda *a: seen.append(a[:2]))
+    assert seen == [("random", 0), ("bald", 0), ("coreset", 0)]
+    assert 0 <= document["full_data_miou"] <= 1 and document["pool_slices"] == len(split.pool)
+    firsts = set()
+    for result in document["strategies"].values():
+        assert [n for n, _ in result["curve"]] == [2, 4, 6]
+        firsts.add(result["curve"][0][1])
+        assert result["auc"] == pytest.approx(area_under([tuple(p) for p in result["curve"]]))
+    assert len(firsts) == 1  # one shared starting model per seed
+    json.dumps(document)  # the document is plain JSON
