@@ -51,9 +51,14 @@ def demo(
     config: dict | None = None,
     options: dict | None = None,
     port: int = 8080,
+    annotator: str = "oracle",
     device: str = "auto",
 ) -> dict:
     """Run the active-learning loop end to end into ``out``; the summary.
+
+    ``annotator="human"`` stops after the first round is pushed and says where to label;
+    `tomoloop loop` (or the `retrain-on-labels` deployment of `tomoloop serve`) carries on
+    once the labels are in.
 
     Without ``gray``/``labels`` a synthetic electrode is generated with exact labels
     (gold) and rough ones (the binarisation bias of seed 001: thin carbon binder eroded).
@@ -92,14 +97,17 @@ def demo(
         strategy,
         budget,
         min_gap=2,
+        annotator=annotator,
         truth={name: gold},
         fraction_tolerance=fraction_tolerance,
         config=config or DEMO_TRAIN,
         tier_weights=DEMO_TIER_WEIGHTS,
         device=device,
     )
-    summary = _report(folder, ingested, first, result, strategy)
-    return {**summary, "home": str(settings.home), "label_studio": label_studio}
+    where = {"home": str(settings.home), "label_studio": label_studio}
+    if "waiting_for" in result:
+        return {**result, **where, "dataset": name}
+    return {**_report(folder, ingested, first, result, strategy), **where}
 
 
 def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: str) -> dict:

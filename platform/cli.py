@@ -1145,6 +1145,9 @@ def demo(
     budget: Annotated[int, typer.Option(help="Slices per round.")] = 4,
     strategy: StrategyOpt = "bald",
     port: PortOpt = 8080,
+    annotator: Annotated[
+        str, typer.Option(help="oracle (answers through Label Studio) or human (you label).")
+    ] = "oracle",
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -1158,6 +1161,8 @@ def demo(
 
     if (gray is None) != (labels is None):
         raise TomoloopError("give both --gray and --labels, or neither to use the generated sample")
+    if annotator not in ("oracle", "human"):
+        raise TomoloopError(f"--annotator {annotator!r}: use oracle or human")
     if gray is not None and phases is None:
         raise TomoloopError("--phases is needed with your own stacks, e.g. pore=0,nmc=1,cbd=2")
     if phases is not None:
@@ -1176,10 +1181,20 @@ def demo(
             budget=budget,
             strategy=strategy,
             port=port,
+            annotator=annotator,
             device=device,
         )
     if as_json:
         emit_json(result)
+        return
+    if "waiting_for" in result:
+        out.print(
+            f"round {result['waiting_for']} is waiting for you: annotate at "
+            f"{result['annotate_at']} (admin@tomoloop.local; the password is in "
+            f"{result['home']}/labelstudio/server.json). Then, with "
+            f"TOMOLOOP_HOME={result['home']}: tomoloop labelstudio sync --dataset "
+            f"{result['dataset']} && tomoloop retrain --dataset {result['dataset']}"
+        )
         return
     print_rows("models", result["models"], False)
     print_rows("rounds", result["rounds"], False)

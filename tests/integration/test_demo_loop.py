@@ -23,3 +23,20 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     report = (out / "report.md").read_text()
     assert f"| {done['round']} | 2 | {done['challenger']} | v3 |" in report
     assert json.loads((out / "summary.json").read_text())["loop"] == result["loop"]
+
+
+def test_with_a_human_annotator_the_demo_stops_after_the_push(tmp_path, label_studio_env):
+    from tomoloop.flows.demo import demo
+
+    tiny = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
+    waiting = demo(
+        str(tmp_path / "out"),
+        name="human-demo",
+        budget=2,
+        config=tiny,
+        options={"base": 4, "depth": 2},
+        annotator="human",
+    )
+    assert waiting["annotate_at"].startswith("http://127.0.0.1") and waiting["waiting_for"]
+    assert waiting["dataset"] == "human-demo"
+    assert not (tmp_path / "out" / "report.md").exists()
