@@ -5,6 +5,10 @@
   ``X-Tomoloop-Secret`` header) is compared in constant time. The annotation is handled as
   the polling sync handles it (same key, same registry write), so a webhook and a poll of
   the same annotation store it once.
+  With ``TOMOLOOP_RETRAIN_THRESHOLD`` set and an ``on_new_labels`` callback given, a
+  stored annotation that brings the dataset's new labels to the threshold calls the
+  callback (after the response) — ``tomoloop http`` starts the dataset's
+  ``retrain-on-labels`` deployment with it.
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
   registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``.
 
@@ -14,9 +18,10 @@ Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --po
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Header, HTTPException
+from fastapi import BackgroundTasks, Body, FastAPI, Header, HTTPException
 
 from tomoloop.adapters.labelstudio import PulledAnnotation
 from tomoloop.adapters.labelstudio_registry import dataset_of, handle_annotation
@@ -45,8 +50,13 @@ def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnota
         ) from exc
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The app over the registry and secret of ``settings`` (default: the environment)."""
+def create_app(
+    settings: Settings | None = None, on_new_labels: Callable[[str], None] | None = None
+) -> FastAPI:
+    """The app over the registry and secret of ``settings`` (default: the environment);
+    ``on_new_labels(dataset)`` runs when a webhook brings a dataset to the retraining
+    threshold.
+    """
     settings = settings or Settings()
     registry = Registry.from_url(settings.registry_url)
     app = FastAPI(title="tomoloop", description="Label Studio webhooks and the registry.")
@@ -54,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/webhooks/labelstudio")
     def labelstudio_webhook(
         payload: Annotated[dict[str, Any], Body()],
+        background: BackgroundTasks,
         secret: Annotated[str | None, Header(alias=SECRET_HEADER)] = None,
     ) -> dict:
         """Store the annotation a Label Studio event carries (idempotent)."""
@@ -76,7 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             names = PhaseMap.parse(registry.dataset_phases(version.id)).names
         except RegistryError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return {"status": handle_annotation(registry, names, project_id, pulled, "webhook")}
+        status = handle_annotation(registry, names, project_id, pulled, "webhook")
+        threshold = settings.retrain_threshold
+        if status == "stored" and on_new_labels is not None and threshold is not None:
+            waiting = registry.new_labels(dataset)
+            if waiting >= threshold:
+                background.add_task(on_new_labels, dataset)
+                return {"status": status, "retrain": f"{waiting} new labels ≥ {threshold}"}
+        return {"status": status}
 
     @app.get("/volumes")
     def volumes() -> list[dict]:

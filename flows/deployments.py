@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from prefect.deployments import run_deployment
 from prefect.deployments.runner import RunnerDeployment
 
 from tomoloop.flows.labelstudio import sync_annotations
@@ -72,3 +74,15 @@ def deployments(dataset: str, when: Schedule = Schedule()) -> list[RunnerDeploym
             tags=["tomoloop", dataset],
         ),
     ]
+
+
+def start_retrain(dataset: str) -> None:
+    """Ask the Prefect server to run the dataset's ``retrain-on-labels`` deployment now
+    (returns at once; a worker or ``tomoloop serve`` runs it). A failure is logged, never
+    raised: the scheduled check catches up.
+    """
+    name = f"retrain-on-labels/{deployment_names(dataset)['retrain-on-labels']}"
+    try:
+        run_deployment(name, timeout=0, as_subflow=False, tags=["webhook"])
+    except Exception as exc:  # the webhook's answer must not depend on Prefect being up
+        logging.getLogger(__name__).warning("could not start %s: %s", name, exc)

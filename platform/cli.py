@@ -804,8 +804,9 @@ def http(
     import uvicorn
 
     from tomoloop.adapters.http import create_app
+    from tomoloop.flows.deployments import start_retrain
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(on_new_labels=start_retrain), host=host, port=port, log_level="info")
 
 
 StrategyOpt = Annotated[

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
             directly inside the server's ``LOCAL_FILES_DOCUMENT_ROOT`` (default the local
             server's ``home/labelstudio/files/media``).
         webhook_secret: the shared secret Label Studio's webhooks must carry.
+        retrain_threshold: new labels (annotator/expert, unseen by the newest model) at
+            which a webhook event starts the dataset's ``retrain-on-labels`` deployment;
+            None: only the schedule checks.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
@@ -38,6 +41,7 @@ class Settings(BaseSettings):
     label_studio_token: SecretStr | None = None
     label_studio_files: Path | None = None
     webhook_secret: SecretStr | None = None
+    retrain_threshold: int | None = None
 
     @property
     def registry_url(self) -> str:

@@ -164,3 +164,51 @@ def test_new_labels_trigger_a_retraining_and_a_schedule_never_piles_up_rounds(ch
     assert first["round"] is not None
     again = al_round(name, "entropy", budget=1, max_open=1, device="cpu")
     assert again == {"round": None, "open_rounds": [first["round"]]}
+
+
+def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(champion, monkeypatch):
+    import asyncio
+
+    from fastapi.testclient import TestClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from tomoloop.adapters.http import create_app
+    from tomoloop.adapters.labelstudio import brush_results
+    from tomoloop.adapters.labelstudio_registry import project_title, task_key
+    from tomoloop.config import Settings
+    from tomoloop.flows.deployments import deployment_names, deployments, start_retrain
+
+    registry, name, gold, _ = champion
+    deployments(name)[1].apply()  # what `tomoloop serve` registers
+    settings = Settings(webhook_secret="s3cret", retrain_threshold=2)
+    client = TestClient(create_app(settings, on_new_labels=start_retrain))
+    truth = tifffile.imread(gold)
+    answers = []
+    for k, p in enumerate(registry.pool(registry.dataset(name).id)[:2]):
+        body = {
+            "action": "ANNOTATION_CREATED",
+            "annotation": {
+                "id": 900 + k,
+                "result": brush_results(truth[p.index], ("pore", "nmc", "cbd")),
+                "updated_at": "2026-11-29T12:00:00Z",
+            },
+            "task": {"id": 5000 + k, "data": {"key": task_key(p.slice_id, 1)}},
+            "project": {"id": 1, "title": project_title(name)},
+        }
+        answer = client.post(
+            "/webhooks/labelstudio", json=body, headers={"X-Tomoloop-Secret": "s3cret"}
+        )
+        answers.append(answer.json())
+    assert answers[0] == {"status": "stored"}  # one new label: below the threshold
+    assert answers[1] == {"status": "stored", "retrain": "2 new labels ≥ 2"}
+
+    async def runs():
+        wanted = deployment_names(name)["retrain-on-labels"]
+        async with get_client() as prefect:
+            return await prefect.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[wanted]))
+            )
+
+    (run,) = asyncio.run(runs())
+    assert "webhook" in run.tags and run.parameters["dataset"] == name
