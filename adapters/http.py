@@ -5,10 +5,10 @@
   ``X-Tomoloop-Secret`` header) is compared in constant time. The annotation is handled as
   the polling sync handles it (same key, same registry write), so a webhook and a poll of
   the same annotation store it once.
-  With ``TOMOLOOP_RETRAIN_THRESHOLD`` set and an ``on_new_labels`` callback given, a
-  stored annotation that brings the dataset's new labels to the threshold calls the
-  callback (after the response) — ``tomoloop http`` starts the dataset's
-  ``retrain-on-labels`` deployment with it.
+  With ``TOMOLOOP_RETRAIN_THRESHOLD`` set and an ``on_new_labels`` callback given, the
+  stored annotation that brings the dataset's new labels to exactly the threshold calls
+  the callback (after the response; the schedule catches any count past it) —
+  ``tomoloop http`` starts the dataset's ``retrain-on-labels`` deployment with it.
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
   registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``.
 
@@ -91,7 +91,7 @@ def create_app(
         threshold = settings.retrain_threshold
         if status == "stored" and on_new_labels is not None and threshold is not None:
             waiting = registry.new_labels(dataset)
-            if waiting >= threshold:
+            if waiting == threshold:  # this event crossed it; later ones wait for the run
                 background.add_task(on_new_labels, dataset)
                 return {"status": status, "retrain": f"{waiting} new labels ≥ {threshold}"}
         return {"status": status}

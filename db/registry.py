@@ -882,8 +882,9 @@ class Registry:
             )
 
     def new_labels(self, dataset: str) -> int:
-        """Labels people made (tier annotator or expert) on the slices of dataset ``dataset``
-        that the newest model of that name did not train on (all of them before any model).
+        """Slices of dataset ``dataset`` whose best label was made by a person (tier annotator
+        or expert) and is not in the version the newest model of that name trained on (all
+        such slices before any model). A label superseded by a newer one does not count.
         """
         latest = self.dataset(dataset)
         trained_on = select(ModelVersion.dataset_version_id).where(ModelVersion.name == dataset)
@@ -893,16 +894,18 @@ class Registry:
             .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
             .where(DatasetMember.dataset_version_id == latest.id)
         )
+        best = _ranked_annotations().where(Annotation.slice_id.in_(slices)).subquery()
         used = select(DatasetMember.annotation_id).where(
             DatasetMember.dataset_version_id == trained_on
         )
         with self.session() as s:
             return s.scalar(
                 select(func.count())
-                .select_from(Annotation)
+                .select_from(best)
+                .join(Annotation, Annotation.id == best.c.id)
                 .where(
+                    best.c.rank == 1,
                     Annotation.tier >= Tier.ANNOTATOR,
-                    Annotation.slice_id.in_(slices),
                     Annotation.id.not_in(used),
                 )
             )

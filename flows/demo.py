@@ -77,7 +77,11 @@ def demo(
     if not label_studio:
         label_studio = LocalLabelStudio(settings.home, port=port).up().url
         log.info("Label Studio at %s", label_studio)
-    upgrade(make_engine(settings.registry_url))
+    engine = make_engine(settings.registry_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
     ingested = ingest(gray=gray, labels=labels, name=name, phases=phases, split=(0.7, 0.15, 0.15))
     gilded = add_gold(name, name, gold)
     first = train_semantic(

@@ -34,6 +34,10 @@ from tomoloop.stacks import check_declared, open_stack
 from tomoloop.training import resolve_device
 
 
+class NothingToLabel(RegistryError):
+    """Every training slice is labelled, pending or too close to one that is."""
+
+
 def _champion_id(services: Services, dataset: str) -> int:
     champion = services.registry.champion(dataset)
     if champion is None:
@@ -55,12 +59,6 @@ def _features(model, pool: list[PoolSlice], options: ScoreOptions) -> dict[int, 
             for index, features in score_stack(model, stack, options, axis, sorted(ids)):
                 out[ids[index]] = features
     return out
-
-
-def _candidate(p: PoolSlice, f: SliceFeatures) -> Candidate:
-    return Candidate(
-        p.slice_id, p.volume_id, p.axis, p.index, f.score, f.foreground, f.boundary, f.embedding
-    )
 
 
 @flow(name="al-round")
@@ -103,7 +101,10 @@ def al_round(
         pool = registry.pool(version.id)
         features = _features(network, pool, options)
         registry.record_scores(model_id, {k: f.score for k, f in features.items()}, options.label)
-        candidates = {p.slice_id: _candidate(p, features[p.slice_id]) for p in pool}
+        candidates = {
+            p.slice_id: Candidate.of(p.slice_id, p.volume_id, p.axis, p.index, features[p.slice_id])
+            for p in pool
+        }
         free = [candidates[p.slice_id] for p in pool if p.state == "free"]
         taken = [candidates[p.slice_id] for p in pool if p.state != "free"]
         seen = registry.lead_times(dataset)
@@ -113,7 +114,7 @@ def al_round(
             lead_time = LeadTimeModel.fit([b for b, _ in known], [s for _, s in known])
         chosen = chooser.select(free, limits, taken, np.random.default_rng(seed), lead_time)
         if not chosen:
-            raise RegistryError(
+            raise NothingToLabel(
                 f"no slice of {dataset!r} can be chosen: all {len(pool)} training slices are "
                 f"labelled, pending or within {min_gap} of one that is"
             )
@@ -277,7 +278,7 @@ def promote(
         "promoted" if decision.promote else "not promoted",
         "; ".join(decision.reasons),
     )
-    champion_score = new[metric] if decision.promote or old is None else old[metric]
+    champion_score = new[metric] if decision.promote else None if old is None else old[metric]
     return {
         "challenger": challenger,
         "champion_before": champion_id,
@@ -358,23 +359,35 @@ def loop(
         reason = stop_reason(history, labelled, stop)
         if reason is not None:
             break
-        chosen = al_round(dataset, strategy, budget, None, min_gap, seed=seed + k, device=device)
+        try:
+            chosen = al_round(
+                dataset, strategy, budget, None, min_gap, seed=seed + k, device=device
+            )
+        except NothingToLabel as exc:
+            reason = str(exc)
+            break
         if annotator == "human":
             return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
         oracle_answers(chosen["round"], truth, behaviour, seed + k)
-        synced = sync_annotations(dataset)
-        labelled += synced["stored"]
+        sync_annotations(dataset)
+        services = Services.from_settings()
+        try:  # counted on the round, whether the webhook or this sync stored the labels
+            answered = services.registry.close_round(chosen["round"])["annotated"]
+        finally:
+            services.close()
+        labelled += answered
         challenger = retrain(dataset, config=config, tier_weights=tier_weights, device=device)
         decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
-        history.append(decision["champion_score"])
+        score = decision["champion_score"]
+        history.append(history[-1] if score is None else score)
         done.append(
             {
                 "round": chosen["round"],
-                "labelled": synced["stored"],
+                "labelled": answered,
                 "challenger": challenger["model_version"],
                 "dataset_version": challenger["version"],
                 "promoted": decision["promoted"],
-                "champion_mIoU": decision["champion_score"],
+                "champion_mIoU": history[-1],
                 "reasons": decision["reasons"],
             }
         )

@@ -497,10 +497,7 @@ def ingest(
 def parse_options(items: list[str] | None) -> dict:
     """``["base=8", "dropout=0.2"]`` → network options (ints, floats or strings)."""
     options: dict = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise TomoloopError(f"--option {item!r}: write KEY=VALUE, e.g. --option base=8")
+    for key, raw in parse_pairs(items, "--option", "base=8").items():
         try:
             options[key] = json.loads(raw)
         except json.JSONDecodeError:

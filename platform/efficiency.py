@@ -54,12 +54,18 @@ class EfficiencySetup:
 
 @dataclass(frozen=True)
 class Split:
-    """Training pool (indexed by slice position), validation and test slices."""
+    """Training pool (indexed by position; ``pool_z`` their z indices, for the gap
+    constraint), validation and test slices.
+    """
 
     pool: Sequence[LabelledSlice]
     val: Sequence[LabelledSlice]
     test: Sequence[LabelledSlice]
     n_classes: int
+    pool_z: Sequence[int] = ()
+
+    def z(self, position: int) -> int:
+        return self.pool_z[position] if self.pool_z else position
 
 
 def stack_split(
@@ -84,7 +90,7 @@ def stack_split(
         ):
             check_declared(raw, phases, f"{labels.path.name} z={z}")
             out[name].append(LabelledSlice(normalise(image, window), lut[raw]))
-    return Split(out["train"], out["val"], out["test"], len(phases))
+    return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
 
 
 def _fit(labelled: Sequence[LabelledSlice], split: Split, setup: EfficiencySetup, seed: int):
@@ -145,17 +151,20 @@ def learning_curve(
             if chooser.embed
             else (i for i in range(len(split.pool)) if i not in labelled)
         )
-        candidates = {}
-        for i in wanted:
-            f = slice_features(model, split.pool[i].image, options)
-            candidates[i] = Candidate(i, 0, "z", i, f.score, f.foreground, f.boundary, f.embedding)
+        candidates = {
+            i: Candidate.of(
+                i, 0, "z", split.z(i), slice_features(model, split.pool[i].image, options)
+            )
+            for i in wanted
+        }
         free = [c for i, c in candidates.items() if i not in labelled]
-        taken = [candidates[i] for i in labelled if i in candidates]
+        # Every labelled slice holds its neighbours off, for every strategy alike.
+        taken = [candidates.get(i) or Candidate(i, 0, "z", split.z(i)) for i in labelled]
         limits = Constraints(setup.budget, None, setup.min_gap)
         chosen = chooser.select(free, limits, taken, rng)
         if not chosen:
             break
-        labelled = sorted(labelled + [c.index for c in chosen])
+        labelled = sorted(labelled + [c.slice_id for c in chosen])
     return curve
 
 

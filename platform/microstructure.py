@@ -74,6 +74,11 @@ def tortuosity(
     img = np.ascontiguousarray(np.moveaxis(mask, AXES.index(axis), 0)).astype(np.uint8)
     solver = taufactor.Solver(img, device=str(device))
     tau = solver.solve(verbose=False, conv_crit=conv_crit, iter_limit=iter_limit)
+    if not solver.converged:
+        raise TomoloopError(
+            f"TauFactor did not converge along {axis} in {iter_limit} iterations: a larger "
+            "iteration limit (or a looser convergence criterion) is needed for this volume"
+        )
     return float(np.asarray(tau).ravel()[0])
 
 

@@ -73,8 +73,8 @@ def decide(challenger: dict, champion: dict | None, rules: PromotionRules) -> De
 @dataclass(frozen=True)
 class StopRules:
     """Stop when ``label_budget`` labelled slices are spent (None: no budget), or when the
-    champion's score has not risen by at least ``min_gain`` over the last ``patience``
-    rounds.
+    champion's score has not risen by more than ``min_gain`` over the last ``patience``
+    rounds (a flat score stops it).
     """
 
     label_budget: int | None = None
@@ -90,7 +90,7 @@ def stop_reason(scores: Sequence[float], labelled: int, rules: StopRules) -> str
         return f"label budget spent ({labelled} of {rules.label_budget} slices)"
     if len(scores) > rules.patience:
         best_before = max(scores[: -rules.patience])
-        if max(scores[-rules.patience :]) < best_before + rules.min_gain:
+        if max(scores[-rules.patience :]) <= best_before + rules.min_gain:
             return (
                 f"no gain of {rules.min_gain} over the last {rules.patience} rounds "
                 f"(best {max(scores):.4f})"

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tomoloop.errors import TomoloopError
+
+if TYPE_CHECKING:
+    from tomoloop.scoring import SliceFeatures
 
 
 class SelectionError(TomoloopError):
@@ -47,6 +51,14 @@ class Candidate:
     foreground: float = 1.0
     boundary: float = 0.0
     embedding: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(
+        cls, slice_id: int, volume: int, axis: str, index: int, features: SliceFeatures
+    ) -> Candidate:
+        """A candidate with a slice's scored features."""
+        f = features
+        return cls(slice_id, volume, axis, index, f.score, f.foreground, f.boundary, f.embedding)
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,15 @@ def admissible(
 
 
 def take_in_order(
-    ordered: Sequence[Candidate], limits: Constraints, taken: Sequence[Candidate] = ()
+    ordered: Sequence[Candidate],
+    limits: Constraints,
+    taken: Sequence[Candidate] = (),
+    chosen: Sequence[Candidate] = (),
 ) -> list[Candidate]:
-    """The first admissible candidates of a preference order, up to the budget."""
-    chosen: list[Candidate] = []
+    """``chosen`` followed by the first admissible candidates of a preference order, up to
+    the budget.
+    """
+    chosen = list(chosen)
     for c in ordered:
         if len(chosen) == limits.budget:
             break
@@ -256,7 +273,8 @@ class CoresetStrategy(Strategy):
 
 class HybridStrategy(Strategy):
     """An uncertainty pool (``pool`` × budget by BALD score, cost-aware with a lead-time
-    model), then k-centre inside the pool so the round is not ten views of one feature.
+    model), then k-centre inside the pool so the round is not ten views of one feature;
+    what the constraints leave of the budget is filled from outside the pool by value.
     """
 
     name = "hybrid"
@@ -265,8 +283,11 @@ class HybridStrategy(Strategy):
     pool = 4
 
     def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        pool = _by_value(candidates, lead_time)[: self.pool * limits.budget]
-        return k_centre(pool, limits, taken)
+        ranked = _by_value(candidates, lead_time)
+        size = self.pool * limits.budget
+        spread = k_centre(ranked[:size], limits, taken)
+        # The constraints can leave the pool short of the budget: fill by value.
+        return take_in_order(ranked[size:], limits, taken, spread)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

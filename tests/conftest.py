@@ -107,7 +107,9 @@ def label_studio_env(tmp_path, monkeypatch, label_studio):
     from tomoloop.db.engine import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
-    upgrade(make_engine(url))
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
     ls_url, token = label_studio.credentials()
     for key, value in {
         "TOMOLOOP_HOME": str(tmp_path / "home"),

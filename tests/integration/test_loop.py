@@ -91,7 +91,8 @@ def test_rounds_answered_by_the_oracle_through_label_studio_retrain_and_stop_on_
         for r in result["rounds"]
     ]
     assert all(b - a >= 2 for a, b in by_round)  # min gap within a round
-    assert registry.lead_times(name)  # the second round ranked cost-aware on these
+    seen = registry.lead_times(name)  # the second round ranked cost-aware on these
+    assert set(seen) == set(chosen) and all(s >= 20 for s in seen.values())
 
     best = {a.slice_id: a for a in registry.best_annotations()}
     for slice_id in chosen:  # the oracle's unbiased answers are the gold masks, pixel exact
@@ -185,7 +186,7 @@ def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(cham
     client = TestClient(create_app(settings, on_new_labels=start_retrain))
     truth = tifffile.imread(gold)
     answers = []
-    for k, p in enumerate(registry.pool(registry.dataset(name).id)[:2]):
+    for k, p in enumerate(registry.pool(registry.dataset(name).id)[:3]):
         body = {
             "action": "ANNOTATION_CREATED",
             "annotation": {
@@ -202,6 +203,7 @@ def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(cham
         answers.append(answer.json())
     assert answers[0] == {"status": "stored"}  # one new label: below the threshold
     assert answers[1] == {"status": "stored", "retrain": "2 new labels ≥ 2"}
+    assert answers[2] == {"status": "stored"}  # past the threshold: the run already asked
 
     async def runs():
         wanted = deployment_names(name)["retrain-on-labels"]

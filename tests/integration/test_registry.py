@@ -298,3 +298,8 @@ def test_the_pool_refreshed_versions_lead_times_and_closing_rounds(registry_url)
     slice_6 = registry.register_slices(volume, "z", [6])[6]  # not in the dataset: stays out
     registry.add_annotations([NewAnnotation(slice_6, Tier.EXPERT, "gold:x")])
     assert registry.refresh_dataset("nmc").id == v2.id
+    assert registry.new_labels("nmc") == 1  # slice 1's label; no model trained yet
+    registry.add_annotations([NewAnnotation(slices[1], Tier.ANNOTATOR, "ls:1@t2")])
+    assert registry.new_labels("nmc") == 1  # a corrected label supersedes, never adds
+    model = registry.register_model("nmc", "unet", "torch", registry.refresh_dataset("nmc").id)
+    assert model and registry.new_labels("nmc") == 0  # the newest model trained on it

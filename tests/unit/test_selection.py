@@ -150,3 +150,12 @@ def test_bad_names_budgets_and_missing_embeddings_say_what_to_do():
     with pytest.raises(SelectionError, match="embed=True"):
         get("coreset").select([Candidate(1, 0, "z", 0)], Constraints(1))
     assert get("bald").scoring == "bald" and get("hybrid").embed
+
+
+def test_hybrid_fills_the_budget_when_the_constraints_thin_its_pool():
+    crowded = [Candidate(k, 0, "z", 3 * k, score=0.9, embedding=(float(k), 0.0)) for k in range(8)]
+    elsewhere = [
+        Candidate(10 + k, 1, "z", 3 * k, score=0.1, embedding=(0.0, 1.0)) for k in range(3)
+    ]
+    chosen = get("hybrid").select([*crowded, *elsewhere], Constraints(2, per_volume=1))
+    assert sorted(c.volume for c in chosen) == [0, 1]
