@@ -188,46 +188,19 @@ def test_microstructure_json_is_the_documented_document(stacks, electrode_volume
     assert doc == expected
     assert doc["phases"]["cbd"]["tortuosity"]["x"] == pytest.approx(1.0, abs=1e-3)  # a slab
     bad = tomoloop("microstructure", labels, "--phases", "pore=0,nmc=1", "--json")
-    assert bad.returncode != 0 and "2" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "holds label values [2]" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
     gray, labels = stacks
+    base = ["benchmark", "al", "--gray", gray, "--labels", labels, "--phases", "pore=0,nmc=1,cbd=2"]
+    tiny = "--seeds 1 --rounds 1 --budget 1 --initial 1 --epochs 1 --patch 32"
+    tiny += " --patches-per-epoch 8 --option base=4 --option depth=2 --device cpu"
     result = tomoloop(
-        "benchmark",
-        "al",
-        "--gray",
-        gray,
-        "--labels",
-        labels,
-        "--phases",
-        "pore=0,nmc=1,cbd=2",
-        "--strategies",
-        "random,entropy",
-        "--seeds",
-        "1",
-        "--rounds",
-        "1",
-        "--budget",
-        "1",
-        "--initial",
-        "1",
-        "--epochs",
-        "1",
-        "--patch",
-        "32",
-        "--patches-per-epoch",
-        "8",
-        "--option",
-        "base=4",
-        "--option",
-        "depth=2",
-        "--device",
-        "cpu",
-        "--plot",
-        tmp_path / "curves.png",
-        "--json",
-    )
+        *base, "--strategies", "random,entropy", *tiny.split(),
+        "--plot", tmp_path / "curves.png", "--json",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert set(doc["strategies"]) == {"random", "entropy"}
@@ -235,16 +208,5 @@ def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
         assert {"labels_to_95", "auc", "curve"} <= set(values)
         assert [n for n, _ in values["curve"]] == [1, 2]
     assert 0 <= doc["full_data_miou"] <= 1 and (tmp_path / "curves.png").stat().st_size > 1000
-    unknown = tomoloop(
-        "benchmark",
-        "al",
-        "--gray",
-        gray,
-        "--labels",
-        labels,
-        "--phases",
-        "pore=0,nmc=1,cbd=2",
-        "--strategies",
-        "random,vibes",
-    )
+    unknown = tomoloop(*base, "--strategies", "random,vibes")
     assert unknown.returncode != 0 and "unknown strategy 'vibes'" in unknown.stderr
