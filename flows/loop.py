@@ -116,7 +116,7 @@ def al_round(
         if not chosen:
             raise NothingToLabel(
                 f"no slice of {dataset!r} can be chosen: all {len(pool)} training slices are "
-                f"labelled, pending or within {min_gap} of one that is"
+                f"labelled, pending or closer than {min_gap} slices to one that is"
             )
         round_id = registry.open_round(
             dataset, chooser.name, model_id, [(c.slice_id, c.score) for c in chosen], budget
