@@ -156,13 +156,10 @@ def sync_annotations(dataset: str) -> dict:
         for a in pulled:
             if event_key(a) not in seen:
                 counts[handle_annotation(registry, names, project, a, "poll")] += 1
+        # close_round counts each open round's items and closes it when none is pending
         closed = [
-            r.id
-            for r, states in registry.rounds()
-            if r.dataset == dataset and r.status == "open" and states and not states.get("pending")
+            r for r in registry.open_rounds(dataset) if not registry.close_round(r)["pending"]
         ]
-        for round_id in closed:
-            registry.close_round(round_id)
         log.info("project %s: %s; rounds closed: %s", project, counts, closed or "none")
         return {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
     finally:
