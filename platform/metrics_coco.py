@@ -40,3 +40,30 @@ def mean_ap(precision: np.ndarray) -> float:
     cells = precision[:, :, :, 0, -1]
     valid = cells[cells > -1]
     return float(valid.mean()) if valid.size else float("nan")
+
+
+def instance_scores(ground_truth: dict, results: list[dict]) -> dict[str, float]:
+    """COCO AP of detections against a ground-truth document, 0–1 scale.
+
+    Returns ``segm_AP``, ``segm_AP50``, ``segm_AP75`` and the same for ``bbox``: AP over
+    IoU .50:.95 and at IoU .50 and .75, all areas, at the largest maxDets. No detections
+    score 0. ``results`` are COCO result dicts (:func:`tomoloop.instances.detection_results`).
+    """
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = ground_truth
+        gt.createIndex()
+        scores = {}
+        for iou_type in ("segm", "bbox"):
+            if not results:
+                scores.update({f"{iou_type}_{k}": 0.0 for k in ("AP", "AP50", "AP75")})
+                continue
+            evaluator = COCOeval(gt, gt.loadRes(results), iou_type)
+            evaluator.params.maxDets = [1, 10, max(100, len(results))]
+            evaluator.evaluate()
+            evaluator.accumulate()
+            precision = evaluator.eval["precision"]
+            scores[f"{iou_type}_AP"] = mean_ap(precision)
+            scores[f"{iou_type}_AP50"] = mean_ap(precision[:1])  # thresholds .50, .55, …
+            scores[f"{iou_type}_AP75"] = mean_ap(precision[5:6])
+    return scores

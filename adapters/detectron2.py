@@ -1,0 +1,308 @@
+"""Detectron2 Mask R-CNN: configuration, training from a COCO folder, prediction.
+
+Seed 004 (Daemi et al., Methods): Mask R-CNN with a ResNet-101 FPN backbone, learning rate
+0.0001, every slice rotated and orthogonally flipped. Here the backbone is R18/R50/R101,
+trained from scratch with GroupNorm (detectron2's ``scratch_mask_rcnn_R_50_FPN_3x_gn``) or
+from local pretrained weights given as a path — nothing is downloaded. Grey slices are fed
+as three equal channels, so ImageNet/COCO weights load unchanged.
+
+Training resumes from the last checkpoint in its folder, so a killed run loses at most
+``checkpoint_every`` iterations. CUDA runs use automatic mixed precision.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.data import DatasetMapper, build_detection_train_loader
+from detectron2.data import transforms as T
+from detectron2.data.datasets import load_coco_json
+from detectron2.data.samplers import TrainingSampler
+from detectron2.modeling import build_model
+from detectron2.solver import build_lr_scheduler, build_optimizer
+from detectron2.utils.events import EventStorage
+
+from tomoloop.errors import TomoloopError
+from tomoloop.instances import Detections, check_coco
+
+_BASE = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
+_SCRATCH_GN = "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"
+for _name in ("detectron2", "fvcore"):  # their INFO lines flood flow logs
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+class Detectron2Error(TomoloopError):
+    """Mask R-CNN cannot be trained or loaded as asked."""
+
+
+@dataclass(frozen=True)
+class MaskRCNNConfig:
+    """How a Mask R-CNN is built and trained. Sizes are pixels.
+
+    Attributes:
+        depth: ResNet depth, 18, 50 or 101 (seed 004 used 101).
+        norm: "GN" (GroupNorm; trains from scratch) or "FrozenBN" (for pretrained weights;
+            from scratch only with a small ``lr`` and gradient clipping).
+        weights: local detectron2/torchvision checkpoint path; "" starts from random init.
+        iterations: optimiser steps.
+        lr: base learning rate (seed 004: 1e-4).
+        batch: images per step.
+        min_size, max_size: shorter / longest image side the network sees.
+        anchor_sizes: one anchor size per FPN level, pixels (particles are small).
+        rois_per_image: sampled proposals per image for the heads.
+        clip_gradients: gradient norm clip (0 switches it off).
+        checkpoint_every: iterations between checkpoints (resume points).
+        score_threshold: detections below this score are dropped at prediction.
+        detections_per_image: most instances returned per slice.
+        seed: random seed of weights, sampling and augmentation.
+        workers: data-loading processes (0 loads in the training process).
+    """
+
+    depth: int = 101
+    norm: str = "GN"
+    weights: str = ""
+    iterations: int = 3000
+    lr: float = 1e-4
+    batch: int = 2
+    min_size: int = 512
+    max_size: int = 1024
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)
+    rois_per_image: int = 128
+    clip_gradients: float = 1.0
+    checkpoint_every: int = 500
+    score_threshold: float = 0.5
+    detections_per_image: int = 200
+    seed: int = 0
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.depth not in (18, 34, 50, 101):
+            raise Detectron2Error(f"depth {self.depth}: use 18, 34, 50 or 101")
+        if self.norm not in ("GN", "FrozenBN"):
+            raise Detectron2Error(f"norm {self.norm!r}: use GN or FrozenBN")
+        if self.weights and not Path(self.weights).is_file():
+            raise Detectron2Error(
+                f"weights file {self.weights} does not exist: give the path of a local "
+                "checkpoint (nothing is downloaded), or no weights to train from scratch"
+            )
+        if self.iterations < 1 or self.batch < 1 or self.lr <= 0:
+            raise Detectron2Error("iterations and batch must be ≥ 1 and lr > 0")
+        if len(self.anchor_sizes) != 5:
+            raise Detectron2Error("anchor_sizes: give one size per FPN level (5)")
+
+
+def build_config(config: MaskRCNNConfig, n_classes: int, device: str) -> CfgNode:
+    """The detectron2 config of a Mask R-CNN with ``n_classes`` instance categories."""
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file(_SCRATCH_GN if config.norm == "GN" else _BASE))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = config.weights
+    cfg.MODEL.RESNETS.DEPTH = config.depth
+    if config.depth in (18, 34):
+        cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    if config.norm == "FrozenBN" and not config.weights:
+        cfg.MODEL.BACKBONE.FREEZE_AT = 0  # nothing pretrained to keep
+    cfg.MODEL.ANCHOR_GENERATOR.SIZES = [[s] for s in config.anchor_sizes]
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = n_classes
+    cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = config.rois_per_image
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = config.score_threshold
+    cfg.TEST.DETECTIONS_PER_IMAGE = config.detections_per_image
+    cfg.INPUT.MASK_FORMAT = "bitmask"  # exact RLE masks, holes and cracks included
+    cfg.INPUT.MIN_SIZE_TRAIN = (config.min_size,)
+    cfg.INPUT.MIN_SIZE_TEST = config.min_size
+    cfg.INPUT.MAX_SIZE_TRAIN = config.max_size
+    cfg.INPUT.MAX_SIZE_TEST = config.max_size
+    cfg.SOLVER.BASE_LR = config.lr
+    cfg.SOLVER.MAX_ITER = config.iterations
+    cfg.SOLVER.IMS_PER_BATCH = config.batch
+    cfg.SOLVER.STEPS = ()
+    cfg.SOLVER.WARMUP_ITERS = min(100, config.iterations // 10)
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = config.clip_gradients > 0
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = config.clip_gradients or 1.0
+    cfg.DATALOADER.NUM_WORKERS = config.workers
+    cfg.SEED = config.seed
+    return cfg
+
+
+def augmentations(cfg: CfgNode) -> list[T.Augmentation]:
+    """Seed 004: right-angle rotations and orthogonal flips, then the training resize."""
+    return [
+        T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
+        T.RandomFlip(prob=0.5, horizontal=False, vertical=True),
+        T.RandomRotation([0, 90, 180, 270], expand=True, sample_style="choice"),
+        T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, "choice"),
+    ]
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """losses: total loss per iteration (from the start, across resumes); checkpoint:
+    the trained network as bytes for :func:`load`; resumed_after: iterations a previous
+    run had done (0 for a fresh start).
+    """
+
+    losses: list[float]
+    checkpoint: bytes
+    resumed_after: int
+
+
+def training_records(coco_file: Path, image_root: Path) -> tuple[list[dict], list[str]]:
+    """Detectron2 dataset dicts of the images with instances, and the category names."""
+    document = json.loads(coco_file.read_text())
+    check_coco(document, str(coco_file))
+    missing = [
+        i["file_name"] for i in document["images"] if not (image_root / i["file_name"]).exists()
+    ]
+    if missing:
+        raise Detectron2Error(
+            f"{len(missing)} images of {coco_file} are missing under {image_root}, "
+            f"e.g. {missing[0]}: point the image root at the COCO export's images"
+        )
+    categories = sorted(document["categories"], key=lambda c: c["id"])
+    contiguous = {c["id"]: k for k, c in enumerate(categories)}  # detectron2 classes are 0..n-1
+    records = [r for r in load_coco_json(str(coco_file), str(image_root)) if r["annotations"]]
+    for record in records:
+        for ann in record["annotations"]:
+            ann["category_id"] = contiguous[ann["category_id"]]
+    return records, [c["name"] for c in categories]
+
+
+def train(
+    coco_file: Path,
+    image_root: Path,
+    config: MaskRCNNConfig,
+    folder: Path,
+    device: torch.device,
+    on_iteration: Callable[[int, float], None] | None = None,
+) -> TrainOutcome:
+    """Train Mask R-CNN on a COCO file whose images lie under ``image_root``.
+
+    Checkpoints go to ``folder``; a run over the same folder resumes from the last one.
+    Raises :class:`Detectron2Error` when the loss stops being finite (lower ``lr``).
+    """
+    records, names = training_records(coco_file, image_root)
+    cfg = build_config(config, len(names), str(device))
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)  # detectron2's augmentations draw from NumPy
+    model = build_model(cfg)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpointer = DetectionCheckpointer(
+        model, str(folder), optimizer=optimizer, scheduler=scheduler
+    )
+    start = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True).get("iteration", -1) + 1
+    losses_file = folder / "losses.json"
+    losses = json.loads(losses_file.read_text())[:start] if start and losses_file.exists() else []
+    mapper = DatasetMapper(
+        cfg, is_train=True, augmentations=augmentations(cfg), recompute_boxes=True
+    )
+    loader = build_detection_train_loader(
+        records,
+        mapper=mapper,
+        sampler=TrainingSampler(len(records), seed=config.seed + start),
+        total_batch_size=config.batch,
+        num_workers=config.workers,
+    )
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    model.train()
+    with EventStorage(start) as storage:
+        for iteration, batch in zip(range(start, config.iterations), loader, strict=False):
+            storage.iter = iteration
+            with torch.autocast(device.type, enabled=amp):
+                total = sum(model(batch).values())
+            if not torch.isfinite(total):
+                raise Detectron2Error(
+                    f"the loss became {total.item()} at iteration {iteration}: lower the "
+                    "learning rate, or use norm GN when training from scratch"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(optimizer)  # clips after unscaling (cfg.SOLVER.CLIP_GRADIENTS)
+            scaler.update()
+            scheduler.step()
+            losses.append(float(total.item()))
+            if on_iteration is not None:
+                on_iteration(iteration, losses[-1])
+            done = iteration + 1
+            if done % config.checkpoint_every == 0 and done < config.iterations:
+                checkpointer.save("last", iteration=iteration)
+                losses_file.write_text(json.dumps(losses))
+    return TrainOutcome(losses, _pack(cfg, model, names, config), start)
+
+
+def _pack(cfg: CfgNode, model: torch.nn.Module, names: list[str], config: MaskRCNNConfig) -> bytes:
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(
+        {"cfg": cfg.dump(), "model": state, "categories": names, "config": asdict(config)}, buffer
+    )
+    return buffer.getvalue()
+
+
+@dataclass
+class MaskRCNN:
+    """A trained Mask R-CNN ready to predict; ``categories`` in class-index order."""
+
+    model: torch.nn.Module
+    cfg: CfgNode
+    categories: list[str]
+    config: MaskRCNNConfig
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.cfg.MODEL.DEVICE)
+
+
+def load(data: bytes, device: torch.device) -> MaskRCNN:
+    """A network packed by :func:`train`, on ``device``, in eval mode."""
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        cfg = CfgNode.load_cfg(saved["cfg"])
+    except Exception as error:
+        raise Detectron2Error(f"not a tomoloop Mask R-CNN checkpoint ({error})") from error
+    cfg.MODEL.DEVICE = str(device)
+    cfg.MODEL.WEIGHTS = ""
+    model = build_model(cfg)
+    model.load_state_dict(saved["model"])
+    model.eval()
+    config = MaskRCNNConfig(**{**saved["config"], "weights": ""})
+    return MaskRCNN(model, cfg, list(saved["categories"]), config)
+
+
+def predict(net: MaskRCNN, images: Sequence[np.ndarray]) -> list[Detections]:
+    """Instances on each (H, W) uint8 grey slice (any sizes), at the slice's resolution."""
+    resize = T.ResizeShortestEdge(net.cfg.INPUT.MIN_SIZE_TEST, net.cfg.INPUT.MAX_SIZE_TEST)
+    inputs = []
+    for image in images:
+        h, w = image.shape
+        resized = resize.get_transform(image).apply_image(image)
+        tensor = torch.as_tensor(np.ascontiguousarray(np.repeat(resized[None], 3, axis=0)))
+        inputs.append({"image": tensor.float(), "height": h, "width": w})
+    amp = net.device.type == "cuda"
+    with torch.no_grad(), torch.autocast(net.device.type, enabled=amp):
+        outputs = net.model(inputs)
+    found = []
+    for output in outputs:
+        instances = output["instances"].to("cpu")
+        found.append(
+            Detections(
+                instances.pred_masks.numpy().astype(bool),
+                instances.scores.numpy().astype(np.float32),
+                instances.pred_classes.numpy().astype(np.int64),
+                instances.pred_boxes.tensor.numpy().astype(np.float32),
+            )
+        )
+    return found

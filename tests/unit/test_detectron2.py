@@ -1,0 +1,119 @@
+"""Detectron2 Mask R-CNN on CPU: a tiny net trains, predicts into COCOeval, resumes, and
+bad inputs are refused with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tomoloop.adapters import detectron2 as d2
+from tomoloop.instances import CocoDocumentError, coco_from_slices, detection_results
+from tomoloop.metrics_coco import instance_scores
+
+TINY = d2.MaskRCNNConfig(
+    depth=18,
+    norm="FrozenBN",
+    iterations=12,
+    lr=1e-3,
+    batch=2,
+    min_size=64,
+    max_size=64,
+    checkpoint_every=1000,
+    score_threshold=0.0,
+)
+
+
+def disc_slices(n: int, seed: int = 0, side: int = 64) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Grey slices (bright discs on dark, noisy) and their particle labels (1)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for _ in range(n):
+        label = np.zeros((side, side), np.uint8)
+        for _ in range(3):
+            r = int(rng.integers(5, 9))
+            x, y = (int(v) for v in rng.integers(r, side - r, 2))
+            cv2.circle(label, (x, y), r, 1, -1)
+        grey = np.where(label == 1, 180.0, 60.0) + rng.normal(0, 15, label.shape)
+        images.append(np.clip(grey, 0, 255).astype(np.uint8))
+        labels.append(label)
+    return images, labels
+
+
+def write_coco(folder: Path, images, labels) -> Path:
+    names = [f"z{i:05d}.png" for i in range(len(images))]
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name, image in zip(names, images, strict=True):
+        cv2.imwrite(str(folder / "images" / name), image)
+    coco = folder / "train.json"
+    coco.write_text(json.dumps(coco_from_slices(labels, names, ["pore", "particle"], [1])))
+    return coco
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("maskrcnn")
+    images, labels = disc_slices(6)
+    coco = write_coco(folder, images, labels)
+    outcome = d2.train(coco, folder / "images", TINY, folder / "run", torch.device("cpu"))
+    return outcome
+
+
+def test_the_loss_falls(trained):
+    losses = trained.losses
+    assert len(losses) == TINY.iterations and trained.resumed_after == 0
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
+
+
+def test_predictions_load_into_cocoeval(trained):
+    net = d2.load(trained.checkpoint, torch.device("cpu"))
+    assert net.categories == ["particle"]
+    images, labels = disc_slices(2, seed=1)
+    found = d2.predict(net, images)
+    assert len(found) == 2 and all(d.masks.shape[1:] == (64, 64) for d in found)
+    assert any(len(d) for d in found)
+    truth = coco_from_slices(labels, ["a.png", "b.png"], ["pore", "particle"], [1])
+    results = [r for i, d in enumerate(found) for r in detection_results(d, i + 1)]
+    scores = instance_scores(truth, results)
+    assert set(scores) == {f"{t}_{k}" for t in ("segm", "bbox") for k in ("AP", "AP50", "AP75")}
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    images, labels = disc_slices(4)
+    coco = write_coco(tmp_path, images, labels)
+    config = d2.MaskRCNNConfig(**{**TINY.__dict__, "iterations": 4, "checkpoint_every": 2})
+    first = d2.train(coco, tmp_path / "images", config, tmp_path / "run", torch.device("cpu"))
+    again = d2.train(coco, tmp_path / "images", config, tmp_path / "run", torch.device("cpu"))
+    assert first.resumed_after == 0 and again.resumed_after == 2
+    assert again.losses[:2] == first.losses[:2] and len(again.losses) == 4
+
+
+def test_a_missing_weights_file_is_named():
+    with pytest.raises(d2.Detectron2Error, match=r"weights file /no/such\.pkl does not exist"):
+        d2.MaskRCNNConfig(weights="/no/such.pkl")
+
+
+def test_coco_without_annotations_or_with_unknown_categories_is_refused(tmp_path):
+    images, labels = disc_slices(1)
+    coco = write_coco(tmp_path, images, labels)
+    document = json.loads(coco.read_text())
+    coco.write_text(json.dumps({**document, "annotations": []}))
+    with pytest.raises(CocoDocumentError, match="has no annotations"):
+        d2.training_records(coco, tmp_path / "images")
+    document["annotations"][0]["category_id"] = 4
+    coco.write_text(json.dumps(document))
+    with pytest.raises(CocoDocumentError, match="category_id 4"):
+        d2.training_records(coco, tmp_path / "images")
+
+
+def test_missing_images_are_named(tmp_path):
+    images, labels = disc_slices(1)
+    coco = write_coco(tmp_path, images, labels)
+    with pytest.raises(d2.Detectron2Error, match=r"images of .* are missing under .*z00000\.png"):
+        d2.training_records(coco, tmp_path / "elsewhere")

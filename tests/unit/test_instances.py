@@ -1,0 +1,101 @@
+"""COCO documents from labelled slices, their checks, detections as COCO results, AP."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from pycocotools import mask as mask_utils
+
+from tomoloop.instances import (
+    CocoDocumentError,
+    Detections,
+    check_coco,
+    coco_from_slices,
+    detection_results,
+)
+from tomoloop.metrics_coco import instance_scores
+
+label_slices = hnp.arrays(
+    np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 2)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(label_slices, min_size=1, max_size=3))
+def test_every_instance_phase_pixel_is_covered_exactly_once(slices):
+    document = coco_from_slices(
+        slices, [f"{i}.png" for i in range(len(slices))], ["a", "b", "c"], [1, 2]
+    )
+    for i, labels in enumerate(slices):
+        painted = np.zeros(labels.shape, np.int64)
+        count = np.zeros(labels.shape, np.int64)
+        anns = [a for a in document["annotations"] if a["image_id"] == i + 1]
+        for ann in anns:
+            mask = mask_utils.decode(ann["segmentation"]).astype(bool)
+            assert mask.sum() == ann["area"]
+            painted[mask] = [1, 2][ann["category_id"] - 1]
+            count += mask
+        assert (count <= 1).all()
+        assert np.array_equal(painted, np.where(np.isin(labels, [1, 2]), labels, 0))
+        n_components = sum(
+            cv2.connectedComponents((labels == v).view(np.uint8), connectivity=8)[0] - 1
+            for v in (1, 2)
+        )
+        assert len(anns) == n_components
+    assert [c["name"] for c in document["categories"]] == ["b", "c"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(bool, st.tuples(st.integers(0, 4), st.integers(1, 10), st.integers(1, 10))))
+def test_detection_results_decode_to_the_detected_masks(masks):
+    n = len(masks)
+    detections = Detections(
+        masks, np.linspace(0.1, 0.9, n), np.zeros(n, np.int64), np.zeros((n, 4))
+    )
+    results = detection_results(detections, image_id=7)
+    assert len(results) == n
+    for mask, result in zip(masks, results, strict=True):
+        assert result["image_id"] == 7 and result["category_id"] == 1
+        assert np.array_equal(mask_utils.decode(result["segmentation"]).astype(bool), mask)
+
+
+def _discs() -> np.ndarray:
+    labels = np.zeros((48, 48), np.uint8)
+    for x, y in ((10, 10), (35, 12), (24, 34)):
+        cv2.circle(labels, (x, y), 7, 1, -1)
+    return labels
+
+
+def test_ground_truth_as_detections_scores_ap_one_and_nothing_scores_zero():
+    labels = _discs()
+    document = coco_from_slices([labels], ["z.png"], ["pore", "particle"], [1])
+    perfect = [{**a, "score": 1.0} for a in document["annotations"]]
+    scores = instance_scores(document, perfect)
+    assert scores["segm_AP"] == pytest.approx(1.0) and scores["bbox_AP50"] == pytest.approx(1.0)
+    assert set(instance_scores(document, []).values()) == {0.0}
+
+
+def test_half_the_particles_found_scores_between():
+    document = coco_from_slices([_discs()], ["z.png"], ["pore", "particle"], [1])
+    found = [{**a, "score": 1.0} for a in document["annotations"][:2]]
+    assert 0.5 < instance_scores(document, found)["segm_AP"] < 0.8
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(annotations=[]), "has no annotations"),
+        (lambda d: d["annotations"][0].update(category_id=9), "category_id 9"),
+        (lambda d: d["annotations"][0].update(image_id=5), "refers to image 5"),
+        (lambda d: d.update(categories=[]), "declares no categories"),
+    ],
+)
+def test_a_document_that_cannot_train_is_refused_with_the_reason(change, message):
+    document = coco_from_slices([_discs()], ["z.png"], ["pore", "particle"], [1])
+    change(document)
+    with pytest.raises(CocoDocumentError, match=message):
+        check_coco(document, "train.json")
