@@ -15,30 +15,39 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-from detectron2 import model_zoo
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
-from detectron2.data import DatasetMapper, build_detection_train_loader
-from detectron2.data import transforms as T
-from detectron2.data.datasets import load_coco_json
-from detectron2.data.samplers import TrainingSampler
-from detectron2.modeling import build_model
-from detectron2.solver import build_lr_scheduler, build_optimizer
-from detectron2.utils.events import EventStorage
+
+with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
+    warnings.simplefilter("ignore", FutureWarning)
+    import detectron2
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import CfgNode, get_cfg
+    from detectron2.data import DatasetMapper, build_detection_train_loader
+    from detectron2.data import transforms as T
+    from detectron2.data.datasets import load_coco_json
+    from detectron2.data.samplers import TrainingSampler
+    from detectron2.modeling import build_model
+    from detectron2.solver import build_lr_scheduler, build_optimizer
+    from detectron2.utils.events import EventStorage
 
 from tomoloop.errors import TomoloopError
-from tomoloop.instances import Detections, check_coco
+from tomoloop.instances import Detections, check_coco, detection_results
+from tomoloop.metrics_coco import instance_scores
 
-_BASE = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
-_SCRATCH_GN = "Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"
+_CONFIGS = Path(detectron2.__file__).parent / "model_zoo" / "configs"  # shipped with detectron2
+_BASE = _CONFIGS / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
+_SCRATCH_GN = _CONFIGS / "Misc" / "scratch_mask_rcnn_R_50_FPN_3x_gn.yaml"
 for _name in ("detectron2", "fvcore"):  # their INFO lines flood flow logs
     logging.getLogger(_name).setLevel(logging.WARNING)
+# detectron2 asks torch.fx whether it is tracing on every forward pass; torch warns about it
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
 class Detectron2Error(TomoloopError):
@@ -104,7 +113,7 @@ class MaskRCNNConfig:
 def build_config(config: MaskRCNNConfig, n_classes: int, device: str) -> CfgNode:
     """The detectron2 config of a Mask R-CNN with ``n_classes`` instance categories."""
     cfg = get_cfg()
-    cfg.merge_from_file(model_zoo.get_config_file(_SCRATCH_GN if config.norm == "GN" else _BASE))
+    cfg.merge_from_file(str(_SCRATCH_GN if config.norm == "GN" else _BASE))
     cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = config.weights
     cfg.MODEL.RESNETS.DEPTH = config.depth
@@ -306,3 +315,19 @@ def predict(net: MaskRCNN, images: Sequence[np.ndarray]) -> list[Detections]:
             )
         )
     return found
+
+
+def evaluate(net: MaskRCNN, coco_file: Path, image_root: Path, batch: int = 4) -> dict[str, float]:
+    """COCO AP (segm and bbox; AP, AP50, AP75 on the 0–1 scale) of ``net`` on the images
+    of a COCO file, against its annotations.
+    """
+    document = json.loads(coco_file.read_text())
+    check_coco(document, str(coco_file))
+    results: list[dict] = []
+    images = document["images"]
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        greys = [cv2.imread(str(image_root / i["file_name"]), cv2.IMREAD_GRAYSCALE) for i in chunk]
+        for info, found in zip(chunk, predict(net, greys), strict=True):
+            results.extend(detection_results(found, info["id"]))
+    return instance_scores(document, results)

@@ -4,8 +4,10 @@ from the settings, a dataset version's labelled slices, a registered model's net
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -82,3 +84,71 @@ def load_registered_model(
     data = services.store.get_bytes(version.checkpoint_uri, version.checkpoint_sha256)
     model, spec = load_model(data, device)
     return model, spec, version
+
+
+def request_key(request: dict) -> str:
+    """A short stable hash of a training request (names its checkpoint folder)."""
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def saved_run(services: Services, folder: Path, request: dict) -> tuple[int, int, str] | None:
+    """(model version, run, status) that the request's folder remembers, if this registry
+    holds that run for this very request (another registry may reuse the ids).
+    """
+    marker = folder / "run.json"
+    if not marker.exists():
+        return None
+    saved = json.loads(marker.read_text())
+    try:
+        model = services.registry.model(saved["model_version"])
+    except RegistryError:
+        return None
+    if model.config != json.loads(json.dumps(request)):
+        return None
+    for run in services.registry.training_runs(model.id):
+        if run.id == saved["training_run"]:
+            return model.id, run.id, run.status
+    return None
+
+
+def open_run(
+    services: Services,
+    folder: Path,
+    request: dict,
+    name: str,
+    arch: str,
+    backend: str,
+    device: str,
+) -> tuple[int, int]:
+    """The model version and running training run of this request: the interrupted ones
+    the folder remembers (a resumed run keeps its identity), or new ones.
+    """
+    registry = services.registry
+    saved = saved_run(services, folder, request)
+    if saved is not None:
+        model_id, run_id, _ = saved
+        registry.update_training(run_id, "running")
+        return model_id, run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    with registry.atomic():
+        model_id = registry.register_model(
+            name,
+            arch,
+            backend,
+            request["dataset_version"],
+            config=request,
+            parent_id=request["parent"],
+        )
+        run_id = registry.start_training(model_id, device)
+    temp = folder / ".run.json"
+    temp.write_text(json.dumps({"model_version": model_id, "training_run": run_id}))
+    temp.replace(folder / "run.json")
+    return model_id, run_id
+
+
+def finished_model(services: Services, folder: Path, request: dict) -> int | None:
+    """The model a finished run of this request registered, if any."""
+    saved = saved_run(services, folder, request)
+    if saved is not None and saved[2] == "finished":
+        return saved[0]
+    return None

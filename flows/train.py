@@ -11,8 +11,6 @@ checkpoint folder is keyed by the request); after success it returns the model i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,7 +26,10 @@ from tomoloop.flows.resources import (
     Services,
     dataset_phases,
     dataset_slices,
+    finished_model,
     load_registered_model,
+    open_run,
+    request_key,
 )
 from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.phases import PhaseMap
@@ -39,11 +40,6 @@ from tomoloop.training import (
     resolve_device,
     train,
 )
-
-
-def request_key(request: dict) -> str:
-    """A short stable hash of a training request (names its checkpoint folder)."""
-    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def curve_metrics(history: list[EpochRecord], dataset_version_id: int) -> list[NewMetric]:
@@ -112,7 +108,7 @@ def train_semantic(
             "tier_weights": tier_weights,
         }
         folder = settings.home / "runs" / request_key(request)
-        done = _finished_model(services, folder, request)
+        done = finished_model(services, folder, request)
         if done is not None:
             log.info("this request already trained model %s", done)
             return {"model_version": done, "resumed": False, "already_trained": True}
@@ -128,8 +124,8 @@ def train_semantic(
             log.info("fine-tuning from model %s; %d tensors start fresh", parent, len(fresh))
         frozen = freeze(model, tuple(freeze_prefixes))
         torch_device = resolve_device(device)
-        model_id, run_id = _open_run(
-            services, folder, request, name or dataset.name, arch, str(torch_device)
+        model_id, run_id = open_run(
+            services, folder, request, name or dataset.name, arch, "torch", str(torch_device)
         )
         try:
             result = train(
@@ -205,63 +201,6 @@ def _train_config(values: dict, phases: PhaseMap) -> TrainConfig:
     if augmentation is not None:
         config = replace(config, augmentation=Augmentation(**augmentation))
     return config
-
-
-def _saved_run(services: Services, folder: Path, request: dict) -> tuple[int, int, str] | None:
-    """(model version, run, status) that the request's folder remembers, if this registry
-    holds that run for this very request (another registry may reuse the ids).
-    """
-    marker = folder / "run.json"
-    if not marker.exists():
-        return None
-    saved = json.loads(marker.read_text())
-    try:
-        model = services.registry.model(saved["model_version"])
-    except RegistryError:
-        return None
-    if model.config != json.loads(json.dumps(request)):
-        return None
-    for run in services.registry.training_runs(model.id):
-        if run.id == saved["training_run"]:
-            return model.id, run.id, run.status
-    return None
-
-
-def _open_run(
-    services: Services, folder: Path, request: dict, name: str, arch: str, device: str
-) -> tuple[int, int]:
-    """The model version and running training run of this request: the interrupted ones
-    the folder remembers (a resumed run keeps its identity), or new ones.
-    """
-    registry = services.registry
-    saved = _saved_run(services, folder, request)
-    if saved is not None:
-        model_id, run_id, _ = saved
-        registry.update_training(run_id, "running")
-        return model_id, run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    with registry.atomic():
-        model_id = registry.register_model(
-            name,
-            arch,
-            "torch",
-            request["dataset_version"],
-            config=request,
-            parent_id=request["parent"],
-        )
-        run_id = registry.start_training(model_id, device)
-    temp = folder / ".run.json"
-    temp.write_text(json.dumps({"model_version": model_id, "training_run": run_id}))
-    temp.replace(folder / "run.json")
-    return model_id, run_id
-
-
-def _finished_model(services: Services, folder: Path, request: dict) -> int | None:
-    """The model a finished run of this request registered, if any."""
-    saved = _saved_run(services, folder, request)
-    if saved is not None and saved[2] == "finished":
-        return saved[0]
-    return None
 
 
 @flow(name="evaluate")

@@ -527,12 +527,19 @@ DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cud
 @app.command()
 def train(
     dataset: Annotated[str, typer.Option(help="NAME or NAME@VERSION (default latest).")],
-    arch: Annotated[str, typer.Option(help="Architecture, e.g. unet, ynet, matphase.")] = "unet",
+    arch: Annotated[
+        str, typer.Option(help="Architecture, e.g. unet, ynet, matphase, maskrcnn.")
+    ] = "unet",
     epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 30,
     patch: Annotated[int, typer.Option(help="Patch side in pixels (multiple of 16).")] = 128,
-    batch: Annotated[int, typer.Option(help="Patches per step.")] = 8,
+    batch: Annotated[
+        int | None, typer.Option(help="Patches (semantic, 8) or images (maskrcnn, 2) per step.")
+    ] = None,
     patches_per_epoch: Annotated[int, typer.Option(help="Random patches per epoch.")] = 256,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-3,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate (semantic AdamW 1e-3; maskrcnn SGD 1e-4, seed 004)."),
+    ] = None,
     loss: Annotated[
         str, typer.Option(help="ce, bce, balanced_ce, dice, tversky, focal_tversky.")
     ] = "ce",
@@ -560,30 +567,60 @@ def train(
         typer.Option(help="Phases that cannot touch, A:B (seed 000 kNN label smoothing)."),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
+    iterations: Annotated[int, typer.Option(help="maskrcnn: optimiser steps.")] = 3000,
+    depth: Annotated[int, typer.Option(help="maskrcnn: ResNet depth 18, 50 or 101.")] = 101,
+    norm: Annotated[
+        str, typer.Option(help="maskrcnn: GN (from scratch) or FrozenBN (with --weights).")
+    ] = "GN",
+    weights: Annotated[
+        Path | None, typer.Option(help="maskrcnn: local pretrained checkpoint (no download).")
+    ] = None,
+    min_size: Annotated[int, typer.Option(help="maskrcnn: shorter image side, pixels.")] = 512,
+    instances: Annotated[
+        list[str] | None,
+        typer.Option(help="maskrcnn: phase whose particles are instances (default all but 1st)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train a semantic network on a dataset version and register it as a candidate.
+    """Train a semantic network or a Mask R-CNN on a dataset version and register it as a
+    candidate.
 
-    Run the same command again after a crash and it resumes from its last epoch.
+    Run the same command again after a crash and it resumes from its last epoch
+    (checkpoint, for maskrcnn).
     """
     from tomoloop.data import NO_AUGMENTATION
     from tomoloop.flows.train import train_semantic
     from tomoloop.models import MODELS
 
+    given = {k: v for k, v in (("lr", lr), ("batch", batch)) if v is not None}  # else defaults
+    if arch == "maskrcnn":
+        maskrcnn = {
+            "iterations": iterations,
+            "depth": depth,
+            "norm": norm,
+            "weights": str(weights or ""),
+            "min_size": min_size,
+            "max_size": 2 * min_size,
+            "seed": seed,
+            **given,
+        }
+        _train_maskrcnn(dataset, maskrcnn, tuple(instances or ()), name, device, as_json)
+        return
     if arch not in MODELS:
-        raise TomoloopError(f"unknown architecture {arch!r}: choose one of {', '.join(MODELS)}")
+        raise TomoloopError(
+            f"unknown architecture {arch!r}: choose one of {', '.join(MODELS)}, maskrcnn"
+        )
     config = {
         "epochs": epochs,
         "patch": patch,
-        "batch": batch,
         "patches_per_epoch": patches_per_epoch,
-        "lr": lr,
         "loss": loss,
         "patience": patience,
         "seed": seed,
         "overlap": patch // 4,
         "row_removal": row_removal,
         "exclusive": [pair.split(":") for pair in exclusive or []],
+        **given,
     }
     if no_augment:
         config["augmentation"] = asdict(NO_AUGMENTATION)
@@ -600,6 +637,25 @@ def train(
             freeze_prefixes=tuple(freeze or ()),
             tier_weights=tier_weights,
         )
+    if as_json:
+        emit_json(result)
+    else:
+        _summary_table(f"model version {result['model_version']}", result)
+
+
+def _train_maskrcnn(
+    dataset: str,
+    config: dict,
+    instances: tuple[str, ...],
+    name: str | None,
+    device: str,
+    as_json: bool,
+) -> None:
+    from tomoloop.flows.instances import train_maskrcnn
+
+    with _database_errors():
+        found = _dataset(_open_registry(), dataset)
+        result = train_maskrcnn(found.id, name, config, instances, device)
     if as_json:
         emit_json(result)
     else:

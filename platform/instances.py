@@ -8,14 +8,20 @@ instance). Detections are what an instance model returns for one slice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from tomoloop.coco import Connectivity, slice_instances
+from tomoloop.data import LabelledSlice
 from tomoloop.errors import TomoloopError
+from tomoloop.phases import PhaseMap
+from tomoloop.pngs import write_png
+from tomoloop.stacks import Window, to_uint8
 
 
 class CocoDocumentError(TomoloopError):
@@ -88,6 +94,46 @@ def coco_from_slices(
             )
     categories = [{"id": k + 1, "name": class_names[c]} for k, c in enumerate(values)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def instance_classes(phases: PhaseMap, names: Sequence[str] = ()) -> tuple[int, ...]:
+    """Class indices of the phases whose particles are instances; by default every phase
+    but the first (the first is the background, e.g. pore).
+    """
+    if not names:
+        if len(phases) < 2:
+            raise CocoDocumentError(f"phases {phases}: instances need a phase besides the first")
+        return tuple(range(1, len(phases)))
+    unknown = [n for n in names if n not in phases.names]
+    if unknown:
+        raise CocoDocumentError(
+            f"instance phase {unknown[0]!r} is not a phase of {phases}: name one of "
+            f"{', '.join(phases.names)}"
+        )
+    return tuple(phases.names.index(n) for n in names)
+
+
+def write_coco_folder(
+    slices: Mapping[str, Sequence[LabelledSlice]],
+    class_names: Sequence[str],
+    classes: Sequence[int],
+    out_dir: Path,
+) -> dict[str, Path]:
+    """Write labelled slices as a COCO folder: ``images/<split>_<k>.png`` (8-bit grey from
+    the [0, 1] images) and one ``<split>.json`` per non-empty split; the JSON paths by split.
+    """
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, members in slices.items():
+        if not members:
+            continue
+        names = [f"{split}_{k:05d}.png" for k in range(len(members))]
+        for name, member in zip(names, members, strict=True):
+            write_png(out_dir / "images" / name, to_uint8(member.image, Window(0.0, 1.0)))
+        document = coco_from_slices([m.labels for m in members], names, class_names, classes)
+        files[split] = out_dir / f"{split}.json"
+        files[split].write_text(json.dumps(document))
+    return files
 
 
 def check_coco(document: dict, what: str) -> None:
