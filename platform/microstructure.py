@@ -28,19 +28,28 @@ def volume_fractions(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return counts / max(labels.size, 1)
 
 
+def interface_area(mask: np.ndarray, voxel_size_um: Sequence[float], closed: bool) -> float:
+    """Area in µm² of the marching-cubes surface at 0.5 of a (Z, Y, X) bool indicator. On a
+    voxelised sphere it reads about 9 % above 4πr² (the staircase; measured for r = 5 to
+    20 voxels); voxel faces would read about 50 % above.
+
+    ``closed``: the object's cut faces on the volume's edge count (a particle's surface);
+    otherwise the volume's outer faces are not interface (a phase boundary).
+    """
+    if not mask.any() or (mask.all() and not closed):
+        return 0.0
+    padded = np.pad(mask.astype(np.float32), 1, mode="constant" if closed else "edge")
+    verts, faces, _, _ = marching_cubes(padded, 0.5, spacing=tuple(voxel_size_um))
+    return float(mesh_surface_area(verts, faces))
+
+
 def specific_surface_area(mask: np.ndarray, voxel_size_um: Sequence[float]) -> float:
     """Interface area of a (Z, Y, X) bool phase per unit volume of the whole sample, in µm⁻¹.
 
-    The interface is the marching-cubes surface at 0.5 of the phase indicator (not voxel
-    faces, which overcount a sphere's area by about half); the volume's outer faces are
-    not interface.
+    The volume's outer faces are not interface (:func:`interface_area`).
     """
-    if not mask.any() or mask.all():
-        return 0.0
-    padded = np.pad(mask.astype(np.float32), 1, mode="edge")
-    verts, faces, _, _ = marching_cubes(padded, 0.5, spacing=tuple(voxel_size_um))
     total_um3 = float(np.prod(mask.shape) * np.prod(voxel_size_um))
-    return mesh_surface_area(verts, faces) / total_um3
+    return interface_area(mask, voxel_size_um, closed=False) / total_um3
 
 
 def percolates(mask: np.ndarray, axis: str) -> bool:
