@@ -5,6 +5,7 @@ Used by the demo (a user has only the repo, so the sample is generated) and by t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cc3d
@@ -105,3 +106,33 @@ def make_electrode(
     labels[solid] = 1
     particles = cc3d.connected_components(solid, connectivity=26).astype(np.uint32)
     return Electrode(labels, particles, forward_model(labels, seed=seed), voxel_size)
+
+
+def cracked_particles(
+    shape: tuple[int, int, int], radius: int, cracked: Sequence[bool], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spherical particles in a row along x, some crossed by a planar crack.
+
+    Returns ``(grey (Z, Y, X) uint8, labels (Z, Y, X) uint32 particle ids 1..n, flaw
+    (Z, Y, X) bool)``: particle ``i + 1`` is cracked when ``cracked[i]``; a crack is a
+    2-voxel-thick vertical plane through the centre at a random angle (so every z slice of
+    the particle shows it), dark like the pore.
+    """
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[tuple(slice(0, s) for s in shape)]
+    labels = np.zeros(shape, np.uint32)
+    flaw = np.zeros(shape, bool)
+    step = shape[2] / len(cracked)
+    for i, crack in enumerate(cracked):
+        centre = (shape[0] / 2, shape[1] / 2, step * (i + 0.5))
+        ball = (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
+        labels[ball] = i + 1
+        if crack:
+            angle = rng.uniform(0, np.pi)
+            offset = (y - centre[1]) * np.cos(angle) + (x - centre[2]) * np.sin(angle)
+            plane = np.abs(offset) + 0 * z <= 1.0
+            flaw |= ball & plane
+    grey = np.where(labels > 0, 200.0, 50.0)
+    grey[flaw] = 50.0
+    grey += rng.normal(0, 12, shape)
+    return np.clip(grey, 0, 255).astype(np.uint8), labels, flaw

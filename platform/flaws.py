@@ -1,0 +1,226 @@
+"""Flawed-particle classification and 3-phase flaw segmentation (seed 004, Methods
+"Classifier Training and Validation" and "Flaw Segmentation").
+
+A particle's grey slices, masked by the particle, CLAHE-equalised and resized to 128 × 128,
+are scored by a VGG16-style binary CNN (pairs of 3 × 3 convolutions with ReLU, 2 × 2 max
+pooling, 10 % dropout, a dense sigmoid output). A particle is flawed when the mean score
+of 10 slices within the central 80 % of its height is ≥ 0.4. Inside a particle, an OpenCV
+triangle threshold separates flaw (dark) from solid.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from tomoloop.errors import TomoloopError
+
+INPUT_SIDE = 128  # seed 004: slices resized to 128 × 128 for the classifier
+SLICES_PER_PARTICLE = 10  # seed 004: ten slices per particle …
+HEIGHT_SPAN = 0.8  # … within 80 % of its height
+FLAW_THRESHOLD = 0.4  # seed 004: flawed when the mean score is ≥ 0.4
+
+
+class FlawError(TomoloopError):
+    """Flaw classification cannot run as asked."""
+
+
+class FlawNet(nn.Module):
+    """VGG16-style binary classifier of (B, 1, 128, 128) slices → (B,) logits.
+
+    ``widths``: filters of each block of two 3 × 3 conv + ReLU layers, each block followed
+    by 2 × 2 max pooling (VGG16 uses 64 … 512; the default is narrower for CPU). Batch
+    normalisation after each convolution (VGG16-BN) lets it train from scratch on a few
+    hundred slices.
+    """
+
+    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 1
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, 2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveMaxPool2d(1),  # a flaw anywhere on the slice counts
+            nn.Flatten(),
+            nn.Dropout(dropout),  # seed 004: 10 % dropout
+            nn.Linear(channels, 1),
+        )
+        self.widths = tuple(widths)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
+def classifier_input(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One (H, W) grey slice of a particle and its bool mask → (128, 128) float32 in
+    [0, 1]: masked (outside 0), cropped to the mask's box, resized, CLAHE-equalised.
+    """
+    if not mask.any():
+        raise FlawError("the particle mask is empty on this slice")
+    ys, xs = np.nonzero(mask)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    grey8 = grey[box] if grey.dtype == np.uint8 else np.clip(grey[box], 0, 255).astype(np.uint8)
+    masked = np.where(mask[box], grey8, 0).astype(np.uint8)
+    resized = cv2.resize(masked, (INPUT_SIDE, INPUT_SIDE), interpolation=cv2.INTER_LINEAR)
+    # CLAHE after resizing: its 8 × 8 tiles then span 16 px, not a few noisy pixels
+    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(resized)
+    return equalised.astype(np.float32) / 255.0
+
+
+def slice_indices(z0: int, z1: int, n: int = SLICES_PER_PARTICLE, span: float = HEIGHT_SPAN):
+    """Up to ``n`` distinct z indices spread evenly over the central ``span`` of [z0, z1)."""
+    height = z1 - z0
+    margin = (1.0 - span) * height / 2.0
+    positions = np.linspace(z0 + margin, z1 - 1 - margin, n).round().astype(int)
+    return sorted({int(p) for p in positions if z0 <= p < z1})
+
+
+def particle_inputs(grey: np.ndarray, labels: np.ndarray, pid: int, box: tuple[int, int]):
+    """(k, 128, 128) classifier inputs of particle ``pid`` of (Z, Y, X) ``labels`` over
+    ``grey`` (uint8), from the slices :func:`slice_indices` picks in its z range ``box``.
+    """
+    chosen = [z for z in slice_indices(*box) if (labels[z] == pid).any()]
+    return np.stack([classifier_input(grey[z], labels[z] == pid) for z in chosen])
+
+
+def is_flawed(scores: np.ndarray, threshold: float = FLAW_THRESHOLD) -> bool:
+    """Seed 004's rule: the particle is flawed when its slices' mean score is ≥ threshold."""
+    if not len(scores):
+        raise FlawError("no slice scores: a particle needs at least one scored slice")
+    return float(np.mean(scores)) >= threshold
+
+
+@torch.inference_mode()
+def slice_scores(net: FlawNet, inputs: np.ndarray, device: torch.device) -> np.ndarray:
+    """(k,) flaw probabilities of (k, 128, 128) classifier inputs."""
+    net.eval()
+    batch = torch.from_numpy(inputs[:, None]).to(device)
+    return torch.sigmoid(net(batch)).float().cpu().numpy()
+
+
+def three_phase(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 3-phase map of one particle slice: 0 outside the particle, 1 flaw
+    (darker than the OpenCV triangle threshold of the grey values inside the mask),
+    2 solid (seed 004).
+    """
+    out = np.zeros(mask.shape, np.uint8)
+    if not mask.any():
+        return out
+    inside = grey[mask].astype(np.uint8).reshape(-1, 1)
+    level, _ = cv2.threshold(inside, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_TRIANGLE)
+    out[mask] = np.where(grey[mask] > level, 2, 1)
+    return out
+
+
+@dataclass(frozen=True)
+class FlawTrainConfig:
+    """epochs: most epochs; patience: epochs without a validation-accuracy gain before
+    stopping (seed 004: 15); lr: Adam learning rate; batch: slices per step.
+    """
+
+    epochs: int = 60
+    patience: int = 15
+    lr: float = 1e-3
+    batch: int = 16
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FlawTrainResult:
+    net: FlawNet
+    val_accuracy: float
+    epochs: int
+    history: list[tuple[float, float]]  # (train loss, val accuracy) per epoch
+
+
+def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random right-angle rotation and flips of each (128, 128) slice (seed 004)."""
+    out = np.empty_like(batch)
+    for i, image in enumerate(batch):
+        image = np.rot90(image, int(rng.integers(4)))
+        out[i] = image[:, ::-1] if rng.random() < 0.5 else image
+    return out
+
+
+def train_classifier(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    config: FlawTrainConfig,
+    device: torch.device,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> FlawTrainResult:
+    """Train a :class:`FlawNet` on (n, 128, 128) inputs with (n,) 0/1 labels (1 flawed);
+    keeps the weights of the best validation accuracy, stops after ``patience`` epochs
+    without a gain.
+    """
+    images, labels = train
+    if len(np.unique(labels)) < 2 or not len(val[0]):
+        raise FlawError(
+            "the flaw classifier needs flawed and unflawed training slices and validation slices"
+        )
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    net = FlawNet(config.widths).to(device)
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    best, best_state, since, history = -1.0, None, 0, []
+    for epoch in range(config.epochs):
+        net.train()
+        order = rng.permutation(len(images))
+        total = 0.0
+        for start in range(0, len(order), config.batch):
+            pick = order[start : start + config.batch]
+            x = torch.from_numpy(_augment(images[pick], rng)[:, None]).to(device)
+            y = torch.from_numpy(labels[pick].astype(np.float32)).to(device)
+            loss = loss_fn(net(x), y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(pick)
+        accuracy = float(((slice_scores(net, val[0], device) >= 0.5) == (val[1] == 1)).mean())
+        history.append((total / len(images), accuracy))
+        if on_epoch is not None:
+            on_epoch(epoch, *history[-1])
+        if accuracy > best:
+            best, since = accuracy, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            since += 1
+            if since >= config.patience:
+                break
+    net.load_state_dict(best_state)
+    return FlawTrainResult(net, best, len(history), history)
+
+
+def save_classifier(net: FlawNet, config: FlawTrainConfig) -> bytes:
+    buffer = io.BytesIO()
+    state = {k: v.cpu() for k, v in net.state_dict().items()}
+    torch.save({"kind": "flawnet", "config": asdict(config), "state": state}, buffer)
+    return buffer.getvalue()
+
+
+def load_classifier(data: bytes, device: torch.device) -> FlawNet:
+    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    if not isinstance(saved, dict) or saved.get("kind") != "flawnet":
+        raise FlawError("not a tomoloop flaw classifier: train one with tomoloop flaws train")
+    net = FlawNet(tuple(saved["config"]["widths"]))
+    net.load_state_dict(saved["state"])
+    return net.to(device).eval()
