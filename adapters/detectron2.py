@@ -38,7 +38,7 @@ with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
     from detectron2.utils.events import EventStorage
 
 from tomoloop.errors import TomoloopError
-from tomoloop.instances import Detections, check_coco, detection_results
+from tomoloop.instances import Detections, check_coco, detection_results, particle_mask
 from tomoloop.metrics_coco import instance_scores
 
 _CONFIGS = Path(detectron2.__file__).parent / "model_zoo" / "configs"  # shipped with detectron2
@@ -331,3 +331,30 @@ def evaluate(net: MaskRCNN, coco_file: Path, image_root: Path, batch: int = 4) -
         for info, found in zip(chunk, predict(net, greys), strict=True):
             results.extend(detection_results(found, info["id"]))
     return instance_scores(document, results)
+
+
+def axis_masks(
+    net: MaskRCNN,
+    volume: np.ndarray,
+    axes: Sequence[str] = ("z", "y", "x"),
+    classes: Sequence[int] | None = None,
+    batch: int = 4,
+    on_slice: Callable[[str, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Per slicing axis, the (Z, Y, X) bool mask of detected particles (of ``classes``,
+    all when None) on every slice of a (Z, Y, X) uint8 volume along that axis (seed 004:
+    XY, XZ and YZ re-slices, fused afterwards).
+    """
+    masks = []
+    for axis in axes:
+        along = "zyx".index(axis)
+        moved = np.moveaxis(volume, along, 0)  # slices of this axis first
+        out = np.zeros(moved.shape, bool)
+        for start in range(0, moved.shape[0], batch):
+            chunk = [np.ascontiguousarray(s) for s in moved[start : start + batch]]
+            for k, found in enumerate(predict(net, chunk)):
+                out[start + k] = particle_mask(found, chunk[k].shape, classes)
+                if on_slice is not None:
+                    on_slice(axis, start + k)
+        masks.append(np.moveaxis(out, 0, along))
+    return masks

@@ -1,4 +1,7 @@
-"""Train a Mask R-CNN on a dataset version and register it (seed 004's particle detector).
+"""Mask R-CNN flows (seed 004): train a particle detector on a dataset version, and find,
+measure and classify the 3D particles of a volume with it.
+
+train-maskrcnn:
 
 load the labelled slices → write them as a COCO folder (every connected component of an
 instance phase one instance) → register a candidate model version (backend detectron2)
@@ -7,6 +10,11 @@ the checkpoint as an artifact, the loss curve and AP as metrics → close the ru
 
 The same request after a crash resumes from the last checkpoint; after success it
 returns the model it made.
+
+particles: predict on z, y and x slices → fuse, clean, watershed → measure particles,
+flag slice artefacts and partial particles → optionally score each kept particle with a
+registered flaw classifier → write labels, particles.csv, the size distribution, the
+flaw volume and a summary into a new folder (all or nothing).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 
 import torch
 from prefect import flow, get_run_logger
@@ -22,6 +31,18 @@ from tomoloop.adapters import detectron2
 from tomoloop.config import Settings
 from tomoloop.db.models import ModelVersion
 from tomoloop.db.registry import NewMetric, RegistryError
+from tomoloop.flaws import (
+    FlawNet,
+    FlawTrainConfig,
+    flaw_volume,
+    is_flawed,
+    load_classifier,
+    particle_scores,
+    read_examples,
+    save_classifier,
+    split_examples,
+    train_classifier,
+)
 from tomoloop.flows.resources import (
     Services,
     dataset_phases,
@@ -30,8 +51,19 @@ from tomoloop.flows.resources import (
     open_run,
     request_key,
 )
-from tomoloop.instances import instance_classes, write_coco_folder
+from tomoloop.inference import normalise
+from tomoloop.instances import grey_uint8, instance_classes, write_coco_folder
+from tomoloop.stacks import open_stack, percentile_window
 from tomoloop.training import resolve_device
+from tomoloop.volume import (
+    ReassemblyOptions,
+    analyse,
+    kept_labels,
+    particle_rows,
+    particle_summary,
+    reassemble,
+    write_particle_report,
+)
 
 
 @flow(name="train-maskrcnn")
@@ -134,6 +166,136 @@ def train_maskrcnn(
         }
     finally:
         services.close()
+
+
+@flow(name="particles")
+def particles(
+    gray: str,
+    model_id: int,
+    out_dir: str,
+    axes: str = "zyx",
+    voxel_size: tuple[float, float, float] | None = None,
+    flaw_model_id: int | None = None,
+    options: dict | None = None,
+    bin_um: float = 0.5,
+    overwrite: bool = False,
+    device: str = "auto",
+) -> dict:
+    """3D particles of a grey stack with a registered Mask R-CNN; the summary (also in
+    ``out_dir/summary.json``). ``options`` hold :class:`tomoloop.volume.ReassemblyOptions`
+    fields; ``bin_um`` is the size-distribution bin in µm.
+    """
+    log = get_run_logger()
+    reassembly = ReassemblyOptions(**(options or {}))
+    torch_device = resolve_device(device)
+    services = Services.from_settings()
+    try:
+        net, _ = load_registered_maskrcnn(services, model_id, torch_device)
+        classifier = (
+            None
+            if flaw_model_id is None
+            else load_registered_flaw_classifier(services, flaw_model_id, torch_device)
+        )
+    finally:
+        services.close()
+    with open_stack(gray, voxel_size) as stack:
+        volume = grey_uint8(normalise(stack.read(), percentile_window(stack)))
+        voxel = stack.voxel_size or (1.0, 1.0, 1.0)
+    if stack.voxel_size is None:
+        log.warning("%s has no voxel size (give --voxel-size): lengths are in voxels", gray)
+    log.info("predicting %s slices of %s", "/".join(axes), Path(gray).name)
+    masks = detectron2.axis_masks(net, volume, tuple(axes))
+    labels = reassemble(masks, reassembly)
+    analysis = analyse(labels, voxel)
+    boxes = {p.id: (p.z0, p.z1) for p in analysis.kept}
+    scores = (
+        None
+        if classifier is None
+        else particle_scores(classifier, volume, labels, boxes, torch_device)
+    )
+    summary = {
+        "gray": gray,
+        "model_version": model_id,
+        "flaw_model_version": flaw_model_id,
+        "voxel_size_um": list(voxel),
+        **particle_summary(analysis, scores, bin_um),
+    }
+    kept = kept_labels(labels, analysis)
+    flaws = (
+        None
+        if scores is None
+        else flaw_volume(volume, kept, {pid for pid, s in scores.items() if is_flawed(s)})
+    )
+    out = write_particle_report(
+        Path(out_dir), kept, voxel, particle_rows(analysis, scores), summary, flaws, overwrite
+    )
+    log.info("%d of %d particles kept; written to %s", summary["kept"], summary["particles"], out)
+    return {**summary, "out_dir": str(out)}
+
+
+@flow(name="train-flaw-classifier")
+def train_flaw_classifier(
+    slices_dir: str,
+    name: str = "flaws",
+    config: dict | None = None,
+    val_fraction: float = 0.2,
+    device: str = "auto",
+) -> dict:
+    """Train the flaw classifier on ``slices_dir/flawed/*.png`` and ``…/unflawed/*.png``
+    (grey slices of masked particles, as seed 004 trained on) and register it (architecture
+    flawnet); ``{"model_version": id, "val_accuracy": …}``.
+    """
+    log = get_run_logger()
+    flaw_config = FlawTrainConfig(**(config or {}))
+    train, val = split_examples(*read_examples(Path(slices_dir)), val_fraction, flaw_config.seed)
+    torch_device = resolve_device(device)
+    result = train_classifier(
+        train,
+        val,
+        flaw_config,
+        torch_device,
+        on_epoch=lambda e, loss, acc: log.info(
+            "epoch %d: loss %.4f, val accuracy %.3f", e, loss, acc
+        ),
+    )
+    services = Services.from_settings()
+    try:
+        checkpoint = services.store.put_bytes(save_classifier(result.net, flaw_config), ".pt")
+        request = {"slices": slices_dir, "train": asdict(flaw_config), "val_fraction": val_fraction}
+        model_id = services.registry.register_model(
+            name,
+            "flawnet",
+            "torch",
+            None,
+            config=request,
+            checkpoint_uri=checkpoint.key,
+            checkpoint_sha256=checkpoint.sha256,
+            metrics=[NewMetric("accuracy", result.val_accuracy, "val")],
+        )
+    finally:
+        services.close()
+    return {
+        "model_version": model_id,
+        "val_accuracy": result.val_accuracy,
+        "epochs": result.epochs,
+        "train_slices": len(train[0]),
+        "val_slices": len(val[0]),
+        "checkpoint": checkpoint.key,
+    }
+
+
+def load_registered_flaw_classifier(
+    services: Services, model_id: int, device: torch.device
+) -> FlawNet:
+    """A registered flaw classifier (architecture flawnet), verified by sha256."""
+    version = services.registry.model(model_id)
+    if version.architecture != "flawnet" or version.checkpoint_uri is None:
+        raise RegistryError(
+            f"model {model_id} is not a trained flaw classifier: train one with "
+            "tomoloop flaws train"
+        )
+    data = services.store.get_bytes(version.checkpoint_uri, version.checkpoint_sha256)
+    return load_classifier(data, device)
 
 
 def load_registered_maskrcnn(

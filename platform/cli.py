@@ -46,6 +46,8 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(labelstudio_app, name="labelstudio")
+flaws_app = typer.Typer(help="The flawed-particle classifier (seed 004).", no_args_is_help=True)
+app.add_typer(flaws_app, name="flaws")
 benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
 
@@ -1174,6 +1176,69 @@ def microstructure_command(
             *("—" if t is None else f"{t:.3f}" for t in taus),
         )
     out.print(table)
+
+
+@app.command("particles")
+def particles_command(
+    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    model: Annotated[int, typer.Option(help="Registered Mask R-CNN model version id.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new).")],
+    flaw_model: Annotated[
+        int | None, typer.Option(help="Registered flaw classifier id: classify particles.")
+    ] = None,
+    axes: Annotated[str, typer.Option(help="Slicing directions to predict and fuse.")] = "zyx",
+    voxel_size: VoxelOpt = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Reassembly option KEY=VALUE, e.g. erosion=0, watershed=false."),
+    ] = None,
+    bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Find, measure and (optionally) classify the 3D particles of a volume: labels.tif,
+    particles.csv, psd.png, summary.json and flaws.tif (with --flaw-model) in --out.
+    """
+    from tomoloop.flows.instances import particles
+
+    if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
+        raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
+    with _database_errors():
+        result = particles(
+            str(gray),
+            model,
+            str(out_dir),
+            axes,
+            parse_voxel_size(voxel_size),
+            flaw_model,
+            parse_options(option),
+            bin_um,
+            overwrite,
+            device,
+        )
+    _print_result(f"particles of {gray.name}", result, as_json)
+
+
+@flaws_app.command("train")
+def flaws_train(
+    slices: Annotated[
+        Path, typer.Option(help="Folder with flawed/ and unflawed/ PNG particle slices.")
+    ],
+    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "flaws",
+    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
+    patience: Annotated[int, typer.Option(help="Epochs without a gain (seed 004: 15).")] = 15,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the flaw classifier and register it; use its id with particles --flaw-model."""
+    from tomoloop.flows.instances import train_flaw_classifier
+
+    with _database_errors():
+        result = train_flaw_classifier(
+            str(slices), name, {"epochs": epochs, "patience": patience}, device=device
+        )
+    _print_result(f"flaw classifier {result['model_version']}", result, as_json)
 
 
 @labelstudio_app.command("status")

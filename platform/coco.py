@@ -461,7 +461,10 @@ def slice_name(axis: Axis, index: int) -> str:
     return f"{axis}{index:05d}"
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
+def prepare_out(out_dir: Path, overwrite: bool) -> Path:
+    """A temp folder beside ``out_dir`` to write into; :func:`publish` renames it into
+    place. Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    """
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputError(
             f"output folder {out_dir} exists and is not empty: choose another --out or "
@@ -471,7 +474,7 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
+def publish(tmp: Path, out_dir: Path) -> None:
     """Move the finished temp folder into place; an old folder is removed only afterwards."""
     old = None
     if out_dir.exists():
@@ -515,10 +518,10 @@ def convert_stack(
         raise PhaseMapError(f"{len(values)} instance phases: at most 255 can be converted at once")
     out = Path(out_dir)
     started = time.perf_counter()
-    tmp = _prepare_out(out, overwrite)
+    tmp = prepare_out(out, overwrite)
     try:
         summary = _convert_into(tmp, labels, phases, values, options, gray, window, on_slice)
-        _publish(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

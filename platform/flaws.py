@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -100,6 +101,35 @@ def particle_inputs(grey: np.ndarray, labels: np.ndarray, pid: int, box: tuple[i
     return np.stack([classifier_input(grey[z], labels[z] == pid) for z in chosen])
 
 
+def particle_scores(
+    net: FlawNet,
+    grey: np.ndarray,
+    labels: np.ndarray,
+    boxes: dict[int, tuple[int, int]],
+    device: torch.device,
+) -> dict[int, np.ndarray]:
+    """Slice flaw scores (k,) of each particle id in ``boxes`` (id → its z range
+    [z0, z1)) of (Z, Y, X) ``labels`` over the uint8 ``grey`` volume.
+    """
+    return {
+        pid: slice_scores(net, particle_inputs(grey, labels, pid, box), device)
+        for pid, box in boxes.items()
+    }
+
+
+def flaw_volume(grey: np.ndarray, labels: np.ndarray, flawed: set[int]) -> np.ndarray:
+    """(Z, Y, X) uint8 3-phase volume: 0 outside particles, 2 solid, and 1 flaw inside
+    the ``flawed`` particles (:func:`three_phase` on each of their z slices).
+    """
+    out = np.where(labels > 0, 2, 0).astype(np.uint8)
+    for pid in flawed:
+        for z in np.flatnonzero((labels == pid).any(axis=(1, 2))):
+            mask = labels[z] == pid
+            phases = three_phase(grey[z], mask)
+            out[z][mask] = phases[mask]
+    return out
+
+
 def is_flawed(scores: np.ndarray, threshold: float = FLAW_THRESHOLD) -> bool:
     """Seed 004's rule: the particle is flawed when its slices' mean score is ≥ threshold."""
     if not len(scores):
@@ -149,6 +179,42 @@ class FlawTrainResult:
     val_accuracy: float
     epochs: int
     history: list[tuple[float, float]]  # (train loss, val accuracy) per epoch
+
+
+def read_examples(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Classifier inputs (n, 128, 128) and labels (n,) (1 flawed) from PNG slices of
+    masked particles under ``folder/flawed`` and ``folder/unflawed`` (the particle is the
+    non-zero pixels).
+    """
+    images, labels = [], []
+    for label, sub in ((1, "flawed"), (0, "unflawed")):
+        files = sorted((folder / sub).glob("*.png"))
+        if not files:
+            raise FlawError(
+                f"no PNG slices in {folder / sub}: put masked particle slices in "
+                f"{folder}/flawed/ and {folder}/unflawed/"
+            )
+        for file in files:
+            grey = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            if grey is None:
+                raise FlawError(f"{file} is not a readable PNG image")
+            if not grey.any():
+                raise FlawError(f"{file} is black: no particle pixels to classify")
+            images.append(classifier_input(grey, grey > 0))
+            labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+def split_examples(
+    images: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A seeded, class-stratified train/validation split of (n, …) examples."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), bool)
+    for label in (0, 1):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        val[members[: max(1, round(val_fraction * len(members)))]] = True
+    return (images[~val], labels[~val]), (images[val], labels[val])
 
 
 def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

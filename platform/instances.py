@@ -57,6 +57,23 @@ class Detections:
         return Detections(self.masks[keep], self.scores[keep], self.classes[keep], self.boxes[keep])
 
 
+def grey_uint8(image: np.ndarray) -> np.ndarray:
+    """A normalised [0, 1] grey image as uint8, as instance models see slices."""
+    return to_uint8(image, Window(0.0, 1.0))
+
+
+def particle_mask(
+    detections: Detections, shape: tuple[int, int], classes: Sequence[int] | None = None
+) -> np.ndarray:
+    """(H, W) bool union of the detected masks of ``classes`` (all when None)."""
+    keep = (
+        np.ones(len(detections), bool) if classes is None else np.isin(detections.classes, classes)
+    )
+    if not keep.any():
+        return np.zeros(shape, bool)
+    return detections.masks[keep].any(axis=0)
+
+
 def coco_from_slices(
     labels: Sequence[np.ndarray],
     file_names: Sequence[str],
@@ -129,7 +146,7 @@ def write_coco_folder(
             continue
         names = [f"{split}_{k:05d}.png" for k in range(len(members))]
         for name, member in zip(names, members, strict=True):
-            write_png(out_dir / "images" / name, to_uint8(member.image, Window(0.0, 1.0)))
+            write_png(out_dir / "images" / name, grey_uint8(member.image))
         document = coco_from_slices([m.labels for m in members], names, class_names, classes)
         files[split] = out_dir / f"{split}.json"
         files[split].write_text(json.dumps(document))

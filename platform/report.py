@@ -74,3 +74,18 @@ def plot_efficiency(document: dict, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     fig.savefig(out)
     return out
+
+
+def plot_size_distribution(
+    counts: np.ndarray, edges: np.ndarray, title: str, path: str | os.PathLike[str]
+) -> Path:
+    """Particle-size distribution (counts per equivalent-radius bin, µm) as a PNG."""
+    fig = Figure(figsize=(5, 3.4), dpi=110)
+    ax = fig.subplots()
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black")
+    ax.set(xlabel="equivalent radius (µm)", ylabel="particles", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out

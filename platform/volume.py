@@ -11,9 +11,13 @@ Arrays are (Z, Y, X); voxel sizes are (z, y, x) in µm.
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import cc3d
 import numpy as np
@@ -22,7 +26,11 @@ from scipy.stats import chi2
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from tomoloop.coco import prepare_out, publish
+from tomoloop.flaws import is_flawed
 from tomoloop.microstructure import interface_area
+from tomoloop.report import plot_size_distribution
+from tomoloop.stacks import write_stack
 
 
 @dataclass(frozen=True)
@@ -109,8 +117,11 @@ def drop_small(labels: np.ndarray, min_voxels: int) -> np.ndarray:
 
 
 def reassemble(masks: Sequence[np.ndarray], options: ReassemblyOptions = ReassemblyOptions()):
-    """(Z, Y, X) uint32 particle labels from per-direction (Z, Y, X) bool particle masks."""
-    fused = clean(fuse(masks, options.votes), options.erosion, options.fill_holes)
+    """(Z, Y, X) uint32 particle labels from per-direction (Z, Y, X) bool particle masks
+    (fewer masks than ``options.votes``: every mask must agree).
+    """
+    votes = min(options.votes, len(masks))  # one direction only: its mask decides
+    fused = clean(fuse(masks, votes), options.erosion, options.fill_holes)
     return drop_small(separate(fused, options.watershed, options.seed_depth), options.min_voxels)
 
 
@@ -259,3 +270,110 @@ def size_distribution(
     edges = np.arange(0.0, top + bin_um / 2, bin_um)
     counts, _ = np.histogram(radii, edges)
     return counts, edges
+
+
+@dataclass(frozen=True)
+class ParticleAnalysis:
+    """The particles of a label volume with seed 004's exclusions: ``kept`` are neither
+    slice artefacts nor partial.
+    """
+
+    particles: list[Particle]
+    artefacts: set[int]
+    partial: set[int]
+
+    @property
+    def kept(self) -> list[Particle]:
+        dropped = self.artefacts | self.partial
+        return [p for p in self.particles if p.id not in dropped]
+
+
+def analyse(labels: np.ndarray, voxel_size_um: Sequence[float]) -> ParticleAnalysis:
+    """Measure every particle, then flag slice artefacts and partial particles."""
+    particles = particle_table(labels, voxel_size_um)
+    return ParticleAnalysis(particles, slice_artefacts(particles), partial_particles(particles))
+
+
+def particle_rows(
+    analysis: ParticleAnalysis, scores: dict[int, np.ndarray] | None = None
+) -> list[dict]:
+    """One row per particle: its measures, its exclusion flags and, for classified
+    particles, the mean flaw score and verdict (:func:`tomoloop.flaws.is_flawed`).
+    """
+    scores = scores or {}
+    return [
+        {
+            **p.as_row(),
+            "slice_artefact": p.id in analysis.artefacts,
+            "partial": p.id in analysis.partial,
+            "flaw_score": float(np.mean(scores[p.id])) if p.id in scores else None,
+            "flawed": is_flawed(scores[p.id]) if p.id in scores else None,
+        }
+        for p in analysis.particles
+    ]
+
+
+def particle_summary(
+    analysis: ParticleAnalysis, scores: dict[int, np.ndarray] | None, bin_um: float
+) -> dict:
+    """Counts (seed 004 Table 1: particles, flawed, % flawed of the kept ones), mean
+    equivalent radius (µm) and the size distribution of the kept particles. Flaw figures
+    are None when the particles were not classified (``scores`` None).
+    """
+    kept = analysis.kept
+    counts, edges = size_distribution(kept, bin_um)
+    flawed = None if scores is None else sum(is_flawed(s) for s in scores.values())
+    radii = [p.equivalent_radius_um for p in kept]
+    return {
+        "particles": len(analysis.particles),
+        "kept": len(kept),
+        "slice_artefacts": len(analysis.artefacts),
+        "partial": len(analysis.partial),
+        "flawed": flawed,
+        "percent_flawed": 100.0 * flawed / len(kept) if flawed is not None and kept else None,
+        "mean_equivalent_radius_um": float(np.mean(radii)) if radii else None,
+        "size_distribution": {"edges_um": edges.tolist(), "counts": counts.tolist()},
+    }
+
+
+def kept_labels(labels: np.ndarray, analysis: ParticleAnalysis) -> np.ndarray:
+    """(Z, Y, X) uint32 labels of the kept particles only (ids unchanged)."""
+    ids = [p.id for p in analysis.kept]
+    return np.where(np.isin(labels, ids), labels, 0).astype(np.uint32)
+
+
+def write_particle_report(
+    out_dir: Path,
+    labels: np.ndarray,
+    voxel_size_um: Sequence[float],
+    rows: Sequence[dict],
+    summary: dict,
+    flaws: np.ndarray | None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``labels.tif``, ``particles.csv``, ``psd.png``, ``summary.json`` and, when
+    given, ``flaws.tif`` (3-phase) into a new ``out_dir``: all of them or, on any error,
+    none (temp folder renamed into place).
+    """
+    tmp = prepare_out(out_dir, overwrite)
+    try:
+        write_stack(tmp / "labels.tif", labels, voxel_size_um)
+        with (tmp / "particles.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
+            writer.writeheader()
+            writer.writerows(rows)
+        distribution = summary["size_distribution"]
+        plot_size_distribution(
+            np.array(distribution["counts"]),
+            np.array(distribution["edges_um"]),
+            f"{summary['kept']} particles",
+            tmp / "psd.png",
+        )
+        if flaws is not None:
+            write_stack(tmp / "flaws.tif", flaws, voxel_size_um)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+        publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

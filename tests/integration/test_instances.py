@@ -4,6 +4,7 @@ and loss curve, loaded back to predict; bad requests refused before anything is 
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import tifffile
@@ -42,7 +43,7 @@ def dataset(tmp_path, monkeypatch, registry_url, electrode_volume):
 
 
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
-def test_maskrcnn_trains_registers_its_ap_and_predicts_once_loaded(dataset):
+def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset):
     from tomoloop.flows.instances import load_registered_maskrcnn
     from tomoloop.flows.resources import Services
 
@@ -73,6 +74,23 @@ def test_maskrcnn_trains_registers_its_ap_and_predicts_once_loaded(dataset):
         services.close()
     assert net.categories == ["nmc"]
 
+    out, gray = tmp_path / "particles", str(tmp_path / "gray.tif")
+    args = ["particles", gray, "--model", str(model.id), "--out", str(out), "--voxel-size", "0.5"]
+    found = CliRunner().invoke(app, [*args, "--json"])
+    assert found.exit_code == 0, found.output
+    summary = json.loads(found.stdout)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "labels.tif", "particles.csv", "psd.png", "summary.json"
+    ]  # fmt: skip
+    labels = tifffile.imread(out / "labels.tif")
+    assert labels.shape == (20, 40, 48)
+    assert len(np.unique(labels)) - 1 == summary["kept"]
+    rows = (out / "particles.csv").read_text().splitlines()
+    assert len(rows) - 1 == summary["particles"] >= summary["kept"]
+    assert summary["voxel_size_um"] == [0.5, 0.5, 0.5] and summary["flawed"] is None
+    again = CliRunner().invoke(app, args)
+    assert isinstance(again.exception, TomoloopError) and "exists" in str(again.exception)
+
 
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(
@@ -88,3 +106,35 @@ def test_bad_maskrcnn_requests_are_refused_before_anything_is_stored(dataset, ex
     assert isinstance(result.exception, TomoloopError)  # main() prints it, no traceback
     assert message in str(result.exception)
     assert dataset.models() == []
+
+
+@pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
+def test_a_flaw_classifier_trained_from_png_slices_is_registered(
+    tmp_path, monkeypatch, registry_url
+):
+    from tomoloop.flaws import HEIGHT_SPAN
+    from tomoloop.synthetic import cracked_particles
+
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)
+    cracked = [i % 2 == 0 for i in range(12)]
+    grey, labels, _ = cracked_particles((28, 28, 28 * len(cracked)), 11, cracked)
+    for pid, crack in enumerate(cracked, start=1):
+        folder = tmp_path / "slices" / ("flawed" if crack else "unflawed")
+        folder.mkdir(parents=True, exist_ok=True)
+        zs = np.flatnonzero((labels == pid).any(axis=(1, 2)))
+        margin = int((1 - HEIGHT_SPAN) / 2 * len(zs))
+        for z in zs[margin : len(zs) - margin : 3]:  # a few slices per particle: fast
+            cv2.imwrite(str(folder / f"{pid}_{z}.png"), np.where(labels[z] == pid, grey[z], 0))
+    args = ["flaws", "train", "--slices", str(tmp_path / "slices"), "--epochs", "12"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.stdout)
+    assert trained["val_accuracy"] >= 0.85  # half the slices are cracked: chance is 0.5
+    model = Registry.from_url(registry_url).model(trained["model_version"])
+    assert (model.architecture, model.dataset_version_id) == ("flawnet", None)
+
+    (tmp_path / "slices" / "flawed").rename(tmp_path / "elsewhere")
+    missing = CliRunner().invoke(app, args)
+    assert isinstance(missing.exception, TomoloopError)
+    assert "no PNG slices in" in str(missing.exception)
