@@ -38,7 +38,14 @@ with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
     from detectron2.utils.events import EventStorage
 
 from tomoloop.errors import TomoloopError
-from tomoloop.instances import Detections, check_coco, detection_results, particle_mask
+from tomoloop.instances import (
+    Detections,
+    InstanceUncertainty,
+    check_coco,
+    detection_results,
+    instance_uncertainty,
+    particle_mask,
+)
 from tomoloop.metrics_coco import instance_scores
 
 _CONFIGS = Path(detectron2.__file__).parent / "model_zoo" / "configs"  # shipped with detectron2
@@ -358,3 +365,27 @@ def axis_masks(
                     on_slice(axis, start + k)
         masks.append(np.moveaxis(out, 0, along))
     return masks
+
+
+def unflip(found: Detections, axis: int, side: int) -> Detections:
+    """Detections on a slice flipped along ``axis`` (0 rows, 1 columns) mapped back."""
+    boxes = found.boxes.copy()
+    lo, hi = (1, 3) if axis == 0 else (0, 2)
+    boxes[:, lo], boxes[:, hi] = side - found.boxes[:, hi], side - found.boxes[:, lo]
+    return Detections(np.flip(found.masks, axis + 1), found.scores, found.classes, boxes)
+
+
+def uncertainty(net: MaskRCNN, images: Sequence[np.ndarray]) -> list[InstanceUncertainty]:
+    """Instance uncertainty of each (H, W) uint8 slice: detection scores and disagreement
+    with the vertically and horizontally flipped slice (seed 004's flips as test-time
+    augmentation).
+    """
+    plain = predict(net, images)
+    flips = [
+        [unflip(f, axis, image.shape[axis]) for f, image in zip(found, images, strict=True)]
+        for axis, found in (
+            (axis, predict(net, [np.ascontiguousarray(np.flip(i, axis)) for i in images]))
+            for axis in (0, 1)
+        )
+    ]
+    return [instance_uncertainty(p, [flips[0][k], flips[1][k]]) for k, p in enumerate(plain)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from pycocotools import mask as mask_utils
+from scipy.optimize import linear_sum_assignment
 
 from tomoloop.coco import Connectivity, slice_instances
 from tomoloop.data import LabelledSlice
@@ -202,3 +203,55 @@ def detection_results(detections: Detections, image_id: int) -> list[dict]:
             }
         )
     return results
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of n (n, H, W) and m (m, H, W) bool masks."""
+    flat_a = a.reshape(len(a), -1).astype(np.float32)
+    flat_b = b.reshape(len(b), -1).astype(np.float32)
+    inter = flat_a @ flat_b.T
+    union = flat_a.sum(1)[:, None] + flat_b.sum(1)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match(a: Detections, b: Detections, min_iou: float = 0.5) -> tuple[np.ndarray, int]:
+    """Instances of two predictions of one slice paired one-to-one by mask IoU (Hungarian,
+    pairs below ``min_iou`` left unmatched): ``(IoUs of the matched pairs, unmatched count
+    on both sides)``.
+    """
+    if not len(a) or not len(b):
+        return np.zeros(0), len(a) + len(b)
+    iou = mask_iou(a.masks, b.masks)
+    rows, cols = linear_sum_assignment(-iou)
+    matched = iou[rows, cols]
+    matched = matched[matched >= min_iou]
+    return matched, len(a) + len(b) - 2 * len(matched)
+
+
+@dataclass(frozen=True)
+class InstanceUncertainty:
+    """One slice's instance uncertainty, each part in [0, 1]: ``confidence`` (mean 1 − score
+    of the detections), ``disagreement`` (flip TTA: unmatched instances count 1, matched
+    ones 1 − IoU, averaged over instances), ``score`` (their mean; higher = more worth a
+    person's time).
+    """
+
+    confidence: float
+    disagreement: float
+    score: float
+
+
+def instance_uncertainty(
+    detections: Detections, augmented: Sequence[Detections], min_iou: float = 0.5
+) -> InstanceUncertainty:
+    """Uncertainty of a slice's detections from their scores and from their disagreement
+    with the predictions of augmented copies (flipped, predicted, flipped back).
+    """
+    confidence = float(np.mean(1.0 - detections.scores)) if len(detections) else 0.0
+    parts = []
+    for other in augmented:
+        ious, unmatched = match(detections, other, min_iou)
+        instances = len(ious) + unmatched
+        parts.append((unmatched + float((1.0 - ious).sum())) / instances if instances else 0.0)
+    disagreement = float(np.mean(parts)) if parts else 0.0
+    return InstanceUncertainty(confidence, disagreement, (confidence + disagreement) / 2.0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tomoloop.adapters import detectron2 as d2
-from tomoloop.instances import CocoDocumentError, coco_from_slices, detection_results
+from tomoloop.instances import CocoDocumentError, Detections, coco_from_slices, detection_results
 from tomoloop.metrics_coco import instance_scores
 
 TINY = d2.MaskRCNNConfig(
@@ -82,6 +82,31 @@ def test_predictions_load_into_cocoeval(trained):
     scores = instance_scores(truth, results)
     assert set(scores) == {f"{t}_{k}" for t in ("segm", "bbox") for k in ("AP", "AP50", "AP75")}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_flip_uncertainty_is_bounded_per_slice(trained):
+    net = d2.load(trained.checkpoint, torch.device("cpu"))
+    images, _ = disc_slices(3, seed=2)
+    found = d2.uncertainty(net, images)
+    assert len(found) == 3
+    assert all(0 <= u.score <= 1 and 0 <= u.disagreement <= 1 for u in found)
+
+
+def test_detections_on_a_flipped_slice_map_back_exactly():
+    _, labels = disc_slices(1, seed=3)
+    masks = np.stack([labels[0] == 1, np.zeros((64, 64), bool)])
+    masks[1, 5:9, 10:20] = True
+    boxes = np.array([[0, 0, 1, 1], [10, 5, 20, 9]], np.float32)
+    plain = Detections(masks, np.ones(2), np.zeros(2, np.int64), boxes)
+    for axis in (0, 1):
+        flipped = Detections(
+            np.flip(masks, axis + 1),
+            plain.scores,
+            plain.classes,
+            d2.unflip(plain, axis, 64).boxes,  # flipping is its own inverse
+        )
+        back = d2.unflip(flipped, axis, 64)
+        assert np.array_equal(back.masks, masks) and np.array_equal(back.boxes, boxes)
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):

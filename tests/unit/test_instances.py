@@ -16,6 +16,9 @@ from tomoloop.instances import (
     check_coco,
     coco_from_slices,
     detection_results,
+    instance_uncertainty,
+    mask_iou,
+    match,
 )
 from tomoloop.metrics_coco import instance_scores
 
@@ -99,3 +102,51 @@ def test_a_document_that_cannot_train_is_refused_with_the_reason(change, message
     change(document)
     with pytest.raises(CocoDocumentError, match=message):
         check_coco(document, "train.json")
+
+
+def _dets(masks: list[np.ndarray], scores: list[float]) -> Detections:
+    n = len(masks)
+    return Detections(
+        np.array(masks, bool).reshape(n, 8, 8),
+        np.array(scores),
+        np.zeros(n, np.int64),
+        np.zeros((n, 4)),
+    )
+
+
+def _square(y: int, x: int, side: int = 3) -> np.ndarray:
+    mask = np.zeros((8, 8), bool)
+    mask[y : y + side, x : x + side] = True
+    return mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(bool, st.tuples(st.integers(1, 4), st.just(5), st.just(5))))
+def test_mask_iou_is_symmetric_bounded_and_one_with_itself(masks):
+    iou = mask_iou(masks, masks)
+    assert np.allclose(iou, iou.T) and (iou >= 0).all() and (iou <= 1 + 1e-6).all()
+    nonempty = masks.reshape(len(masks), -1).any(1)
+    assert np.allclose(np.diag(iou)[nonempty], 1.0)
+
+
+def test_agreeing_flips_and_confident_detections_score_zero():
+    found = _dets([_square(0, 0), _square(4, 4)], [1.0, 1.0])
+    u = instance_uncertainty(found, [found, found])
+    assert (u.confidence, u.disagreement, u.score) == (0.0, 0.0, 0.0)
+    assert instance_uncertainty(_dets([], []), []).score == 0.0
+
+
+def test_a_particle_missed_under_a_flip_counts_as_unmatched():
+    found = _dets([_square(0, 0), _square(4, 4)], [0.8, 0.6])
+    missed = _dets([_square(0, 0)], [0.8])
+    ious, unmatched = match(found, missed)
+    assert ious.tolist() == [1.0] and unmatched == 1
+    u = instance_uncertainty(found, [missed])
+    assert u.disagreement == pytest.approx(0.5)  # one of two instances unmatched
+    assert u.confidence == pytest.approx(0.3) and u.score == pytest.approx(0.4)
+
+
+def test_a_shifted_mask_counts_one_minus_its_iou():
+    a, b = _dets([_square(0, 0, 4)], [1.0]), _dets([_square(0, 1, 4)], [1.0])
+    u = instance_uncertainty(a, [b])
+    assert u.disagreement == pytest.approx(1 - 12 / 20)
