@@ -1133,15 +1133,23 @@ def microstructure_command(
     ] = None,
     axes: Annotated[str, typer.Option(help="Tortuosity directions, a subset of zyx.")] = "zyx",
     voxel_size: VoxelOpt = None,
+    particles: Annotated[
+        list[str] | None,
+        typer.Option(help="Phase whose particle-size distribution to add (watershed)."),
+    ] = None,
+    bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
-    """Phase volume fractions, specific surface areas and tortuosity factors (TauFactor)."""
+    """Phase volume fractions, specific surface areas, tortuosity factors (TauFactor) and,
+    for --particles phases, particle-size distributions.
+    """
     from tomoloop.coco import class_index_lut
     from tomoloop.microstructure import microstructure
     from tomoloop.phases import PhaseMap
     from tomoloop.stacks import check_declared, open_stack, scan_label_values
     from tomoloop.training import resolve_device
+    from tomoloop.volume import phase_size_distribution
 
     if not axes or set(axes) - set("zyx"):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zx")
@@ -1154,13 +1162,18 @@ def microstructure_command(
     check_declared(volume, phase_map, labels.name)
     if size is None:
         err.print("no voxel size in the file or --voxel-size: surface areas are per voxel")
+    unknown = [p for p in particles or () if p not in phase_map.names]
+    if unknown:
+        raise TomoloopError(f"--particles {unknown[0]}: name one of {', '.join(phase_map.names)}")
+    classes = class_index_lut(phase_map)[volume]
     result = microstructure(
-        class_index_lut(phase_map)[volume],
-        phase_map.names,
-        size or (1.0, 1.0, 1.0),
-        axes,
-        resolve_device(device),
+        classes, phase_map.names, size or (1.0, 1.0, 1.0), axes, resolve_device(device)
     )
+    for name in particles or ():
+        mask = classes == phase_map.names.index(name)
+        result["phases"][name]["particle_size_distribution"] = phase_size_distribution(
+            mask, size or (1.0, 1.0, 1.0), bin_um
+        )
     if as_json:
         emit_json(result)
         return

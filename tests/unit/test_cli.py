@@ -192,6 +192,18 @@ def test_microstructure_json_is_the_documented_document(stacks, electrode_volume
     assert "Traceback" not in bad.stderr
 
 
+def test_microstructure_adds_the_particle_size_distribution_of_a_phase(stacks):
+    _, labels = stacks
+    args = ["microstructure", labels, "--phases", "pore=0,nmc=1,cbd=2", "--voxel-size", "0.5"]
+    result = tomoloop(*args, "--axes", "z", "--particles", "nmc", "--bin-um", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    psd = json.loads(result.stdout)["phases"]["nmc"]["particle_size_distribution"]
+    assert psd["particles"] == 2 and sum(psd["counts"]) == 2  # the two balls, radii 7 and 8
+    assert psd["mean_equivalent_radius_um"] == pytest.approx(0.5 * 7.5, rel=0.05)
+    bad = tomoloop(*args, "--particles", "nickel")
+    assert bad.returncode != 0 and "--particles nickel: name one of pore, nmc, cbd" in bad.stderr
+
+
 def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
     gray, labels = stacks
     base = ["benchmark", "al", "--gray", gray, "--labels", labels, "--phases", "pore=0,nmc=1,cbd=2"]
