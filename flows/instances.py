@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 from prefect import flow, get_run_logger
 
 from tomoloop.adapters import detectron2
 from tomoloop.config import Settings
 from tomoloop.db.models import ModelVersion
-from tomoloop.db.registry import NewMetric, RegistryError
+from tomoloop.db.registry import NewMetric, PoolSlice, RegistryError
 from tomoloop.flaws import (
     FlawNet,
     FlawTrainConfig,
@@ -49,10 +50,18 @@ from tomoloop.flows.resources import (
     dataset_slices,
     finished_model,
     open_run,
+    pool_groups,
     request_key,
 )
-from tomoloop.inference import normalise
-from tomoloop.instances import grey_uint8, instance_classes, write_coco_folder
+from tomoloop.inference import normalise, predict_slice
+from tomoloop.instances import (
+    grey_uint8,
+    instance_classes,
+    particle_disagreement,
+    particle_mask,
+    write_coco_folder,
+)
+from tomoloop.models import ModelSpec
 from tomoloop.stacks import open_stack, percentile_window
 from tomoloop.training import resolve_device
 from tomoloop.volume import (
@@ -282,6 +291,40 @@ def train_flaw_classifier(
         "val_slices": len(val[0]),
         "checkpoint": checkpoint.key,
     }
+
+
+def disagreement_scores(
+    services: Services,
+    pool: list[PoolSlice],
+    semantic: torch.nn.Module,
+    spec: ModelSpec,
+    instance_id: int,
+    device: torch.device,
+) -> dict[int, float]:
+    """Per pool slice id, 1 − Dice of the registered Mask R-CNN's particles and the
+    semantic model's prediction of the same phases.
+    """
+    net, _ = load_registered_maskrcnn(services, instance_id, device)
+    missing = [c for c in net.categories if c not in spec.class_names]
+    if missing:
+        raise RegistryError(
+            f"Mask R-CNN {instance_id} finds {missing[0]!r}, which the semantic model "
+            f"(classes {', '.join(spec.class_names)}) does not predict"
+        )
+    particle_classes = [spec.class_names.index(c) for c in net.categories]
+    scores = {}
+    for (path, axis), ids in pool_groups(pool).items():
+        with open_stack(path) as stack:
+            window = percentile_window(stack)
+            for index, raw in stack.iter_slices(axis, sorted(ids)):
+                image = normalise(raw, window)
+                probs = predict_slice(semantic, image, spec.tile, spec.tile // 4, 8, device)
+                found = detectron2.predict(net, [grey_uint8(image)])[0]
+                scores[ids[index]] = particle_disagreement(
+                    np.isin(probs.argmax(0), particle_classes),
+                    particle_mask(found, image.shape),
+                )
+    return scores
 
 
 def load_registered_flaw_classifier(

@@ -11,8 +11,7 @@ champion stops improving.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 from prefect import flow, get_run_logger
@@ -23,7 +22,12 @@ from tomoloop.coco import class_index_lut
 from tomoloop.config import Settings
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.flows.labelstudio import connect, push_round, sync_annotations
-from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
+from tomoloop.flows.resources import (
+    Services,
+    dataset_phases,
+    load_registered_model,
+    pool_groups,
+)
 from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.oracle import Behaviour, answer
 from tomoloop.phases import PhaseMap
@@ -50,11 +54,8 @@ def _champion_id(services: Services, dataset: str) -> int:
 
 def _features(model, pool: list[PoolSlice], options: ScoreOptions) -> dict[int, SliceFeatures]:
     """Features of every pool slice, one pass over each volume and axis."""
-    groups: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
-    for p in pool:
-        groups[(p.volume_path, p.axis)][p.index] = p.slice_id
     out = {}
-    for (path, axis), ids in groups.items():
+    for (path, axis), ids in pool_groups(pool).items():
         with open_stack(path) as stack:
             for index, features in score_stack(model, stack, options, axis, sorted(ids)):
                 out[ids[index]] = features
@@ -74,10 +75,12 @@ def al_round(
     passes: int = 8,
     push: bool = True,
     max_open: int | None = None,
+    instance_model: int | None = None,
     device: str = "auto",
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
-    the champion unless given) and push them to Label Studio as a new round — unless
+    the champion unless given; ``instance_model``: the Mask R-CNN the ``disagreement``
+    strategy compares it with) and push them to Label Studio as a new round — unless
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
     nobody does).
     """
@@ -94,12 +97,25 @@ def al_round(
         torch_device = resolve_device(device)
         network, spec, _ = load_registered_model(services, model_id, str(torch_device))
         chooser = get(strategy)
+        if chooser.instances and instance_model is None:
+            raise RegistryError(
+                f"strategy {strategy} compares a Mask R-CNN with the semantic model: give "
+                "its model version (--instance-model; train one with --arch maskrcnn)"
+            )
         options = ScoreOptions(
             chooser.scoring, "mean", passes, spec.tile, spec.tile // 4, torch_device, chooser.embed
         )
         limits = Constraints(budget, per_volume, min_gap)
         pool = registry.pool(version.id)
         features = _features(network, pool, options)
+        if chooser.instances:
+            # imported here: detectron2 loads only for the strategy that needs it
+            from tomoloop.flows.instances import disagreement_scores
+
+            scores = disagreement_scores(
+                services, pool, network, spec, instance_model, torch_device
+            )
+            features = {k: replace(f, score=scores[k]) for k, f in features.items()}
         registry.record_scores(model_id, {k: f.score for k, f in features.items()}, options.label)
         candidates = {
             p.slice_id: Candidate.of(p.slice_id, p.volume_id, p.axis, p.index, features[p.slice_id])

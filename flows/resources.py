@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.config import Settings
 from tomoloop.data import LabelledSlice, SliceRef, load_slices
 from tomoloop.db.models import DatasetVersion, ModelVersion
-from tomoloop.db.registry import Registry, RegistryError
+from tomoloop.db.registry import PoolSlice, Registry, RegistryError
 from tomoloop.models import ModelSpec, load_model
 from tomoloop.phases import PhaseMap
 
@@ -84,6 +85,16 @@ def load_registered_model(
     data = services.store.get_bytes(version.checkpoint_uri, version.checkpoint_sha256)
     model, spec = load_model(data, device)
     return model, spec, version
+
+
+def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:
+    """Pool slices grouped by (volume path, axis): index → slice id, so each stack is
+    opened once.
+    """
+    groups: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for p in pool:
+        groups[(p.volume_path, p.axis)][p.index] = p.slice_id
+    return groups
 
 
 def request_key(request: dict) -> str:

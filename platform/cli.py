@@ -904,6 +904,9 @@ def al_round_command(
     ] = True,
     push: Annotated[bool, typer.Option(help="Push the round to Label Studio.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 0,
+    instance_model: Annotated[
+        int | None, typer.Option(help="Mask R-CNN version for --strategy disagreement.")
+    ] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -924,6 +927,7 @@ def al_round_command(
             cost_aware,
             seed,
             push=push,
+            instance_model=instance_model,
             device=device,
         )
     _print_result(f"round {result['round']} of {dataset}", result, as_json)

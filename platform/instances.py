@@ -255,3 +255,13 @@ def instance_uncertainty(
         parts.append((unmatched + float((1.0 - ious).sum())) / instances if instances else 0.0)
     disagreement = float(np.mean(parts)) if parts else 0.0
     return InstanceUncertainty(confidence, disagreement, (confidence + disagreement) / 2.0)
+
+
+def particle_disagreement(semantic: np.ndarray, instances: np.ndarray) -> float:
+    """1 − Dice of two (H, W) bool particle masks of one slice (a semantic model's particle
+    phases and an instance model's detections); 0 when both are empty.
+    """
+    total = int(semantic.sum()) + int(instances.sum())
+    if total == 0:
+        return 0.0
+    return 1.0 - 2.0 * int((semantic & instances).sum()) / total

@@ -187,12 +187,14 @@ class Strategy:
     """Base of the query strategies: ``select(candidates, limits, taken, rng, lead_time)``.
 
     ``scoring`` names the scoring method (:data:`tomoloop.scoring.METHODS`) whose scores the
-    strategy ranks by; ``embed`` says whether it needs encoder embeddings.
+    strategy ranks by; ``embed`` says whether it needs encoder embeddings; ``instances``
+    whether its score is the disagreement of an instance model with the semantic one.
     """
 
     name = ""
     scoring = "entropy"
     embed = False
+    instances = False
 
     def select(
         self,
@@ -261,6 +263,16 @@ def _uncertainty(name: str, method: str, doc: str) -> type[Strategy]:
     )
 
 
+class DisagreementStrategy(UncertaintyStrategy):
+    """Slices where a Mask R-CNN's particles and the semantic model's particle phases
+    disagree most (1 − Dice) first: two kinds of model wrong in different ways point at
+    the slices worth a person's time.
+    """
+
+    name = "disagreement"
+    instances = True
+
+
 class CoresetStrategy(Strategy):
     """k-centre on encoder embeddings: slices unlike anything labelled so far."""
 
@@ -300,6 +312,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         _uncertainty("bald", "bald", "Highest MC-dropout mutual information (BALD) first."),
         _uncertainty("tta", "tta", "Highest flip test-time-augmentation variance first."),
         _uncertainty("ensemble", "ensemble", "Highest disagreement of ensemble members first."),
+        DisagreementStrategy,
         CoresetStrategy,
         HybridStrategy,
     )

@@ -12,9 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from tomoloop.cli import app
-from tomoloop.db.registry import Registry
+from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.errors import TomoloopError
 
+SEMANTIC = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
+NET = {"base": 4, "depth": 2}
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 TINY = [
     "--arch", "maskrcnn", "--iterations", "6", "--depth", "18", "--norm", "FrozenBN",
@@ -90,6 +92,21 @@ def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset)
     assert summary["voxel_size_um"] == [0.5, 0.5, 0.5] and summary["flawed"] is None
     again = CliRunner().invoke(app, args)
     assert isinstance(again.exception, TomoloopError) and "exists" in str(again.exception)
+
+    # the disagreement strategy: Mask R-CNN against a semantic model, no server needed
+    from tomoloop.flows.loop import al_round
+    from tomoloop.flows.train import train_semantic
+
+    semantic = train_semantic(model.dataset_version_id, "unet", config=SEMANTIC, options=NET)
+    chosen = al_round(
+        "nmc", "disagreement", budget=3, min_gap=1, model=semantic["model_version"],
+        instance_model=model.id, push=False, device="cpu",
+    )  # fmt: skip
+    scores = [c["score"] for c in chosen["chosen"]]
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(RegistryError, match="give its model version"):
+        al_round("nmc", "disagreement", model=semantic["model_version"], push=False)
 
 
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)

@@ -19,6 +19,7 @@ from tomoloop.instances import (
     instance_uncertainty,
     mask_iou,
     match,
+    particle_disagreement,
 )
 from tomoloop.metrics_coco import instance_scores
 
@@ -150,3 +151,11 @@ def test_a_shifted_mask_counts_one_minus_its_iou():
     a, b = _dets([_square(0, 0, 4)], [1.0]), _dets([_square(0, 1, 4)], [1.0])
     u = instance_uncertainty(a, [b])
     assert u.disagreement == pytest.approx(1 - 12 / 20)
+
+
+def test_particle_disagreement_is_one_minus_dice():
+    a, b = _square(0, 0, 4), _square(0, 2, 4)  # 16 pixels each, 8 shared
+    assert particle_disagreement(a, b) == pytest.approx(1 - 2 * 8 / 32)
+    assert particle_disagreement(a, a) == 0.0
+    assert particle_disagreement(a, np.zeros_like(a)) == 1.0
+    assert particle_disagreement(np.zeros_like(a), np.zeros_like(a)) == 0.0
