@@ -94,7 +94,9 @@ def demo(
         tier_weights=DEMO_TIER_WEIGHTS,
     )
     # Nothing to compare the first model with: it becomes the champion to score with.
-    promote(first["model_version"], fraction_tolerance=1.0, device=device)
+    promote(
+        first["model_version"], fraction_tolerance=1.0, device=device, tortuosity_tolerance=None
+    )
     result = loop(
         name,
         rounds,

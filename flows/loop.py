@@ -254,11 +254,15 @@ def promote(
     margin: float = 0.0,
     fraction_tolerance: float = 0.05,
     device: str = "auto",
+    tortuosity_tolerance: float | None = 0.2,
 ) -> dict:
     """Make ``challenger`` the champion of its name if it beats the champion on its
-    dataset version's test split and passes the phase-fraction gate.
+    dataset version's test split and passes the microstructure gates: phase fractions, and
+    the first phase's (the pore's) in-plane tortuosity unless ``tortuosity_tolerance`` is
+    None.
     """
-    rules = PromotionRules(metric, margin, fraction_tolerance)
+    rules = PromotionRules(metric, margin, fraction_tolerance, tortuosity_tolerance or 0.0)
+    transport = None if tortuosity_tolerance is None else 0  # the first phase carries ions
     services = Services.from_settings()
     try:
         model = services.registry.model(challenger)
@@ -267,7 +271,7 @@ def promote(
         services.close()
     if model.dataset_version_id is None:
         raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
-    new = evaluate_model(challenger, model.dataset_version_id, "test", device)
+    new = evaluate_model(challenger, model.dataset_version_id, "test", device, transport)
     old = None
     champion_id = None if champion is None else champion.id
     if champion_id is not None and champion_id != challenger:

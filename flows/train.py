@@ -11,6 +11,7 @@ checkpoint folder is keyed by the request); after success it returns the model i
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -58,9 +59,12 @@ def curve_metrics(history: list[EpochRecord], dataset_version_id: int) -> list[N
 def evaluation_metrics(
     result: Evaluation, class_names: tuple[str, ...], split: str, dataset_version_id: int
 ) -> list[NewMetric]:
-    """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction)."""
+    """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction),
+    and the measured class's in-plane tortuosity (predicted and gold) when finite.
+    """
     overall = result.as_dict(class_names)
     per_class = overall.pop("per_class")
+    tortuosity = overall.pop("tortuosity", None)
     metrics = [
         NewMetric(name, value, split, dataset_version_id=dataset_version_id)
         for name, value in overall.items()
@@ -70,6 +74,13 @@ def evaluation_metrics(
             NewMetric(key, value, split, class_name=name, dataset_version_id=dataset_version_id)
             for key, value in values.items()
         )
+    if tortuosity is not None:
+        metrics.extend(
+            NewMetric(key, tortuosity[part], split, class_name=tortuosity["class"],
+                      dataset_version_id=dataset_version_id)
+            for key, part in (("tortuosity_x", "predicted"), ("tortuosity_x_truth", "truth"))
+            if math.isfinite(tortuosity[part])
+        )  # fmt: skip
     return metrics
 
 
@@ -205,10 +216,15 @@ def _train_config(values: dict, phases: PhaseMap) -> TrainConfig:
 
 @flow(name="evaluate")
 def evaluate_model(
-    model_id: int, dataset_version_id: int, split: str = "test", device: str = "auto"
+    model_id: int,
+    dataset_version_id: int,
+    split: str = "test",
+    device: str = "auto",
+    tortuosity_class: int | None = None,
 ) -> dict:
     """Score a registered model on a split of a dataset version; the numbers are recorded
-    as metrics of the model (with the dataset version and split) and returned.
+    as metrics of the model (with the dataset version and split) and returned. With
+    ``tortuosity_class`` the class's in-plane tortuosity is compared too.
     """
     services = Services.from_settings()
     try:
@@ -224,7 +240,9 @@ def evaluate_model(
         slices = dataset_slices(services, dataset)[split]
         if not slices:
             raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
-        result = evaluate(model, slices, len(phases), spec.tile, spec.tile // 4, torch_device)
+        result = evaluate(
+            model, slices, len(phases), spec.tile, spec.tile // 4, torch_device, tortuosity_class
+        )
         services.registry.add_metrics(
             model_id, evaluation_metrics(result, phases.names, split, dataset.id)
         )

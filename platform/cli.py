@@ -959,6 +959,12 @@ def promote_command(
     model: Annotated[int, typer.Option(help="Challenger model version id.")],
     margin: MarginOpt = 0.0,
     fraction_tolerance: ToleranceOpt = 0.05,
+    tortuosity_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Largest relative change of the pore's in-plane tortuosity (0.2 = 20 %)."
+        ),
+    ] = 0.2,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -966,7 +972,7 @@ def promote_command(
     from tomoloop.flows.loop import promote
 
     with _database_errors():
-        result = promote(model, "mIoU", margin, fraction_tolerance, device)
+        result = promote(model, "mIoU", margin, fraction_tolerance, device, tortuosity_tolerance)
     _print_result(f"model {model}", result, as_json)
 
 

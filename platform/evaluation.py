@@ -20,6 +20,21 @@ from tomoloop.metrics import (
     confusion_matrix,
     scores,
 )
+from tomoloop.microstructure import tortuosity
+
+
+@dataclass(frozen=True)
+class TortuosityCheck:
+    """In-plane tortuosity (TauFactor, flux along x on each slice) of one class, predicted
+    and true: means over the slices where both connect the two faces; ``lost`` counts the
+    slices where the truth connects them and the prediction does not.
+    """
+
+    class_index: int
+    predicted: float
+    truth: float
+    slices: int
+    lost: int
 
 
 @dataclass(frozen=True)
@@ -36,11 +51,12 @@ class Evaluation:
     truth_fractions: np.ndarray
     predicted_fractions: np.ndarray
     seconds_per_patch: float
+    tortuosity: TortuosityCheck | None = None
 
     def as_dict(self, class_names: Sequence[str]) -> dict:
         """Plain numbers keyed as the CLI's ``evaluate --json`` prints them."""
         s = self.scores
-        return {
+        out = {
             "mIoU": s.miou,
             "mDSC": s.mdsc,
             "fIU": s.fiu,
@@ -58,6 +74,17 @@ class Evaluation:
                 for c, name in enumerate(class_names)
             },
         }
+        if self.tortuosity is not None:
+            t = self.tortuosity
+            out["tortuosity"] = {
+                "class": class_names[t.class_index],
+                "axis": "x",
+                "predicted": t.predicted,
+                "truth": t.truth,
+                "slices": t.slices,
+                "lost": t.lost,
+            }
+        return out
 
 
 def evaluate(
@@ -67,14 +94,20 @@ def evaluate(
     tile: int = 128,
     overlap: int = 32,
     device: str | torch.device = "cpu",
+    tortuosity_class: int | None = None,
 ) -> Evaluation:
-    """Predict every slice (tiled, blended) and score the predictions against its labels."""
+    """Predict every slice (tiled, blended) and score the predictions against its labels;
+    with ``tortuosity_class``, also compare that class's in-plane tortuosity
+    (:class:`TortuosityCheck`).
+    """
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     truth_counts = np.zeros(n_classes)
     predicted_counts = np.zeros(n_classes)
     accuracies = []
     seconds = 0.0
     patches = 0
+    taus: list[tuple[float, float]] = []
+    lost = 0
     for s in slices:
         start = time.perf_counter()
         predicted = predict_slice(model, s.image, tile, overlap, device=device).argmax(axis=0)
@@ -85,6 +118,13 @@ def evaluate(
         accuracies.append(np.trace(per_slice) / max(per_slice.sum(), 1))
         truth_counts += per_slice.sum(axis=1)
         predicted_counts += per_slice.sum(axis=0)
+        if tortuosity_class is not None:
+            truth_tau = tortuosity((s.labels == tortuosity_class)[None], "x", device)
+            if np.isfinite(truth_tau):
+                tau = tortuosity((predicted == tortuosity_class)[None], "x", device)
+                lost += not np.isfinite(tau)
+                if np.isfinite(tau):
+                    taus.append((tau, truth_tau))
     best, lowest = best_and_lowest_accuracy(accuracies, k=5)
     return Evaluation(
         confusion=confusion,
@@ -94,6 +134,15 @@ def evaluate(
         truth_fractions=truth_counts / max(truth_counts.sum(), 1),
         predicted_fractions=predicted_counts / max(predicted_counts.sum(), 1),
         seconds_per_patch=seconds / max(patches, 1),
+        tortuosity=None
+        if tortuosity_class is None
+        else TortuosityCheck(
+            tortuosity_class,
+            float(np.mean([t[0] for t in taus])) if taus else float("nan"),
+            float(np.mean([t[1] for t in taus])) if taus else float("nan"),
+            len(taus),
+            lost,
+        ),
     )
 
 

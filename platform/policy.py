@@ -19,18 +19,21 @@ from tomoloop.errors import TomoloopError
 class PromotionRules:
     """``metric`` (a key of an evaluation: ``mIoU``, ``mDSC``) must rise by more than
     ``margin``; every phase's predicted volume fraction must be within
-    ``fraction_tolerance`` (absolute, 0–1) of the gold labels' fraction.
+    ``fraction_tolerance`` (absolute, 0–1) of the gold labels' fraction; the tortuosity of
+    the evaluation's transport phase (when measured) within ``tortuosity_tolerance``
+    (relative) of the gold labels', and no slice may lose the gold's connection.
     """
 
     metric: str = "mIoU"
     margin: float = 0.0
     fraction_tolerance: float = 0.05
+    tortuosity_tolerance: float = 0.2
 
     def __post_init__(self) -> None:
         if self.metric not in ("mIoU", "mDSC"):
             raise TomoloopError(f"promotion metric {self.metric!r}: use mIoU or mDSC")
-        if self.margin < 0 or self.fraction_tolerance < 0:
-            raise TomoloopError("promotion margin and tolerance must be ≥ 0")
+        if self.margin < 0 or self.fraction_tolerance < 0 or self.tortuosity_tolerance < 0:
+            raise TomoloopError("promotion margin and tolerances must be ≥ 0")
 
 
 @dataclass(frozen=True)
@@ -54,11 +57,35 @@ def fraction_gate(evaluation: dict, tolerance: float) -> list[str]:
     return failures
 
 
+def tortuosity_gate(evaluation: dict, tolerance: float) -> list[str]:
+    """Why the predicted tortuosity of an evaluation (``as_dict`` form with a
+    ``tortuosity`` entry) fails the gate; empty when it passes or was not measured.
+    """
+    t = evaluation.get("tortuosity")
+    if t is None:
+        return []
+    failures = []
+    if t["lost"]:
+        failures.append(
+            f"{t['class']} stops connecting the slice's faces along {t['axis']} on "
+            f"{t['lost']} slices where the gold connects them"
+        )
+    if t["slices"]:
+        off = t["predicted"] / t["truth"] - 1.0
+        if abs(off) > tolerance:
+            failures.append(
+                f"{t['class']} tortuosity {t['predicted']:.3f} is {off:+.0%} from the gold "
+                f"{t['truth']:.3f} (tolerance {tolerance:.0%})"
+            )
+    return failures
+
+
 def decide(challenger: dict, champion: dict | None, rules: PromotionRules) -> Decision:
     """Whether the challenger replaces the champion, both evaluated (``as_dict`` form) on
     the same gold split; the reasons say why or why not.
     """
     failures = fraction_gate(challenger, rules.fraction_tolerance)
+    failures += tortuosity_gate(challenger, rules.tortuosity_tolerance)
     new = challenger[rules.metric]
     if champion is None:
         reasons = [f"no champion yet; challenger {rules.metric} {new:.4f}"]

@@ -47,7 +47,9 @@ def champion(tmp_path, label_studio_env, electrode_volume):
     gilded = add_gold(name, name, str(tmp_path / "gold.tif"))
     assert gilded["version"] == 2 and gilded["added"] > 0
     first = train_semantic(gilded["dataset_version"], "unet", config=TRAIN, options=NET)
-    assert promote(first["model_version"], fraction_tolerance=1.0)["promoted"]
+    assert promote(first["model_version"], fraction_tolerance=1.0, tortuosity_tolerance=None)[
+        "promoted"
+    ]
     return Registry.from_url(url), name, str(tmp_path / "gold.tif"), first["model_version"]
 
 
@@ -121,6 +123,10 @@ def test_promotion_refuses_a_worse_challenger_and_one_that_fails_the_gate(champi
     assert not refused["promoted"] and "does not beat the champion" in refused["reasons"][-1]
     gated = promote(weak, margin=0.0, fraction_tolerance=0.0)
     assert not gated["promoted"] and any("volume fraction" in r for r in gated["reasons"])
+    winding = promote(weak, margin=0.0, fraction_tolerance=1.0, tortuosity_tolerance=0.0)
+    assert not winding["promoted"] and any(
+        ("pore" in r and "tortuosity" in r) or "stops connecting" in r for r in winding["reasons"]
+    )
     assert registry.champion(name).id == first
 
 

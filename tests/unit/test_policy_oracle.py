@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,43 @@ def test_promotion_needs_a_gain_beyond_the_margin_and_a_true_microstructure():
     assert not decide(_evaluation(0.3, cbd_fraction=0.5), None, rules).promote
     with pytest.raises(TomoloopError, match="mIoU or mDSC"):
         PromotionRules(metric="accuracy")
+
+
+def _winding(predicted: float, lost: int = 0) -> dict:
+    tortuosity = {"class": "pore", "axis": "x", "predicted": predicted, "truth": 2.0}
+    return {**_evaluation(0.8), "tortuosity": {**tortuosity, "slices": 4, "lost": lost}}
+
+
+def test_promotion_needs_the_pore_tortuosity_within_tolerance_and_connected():
+    rules = PromotionRules(tortuosity_tolerance=0.2)
+    assert decide(_winding(2.3), None, rules).promote  # +15 %
+    straighter = decide(_winding(1.5), None, rules)
+    assert not straighter.promote
+    assert any("pore tortuosity 1.500 is -25% from the gold 2.000" in r for r in straighter.reasons)
+    cut = decide(_winding(2.0, lost=1), None, rules)
+    assert not cut.promote and any("stops connecting" in r for r in cut.reasons)
+    assert decide(_evaluation(0.8), None, PromotionRules(tortuosity_tolerance=0.0)).promote
+
+
+def test_evaluation_compares_in_plane_tortuosity_with_the_truth():
+    from tomoloop.data import LabelledSlice
+    from tomoloop.evaluation import evaluate
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[8:24, 4:28] = 1  # a particle the pore must go around
+    truth = LabelledSlice(np.zeros((32, 32), np.float32), labels)
+
+    class Constant(torch.nn.Module):  # predicts the truth: both tortuosities equal
+        def forward(self, x):
+            one_hot = torch.from_numpy(np.stack([labels == 0, labels == 1])).float()
+            return (one_hot * 10)[None].expand(x.shape[0], -1, -1, -1)[
+                ..., : x.shape[2], : x.shape[3]
+            ]
+
+    result = evaluate(Constant(), [truth], 2, tile=32, overlap=0, tortuosity_class=0)
+    t = result.as_dict(("pore", "solid"))["tortuosity"]
+    assert t["slices"] == 1 and t["lost"] == 0 and t["predicted"] == pytest.approx(t["truth"])
+    assert t["truth"] > 1.05  # the detour around the particle
 
 
 def test_stop_rules_budget_and_patience():
