@@ -8,7 +8,7 @@
   With ``TOMOLOOP_RETRAIN_THRESHOLD`` set and an ``on_new_labels`` callback given, the
   stored annotation that brings the dataset's new labels to exactly the threshold calls
   the callback (after the response; the schedule catches any count past it) —
-  ``tomoloop http`` starts the dataset's ``retrain-on-labels`` deployment with it.
+  ``tomoloop serve-api`` starts the dataset's ``retrain-on-labels`` deployment with it.
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
   registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``.
 

@@ -814,8 +814,8 @@ def labelstudio_down(as_json: JsonFlag = False) -> None:
     _report_server(server.status(), as_json)
 
 
-@labelstudio_app.command("push")
-def labelstudio_push(
+@app.command("push")
+def push_command(
     round_id: Annotated[int, typer.Option("--round", help="Active-learning round id.")],
     context: Annotated[int, typer.Option(help="Neighbour slices shown on each side.")] = 1,
     as_json: JsonFlag = False,
@@ -831,8 +831,8 @@ def labelstudio_push(
         out.print(f"[green]✓[/] {result['tasks']} tasks; annotate at {result['url']}")
 
 
-@labelstudio_app.command("sync")
-def labelstudio_sync(
+@app.command("pull")
+def pull_command(
     dataset: Annotated[str, typer.Option(help="Dataset name.")],
     as_json: JsonFlag = False,
 ) -> None:
@@ -850,8 +850,8 @@ def labelstudio_sync(
         )
 
 
-@app.command()
-def http(
+@app.command("serve-api")
+def serve_api(
     port: Annotated[int, typer.Option(help="Port on --host.")] = 8700,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
@@ -867,7 +867,8 @@ def http(
 StrategyOpt = Annotated[
     str,
     typer.Option(
-        help="random, foreground_random, entropy, margin, bald, tta, ensemble, coreset, hybrid."
+        help="random, foreground_random, entropy, margin, bald, tta, ensemble, disagreement, "
+        "coreset, hybrid."
     ),
 ]
 
@@ -1334,7 +1335,7 @@ def demo(
             f"round {result['waiting_for']} is waiting for you: annotate at "
             f"{result['annotate_at']} (admin@tomoloop.local; the password is in "
             f"{result['home']}/labelstudio/server.json). Then, with "
-            f"TOMOLOOP_HOME={result['home']}: tomoloop labelstudio sync --dataset "
+            f"TOMOLOOP_HOME={result['home']}: tomoloop pull --dataset "
             f"{result['dataset']} && tomoloop retrain --dataset {result['dataset']}"
         )
         return

@@ -55,7 +55,7 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
 
     pushed = push_round(round_id)
     assert pushed["tasks"] == 2
-    repushed = CliRunner().invoke(app, ["labelstudio", "push", "--round", str(round_id), "--json"])
+    repushed = CliRunner().invoke(app, ["push", "--round", str(round_id), "--json"])
     assert json.loads(repushed.stdout)["tasks"] == 2  # re-push: nothing duplicated
     project = client.ensure_project(project_title(name), NAMES)
     assert project == pushed["project"] and len(client.task_ids(project)) == 2
@@ -88,7 +88,7 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
     (rejected,) = registry.ls_events("rejected")
     assert "'dust'" in rejected.reason and rejected.ls_task_id == task_9
 
-    again = CliRunner().invoke(app, ["labelstudio", "sync", "--dataset", name, "--json"])
+    again = CliRunner().invoke(app, ["pull", "--dataset", name, "--json"])
     assert (json.loads(again.stdout)["stored"], json.loads(again.stdout)["seen"]) == (0, 3)
     assert registry.label_counts(volume)["annotator"] == 1
 
