@@ -10,7 +10,9 @@
   the callback (after the response; the schedule catches any count past it) —
   ``tomoloop serve-api`` starts the dataset's ``retrain-on-labels`` deployment with it.
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
-  registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``.
+  registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``. With
+  ``TOMOLOOP_API_TOKEN`` set they need ``Authorization: Bearer <token>`` (compared in
+  constant time).
 
 Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --port 8700``.
 """
@@ -21,7 +23,7 @@ import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import BackgroundTasks, Body, FastAPI, Header, HTTPException
+from fastapi import BackgroundTasks, Body, Depends, FastAPI, Header, HTTPException
 
 from tomoloop.adapters.labelstudio import PulledAnnotation
 from tomoloop.adapters.labelstudio_registry import dataset_of, handle_annotation
@@ -61,6 +63,19 @@ def create_app(
     registry = Registry.from_url(settings.registry_url)
     app = FastAPI(title="tomoloop", description="Label Studio webhooks and the registry.")
 
+    def authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+        """Refuse registry reads without the bearer token, when one is configured."""
+        token = settings.api_token
+        if token is None or not token.get_secret_value():
+            return
+        expected = f"Bearer {token.get_secret_value()}".encode()
+        if not hmac.compare_digest((authorization or "").encode(), expected):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    reads = [Depends(authorised)]
+
     @app.post("/webhooks/labelstudio")
     def labelstudio_webhook(
         payload: Annotated[dict[str, Any], Body()],
@@ -96,26 +111,26 @@ def create_app(
                 return {"status": status, "retrain": f"{waiting} new labels ≥ {threshold}"}
         return {"status": status}
 
-    @app.get("/volumes")
+    @app.get("/volumes", dependencies=reads)
     def volumes() -> list[dict]:
         return [volume_row(v) for v in registry.volumes()]
 
-    @app.get("/datasets")
+    @app.get("/datasets", dependencies=reads)
     def datasets() -> list[dict]:
         return [dataset_row(registry, d) for d in registry.datasets()]
 
-    @app.get("/models")
+    @app.get("/models", dependencies=reads)
     def models() -> list[dict]:
         return [model_row(registry, m) for m in registry.models()]
 
-    @app.get("/models/{model_id}")
+    @app.get("/models/{model_id}", dependencies=reads)
     def model(model_id: int) -> dict:
         try:
             return model_row(registry, registry.model(model_id))
         except RegistryError as exc:
             raise HTTPException(404, str(exc)) from exc
 
-    @app.get("/rounds")
+    @app.get("/rounds", dependencies=reads)
     def rounds() -> list[dict]:
         return [round_row(r, items) for r, items in registry.rounds()]
 

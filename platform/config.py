@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         retrain_threshold: new labels (annotator/expert, unseen by the newest model) at
             which a webhook event starts the dataset's ``retrain-on-labels`` deployment;
             None: only the schedule checks.
+        api_token: when set, the HTTP app's registry API answers only requests that carry
+            ``Authorization: Bearer <token>``.
     """
 
     model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
@@ -42,6 +44,7 @@ class Settings(BaseSettings):
     label_studio_files: Path | None = None
     webhook_secret: SecretStr | None = None
     retrain_threshold: int | None = None
+    api_token: SecretStr | None = None
 
     @property
     def registry_url(self) -> str:

@@ -27,3 +27,27 @@ def test_a_wrong_secret_is_refused_and_other_actions_ignored(tmp_path):
         headers={"X-Tomoloop-Secret": "k3y"},
     )  # fmt: skip
     assert other.json()["status"] == "ignored"
+
+
+@pytest.mark.parametrize("token", [None, ""])
+def test_the_registry_api_is_open_without_a_token(tmp_path, token):
+    from tomoloop.db.engine import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    upgrade(make_engine(url))
+    client = TestClient(create_app(Settings(database_url=url, api_token=token)))
+    assert client.get("/volumes").json() == []
+
+
+def test_the_registry_api_needs_the_bearer_token_when_one_is_set(tmp_path):
+    from tomoloop.db.engine import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    upgrade(make_engine(url))
+    client = TestClient(create_app(Settings(database_url=url, api_token="t0ken")))
+    for path in ("/volumes", "/datasets", "/models", "/models/1", "/rounds"):
+        refused = client.get(path)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert client.get(path, headers={"Authorization": "Bearer t0ke"}).status_code == 401
+    assert client.get("/volumes", headers={"Authorization": "Bearer t0ken"}).json() == []
+    assert client.get("/models/1", headers={"Authorization": "Bearer t0ken"}).status_code == 404
