@@ -42,7 +42,7 @@ OUT = ROOT / "bench" / "out"
 def packing(side: int, depth: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(grey uint8, particle labels uint32) of a sphere packing, (depth, side, side)."""
     spheres = ps.generators.random_spheres(
-        shape=[depth, side, side], r=7, clearance=1, phi=0.3, seed=seed, edges="extended"
+        shape=[depth, side, side], r=7, clearance=1, phi=0.25, seed=seed, edges="extended"
     ).astype(bool)
     labels = cc3d.connected_components(spheres, connectivity=6).astype(np.uint32)
     rng = np.random.default_rng(seed)
@@ -123,7 +123,14 @@ def main() -> None:
         (folder / "train.json").write_text(json.dumps(document))
         started = time.perf_counter()
         outcome = detectron2.train(
-            folder / "train.json", folder / "images", config, folder / "run", torch.device("cpu")
+            folder / "train.json",
+            folder / "images",
+            config,
+            folder / "run",
+            torch.device("cpu"),
+            on_iteration=lambda i, loss: (
+                print(f"iteration {i}: loss {loss:.3f}", flush=True) if i % 25 == 0 else None
+            ),
         )
         train_s = time.perf_counter() - started
     net = detectron2.load(outcome.checkpoint, torch.device("cpu"))
@@ -145,6 +152,7 @@ def main() -> None:
         test_doc, [r for k, d in enumerate(classic) for r in detection_results(d, k + 1)]
     )
 
+    print("predicting the held-out volume along z, y and x", flush=True)
     started = time.perf_counter()
     masks = detectron2.axis_masks(net, grey)
     particles = reassemble(masks)
