@@ -66,7 +66,7 @@ class MaskRCNNConfig:
     """How a Mask R-CNN is built and trained. Sizes are pixels.
 
     Attributes:
-        depth: ResNet depth, 18, 50 or 101 (seed 004 used 101).
+        depth: ResNet depth, 18, 34, 50 or 101 (seed 004 used 101).
         norm: "GN" (GroupNorm; trains from scratch) or "FrozenBN" (for pretrained weights;
             from scratch only with a small ``lr`` and gradient clipping).
         weights: local detectron2/torchvision checkpoint path; "" starts from random init.
@@ -111,8 +111,10 @@ class MaskRCNNConfig:
                 f"weights file {self.weights} does not exist: give the path of a local "
                 "checkpoint (nothing is downloaded), or no weights to train from scratch"
             )
-        if self.iterations < 1 or self.batch < 1 or self.lr <= 0:
-            raise Detectron2Error("iterations and batch must be ≥ 1 and lr > 0")
+        if min(self.iterations, self.batch, self.min_size, self.checkpoint_every) < 1:
+            raise Detectron2Error("iterations, batch, min_size and checkpoint_every must be ≥ 1")
+        if self.lr <= 0:
+            raise Detectron2Error(f"lr {self.lr}: the learning rate must be > 0")
         if len(self.anchor_sizes) != 5:
             raise Detectron2Error("anchor_sizes: give one size per FPN level (5)")
 
@@ -218,7 +220,9 @@ def train(
     checkpointer = DetectionCheckpointer(
         model, str(folder), optimizer=optimizer, scheduler=scheduler
     )
-    start = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True).get("iteration", -1) + 1
+    resuming = checkpointer.has_checkpoint()  # a resume point in this folder, not --weights
+    loaded = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+    start = loaded.get("iteration", -1) + 1 if resuming else 0
     losses_file = folder / "losses.json"
     losses = json.loads(losses_file.read_text())[:start] if start and losses_file.exists() else []
     mapper = DatasetMapper(
@@ -335,6 +339,9 @@ def evaluate(net: MaskRCNN, coco_file: Path, image_root: Path, batch: int = 4) -
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         greys = [cv2.imread(str(image_root / i["file_name"]), cv2.IMREAD_GRAYSCALE) for i in chunk]
+        for info, grey in zip(chunk, greys, strict=True):
+            if grey is None:
+                raise Detectron2Error(f"image {image_root / info['file_name']} cannot be read")
         for info, found in zip(chunk, predict(net, greys), strict=True):
             results.extend(detection_results(found, info["id"]))
     return instance_scores(document, results)

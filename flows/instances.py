@@ -19,6 +19,7 @@ flaw volume and a summary into a new folder (all or nothing).
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,6 +30,7 @@ import torch
 from prefect import flow, get_run_logger
 
 from tomoloop.adapters import detectron2
+from tomoloop.coco import check_out
 from tomoloop.config import Settings
 from tomoloop.db.models import ModelVersion
 from tomoloop.db.registry import NewMetric, PoolSlice, RegistryError
@@ -48,15 +50,15 @@ from tomoloop.flows.resources import (
     Services,
     dataset_phases,
     dataset_slices,
-    finished_model,
     open_run,
     pool_groups,
-    request_key,
+    run_folder,
 )
 from tomoloop.inference import normalise, predict_slice
 from tomoloop.instances import (
     grey_uint8,
     instance_classes,
+    particle_category,
     particle_disagreement,
     particle_mask,
     write_coco_folder,
@@ -66,6 +68,7 @@ from tomoloop.stacks import open_stack, percentile_window
 from tomoloop.training import resolve_device
 from tomoloop.volume import (
     ReassemblyOptions,
+    VolumeError,
     analyse,
     kept_labels,
     particle_rows,
@@ -105,17 +108,18 @@ def train_maskrcnn(
             "train": asdict(mask_config),
             "parent": None,
         }
-        folder = settings.home / "runs" / request_key(request)
-        done = finished_model(services, folder, request)
+        folder, done = run_folder(services, settings.home, request)
         if done is not None:
-            log.info("this request already trained model %s", done)
-            return {"model_version": done, "resumed": False, "already_trained": True}
+            log.info("this request already trained model %s", done["model_version"])
+            return done
         slices = dataset_slices(services, dataset)
         coco = write_coco_folder(slices, phases.names, classes, folder / "coco")
-        split = "test" if "test" in coco else "val"
-        if "train" not in coco or split not in coco:
+        split = next((s for s in ("test", "val") if _has_instances(coco.get(s))), None)
+        if split is None or not _has_instances(coco.get("train")):
             raise detectron2.Detectron2Error(
-                f"{dataset.name}@{dataset.version} needs train and val or test slices"
+                f"{dataset.name}@{dataset.version} needs instances of "
+                f"{', '.join(request['instances'])} on its train slices and on its test or "
+                "val slices: check --instances and the labels"
             )
         torch_device = resolve_device(device)
         model_id, run_id = open_run(
@@ -134,8 +138,8 @@ def train_maskrcnn(
                 mask_config,
                 folder / "detectron2",
                 torch_device,
-                on_iteration=lambda i, loss: (
-                    log.info("iteration %d: loss %.4f", i, loss) if i % 50 == 0 else None
+                on_iteration=_every(
+                    50, lambda i, loss: log.info("iteration %d: loss %.4f", i, loss)
                 ),
             )
             net = detectron2.load(outcome.checkpoint, torch_device)
@@ -189,13 +193,18 @@ def particles(
     bin_um: float = 0.5,
     overwrite: bool = False,
     device: str = "auto",
+    phase: str | None = None,
 ) -> dict:
     """3D particles of a grey stack with a registered Mask R-CNN; the summary (also in
     ``out_dir/summary.json``). ``options`` hold :class:`tomoloop.volume.ReassemblyOptions`
-    fields; ``bin_um`` is the size-distribution bin in µm.
+    fields; ``bin_um`` is the size-distribution bin in µm; ``phase`` the model category
+    that makes the particles (needed when it finds more than one).
     """
     log = get_run_logger()
-    reassembly = ReassemblyOptions(**(options or {}))
+    reassembly = ReassemblyOptions.from_options(options or {})
+    if bin_um <= 0:
+        raise VolumeError(f"bin {bin_um} µm: the size-distribution bin must be > 0")
+    check_out(Path(out_dir), overwrite)  # before the work, not after it
     torch_device = resolve_device(device)
     services = Services.from_settings()
     try:
@@ -212,8 +221,9 @@ def particles(
         voxel = stack.voxel_size or (1.0, 1.0, 1.0)
     if stack.voxel_size is None:
         log.warning("%s has no voxel size (give --voxel-size): lengths are in voxels", gray)
+    category = particle_category(net.categories, phase)
     log.info("predicting %s slices of %s", "/".join(axes), Path(gray).name)
-    masks = detectron2.axis_masks(net, volume, tuple(axes))
+    masks = detectron2.axis_masks(net, volume, tuple(axes), classes=[category])
     labels = reassemble(masks, reassembly)
     analysis = analyse(labels, voxel)
     boxes = {p.id: (p.z0, p.z1) for p in analysis.kept}
@@ -332,7 +342,11 @@ def load_registered_flaw_classifier(
 ) -> FlawNet:
     """A registered flaw classifier (architecture flawnet), verified by sha256."""
     version = services.registry.model(model_id)
-    if version.architecture != "flawnet" or version.checkpoint_uri is None:
+    if (
+        version.architecture != "flawnet"
+        or version.checkpoint_uri is None
+        or version.checkpoint_sha256 is None
+    ):
         raise RegistryError(
             f"model {model_id} is not a trained flaw classifier: train one with "
             "tomoloop flaws train"
@@ -358,6 +372,10 @@ def load_registered_maskrcnn(
         )
     data = services.store.get_bytes(version.checkpoint_uri, version.checkpoint_sha256)
     return detectron2.load(data, device), version
+
+
+def _has_instances(coco_file: Path | None) -> bool:
+    return coco_file is not None and bool(json.loads(coco_file.read_text())["annotations"])
 
 
 def _every(n: int, report: Callable[[int, float], None]) -> Callable[[int, float], None]:

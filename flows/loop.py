@@ -116,7 +116,8 @@ def al_round(
                 services, pool, network, spec, instance_model, torch_device
             )
             features = {k: replace(f, score=scores[k]) for k, f in features.items()}
-        registry.record_scores(model_id, {k: f.score for k, f in features.items()}, options.label)
+        label = f"disagreement/{instance_model}" if chooser.instances else options.label
+        registry.record_scores(model_id, {k: f.score for k, f in features.items()}, label)
         candidates = {
             p.slice_id: Candidate.of(p.slice_id, p.volume_id, p.axis, p.index, features[p.slice_id])
             for p in pool
@@ -314,6 +315,7 @@ def retrain_on_labels(
     threshold: int = 8,
     margin: float = 0.0,
     fraction_tolerance: float = 0.05,
+    tortuosity_tolerance: float | None = 0.2,
     tier_weights: str = "",
     device: str = "auto",
 ) -> dict:
@@ -330,7 +332,14 @@ def retrain_on_labels(
         get_run_logger().info("%d new labels of %s (retrain at %d)", waiting, dataset, threshold)
         return {"new_labels": waiting, "retrained": False}
     challenger = retrain(dataset, tier_weights=tier_weights, device=device)
-    decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
+    decision = promote(
+        challenger["model_version"],
+        "mIoU",
+        margin,
+        fraction_tolerance,
+        device,
+        tortuosity_tolerance,
+    )
     return {"new_labels": waiting, "retrained": True, **decision}
 
 
@@ -349,6 +358,7 @@ def loop(
     min_gain: float = 0.0,
     margin: float = 0.0,
     fraction_tolerance: float = 0.05,
+    tortuosity_tolerance: float | None = 0.2,
     config: dict | None = None,
     tier_weights: str = "",
     seed: int = 0,
@@ -397,7 +407,14 @@ def loop(
             services.close()
         labelled += answered
         challenger = retrain(dataset, config=config, tier_weights=tier_weights, device=device)
-        decision = promote(challenger["model_version"], "mIoU", margin, fraction_tolerance, device)
+        decision = promote(
+            challenger["model_version"],
+            "mIoU",
+            margin,
+            fraction_tolerance,
+            device,
+            tortuosity_tolerance,
+        )
         score = decision["champion_score"]
         history.append(history[-1] if score is None else score)
         done.append(

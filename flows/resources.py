@@ -157,9 +157,13 @@ def open_run(
     return model_id, run_id
 
 
-def finished_model(services: Services, folder: Path, request: dict) -> int | None:
-    """The model a finished run of this request registered, if any."""
+def run_folder(services: Services, home: Path, request: dict) -> tuple[Path, dict | None]:
+    """The request's checkpoint folder under ``home/runs``, and — when a run of this very
+    request already finished — the flow's answer for it (``model_version``,
+    ``already_trained``), so a repeated request trains nothing.
+    """
+    folder = home / "runs" / request_key(request)
     saved = saved_run(services, folder, request)
     if saved is not None and saved[2] == "finished":
-        return saved[0]
-    return None
+        return folder, {"model_version": saved[0], "resumed": False, "already_trained": True}
+    return folder, None

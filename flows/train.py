@@ -27,10 +27,9 @@ from tomoloop.flows.resources import (
     Services,
     dataset_phases,
     dataset_slices,
-    finished_model,
     load_registered_model,
     open_run,
-    request_key,
+    run_folder,
 )
 from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.phases import PhaseMap
@@ -118,11 +117,10 @@ def train_semantic(
             "freeze": list(freeze_prefixes),
             "tier_weights": tier_weights,
         }
-        folder = settings.home / "runs" / request_key(request)
-        done = finished_model(services, folder, request)
+        folder, done = run_folder(services, settings.home, request)
         if done is not None:
-            log.info("this request already trained model %s", done)
-            return {"model_version": done, "resumed": False, "already_trained": True}
+            log.info("this request already trained model %s", done["model_version"])
+            return done
         slices = dataset_slices(services, dataset, parse_tier_weights(tier_weights))
         check_slices(slices["train"], len(phases), "train")  # before anything is registered
         check_slices(slices["val"], len(phases), "val")

@@ -570,7 +570,7 @@ def train(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
     iterations: Annotated[int, typer.Option(help="maskrcnn: optimiser steps.")] = 3000,
-    depth: Annotated[int, typer.Option(help="maskrcnn: ResNet depth 18, 50 or 101.")] = 101,
+    depth: Annotated[int, typer.Option(help="maskrcnn: ResNet depth 18, 34, 50 or 101.")] = 101,
     norm: Annotated[
         str, typer.Option(help="maskrcnn: GN (from scratch) or FrozenBN (with --weights).")
     ] = "GN",
@@ -1218,6 +1218,9 @@ def particles_command(
     ] = None,
     bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    phase: Annotated[
+        str | None, typer.Option(help="The model's particle category, if it finds several.")
+    ] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -1240,6 +1243,7 @@ def particles_command(
             bin_um,
             overwrite,
             device,
+            phase,
         )
     _print_result(f"particles of {gray.name}", result, as_json)
 

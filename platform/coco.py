@@ -461,15 +461,20 @@ def slice_name(axis: Axis, index: int) -> str:
     return f"{axis}{index:05d}"
 
 
-def prepare_out(out_dir: Path, overwrite: bool) -> Path:
-    """A temp folder beside ``out_dir`` to write into; :func:`publish` renames it into
-    place. Refuses a non-empty ``out_dir`` unless ``overwrite``.
-    """
+def check_out(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite`` (before any work is done)."""
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputError(
             f"output folder {out_dir} exists and is not empty: choose another --out or "
             "pass --overwrite"
         )
+
+
+def prepare_out(out_dir: Path, overwrite: bool) -> Path:
+    """A temp folder beside ``out_dir`` to write into; :func:`publish` renames it into
+    place. Refuses a non-empty ``out_dir`` unless ``overwrite``.
+    """
+    check_out(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
 

@@ -172,6 +172,10 @@ class FlawTrainConfig:
     widths: tuple[int, ...] = (16, 32, 64, 128)
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.patience, self.batch) < 1 or self.lr <= 0:
+            raise FlawError("epochs, patience and batch must be ≥ 1 and lr > 0")
+
 
 @dataclass(frozen=True)
 class FlawTrainResult:
@@ -284,7 +288,10 @@ def save_classifier(net: FlawNet, config: FlawTrainConfig) -> bytes:
 
 
 def load_classifier(data: bytes, device: torch.device) -> FlawNet:
-    saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    try:
+        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise FlawError(f"not a readable checkpoint ({error})") from error
     if not isinstance(saved, dict) or saved.get("kind") != "flawnet":
         raise FlawError("not a tomoloop flaw classifier: train one with tomoloop flaws train")
     net = FlawNet(tuple(saved["config"]["widths"]))

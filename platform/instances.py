@@ -75,6 +75,19 @@ def particle_mask(
     return detections.masks[keep].any(axis=0)
 
 
+def particle_category(categories: Sequence[str], phase: str | None) -> int:
+    """Index of the instance category that makes particles: ``phase``, or the only one."""
+    if phase is None:
+        if len(categories) == 1:
+            return 0
+        raise CocoDocumentError(
+            f"the model finds {', '.join(categories)}: name the particle phase with --phase"
+        )
+    if phase not in categories:
+        raise CocoDocumentError(f"--phase {phase}: the model finds {', '.join(categories)}")
+    return list(categories).index(phase)
+
+
 def coco_from_slices(
     labels: Sequence[np.ndarray],
     file_names: Sequence[str],

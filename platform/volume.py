@@ -27,10 +27,15 @@ from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from tomoloop.coco import prepare_out, publish
+from tomoloop.errors import TomoloopError
 from tomoloop.flaws import is_flawed
 from tomoloop.microstructure import interface_area
 from tomoloop.report import plot_size_distribution
 from tomoloop.stacks import write_stack
+
+
+class VolumeError(TomoloopError):
+    """3D particles cannot be made or measured as asked."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,23 @@ class ReassemblyOptions:
     watershed: bool = True
     seed_depth: float = 1.0
     min_voxels: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.votes <= 3:
+            raise VolumeError(f"votes {self.votes}: 1, 2 or 3 of the slicing directions")
+        if self.erosion < 0 or self.min_voxels < 0 or self.seed_depth <= 0:
+            raise VolumeError("erosion and min_voxels must be ≥ 0 and seed_depth > 0")
+
+    @classmethod
+    def from_options(cls, options: dict) -> ReassemblyOptions:
+        """Options given as KEY=VALUE pairs; an unknown key is named."""
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise VolumeError(
+                f"unknown reassembly option {unknown[0]!r}: use "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
+        return cls(**options)
 
 
 def fuse(masks: Sequence[np.ndarray], votes: int) -> np.ndarray:
@@ -265,6 +287,8 @@ def size_distribution(
     """Particle-size distribution: counts of equivalent radii in bins of ``bin_um`` µm;
     ``(counts (b,), edges (b + 1,))`` from 0 to past the largest radius.
     """
+    if bin_um <= 0:
+        raise VolumeError(f"bin {bin_um} µm: the size-distribution bin must be > 0")
     radii = np.array([p.equivalent_radius_um for p in particles], np.float64)
     top = bin_um * (math.floor(radii.max() / bin_um) + 1) if radii.size else bin_um
     edges = np.arange(0.0, top + bin_um / 2, bin_um)

@@ -32,6 +32,33 @@ def electrode_volume() -> np.ndarray:
     return volume
 
 
+@pytest.fixture
+def ingest_electrode():
+    """A function ``(folder, volume, noise=0.0)`` ingesting an electrode as dataset ``nmc``."""
+    return _ingest_electrode
+
+
+def _ingest_electrode(folder, volume: np.ndarray, noise: float = 0.0) -> None:
+    """Write ``volume`` (labels) and a grey version of it (×80 + 20, optional Gaussian
+    noise of σ ``noise``) as TIFFs in ``folder`` and ingest them as dataset ``nmc``
+    (pore=0,nmc=1,cbd=2; split 0.6/0.2/0.2) into the registry of the environment.
+    """
+    import tifffile
+
+    from tomoloop.flows.ingest import ingest
+
+    grey = volume * 80.0 + 20 + np.random.default_rng(0).normal(0, noise, volume.shape)
+    tifffile.imwrite(folder / "gray.tif", np.clip(grey, 0, 255).astype(np.uint8))
+    tifffile.imwrite(folder / "labels.tif", volume)
+    ingest(
+        gray=str(folder / "gray.tif"),
+        labels=str(folder / "labels.tif"),
+        name="nmc",
+        phases="pore=0,nmc=1,cbd=2",
+        split=(0.6, 0.2, 0.2),
+    )
+
+
 # ---------------------------------------------------------------- registry backends
 
 

@@ -25,22 +25,10 @@ TINY = [
 
 
 @pytest.fixture
-def dataset(tmp_path, monkeypatch, registry_url, electrode_volume):
-    from tomoloop.flows.ingest import ingest
-
+def dataset(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electrode):
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)
-    noise = np.random.default_rng(0).normal(0, 8, electrode_volume.shape)
-    gray = np.clip(electrode_volume * 80 + 20 + noise, 0, 255).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "gray.tif", gray)
-    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
-    ingest(
-        gray=str(tmp_path / "gray.tif"),
-        labels=str(tmp_path / "labels.tif"),
-        name="nmc",
-        phases="pore=0,nmc=1,cbd=2",
-        split=(0.6, 0.2, 0.2),
-    )
+    ingest_electrode(tmp_path, electrode_volume, noise=8.0)
     return Registry.from_url(registry_url)
 
 

@@ -14,23 +14,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 
 
 @pytest.fixture
-def ingested(tmp_path, monkeypatch, electrode_volume):
-    from tomoloop.flows.ingest import ingest
-
+def ingested(tmp_path, monkeypatch, electrode_volume, ingest_electrode):
     url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
     assert run("db", "upgrade").exit_code == 0
-    gray = (electrode_volume * 80 + 20).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "gray.tif", gray)
-    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
-    ingest(
-        gray=str(tmp_path / "gray.tif"),
-        labels=str(tmp_path / "labels.tif"),
-        name="nmc",
-        phases="pore=0,nmc=1,cbd=2",
-        split=(0.6, 0.2, 0.2),
-    )
+    ingest_electrode(tmp_path, electrode_volume)
     return url
 
 

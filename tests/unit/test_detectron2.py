@@ -13,7 +13,13 @@ import pytest
 import torch
 
 from tomoloop.adapters import detectron2 as d2
-from tomoloop.instances import CocoDocumentError, Detections, coco_from_slices, detection_results
+from tomoloop.instances import (
+    CocoDocumentError,
+    Detections,
+    coco_from_slices,
+    detection_results,
+    instance_uncertainty,
+)
 from tomoloop.metrics_coco import instance_scores
 
 TINY = d2.MaskRCNNConfig(
@@ -84,29 +90,38 @@ def test_predictions_load_into_cocoeval(trained):
     assert all(0.0 <= v <= 1.0 for v in scores.values())
 
 
-def test_flip_uncertainty_is_bounded_per_slice(trained):
+def test_flip_uncertainty_is_the_plain_prediction_against_its_flips(trained):
     net = d2.load(trained.checkpoint, torch.device("cpu"))
     images, _ = disc_slices(3, seed=2)
     found = d2.uncertainty(net, images)
-    assert len(found) == 3
-    assert all(0 <= u.score <= 1 and 0 <= u.disagreement <= 1 for u in found)
+    plain = d2.predict(net, images)
+    for image, u, p in zip(images, found, plain, strict=True):
+        assert u.confidence == pytest.approx(float(np.mean(1 - p.scores)) if len(p) else 0.0)
+        flips = [
+            d2.unflip(d2.predict(net, [np.ascontiguousarray(np.flip(image, a))])[0], a, 64)
+            for a in (0, 1)
+        ]
+        assert u.disagreement == pytest.approx(instance_uncertainty(p, flips).disagreement)
+
+
+def _box(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
 
 
 def test_detections_on_a_flipped_slice_map_back_exactly():
-    _, labels = disc_slices(1, seed=3)
-    masks = np.stack([labels[0] == 1, np.zeros((64, 64), bool)])
-    masks[1, 5:9, 10:20] = True
-    boxes = np.array([[0, 0, 1, 1], [10, 5, 20, 9]], np.float32)
-    plain = Detections(masks, np.ones(2), np.zeros(2, np.int64), boxes)
-    for axis in (0, 1):
-        flipped = Detections(
-            np.flip(masks, axis + 1),
-            plain.scores,
-            plain.classes,
-            d2.unflip(plain, axis, 64).boxes,  # flipping is its own inverse
+    masks = np.zeros((2, 48, 64), bool)
+    masks[0, 5:9, 10:20] = True  # off-centre on both axes, non-square slice
+    masks[1, 30:47, 2:5] = True
+    plain = Detections(masks, np.ones(2), np.zeros(2, np.int64), np.array([_box(m) for m in masks]))
+    for axis, side in ((0, 48), (1, 64)):
+        flipped_masks = np.flip(masks, axis + 1)
+        seen = Detections(  # what the network reports on the flipped slice
+            flipped_masks, plain.scores, plain.classes, np.array([_box(m) for m in flipped_masks])
         )
-        back = d2.unflip(flipped, axis, 64)
-        assert np.array_equal(back.masks, masks) and np.array_equal(back.boxes, boxes)
+        back = d2.unflip(seen, axis, side)
+        assert np.array_equal(back.masks, masks)
+        np.testing.assert_array_equal(back.boxes, plain.boxes)
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):

@@ -19,6 +19,7 @@ from tomoloop.instances import (
     instance_uncertainty,
     mask_iou,
     match,
+    particle_category,
     particle_disagreement,
 )
 from tomoloop.metrics_coco import instance_scores
@@ -159,3 +160,12 @@ def test_particle_disagreement_is_one_minus_dice():
     assert particle_disagreement(a, a) == 0.0
     assert particle_disagreement(a, np.zeros_like(a)) == 1.0
     assert particle_disagreement(np.zeros_like(a), np.zeros_like(a)) == 0.0
+
+
+def test_the_particle_category_is_named_when_a_model_finds_several():
+    assert particle_category(["nmc"], None) == 0
+    assert particle_category(["nmc", "cbd"], "cbd") == 1
+    with pytest.raises(CocoDocumentError, match="name the particle phase with --phase"):
+        particle_category(["nmc", "cbd"], None)
+    with pytest.raises(CocoDocumentError, match="--phase pore: the model finds nmc"):
+        particle_category(["nmc"], "pore")

@@ -136,3 +136,17 @@ def test_options_switch_the_watershed_off():
     both = ball((24, 24, 40), (12, 12, 12), 7) | ball((24, 24, 40), (12, 12, 24), 7)
     assert reassemble([both] * 3, ReassemblyOptions(watershed=False)).max() == 1
     assert reassemble([both] * 3).max() == 2
+
+
+def test_bad_reassembly_options_and_bins_are_named():
+    from tomoloop.volume import VolumeError
+
+    with pytest.raises(VolumeError, match="votes 0"):
+        ReassemblyOptions(votes=0)
+    with pytest.raises(VolumeError, match="erosion and min_voxels"):
+        ReassemblyOptions(erosion=-1)
+    with pytest.raises(VolumeError, match="unknown reassembly option 'erode'"):
+        ReassemblyOptions.from_options({"erode": 2})
+    assert ReassemblyOptions.from_options({"erosion": 0}).erosion == 0
+    with pytest.raises(VolumeError, match="bin 0"):
+        size_distribution([], bin_um=0)
