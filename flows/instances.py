@@ -164,7 +164,8 @@ def train_maskrcnn(
         except BaseException:
             registry.update_training(run_id, "failed")
             raise
-        shutil.rmtree(folder / "detectron2", ignore_errors=True)  # resume points, no longer needed
+        for done_with in ("detectron2", "coco"):  # resume points and the COCO copy: not needed
+            shutil.rmtree(folder / done_with, ignore_errors=True)
         log.info("model %s: %s segm AP %.4f", model_id, split, scores["segm_AP"])
         return {
             "model_version": model_id,
