@@ -12,6 +12,7 @@ from tomoloop.flaws import (
     FlawError,
     FlawTrainConfig,
     classifier_input,
+    flaw_volume,
     is_flawed,
     load_classifier,
     particle_inputs,
@@ -70,6 +71,16 @@ def test_three_phase_map_separates_the_crack_from_the_solid():
     assert ((phases == 1) == (flaw[z] & inside)).mean() > 0.97
     assert (phases[inside & ~flaw[z]] == 2).mean() > 0.95  # noise puts a few below
     assert (phases[inside & flaw[z]] == 1).all()
+
+
+def test_flaw_volume_maps_only_the_flawed_particles():
+    grey, labels, flaw = cracked_particles((24, 24, 48), 9, [True, True], seed=1)
+    out = flaw_volume(grey, labels, {2})
+    assert (out[labels == 0] == 0).all() and (out[labels == 1] == 2).all()
+    for z in range(24):
+        mask = labels[z] == 2
+        np.testing.assert_array_equal(out[z][mask], three_phase(grey[z], mask)[mask])
+    assert (out[flaw & (labels == 2)] == 1).mean() > 0.9
 
 
 def _particle_set(n_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
