@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from tomoloop.errors import TomoloopError
+from tomoloop.paths import artifact_key, check_artifact_key
 
 
 class ArtifactError(TomoloopError):
@@ -49,7 +50,7 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, suffix: str = "") -> Artifact:
         """Store ``data``; storing the same bytes again is a no-op returning the same key."""
         sha = hashlib.sha256(data).hexdigest()
-        key = f"{sha[:2]}/{sha}{suffix}"
+        key = artifact_key(sha, suffix)
         path = self._path(key)
         if self._fs.exists(path):
             return Artifact(key, sha, len(data))
@@ -73,8 +74,10 @@ class ArtifactStore:
         """The artifact's bytes, after checking them against ``sha256``.
 
         Raises:
+            PathConfinementError: ``key`` is not where content ``sha256`` is stored.
             ArtifactError: missing, or altered since it was stored.
         """
+        check_artifact_key(key, sha256)
         path = self._path(key)
         try:
             data = self._fs.cat_file(path)

@@ -39,6 +39,7 @@ with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
 
 from tomoloop.errors import TomoloopError
 from tomoloop.instances import (
+    CocoDocumentError,
     Detections,
     InstanceUncertainty,
     check_coco,
@@ -47,6 +48,7 @@ from tomoloop.instances import (
     particle_mask,
 )
 from tomoloop.metrics_coco import instance_scores
+from tomoloop.paths import confined
 
 _CONFIGS = Path(detectron2.__file__).parent / "model_zoo" / "configs"  # shipped with detectron2
 _BASE = _CONFIGS / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
@@ -177,11 +179,16 @@ class TrainOutcome:
 
 def training_records(coco_file: Path, image_root: Path) -> tuple[list[dict], list[str]]:
     """Detectron2 dataset dicts of the images with instances, and the category names."""
-    document = json.loads(coco_file.read_text())
+    try:
+        document = json.loads(coco_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CocoDocumentError(f"{coco_file} cannot be read as COCO JSON: {exc}") from exc
     check_coco(document, str(coco_file))
-    missing = [
-        i["file_name"] for i in document["images"] if not (image_root / i["file_name"]).exists()
-    ]
+    paths = {
+        i["file_name"]: confined(image_root, i["file_name"], f"{coco_file} image {i['id']}")
+        for i in document["images"]
+    }
+    missing = [name for name, path in paths.items() if not path.exists()]
     if missing:
         raise Detectron2Error(
             f"{len(missing)} images of {coco_file} are missing under {image_root}, "

@@ -169,11 +169,20 @@ def write_coco_folder(
 
 def check_coco(document: dict, what: str) -> None:
     """Raise :class:`CocoDocumentError` unless ``document`` can train an instance model:
-    categories declared, at least one annotation, every annotation naming a declared
-    category and an existing image.
+    categories declared, every image with an id, file name and size, at least one
+    annotation, every annotation naming a declared category and an existing image.
     """
+    if not isinstance(document, dict):
+        raise CocoDocumentError(f"{what} is not a COCO document: expected a JSON object")
     categories = {c.get("id") for c in document.get("categories", [])}
-    images = {i.get("id") for i in document.get("images", [])}
+    for image in document.get("images", []):
+        missing = [k for k in ("id", "file_name", "height", "width") if k not in image]
+        if missing or not isinstance(image["file_name"], str):
+            raise CocoDocumentError(
+                f"{what}: image {image.get('id')!r} lacks {missing or 'a string file_name'}; "
+                "every image needs id, file_name, height and width"
+            )
+    images = {i["id"] for i in document.get("images", [])}
     annotations = document.get("annotations", [])
     if not categories:
         raise CocoDocumentError(f"{what} declares no categories: list them under 'categories'")

@@ -21,6 +21,7 @@ from tomoloop.instances import (
     instance_uncertainty,
 )
 from tomoloop.metrics_coco import instance_scores
+from tomoloop.paths import PathConfinementError
 
 TINY = d2.MaskRCNNConfig(
     depth=18,
@@ -157,3 +158,13 @@ def test_missing_images_are_named(tmp_path):
     coco = write_coco(tmp_path, images, labels)
     with pytest.raises(d2.Detectron2Error, match=r"images of .* are missing under .*z00000\.png"):
         d2.training_records(coco, tmp_path / "elsewhere")
+
+
+def test_an_image_file_name_leaving_the_image_root_is_refused(tmp_path):
+    images, labels = disc_slices(1)
+    coco = write_coco(tmp_path, images, labels)
+    document = json.loads(coco.read_text())
+    document["images"][0]["file_name"] = "../../etc/passwd"
+    coco.write_text(json.dumps(document))
+    with pytest.raises(PathConfinementError, match=r"image 1 names '\.\./\.\./etc/passwd'"):
+        d2.training_records(coco, tmp_path / "images")

@@ -97,6 +97,8 @@ def test_half_the_particles_found_scores_between():
         (lambda d: d["annotations"][0].update(category_id=9), "category_id 9"),
         (lambda d: d["annotations"][0].update(image_id=5), "refers to image 5"),
         (lambda d: d.update(categories=[]), "declares no categories"),
+        (lambda d: d["images"][0].pop("file_name"), r"lacks \['file_name'\]"),
+        (lambda d: d["images"][0].update(file_name=3), "lacks a string file_name"),
     ],
 )
 def test_a_document_that_cannot_train_is_refused_with_the_reason(change, message):
