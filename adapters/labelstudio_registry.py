@@ -47,6 +47,9 @@ def handle_annotation(
 ) -> str:
     """Store one pulled or webhook-delivered annotation; its status (stored / skipped /
     rejected / seen). One transaction: the registry annotation and the event, or neither.
+    Of two handlers racing on one event (a poll and a webhook, two syncs), the one whose
+    event row loses the unique key reports ``seen`` (its annotation insert was a no-op:
+    same natural key).
     """
     event = LabelStudioEvent(
         key=event_key(a),
@@ -91,7 +94,8 @@ def handle_annotation(
                 event.status = "stored"
                 event.annotation_id = registry.annotation_id(slice_id, Tier.ANNOTATOR, source)
                 registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
-        registry.record_ls_event(event)
+        if not registry.record_ls_event(event):
+            return "seen"
     return event.status
 
 

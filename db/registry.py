@@ -966,10 +966,13 @@ class Registry:
         values.setdefault("received_at", utcnow())
         values.setdefault("reason", "")
         with self.session() as s:
-            inserted = s.execute(
-                self._insert(LabelStudioEvent).values(**values).on_conflict_do_nothing()
-            )
-            return inserted.rowcount == 1
+            inserted = s.scalar(
+                self._insert(LabelStudioEvent)
+                .values(**values)
+                .on_conflict_do_nothing()
+                .returning(LabelStudioEvent.id)
+            )  # RETURNING, not rowcount: an ORM insert reports rowcount -1 on PostgreSQL
+            return inserted is not None
 
     def ls_event_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of these event keys are already recorded."""

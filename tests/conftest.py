@@ -34,14 +34,15 @@ def electrode_volume() -> np.ndarray:
 
 @pytest.fixture
 def ingest_electrode():
-    """A function ``(folder, volume, noise=0.0)`` ingesting an electrode as dataset ``nmc``."""
+    """A function ``(folder, volume, noise=0.0, name="nmc")`` ingesting an electrode."""
     return _ingest_electrode
 
 
-def _ingest_electrode(folder, volume: np.ndarray, noise: float = 0.0) -> None:
+def _ingest_electrode(folder, volume: np.ndarray, noise: float = 0.0, name: str = "nmc") -> dict:
     """Write ``volume`` (labels) and a grey version of it (×80 + 20, optional Gaussian
-    noise of σ ``noise``) as TIFFs in ``folder`` and ingest them as dataset ``nmc``
-    (pore=0,nmc=1,cbd=2; split 0.6/0.2/0.2) into the registry of the environment.
+    noise of σ ``noise``) as TIFFs in ``folder`` and ingest them as dataset ``name``
+    (pore=0,nmc=1,cbd=2; split 0.6/0.2/0.2) into the registry of the environment; the
+    ingest flow's result.
     """
     import tifffile
 
@@ -50,10 +51,10 @@ def _ingest_electrode(folder, volume: np.ndarray, noise: float = 0.0) -> None:
     grey = volume * 80.0 + 20 + np.random.default_rng(0).normal(0, noise, volume.shape)
     tifffile.imwrite(folder / "gray.tif", np.clip(grey, 0, 255).astype(np.uint8))
     tifffile.imwrite(folder / "labels.tif", volume)
-    ingest(
+    return ingest(
         gray=str(folder / "gray.tif"),
         labels=str(folder / "labels.tif"),
-        name="nmc",
+        name=name,
         phases="pore=0,nmc=1,cbd=2",
         split=(0.6, 0.2, 0.2),
     )
@@ -147,3 +148,57 @@ def label_studio_env(tmp_path, monkeypatch, label_studio):
     }.items():
         monkeypatch.setenv(key, value)
     return url
+
+
+@pytest.fixture
+def serve_http():
+    """A function ``(**env) -> URL`` serving tomoloop's HTTP app (built from the
+    environment at the call, plus ``env``) with uvicorn on a free loopback port; every
+    server started is stopped at teardown.
+    """
+    import threading
+    import time
+
+    import uvicorn
+
+    from tomoloop.adapters.http import create_app
+    from tomoloop.config import Settings
+
+    servers = []
+
+    def serve(**env: str) -> str:
+        port = _free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(Settings(**env)), host="127.0.0.1", port=port, log_level="warning"
+            )
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        while not server.started:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def label_studio_postgres(label_studio_env, postgres_server, monkeypatch):
+    """As ``label_studio_env`` but the registry is a fresh migrated PostgreSQL database;
+    yields its URL.
+    """
+    from tomoloop.adapters.local_postgres import create_database, drop_database
+    from tomoloop.db.engine import make_engine, upgrade
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = create_database(postgres_server, name)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
+    yield url
+    drop_database(postgres_server, name)

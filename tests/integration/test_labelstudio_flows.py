@@ -1,11 +1,11 @@
 """Push a round to the real Label Studio and sync annotations back into the registry."""
 
 import json
+import os
 import uuid
 
 import numpy as np
 import pytest
-import tifffile
 from typer.testing import CliRunner
 
 from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results, mask_from_results
@@ -19,23 +19,13 @@ NAMES = ("pore", "nmc", "cbd")
 
 
 @pytest.fixture
-def setup(tmp_path, label_studio, label_studio_env, electrode_volume):
-    """A dataset ingested into a fresh SQLite registry, pointed at the session's server."""
-    from tomoloop.flows.ingest import ingest
-
-    url = label_studio_env
-    gray = (electrode_volume * 80 + 20).astype(np.uint8)
-    tifffile.imwrite(tmp_path / "gray.tif", gray)
-    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
+def setup(tmp_path, label_studio, label_studio_env, electrode_volume, ingest_electrode):
+    """A dataset ingested into the environment's fresh registry, pointed at the session's
+    server: (registry, client, dataset name, volume id).
+    """
     name = f"nmc-{uuid.uuid4().hex[:8]}"
-    result = ingest(
-        gray=str(tmp_path / "gray.tif"),
-        labels=str(tmp_path / "labels.tif"),
-        name=name,
-        phases="pore=0,nmc=1,cbd=2",
-        split=(0.6, 0.2, 0.2),
-    )
-    registry = Registry.from_url(url)
+    result = ingest_electrode(tmp_path, electrode_volume, name=name)
+    registry = Registry.from_url(os.environ["TOMOLOOP_DATABASE_URL"])
     client = LabelStudioClient(*label_studio.credentials())
     return registry, client, name, result["volume_id"]
 
@@ -93,35 +83,8 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
     assert registry.label_counts(volume)["annotator"] == 1
 
 
-@pytest.fixture
-def http_app(setup, monkeypatch):
-    """The tomoloop HTTP app served by uvicorn on loopback, with a webhook secret."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    from tomoloop.adapters.http import create_app
-
-    monkeypatch.setenv("TOMOLOOP_WEBHOOK_SECRET", "s3cret-for-tests")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-
-
 def test_the_real_server_delivers_a_webhook_and_polling_then_finds_it_stored(
-    setup, http_app, electrode_volume
+    setup, serve_http, electrode_volume
 ):
     import time
 
@@ -131,6 +94,7 @@ def test_the_real_server_delivers_a_webhook_and_polling_then_finds_it_stored(
     from tomoloop.flows.labelstudio import push_round, sync_annotations
 
     registry, client, name, volume = setup
+    http_app = serve_http(webhook_secret="s3cret-for-tests")
     slices = registry.register_slices(volume, "z", [5])
     round_id = registry.open_round(name, "random", None, [(slices[5], 1.0)])
     project = push_round(round_id)["project"]

@@ -303,3 +303,19 @@ def test_the_pool_refreshed_versions_lead_times_and_closing_rounds(registry_url)
     assert registry.new_labels("nmc") == 1  # a corrected label supersedes, never adds
     model = registry.register_model("nmc", "unet", "torch", registry.refresh_dataset("nmc").id)
     assert model and registry.new_labels("nmc") == 0  # the newest model trained on it
+
+
+def test_an_event_is_recorded_once_and_the_second_record_says_so(registry_url):
+    from tomoloop.db.models import LabelStudioEvent
+
+    registry = Registry.from_url(registry_url)
+
+    def event() -> LabelStudioEvent:
+        return LabelStudioEvent(
+            key="17@2026-11-30T03:00:00Z", via="webhook", action="ANNOTATION",
+            ls_project_id=1, ls_task_id=4, ls_annotation_id=17, status="stored",
+        )  # fmt: skip
+
+    assert registry.record_ls_event(event()) is True
+    assert registry.record_ls_event(event()) is False
+    assert [e.key for e in registry.ls_events()] == ["17@2026-11-30T03:00:00Z"]
