@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from label_studio_sdk.converter import brush
 
 from tomoloop.adapters.labelstudio import (
     AnnotationRejected,
     brush_results,
+    decode_brush_rle,
     labeling_config,
     mask_from_results,
 )
@@ -31,6 +33,54 @@ def test_class_masks_round_trip_exactly_through_brush_rle(mask):
     results = brush_results(mask, NAMES)
     assert {r["value"]["brushlabels"][0] for r in results} == {NAMES[c] for c in np.unique(mask)}
     np.testing.assert_array_equal(mask_from_results(results, mask.shape, NAMES), mask)
+
+
+def _rle_pack(values: list[int], word: int, sizes: list[int], runs: list[tuple[bool, int]]) -> list:
+    """An rle-pack stream written independently of the SDK's encoder: ``runs`` are
+    (repeat, length) records that cut ``values`` in order (repeats must be constant).
+    """
+    bits = f"{len(values):032b}{word - 1:05b}" + "".join(f"{z - 1:04b}" for z in sizes)
+    i = 0
+    for repeat, n in runs:
+        index = next(k for k, z in enumerate(sizes) if n - 1 < 2**z)
+        bits += f"{int(repeat)}{index:02b}{n - 1:0{sizes[index]}b}"
+        chunk = values[i : i + n][:1] if repeat else values[i : i + n]
+        bits += "".join(f"{v:0{word}b}" for v in chunk)
+        i += n
+    bits += "0" * (-len(bits) % 8)
+    return [int(bits[k : k + 8], 2) for k in range(0, len(bits), 8)]
+
+
+@st.composite
+def _streams(draw):
+    word = draw(st.integers(1, 8))
+    sizes = draw(st.lists(st.integers(1, 16), min_size=4, max_size=4))
+    longest = 2 ** max(sizes)
+    values, runs = [], []
+    for _ in range(draw(st.integers(1, 12))):
+        repeat = draw(st.booleans())
+        n = draw(st.integers(1, min(longest, 40)))
+        if repeat:
+            values += [draw(st.integers(0, 2**word - 1))] * n
+        else:
+            values += draw(st.lists(st.integers(0, 2**word - 1), min_size=n, max_size=n))
+        runs.append((repeat, n))
+    return values, _rle_pack(values, word, sizes, runs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_streams())
+def test_brush_rle_decodes_literal_and_repeat_records_as_the_sdk_does(stream):
+    values, rle = stream
+    np.testing.assert_array_equal(decode_brush_rle(rle), values)
+    np.testing.assert_array_equal(brush.decode_rle(rle), values)  # the reference agrees
+
+
+def test_a_truncated_brush_rle_is_an_error():
+    rle = brush.mask2rle(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    for cut in (3, len(rle) // 2, len(rle) - 1):
+        with pytest.raises(ValueError):
+            decode_brush_rle(rle[:cut])
 
 
 def test_unknown_labels_and_broken_rle_are_rejected_with_the_reason():
