@@ -34,6 +34,10 @@ from tomoloop.phases import PhaseMap
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 SECRET_HEADER = "X-Tomoloop-Secret"
+_BODY = (
+    "expected annotation (with an integer id), task (id and data.key) and project "
+    "(id and title), as Label Studio sends them"
+)
 
 
 def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnotation]:
@@ -46,10 +50,10 @@ def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnota
         annotation, task, project = payload["annotation"], payload["task"], payload["project"]
         pulled = PulledAnnotation.from_label_studio(task["id"], task["data"]["key"], annotation)
         return int(project["id"]), str(project["title"]), pulled
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"webhook body lacks {exc}: expected annotation, task and project"
-        ) from exc
+    except KeyError as exc:
+        raise ValueError(f"webhook body lacks {exc}: {_BODY}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"webhook body is malformed ({exc}): {_BODY}") from exc
 
 
 def create_app(

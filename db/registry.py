@@ -44,6 +44,14 @@ from tomoloop.errors import TomoloopError
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
 
 
+_LISTINGS = {
+    "volume": "volumes",
+    "active-learning round": "rounds",
+    "dataset version": "datasets",
+    "model version": "models",
+}
+
+
 class RegistryError(TomoloopError):
     """A registry request that cannot be met (unknown id, name clash, ...)."""
 
@@ -276,7 +284,9 @@ class Registry:
         with self.session() as s:
             found = s.get(table, key)
         if found is None:
-            raise RegistryError(f"no {what} with id {key}")
+            raise RegistryError(
+                f"no {what} with id {key}: `tomoloop registry {_LISTINGS[what]}` lists them"
+            )
         return found
 
     def volume(self, volume_id: int) -> Volume:
@@ -460,7 +470,10 @@ class Registry:
         with self.session() as s:
             found = s.scalar(query)
         if found is None:
-            raise RegistryError(f"no dataset {name!r}{'' if version is None else f'@{version}'}")
+            raise RegistryError(
+                f"no dataset {name!r}{'' if version is None else f'@{version}'}: "
+                "`tomoloop registry datasets` lists them; `tomoloop ingest` makes one"
+            )
         return found
 
     def dataset_version(self, dataset_version_id: int) -> DatasetVersion:

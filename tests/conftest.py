@@ -24,12 +24,38 @@ def balls(shape: tuple[int, int, int], centres, radii) -> np.ndarray:
     return volume
 
 
-@pytest.fixture
-def electrode_volume() -> np.ndarray:
+def electrode_labels() -> np.ndarray:
     """(20, 40, 48) uint8 labels: pore 0, two separate particles 1, a carbon-binder slab 2."""
     volume = balls((20, 40, 48), [(10, 12, 12), (10, 26, 34)], [7, 8])
     volume[:, 36:, :] = np.where(volume[:, 36:, :] == 0, 2, volume[:, 36:, :])
     return volume
+
+
+@pytest.fixture
+def electrode_volume() -> np.ndarray:
+    """A fresh :func:`electrode_labels` volume (tests may change it)."""
+    return electrode_labels()
+
+
+@pytest.fixture(scope="module")
+def ingested_home(tmp_path_factory, prefect_harness):
+    """(home, environment) of a SQLite registry holding the electrode as dataset ``nmc``,
+    shared by a module's tests (which must leave it as they found it).
+    """
+    from tomoloop.db.engine import make_engine, upgrade
+
+    home = tmp_path_factory.mktemp("home")
+    env = {"TOMOLOOP_HOME": str(home), "TOMOLOOP_DATABASE_URL": f"sqlite:///{home / 'r.sqlite'}"}
+    engine = make_engine(env["TOMOLOOP_DATABASE_URL"])
+    upgrade(engine)
+    engine.dispose()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        folder = home / "stacks"
+        folder.mkdir()
+        _ingest_electrode(folder, electrode_labels())
+    return home, env
 
 
 @pytest.fixture

@@ -1,0 +1,359 @@
+"""The bad-input corpus: malformed TIFF stacks, CLI arguments, COCO files, Label Studio
+annotations and webhook bodies, each generated here. Every one gives an error that names
+what was wrong and nothing is written — no registry row, no artifact, no output file — and
+a rejected annotation is recorded as rejected with its reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from tomoloop.adapters.http import create_app
+from tomoloop.adapters.labelstudio import PulledAnnotation, brush_results
+from tomoloop.adapters.labelstudio_registry import handle_annotation, project_title
+from tomoloop.cli import app
+from tomoloop.config import Settings
+from tomoloop.db.registry import Registry
+from tomoloop.errors import TomoloopError
+from tomoloop.instances import coco_from_slices
+
+pytestmark = pytest.mark.integration
+NAMES = ("pore", "nmc", "cbd")
+PHASES = "pore=0,nmc=1,cbd=2"
+SECRET = "corpus-secret"
+
+
+@pytest.fixture
+def home(ingested_home, monkeypatch):
+    """The module's registry home, in the environment; the registry's state is compared
+    before and after each test.
+    """
+    path, env = ingested_home
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    registry = Registry.from_url(env["TOMOLOOP_DATABASE_URL"])
+    before = _state(registry, path)
+    yield registry
+    assert _state(registry, path) == before, "a bad input changed the registry or the store"
+
+
+def _state(registry: Registry, home: Path) -> tuple:
+    """Row count of every table except the Label Studio event log, and the stored files."""
+    tables = sorted(set(inspect(registry.engine).get_table_names()) - {"ls_events"})
+    with registry.engine.connect() as c:
+        counts = {t: c.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar() for t in tables}
+    files = sorted(
+        str(p.relative_to(home))
+        for p in home.rglob("*")
+        if p.is_file() and "r.sqlite" not in p.name
+    )
+    return counts, files
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# ---------------------------------------------------------------- TIFF stacks and CLI
+
+
+def _stacks(work: Path) -> None:
+    """A good gray/labels pair in ``work`` (cases then spoil one of them)."""
+    from conftest import electrode_labels
+
+    labels = electrode_labels()
+    tifffile.imwrite(work / "labels.tif", labels)
+    tifffile.imwrite(work / "gray.tif", (labels * 80 + 20).astype(np.uint8))
+
+
+def _ingest(*extra: str, phases: str = PHASES) -> list[str]:
+    return ["ingest", "gray.tif", "--labels", "labels.tif", "--name", "bad", "--phases", phases,
+            *extra]  # fmt: skip
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _relabel(work: Path, change: Callable[[np.ndarray], np.ndarray]) -> None:
+    labels = tifffile.imread(work / "labels.tif")
+    tifffile.imwrite(work / "labels.tif", change(labels))
+
+
+def _undeclared(labels: np.ndarray) -> np.ndarray:
+    labels[12, 3, 4] = 7
+    return labels
+
+
+CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
+    "tiff: not a TIFF": (
+        lambda w: (w / "gray.tif").write_text("grey values, honest"),
+        _ingest(),
+        "gray.tif is not a readable TIFF",
+    ),
+    "tiff: truncated": (
+        lambda w: _truncate(w / "labels.tif"),
+        _ingest(),
+        "labels.tif .* corrupt or truncated",
+    ),
+    "tiff: empty file": (
+        lambda w: (w / "gray.tif").write_bytes(b""),
+        _ingest(),
+        "gray.tif is not a readable TIFF",
+    ),
+    "tiff: missing file": (lambda w: (w / "gray.tif").unlink(), _ingest(), "does not exist"),
+    "tiff: shapes differ": (
+        lambda w: tifffile.imwrite(w / "gray.tif", np.zeros((20, 40, 47), np.uint8)),
+        _ingest(),
+        "same voxels",
+    ),
+    "tiff: undeclared label value": (
+        lambda w: _relabel(w, _undeclared),
+        _ingest(),
+        r"z=12.*\[7\]|\[7\].*z=12",
+    ),
+    "tiff: float labels": (
+        lambda w: _relabel(w, lambda a: a.astype(np.float32)),
+        _ingest(),
+        "integer",
+    ),
+    "tiff: RGB gray stack": (
+        lambda w: tifffile.imwrite(
+            w / "gray.tif", np.zeros((20, 40, 48, 3), np.uint8), photometric="rgb"
+        ),
+        _ingest(),
+        "convert RGB",
+    ),
+    "cli: phase map without '='": (lambda w: None, _ingest(phases="pore:0,nmc:1"), "NAME=VALUE"),
+    "cli: two phases, one value": (lambda w: None, _ingest(phases="pore=0,nmc=0"), "values repeat"),
+    "cli: voxel size not a number": (
+        lambda w: None,
+        _ingest("--voxel-size", "fast"),
+        "--voxel-size 'fast'",
+    ),
+    "cli: split of two fractions": (
+        lambda w: None,
+        _ingest("--split", "0.5,0.5"),
+        "not three fractions",
+    ),
+    "cli: unknown architecture": (
+        lambda w: None,
+        ["train", "--dataset", "nmc", "--arch", "resnext"],
+        "unknown architecture 'resnext'",
+    ),
+    "cli: unknown dataset": (
+        lambda w: None,
+        ["coco", "export", "--dataset", "ghost", "--out", "out"],
+        "no dataset 'ghost'.*registry datasets",
+    ),
+    "cli: unknown model": (
+        lambda w: None,
+        ["registry", "show", "model", "999"],
+        "999.*registry models",
+    ),
+    "cli: unknown strategy": (
+        lambda w: None,
+        ["round", "--dataset", "nmc", "--strategy", "oracle"],
+        "unknown strategy 'oracle'",
+    ),
+}
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_bad_stacks_and_arguments_are_refused_and_nothing_is_written(
+    case, home, tmp_path, monkeypatch
+):
+    prepare, args, message = CLI_CASES[case]
+    _stacks(tmp_path)
+    prepare(tmp_path)
+    inputs = _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    said = " ".join(f"{result.output} {result.exception or ''}".split())
+    assert isinstance(result.exception, TomoloopError | SystemExit), said
+    assert "Traceback" not in result.output
+    assert re.search(message, said), said
+    assert _files(tmp_path) == inputs  # no output, no partial file
+
+
+# ---------------------------------------------------------------- COCO files
+
+
+def _coco(work: Path) -> Path:
+    """A good one-image COCO document with its image; its path."""
+    labels = np.zeros((48, 48), np.uint8)
+    labels[5:15, 5:15] = labels[30:40, 20:30] = 1
+    (work / "images").mkdir()
+    tifffile.imwrite(work / "images" / "z.png", labels)
+    document = coco_from_slices([labels], ["z.png"], ["pore", "particle"], [1])
+    (work / "train.json").write_text(json.dumps(document))
+    return work / "train.json"
+
+
+def _edit(path: Path, change: Callable[[dict], object]) -> None:
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+COCO_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "coco: not JSON": (lambda p: p.write_text("{images: ["), "cannot be read as COCO JSON"),
+    "coco: a JSON list": (lambda p: p.write_text("[]"), "not a COCO document"),
+    "coco: path traversal": (
+        lambda p: _edit(p, lambda d: d["images"][0].update(file_name="../../etc/passwd")),
+        r"'\.\./\.\./etc/passwd'.*'\.\.' component",
+    ),
+    "coco: absolute image path": (
+        lambda p: _edit(p, lambda d: d["images"][0].update(file_name="/etc/passwd")),
+        "absolute",
+    ),
+    "coco: unknown category": (
+        lambda p: _edit(p, lambda d: d["annotations"][0].update(category_id=9)),
+        "category_id 9",
+    ),
+    "coco: annotation of a missing image": (
+        lambda p: _edit(p, lambda d: d["annotations"][0].update(image_id=5)),
+        "refers to image 5",
+    ),
+    "coco: image without file name": (
+        lambda p: _edit(p, lambda d: d["images"][0].pop("file_name")),
+        "file_name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_CASES))
+def test_bad_coco_files_are_refused_before_training(case, tmp_path):
+    from tomoloop.adapters.detectron2 import training_records
+
+    spoil, message = COCO_CASES[case]
+    coco = _coco(tmp_path)
+    spoil(coco)
+    inputs = _files(tmp_path)
+    with pytest.raises(TomoloopError, match=message):
+        training_records(coco, tmp_path / "images")
+    assert _files(tmp_path) == inputs
+
+
+# ---------------------------------------------------------------- Label Studio annotations
+
+
+def _brush(mask: np.ndarray) -> list[dict]:
+    return brush_results(mask, NAMES)
+
+
+def _unknown_label(results: list[dict]) -> list[dict]:
+    results[0]["value"]["brushlabels"] = ["dust"]
+    return results
+
+
+def _truncated_rle(results: list[dict]) -> list[dict]:
+    results[0]["value"]["rle"] = results[0]["value"]["rle"][:9]
+    return results
+
+
+ANNOTATION_CASES: dict[str, tuple[Callable[[np.ndarray], list[dict]], str, str]] = {
+    "labelstudio: unknown label": (
+        lambda m: _unknown_label(_brush(m)),
+        "slice",
+        "'dust'.*not one of the phases",
+    ),
+    "labelstudio: truncated RLE": (
+        lambda m: _truncated_rle(_brush(m)),
+        "slice",
+        "RLE does not decode",
+    ),
+    "labelstudio: mask of another size": (
+        lambda m: _brush(m[:-1]),
+        "slice",
+        r"does not decode to a 40×48 mask",
+    ),
+    "labelstudio: task of another tool": (_brush, "other", "names no tomoloop slice"),
+}
+
+
+@pytest.mark.parametrize("case", list(ANNOTATION_CASES))
+def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home):
+    from conftest import electrode_labels
+
+    make, key, reason = ANNOTATION_CASES[case]
+    slice_id = home.register_slices(home.volumes()[0].id, "z", [3])[3]
+    annotation_id = 9000 + list(ANNOTATION_CASES).index(case)
+    pulled = PulledAnnotation(
+        task_id=annotation_id,
+        task_key=f"slice-{slice_id}:round-0" if key == "slice" else "image-17",
+        annotation_id=annotation_id,
+        result=make(electrode_labels()[3]),
+        was_cancelled=False,
+        lead_time_s=3.0,
+        author="1",
+        updated_at="2026-11-30T04:00:00Z",
+    )
+    assert handle_annotation(home, NAMES, 1, pulled, "poll") == "rejected"
+    (event,) = [e for e in home.ls_events() if e.ls_annotation_id == annotation_id]
+    assert event.status == "rejected" and event.annotation_id is None
+    assert re.search(reason, event.reason), event.reason
+
+
+# ---------------------------------------------------------------- webhook bodies
+
+
+def _webhook(task_key: str = "slice-1:round-0", title: str = project_title("nmc")) -> dict:
+    return {
+        "action": "ANNOTATION_CREATED",
+        "annotation": {"id": 1, "result": [], "updated_at": "2026-11-30T04:00:00Z"},
+        "task": {"id": 1, "data": {"key": task_key}},
+        "project": {"id": 1, "title": title},
+    }
+
+
+WEBHOOK_CASES: dict[str, tuple[dict, object, int, str]] = {
+    "webhook: body not JSON": ({"content": b"action=ANNOTATION_CREATED"}, None, 422, "JSON"),
+    "webhook: body a JSON list": ({"json": [_webhook()]}, None, 422, "dict|object"),
+    "webhook: no task": (
+        {"json": {k: v for k, v in _webhook().items() if k != "task"}},
+        None,
+        422,
+        "lacks 'task'",
+    ),
+    "webhook: annotation id not a number": (
+        {"json": {**_webhook(), "annotation": {"id": "first"}}},
+        None,
+        422,
+        "malformed.*'first'.*integer id",
+    ),
+    "webhook: unknown dataset": (
+        {"json": _webhook(title=project_title("ghost"))},
+        None,
+        404,
+        "no dataset 'ghost'.*registry datasets",
+    ),
+    "webhook: wrong secret": ({"json": _webhook()}, "guess", 401, "X-Tomoloop-Secret"),
+}
+
+
+@pytest.mark.parametrize("case", list(WEBHOOK_CASES))
+def test_bad_webhook_bodies_are_refused_and_nothing_is_recorded(case, home):
+    body, secret, status, message = WEBHOOK_CASES[case]
+    client = TestClient(create_app(Settings(webhook_secret=SECRET)))
+    events = len(home.ls_events())
+    answer = client.post(
+        "/webhooks/labelstudio",
+        headers={"X-Tomoloop-Secret": secret or SECRET, "Content-Type": "application/json"},
+        **body,
+    )
+    assert answer.status_code == status, answer.text
+    assert re.search(message, answer.text), answer.text
+    assert len(home.ls_events()) == events
