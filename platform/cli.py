@@ -778,6 +778,50 @@ def score(
     out.print(table)
 
 
+@app.command("predict-distributed")
+def predict_distributed(
+    model: Annotated[int, typer.Option(help="Registered model version id.")],
+    volume: Annotated[str, typer.Option(help="Registered volume name.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Zarr group to write (new).")],
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); default a local cluster."),
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes of the local cluster.")] = 2,
+    chunk: Annotated[int, typer.Option(help="z slices per task (and per zarr chunk).")] = 8,
+    method: Annotated[
+        str, typer.Option(help="entropy, margin, bald, tta or ensemble.")
+    ] = "entropy",
+    aggregation: Annotated[
+        str, typer.Option(help="mean, top_percentile or foreground_weighted.")
+    ] = "mean",
+    passes: Annotated[int, typer.Option(help="MC-dropout passes for bald.")] = 8,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Predict and score a registered volume as Prefect tasks on a Dask cluster: labels
+    and uncertainty to a zarr group, slice scores to the registry."""
+    from tomoloop.flows.distributed import check_target, run_distributed
+    from tomoloop.scoring import ScoreOptions
+
+    ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
+    check_target(out_path)
+    if workers < 1 or chunk < 1:
+        raise TomoloopError(f"--workers {workers} --chunk {chunk}: both must be ≥ 1")
+    with _database_errors():
+        result = run_distributed(
+            scheduler, workers, model_id=model, volume=volume, out=str(out_path),
+            method=method, aggregation=aggregation, passes=passes, chunk=chunk, device=device,
+        )  # fmt: skip
+    if as_json:
+        emit_json(result)
+        return
+    out.print(
+        f"{result['slices']} slices of {volume} in {result['tasks']} tasks → {result['out']} "
+        f"(labels, uncertainty); scores ({result['method']}) in the registry"
+    )
+
+
 PortOpt = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
 
 

@@ -171,10 +171,20 @@ def encoder_embedding(model: nn.Module, image: np.ndarray, options: ScoreOptions
 def slice_features(model: nn.Module, image: np.ndarray, options: ScoreOptions) -> SliceFeatures:
     """The features of one normalised (H, W) slice."""
     unsure, probs = uncertainty_map(model, image, options)
-    labels = probs.argmax(axis=0)
     embedding = None
     if options.embed:
         embedding = tuple(float(v) for v in encoder_embedding(model, image, options))
+    return features_of(unsure, probs, options, embedding)
+
+
+def features_of(
+    unsure: np.ndarray,
+    probs: np.ndarray,
+    options: ScoreOptions,
+    embedding: tuple[float, ...] | None = None,
+) -> SliceFeatures:
+    """The features of a slice from its (H, W) uncertainty and (C, H, W) probabilities."""
+    labels = probs.argmax(axis=0)
     return SliceFeatures(
         AGGREGATIONS[options.aggregation](unsure, probs),
         float((labels != 0).mean()),

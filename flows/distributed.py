@@ -1,0 +1,166 @@
+"""Prediction and scoring of a registered volume as Prefect tasks on a Dask cluster.
+
+The volume is cut into z-chunks of ``chunk`` slices; each chunk is one Prefect task run
+by a Dask worker (prefect-dask's ``DaskTaskRunner``): it reads its slices from the TIFF
+(lazily, page by page), predicts and scores them exactly as the single-process path does
+(:func:`tomoloop.scoring.uncertainty_map` on slices normalised by the volume's window)
+and writes its block of the zarr arrays ``labels`` (uint8) and ``uncertainty`` (float16,
+the method's per-voxel map) — chunk-aligned, so no two workers touch one zarr chunk. The
+flow then records the slice scores in the registry, as ``tomoloop score`` does.
+
+Workers need the stack's path and the artifact store (``TOMOLOOP_ARTIFACTS_URL``), not the
+registry: the flow hands each task the model checkpoint's key and sha256, and a worker
+loads the verified model once and keeps it. ``scheduler=None`` starts a
+``distributed.LocalCluster`` of ``workers`` processes; any ``tcp://host:8786`` scheduler
+address runs the same tasks on that cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+from prefect import flow, get_run_logger, task
+from prefect_dask import DaskTaskRunner
+
+from tomoloop.adapters.artifacts import ArtifactStore
+from tomoloop.config import Settings
+from tomoloop.errors import OutputError, TomoloopError
+from tomoloop.flows.resources import Services, load_registered_model
+from tomoloop.inference import normalise
+from tomoloop.models import load_model
+from tomoloop.scoring import ScoreOptions, SliceFeatures, features_of, uncertainty_map
+from tomoloop.stacks import Window, open_stack, percentile_window
+from tomoloop.training import resolve_device
+
+
+@functools.lru_cache(maxsize=2)
+def _worker_model(artifacts: str, key: str, sha256: str, device: str) -> torch.nn.Module:
+    """The checkpoint's network, loaded once per worker process (verified by sha256)."""
+    return load_model(ArtifactStore(artifacts).get_bytes(key, sha256), device)[0]
+
+
+@task(name="predict-chunk", retries=1, retry_delay_seconds=5)
+def predict_chunk(
+    checkpoint: tuple[str, str, str],
+    gray: str,
+    window: Window,
+    options: ScoreOptions,
+    z_range: tuple[int, int],
+    out: str,
+) -> dict[int, SliceFeatures]:
+    """Predict and score z slices ``z_range`` (start, stop) into the zarr group ``out``;
+    each slice's features by index. Re-running it rewrites the same block with the same
+    values (idempotent).
+    """
+    model = _worker_model(*checkpoint, str(options.device))
+    group = zarr.open_group(out, mode="r+")
+    start, stop = z_range
+    labels = np.zeros((stop - start, *group["labels"].shape[1:]), np.uint8)
+    unsure_maps = np.zeros(labels.shape, np.float16)
+    features = {}
+    with open_stack(gray) as stack:
+        for index, image in stack.iter_slices("z", range(start, stop)):
+            unsure, probs = uncertainty_map(model, normalise(image, window), options)
+            labels[index - start], unsure_maps[index - start] = probs.argmax(axis=0), unsure
+            features[index] = features_of(unsure, probs, options)
+    group["labels"][start:stop] = labels
+    group["uncertainty"][start:stop] = unsure_maps
+    return features
+
+
+def task_runner(scheduler: str | None, workers: int) -> DaskTaskRunner:
+    """A Dask task runner on ``scheduler`` (an address), or on a new local cluster of
+    ``workers`` single-threaded processes."""
+    if scheduler:
+        return DaskTaskRunner(address=scheduler)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}
+    )
+
+
+def check_target(target: Path) -> None:
+    """Refuse an output that exists (a distributed prediction never overwrites)."""
+    if target.exists():
+        raise OutputError(f"{target} exists: choose another --out (nothing is overwritten)")
+
+
+def chunks(depth: int, chunk: int) -> list[tuple[int, int]]:
+    """(start, stop) z ranges of ``chunk`` slices covering ``depth`` slices."""
+    if chunk < 1:
+        raise TomoloopError(f"--chunk {chunk}: give at least one slice per task")
+    return [(z, min(z + chunk, depth)) for z in range(0, depth, chunk)]
+
+
+@flow(name="predict-distributed")
+def predict_distributed(
+    model_id: int,
+    volume: str,
+    out: str,
+    method: str = "entropy",
+    aggregation: str = "mean",
+    passes: int = 8,
+    chunk: int = 8,
+    device: str = "auto",
+) -> dict:
+    """Labels and uncertainty of every z slice of registered volume ``volume`` as the zarr
+    group ``out`` (written beside it under a temporary name, renamed when complete), and
+    the slice scores in the registry. Run it with :func:`run_distributed` to choose the
+    cluster. Deterministic methods (entropy, margin, tta, ensemble) give exactly the
+    single-process labels and scores; bald draws its dropout masks in each worker.
+    """
+    log = get_run_logger()
+    target = Path(out)
+    check_target(target)
+    services = Services.from_settings()
+    try:
+        torch_device = resolve_device(device)
+        _, spec, version = load_registered_model(services, model_id, "cpu")
+        options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4, torch_device)
+        found = services.registry.volume_named(volume)
+        with open_stack(found.path) as stack:
+            window, shape = percentile_window(stack), stack.shape
+        temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        group = zarr.open_group(str(temp), mode="w")
+        for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
+            group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
+        checkpoint = (Settings().artifact_root, version.checkpoint_uri, version.checkpoint_sha256)
+        try:
+            futures = [
+                predict_chunk.submit(checkpoint, found.path, window, options, z, str(temp))
+                for z in chunks(shape[0], chunk)
+            ]
+            features = {i: f for future in futures for i, f in future.result().items()}
+            temp.rename(target)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        slice_ids = services.registry.register_slices(found.id, "z", features)
+        services.registry.record_scores(
+            model_id, {slice_ids[i]: f.score for i, f in features.items()}, options.label
+        )
+        log.info("%s: %d slices in %d tasks → %s", volume, len(features), len(futures), target)
+        return {
+            "model_version": model_id,
+            "volume": volume,
+            "out": str(target),
+            "method": options.label,
+            "slices": len(features),
+            "tasks": len(futures),
+            "scores": {i: f.score for i, f in sorted(features.items())},
+        }
+    finally:
+        services.close()
+
+
+def run_distributed(scheduler: str | None = None, workers: int = 2, **parameters) -> dict:
+    """:func:`predict_distributed` on the Dask cluster at ``scheduler`` (None: a local
+    cluster of ``workers`` processes, shut down afterwards)."""
+    return predict_distributed.with_options(task_runner=task_runner(scheduler, workers))(
+        **parameters
+    )
