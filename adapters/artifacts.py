@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import fsspec
 
 from tomoloop.errors import TomoloopError
 from tomoloop.paths import artifact_key, check_artifact_key
+
+_CHUNK = 1 << 22
 
 
 class ArtifactError(TomoloopError):
@@ -50,25 +53,39 @@ class ArtifactStore:
     def put_bytes(self, data: bytes, suffix: str = "") -> Artifact:
         """Store ``data``; storing the same bytes again is a no-op returning the same key."""
         sha = hashlib.sha256(data).hexdigest()
+        return self._place(sha, len(data), suffix, lambda tmp: self._fs.pipe_file(tmp, data))
+
+    def put_file(self, local_path: str | os.PathLike[str], suffix: str | None = None) -> Artifact:
+        """Store a local file (suffix defaults to the file's own), streamed: the file is
+        hashed and copied in chunks, never held in memory whole.
+        """
+        digest, size = hashlib.sha256(), 0
+        with open(local_path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        suffix = os.path.splitext(local_path)[1] if suffix is None else suffix
+        source = os.fspath(local_path)
+        return self._place(
+            digest.hexdigest(), size, suffix, lambda tmp: self._fs.put_file(source, tmp)
+        )
+
+    def _place(self, sha: str, size: int, suffix: str, write: Callable[[str], None]) -> Artifact:
+        """Write content ``sha`` through ``write(temporary path)`` and rename it into
+        place, unless the store holds it already."""
         key = artifact_key(sha, suffix)
         path = self._path(key)
         if self._fs.exists(path):
-            return Artifact(key, sha, len(data))
+            return Artifact(key, sha, size)
         self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        self._fs.pipe_file(tmp, data)
+        write(tmp)
         self._fs.mv(tmp, path)
-        return Artifact(key, sha, len(data), new=True)
+        return Artifact(key, sha, size, new=True)
 
     def remove(self, key: str) -> None:
         """Delete an artifact (only for undoing a put whose transaction failed)."""
         self._fs.rm_file(self._path(key))
-
-    def put_file(self, local_path: str | os.PathLike[str], suffix: str | None = None) -> Artifact:
-        """Store a local file (suffix defaults to the file's own)."""
-        with open(local_path, "rb") as fh:
-            data = fh.read()
-        return self.put_bytes(data, os.path.splitext(local_path)[1] if suffix is None else suffix)
 
     def get_bytes(self, key: str, sha256: str) -> bytes:
         """The artifact's bytes, after checking them against ``sha256``.

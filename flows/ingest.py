@@ -94,7 +94,7 @@ def export_coco(
             particle_ids=True,
         )
         convert_stack(labels, Path(tmp) / "coco", phases, options, gray=gray)
-        return store.put_bytes(zip_folder(Path(tmp) / "coco"), ".zip")
+        return store.put_file(zip_folder(Path(tmp) / "coco", Path(tmp) / "coco.zip"))
 
 
 def register(

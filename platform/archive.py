@@ -10,28 +10,33 @@ import zipfile
 from pathlib import Path
 
 from tomoloop.errors import OutputError
+from tomoloop.paths import confined
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+_COPY = 1 << 22
 
 
-def zip_folder(folder: str | os.PathLike[str]) -> bytes:
-    """Zip every file below ``folder`` (sorted paths, fixed timestamps, deflate)."""
+def zip_folder(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Zip every file below ``folder`` into the file ``target`` (sorted paths, fixed
+    timestamps, deflate), one member in memory at a time; ``target``.
+    """
     root = Path(folder)
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes())
-    return buffer.getvalue()
+            with path.open("rb") as source, archive.open(info, "w") as member:
+                shutil.copyfileobj(source, member, _COPY)
+    return Path(target)
 
 
 def unzip_to(data: bytes, out_dir: str | os.PathLike[str]) -> int:
     """Unpack a zip into a new folder, atomically (temp folder + rename); the file count.
 
     Raises:
-        OutputError: ``out_dir`` exists, or a member would land outside it.
+        OutputError: ``out_dir`` exists.
+        PathConfinementError: a member would land outside it.
     """
     target = Path(out_dir)
     if target.exists():
@@ -42,8 +47,7 @@ def unzip_to(data: bytes, out_dir: str | os.PathLike[str]) -> int:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
             for member in names:
-                if not (tmp / member).resolve().is_relative_to(tmp.resolve()):
-                    raise OutputError(f"archive member {member!r} points outside {target}")
+                confined(tmp, member, f"the archive for {target}")
             archive.extractall(tmp)
         os.replace(tmp, target)
     except BaseException:

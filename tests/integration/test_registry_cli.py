@@ -32,7 +32,7 @@ def populated(tmp_path, registry_url, monkeypatch, electrode_volume):
             CocoOptions(split=(0.6, 0.2, 0.2)),
         )
     store = ArtifactStore(str(tmp_path / "home" / "artifacts"))
-    coco = store.put_bytes(zip_folder(tmp_path / "coco"), ".zip")
+    coco = store.put_file(zip_folder(tmp_path / "coco", tmp_path / "coco.zip"))
     registry = Registry.from_url(registry_url)
     volume = registry.register_volume(
         "nmc-1",

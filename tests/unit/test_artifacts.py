@@ -34,3 +34,14 @@ def test_altered_and_missing_artifacts_are_refused(tmp_path):
     (tmp_path / artifact.key).unlink()
     with pytest.raises(ArtifactError, match="missing"):
         store.get_bytes(artifact.key, artifact.sha256)
+
+
+def test_a_streamed_file_and_the_same_bytes_are_one_artifact(tmp_path):
+    data = bytes(range(256)) * 40_000  # 10 MB: several 4 MiB chunks
+    (tmp_path / "big.zip").write_bytes(data)
+    store = ArtifactStore(str(tmp_path / "store"))
+    streamed = store.put_file(tmp_path / "big.zip")
+    assert streamed.new and streamed.size == len(data)
+    again = store.put_bytes(data, ".zip")
+    assert again == streamed and not again.new
+    assert store.get_bytes(streamed.key, streamed.sha256) == data
