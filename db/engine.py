@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -10,14 +13,43 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+CONNECT_ATTEMPTS = 5  # waits 0.5 + 1 + 2 + 4 s: a server restart, not an outage
+log = logging.getLogger("tomoloop.db")
 
 
-def make_engine(url: str) -> Engine:
+def _retrying_connect(attempts: int) -> Callable:
+    """A ``do_connect`` hook: the dialect's connect, retried with doubling waits."""
+
+    def connect(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+        attempt = 1
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if attempt == attempts:
+                    raise
+                wait = 0.5 * 2 ** (attempt - 1)
+                log.warning(
+                    "registry database unreachable (attempt %d of %d: %s); retrying in %.1f s",
+                    attempt, attempts, str(exc).splitlines()[0], wait,
+                )  # fmt: skip
+                time.sleep(wait)
+                attempt += 1
+
+    return connect
+
+
+def make_engine(url: str, connect_attempts: int = CONNECT_ATTEMPTS) -> Engine:
     """An engine for ``url``. SQLite gets WAL, foreign keys and a busy timeout; its folder
-    is created."""
+    is created. A server database is connected to with ``connect_attempts`` tries, waiting
+    0.5, 1, 2 … s between them, so a flow rides out a database restart; then the
+    driver's error is raised (the CLI turns it into a message naming what to check).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "do_connect", _retrying_connect(connect_attempts))
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})

@@ -1,7 +1,10 @@
 """The registry on both backends: a SQLite file and a real PostgreSQL server."""
 
+import contextlib
+import logging
 import multiprocessing
 import threading
+import time
 
 import pytest
 from sqlalchemy import inspect, update
@@ -319,3 +322,64 @@ def test_an_event_is_recorded_once_and_the_second_record_says_so(registry_url):
     assert registry.record_ls_event(event()) is True
     assert registry.record_ls_event(event()) is False
     assert [e.key for e in registry.ls_events()] == ["17@2026-11-30T03:00:00Z"]
+
+
+def _late_proxy(port: int, target: tuple[str, int], delay: float) -> threading.Thread:
+    """A TCP proxy to ``target`` that starts listening on ``port`` only after ``delay`` s
+    (a database server coming back while a flow waits for it)."""
+    import socket
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        time.sleep(delay)
+        with socket.create_server(("127.0.0.1", port)) as server:
+            server.settimeout(30)
+            while True:
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    return
+                upstream = socket.create_connection(target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("registry_url", ["postgresql"], indirect=True)
+def test_a_database_back_within_the_retries_is_reached(registry_url, caplog):
+    import socket
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(registry_url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _late_proxy(port, (url.host, url.port), delay=1.2)
+    late = url.set(port=port).render_as_string(hide_password=False)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tomoloop.db"):
+        assert Registry.from_url(late).volumes() == []
+    assert 1.2 <= time.monotonic() - started < 10
+    retries = [r for r in caplog.records if "registry database unreachable" in r.message]
+    assert 1 <= len(retries) <= 3 and "attempt 1 of 5" in retries[0].message
+
+
+def test_an_unreachable_database_fails_after_its_retries(caplog):
+    from sqlalchemy.exc import OperationalError
+
+    engine = make_engine("postgresql+psycopg://u:secret@127.0.0.1:1/x", connect_attempts=3)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="tomoloop.db"), pytest.raises(OperationalError):
+        Registry(engine).volumes()
+    assert time.monotonic() - started >= 1.5  # waited 0.5 + 1 s
+    assert len(caplog.records) == 2 and "secret" not in caplog.text

@@ -1,5 +1,6 @@
 import hashlib
 
+import fsspec
 import pytest
 
 from tomoloop.adapters.artifacts import ArtifactError, ArtifactStore
@@ -45,3 +46,13 @@ def test_a_streamed_file_and_the_same_bytes_are_one_artifact(tmp_path):
     again = store.put_bytes(data, ".zip")
     assert again == streamed and not again.new
     assert store.get_bytes(streamed.key, streamed.sha256) == data
+
+
+def test_a_non_local_fsspec_store_works_through_its_url(tmp_path):
+    """The store speaks fsspec only: an in-memory filesystem stands where s3:// would."""
+    (tmp_path / "curve.png").write_bytes(b"png bytes")
+    store = ArtifactStore("memory://tomoloop-test/artifacts")
+    artifact = store.put_file(tmp_path / "curve.png")
+    assert store.put_bytes(b"png bytes", ".png") == artifact
+    assert store.get_bytes(artifact.key, artifact.sha256) == b"png bytes"
+    assert not any(".tmp-" in p for p in fsspec.filesystem("memory").find("/tomoloop-test"))
