@@ -104,3 +104,46 @@ def test_fine_tuning_records_the_parent_and_keeps_frozen_weights(dataset, regist
         if name.startswith("down") and "num_batches" not in name:
             assert torch.equal(value, child.state_dict()[name]), name  # BN statistics too
     assert not torch.equal(parent.head.weight, child.head.weight)
+
+
+@pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
+def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint(
+    dataset, registry_url, tmp_path
+):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [
+        sys.executable, "-m", "tomoloop.cli", "train", "--dataset", "nmc", "--arch", "unet",
+        "--epochs", "15", "--patience", "15", "--patch", "32", "--batch", "4",
+        "--patches-per-epoch", "16", "--option", "base=4", "--option", "depth=2",
+        "--device", "cpu", "--json",
+    ]  # fmt: skip
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's API
+    victim = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    runs = tmp_path / "home" / "runs"
+    deadline = time.monotonic() + 240
+    while not list(runs.glob("*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim.send_signal(signal.SIGKILL)
+    assert victim.wait(30) == -signal.SIGKILL
+    registry = Registry.from_url(registry_url)
+    (model,) = registry.models()
+    assert model.checkpoint_uri is None  # killed: nothing registered as trained
+    assert [r.status for r in registry.training_runs(model.id)] == ["running"]
+
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["model_version"] == model.id and 1 <= result["resumed_after"] < 15
+    (run,) = registry.training_runs(model.id)
+    assert (run.status, run.epochs) == ("finished", 15)
+    assert registry.model(model.id).checkpoint_sha256
