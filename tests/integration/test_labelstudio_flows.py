@@ -135,3 +135,41 @@ def test_the_real_server_delivers_a_webhook_and_polling_then_finds_it_stored(
     models = httpx.get(f"{http_app}/datasets").json()
     assert models[0]["name"] == name
     assert httpx.get(f"{http_app}/models/999").status_code == 404
+
+
+def test_label_studio_restarted_in_the_middle_of_a_round_and_the_round_completes(
+    setup, label_studio, electrode_volume
+):
+    from tomoloop.adapters.labelstudio import LabelStudioUnavailable
+    from tomoloop.flows.labelstudio import push_round, sync_annotations
+
+    registry, client, name, volume = setup
+    indices = [2, 6, 10, 14]
+    slices = registry.register_slices(volume, "z", indices)
+    round_id = registry.open_round(name, "random", None, [(slices[i], 1.0) for i in indices])
+    push_round(round_id)
+    items = registry.round_items(round_id)
+
+    def annotate(item) -> None:
+        index = next(i for i in indices if slices[i] == item.slice_id)
+        client.sdk.annotations.create(
+            id=item.ls_task_id, result=brush_results(electrode_volume[index], NAMES)
+        )
+
+    for item in items[:2]:
+        annotate(item)
+    first = sync_annotations(name)
+    assert (first["stored"], first["closed_rounds"]) == (2, [])
+
+    label_studio.down()
+    try:
+        with pytest.raises(LabelStudioUnavailable, match="labelstudio status"):
+            sync_annotations(name)
+    finally:
+        label_studio.up()
+    assert registry.label_counts(volume)["annotator"] == 2  # nothing lost, nothing half-done
+    for item in items[2:]:
+        annotate(item)
+    last = sync_annotations(name)
+    assert (last["stored"], last["seen"], last["closed_rounds"]) == (2, 2, [round_id])
+    assert {i.state for i in registry.round_items(round_id)} == {"annotated"}
