@@ -392,12 +392,7 @@ class Registry:
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
-        ranked = _ranked_annotations()
-        if volume_id is not None:
-            ranked = ranked.join(Slice, Slice.id == Annotation.slice_id).where(
-                Slice.volume_id == volume_id
-            )
-        ranked = ranked.subquery()
+        ranked = self._best_ranked(volume_id)
         with self.session() as s:
             return list(
                 s.scalars(
@@ -408,11 +403,31 @@ class Registry:
                 )
             )
 
+    def best_labels(self, volume_id: int | None = None) -> dict[int, tuple[int, Tier]]:
+        """Per slice id, the (annotation id, tier) of :meth:`best_annotations`, without
+        loading any mask."""
+        ranked = self._best_ranked(volume_id)
+        with self.session() as s:
+            rows = s.execute(
+                select(Annotation.slice_id, Annotation.id, Annotation.tier)
+                .join(ranked, ranked.c.id == Annotation.id)
+                .where(ranked.c.rank == 1)
+            )
+            return {slice_id: (a, Tier(tier)) for slice_id, a, tier in rows}
+
+    def _best_ranked(self, volume_id: int | None) -> Any:
+        ranked = _ranked_annotations()
+        if volume_id is not None:
+            ranked = ranked.join(Slice, Slice.id == Annotation.slice_id).where(
+                Slice.volume_id == volume_id
+            )
+        return ranked.subquery()
+
     def label_counts(self, volume_id: int | None = None) -> dict[str, int]:
         """Number of slices whose best label is of each tier (``{"auto": n, ...}``)."""
         counts = dict.fromkeys((t.name.lower() for t in Tier), 0)
-        for annotation in self.best_annotations(volume_id):
-            counts[Tier(annotation.tier).name.lower()] += 1
+        for _, tier in self.best_labels(volume_id).values():
+            counts[tier.name.lower()] += 1
         return counts
 
     # ------------------------------------------------------------ dataset versions

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger
 
 from tomoloop.adapters.artifacts import Artifact, ArtifactStore
 from tomoloop.archive import zip_folder
-from tomoloop.coco import CocoOptions, convert_stack
+from tomoloop.coco import CocoOptions, batches, convert_stack
 from tomoloop.config import Settings
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry
@@ -25,6 +25,8 @@ from tomoloop.masks import stack_class_masks
 from tomoloop.phases import PhaseMap
 from tomoloop.splits import split_slices
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
+
+_BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,12 @@ def register(
     )
     slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
     source = f"auto:{file_sha256(labels.path)}"
-    added = registry.add_annotations(
-        [
-            NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
-            for i, mask in stack_class_masks(labels, phases)
-        ]
+    masks = (
+        NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
+        for i, mask in stack_class_masks(labels, phases)
     )
-    by_slice = {a.slice_id: a.id for a in registry.best_annotations(volume_id)}
+    added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
+    by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
     members = {
         part: [by_slice[slice_ids[i]] for i in indices]
         for part, indices in split_slices(gray.shape[0], split).items()

@@ -14,6 +14,7 @@ a stack to disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -568,7 +569,7 @@ def instance_annotations(
     return out
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
+def batches(items: Iterable, size: int) -> Iterator[list]:
     """Consecutive lists of ``size`` items (the last may be shorter), read lazily."""
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
@@ -632,6 +633,34 @@ def _convert_batch(job: _Job, indices: list[int]) -> list[tuple[int, dict | None
     return list(zip(indices, entries, found, strict=True))
 
 
+def _convert_slices(
+    job: _Job,
+    labels: Stack,
+    order: int,
+    n: int,
+    options: CocoOptions,
+    collect: Callable[[list[tuple[int, dict | None, SliceInstances]]], None],
+) -> None:
+    """Convert every slice in batches on worker threads, handing results to ``collect`` in
+    slice order (at most ``workers`` batches in flight). Every slice is validated (and
+    linked into particles), also those in split gaps.
+    """
+    plane = math.prod(s for k, s in enumerate(labels.shape) if k != order)
+    workers = options.workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for indices in batches(range(n), max(1, _BATCH_PIXELS // plane)):
+                pending.append(pool.submit(_convert_batch, job, indices))
+                if len(pending) > workers:
+                    collect(pending.popleft().result())
+            while pending:
+                collect(pending.popleft().result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
 def _json(value: object) -> str:
     """Compact JSON (json.dumps uses the C encoder; json.dump to a file does not)."""
     return json.dumps(value, separators=(",", ":"))
@@ -670,79 +699,64 @@ def _convert_into(
         for k, v in enumerate(values)
     ]
     images: dict[str, list[dict]] = {name: [] for name in members}
-    # annotations per split: JSON text encoded while the workers compute (the main thread
-    # is otherwise idle); with particle ids, dicts until every slice is linked
-    encoded: dict[str, list[str]] = {name: [] for name in members}
-    pending_ids: dict[str, list[dict]] = {name: [] for name in members}
     instances = dict.fromkeys(members, 0)
     linker = ParticleLinker(options.connectivity) if options.particle_ids else None
-    next_id, removed = 1, 0
+    with tempfile.TemporaryDirectory(prefix=".spool-", dir=tmp) as spool_dir:
+        # annotations go to a spool file per split as they come (JSON items, one line per
+        # slice, or per annotation with its linker node set aside until every slice is
+        # linked): memory stays flat however many instances the volume holds
+        spools = {name: Path(spool_dir) / f"{name}.jsonl" for name in members}
+        nodes: dict[str, list[int]] = {name: [] for name in members}
+        next_id, removed = 1, 0
+        with contextlib.ExitStack() as stack:
+            spooled = {n: stack.enter_context(p.open("w")) for n, p in spools.items()}
 
-    def collect(results: list[tuple[int, dict | None, SliceInstances]]) -> None:
-        nonlocal removed, next_id
-        for i, image, found in results:
-            nodes = linker.add(found.labels) if linker is not None else None
-            if image is not None and found.rles:
-                anns = instance_annotations(found, i + 1, next_id, nodes)
-                if linker is None:
-                    encoded[split_of[i]].append(_json_items(anns))
-                else:
-                    pending_ids[split_of[i]] += anns
-                next_id += len(anns)
-                instances[split_of[i]] += len(anns)
-            if image is not None:
-                images[split_of[i]].append(image)
-                removed += found.removed
-            if on_slice is not None:
-                on_slice(i)
+            def collect(results: list[tuple[int, dict | None, SliceInstances]]) -> None:
+                nonlocal removed, next_id
+                for i, image, found in results:
+                    linked = linker.add(found.labels) if linker is not None else None
+                    if image is not None and found.rles:
+                        split = split_of[i]
+                        anns = instance_annotations(found, i + 1, next_id, linked)
+                        if linker is None:
+                            spooled[split].write(_json_items(anns) + "\n")
+                        else:
+                            nodes[split] += [a.pop("particle_id") for a in anns]
+                            spooled[split].writelines(_json(a) + "\n" for a in anns)
+                        next_id += len(anns)
+                        instances[split] += len(anns)
+                    if image is not None:
+                        images[split_of[i]].append(image)
+                        removed += found.removed
+                    if on_slice is not None:
+                        on_slice(i)
 
-    # every slice is validated (and linked into particles), also those in split gaps
-    plane = math.prod(s for k, s in enumerate(labels.shape) if k != order)
-    workers = options.workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: deque[Future] = deque()
-        try:
-            for indices in _batches(range(n), max(1, _BATCH_PIXELS // plane)):
-                pending.append(pool.submit(_convert_batch, job, indices))
-                if len(pending) > workers:
-                    collect(pending.popleft().result())
-            while pending:
-                collect(pending.popleft().result())
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    if linker is not None:
-        particle_of_node = linker.particle_ids()
-        for name, anns in pending_ids.items():
-            for ann in anns:
-                ann["particle_id"] = int(particle_of_node[ann["particle_id"]])
-            if anns:
-                encoded[name].append(_json_items(anns))
-    info = {
-        "description": f"tomoloop COCO export of {labels.path.name}",
-        "labels": str(labels.path),
-        "gray": str(gray.path) if gray is not None else None,
-        "phases": str(phases),
-        "axis": options.axis,
-        "connectivity": options.connectivity,
-        "min_area": options.min_area,
-        "voxel_size_um": labels.voxel_size,
-        "images_dir": "images" if gray is not None else None,
-    }
-    files = {name: f"{name}.json" for name in members}
-    for name in members:
-        (tmp / files[name]).write_text(
-            '{"info":'
-            + _json(info)
-            + ',"images":'
-            + _json(images[name])
-            + ',"annotations":['
-            + ",".join(encoded[name])
-            + "]"
-            + ',"categories":'
-            + _json(categories)
-            + ',"licenses":[]}'
-        )
+            _convert_slices(job, labels, order, n, options, collect)
+        particle_of_node = linker.particle_ids() if linker is not None else None
+        info = {
+            "description": f"tomoloop COCO export of {labels.path.name}",
+            "labels": str(labels.path),
+            "gray": str(gray.path) if gray is not None else None,
+            "phases": str(phases),
+            "axis": options.axis,
+            "connectivity": options.connectivity,
+            "min_area": options.min_area,
+            "voxel_size_um": labels.voxel_size,
+            "images_dir": "images" if gray is not None else None,
+        }
+        files = {name: f"{name}.json" for name in members}
+        for name in members:
+            ids = None
+            if particle_of_node is not None:
+                ids = particle_of_node[np.asarray(nodes[name], dtype=np.int64)].tolist()
+            with (tmp / files[name]).open("w") as out, spools[name].open() as lines:
+                out.write(f'{{"info":{_json(info)},"images":{_json(images[name])},"annotations":[')
+                for k, line in enumerate(lines):
+                    item = line[:-1]
+                    if ids is not None:  # the particle id goes last, where the node was
+                        item = f'{item[:-1]},"particle_id":{ids[k]}}}'
+                    out.write(f",{item}" if k else item)
+                out.write(f'],"categories":{_json(categories)},"licenses":[]}}')
     exported = len(split_of)
     return CocoSummary(
         out_dir=str(tmp),
