@@ -255,14 +255,32 @@ def _reap(pid: int) -> None:
 
 
 def label_studio_credentials(settings) -> tuple[str, str]:
-    """(url, token) of the Label Studio server to use: ``TOMOLOOP_LABEL_STUDIO_URL`` and
-    ``TOMOLOOP_LABEL_STUDIO_TOKEN`` when set, otherwise the local server's.
+    """(url, token) of the Label Studio server to use: ``TOMOLOOP_LABEL_STUDIO_URL`` with
+    ``TOMOLOOP_LABEL_STUDIO_TOKEN`` or, for Prefect workers, the Prefect Secret block named
+    by ``TOMOLOOP_LABEL_STUDIO_TOKEN_BLOCK``; otherwise the local server's.
     """
-    if settings.label_studio_url:
-        if settings.label_studio_token is None:
-            raise LabelStudioServerError(
-                "TOMOLOOP_LABEL_STUDIO_URL is set but TOMOLOOP_LABEL_STUDIO_TOKEN is not: "
-                "give the token of a user on that server"
-            )
-        return settings.label_studio_url.rstrip("/"), settings.label_studio_token.get_secret_value()
-    return LocalLabelStudio(settings.home).credentials()
+    if not settings.label_studio_url:
+        return LocalLabelStudio(settings.home).credentials()
+    url = settings.label_studio_url.rstrip("/")
+    if settings.label_studio_token is not None:
+        return url, settings.label_studio_token.get_secret_value()
+    if settings.label_studio_token_block:
+        return url, _secret_block(settings.label_studio_token_block)
+    raise LabelStudioServerError(
+        "TOMOLOOP_LABEL_STUDIO_URL is set but TOMOLOOP_LABEL_STUDIO_TOKEN is not: give the "
+        "token of a user on that server, or name a Prefect Secret block holding it in "
+        "TOMOLOOP_LABEL_STUDIO_TOKEN_BLOCK"
+    )
+
+
+def _secret_block(name: str) -> str:
+    """The value of the Prefect Secret block ``name`` (read from the Prefect API)."""
+    from prefect.blocks.system import Secret
+
+    try:
+        return str(Secret.load(name).get())
+    except ValueError as exc:
+        raise LabelStudioServerError(
+            f"Prefect Secret block {name!r} cannot be read ({exc}): create it with "
+            f"Secret(value=TOKEN).save({name!r}) on the Prefect server the workers use"
+        ) from exc

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         label_studio_url, label_studio_token: an existing Label Studio server and its
             token (personal access token or legacy); default the local server that
             ``tomoloop labelstudio up`` starts.
+        label_studio_token_block: the name of a Prefect Secret block holding the token,
+            for workers that get their secrets from the Prefect server (used when
+            ``label_studio_token`` is not set).
         label_studio_files: where slice images for Label Studio are written: a folder
             directly inside the server's ``LOCAL_FILES_DOCUMENT_ROOT`` (default the local
             server's ``home/labelstudio/files/media``).
@@ -41,6 +44,7 @@ class Settings(BaseSettings):
     artifacts_url: str | None = None
     label_studio_url: str | None = None
     label_studio_token: SecretStr | None = None
+    label_studio_token_block: str | None = None
     label_studio_files: Path | None = None
     webhook_secret: SecretStr | None = None
     retrain_threshold: int | None = None

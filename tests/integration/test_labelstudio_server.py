@@ -60,3 +60,19 @@ def test_credentials_come_from_the_environment_first(tmp_path, monkeypatch):
     monkeypatch.setenv("TOMOLOOP_LABEL_STUDIO_TOKEN", "abc123")
     assert label_studio_credentials(Settings()) == ("https://ls.example.org", "abc123")
     assert "abc123" not in repr(Settings())
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_token_can_come_from_a_prefect_secret_block(tmp_path, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    Secret(value="from-the-block").save("tomoloop-ls-token-test", overwrite=True)
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("TOMOLOOP_LABEL_STUDIO_TOKEN", raising=False)
+    monkeypatch.setenv("TOMOLOOP_LABEL_STUDIO_URL", "https://ls.example.org")
+    monkeypatch.setenv("TOMOLOOP_LABEL_STUDIO_TOKEN_BLOCK", "tomoloop-ls-token-test")
+    assert label_studio_credentials(Settings()) == ("https://ls.example.org", "from-the-block")
+    assert "from-the-block" not in repr(Settings())
+    monkeypatch.setenv("TOMOLOOP_LABEL_STUDIO_TOKEN_BLOCK", "no-such-block")
+    with pytest.raises(LabelStudioServerError, match="'no-such-block' cannot be read"):
+        label_studio_credentials(Settings())
