@@ -745,17 +745,18 @@ def predict(
         out.print(f"[green]✓[/] labels {result.labels} ({', '.join(spec.class_names)})")
 
 
+MethodOpt = Annotated[str, typer.Option(help="entropy, margin, bald, tta or ensemble.")]
+AggregationOpt = Annotated[str, typer.Option(help="mean, top_percentile or foreground_weighted.")]
+PassesOpt = Annotated[int, typer.Option(help="MC-dropout passes for bald.")]
+
+
 @app.command()
 def score(
     model: Annotated[int, typer.Option(help="Registered model version id.")],
     volume: Annotated[str, typer.Option(help="Registered volume name.")],
-    method: Annotated[
-        str, typer.Option(help="entropy, margin, bald, tta or ensemble.")
-    ] = "entropy",
-    aggregation: Annotated[
-        str, typer.Option(help="mean, top_percentile or foreground_weighted.")
-    ] = "mean",
-    passes: Annotated[int, typer.Option(help="MC-dropout passes for bald.")] = 8,
+    method: MethodOpt = "entropy",
+    aggregation: AggregationOpt = "mean",
+    passes: PassesOpt = 8,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -789,13 +790,9 @@ def predict_distributed(
     ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes of the local cluster.")] = 2,
     chunk: Annotated[int, typer.Option(help="z slices per task (and per zarr chunk).")] = 8,
-    method: Annotated[
-        str, typer.Option(help="entropy, margin, bald, tta or ensemble.")
-    ] = "entropy",
-    aggregation: Annotated[
-        str, typer.Option(help="mean, top_percentile or foreground_weighted.")
-    ] = "mean",
-    passes: Annotated[int, typer.Option(help="MC-dropout passes for bald.")] = 8,
+    method: MethodOpt = "entropy",
+    aggregation: AggregationOpt = "mean",
+    passes: PassesOpt = 8,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
