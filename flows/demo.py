@@ -22,12 +22,10 @@ from tomoloop.db.views import model_row, round_row
 from tomoloop.demo import generate_sample
 from tomoloop.flows.ingest import add_gold, ingest
 from tomoloop.flows.loop import loop, promote
+from tomoloop.flows.pictures import slice_picture
 from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.flows.train import train_semantic
-from tomoloop.inference import normalise
-from tomoloop.report import plot_al_curve, uncertainty_figure
-from tomoloop.scoring import ScoreOptions, uncertainty_map
-from tomoloop.stacks import open_stack, percentile_window, to_uint8
+from tomoloop.report import plot_al_curve
 from tomoloop.synthetic import ELECTRODE_PHASES
 
 DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
@@ -147,19 +145,13 @@ def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: s
             item = registry.round_items(last)[0]
             slice_, volume = registry.slice_volumes([item.slice_id])[item.slice_id]
             model, spec, _ = load_registered_model(services, result["champion"])
-            with open_stack(volume.path) as stack:
-                window = percentile_window(stack)
-                raw = stack.slice(slice_.axis, slice_.index)
-            options = ScoreOptions(
+            picture = slice_picture(
+                model,
+                spec,
+                volume.path,
+                slice_.axis,
+                slice_.index,
                 "bald" if strategy in ("bald", "hybrid") else "entropy",
-                tile=spec.tile,
-                overlap=spec.tile // 4,
-            )
-            unsure, probs = uncertainty_map(model, normalise(raw, window), options)
-            picture = uncertainty_figure(
-                to_uint8(raw, window),
-                probs.argmax(axis=0),
-                unsure,
                 f"round {last}: {slice_.axis} = {slice_.index} (score {item.score:.4f}), "
                 f"champion model {result['champion']}",
                 folder / "uncertainty.png",

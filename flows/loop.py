@@ -11,7 +11,9 @@ champion stops improving.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
@@ -22,6 +24,7 @@ from tomoloop.coco import class_index_lut
 from tomoloop.config import Settings
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.flows.labelstudio import connect, push_round, sync_annotations
+from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
 from tomoloop.flows.resources import (
     Services,
     dataset_phases,
@@ -32,6 +35,7 @@ from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.oracle import Behaviour, answer
 from tomoloop.phases import PhaseMap
 from tomoloop.policy import PromotionRules, StopRules, decide, stop_reason
+from tomoloop.report import plot_al_curve
 from tomoloop.scoring import ScoreOptions, SliceFeatures, score_stack
 from tomoloop.selection import Candidate, Constraints, LeadTimeModel, get
 from tomoloop.stacks import check_declared, open_stack
@@ -146,6 +150,19 @@ def al_round(
             key=f"round-{round_id}-chosen",
             description=f"round {round_id} of {dataset}: slices chosen by {chooser.name}",
         )
+        top = next(p for p in pool if p.slice_id == chosen[0].slice_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            picture = slice_picture(
+                network, spec, top.volume_path, top.axis, top.index, chooser.scoring,
+                f"round {round_id}: {top.axis} = {top.index}, score {chosen[0].score:.4f}, "
+                f"model {model_id}",
+                Path(tmp) / "uncertainty.png",
+            )  # fmt: skip
+            publish_image(
+                picture,
+                f"round-{round_id}-uncertainty",
+                f"round {round_id}: the top slice, its prediction and {chooser.scoring} map",
+            )
         log.info(
             "round %s: %d of %d free slices by %s (%s)",
             round_id,
@@ -383,7 +400,7 @@ def loop(
     finally:
         services.close()
     history = [evaluate_model(start, version.id, "test", device)["mIoU"]]
-    labelled, done = 0, []
+    labelled, done, counts = 0, [], [0]
     reason = None
     for k in range(rounds):
         reason = stop_reason(history, labelled, stop)
@@ -417,6 +434,14 @@ def loop(
         )
         score = decision["champion_score"]
         history.append(history[-1] if score is None else score)
+        counts.append(counts[-1] + answered)
+        with tempfile.TemporaryDirectory() as tmp:
+            curve = plot_al_curve(list(zip(counts, history, strict=True)), Path(tmp) / "c.png")
+            publish_image(
+                curve,
+                artifact_name("loop", dataset, "learning-curve"),
+                f"{dataset}: champion test mIoU against slices labelled, after round {k + 1}",
+            )
         done.append(
             {
                 "round": chosen["round"],

@@ -93,6 +93,7 @@ def test_rounds_answered_by_the_oracle_through_label_studio_retrain_and_stop_on_
         for r in result["rounds"]
     ]
     assert all(b - a >= 2 for a, b in by_round)  # min gap within a round
+    _assert_round_artifacts(name, [r["round"] for r in result["rounds"]])
     seen = registry.lead_times(name)  # the second round ranked cost-aware on these
     assert set(seen) == set(chosen) and all(s >= 20 for s in seen.values())
 
@@ -220,3 +221,31 @@ def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(cham
 
     (run,) = asyncio.run(runs())
     assert "webhook" in run.tags and run.parameters["dataset"] == name
+
+
+def _assert_round_artifacts(dataset: str, rounds: list[int]) -> None:
+    """Each round left its chosen-slices table and uncertainty picture in Prefect, and the
+    loop its learning curve — real PNGs the Prefect UI shows."""
+    import base64
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from tomoloop.flows.pictures import artifact_name
+
+    keys = [f"round-{r}-{kind}" for r in rounds for kind in ("chosen", "uncertainty")]
+    keys.append(artifact_name("loop", dataset, "learning-curve"))
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    latest = {a.key: a for a in found}
+    assert set(latest) == set(keys)
+    for key, artifact in latest.items():
+        if key.endswith("chosen"):
+            assert artifact.type == "table"
+            continue
+        assert artifact.type == "image"
+        prefix = "data:image/png;base64,"
+        assert artifact.data.startswith(prefix)
+        assert base64.b64decode(artifact.data[len(prefix) :])[:8] == b"\x89PNG\r\n\x1a\n"
