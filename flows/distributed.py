@@ -125,15 +125,16 @@ def predict_distributed(
         found = services.registry.volume_named(volume)
         with open_stack(found.path) as stack:
             window, shape = percentile_window(stack), stack.shape
-        temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        group = zarr.open_group(str(temp), mode="w")
-        for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
-            group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
+        ranges = chunks(shape[0], chunk)
         checkpoint = (Settings().artifact_root, version.checkpoint_uri, version.checkpoint_sha256)
+        temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
+            group = zarr.open_group(str(temp), mode="w")
+            for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
+                group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
             futures = [
                 predict_chunk.submit(checkpoint, found.path, window, options, z, str(temp))
-                for z in chunks(shape[0], chunk)
+                for z in ranges
             ]
             features = {i: f for future in futures for i, f in future.result().items()}
             temp.rename(target)
