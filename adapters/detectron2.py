@@ -177,8 +177,13 @@ class TrainOutcome:
     resumed_after: int
 
 
-def training_records(coco_file: Path, image_root: Path) -> tuple[list[dict], list[str]]:
-    """Detectron2 dataset dicts of the images with instances, and the category names."""
+def read_coco(coco_file: Path, image_root: Path) -> tuple[dict, dict[str, Path]]:
+    """A checked COCO document and each image's path, confined to ``image_root``.
+
+    Raises:
+        CocoDocumentError: unreadable JSON, or a document that cannot train or be scored.
+        PathConfinementError: an image file name that leaves ``image_root``.
+    """
     try:
         document = json.loads(coco_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -188,6 +193,12 @@ def training_records(coco_file: Path, image_root: Path) -> tuple[list[dict], lis
         i["file_name"]: confined(image_root, i["file_name"], f"{coco_file} image {i['id']}")
         for i in document["images"]
     }
+    return document, paths
+
+
+def training_records(coco_file: Path, image_root: Path) -> tuple[list[dict], list[str]]:
+    """Detectron2 dataset dicts of the images with instances, and the category names."""
+    document, paths = read_coco(coco_file, image_root)
     missing = [name for name, path in paths.items() if not path.exists()]
     if missing:
         raise Detectron2Error(
@@ -339,16 +350,15 @@ def evaluate(net: MaskRCNN, coco_file: Path, image_root: Path, batch: int = 4) -
     """COCO AP (segm and bbox; AP, AP50, AP75 on the 0–1 scale) of ``net`` on the images
     of a COCO file, against its annotations.
     """
-    document = json.loads(coco_file.read_text())
-    check_coco(document, str(coco_file))
+    document, paths = read_coco(coco_file, image_root)
     results: list[dict] = []
     images = document["images"]
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
-        greys = [cv2.imread(str(image_root / i["file_name"]), cv2.IMREAD_GRAYSCALE) for i in chunk]
+        greys = [cv2.imread(str(paths[i["file_name"]]), cv2.IMREAD_GRAYSCALE) for i in chunk]
         for info, grey in zip(chunk, greys, strict=True):
             if grey is None:
-                raise Detectron2Error(f"image {image_root / info['file_name']} cannot be read")
+                raise Detectron2Error(f"image {paths[info['file_name']]} cannot be read")
         for info, found in zip(chunk, predict(net, greys), strict=True):
             results.extend(detection_results(found, info["id"]))
     return instance_scores(document, results)

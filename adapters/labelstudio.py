@@ -100,7 +100,7 @@ def brush_results(mask: np.ndarray, class_names: Sequence[str]) -> list[dict]:
     return results
 
 
-def decode_brush_rle(rle: Sequence[int]) -> np.ndarray:
+def decode_brush_rle(rle: Sequence[int], expected: int | None = None) -> np.ndarray:
     """The flat uint8 values of a Label Studio brush RLE (RGBA, so 4·H·W of them).
 
     The format (thi.ng rle-pack, as Label Studio's editor writes it): 32 bits value count,
@@ -110,15 +110,20 @@ def decode_brush_rle(rle: Sequence[int]) -> np.ndarray:
     which reads the stream one bit at a time (~40 ms for a 128² mask; 1000² slices take
     seconds); here the stream becomes one bit string and each record is read whole.
 
+    ``expected``: the value count the caller needs (4·H·W); a header that claims another
+    is refused before anything is allocated.
+
     Raises:
-        ValueError, TypeError, OverflowError: the list is not bytes, or the stream ends
-            early or holds words wider than 8 bits.
+        ValueError, TypeError, OverflowError: the list is not bytes, the header's count is
+            not ``expected``, or the stream ends early or holds words wider than 8 bits.
     """
     data = bytes(rle)
     bits = format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
     if len(bits) < 53:
         raise ValueError(f"{len(data)} bytes are shorter than the 53-bit header")
     num, word = int(bits[:32], 2), int(bits[32:37], 2) + 1
+    if expected is not None and num != expected:
+        raise ValueError(f"the header says {num} values, not {expected}")
     sizes = [int(bits[37 + 4 * k : 41 + 4 * k], 2) + 1 for k in range(4)]
     out = np.zeros(num, dtype=np.uint8)
     i, pos = 0, 53
@@ -161,7 +166,7 @@ def mask_from_results(
                 f"brush label {names} is not one of the phases {', '.join(class_names)}"
             )
         try:
-            alpha = decode_brush_rle(value["rle"]).reshape(h, w, 4)[:, :, 3]
+            alpha = decode_brush_rle(value["rle"], 4 * h * w).reshape(h, w, 4)[:, :, 3]
         except (KeyError, ValueError, IndexError, TypeError, OverflowError) as exc:
             raise AnnotationRejected(
                 f"the {names[0]} region's RLE does not decode to a {h}×{w} mask ({exc})"

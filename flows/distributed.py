@@ -8,11 +8,12 @@ and writes its block of the zarr arrays ``labels`` (uint8) and ``uncertainty`` (
 the method's per-voxel map) — chunk-aligned, so no two workers touch one zarr chunk. The
 flow then records the slice scores in the registry, as ``tomoloop score`` does.
 
-Workers need the stack's path and the artifact store (``TOMOLOOP_ARTIFACTS_URL``), not the
-registry: the flow hands each task the model checkpoint's key and sha256, and a worker
-loads the verified model once and keeps it. ``scheduler=None`` starts a
-``distributed.LocalCluster`` of ``workers`` processes; any ``tcp://host:8786`` scheduler
-address runs the same tasks on that cluster.
+Workers need to read the stack's path and write ``out`` (shared storage on a cluster) and
+to reach the artifact store the flow names (its URL travels with each task; on S3 the
+workers need the bucket's credentials), not the registry: a worker loads the verified
+checkpoint once and keeps it, on its own device (``auto``: its GPU when it has one).
+``scheduler=None`` starts a ``distributed.LocalCluster`` of ``workers`` processes; any
+``tcp://host:8786`` scheduler address runs the same tasks on that cluster.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from __future__ import annotations
 import functools
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import zarr
 from prefect import flow, get_run_logger, task
+from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
 from tomoloop.adapters.artifacts import ArtifactStore
@@ -53,11 +56,13 @@ def predict_chunk(
     options: ScoreOptions,
     z_range: tuple[int, int],
     out: str,
+    device: str,
 ) -> dict[int, SliceFeatures]:
-    """Predict and score z slices ``z_range`` (start, stop) into the zarr group ``out``;
-    each slice's features by index. Re-running it rewrites the same block with the same
-    values (idempotent).
+    """Predict and score z slices ``z_range`` (start, stop) into the zarr group ``out``
+    on this worker's ``device`` (auto: its GPU when it has one); each slice's features by
+    index. Re-running it rewrites the same block with the same values (idempotent).
     """
+    options = replace(options, device=resolve_device(device))
     model = _worker_model(*checkpoint, str(options.device))
     group = zarr.open_group(out, mode="r+")
     start, stop = z_range
@@ -111,21 +116,21 @@ def predict_distributed(
     """Labels and uncertainty of every z slice of registered volume ``volume`` as the zarr
     group ``out`` (written beside it under a temporary name, renamed when complete), and
     the slice scores in the registry. Run it with :func:`run_distributed` to choose the
-    cluster. Deterministic methods (entropy, margin, tta, ensemble) give exactly the
-    single-process labels and scores; bald draws its dropout masks in each worker.
+    cluster. With entropy or margin the labels, uncertainty and scores are those of
+    ``tomoloop predict`` and ``tomoloop score``; tta and ensemble label by their mean
+    probabilities (scores as ``tomoloop score``), bald draws its dropout masks per worker.
     """
     log = get_run_logger()
     target = Path(out)
     check_target(target)
     services = Services.from_settings()
     try:
-        torch_device = resolve_device(device)
         _, spec, version = load_registered_model(services, model_id, "cpu")
-        options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4, torch_device)
+        options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4)
         found = services.registry.volume_named(volume)
         with open_stack(found.path) as stack:
             window, shape = percentile_window(stack), stack.shape
-        ranges = chunks(shape[0], chunk)
+        ranges, futures = chunks(shape[0], chunk), []
         checkpoint = (Settings().artifact_root, version.checkpoint_uri, version.checkpoint_sha256)
         temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
@@ -133,12 +138,14 @@ def predict_distributed(
             for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
                 group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
             futures = [
-                predict_chunk.submit(checkpoint, found.path, window, options, z, str(temp))
+                predict_chunk.submit(checkpoint, found.path, window, options, z, str(temp), device)
                 for z in ranges
             ]
+            wait(futures)  # every chunk has finished writing before anything is kept or removed
             features = {i: f for future in futures for i, f in future.result().items()}
             temp.rename(target)
         except BaseException:
+            wait(futures)
             shutil.rmtree(temp, ignore_errors=True)
             raise
         slice_ids = services.registry.register_slices(found.id, "z", features)

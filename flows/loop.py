@@ -11,9 +11,7 @@ champion stops improving.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
@@ -151,18 +149,16 @@ def al_round(
             description=f"round {round_id} of {dataset}: slices chosen by {chooser.name}",
         )
         top = next(p for p in pool if p.slice_id == chosen[0].slice_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            picture = slice_picture(
+        publish_image(
+            lambda path: slice_picture(
                 network, spec, top.volume_path, top.axis, top.index, chooser.scoring,
                 f"round {round_id}: {top.axis} = {top.index}, score {chosen[0].score:.4f}, "
                 f"model {model_id}",
-                Path(tmp) / "uncertainty.png",
-            )  # fmt: skip
-            publish_image(
-                picture,
-                f"round-{round_id}-uncertainty",
-                f"round {round_id}: the top slice, its prediction and {chooser.scoring} map",
-            )
+                path, torch_device,
+            ),
+            f"round-{round_id}-uncertainty",
+            f"round {round_id}: the top slice, its prediction and {chooser.scoring} map",
+        )  # fmt: skip
         log.info(
             "round %s: %d of %d free slices by %s (%s)",
             round_id,
@@ -435,13 +431,11 @@ def loop(
         score = decision["champion_score"]
         history.append(history[-1] if score is None else score)
         counts.append(counts[-1] + answered)
-        with tempfile.TemporaryDirectory() as tmp:
-            curve = plot_al_curve(list(zip(counts, history, strict=True)), Path(tmp) / "c.png")
-            publish_image(
-                curve,
-                artifact_name("loop", dataset, "learning-curve"),
-                f"{dataset}: champion test mIoU against slices labelled, after round {k + 1}",
-            )
+        publish_image(
+            lambda path: plot_al_curve(list(zip(counts, history, strict=True)), path),
+            artifact_name("loop", dataset, "learning-curve"),
+            f"{dataset}: champion test mIoU against slices labelled, after round {k + 1}",
+        )
         done.append(
             {
                 "round": chosen["round"],

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import base64
 import re
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
+from prefect import get_run_logger
 from prefect.artifacts import create_image_artifact
 from torch import nn
 
@@ -27,13 +31,15 @@ def slice_picture(
     method: str,
     title: str,
     path: Path,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """A PNG of one slice: grey, the model's prediction over it and its per-pixel
-    uncertainty by ``method`` (entropy, margin, bald, tta, ensemble)."""
+    uncertainty by ``method`` (entropy, margin, bald, tta, ensemble); ``network`` lives on
+    ``device``."""
     with open_stack(volume_path) as stack:
         window = percentile_window(stack)
         raw = stack.slice(axis, index)
-    options = ScoreOptions(method, tile=spec.tile, overlap=spec.tile // 4)
+    options = ScoreOptions(method, tile=spec.tile, overlap=spec.tile // 4, device=device)
     unsure, probs = uncertainty_map(network, normalise(raw, window), options)
     return uncertainty_figure(to_uint8(raw, window), probs.argmax(axis=0), unsure, title, path)
 
@@ -43,8 +49,17 @@ def artifact_name(*parts: object) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")
 
 
-def publish_image(png: Path, key: str, description: str) -> None:
-    """``png`` as an image artifact of the running flow, embedded as a data: URI so the
-    Prefect UI shows it without a file server in between."""
-    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-    create_image_artifact(f"data:image/png;base64,{encoded}", key=key, description=description)
+def publish_image(draw: Callable[[Path], Path], key: str, description: str) -> None:
+    """The PNG ``draw(path)`` writes, as an image artifact of the running flow, embedded as
+    a data: URI so the Prefect UI shows it without a file server in between.
+
+    Best effort: the picture is for people, so a failure to draw or publish it is logged
+    as a warning and never fails the flow (a round is already open when it is drawn).
+    """
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = draw(Path(tmp) / "picture.png")
+            encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+        create_image_artifact(f"data:image/png;base64,{encoded}", key=key, description=description)
+    except Exception as exc:  # any failure: see the docstring
+        get_run_logger().warning("picture %s not published: %s", key, exc)

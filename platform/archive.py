@@ -26,6 +26,7 @@ def zip_folder(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -
             info = zipfile.ZipInfo(path.relative_to(root).as_posix(), date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
+            info.file_size = path.stat().st_size  # ZIP64 for members over 2 GiB
             with path.open("rb") as source, archive.open(info, "w") as member:
                 shutil.copyfileobj(source, member, _COPY)
     return Path(target)

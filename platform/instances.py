@@ -174,6 +174,10 @@ def check_coco(document: dict, what: str) -> None:
     """
     if not isinstance(document, dict):
         raise CocoDocumentError(f"{what} is not a COCO document: expected a JSON object")
+    for key in ("images", "annotations", "categories"):
+        entries = document.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise CocoDocumentError(f"{what}: '{key}' must be a list of JSON objects")
     categories = {c.get("id") for c in document.get("categories", [])}
     for image in document.get("images", []):
         missing = [k for k in ("id", "file_name", "height", "width") if k not in image]

@@ -67,11 +67,8 @@ def _files(folder: Path) -> list[str]:
 # ---------------------------------------------------------------- TIFF stacks and CLI
 
 
-def _stacks(work: Path) -> None:
+def _stacks(work: Path, labels: np.ndarray) -> None:
     """A good gray/labels pair in ``work`` (cases then spoil one of them)."""
-    from conftest import electrode_labels
-
-    labels = electrode_labels()
     tifffile.imwrite(work / "labels.tif", labels)
     tifffile.imwrite(work / "gray.tif", (labels * 80 + 20).astype(np.uint8))
 
@@ -172,10 +169,10 @@ CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("case", list(CLI_CASES))
 def test_bad_stacks_and_arguments_are_refused_and_nothing_is_written(
-    case, home, tmp_path, monkeypatch
+    case, home, tmp_path, monkeypatch, electrode_volume
 ):
     prepare, args, message = CLI_CASES[case]
-    _stacks(tmp_path)
+    _stacks(tmp_path, electrode_volume)
     prepare(tmp_path)
     inputs = _files(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -285,9 +282,7 @@ ANNOTATION_CASES: dict[str, tuple[Callable[[np.ndarray], list[dict]], str, str]]
 
 
 @pytest.mark.parametrize("case", list(ANNOTATION_CASES))
-def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home):
-    from conftest import electrode_labels
-
+def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home, electrode_volume):
     make, key, reason = ANNOTATION_CASES[case]
     slice_id = home.register_slices(home.volumes()[0].id, "z", [3])[3]
     annotation_id = 9000 + list(ANNOTATION_CASES).index(case)
@@ -295,7 +290,7 @@ def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home):
         task_id=annotation_id,
         task_key=f"slice-{slice_id}:round-0" if key == "slice" else "image-17",
         annotation_id=annotation_id,
-        result=make(electrode_labels()[3]),
+        result=make(electrode_volume[3]),
         was_cancelled=False,
         lead_time_s=3.0,
         author="1",

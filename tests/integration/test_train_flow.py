@@ -133,6 +133,8 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint(
     deadline = time.monotonic() + 240
     while not list(runs.glob("*/last.pt")) and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert list(runs.glob("*/last.pt")), "no checkpoint within 240 s"
+    assert victim.poll() is None, "the training ended before it could be killed"
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(30) == -signal.SIGKILL
     registry = Registry.from_url(registry_url)

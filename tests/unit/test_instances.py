@@ -99,6 +99,7 @@ def test_half_the_particles_found_scores_between():
         (lambda d: d.update(categories=[]), "declares no categories"),
         (lambda d: d["images"][0].pop("file_name"), r"lacks \['file_name'\]"),
         (lambda d: d["images"][0].update(file_name=3), "lacks a string file_name"),
+        (lambda d: d.update(images=["z.png"]), "'images' must be a list of JSON objects"),
     ],
 )
 def test_a_document_that_cannot_train_is_refused_with_the_reason(change, message):

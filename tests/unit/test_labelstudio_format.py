@@ -105,3 +105,10 @@ def test_labelling_view_has_a_hotkey_per_phase_and_neighbour_context():
     images = [x.get("value") for x in root.iter("Image")]
     assert images == ["$before_2", "$before_1", "$after_1", "$after_2", "$image"]
     assert root.find(".//Text").get("value") == "NMC is bright"
+
+
+def test_a_header_claiming_another_size_is_refused_before_decoding():
+    rle = brush.mask2rle(np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="says 256 values, not 4000000"):
+        decode_brush_rle(rle, expected=4_000_000)
+    assert decode_brush_rle(rle, expected=256).shape == (256,)
