@@ -32,8 +32,9 @@ from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
 from tomoloop.adapters.artifacts import ArtifactStore
+from tomoloop.coco import check_new
 from tomoloop.config import Settings
-from tomoloop.errors import OutputError, TomoloopError
+from tomoloop.errors import TomoloopError
 from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.inference import normalise
 from tomoloop.models import load_model
@@ -89,12 +90,6 @@ def task_runner(scheduler: str | None, workers: int) -> DaskTaskRunner:
     )
 
 
-def check_target(target: Path) -> None:
-    """Refuse an output that exists (a distributed prediction never overwrites)."""
-    if target.exists():
-        raise OutputError(f"{target} exists: choose another --out (nothing is overwritten)")
-
-
 def chunks(depth: int, chunk: int) -> list[tuple[int, int]]:
     """(start, stop) z ranges of ``chunk`` slices covering ``depth`` slices."""
     if chunk < 1:
@@ -122,7 +117,7 @@ def predict_distributed(
     """
     log = get_run_logger()
     target = Path(out)
-    check_target(target)
+    check_new(target)
     services = Services.from_settings()
     try:
         _, spec, version = load_registered_model(services, model_id, "cpu")

@@ -396,10 +396,10 @@ def loop(
     finally:
         services.close()
     history = [evaluate_model(start, version.id, "test", device)["mIoU"]]
-    labelled, done, counts = 0, [], [0]
+    done, counts = [], [0]  # counts: slices labelled so far, after each round
     reason = None
     for k in range(rounds):
-        reason = stop_reason(history, labelled, stop)
+        reason = stop_reason(history, counts[-1], stop)
         if reason is not None:
             break
         try:
@@ -418,7 +418,6 @@ def loop(
             answered = services.registry.close_round(chosen["round"])["annotated"]
         finally:
             services.close()
-        labelled += answered
         challenger = retrain(dataset, config=config, tier_weights=tier_weights, device=device)
         decision = promote(
             challenger["model_version"],

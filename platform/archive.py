@@ -9,7 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tomoloop.errors import OutputError
+from tomoloop.coco import check_new
 from tomoloop.paths import confined
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -40,8 +40,7 @@ def unzip_to(data: bytes, out_dir: str | os.PathLike[str]) -> int:
         PathConfinementError: a member would land outside it.
     """
     target = Path(out_dir)
-    if target.exists():
-        raise OutputError(f"{target} exists: choose a new --out")
+    check_new(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

@@ -798,11 +798,12 @@ def predict_distributed(
 ) -> None:
     """Predict and score a registered volume as Prefect tasks on a Dask cluster: labels
     and uncertainty to a zarr group, slice scores to the registry."""
-    from tomoloop.flows.distributed import check_target, run_distributed
+    from tomoloop.coco import check_new
+    from tomoloop.flows.distributed import run_distributed
     from tomoloop.scoring import ScoreOptions
 
     ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
-    check_target(out_path)
+    check_new(out_path)
     if workers < 1 or chunk < 1:
         raise TomoloopError(f"--workers {workers} --chunk {chunk}: both must be ≥ 1")
     with _database_errors():

@@ -471,6 +471,12 @@ def check_out(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+def check_new(target: Path) -> None:
+    """Refuse an output that exists at all (commands that never overwrite)."""
+    if target.exists():
+        raise OutputError(f"{target} exists: choose a new --out (nothing is overwritten)")
+
+
 def prepare_out(out_dir: Path, overwrite: bool) -> Path:
     """A temp folder beside ``out_dir`` to write into; :func:`publish` renames it into
     place. Refuses a non-empty ``out_dir`` unless ``overwrite``.

@@ -17,17 +17,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 
 
 @pytest.fixture
-def trained(tmp_path, monkeypatch, electrode_volume, ingest_electrode):
+def trained(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electrode):
     """A briefly trained U-Net registered for the ingested electrode; (registry, model id)."""
-    from tomoloop.db.engine import make_engine, upgrade
     from tomoloop.flows.train import train_semantic
 
-    url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
-    upgrade(make_engine(url))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)
     ingest_electrode(tmp_path, electrode_volume, noise=20)
-    registry = Registry.from_url(url)
+    registry = Registry.from_url(registry_url)
     config = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
     model = train_semantic(
         registry.dataset("nmc").id, "unet", config=config, options={"base": 4, "depth": 2}
@@ -35,6 +32,7 @@ def trained(tmp_path, monkeypatch, electrode_volume, ingest_electrode):
     return registry, model
 
 
+@pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_a_local_dask_cluster_predicts_and_scores_as_one_process_does(trained, tmp_path):
     from tomoloop.flows.resources import Services, load_registered_model
     from tomoloop.inference import predict_volume
