@@ -3,8 +3,9 @@
 - ``POST /webhooks/labelstudio``: ANNOTATION_CREATED / ANNOTATION_UPDATED from Label
   Studio. The shared secret (``TOMOLOOP_WEBHOOK_SECRET``, sent by Label Studio in the
   ``X-Tomoloop-Secret`` header) is compared in constant time. The annotation is handled as
-  the polling sync handles it (same key, same registry write), so a webhook and a poll of
-  the same annotation store it once.
+  the polling sync handles it (same key, same registry write, same review routing), so a
+  webhook and a poll of the same annotation store it once. Events of a dataset's review
+  project store the reviewer's label (tier expert) the same way.
   With ``TOMOLOOP_RETRAIN_THRESHOLD`` set and an ``on_new_labels`` callback given, the
   stored annotation that brings the dataset's new labels to exactly the threshold calls
   the callback (after the response; the schedule catches any count past it) —
@@ -26,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, Body, Depends, FastAPI, Header, HTTPException
 
 from tomoloop.adapters.labelstudio import PulledAnnotation
-from tomoloop.adapters.labelstudio_registry import dataset_of, handle_annotation
+from tomoloop.adapters.labelstudio_registry import Intake, dataset_of, handle_annotation
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
@@ -106,7 +107,8 @@ def create_app(
             names = PhaseMap.parse(registry.dataset_phases(version.id)).names
         except RegistryError as exc:
             raise HTTPException(404, str(exc)) from exc
-        status = handle_annotation(registry, names, project_id, pulled, "webhook")
+        intake = Intake(dataset, names, project_id, settings.review_policy)
+        status = handle_annotation(registry, intake, pulled, "webhook")
         threshold = settings.retrain_threshold
         if status == "stored" and on_new_labels is not None and threshold is not None:
             waiting = registry.new_labels(dataset)

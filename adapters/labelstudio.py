@@ -360,6 +360,10 @@ class LabelStudioClient:
             )
         return {t.key: existing[t.key] for t in tasks}
 
+    def task_data(self, task_id: int) -> dict[str, Any]:
+        """The data of one task (its images, key and slice metadata)."""
+        return dict(self.call("get a task", self.sdk.tasks.get, id=task_id).data)
+
     def unanswered(self, project_id: int) -> list[tuple[int, dict[str, Any]]]:
         """``(task id, task data)`` of the project's tomoloop tasks nobody answered yet."""
         return [(t.id, t.data) for t in self._pushed_tasks(project_id) if not t.annotations]

@@ -1,19 +1,29 @@
 """Label Studio annotations into the registry: the one place that turns an annotation
-(polled or delivered by webhook) into a registry annotation, a skip or a rejection.
+(polled or delivered by webhook) into a registry annotation, a skip or a rejection, and
+decides whether it goes to review.
 
 Each annotation event is keyed by its Label Studio id and update time and handled once; a
-stored annotation is tier ``annotator`` with its exact mask, source
-``labelstudio:<id>@<updated>`` (an update is a new annotation; nothing is deleted).
+stored annotation has its exact mask and source ``labelstudio:<id>@<updated>`` (an update
+is a new annotation; nothing is deleted). In a dataset's labelling project it is tier
+``annotator`` and is routed by :func:`tomoloop.review.route` (a queued review, and the
+per-class Dice against other annotators of the task); in its review project it is tier
+``expert`` and settles the review it answers (approved when unchanged, else corrected).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import numpy as np
+
 from tomoloop.adapters.labelstudio import AnnotationRejected, PulledAnnotation, mask_from_results
-from tomoloop.db.models import LabelStudioEvent, Tier
+from tomoloop.db.models import Agreement, LabelStudioEvent, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.masks import encode_class_mask
+from tomoloop.masks import decode_class_mask, encode_class_mask
+from tomoloop.review import ReviewPolicy, class_dice, route
 
 PROJECT_SUFFIX = " · semantic"
+REVIEW_SUFFIX = " · review"
 
 
 def project_title(dataset: str) -> str:
@@ -21,13 +31,26 @@ def project_title(dataset: str) -> str:
     return f"{dataset}{PROJECT_SUFFIX}"
 
 
+def review_title(dataset: str) -> str:
+    """The Label Studio project where a second person reviews the dataset's labels."""
+    return f"{dataset}{REVIEW_SUFFIX}"
+
+
 def dataset_of(title: str) -> str | None:
-    """The dataset whose project this is (None for projects tomoloop did not make)."""
-    return title.removesuffix(PROJECT_SUFFIX) if title.endswith(PROJECT_SUFFIX) else None
+    """The dataset whose labelling or review project this is (None for projects tomoloop
+    did not make)."""
+    for suffix in (PROJECT_SUFFIX, REVIEW_SUFFIX):
+        if title.endswith(suffix):
+            return title.removesuffix(suffix)
+    return None
 
 
 def task_key(slice_id: int, round_id: int) -> str:
     return f"slice-{slice_id}:round-{round_id}"
+
+
+def review_key(slice_id: int, review_id: int) -> str:
+    return f"slice-{slice_id}:review-{review_id}"
 
 
 def slice_of(key: str) -> int:
@@ -38,66 +61,182 @@ def slice_of(key: str) -> int:
         raise AnnotationRejected(f"task key {key!r} names no tomoloop slice") from None
 
 
+def review_of(key: str) -> int | None:
+    """The review id a review task's key names (None for a labelling task's key)."""
+    _, _, rest = key.partition(":")
+    if not rest.startswith("review-"):
+        return None
+    try:
+        return int(rest.removeprefix("review-"))
+    except ValueError:
+        raise AnnotationRejected(f"task key {key!r} names no tomoloop review") from None
+
+
 def event_key(a: PulledAnnotation) -> str:
     return f"{a.annotation_id}@{a.updated_at}"
 
 
-def handle_annotation(
-    registry: Registry, names: tuple[str, ...], project: int, a: PulledAnnotation, via: str
-) -> str:
+@dataclass(frozen=True)
+class Intake:
+    """Where annotations arrive: the dataset, its phase names (class order), the Label
+    Studio project they come from, and when a label goes to review.
+    """
+
+    dataset: str
+    names: tuple[str, ...]
+    project: int
+    policy: ReviewPolicy = field(default_factory=ReviewPolicy)
+
+
+def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, via: str) -> str:
     """Store one pulled or webhook-delivered annotation; its status (stored / skipped /
-    rejected / seen). One transaction: the registry annotation and the event, or neither.
-    Of two handlers racing on one event (a poll and a webhook, two syncs), the one whose
-    event row loses the unique key reports ``seen`` (its annotation insert was a no-op:
-    same natural key).
+    rejected / seen). One transaction: the registry annotation, its review routing or the
+    review it settles, and the event — or none of them. Of two handlers racing on one event
+    (a poll and a webhook, two syncs), the one whose event row loses the unique key reports
+    ``seen`` (its writes were no-ops: same natural keys).
     """
     event = LabelStudioEvent(
         key=event_key(a),
         via=via,
         action="ANNOTATION",
-        ls_project_id=project,
+        ls_project_id=intake.project,
         ls_task_id=a.task_id,
         ls_annotation_id=a.annotation_id,
     )
     if registry.ls_event_keys([event.key]):
         return "seen"
     with registry.atomic():
-        if a.was_cancelled:
-            event.status = "skipped"
-            registry.resolve_task(a.task_id, "skipped")
-        else:
-            try:
-                slice_id = slice_of(a.task_key)
-                slice_, volume = registry.slice_volumes([slice_id])[slice_id]
-                shape = tuple(
-                    n for axis, n in zip("zyx", _shape(volume), strict=True) if axis != slice_.axis
-                )
-                mask = mask_from_results(a.result, shape, names)
-            except (AnnotationRejected, RegistryError) as exc:
-                event.status, event.reason = "rejected", str(exc)[:1000]
+        try:
+            slice_id, review = slice_of(a.task_key), review_of(a.task_key)
+            if a.was_cancelled:
+                event.status = "skipped"
+                _skip(registry, a, review)
             else:
-                source = f"labelstudio:{event.key}"
-                registry.add_annotations(
-                    [
-                        NewAnnotation(
-                            slice_id,
-                            Tier.ANNOTATOR,
-                            source,
-                            mask_rle=encode_class_mask(mask),
-                            ls_task_id=a.task_id,
-                            ls_annotation_id=a.annotation_id,
-                            author=a.author,
-                            lead_time_s=a.lead_time_s,
-                        )
-                    ]
-                )
+                mask = _mask(registry, intake, slice_id, a)
+                event.annotation_id = _store(registry, intake, slice_id, review, mask, a, event)
                 event.status = "stored"
-                event.annotation_id = registry.annotation_id(slice_id, Tier.ANNOTATOR, source)
-                registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
+        except (AnnotationRejected, RegistryError) as exc:
+            event.status, event.reason = "rejected", str(exc)[:1000]
         if not registry.record_ls_event(event):
             return "seen"
     return event.status
 
 
-def _shape(volume) -> tuple[int, int, int]:
-    return volume.shape_z, volume.shape_y, volume.shape_x
+def _skip(registry: Registry, a: PulledAnnotation, review: int | None) -> None:
+    if review is None:
+        registry.resolve_task(a.task_id, "skipped")
+    else:
+        registry.resolve_review(review, "skipped")
+
+
+def _mask(registry: Registry, intake: Intake, slice_id: int, a: PulledAnnotation) -> np.ndarray:
+    slice_, volume = registry.slice_volumes([slice_id])[slice_id]
+    shape = (volume.shape_z, volume.shape_y, volume.shape_x)
+    plane = tuple(n for axis, n in zip("zyx", shape, strict=True) if axis != slice_.axis)
+    return mask_from_results(a.result, plane, intake.names)
+
+
+def _store(
+    registry: Registry,
+    intake: Intake,
+    slice_id: int,
+    review: int | None,
+    mask: np.ndarray,
+    a: PulledAnnotation,
+    event: LabelStudioEvent,
+) -> int:
+    """Store the label (tier expert for a review, else annotator) and route or settle it;
+    the registry annotation's id.
+    """
+    under_review = None if review is None else registry.review(review)
+    if under_review is not None and under_review.slice_id != slice_id:
+        raise AnnotationRejected(
+            f"review task key {a.task_key!r} names slice {slice_id}, but review {review} is "
+            f"of slice {under_review.slice_id}"
+        )
+    tier = Tier.ANNOTATOR if review is None else Tier.EXPERT
+    source = f"labelstudio:{event.key}"
+    registry.add_annotations(
+        [
+            NewAnnotation(
+                slice_id,
+                tier,
+                source,
+                mask_rle=encode_class_mask(mask),
+                ls_task_id=a.task_id,
+                ls_annotation_id=a.annotation_id,
+                author=a.author,
+                lead_time_s=a.lead_time_s,
+            )
+        ]
+    )
+    stored = registry.annotation_id(slice_id, tier, source)
+    if under_review is None:
+        registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
+        _route(registry, intake, slice_id, stored, mask, a)
+    else:
+        reviewed = decode_class_mask(registry.annotation(under_review.annotation_id).mask_rle)
+        dice = class_dice(reviewed, mask, len(intake.names))
+        _agree(registry, intake, slice_id, "review", stored, [(under_review.annotation_id, dice)])
+        state = "approved" if np.array_equal(reviewed, mask) else "corrected"
+        registry.resolve_review(under_review.id, state, stored)
+    return stored
+
+
+def _route(
+    registry: Registry,
+    intake: Intake,
+    slice_id: int,
+    stored: int,
+    mask: np.ndarray,
+    a: PulledAnnotation,
+) -> None:
+    """Record agreement with the task's other annotators and queue a review if due."""
+    item = registry.round_item_of_task(a.task_id)
+    shown = None if item is None or item.prediction_rle is None else item.prediction_rle
+    others = [
+        o
+        for o in registry.task_labels(a.task_id)
+        if o.ls_annotation_id != a.annotation_id and o.mask_rle is not None
+    ]
+    routing = route(
+        mask,
+        len(intake.names),
+        f"labelstudio:{a.annotation_id}",
+        intake.policy,
+        None if shown is None else decode_class_mask(shown),
+        [decode_class_mask(o.mask_rle) for o in others],
+    )
+    pairs = [(o.id, d) for o, d in zip(others, routing.agreements, strict=True)]
+    _agree(registry, intake, slice_id, "annotators", stored, pairs)
+    if routing.reasons:
+        registry.add_review(stored, intake.dataset, routing.reasons, routing.model_iou)
+
+
+def _agree(
+    registry: Registry,
+    intake: Intake,
+    slice_id: int,
+    kind: str,
+    stored: int,
+    pairs: list[tuple[int, np.ndarray]],
+) -> None:
+    """Record the per-class Dice of the label ``stored`` against each earlier label
+    (``pairs``: earlier annotation id, (n_classes,) Dice with NaN for absent classes).
+    """
+    registry.add_agreements(
+        [
+            Agreement(
+                slice_id=slice_id,
+                dataset=intake.dataset,
+                annotation_a_id=earlier,
+                annotation_b_id=stored,
+                kind=kind,
+                class_name=intake.names[c],
+                dice=float(d),
+            )
+            for earlier, dice in pairs
+            for c, d in enumerate(dice)
+            if np.isfinite(d)
+        ]
+    )

@@ -110,13 +110,16 @@ def bodies(labels: np.ndarray, slices: dict[int, int], n: int, names: tuple) -> 
 def baseline(url: str, events: list[dict], names: tuple) -> float:
     """Events/s handled in-process, one after another."""
     from tomoloop.adapters.http import pulled_from_payload
-    from tomoloop.adapters.labelstudio_registry import handle_annotation
+    from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation
 
     registry = Registry.from_url(url)
     started = time.perf_counter()
     for body in events:
         project, _, pulled = pulled_from_payload(body)
-        assert handle_annotation(registry, names, project, pulled, "webhook") == "stored"
+        assert (
+            handle_annotation(registry, Intake(DATASET, names, project), pulled, "webhook")
+            == "stored"
+        )
     seconds = time.perf_counter() - started
     registry.engine.dispose()
     return len(events) / seconds

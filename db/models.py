@@ -4,7 +4,8 @@ Idea of the data model (DESIGN.md): a Volume is cut into Slices; an Annotation i
 label of one slice with a tier (auto < model < annotator < expert) and its provenance; a
 DatasetVersion freezes a set of annotations with a split; ModelVersions are trained on a
 DatasetVersion, have TrainingRuns and Metrics, score slices (SliceScore); ALRounds pick
-slices (RoundItem) for people to label.
+slices (RoundItem) for people to label. A Review sends an annotator's label to a second
+person; an Agreement is the per-class Dice of two people's labels of one slice.
 """
 
 from __future__ import annotations
@@ -261,6 +262,9 @@ class RoundItem(Base):
     ls_task_id: Mapped[int | None]
     state: Mapped[str] = mapped_column(String(20), default="pending")
     annotation_seconds: Mapped[float | None] = mapped_column(Float)
+    # the model's mask pre-filled in the task (inline RLE as Annotation.mask_rle), kept to
+    # tell how much the annotator changed it
+    prediction_rle: Mapped[dict | None] = mapped_column(JSON)
 
 
 class LabelStudioEvent(Base):
@@ -288,3 +292,54 @@ class LabelStudioEvent(Base):
     reason: Mapped[str] = mapped_column(String(1000), default="")
     annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Review(Base):
+    """An annotator's label sent to the review project: why (``reasons``, comma-separated
+    names of :data:`tomoloop.review.REASONS`), the model agreement that decided it, and
+    its state — ``queued`` (not in Label Studio yet), ``pending`` (a review task,
+    ``ls_task_id``), ``approved`` / ``corrected`` (the reviewer's label is the tier-expert
+    ``expert_annotation_id``), ``skipped``.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        UniqueConstraint("annotation_id", name="uq_reviews_annotation_id"),
+        CheckConstraint(
+            "state IN ('queued', 'pending', 'approved', 'corrected', 'skipped')", name="state"
+        ),
+        Index("ix_reviews_dataset_state", "dataset", "state"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"))
+    dataset: Mapped[str] = mapped_column(String(200))
+    reasons: Mapped[str] = mapped_column(String(100))
+    model_iou: Mapped[float | None] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(20), default="queued")
+    ls_task_id: Mapped[int | None]
+    expert_annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Agreement(Base):
+    """The Dice of one class between two people's labels of one slice: ``kind``
+    ``annotators`` (two annotators of one task) or ``review`` (annotator vs reviewer).
+    """
+
+    __tablename__ = "agreements"
+    __table_args__ = (
+        UniqueConstraint(
+            "annotation_a_id", "annotation_b_id", "class_name", name="uq_agreements_pair"
+        ),
+        CheckConstraint("kind IN ('annotators', 'review')", name="kind"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"))
+    dataset: Mapped[str] = mapped_column(String(200))
+    annotation_a_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    annotation_b_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    class_name: Mapped[str] = mapped_column(String(100))
+    dice: Mapped[float] = mapped_column(Float)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tomoloop.db.engine import make_engine
 from tomoloop.db.models import (
+    Agreement,
     ALRound,
     Annotation,
     DatasetMember,
@@ -30,6 +31,7 @@ from tomoloop.db.models import (
     LabelStudioEvent,
     Metric,
     ModelVersion,
+    Review,
     RoundItem,
     Slice,
     SliceScore,
@@ -284,9 +286,9 @@ class Registry:
         with self.session() as s:
             found = s.get(table, key)
         if found is None:
-            raise RegistryError(
-                f"no {what} with id {key}: `tomoloop registry {_LISTINGS[what]}` lists them"
-            )
+            listing = _LISTINGS.get(what)
+            hint = f": `tomoloop registry {listing}` lists them" if listing else ""
+            raise RegistryError(f"no {what} with id {key}{hint}")
         return found
 
     def volume(self, volume_id: int) -> Volume:
@@ -389,6 +391,9 @@ class Registry:
                 f"no {tier.name.lower()} annotation of slice {slice_id} from {source}"
             )
         return found
+
+    def annotation(self, annotation_id: int) -> Annotation:
+        return self._get(Annotation, annotation_id, "annotation")
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
@@ -888,15 +893,28 @@ class Registry:
                 )
             )
 
-    def set_round_tasks(self, round_id: int, tasks: dict[int, int]) -> None:
-        """Record the Label Studio task id of each pushed slice (``{slice id: task id}``)."""
+    def set_round_tasks(
+        self, round_id: int, tasks: dict[int, int], predictions: dict[int, dict] | None = None
+    ) -> None:
+        """Record the Label Studio task id of each pushed slice (``{slice id: task id}``) and
+        the prediction pre-filled in it (``{slice id: inline mask}``, see
+        :func:`tomoloop.masks.encode_class_mask`).
+        """
+        predictions = predictions or {}
         with self.session() as s:
             for slice_id, task_id in tasks.items():
                 s.execute(
                     update(RoundItem)
                     .where(RoundItem.round_id == round_id, RoundItem.slice_id == slice_id)
-                    .values(ls_task_id=task_id)
+                    .values(ls_task_id=task_id, prediction_rle=predictions.get(slice_id))
                 )
+
+    def round_item_of_task(self, ls_task_id: int) -> RoundItem | None:
+        """The round item a Label Studio task was pushed for (None: no round's task)."""
+        with self.session() as s:
+            return s.scalar(
+                select(RoundItem).where(RoundItem.ls_task_id == ls_task_id).order_by(RoundItem.id)
+            )
 
     def open_rounds(self, dataset: str) -> list[int]:
         """Ids of the dataset's rounds still waiting for labels, oldest first."""
@@ -981,6 +999,122 @@ class Registry:
             query = query.where(RoundItem.state != "annotated")
         with self.session() as s:
             s.execute(query.values(state=state, annotation_seconds=seconds))
+
+    # ------------------------------------------------------------ reviews
+
+    def task_labels(self, ls_task_id: int) -> list[Annotation]:
+        """The newest tier-annotator label of each Label Studio annotation of one task
+        (one per person who answered it), oldest first.
+        """
+        newest = (
+            select(func.max(Annotation.id))
+            .where(Annotation.ls_task_id == ls_task_id, Annotation.tier == int(Tier.ANNOTATOR))
+            .group_by(Annotation.ls_annotation_id)
+        )
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Annotation).where(Annotation.id.in_(newest)).order_by(Annotation.id)
+                )
+            )
+
+    def add_review(
+        self,
+        annotation_id: int,
+        dataset: str,
+        reasons: Sequence[str],
+        model_iou: float | None,
+    ) -> None:
+        """Queue an annotator's label for review (once per label: a repeat is a no-op)."""
+        annotation = self.annotation(annotation_id)
+        with self.session() as s:
+            s.execute(
+                self._insert(Review)
+                .values(
+                    annotation_id=annotation_id,
+                    slice_id=annotation.slice_id,
+                    dataset=dataset,
+                    reasons=",".join(reasons),
+                    model_iou=model_iou,
+                    state="queued",
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing()
+            )
+
+    def add_agreements(self, rows: Sequence[Agreement]) -> None:
+        """Record per-class Dice of label pairs (a pair and class already recorded is kept)."""
+        columns = [c.name for c in Agreement.__table__.columns if c.name != "id"]
+        values = [{c: getattr(r, c) for c in columns} for r in rows]
+        if values:
+            with self.session() as s:
+                s.execute(self._insert(Agreement).values(values).on_conflict_do_nothing())
+
+    def reviews(self, dataset: str, state: str | None = None) -> list[Review]:
+        """The dataset's reviews (of one state), oldest first."""
+        query = select(Review).where(Review.dataset == dataset).order_by(Review.id)
+        if state is not None:
+            query = query.where(Review.state == state)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def review(self, review_id: int) -> Review:
+        return self._get(Review, review_id, "review")
+
+    def set_review_tasks(self, tasks: dict[int, int]) -> None:
+        """Record the review project's task of each queued review (``{review id: task
+        id}``); they become ``pending``.
+        """
+        with self.session() as s:
+            for review_id, task_id in tasks.items():
+                s.execute(
+                    update(Review)
+                    .where(Review.id == review_id, Review.state == "queued")
+                    .values(ls_task_id=task_id, state="pending")
+                )
+
+    def resolve_review(
+        self, review_id: int, state: str, expert_annotation_id: int | None = None
+    ) -> None:
+        """Record a reviewer's answer: ``approved`` / ``corrected`` with the tier-expert
+        label (a later answer of the same review replaces the earlier one, as the newer
+        label wins), or ``skipped`` (which never undoes an answer).
+        """
+        query = update(Review).where(Review.id == review_id)
+        if state == "skipped":
+            query = query.where(Review.state.in_(("queued", "pending")))
+        with self.session() as s:
+            s.execute(
+                query.values(
+                    state=state, expert_annotation_id=expert_annotation_id, resolved_at=utcnow()
+                )
+            )
+
+    def review_summary(self, dataset: str) -> dict[str, Any]:
+        """Reviews of a dataset by state and by reason, and the mean per-class Dice of
+        each kind of label pair (``{"annotators": {class: {"dice": x, "pairs": n}}, "review":
+        ...}``; annotator vs reviewer is ``review``).
+        """
+        states = dict.fromkeys(("queued", "pending", "approved", "corrected", "skipped"), 0)
+        reasons: dict[str, int] = {}
+        agreement: dict[str, dict[str, dict[str, float]]] = {"annotators": {}, "review": {}}
+        with self.session() as s:
+            for state, why, n in s.execute(
+                select(Review.state, Review.reasons, func.count())
+                .where(Review.dataset == dataset)
+                .group_by(Review.state, Review.reasons)
+            ):
+                states[state] += n
+                for reason in why.split(","):
+                    reasons[reason] = reasons.get(reason, 0) + n
+            for kind, name, dice, n in s.execute(
+                select(Agreement.kind, Agreement.class_name, func.avg(Agreement.dice), func.count())
+                .where(Agreement.dataset == dataset)
+                .group_by(Agreement.kind, Agreement.class_name)
+                .order_by(Agreement.kind, Agreement.class_name)
+            ):
+                agreement[kind][name] = {"dice": float(dice), "pairs": n}
+        return {"dataset": dataset, "states": states, "reasons": reasons, "agreement": agreement}
 
     # ------------------------------------------------------------ Label Studio events
 

@@ -53,6 +53,7 @@ def deployments(dataset: str, when: Schedule = Schedule()) -> list[RunnerDeploym
             names["sync-annotations"],
             interval=when.sync_minutes * 60,
             parameters={"dataset": dataset},
+            concurrency_limit=1,  # one sync at a time pushes each queued review once
             tags=["tomoloop", dataset],
         ),
         retrain_on_labels.to_deployment(

@@ -1,11 +1,14 @@
 """Label Studio flows: push a round's slices with the model's prediction pre-filled, and
-pull annotations back into the registry as tier ``annotator``.
+pull annotations back into the registry as tier ``annotator`` — and reviewed ones as
+tier ``expert``.
 
 push: the round's slices (and their z ± k neighbours) as 8-bit PNGs where the server can
-serve them → one semantic project per dataset → tasks with predictions → task ids on the
-round items. sync: every annotation of the project not handled before (keyed by
-annotation id and update time) → a registry annotation with its exact mask, or a skip, or
-a rejection with its reason — never silently dropped.
+serve them → one semantic project per dataset → tasks with predictions → task ids (and
+the prediction shown) on the round items. sync: every annotation of the project not
+handled before (keyed by annotation id and update time) → a registry annotation with its
+exact mask, or a skip, or a rejection with its reason — never silently dropped; labels due
+for review (``tomoloop.review``) → tasks in the dataset's review project with the
+annotator's label pre-filled; the reviewers' answers → tier ``expert``.
 """
 
 from __future__ import annotations
@@ -18,16 +21,21 @@ from prefect import flow, get_run_logger
 
 from tomoloop.adapters.labelstudio import LabelStudioClient, TaskSpec
 from tomoloop.adapters.labelstudio_registry import (
+    Intake,
     event_key,
     handle_annotation,
     project_title,
+    review_key,
+    review_title,
     slice_of,
     task_key,
 )
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio, label_studio_credentials
 from tomoloop.config import Settings
+from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
 from tomoloop.inference import normalise, predict_slice
+from tomoloop.masks import decode_class_mask, encode_class_mask
 from tomoloop.pngs import write_png
 from tomoloop.stacks import open_stack, percentile_window, to_uint8
 
@@ -107,7 +115,12 @@ def push_round(round_id: int, context: int = 1) -> dict:
                 )
             )
         ids = connection.client.push(project, tasks, names)
-        registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()})
+        shown = {
+            slice_of(t.key): encode_class_mask(t.prediction)
+            for t in tasks
+            if t.prediction is not None
+        }
+        registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()}, shown)
         log.info("round %s: %d tasks in project %s", round_id, len(ids), project)
         return {
             "round": round_id,
@@ -139,9 +152,19 @@ def _instructions(names: tuple[str, ...]) -> str:
     )
 
 
+def _review_instructions(names: tuple[str, ...]) -> str:
+    return (
+        f"Review. Phases: {', '.join(f'{i + 1} = {n}' for i, n in enumerate(names))}. An "
+        "annotator's label is pre-filled: submit it unchanged to approve it, or correct it "
+        "first. Unpainted pixels count as the first phase."
+    )
+
+
 @flow(name="sync-annotations")
 def sync_annotations(dataset: str) -> dict:
-    """Pull every new annotation of a dataset's project into the registry (polling)."""
+    """Pull every new annotation of a dataset's project into the registry (polling), send
+    the labels due for review to the review project, and pull the reviewers' answers.
+    """
     log = get_run_logger()
     settings = Settings()
     services = Services.from_settings(settings)
@@ -149,18 +172,69 @@ def sync_annotations(dataset: str) -> dict:
         registry = services.registry
         names = dataset_phases(services, registry.dataset(dataset)).names
         connection = connect(settings)
-        project = connection.client.ensure_project(project_title(dataset), names)
-        pulled = connection.client.pull(project)
-        seen = registry.ls_event_keys(event_key(a) for a in pulled)
-        counts = {"stored": 0, "skipped": 0, "rejected": 0, "seen": len(seen)}
-        for a in pulled:
-            if event_key(a) not in seen:
-                counts[handle_annotation(registry, names, project, a, "poll")] += 1
+        client = connection.client
+        project = client.ensure_project(project_title(dataset), names)
+        counts = _store_new(
+            registry, client, Intake(dataset, names, project, settings.review_policy)
+        )
         # close_round counts each open round's items and closes it when none is pending
         closed = [
             r for r in registry.open_rounds(dataset) if not registry.close_round(r)["pending"]
         ]
         log.info("project %s: %s; rounds closed: %s", project, counts, closed or "none")
-        return {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
+        result = {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
+        if registry.reviews(dataset):
+            result["review"] = _sync_reviews(registry, connection, dataset, names)
+            log.info("review project: %s", result["review"])
+        return result
     finally:
         services.close()
+
+
+def _store_new(registry: Registry, client: LabelStudioClient, intake: Intake) -> dict[str, int]:
+    """Handle the project's annotations not handled before; how many of each status."""
+    pulled = client.pull(intake.project)
+    seen = registry.ls_event_keys(event_key(a) for a in pulled)
+    counts = {"stored": 0, "skipped": 0, "rejected": 0, "seen": len(seen)}
+    for a in pulled:
+        if event_key(a) not in seen:
+            counts[handle_annotation(registry, intake, a, "poll")] += 1
+    return counts
+
+
+def _sync_reviews(
+    registry: Registry, connection: _Connection, dataset: str, names: tuple[str, ...]
+) -> dict:
+    """Queued reviews → review tasks (the annotator's label pre-filled, the labelling
+    task's images and slice data); the reviewers' answers → the registry.
+    """
+    client = connection.client
+    tasks = {}
+    for review in registry.reviews(dataset, "queued"):
+        label = registry.annotation(review.annotation_id)
+        data = client.task_data(label.ls_task_id)
+        tasks[review.id] = TaskSpec(
+            key=review_key(review.slice_id, review.id),
+            images={k: v for k, v in data.items() if k == "image" or k.startswith(_CONTEXT)},
+            meta={
+                **{k: data[k] for k in ("volume", "axis", "index", "round", "score") if k in data},
+                "reasons": review.reasons,
+                "annotator": label.author,
+            },
+            prediction=decode_class_mask(label.mask_rle),
+            model_version="annotator",
+        )
+    context = max(
+        (sum(k.startswith(_CONTEXT[0]) for k in t.images) for t in tasks.values()), default=1
+    )
+    project = client.ensure_project(
+        review_title(dataset), names, context, instructions=_review_instructions(names)
+    )
+    client.allow_local_files(project, str(connection.media))
+    ids = client.push(project, list(tasks.values()), names) if tasks else {}
+    registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
+    counts = _store_new(registry, client, Intake(dataset, names, project))
+    return {"project": project, "sent": len(tasks), **counts}
+
+
+_CONTEXT = ("before_", "after_")

@@ -2,7 +2,8 @@
 
 al_round: score the dataset's unlabelled training slices with the champion → pick them with
 a query strategy under the round's constraints → open the round → push it to Label Studio.
-oracle_answers: answer a round's tasks from ground truth through Label Studio's API.
+oracle_answers: answer a round's tasks from ground truth through Label Studio's API;
+oracle_reviews: answer the dataset's review tasks the same way.
 retrain: a new dataset version from every tier → train a challenger.
 promote: the challenger replaces the champion when it beats it on the gold test split and
 passes the microstructure gate. loop: rounds until the label budget is spent or the
@@ -11,13 +12,14 @@ champion stops improving.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 
 import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tomoloop.adapters.labelstudio_registry import project_title, slice_of
+from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
 from tomoloop.coco import class_index_lut
 from tomoloop.config import Settings
 from tomoloop.db.registry import PoolSlice, RegistryError
@@ -193,36 +195,70 @@ def oracle_answers(
     """
     settings = Settings()
     services = Services.from_settings(settings)
-    rng = np.random.default_rng(seed)
-    how = Behaviour(**(behaviour or {}))
     try:
         registry = services.registry
         round_ = registry.al_round(round_id)
-        phases: PhaseMap = dataset_phases(services, registry.dataset(round_.dataset))
-        lut = class_index_lut(phases)
         wanted = {i.slice_id for i in registry.round_items(round_id)}
-        connection = connect(settings)
-        project = connection.client.ensure_project(project_title(round_.dataset), phases.names)
-        answered = 0
-        for task_id, data in connection.client.unanswered(project):
-            if slice_of(data["key"]) not in wanted:
-                continue
-            if data["volume"] not in truth:
-                raise RegistryError(
-                    f"the oracle has no ground truth for volume {data['volume']!r}: "
-                    f"give its label stack (truth has {sorted(truth)})"
-                )
-            with open_stack(truth[data["volume"]]) as labels:
-                raw = labels.slice(data["axis"], int(data["index"]))
-                check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
-                gold = lut[raw]
-            mask = answer(gold, phases.names, how, rng)
-            connection.client.submit(task_id, mask, phases.names, round(how.lead_time(mask), 1))
-            answered += 1
+        answered = _answer_project(
+            services, round_.dataset, project_title, truth, behaviour, seed, wanted
+        )
         get_run_logger().info("oracle answered %d tasks of round %s", answered, round_id)
         return {"round": round_id, "answered": answered}
     finally:
         services.close()
+
+
+@flow(name="oracle-reviews")
+def oracle_reviews(
+    dataset: str, truth: dict[str, str], behaviour: dict | None = None, seed: int = 0
+) -> dict:
+    """Answer the dataset's unanswered review tasks from ground truth, as a reviewer would
+    in the browser: a label equal to the truth is approved, any other corrected.
+    """
+    services = Services.from_settings()
+    try:
+        answered = _answer_project(services, dataset, review_title, truth, behaviour, seed)
+        get_run_logger().info("oracle reviewed %d labels of %s", answered, dataset)
+        return {"dataset": dataset, "answered": answered}
+    finally:
+        services.close()
+
+
+def _answer_project(
+    services: Services,
+    dataset: str,
+    title: Callable[[str], str],
+    truth: dict[str, str],
+    behaviour: dict | None,
+    seed: int,
+    wanted: set[int] | None = None,
+) -> int:
+    """Submit the oracle's answer to every unanswered task of the dataset's project
+    ``title(dataset)`` (only slices in ``wanted``, when given); how many it answered.
+    """
+    rng = np.random.default_rng(seed)
+    how = Behaviour(**(behaviour or {}))
+    phases: PhaseMap = dataset_phases(services, services.registry.dataset(dataset))
+    lut = class_index_lut(phases)
+    connection = connect(Settings())
+    project = connection.client.ensure_project(title(dataset), phases.names)
+    answered = 0
+    for task_id, data in connection.client.unanswered(project):
+        if wanted is not None and slice_of(data["key"]) not in wanted:
+            continue
+        if data["volume"] not in truth:
+            raise RegistryError(
+                f"the oracle has no ground truth for volume {data['volume']!r}: "
+                f"give its label stack (truth has {sorted(truth)})"
+            )
+        with open_stack(truth[data["volume"]]) as labels:
+            raw = labels.slice(data["axis"], int(data["index"]))
+            check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
+            gold = lut[raw]
+        mask = answer(gold, phases.names, how, rng)
+        connection.client.submit(task_id, mask, phases.names, round(how.lead_time(mask), 1))
+        answered += 1
+    return answered
 
 
 @flow(name="retrain")

@@ -46,6 +46,10 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(db_app, name="db")
 app.add_typer(registry_app, name="registry")
 app.add_typer(labelstudio_app, name="labelstudio")
+review_app = typer.Typer(
+    help="The review tier: labels a second person approves or corrects.", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
 flaws_app = typer.Typer(help="The flawed-particle classifier (seed 004).", no_args_is_help=True)
 app.add_typer(flaws_app, name="flaws")
 benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True)
@@ -878,7 +882,9 @@ def pull_command(
     dataset: Annotated[str, typer.Option(help="Dataset name.")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Pull new annotations of a dataset's project into the registry (tier annotator)."""
+    """Pull new annotations of a dataset's project into the registry (tier annotator), send
+    the labels due for review to its review project and pull the reviews (tier expert).
+    """
     from tomoloop.flows.labelstudio import sync_annotations
 
     with _database_errors():
@@ -890,6 +896,45 @@ def pull_command(
             f"[green]✓[/] stored {result['stored']}, skipped {result['skipped']}, "
             f"rejected {result['rejected']} (already seen {result['seen']})"
         )
+        if "review" in result:
+            review = result["review"]
+            out.print(
+                f"  review: sent {review['sent']}, stored {review['stored']} (tier expert), "
+                f"skipped {review['skipped']}, rejected {review['rejected']}"
+            )
+
+
+@review_app.command("status")
+def review_status(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Reviews of a dataset by state and reason, and inter-annotator agreement (mean Dice
+    per phase: between annotators of one task, and annotator vs reviewer).
+    """
+    from tomoloop.phases import PhaseMap
+
+    with _database_errors():
+        registry = _open_registry()
+        names = PhaseMap.parse(registry.dataset_phases(registry.dataset(dataset).id)).names
+        summary = registry.review_summary(dataset)
+    if as_json:
+        emit_json(summary)
+        return
+    states = ", ".join(f"{n} {state}" for state, n in summary["states"].items())
+    reasons = ", ".join(f"{n} {why}" for why, n in summary["reasons"].items()) or "none"
+    out.print(f"[bold]{dataset}[/] reviews: {states}; reasons: {reasons}")
+    table = Table("agreement (mean Dice)", *names)
+    for kind, label in (
+        ("annotators", "annotator vs annotator"),
+        ("review", "annotator vs reviewer"),
+    ):
+        row = summary["agreement"][kind]
+        table.add_row(
+            label,
+            *(f"{row[n]['dice']:.3f} ({row[n]['pairs']})" if n in row else "–" for n in names),
+        )
+    out.print(table)
 
 
 @app.command("serve-api")

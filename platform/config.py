@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tomoloop.review import ReviewPolicy
+
 
 class Settings(BaseSettings):
     """tomoloop's configuration.
@@ -35,6 +37,11 @@ class Settings(BaseSettings):
             None: only the schedule checks.
         api_token: when set, the HTTP app's registry API answers only requests that carry
             ``Authorization: Bearer <token>``.
+        review_min_iou, review_min_agreement, review_qa_rate: when an annotator's label
+            goes to the review project (:class:`tomoloop.review.ReviewPolicy`): mean IoU
+            with the pre-filled prediction below ``review_min_iou``, mean Dice with another
+            annotator of the task below ``review_min_agreement``, or a QA sample of
+            ``review_qa_rate`` (0 switches sampling off).
     """
 
     model_config = SettingsConfigDict(env_prefix="TOMOLOOP_")
@@ -49,6 +56,13 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     retrain_threshold: int | None = None
     api_token: SecretStr | None = None
+    review_min_iou: float = 0.8
+    review_min_agreement: float = 0.8
+    review_qa_rate: float = 0.1
+
+    @property
+    def review_policy(self) -> ReviewPolicy:
+        return ReviewPolicy(self.review_min_iou, self.review_min_agreement, self.review_qa_rate)
 
     @property
     def registry_url(self) -> str:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from tomoloop.adapters.http import create_app
 from tomoloop.adapters.labelstudio import PulledAnnotation, brush_results
-from tomoloop.adapters.labelstudio_registry import handle_annotation, project_title
+from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, project_title
 from tomoloop.cli import app
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry
@@ -278,7 +278,9 @@ ANNOTATION_CASES: dict[str, tuple[Callable[[np.ndarray], list[dict]], str, str]]
         r"does not decode to a 40×48 mask",
     ),
     "labelstudio: task of another tool": (_brush, "other", "names no tomoloop slice"),
+    "labelstudio: review that does not exist": (_brush, "review", "no review with id 424242"),
 }
+TASK_KEYS = {"slice": "slice-{}:round-0", "other": "image-17", "review": "slice-{}:review-424242"}
 
 
 @pytest.mark.parametrize("case", list(ANNOTATION_CASES))
@@ -288,7 +290,7 @@ def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home, electro
     annotation_id = 9000 + list(ANNOTATION_CASES).index(case)
     pulled = PulledAnnotation(
         task_id=annotation_id,
-        task_key=f"slice-{slice_id}:round-0" if key == "slice" else "image-17",
+        task_key=TASK_KEYS[key].format(slice_id),
         annotation_id=annotation_id,
         result=make(electrode_volume[3]),
         was_cancelled=False,
@@ -296,7 +298,7 @@ def test_bad_annotations_are_rejected_with_a_recorded_reason(case, home, electro
         author="1",
         updated_at="2026-11-30T04:00:00Z",
     )
-    assert handle_annotation(home, NAMES, 1, pulled, "poll") == "rejected"
+    assert handle_annotation(home, Intake("nmc", NAMES, 1), pulled, "poll") == "rejected"
     (event,) = [e for e in home.ls_events() if e.ls_annotation_id == annotation_id]
     assert event.status == "rejected" and event.annotation_id is None
     assert re.search(reason, event.reason), event.reason

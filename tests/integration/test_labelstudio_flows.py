@@ -30,16 +30,22 @@ def setup(tmp_path, label_studio, label_studio_env, electrode_volume, ingest_ele
     return registry, client, name, result["volume_id"]
 
 
+def _tiny_model(registry, name: str) -> int:
+    """A registered 2-epoch U-Net of the dataset (a model whose predictions get pushed)."""
+    from tomoloop.flows.train import train_semantic
+
+    config = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
+    return train_semantic(
+        registry.dataset(name).id, "unet", config=config, options={"base": 4, "depth": 2}
+    )["model_version"]
+
+
 def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, electrode_volume):
     from tomoloop.adapters.labelstudio_registry import project_title
     from tomoloop.flows.labelstudio import push_round, sync_annotations
-    from tomoloop.flows.train import train_semantic
 
     registry, client, name, volume = setup
-    config = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
-    model = train_semantic(
-        registry.dataset(name).id, "unet", config=config, options={"base": 4, "depth": 2}
-    )["model_version"]
+    model = _tiny_model(registry, name)
     slices = registry.register_slices(volume, "z", [3, 9, 14])
     round_id = registry.open_round(name, "entropy", model, [(slices[9], 0.9), (slices[3], 0.5)])
 
@@ -173,3 +179,81 @@ def test_label_studio_restarted_in_the_middle_of_a_round_and_the_round_completes
     last = sync_annotations(name)
     assert (last["stored"], last["seen"], last["closed_rounds"]) == (2, 2, [round_id])
     assert {i.state for i in registry.round_items(round_id)} == {"annotated"}
+
+
+def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_expert(
+    setup, monkeypatch, tmp_path, electrode_volume
+):
+    from tomoloop.adapters.labelstudio_registry import review_title
+    from tomoloop.flows.labelstudio import push_round, sync_annotations
+    from tomoloop.flows.loop import oracle_reviews
+
+    monkeypatch.setenv("TOMOLOOP_REVIEW_QA_RATE", "0")  # only disagreement routes here
+    registry, client, name, volume = setup
+    model = _tiny_model(registry, name)
+    slices = registry.register_slices(volume, "z", [4, 8, 12])
+    chosen = [(slices[i], 0.5) for i in (4, 8, 12)]
+    round_id = registry.open_round(name, "entropy", model, chosen)
+    push_round(round_id)
+    items = {i.slice_id: i for i in registry.round_items(round_id)}
+    shown = {}
+    for index in (4, 8, 12):
+        item = items[slices[index]]
+        (prediction,) = client.sdk.predictions.list(task=item.ls_task_id)
+        shown[index] = mask_from_results(prediction.result, (40, 48), NAMES)
+        np.testing.assert_array_equal(decode_class_mask(item.prediction_rle), shown[index])
+
+    def submit(index: int, mask: np.ndarray) -> None:
+        client.submit(items[slices[index]].ls_task_id, mask, NAMES, lead_time_s=12)
+
+    submit(4, shown[4])  # accepted as shown: IoU 1, no review
+    submit(8, (shown[8] + 1) % 3)  # every pixel changed: IoU 0 with the model
+    submit(12, shown[12])  # two people answer slice 12 and disagree
+    submit(12, (shown[12] + 1) % 3)
+    first = sync_annotations(name)
+    assert first["stored"] == 4 and first["review"]["sent"] == 2
+    reviews = {r.slice_id: r for r in registry.reviews(name)}
+    assert set(reviews) == {slices[8], slices[12]}
+    assert reviews[slices[8]].reasons == "model" and reviews[slices[8]].model_iou == 0.0
+    assert reviews[slices[12]].reasons == "model,annotators"
+    assert {r.state for r in reviews.values()} == {"pending"}
+    review_project = first["review"]["project"]
+    assert review_project == client.ensure_project(review_title(name), NAMES)
+    task = client.sdk.tasks.get(id=reviews[slices[8]].ls_task_id)
+    assert {"image", "before_1", "after_1"} <= set(task.data) and task.data["index"] == 8
+    (prefilled,) = client.sdk.predictions.list(task=task.id)  # the annotator's label
+    np.testing.assert_array_equal(
+        mask_from_results(prefilled.result, (40, 48), NAMES), (shown[8] + 1) % 3
+    )
+
+    client.submit(reviews[slices[12]].ls_task_id, (shown[12] + 1) % 3, NAMES)  # approved
+    truth = str(tmp_path / "labels.tif")
+    assert oracle_reviews(name, {name: truth})["answered"] == 1  # corrects slice 8
+    second = sync_annotations(name)
+    assert (second["stored"], second["review"]["sent"], second["review"]["stored"]) == (0, 0, 2)
+    reviews = {r.slice_id: r for r in registry.reviews(name)}
+    assert (reviews[slices[8]].state, reviews[slices[12]].state) == ("corrected", "approved")
+    best = {a.slice_id: a for a in registry.best_annotations(volume)}
+    assert best[slices[8]].tier == Tier.EXPERT
+    assert best[slices[8]].id == reviews[slices[8]].expert_annotation_id
+    np.testing.assert_array_equal(decode_class_mask(best[slices[8]].mask_rle), electrode_volume[8])
+    assert (best[slices[4]].tier, best[slices[12]].tier) == (Tier.ANNOTATOR, Tier.EXPERT)
+
+    status = CliRunner().invoke(app, ["review", "status", "--dataset", name, "--json"])
+    summary = json.loads(status.stdout)
+    assert summary["states"] == {
+        "queued": 0,
+        "pending": 0,
+        "approved": 1,
+        "corrected": 1,
+        "skipped": 0,
+    }
+    assert summary["reasons"] == {"model": 2, "annotators": 1}
+    annotators, review = summary["agreement"]["annotators"], summary["agreement"]["review"]
+    assert annotators and set(annotators) <= set(NAMES)  # slice 12: no pixel agrees
+    assert all((v["dice"], v["pairs"]) == (0.0, 1) for v in annotators.values())
+    assert min(v["dice"] for v in review.values()) < 1.0  # slice 8 was corrected
+    table = CliRunner().invoke(app, ["review", "status", "--dataset", name])
+    assert "annotator vs reviewer" in table.stdout and "1 approved" in table.stdout
+    third = sync_annotations(name)
+    assert (third["review"]["sent"], third["review"]["seen"]) == (0, 2)

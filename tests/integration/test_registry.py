@@ -24,17 +24,18 @@ def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
 
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0002"
-    assert {"volumes", "slices", "annotations", "round_items", "ls_events"} <= set(
-        inspect(engine).get_table_names()
-    )
+    assert current_revision(engine) == "0003"
+    tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
+    assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
     downgrade(engine)
-    assert current_revision(engine) == "0001"
-    assert "ls_events" not in inspect(engine).get_table_names()
+    assert current_revision(engine) == "0002"
+    assert not {"reviews", "agreements"} & set(inspect(engine).get_table_names())
+    columns = {c["name"] for c in inspect(engine).get_columns("round_items")}
+    assert "prediction_rle" not in columns and "annotation_seconds" in columns
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     engine.dispose()
 
 

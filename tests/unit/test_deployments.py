@@ -44,3 +44,4 @@ def test_schedules_follow_the_settings():
     check = by_name["retrain-on-labels-cbd-study"]
     assert check.parameters["threshold"] == 3 and check.concurrency_limit == 1
     assert check.schedules[0].schedule.interval.total_seconds() == 60
+    assert by_name["sync-cbd-study"].concurrency_limit == 1  # one sync pushes each review
