@@ -402,6 +402,7 @@ def loop(
     annotator: str = "oracle",
     truth: dict[str, str] | None = None,
     behaviour: dict | None = None,
+    reviewer: str | None = None,
     label_budget: int | None = None,
     patience: int = 2,
     min_gain: float = 0.0,
@@ -418,11 +419,15 @@ def loop(
 
     ``annotator="oracle"`` answers each round from ``truth`` (``{volume: labels path}``)
     through Label Studio; ``"human"`` stops after the first push and says where to label
-    (run the loop again when the labels are in).
+    (run the loop again when the labels are in). ``reviewer="oracle"`` also answers the
+    round's labels sent to review (exactly, from ``truth``) before retraining; None leaves
+    reviews to people.
     """
     if annotator not in ("oracle", "human"):
         raise RegistryError(f"annotator {annotator!r}: use oracle or human")
-    if annotator == "oracle" and not truth:
+    if reviewer not in (None, "oracle"):
+        raise RegistryError(f"reviewer {reviewer!r}: use oracle or None (people review)")
+    if (annotator == "oracle" or reviewer == "oracle") and not truth:
         raise RegistryError("the oracle annotator needs the ground-truth label stacks (truth)")
     stop = StopRules(label_budget, patience, min_gain)
     services = Services.from_settings()
@@ -448,7 +453,11 @@ def loop(
         if annotator == "human":
             return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
         oracle_answers(chosen["round"], truth, behaviour, seed + k)
-        sync_annotations(dataset)
+        synced = sync_annotations(dataset)
+        reviewed = 0
+        if reviewer == "oracle" and synced.get("review", {}).get("sent"):
+            reviewed = oracle_reviews(dataset, truth, None, seed + k)["answered"]
+            sync_annotations(dataset)
         services = Services.from_settings()
         try:  # counted on the round, whether the webhook or this sync stored the labels
             answered = services.registry.close_round(chosen["round"])["annotated"]
@@ -475,6 +484,7 @@ def loop(
             {
                 "round": chosen["round"],
                 "labelled": answered,
+                "reviewed": reviewed,
                 "challenger": challenger["model_version"],
                 "dataset_version": challenger["version"],
                 "promoted": decision["promoted"],

@@ -1081,6 +1081,10 @@ def loop_command(
         list[str] | None, typer.Option(help="Oracle bias PHASE=PIXELS (negative erodes).")
     ] = None,
     noise: Annotated[float, typer.Option(help="Oracle boundary noise probability.")] = 0.0,
+    reviewer: Annotated[
+        str | None,
+        typer.Option(help="oracle: answer the review tasks from --truth too (default: people)."),
+    ] = None,
     label_budget: Annotated[int | None, typer.Option(help="Stop after this many labels.")] = None,
     patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
     margin: MarginOpt = 0.0,
@@ -1108,6 +1112,7 @@ def loop_command(
             annotator,
             parse_pairs(truth, "--truth", "nmc=labels.tif"),
             behaviour,
+            reviewer,
             label_budget,
             patience,
             margin=margin,

@@ -21,8 +21,14 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     for name in ("report.md", "al_curve.png", "uncertainty.png", "summary.json"):
         assert (out / name).stat().st_size > 100, name
     report = (out / "report.md").read_text()
-    assert f"| {done['round']} | 2 | {done['challenger']} | v3 |" in report
-    assert json.loads((out / "summary.json").read_text())["loop"] == result["loop"]
+    row = f"| {done['round']} | 2 | {done['reviewed']} | {done['challenger']} | v3 |"
+    assert row in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["loop"] == result["loop"]
+    # the ragged oracle annotator rewrote the 1-epoch model's prediction: both labels went
+    # to review, and the exact oracle reviewer corrected them into tier expert
+    assert done["reviewed"] == 2 and summary["reviews"]["states"]["corrected"] == 2
+    assert "model" in summary["reviews"]["reasons"] and "Reviews: 2 corrected" in report
 
 
 def test_with_a_human_annotator_the_demo_stops_after_the_push(tmp_path, label_studio_env):
