@@ -272,9 +272,9 @@ class LabelStudioClient:
         """The id of the project called ``title``, created with a semantic labelling view
         if it does not exist; its queue serves the most uncertain tasks first.
         """
-        for project in self.call("list projects", lambda: list(self.sdk.projects.list())):
-            if project.title == title:
-                return project.id
+        found = self.find_project(title)
+        if found is not None:
+            return found
         project = self.call(
             "create a project",
             self.sdk.projects.create,
@@ -288,6 +288,13 @@ class LabelStudioClient:
             sampling="Uncertainty sampling",
         )
         return project.id
+
+    def find_project(self, title: str) -> int | None:
+        """The id of the project called ``title`` (None if there is none)."""
+        for project in self.call("list projects", lambda: list(self.sdk.projects.list())):
+            if project.title == title:
+                return project.id
+        return None
 
     def allow_local_files(self, project_id: int, folder: str) -> None:
         """Let the project show images from ``folder`` (under the server's local-files
@@ -359,10 +366,6 @@ class LabelStudioClient:
                 model_version=versions.pop(),
             )
         return {t.key: existing[t.key] for t in tasks}
-
-    def task_data(self, task_id: int) -> dict[str, Any]:
-        """The data of one task (its images, key and slice metadata)."""
-        return dict(self.call("get a task", self.sdk.tasks.get, id=task_id).data)
 
     def unanswered(self, project_id: int) -> list[tuple[int, dict[str, Any]]]:
         """``(task id, task data)`` of the project's tomoloop tasks nobody answered yet."""

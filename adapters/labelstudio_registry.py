@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tomoloop.adapters.labelstudio import AnnotationRejected, PulledAnnotation, mask_from_results
-from tomoloop.db.models import Agreement, LabelStudioEvent, Tier
+from tomoloop.db.models import Agreement, LabelStudioEvent, Review, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
 from tomoloop.masks import decode_class_mask, encode_class_mask
 from tomoloop.review import ReviewPolicy, class_dice, route
@@ -61,15 +61,25 @@ def slice_of(key: str) -> int:
         raise AnnotationRejected(f"task key {key!r} names no tomoloop slice") from None
 
 
-def review_of(key: str) -> int | None:
-    """The review id a review task's key names (None for a labelling task's key)."""
+def _second_part(key: str, prefix: str) -> int | None:
+    """The number after ``:<prefix>`` in a task key (None when the key has another)."""
     _, _, rest = key.partition(":")
-    if not rest.startswith("review-"):
+    if not rest.startswith(prefix):
         return None
     try:
-        return int(rest.removeprefix("review-"))
+        return int(rest.removeprefix(prefix))
     except ValueError:
-        raise AnnotationRejected(f"task key {key!r} names no tomoloop review") from None
+        raise AnnotationRejected(f"task key {key!r} names no tomoloop {prefix[:-1]}") from None
+
+
+def review_of(key: str) -> int | None:
+    """The review id a review task's key names (None for a labelling task's key)."""
+    return _second_part(key, "review-")
+
+
+def round_of(key: str) -> int | None:
+    """The round id a labelling task's key names (None for a review task's key)."""
+    return _second_part(key, "round-")
 
 
 def event_key(a: PulledAnnotation) -> str:
@@ -91,7 +101,8 @@ class Intake:
 def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, via: str) -> str:
     """Store one pulled or webhook-delivered annotation; its status (stored / skipped /
     rejected / seen). One transaction: the registry annotation, its review routing or the
-    review it settles, and the event — or none of them. Of two handlers racing on one event
+    review it settles, and the event — or none of them. Everything that can reject an
+    annotation is checked before anything is written. Of two handlers racing on one event
     (a poll and a webhook, two syncs), the one whose event row loses the unique key reports
     ``seen`` (its writes were no-ops: same natural keys).
     """
@@ -107,26 +118,32 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
         return "seen"
     with registry.atomic():
         try:
-            slice_id, review = slice_of(a.task_key), review_of(a.task_key)
-            if a.was_cancelled:
-                event.status = "skipped"
-                _skip(registry, a, review)
-            else:
-                mask = _mask(registry, intake, slice_id, a)
-                event.annotation_id = _store(registry, intake, slice_id, review, mask, a, event)
-                event.status = "stored"
+            slice_id, review_id = slice_of(a.task_key), review_of(a.task_key)
+            review = None if review_id is None else _review_of_slice(registry, review_id, a)
+            mask = None if a.was_cancelled else _mask(registry, intake, slice_id, a)
         except (AnnotationRejected, RegistryError) as exc:
             event.status, event.reason = "rejected", str(exc)[:1000]
+        else:
+            event.status = "skipped" if mask is None else "stored"
+            if mask is None and review is None:
+                registry.resolve_task(a.task_id, "skipped")
+            elif mask is None:
+                registry.resolve_review(review.id, "skipped")
+            else:
+                event.annotation_id = _store(registry, intake, slice_id, review, mask, a, event)
         if not registry.record_ls_event(event):
             return "seen"
     return event.status
 
 
-def _skip(registry: Registry, a: PulledAnnotation, review: int | None) -> None:
-    if review is None:
-        registry.resolve_task(a.task_id, "skipped")
-    else:
-        registry.resolve_review(review, "skipped")
+def _review_of_slice(registry: Registry, review_id: int, a: PulledAnnotation) -> Review:
+    review = registry.review(review_id)
+    if review.slice_id != slice_of(a.task_key):
+        raise AnnotationRejected(
+            f"review task key {a.task_key!r} names slice {slice_of(a.task_key)}, but review "
+            f"{review_id} is of slice {review.slice_id}"
+        )
+    return review
 
 
 def _mask(registry: Registry, intake: Intake, slice_id: int, a: PulledAnnotation) -> np.ndarray:
@@ -140,7 +157,7 @@ def _store(
     registry: Registry,
     intake: Intake,
     slice_id: int,
-    review: int | None,
+    review: Review | None,
     mask: np.ndarray,
     a: PulledAnnotation,
     event: LabelStudioEvent,
@@ -148,12 +165,6 @@ def _store(
     """Store the label (tier expert for a review, else annotator) and route or settle it;
     the registry annotation's id.
     """
-    under_review = None if review is None else registry.review(review)
-    if under_review is not None and under_review.slice_id != slice_id:
-        raise AnnotationRejected(
-            f"review task key {a.task_key!r} names slice {slice_id}, but review {review} is "
-            f"of slice {under_review.slice_id}"
-        )
     tier = Tier.ANNOTATOR if review is None else Tier.EXPERT
     source = f"labelstudio:{event.key}"
     registry.add_annotations(
@@ -171,15 +182,15 @@ def _store(
         ]
     )
     stored = registry.annotation_id(slice_id, tier, source)
-    if under_review is None:
+    if review is None:
         registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
         _route(registry, intake, slice_id, stored, mask, a)
     else:
-        reviewed = decode_class_mask(registry.annotation(under_review.annotation_id).mask_rle)
+        reviewed = decode_class_mask(registry.annotation(review.annotation_id).mask_rle)
         dice = class_dice(reviewed, mask, len(intake.names))
-        _agree(registry, intake, slice_id, "review", stored, [(under_review.annotation_id, dice)])
+        _agree(registry, intake, slice_id, "review", stored, [(review.annotation_id, dice)])
         state = "approved" if np.array_equal(reviewed, mask) else "corrected"
-        registry.resolve_review(under_review.id, state, stored)
+        registry.resolve_review(review.id, state, stored)
     return stored
 
 
@@ -191,12 +202,15 @@ def _route(
     mask: np.ndarray,
     a: PulledAnnotation,
 ) -> None:
-    """Record agreement with the task's other annotators and queue a review if due."""
-    item = registry.round_item_of_task(a.task_id)
-    shown = None if item is None or item.prediction_rle is None else item.prediction_rle
+    """Record agreement with the task's other annotators and queue a review if due (an
+    update supersedes the open review of the label it updates).
+    """
+    round_id = round_of(a.task_key)
+    item = None if round_id is None else registry.round_item(round_id, slice_id)
+    shown = item.prediction_rle if item is not None else None
     others = [
         o
-        for o in registry.task_labels(a.task_id)
+        for o in registry.task_labels(a.task_id, slice_id)
         if o.ls_annotation_id != a.annotation_id and o.mask_rle is not None
     ]
     routing = route(
@@ -209,6 +223,7 @@ def _route(
     )
     pairs = [(o.id, d) for o, d in zip(others, routing.agreements, strict=True)]
     _agree(registry, intake, slice_id, "annotators", stored, pairs)
+    registry.supersede_reviews(stored)
     if routing.reasons:
         registry.add_review(stored, intake.dataset, routing.reasons, routing.model_iou)
 

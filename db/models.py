@@ -295,18 +295,22 @@ class LabelStudioEvent(Base):
 
 
 class Review(Base):
-    """An annotator's label sent to the review project: why (``reasons``, comma-separated
-    names of :data:`tomoloop.review.REASONS`), the model agreement that decided it, and
-    its state — ``queued`` (not in Label Studio yet), ``pending`` (a review task,
-    ``ls_task_id``), ``approved`` / ``corrected`` (the reviewer's label is the tier-expert
-    ``expert_annotation_id``), ``skipped``.
+    """An annotator's label sent to the review project: why (``reasons``, comma-separated:
+    ``model``, ``annotators``, ``qa`` — see :mod:`tomoloop.review`), the model agreement
+    that decided it, and its state — ``queued`` (not in Label Studio yet), ``pushing``
+    (claimed by a sync at ``claimed_at``), ``pending`` (a review task, ``ls_task_id``),
+    ``approved`` / ``corrected`` (the reviewer's label is the tier-expert
+    ``expert_annotation_id``), ``skipped``, ``superseded`` (the annotator updated the
+    label before it was reviewed; the update is routed afresh).
     """
 
     __tablename__ = "reviews"
     __table_args__ = (
         UniqueConstraint("annotation_id", name="uq_reviews_annotation_id"),
         CheckConstraint(
-            "state IN ('queued', 'pending', 'approved', 'corrected', 'skipped')", name="state"
+            "state IN ('queued', 'pushing', 'pending', 'approved', 'corrected', 'skipped', "
+            "'superseded')",
+            name="state",
         ),
         Index("ix_reviews_dataset_state", "dataset", "state"),
     )
@@ -320,6 +324,7 @@ class Review(Base):
     ls_task_id: Mapped[int | None]
     expert_annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

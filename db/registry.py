@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, exists, func, select, update
@@ -171,6 +172,22 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
         inserted = cursor.rowcount
         cursor.execute("TRUNCATE incoming_annotations")
     return inserted
+
+
+_OPEN_REVIEW = ("queued", "pushing", "pending")
+REVIEW_STATES = ("queued", "pushing", "pending", "approved", "corrected", "skipped")
+
+
+def _newest_versions(*tiers: Tier) -> Any:
+    """Ids of the newest registry annotation of each Label Studio annotation of these
+    tiers (an update in Label Studio is a newer registry annotation)."""
+    return (
+        select(func.max(Annotation.id))
+        .where(
+            Annotation.tier.in_([int(t) for t in tiers]), Annotation.ls_annotation_id.is_not(None)
+        )
+        .group_by(Annotation.ls_annotation_id, Annotation.tier)
+    )
 
 
 def _ranked_annotations() -> Any:
@@ -903,17 +920,22 @@ class Registry:
         predictions = predictions or {}
         with self.session() as s:
             for slice_id, task_id in tasks.items():
+                shown = predictions.get(slice_id)
                 s.execute(
                     update(RoundItem)
                     .where(RoundItem.round_id == round_id, RoundItem.slice_id == slice_id)
-                    .values(ls_task_id=task_id, prediction_rle=predictions.get(slice_id))
+                    .values(
+                        ls_task_id=task_id, **({} if shown is None else {"prediction_rle": shown})
+                    )
                 )
 
-    def round_item_of_task(self, ls_task_id: int) -> RoundItem | None:
-        """The round item a Label Studio task was pushed for (None: no round's task)."""
+    def round_item(self, round_id: int, slice_id: int) -> RoundItem | None:
+        """The item of a slice in a round (None: the slice is not in that round)."""
         with self.session() as s:
             return s.scalar(
-                select(RoundItem).where(RoundItem.ls_task_id == ls_task_id).order_by(RoundItem.id)
+                select(RoundItem).where(
+                    RoundItem.round_id == round_id, RoundItem.slice_id == slice_id
+                )
             )
 
     def open_rounds(self, dataset: str) -> list[int]:
@@ -1002,19 +1024,17 @@ class Registry:
 
     # ------------------------------------------------------------ reviews
 
-    def task_labels(self, ls_task_id: int) -> list[Annotation]:
-        """The newest tier-annotator label of each Label Studio annotation of one task
-        (one per person who answered it), oldest first.
+    def task_labels(self, ls_task_id: int, slice_id: int) -> list[Annotation]:
+        """The newest tier-annotator label of each Label Studio annotation of one task of
+        one slice (one per annotation an annotator submitted), oldest first.
         """
-        newest = (
-            select(func.max(Annotation.id))
-            .where(Annotation.ls_task_id == ls_task_id, Annotation.tier == int(Tier.ANNOTATOR))
-            .group_by(Annotation.ls_annotation_id)
-        )
         with self.session() as s:
             return list(
                 s.scalars(
-                    select(Annotation).where(Annotation.id.in_(newest)).order_by(Annotation.id)
+                    select(Annotation)
+                    .where(Annotation.id.in_(_newest_versions(Tier.ANNOTATOR)))
+                    .where(Annotation.ls_task_id == ls_task_id, Annotation.slice_id == slice_id)
+                    .order_by(Annotation.id)
                 )
             )
 
@@ -1042,6 +1062,25 @@ class Registry:
                 .on_conflict_do_nothing()
             )
 
+    def supersede_reviews(self, annotation_id: int) -> int:
+        """Mark the open reviews of earlier versions of this label's Label Studio
+        annotation ``superseded`` (the newer version is routed afresh); how many.
+        """
+        annotation = self.annotation(annotation_id)
+        earlier = select(Annotation.id).where(
+            Annotation.ls_annotation_id == annotation.ls_annotation_id,
+            Annotation.tier == annotation.tier,
+            Annotation.id < annotation_id,
+        )
+        with self.session() as s:
+            done = s.scalars(
+                update(Review)
+                .where(Review.annotation_id.in_(earlier), Review.state.in_(_OPEN_REVIEW))
+                .values(state="superseded", resolved_at=utcnow())
+                .returning(Review.id)
+            )
+            return len(list(done))
+
     def add_agreements(self, rows: Sequence[Agreement]) -> None:
         """Record per-class Dice of label pairs (a pair and class already recorded is kept)."""
         columns = [c.name for c in Agreement.__table__.columns if c.name != "id"]
@@ -1050,26 +1089,58 @@ class Registry:
             with self.session() as s:
                 s.execute(self._insert(Agreement).values(values).on_conflict_do_nothing())
 
-    def reviews(self, dataset: str, state: str | None = None) -> list[Review]:
-        """The dataset's reviews (of one state), oldest first."""
-        query = select(Review).where(Review.dataset == dataset).order_by(Review.id)
-        if state is not None:
-            query = query.where(Review.state == state)
+    def reviews(self, dataset: str) -> list[Review]:
+        """The dataset's reviews, oldest first."""
         with self.session() as s:
-            return list(s.scalars(query))
+            return list(
+                s.scalars(select(Review).where(Review.dataset == dataset).order_by(Review.id))
+            )
+
+    def has_reviews(self, dataset: str) -> bool:
+        with self.session() as s:
+            return bool(s.scalar(select(exists().where(Review.dataset == dataset))))
+
+    def claim_reviews(self, dataset: str, stale_s: float = 600.0) -> list[Review]:
+        """Claim the dataset's queued reviews for pushing (state ``pushing``), and ones a
+        pusher claimed more than ``stale_s`` seconds ago without finishing; of two syncs
+        at once, each review goes to one.
+        """
+        stale = utcnow() - timedelta(seconds=stale_s)
+        claimable = (Review.state == "queued") | (
+            (Review.state == "pushing") & (Review.claimed_at < stale)
+        )
+        with self.session() as s:
+            claimed = list(
+                s.scalars(
+                    update(Review)
+                    .where(Review.dataset == dataset, claimable)
+                    .values(state="pushing", claimed_at=utcnow())
+                    .returning(Review.id)
+                )
+            )
+            return list(s.scalars(select(Review).where(Review.id.in_(claimed)).order_by(Review.id)))
+
+    def release_reviews(self, review_ids: Sequence[int]) -> None:
+        """Put claimed reviews back in the queue (their push failed)."""
+        with self.session() as s:
+            s.execute(
+                update(Review)
+                .where(Review.id.in_(list(review_ids)), Review.state == "pushing")
+                .values(state="queued", claimed_at=None)
+            )
 
     def review(self, review_id: int) -> Review:
         return self._get(Review, review_id, "review")
 
     def set_review_tasks(self, tasks: dict[int, int]) -> None:
-        """Record the review project's task of each queued review (``{review id: task
+        """Record the review project's task of each claimed review (``{review id: task
         id}``); they become ``pending``.
         """
         with self.session() as s:
             for review_id, task_id in tasks.items():
                 s.execute(
                     update(Review)
-                    .where(Review.id == review_id, Review.state == "queued")
+                    .where(Review.id == review_id, Review.state == "pushing")
                     .values(ls_task_id=task_id, state="pending")
                 )
 
@@ -1077,12 +1148,18 @@ class Registry:
         self, review_id: int, state: str, expert_annotation_id: int | None = None
     ) -> None:
         """Record a reviewer's answer: ``approved`` / ``corrected`` with the tier-expert
-        label (a later answer of the same review replaces the earlier one, as the newer
-        label wins), or ``skipped`` (which never undoes an answer).
+        label — only forward: a newer label (higher id) replaces an older one, never the
+        reverse, as in :meth:`best_annotations` — or ``skipped``, which never undoes an
+        answer.
         """
         query = update(Review).where(Review.id == review_id)
         if state == "skipped":
-            query = query.where(Review.state.in_(("queued", "pending")))
+            query = query.where(Review.state.in_(_OPEN_REVIEW))
+        else:
+            query = query.where(
+                Review.expert_annotation_id.is_(None)
+                | (Review.expert_annotation_id < expert_annotation_id)
+            )
         with self.session() as s:
             s.execute(
                 query.values(
@@ -1093,15 +1170,17 @@ class Registry:
     def review_summary(self, dataset: str) -> dict[str, Any]:
         """Reviews of a dataset by state and by reason, and the mean per-class Dice of
         each kind of label pair (``{"annotators": {class: {"dice": x, "pairs": n}}, "review":
-        ...}``; annotator vs reviewer is ``review``).
+        ...}``; annotator vs reviewer is ``review``). Only pairs of current labels count
+        (a label updated in Label Studio replaces its pairs).
         """
-        states = dict.fromkeys(("queued", "pending", "approved", "corrected", "skipped"), 0)
+        states = dict.fromkeys(REVIEW_STATES, 0)
         reasons: dict[str, int] = {}
         agreement: dict[str, dict[str, dict[str, float]]] = {"annotators": {}, "review": {}}
+        current = _newest_versions(Tier.ANNOTATOR, Tier.EXPERT)
         with self.session() as s:
             for state, why, n in s.execute(
                 select(Review.state, Review.reasons, func.count())
-                .where(Review.dataset == dataset)
+                .where(Review.dataset == dataset, Review.state != "superseded")
                 .group_by(Review.state, Review.reasons)
             ):
                 states[state] += n
@@ -1109,7 +1188,11 @@ class Registry:
                     reasons[reason] = reasons.get(reason, 0) + n
             for kind, name, dice, n in s.execute(
                 select(Agreement.kind, Agreement.class_name, func.avg(Agreement.dice), func.count())
-                .where(Agreement.dataset == dataset)
+                .where(
+                    Agreement.dataset == dataset,
+                    Agreement.annotation_a_id.in_(current),
+                    Agreement.annotation_b_id.in_(current),
+                )
                 .group_by(Agreement.kind, Agreement.class_name)
                 .order_by(Agreement.kind, Agreement.class_name)
             ):

@@ -4,7 +4,7 @@ API return (one shape for both).
 
 from __future__ import annotations
 
-from tomoloop.db.models import ALRound, DatasetVersion, Metric, ModelVersion, Volume
+from tomoloop.db.models import ALRound, DatasetVersion, Metric, ModelVersion, Review, Volume
 from tomoloop.db.registry import Registry
 
 
@@ -68,4 +68,17 @@ def round_row(round_: ALRound, items: dict[str, int]) -> dict:
         "model": round_.model_version_id,
         "status": round_.status,
         "items": items,
+    }
+
+
+def review_row(review: Review) -> dict:
+    return {
+        "id": review.id,
+        "slice_id": review.slice_id,
+        "state": review.state,
+        "reasons": review.reasons,
+        "model_iou": None if review.model_iou is None else round(review.model_iou, 4),
+        "label": review.annotation_id,
+        "expert_label": review.expert_annotation_id,
+        "ls_task_id": review.ls_task_id,
     }

@@ -26,6 +26,7 @@ from tomoloop.flows.pictures import slice_picture
 from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.flows.train import train_semantic
 from tomoloop.report import plot_al_curve
+from tomoloop.review import AGREEMENT_KINDS
 from tomoloop.synthetic import ELECTRODE_PHASES
 
 DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
@@ -217,7 +218,7 @@ def report_markdown(summary: dict) -> str:
     for kind, pairs in reviews["agreement"].items():
         if pairs:
             dice = ", ".join(f"{name} {v['dice']:.3f}" for name, v in pairs.items())
-            lines.append(f"Mean Dice, {kind.replace('review', 'annotator vs reviewer')}: {dice}.")
+            lines.append(f"Mean Dice, {AGREEMENT_KINDS[kind]}: {dice}.")
     lines += [
         "",
         f"Stopped: {loop_result['stopped']}. Champion: model {loop_result['champion']}.",

@@ -32,11 +32,13 @@ from tomoloop.adapters.labelstudio_registry import (
 )
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio, label_studio_credentials
 from tomoloop.config import Settings
+from tomoloop.db.models import Review
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
 from tomoloop.inference import normalise, predict_slice
 from tomoloop.masks import decode_class_mask, encode_class_mask
 from tomoloop.pngs import write_png
+from tomoloop.review import ReviewPolicy
 from tomoloop.stacks import open_stack, percentile_window, to_uint8
 
 
@@ -86,13 +88,7 @@ def push_round(round_id: int, context: int = 1) -> dict:
             slice_, volume = located[item.slice_id]
             with open_stack(volume.path) as stack:
                 window = percentile_window(stack)
-                depth = stack.shape["zyx".index(slice_.axis)]
-                images = {}
-                for name, offset in _neighbours(context):
-                    index = min(max(slice_.index + offset, 0), depth - 1)
-                    relative = Path(volume.sha256[:16]) / slice_.axis / f"{index:05d}.png"
-                    _slice_png(stack, slice_.axis, index, connection.media / relative, window)
-                    images[name] = f"/data/local-files/?d={_served(connection, relative)}"
+                images = _task_images(connection, stack, window, slice_, volume, context)
                 prediction = None
                 if model is not None:
                     image = normalise(stack.slice(slice_.axis, slice_.index), window)
@@ -130,6 +126,21 @@ def push_round(round_id: int, context: int = 1) -> dict:
         }
     finally:
         services.close()
+
+
+def _task_images(connection: _Connection, stack, window, slice_, volume, context: int) -> dict:
+    """The labelling view's images of a slice and its ``context`` neighbours each side
+    (``{"image": url, "before_1": url, …}``), written once as 8-bit PNGs where the server
+    serves them.
+    """
+    depth = stack.shape["zyx".index(slice_.axis)]
+    images = {}
+    for name, offset in _neighbours(context):
+        index = min(max(slice_.index + offset, 0), depth - 1)
+        relative = Path(volume.sha256[:16]) / slice_.axis / f"{index:05d}.png"
+        _slice_png(stack, slice_.axis, index, connection.media / relative, window)
+        images[name] = f"/data/local-files/?d={_served(connection, relative)}"
+    return images
 
 
 def _neighbours(context: int) -> list[tuple[str, int]]:
@@ -174,17 +185,16 @@ def sync_annotations(dataset: str) -> dict:
         connection = connect(settings)
         client = connection.client
         project = client.ensure_project(project_title(dataset), names)
-        counts = _store_new(
-            registry, client, Intake(dataset, names, project, settings.review_policy)
-        )
+        policy = settings.review_policy
+        counts = _store_new(registry, client, Intake(dataset, names, project, policy))
         # close_round counts each open round's items and closes it when none is pending
         closed = [
             r for r in registry.open_rounds(dataset) if not registry.close_round(r)["pending"]
         ]
         log.info("project %s: %s; rounds closed: %s", project, counts, closed or "none")
         result = {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
-        if registry.reviews(dataset):
-            result["review"] = _sync_reviews(registry, connection, dataset, names)
+        if registry.has_reviews(dataset):
+            result["review"] = _sync_reviews(services, connection, dataset, names, policy)
             log.info("review project: %s", result["review"])
         return result
     finally:
@@ -203,38 +213,58 @@ def _store_new(registry: Registry, client: LabelStudioClient, intake: Intake) ->
 
 
 def _sync_reviews(
-    registry: Registry, connection: _Connection, dataset: str, names: tuple[str, ...]
+    services: Services,
+    connection: _Connection,
+    dataset: str,
+    names: tuple[str, ...],
+    policy: ReviewPolicy,
 ) -> dict:
-    """Queued reviews → review tasks (the annotator's label pre-filled, the labelling
-    task's images and slice data); the reviewers' answers → the registry.
+    """Claimed reviews → tasks of the review project (the slice and its neighbours, the
+    annotator's label pre-filled); the reviewers' answers → the registry. A push that
+    fails puts its reviews back in the queue.
     """
-    client = connection.client
-    tasks = {}
-    for review in registry.reviews(dataset, "queued"):
-        label = registry.annotation(review.annotation_id)
-        data = client.task_data(label.ls_task_id)
-        tasks[review.id] = TaskSpec(
-            key=review_key(review.slice_id, review.id),
-            images={k: v for k, v in data.items() if k == "image" or k.startswith(_CONTEXT)},
-            meta={
-                **{k: data[k] for k in ("volume", "axis", "index", "round", "score") if k in data},
-                "reasons": review.reasons,
-                "annotator": label.author,
-            },
-            prediction=decode_class_mask(label.mask_rle),
-            model_version="annotator",
-        )
-    context = max(
-        (sum(k.startswith(_CONTEXT[0]) for k in t.images) for t in tasks.values()), default=1
-    )
-    project = client.ensure_project(
-        review_title(dataset), names, context, instructions=_review_instructions(names)
-    )
-    client.allow_local_files(project, str(connection.media))
-    ids = client.push(project, list(tasks.values()), names) if tasks else {}
-    registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
-    counts = _store_new(registry, client, Intake(dataset, names, project))
-    return {"project": project, "sent": len(tasks), **counts}
+    registry, client = services.registry, connection.client
+    claimed = registry.claim_reviews(dataset)
+    project = client.find_project(review_title(dataset))
+    try:
+        if claimed:
+            if project is None:
+                project = client.ensure_project(
+                    review_title(dataset), names, instructions=_review_instructions(names)
+                )
+            client.allow_local_files(project, str(connection.media))
+            tasks = {r.id: _review_task(registry, connection, r) for r in claimed}
+            ids = client.push(project, list(tasks.values()), names)
+            registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
+    except BaseException:
+        registry.release_reviews([r.id for r in claimed])
+        raise
+    if project is None:
+        return {"project": None, "sent": 0, "stored": 0, "skipped": 0, "rejected": 0, "seen": 0}
+    counts = _store_new(registry, client, Intake(dataset, names, project, policy))
+    return {"project": project, "sent": len(claimed), **counts}
 
 
-_CONTEXT = ("before_", "after_")
+def _review_task(registry: Registry, connection: _Connection, review: Review) -> TaskSpec:
+    """The review task of a review: the slice as its labelling task showed it, the
+    annotator's label pre-filled.
+    """
+    label = registry.annotation(review.annotation_id)
+    slice_, volume = registry.slice_volumes([review.slice_id])[review.slice_id]
+    with open_stack(volume.path) as stack:
+        images = _task_images(connection, stack, percentile_window(stack), slice_, volume, 1)
+    return TaskSpec(
+        key=review_key(review.slice_id, review.id),
+        images=images,
+        meta={
+            "volume": volume.name,
+            "axis": slice_.axis,
+            "index": slice_.index,
+            "round": "review",
+            "score": review.model_iou if review.model_iou is not None else "",
+            "reasons": review.reasons,
+            "annotator": label.author,
+        },
+        prediction=decode_class_mask(label.mask_rle),
+        model_version="annotator",
+    )

@@ -241,7 +241,9 @@ def _answer_project(
     phases: PhaseMap = dataset_phases(services, services.registry.dataset(dataset))
     lut = class_index_lut(phases)
     connection = connect(Settings())
-    project = connection.client.ensure_project(title(dataset), phases.names)
+    project = connection.client.find_project(title(dataset))
+    if project is None:
+        return 0
     answered = 0
     for task_id, data in connection.client.unanswered(project):
         if wanted is not None and slice_of(data["key"]) not in wanted:
@@ -427,8 +429,10 @@ def loop(
         raise RegistryError(f"annotator {annotator!r}: use oracle or human")
     if reviewer not in (None, "oracle"):
         raise RegistryError(f"reviewer {reviewer!r}: use oracle or None (people review)")
-    if (annotator == "oracle" or reviewer == "oracle") and not truth:
-        raise RegistryError("the oracle annotator needs the ground-truth label stacks (truth)")
+    if "oracle" in (annotator, reviewer) and not truth:
+        raise RegistryError(
+            "the oracle annotator and reviewer need the ground-truth label stacks (truth)"
+        )
     stop = StopRules(label_budget, patience, min_gain)
     services = Services.from_settings()
     try:
@@ -453,11 +457,12 @@ def loop(
         if annotator == "human":
             return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
         oracle_answers(chosen["round"], truth, behaviour, seed + k)
-        synced = sync_annotations(dataset)
-        reviewed = 0
-        if reviewer == "oracle" and synced.get("review", {}).get("sent"):
+        sync_annotations(dataset)
+        reviewed = 0  # review tasks the oracle answered after this round (any still open)
+        if reviewer == "oracle":
             reviewed = oracle_reviews(dataset, truth, None, seed + k)["answered"]
-            sync_annotations(dataset)
+            if reviewed:
+                sync_annotations(dataset)
         services = Services.from_settings()
         try:  # counted on the round, whether the webhook or this sync stored the labels
             answered = services.registry.close_round(chosen["round"])["annotated"]

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
+from tomoloop.db.views import dataset_row, model_row, review_row, round_row, volume_row
 from tomoloop.errors import TomoloopError
 
 app = typer.Typer(
@@ -913,28 +913,28 @@ def review_status(
     per phase: between annotators of one task, and annotator vs reviewer).
     """
     from tomoloop.phases import PhaseMap
+    from tomoloop.review import AGREEMENT_KINDS
 
     with _database_errors():
         registry = _open_registry()
         names = PhaseMap.parse(registry.dataset_phases(registry.dataset(dataset).id)).names
         summary = registry.review_summary(dataset)
+        reviews = [review_row(r) for r in registry.reviews(dataset)]
     if as_json:
-        emit_json(summary)
+        emit_json({**summary, "reviews": reviews})
         return
     states = ", ".join(f"{n} {state}" for state, n in summary["states"].items())
     reasons = ", ".join(f"{n} {why}" for why, n in summary["reasons"].items()) or "none"
     out.print(f"[bold]{dataset}[/] reviews: {states}; reasons: {reasons}")
     table = Table("agreement (mean Dice)", *names)
-    for kind, label in (
-        ("annotators", "annotator vs annotator"),
-        ("review", "annotator vs reviewer"),
-    ):
+    for kind, label in AGREEMENT_KINDS.items():
         row = summary["agreement"][kind]
         table.add_row(
             label,
             *(f"{row[n]['dice']:.3f} ({row[n]['pairs']})" if n in row else "–" for n in names),
         )
     out.print(table)
+    print_rows("reviews", [r for r in reviews if r["state"] != "superseded"], False)
 
 
 @app.command("serve-api")

@@ -56,9 +56,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     retrain_threshold: int | None = None
     api_token: SecretStr | None = None
-    review_min_iou: float = 0.8
-    review_min_agreement: float = 0.8
-    review_qa_rate: float = 0.1
+    review_min_iou: float = Field(0.8, ge=0.0, le=1.0)
+    review_min_agreement: float = Field(0.8, ge=0.0, le=1.0)
+    review_qa_rate: float = Field(0.1, ge=0.0, le=1.0)
 
     @property
     def review_policy(self) -> ReviewPolicy:

@@ -29,7 +29,8 @@ import numpy as np
 from tomoloop.errors import TomoloopError
 from tomoloop.metrics import confusion_matrix, scores
 
-REASONS = ("model", "annotators", "qa")
+# kinds of label pairs whose agreement is recorded, as people read them
+AGREEMENT_KINDS = {"annotators": "annotator vs annotator", "review": "annotator vs reviewer"}
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,18 @@ SECRET = "s3cret-for-tests"
 
 
 def test_two_syncs_and_a_webhook_burst_store_every_annotation_once(
-    tmp_path, label_studio, label_studio_postgres, electrode_volume, ingest_electrode, serve_http
+    tmp_path,
+    monkeypatch,
+    label_studio,
+    label_studio_postgres,
+    electrode_volume,
+    ingest_electrode,
+    serve_http,
 ):
-    from tomoloop.adapters.labelstudio_registry import project_title
+    from tomoloop.adapters.labelstudio_registry import project_title, review_title
     from tomoloop.flows.labelstudio import push_round, sync_annotations
+
+    monkeypatch.setenv("TOMOLOOP_REVIEW_QA_RATE", "1")  # every label is also sent to review
 
     name = f"nmc-{uuid.uuid4().hex[:8]}"
     volume = ingest_electrode(tmp_path, electrode_volume, name=name)["volume_id"]
@@ -71,3 +79,11 @@ def test_two_syncs_and_a_webhook_burst_store_every_annotation_once(
         assert best[slice_id].tier == Tier.ANNOTATOR
         np.testing.assert_array_equal(decode_class_mask(best[slice_id].mask_rle), mask)
     assert registry.close_round(round_id) == {"pending": 0, "annotated": 6, "skipped": 0}
+
+    sync_annotations(name)  # pushes what the webhooks queued after the racing syncs claimed
+    reviews = registry.reviews(name)
+    assert len(reviews) == len(indices) and {r.state for r in reviews} == {"pending"}
+    titles = [p.title for p in client.sdk.projects.list()]
+    assert titles.count(review_title(name)) == 1  # one review project, each review once
+    tasks = client.task_ids(client.find_project(review_title(name)))
+    assert sorted(tasks.values()) == sorted(r.ls_task_id for r in reviews)

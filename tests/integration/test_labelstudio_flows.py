@@ -243,15 +243,22 @@ def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_exper
     summary = json.loads(status.stdout)
     assert summary["states"] == {
         "queued": 0,
+        "pushing": 0,
         "pending": 0,
         "approved": 1,
         "corrected": 1,
         "skipped": 0,
     }
     assert summary["reasons"] == {"model": 2, "annotators": 1}
+    assert [r["state"] for r in summary["reviews"]] == ["corrected", "approved"]
     annotators, review = summary["agreement"]["annotators"], summary["agreement"]["review"]
     assert annotators and set(annotators) <= set(NAMES)  # slice 12: no pixel agrees
     assert all((v["dice"], v["pairs"]) == (0.0, 1) for v in annotators.values())
+    corrected = (shown[8] + 1) % 3  # what the oracle reviewer corrected on slice 8
+    for phase, v in review.items():
+        c = NAMES.index(phase)
+        on_8 = bool((corrected == c).any() or (electrode_volume[8] == c).any())
+        assert v["pairs"] == int(on_8) + int(((shown[12] + 1) % 3 == c).any())
     assert min(v["dice"] for v in review.values()) < 1.0  # slice 8 was corrected
     table = CliRunner().invoke(app, ["review", "status", "--dataset", name])
     assert "annotator vs reviewer" in table.stdout and "1 approved" in table.stdout

@@ -139,7 +139,7 @@ def test_a_human_annotator_loop_stops_after_the_push_and_says_where(champion):
     assert waiting["annotate_at"].startswith("http://127.0.0.1")
     (item,) = registry.round_items(waiting["waiting_for"])
     assert item.state == "pending" and item.ls_task_id is not None
-    with pytest.raises(RegistryError, match="needs the ground-truth label stacks"):
+    with pytest.raises(RegistryError, match="need the ground-truth label stacks"):
         loop(name, annotator="oracle")
 
 

@@ -31,9 +31,11 @@ def upgrade() -> None:
         sa.Column("ls_task_id", sa.Integer(), nullable=True),
         sa.Column("expert_annotation_id", sa.Integer(), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "state IN ('queued', 'pending', 'approved', 'corrected', 'skipped')",
+            "state IN ('queued', 'pushing', 'pending', 'approved', 'corrected', 'skipped', "
+            "'superseded')",
             name=op.f("ck_reviews_state"),
         ),
         sa.ForeignKeyConstraint(
