@@ -225,8 +225,8 @@ def _sync_reviews(
     """
     registry, client = services.registry, connection.client
     claimed = registry.claim_reviews(dataset)
-    project = client.find_project(review_title(dataset))
     try:
+        project = client.find_project(review_title(dataset))
         if claimed:
             if project is None:
                 project = client.ensure_project(
