@@ -119,7 +119,11 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
     with registry.atomic():
         try:
             slice_id, review_id = slice_of(a.task_key), review_of(a.task_key)
-            review = None if review_id is None else _review_of_slice(registry, review_id, a)
+            review = (
+                None
+                if review_id is None
+                else _review_of_slice(registry, review_id, slice_id, a.task_key)
+            )
             mask = None if a.was_cancelled else _mask(registry, intake, slice_id, a)
         except (AnnotationRejected, RegistryError) as exc:
             event.status, event.reason = "rejected", str(exc)[:1000]
@@ -136,12 +140,13 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
     return event.status
 
 
-def _review_of_slice(registry: Registry, review_id: int, a: PulledAnnotation) -> Review:
+def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str) -> Review:
+    """The review a review task's key names, which must be of the slice the key names."""
     review = registry.review(review_id)
-    if review.slice_id != slice_of(a.task_key):
+    if review.slice_id != slice_id:
         raise AnnotationRejected(
-            f"review task key {a.task_key!r} names slice {slice_of(a.task_key)}, but review "
-            f"{review_id} is of slice {review.slice_id}"
+            f"review task key {key!r} names slice {slice_id}, but review {review_id} is of "
+            f"slice {review.slice_id}"
         )
     return review
 

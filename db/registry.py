@@ -43,6 +43,7 @@ from tomoloop.db.models import (
     utcnow,
 )
 from tomoloop.errors import TomoloopError
+from tomoloop.review import AGREEMENT_KINDS
 
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
 
@@ -1175,7 +1176,7 @@ class Registry:
         """
         states = dict.fromkeys(REVIEW_STATES, 0)
         reasons: dict[str, int] = {}
-        agreement: dict[str, dict[str, dict[str, float]]] = {"annotators": {}, "review": {}}
+        agreement: dict[str, dict[str, dict[str, float]]] = {k: {} for k in AGREEMENT_KINDS}
         current = _newest_versions(Tier.ANNOTATOR, Tier.EXPERT)
         with self.session() as s:
             for state, why, n in s.execute(

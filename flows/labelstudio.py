@@ -201,11 +201,14 @@ def sync_annotations(dataset: str) -> dict:
         services.close()
 
 
+_STATUSES = ("stored", "skipped", "rejected")  # what handle_annotation makes of a new event
+
+
 def _store_new(registry: Registry, client: LabelStudioClient, intake: Intake) -> dict[str, int]:
     """Handle the project's annotations not handled before; how many of each status."""
     pulled = client.pull(intake.project)
     seen = registry.ls_event_keys(event_key(a) for a in pulled)
-    counts = {"stored": 0, "skipped": 0, "rejected": 0, "seen": len(seen)}
+    counts = {**dict.fromkeys(_STATUSES, 0), "seen": len(seen)}
     for a in pulled:
         if event_key(a) not in seen:
             counts[handle_annotation(registry, intake, a, "poll")] += 1
@@ -240,7 +243,7 @@ def _sync_reviews(
         registry.release_reviews([r.id for r in claimed])
         raise
     if project is None:
-        return {"project": None, "sent": 0, "stored": 0, "skipped": 0, "rejected": 0, "seen": 0}
+        return {"project": None, "sent": 0, **dict.fromkeys((*_STATUSES, "seen"), 0)}
     counts = _store_new(registry, client, Intake(dataset, names, project, policy))
     return {"project": project, "sent": len(claimed), **counts}
 

@@ -193,8 +193,7 @@ def oracle_answers(
 
     ``behaviour`` holds :class:`tomoloop.oracle.Behaviour` fields (bias, noise, lead time).
     """
-    settings = Settings()
-    services = Services.from_settings(settings)
+    services = Services.from_settings()
     try:
         registry = services.registry
         round_ = registry.al_round(round_id)
