@@ -27,7 +27,7 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, Body, Depends, FastAPI, Header, HTTPException
 
 from tomoloop.adapters.labelstudio import PulledAnnotation
-from tomoloop.adapters.labelstudio_registry import Intake, dataset_of, handle_annotation
+from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, project_of
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
@@ -99,15 +99,16 @@ def create_app(
             project_id, title, pulled = pulled_from_payload(payload)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        dataset = dataset_of(title)
-        if dataset is None:
+        found = project_of(title)
+        if found is None:
             return {"status": "ignored", "reason": f"project {title!r} is not tomoloop's"}
+        dataset, kind = found
         try:
             version = registry.dataset(dataset)
             names = PhaseMap.parse(registry.dataset_phases(version.id)).names
         except RegistryError as exc:
             raise HTTPException(404, str(exc)) from exc
-        intake = Intake(dataset, names, project_id, settings.review_policy)
+        intake = Intake(dataset, names, project_id, settings.review_policy, kind)
         status = handle_annotation(registry, intake, pulled, "webhook")
         threshold = settings.retrain_threshold
         if status == "stored" and on_new_labels is not None and threshold is not None:

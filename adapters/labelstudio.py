@@ -1,8 +1,9 @@
-"""Label Studio through its SDK (label-studio-sdk 2.x): semantic projects, tasks with the
-model's prediction pre-filled, annotations back as class masks.
+"""Label Studio through its SDK (label-studio-sdk 2.x): semantic and instance projects,
+tasks with the model's prediction pre-filled, annotations back as class or instance masks.
 
-Masks travel as Label Studio brush regions, one per class present: the region's RLE (Label
-Studio's own run-length format of an RGBA image, via the SDK's converter) and its label.
+Masks travel as Label Studio brush regions: the region's RLE (Label Studio's own
+run-length format of an RGBA image, via the SDK's converter) and its label. A semantic
+label is one region per class present; an instance label one region per particle.
 Calls that fail because the server is down or answers 5xx are retried with exponential
 backoff, then raise :class:`LabelStudioUnavailable` naming the server and what to check.
 """
@@ -22,6 +23,7 @@ from label_studio_sdk.converter import brush
 from label_studio_sdk.core.api_error import ApiError
 
 from tomoloop.errors import TomoloopError
+from tomoloop.masks import InstanceMasks
 
 FROM_NAME, TO_NAME = "phase", "image"
 # Colour-blind-safe (Okabe–Ito) colours, one per phase in phase-map order.
@@ -47,9 +49,10 @@ class AnnotationRejected(TomoloopError):
 
 
 def labeling_config(class_names: Sequence[str], context: int = 1, instructions: str = "") -> str:
-    """The labelling view of a semantic project: the slice, its neighbours z − k … z + k
-    as context images, a brush label per phase (hotkeys 1, 2, …) and the phase definitions
-    as instructions. Task data keys: ``image``, ``before_1`` … ``after_k``.
+    """The labelling view of a project: the slice, its neighbours z − k … z + k as context
+    images, a brush label per class (the phases of a semantic project, the particle
+    phases of an instance project; hotkeys 1, 2, …) and what to do as instructions. Task
+    data keys: ``image``, ``before_1`` … ``after_k``.
     """
     labels = "\n".join(
         f'    <Label value={quoteattr(name)} background="{PALETTE[i % len(PALETTE)]}" '
@@ -75,29 +78,37 @@ def labeling_config(class_names: Sequence[str], context: int = 1, instructions: 
 </View>"""
 
 
+def _region(region_id: str, binary: np.ndarray, label: str) -> dict:
+    """One Label Studio brush region: an (H, W) bool mask with one label."""
+    h, w = binary.shape
+    return {
+        "id": region_id,
+        "from_name": FROM_NAME,
+        "to_name": TO_NAME,
+        "type": "brushlabels",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {
+            "format": "rle",
+            "rle": brush.mask2rle(np.where(binary, 255, 0).astype(np.uint8)),
+            "brushlabels": [label],
+        },
+    }
+
+
 def brush_results(mask: np.ndarray, class_names: Sequence[str]) -> list[dict]:
     """Label Studio brush regions (one per class present) of an (H, W) class-index mask."""
-    h, w = mask.shape
-    results = []
-    for c in np.unique(mask):
-        region = np.where(mask == c, 255, 0).astype(np.uint8)
-        results.append(
-            {
-                "id": f"class-{int(c)}",
-                "from_name": FROM_NAME,
-                "to_name": TO_NAME,
-                "type": "brushlabels",
-                "original_width": w,
-                "original_height": h,
-                "image_rotation": 0,
-                "value": {
-                    "format": "rle",
-                    "rle": brush.mask2rle(region),
-                    "brushlabels": [class_names[int(c)]],
-                },
-            }
-        )
-    return results
+    return [_region(f"class-{int(c)}", mask == c, class_names[int(c)]) for c in np.unique(mask)]
+
+
+def instance_results(instances: InstanceMasks, class_names: Sequence[str]) -> list[dict]:
+    """Label Studio brush regions, one per particle, of a slice's instance masks (labels:
+    the class names of their classes)."""
+    return [
+        _region(f"particle-{k}", mask, class_names[int(c)])
+        for k, (mask, c) in enumerate(zip(instances.masks, instances.classes, strict=True))
+    ]
 
 
 def decode_brush_rle(rle: Sequence[int], expected: int | None = None) -> np.ndarray:
@@ -144,18 +155,17 @@ def decode_brush_rle(rle: Sequence[int], expected: int | None = None) -> np.ndar
     return out
 
 
-def mask_from_results(
+def _regions(
     results: Sequence[dict], shape: tuple[int, int], class_names: Sequence[str]
-) -> np.ndarray:
-    """The (H, W) uint8 class-index mask of brush regions; unpainted pixels are class 0 and
-    a later region wins where regions overlap.
+) -> list[tuple[int, np.ndarray]]:
+    """(class index, (H, W) bool mask) of each brush region, in result order.
 
     Raises:
         AnnotationRejected: a label that is not a phase, or an RLE that does not decode to
             this slice's size.
     """
     h, w = shape
-    mask = np.zeros(shape, dtype=np.uint8)
+    regions = []
     for result in results:
         if result.get("type") != "brushlabels":
             continue
@@ -171,21 +181,53 @@ def mask_from_results(
             raise AnnotationRejected(
                 f"the {names[0]} region's RLE does not decode to a {h}×{w} mask ({exc})"
             ) from exc
-        mask[alpha > 127] = class_names.index(names[0])
+        regions.append((class_names.index(names[0]), alpha > 127))
+    return regions
+
+
+def mask_from_results(
+    results: Sequence[dict], shape: tuple[int, int], class_names: Sequence[str]
+) -> np.ndarray:
+    """The (H, W) uint8 class-index mask of brush regions; unpainted pixels are class 0 and
+    a later region wins where regions overlap.
+
+    Raises:
+        AnnotationRejected: as :func:`_regions`.
+    """
+    mask = np.zeros(shape, dtype=np.uint8)
+    for c, binary in _regions(results, shape, class_names):
+        mask[binary] = c
     return mask
+
+
+def instances_from_results(
+    results: Sequence[dict], shape: tuple[int, int], class_names: Sequence[str]
+) -> InstanceMasks:
+    """The particles of an instance annotation: one per brush region that covers a pixel
+    (an emptied region is no particle), in result order; they may touch or overlap.
+
+    Raises:
+        AnnotationRejected: as :func:`_regions`.
+    """
+    regions = [(c, binary) for c, binary in _regions(results, shape, class_names) if binary.any()]
+    masks = np.zeros((len(regions), *shape), bool)
+    for k, (_, binary) in enumerate(regions):
+        masks[k] = binary
+    return InstanceMasks(masks, np.array([c for c, _ in regions], np.int64))
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     """One slice to label. ``key`` identifies it across pushes (volume, axis, index,
     round); ``images`` maps the labelling view's data keys (``image``, ``before_1``, …)
-    to URLs; ``prediction`` is the model's class mask, pre-filled for the annotator.
+    to URLs; ``prediction`` is the model's label as Label Studio regions
+    (:func:`brush_results`, :func:`instance_results`), pre-filled for the annotator.
     """
 
     key: str
     images: dict[str, str]
     meta: dict[str, Any]
-    prediction: np.ndarray | None = None
+    prediction: list[dict] | None = None
     model_version: str = ""
     score: float | None = None
 
@@ -266,11 +308,10 @@ class LabelStudioClient:
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def ensure_project(
-        self, title: str, class_names: Sequence[str], context: int = 1, instructions: str = ""
-    ) -> int:
-        """The id of the project called ``title``, created with a semantic labelling view
-        if it does not exist; its queue serves the most uncertain tasks first.
+    def ensure_project(self, title: str, label_config: str) -> int:
+        """The id of the project called ``title``, created with this labelling view
+        (:func:`labeling_config`) if it does not exist; its queue serves the most uncertain
+        tasks first.
         """
         found = self.find_project(title)
         if found is not None:
@@ -279,7 +320,7 @@ class LabelStudioClient:
             "create a project",
             self.sdk.projects.create,
             title=title,
-            label_config=labeling_config(class_names, context, instructions),
+            label_config=label_config,
         )
         self.call(
             "switch on uncertainty ordering",
@@ -327,9 +368,7 @@ class LabelStudioClient:
         """``{task key: task id}`` of the project's tasks that tomoloop pushed."""
         return {t.data["key"]: t.id for t in self._pushed_tasks(project_id)}
 
-    def push(
-        self, project_id: int, tasks: Sequence[TaskSpec], class_names: Sequence[str]
-    ) -> dict[str, int]:
+    def push(self, project_id: int, tasks: Sequence[TaskSpec]) -> dict[str, int]:
         """Import the tasks not yet in the project (by key), each with its prediction;
         ``{key: task id}`` of all of them. Re-running after an interrupted push imports
         only what is missing, so no task is duplicated.
@@ -345,7 +384,7 @@ class LabelStudioClient:
                         {
                             "model_version": t.model_version,
                             "score": queue_score(t.score),
-                            "result": brush_results(t.prediction, class_names),
+                            "result": t.prediction,
                         }
                     ]
                 payload.append(item)
@@ -371,21 +410,16 @@ class LabelStudioClient:
         """``(task id, task data)`` of the project's tomoloop tasks nobody answered yet."""
         return [(t.id, t.data) for t in self._pushed_tasks(project_id) if not t.annotations]
 
-    def submit(
-        self,
-        task_id: int,
-        mask: np.ndarray,
-        class_names: Sequence[str],
-        lead_time_s: float | None = None,
-    ) -> int:
-        """Submit an (H, W) class mask as an annotation of a task, as the labelling view
-        does when a person presses Submit; the annotation's id.
+    def submit(self, task_id: int, result: list[dict], lead_time_s: float | None = None) -> int:
+        """Submit Label Studio regions (:func:`brush_results`, :func:`instance_results`)
+        as an annotation of a task, as the labelling view does when a person presses
+        Submit; the annotation's id.
         """
         created = self.call(
             "submit an annotation",
             self.sdk.annotations.create,
             id=task_id,
-            result=brush_results(mask, class_names),
+            result=result,
             lead_time=lead_time_s,
         )
         return created.id

@@ -7,7 +7,10 @@ stored annotation has its exact mask and source ``labelstudio:<id>@<updated>`` (
 is a new annotation; nothing is deleted). In a dataset's labelling project it is tier
 ``annotator`` and is routed by :func:`tomoloop.review.route` (a queued review, and the
 per-class Dice against other annotators of the task); in its review project it is tier
-``expert`` and settles the review it answers (approved when unchanged, else corrected).
+``expert`` and settles the review it answers (approved when unchanged, else corrected);
+in its instance project it is an instance label (one mask per particle) of tier
+``annotator``, which Mask R-CNN training uses for its slice (instance labels are not routed
+to review).
 """
 
 from __future__ import annotations
@@ -16,14 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tomoloop.adapters.labelstudio import AnnotationRejected, PulledAnnotation, mask_from_results
-from tomoloop.db.models import Agreement, LabelStudioEvent, Review, Tier
+from tomoloop.adapters.labelstudio import (
+    AnnotationRejected,
+    PulledAnnotation,
+    instances_from_results,
+    mask_from_results,
+)
+from tomoloop.db.models import Agreement, Kind, LabelStudioEvent, Review, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.masks import decode_class_mask, encode_class_mask
+from tomoloop.masks import InstanceMasks, decode_class_mask, encode_class_mask, encode_instances
 from tomoloop.review import ReviewPolicy, class_dice, route
 
 PROJECT_SUFFIX = " · semantic"
 REVIEW_SUFFIX = " · review"
+INSTANCES_SUFFIX = " · instances"
 
 
 def project_title(dataset: str) -> str:
@@ -31,17 +40,26 @@ def project_title(dataset: str) -> str:
     return f"{dataset}{PROJECT_SUFFIX}"
 
 
+def instances_title(dataset: str) -> str:
+    """The Label Studio project of a dataset's instance labels (one region per particle)."""
+    return f"{dataset}{INSTANCES_SUFFIX}"
+
+
 def review_title(dataset: str) -> str:
     """The Label Studio project where a second person reviews the dataset's labels."""
     return f"{dataset}{REVIEW_SUFFIX}"
 
 
-def dataset_of(title: str) -> str | None:
-    """The dataset whose labelling or review project this is (None for projects tomoloop
-    did not make)."""
-    for suffix in (PROJECT_SUFFIX, REVIEW_SUFFIX):
+def project_of(title: str) -> tuple[str, Kind] | None:
+    """The dataset whose labelling, review or instance project this is, and the kind of
+    label the project makes (None for projects tomoloop did not make)."""
+    for suffix, kind in (
+        (PROJECT_SUFFIX, Kind.SEMANTIC),
+        (REVIEW_SUFFIX, Kind.SEMANTIC),
+        (INSTANCES_SUFFIX, Kind.INSTANCE),
+    ):
         if title.endswith(suffix):
-            return title.removesuffix(suffix)
+            return title.removesuffix(suffix), kind
     return None
 
 
@@ -89,13 +107,15 @@ def event_key(a: PulledAnnotation) -> str:
 @dataclass(frozen=True)
 class Intake:
     """Where annotations arrive: the dataset, its phase names (class order), the Label
-    Studio project they come from, and when a label goes to review.
+    Studio project they come from, when a label goes to review, and what kind of label
+    the project makes.
     """
 
     dataset: str
     names: tuple[str, ...]
     project: int
     policy: ReviewPolicy = field(default_factory=ReviewPolicy)
+    kind: Kind = Kind.SEMANTIC
 
 
 def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, via: str) -> str:
@@ -119,20 +139,30 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
     with registry.atomic():
         try:
             slice_id, review_id = slice_of(a.task_key), review_of(a.task_key)
+            if review_id is not None and intake.kind is Kind.INSTANCE:
+                raise AnnotationRejected(
+                    f"task key {a.task_key!r} names a review, but instance labels are not "
+                    "reviewed: instance projects hold round tasks only"
+                )
             review = (
                 None
                 if review_id is None
                 else _review_of_slice(registry, review_id, slice_id, a.task_key)
             )
-            mask = None if a.was_cancelled else _mask(registry, intake, slice_id, a)
+            mask = None if a.was_cancelled else _decode(registry, intake, slice_id, a)
         except (AnnotationRejected, RegistryError) as exc:
             event.status, event.reason = "rejected", str(exc)[:1000]
         else:
             event.status = "skipped" if mask is None else "stored"
-            if mask is None and review is None:
+            if mask is None and review is None:  # round items hold semantic task ids only
                 registry.resolve_task(a.task_id, "skipped")
             elif mask is None:
                 registry.resolve_review(review.id, "skipped")
+            elif isinstance(mask, InstanceMasks):
+                drawn = encode_instances(mask)  # instance labels are not reviewed
+                event.annotation_id = _add_label(
+                    registry, slice_id, Tier.ANNOTATOR, Kind.INSTANCE, drawn, a, event
+                )
             else:
                 event.annotation_id = _store(registry, intake, slice_id, review, mask, a, event)
         if not registry.record_ls_event(event):
@@ -151,11 +181,45 @@ def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str
     return review
 
 
-def _mask(registry: Registry, intake: Intake, slice_id: int, a: PulledAnnotation) -> np.ndarray:
+def _decode(
+    registry: Registry, intake: Intake, slice_id: int, a: PulledAnnotation
+) -> np.ndarray | InstanceMasks:
+    """The annotation's (H, W) class mask, or its particles in an instance project."""
     slice_, volume = registry.slice_volumes([slice_id])[slice_id]
     shape = (volume.shape_z, volume.shape_y, volume.shape_x)
     plane = tuple(n for axis, n in zip("zyx", shape, strict=True) if axis != slice_.axis)
+    if intake.kind is Kind.INSTANCE:
+        return instances_from_results(a.result, plane, intake.names)
     return mask_from_results(a.result, plane, intake.names)
+
+
+def _add_label(
+    registry: Registry,
+    slice_id: int,
+    tier: Tier,
+    kind: Kind,
+    mask_rle: dict,
+    a: PulledAnnotation,
+    event: LabelStudioEvent,
+) -> int:
+    """Add the registry label of a Label Studio annotation event; its id."""
+    source = f"labelstudio:{event.key}"
+    registry.add_annotations(
+        [
+            NewAnnotation(
+                slice_id,
+                tier,
+                source,
+                mask_rle=mask_rle,
+                ls_task_id=a.task_id,
+                ls_annotation_id=a.annotation_id,
+                author=a.author,
+                lead_time_s=a.lead_time_s,
+                kind=kind,
+            )
+        ]
+    )
+    return registry.annotation_id(slice_id, tier, source)
 
 
 def _store(
@@ -171,22 +235,7 @@ def _store(
     the registry annotation's id.
     """
     tier = Tier.ANNOTATOR if review is None else Tier.EXPERT
-    source = f"labelstudio:{event.key}"
-    registry.add_annotations(
-        [
-            NewAnnotation(
-                slice_id,
-                tier,
-                source,
-                mask_rle=encode_class_mask(mask),
-                ls_task_id=a.task_id,
-                ls_annotation_id=a.annotation_id,
-                author=a.author,
-                lead_time_s=a.lead_time_s,
-            )
-        ]
-    )
-    stored = registry.annotation_id(slice_id, tier, source)
+    stored = _add_label(registry, slice_id, tier, Kind.SEMANTIC, encode_class_mask(mask), a, event)
     if review is None:
         registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
         _route(registry, intake, slice_id, stored, mask, a)

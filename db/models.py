@@ -51,6 +51,13 @@ class Tier(enum.IntEnum):
     EXPERT = 3  # reviewed / approved by a second person
 
 
+class Kind(enum.StrEnum):
+    """What a label holds: a class per pixel, or one mask per particle."""
+
+    SEMANTIC = "semantic"  # mask_rle: {"size": [h, w], "classes": {...}}
+    INSTANCE = "instance"  # mask_rle: {"size": [h, w], "instances": [{"class", "counts"}]}
+
+
 class Stage(enum.StrEnum):
     CANDIDATE = "candidate"
     CHAMPION = "champion"
@@ -99,8 +106,11 @@ class Slice(Base):
 class Annotation(Base):
     """One label of one slice. Natural key: (slice, tier, source); nothing is deleted.
 
-    The mask is either an artifact (``mask_uri`` + ``mask_sha256``, a class-index PNG) or
-    inline (``mask_rle``: ``{"size": [h, w], "classes": {class index: COCO RLE counts}}``).
+    ``kind`` semantic: a class-index mask, either an artifact (``mask_uri`` +
+    ``mask_sha256``) or inline (``mask_rle``: ``{"size": [h, w], "classes": {class index:
+    COCO RLE counts}}``). ``kind`` instance: one mask per particle, inline (``mask_rle``:
+    ``{"size": [h, w], "instances": [{"class": class index, "counts": COCO RLE}]}``); a
+    slice's best label of each kind is chosen separately.
     ``source`` says where it came from: ``auto:<labels sha256>``, ``model:<version id>``,
     ``ls:<project>/<annotation id>@<updated>``, ...
     """
@@ -109,10 +119,14 @@ class Annotation(Base):
     __table_args__ = (
         UniqueConstraint("slice_id", "tier", "source", name="uq_annotations_natural_key"),
         CheckConstraint("tier BETWEEN 0 AND 3", name="tier"),
+        CheckConstraint("kind IN ('semantic', 'instance')", name="kind"),
     )  # the natural-key index also serves lookups by (slice_id, tier): its prefix
     id: Mapped[int] = mapped_column(primary_key=True)
     slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id", ondelete="RESTRICT"))
     tier: Mapped[int] = mapped_column(SmallInteger)
+    kind: Mapped[str] = mapped_column(
+        String(10), default=Kind.SEMANTIC, server_default=Kind.SEMANTIC.value
+    )
     source: Mapped[str] = mapped_column(String(500))
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
     ls_task_id: Mapped[int | None]

@@ -29,6 +29,7 @@ from tomoloop.db.models import (
     Annotation,
     DatasetMember,
     DatasetVersion,
+    Kind,
     LabelStudioEvent,
     Metric,
     ModelVersion,
@@ -75,6 +76,7 @@ class NewAnnotation:
     ls_annotation_id: int | None = None
     author: str = ""
     lead_time_s: float | None = None
+    kind: Kind = Kind.SEMANTIC
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,9 @@ class Lineage:
 
 @dataclass(frozen=True)
 class DatasetSlice:
-    """One member of a dataset version with what is needed to read its image and mask."""
+    """One slice of a dataset version with what is needed to read its image and masks:
+    its semantic label (annotation id, tier, mask) and, where a person drew one, its
+    instance label's inline mask (``instances_rle``, :mod:`tomoloop.masks` form)."""
 
     split: str
     annotation_id: int
@@ -113,6 +117,7 @@ class DatasetSlice:
     mask_rle: dict | None
     mask_uri: str | None
     mask_sha256: str | None
+    instances_rle: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ _ANNOTATION_COLUMNS = (
     "mask_sha256",
     "mask_rle",
     "created_at",
+    "kind",
 )
 
 
@@ -191,20 +197,21 @@ def _newest_versions(*tiers: Tier) -> Any:
     )
 
 
-def _ranked_annotations() -> Any:
-    """Annotation id, slice id and rank within its slice (1 = the best: highest tier, then
-    newest), the select every "best label per slice" query filters.
+def _ranked_annotations(*kinds: Kind) -> Any:
+    """Annotation id, slice id and rank within its slice and kind (1 = the best: highest
+    tier, then newest) of labels of these kinds (default semantic), the select every
+    "best label per slice" query filters.
     """
     return select(
         Annotation.id,
         Annotation.slice_id,
         func.row_number()
         .over(
-            partition_by=Annotation.slice_id,
+            partition_by=(Annotation.slice_id, Annotation.kind),
             order_by=(Annotation.tier.desc(), Annotation.id.desc()),
         )
         .label("rank"),
-    )
+    ).where(Annotation.kind.in_([k.value for k in kinds or (Kind.SEMANTIC,)]))
 
 
 class Registry:
@@ -385,6 +392,7 @@ class Registry:
                 a.mask_sha256,
                 None if a.mask_rle is None else json.dumps(a.mask_rle, separators=(",", ":")),
                 now,
+                a.kind.value,
             )
             for a in annotations
         ]
@@ -526,16 +534,20 @@ class Registry:
             )
 
     def dataset_counts(self, dataset_version_id: int) -> dict[str, dict[str, int]]:
-        """Annotations of a dataset version per split and tier: ``{split: {tier: n}}``."""
+        """Labels of a dataset version per split: semantic ones per tier, and instance
+        labels (any tier) as ``instances`` when there are any: ``{split: {tier: n}}``.
+        """
         counts: dict[str, dict[str, int]] = {}
         with self.session() as s:
-            for split, tier, n in s.execute(
-                select(DatasetMember.split, Annotation.tier, func.count())
+            for split, kind, tier, n in s.execute(
+                select(DatasetMember.split, Annotation.kind, Annotation.tier, func.count())
                 .join(Annotation, Annotation.id == DatasetMember.annotation_id)
                 .where(DatasetMember.dataset_version_id == dataset_version_id)
-                .group_by(DatasetMember.split, Annotation.tier)
+                .group_by(DatasetMember.split, Annotation.kind, Annotation.tier)
             ):
-                counts.setdefault(split, {})[Tier(tier).name.lower()] = n
+                key = Tier(tier).name.lower() if kind == Kind.SEMANTIC else "instances"
+                per_split = counts.setdefault(split, {})
+                per_split[key] = per_split.get(key, 0) + n
         return counts
 
     def dataset_members(self, dataset_version_id: int) -> dict[str, list[int]]:
@@ -550,9 +562,18 @@ class Registry:
         return out
 
     def dataset_slices(self, dataset_version_id: int) -> list[DatasetSlice]:
-        """Every member of a dataset version with its slice, volume and mask, in split and
-        annotation order.
+        """Every slice of a dataset version with its volume, its semantic label's mask and
+        its instance label's (None where it has none), in split and annotation order.
         """
+        drawn = (
+            select(Annotation.slice_id, Annotation.mask_rle)
+            .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+            .where(
+                DatasetMember.dataset_version_id == dataset_version_id,
+                Annotation.kind == Kind.INSTANCE.value,
+            )
+            .subquery()
+        )
         query = (
             select(
                 DatasetMember.split,
@@ -566,11 +587,16 @@ class Registry:
                 Annotation.mask_rle,
                 Annotation.mask_uri,
                 Annotation.mask_sha256,
+                drawn.c.mask_rle,
             )
             .join(Annotation, Annotation.id == DatasetMember.annotation_id)
             .join(Slice, Slice.id == Annotation.slice_id)
             .join(Volume, Volume.id == Slice.volume_id)
-            .where(DatasetMember.dataset_version_id == dataset_version_id)
+            .outerjoin(drawn, drawn.c.slice_id == Annotation.slice_id)
+            .where(
+                DatasetMember.dataset_version_id == dataset_version_id,
+                Annotation.kind == Kind.SEMANTIC.value,
+            )
             .order_by(DatasetMember.split, Annotation.id)
         )
         with self.session() as s:
@@ -582,7 +608,13 @@ class Registry:
         """
         labelled = (
             exists()
-            .where(and_(Annotation.slice_id == Slice.id, Annotation.tier >= Tier.ANNOTATOR))
+            .where(
+                and_(
+                    Annotation.slice_id == Slice.id,
+                    Annotation.tier >= Tier.ANNOTATOR,
+                    Annotation.kind == Kind.SEMANTIC.value,
+                )
+            )
             .correlate(Slice)
         )
         pending = (
@@ -598,6 +630,7 @@ class Registry:
             .where(
                 DatasetMember.dataset_version_id == dataset_version_id,
                 DatasetMember.split == split,
+                Annotation.kind == Kind.SEMANTIC.value,
             )
             .order_by(Volume.id, Slice.axis, Slice.index)
         )
@@ -618,12 +651,13 @@ class Registry:
 
     def refresh_dataset(self, name: str) -> DatasetVersion:
         """A version of dataset ``name`` with the same slices and splits as its latest, each
-        slice now with its best annotation (higher tiers supersede); the latest itself when
+        slice now with its best label of each kind (higher tiers supersede): its semantic
+        label, and its instance label where a person drew one; the latest itself when
         nothing changed.
         """
         latest = self.dataset(name)
         ranked = (
-            _ranked_annotations()
+            _ranked_annotations(Kind.SEMANTIC, Kind.INSTANCE)
             .where(
                 Annotation.slice_id.in_(
                     select(Annotation.slice_id)
@@ -636,7 +670,10 @@ class Registry:
         member = (
             select(Annotation.slice_id, DatasetMember.split)
             .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
-            .where(DatasetMember.dataset_version_id == latest.id)
+            .where(
+                DatasetMember.dataset_version_id == latest.id,
+                Annotation.kind == Kind.SEMANTIC.value,
+            )
             .subquery()
         )
         members: dict[str, list[int]] = {"train": [], "val": [], "test": []}
@@ -1272,7 +1309,11 @@ class Registry:
         with indexed anti-joins, so it reads about k rows, not the whole table.
         """
         labelled = exists().where(
-            and_(Annotation.slice_id == SliceScore.slice_id, Annotation.tier >= Tier.ANNOTATOR)
+            and_(
+                Annotation.slice_id == SliceScore.slice_id,
+                Annotation.tier >= Tier.ANNOTATOR,
+                Annotation.kind == Kind.SEMANTIC.value,
+            )
         )
         pending = exists().where(
             and_(RoundItem.slice_id == SliceScore.slice_id, RoundItem.state == "pending")

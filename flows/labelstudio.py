@@ -4,26 +4,36 @@ tier ``expert``.
 
 push: the round's slices (and their z ± k neighbours) as 8-bit PNGs where the server can
 serve them → one semantic project per dataset → tasks with predictions → task ids (and
-the prediction shown) on the round items. sync: every annotation of the project not
-handled before (keyed by annotation id and update time) → a registry annotation with its
-exact mask, or a skip, or a rejection with its reason — never silently dropped; labels due
-for review (``tomoloop.review``) → tasks in the dataset's review project with the
-annotator's label pre-filled; the reviewers' answers → tier ``expert``.
+the prediction shown) on the round items; given a Mask R-CNN, the same slices also go to
+the dataset's instance project with its detections, one region per particle. sync: every
+annotation of the project not handled before (keyed by annotation id and update time) →
+a registry annotation with its exact mask, or a skip, or a rejection with its reason —
+never silently dropped; labels due for review (``tomoloop.review``) → tasks in the
+dataset's review project with the annotator's label pre-filled; the reviewers' answers →
+tier ``expert``; the instance project's annotations → instance labels, which Mask R-CNN
+training prefers to connected components of the class mask.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
 
-from tomoloop.adapters.labelstudio import LabelStudioClient, TaskSpec
+from tomoloop.adapters.labelstudio import (
+    LabelStudioClient,
+    TaskSpec,
+    brush_results,
+    instance_results,
+    labeling_config,
+)
 from tomoloop.adapters.labelstudio_registry import (
     Intake,
     event_key,
     handle_annotation,
+    instances_title,
     project_title,
     review_key,
     review_title,
@@ -32,14 +42,16 @@ from tomoloop.adapters.labelstudio_registry import (
 )
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio, label_studio_credentials
 from tomoloop.config import Settings
-from tomoloop.db.models import Review
+from tomoloop.db.models import Kind, Review
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
 from tomoloop.inference import normalise, predict_slice
+from tomoloop.instances import detected_particles, grey_uint8
 from tomoloop.masks import decode_class_mask, encode_class_mask
 from tomoloop.pngs import write_png
 from tomoloop.review import ReviewPolicy
 from tomoloop.stacks import open_stack, percentile_window, to_uint8
+from tomoloop.training import resolve_device
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,13 @@ def _slice_png(stack, axis: str, index: int, path: Path, window) -> None:
 
 
 @flow(name="push-round")
-def push_round(round_id: int, context: int = 1) -> dict:
-    """Send a round's slices to Label Studio with the round's model's prediction."""
+def push_round(
+    round_id: int, context: int = 1, instance_model: int | None = None, device: str = "auto"
+) -> dict:
+    """Send a round's slices to the dataset's semantic project with the round's model's
+    prediction; with ``instance_model`` (a registered Mask R-CNN) also to its instance
+    project with that model's detections, one region per particle.
+    """
     log = get_run_logger()
     settings = Settings()
     services = Services.from_settings(settings)
@@ -72,60 +89,94 @@ def push_round(round_id: int, context: int = 1) -> dict:
         round_ = registry.al_round(round_id)
         dataset = registry.dataset(round_.dataset)
         names = dataset_phases(services, dataset).names
+        torch_device = resolve_device(device)
         model = None
         if round_.model_version_id is not None:
-            model, spec, _ = load_registered_model(services, round_.model_version_id)
+            model, spec, _ = load_registered_model(
+                services, round_.model_version_id, str(torch_device)
+            )
+        finder = None
+        if instance_model is not None:
+            # imported here: detectron2 loads only for a push that needs it
+            from tomoloop.adapters import detectron2
+            from tomoloop.flows.instances import load_registered_maskrcnn
+
+            finder, _ = load_registered_maskrcnn(services, instance_model, torch_device)
         connection = connect(settings)
-        project = connection.client.ensure_project(
-            project_title(dataset.name), names, context, instructions=_instructions(names)
-        )
-        connection.media.mkdir(parents=True, exist_ok=True)
-        connection.client.allow_local_files(project, str(connection.media))
         items = registry.round_items(round_id)
         located = registry.slice_volumes(i.slice_id for i in items)
-        tasks = []
+        tasks, drawn, shown = [], [], {}
         for item in items:
             slice_, volume = located[item.slice_id]
             with open_stack(volume.path) as stack:
                 window = percentile_window(stack)
                 images = _task_images(connection, stack, window, slice_, volume, context)
-                prediction = None
-                if model is not None:
-                    image = normalise(stack.slice(slice_.axis, slice_.index), window)
-                    probs = predict_slice(model, image, spec.tile, spec.tile // 4)
-                    prediction = probs.argmax(axis=0).astype(np.uint8)
-            tasks.append(
-                TaskSpec(
-                    key=task_key(slice_.id, round_id),
-                    images=images,
-                    meta={
-                        "volume": volume.name,
-                        "axis": slice_.axis,
-                        "index": slice_.index,
-                        "round": round_id,
-                        "score": round(item.score, 6),
-                    },
-                    prediction=prediction,
-                    model_version=str(round_.model_version_id or ""),
-                    score=item.score,
-                )
+                image = normalise(stack.slice(slice_.axis, slice_.index), window)
+            task = TaskSpec(
+                key=task_key(slice_.id, round_id),
+                images=images,
+                meta={
+                    "volume": volume.name,
+                    "axis": slice_.axis,
+                    "index": slice_.index,
+                    "round": round_id,
+                    "score": round(item.score, 6),
+                },
+                model_version=str(round_.model_version_id or ""),
+                score=item.score,
             )
-        ids = connection.client.push(project, tasks, names)
-        shown = {
-            slice_of(t.key): encode_class_mask(t.prediction)
-            for t in tasks
-            if t.prediction is not None
-        }
+            if model is not None:
+                probs = predict_slice(model, image, spec.tile, spec.tile // 4, 8, torch_device)
+                prediction = probs.argmax(axis=0).astype(np.uint8)
+                shown[slice_.id] = encode_class_mask(prediction)
+                task = replace(task, prediction=brush_results(prediction, names))
+            tasks.append(task)
+            if finder is not None:
+                found = detectron2.predict(finder, [grey_uint8(image)])[0]
+                particles = detected_particles(found, finder.categories, names)
+                drawn.append(
+                    replace(
+                        task,
+                        prediction=instance_results(particles, names),
+                        model_version=str(instance_model),
+                    )
+                )
+        project = connection.client.ensure_project(
+            project_title(dataset.name),
+            labeling_config(names, context, _instructions(names)),
+        )
+        ids = _push(connection, project, tasks)
         registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()}, shown)
         log.info("round %s: %d tasks in project %s", round_id, len(ids), project)
-        return {
+        result = {
             "round": round_id,
             "project": project,
             "tasks": len(ids),
             "url": f"{connection.url}/projects/{project}/data",
         }
+        if finder is not None:
+            categories = finder.categories
+            particle_project = connection.client.ensure_project(
+                instances_title(dataset.name),
+                labeling_config(categories, context, _instance_instructions(categories)),
+            )
+            pushed = _push(connection, particle_project, drawn)
+            log.info("round %s: %d tasks in project %s", round_id, len(pushed), particle_project)
+            result["instances"] = {
+                "project": particle_project,
+                "tasks": len(pushed),
+                "url": f"{connection.url}/projects/{particle_project}/data",
+            }
+        return result
     finally:
         services.close()
+
+
+def _push(connection: _Connection, project: int, tasks: list[TaskSpec]) -> dict[str, int]:
+    """Let the project show the media folder, then push the tasks; ``{key: task id}``."""
+    connection.media.mkdir(parents=True, exist_ok=True)
+    connection.client.allow_local_files(project, str(connection.media))
+    return connection.client.push(project, tasks)
 
 
 def _task_images(connection: _Connection, stack, window, slice_, volume, context: int) -> dict:
@@ -163,6 +214,16 @@ def _instructions(names: tuple[str, ...]) -> str:
     )
 
 
+def _instance_instructions(categories: list[str]) -> str:
+    return (
+        f"Particles of {', '.join(f'{i + 1} = {n}' for i, n in enumerate(categories))}, one "
+        "region each. The instance model's particles are pre-filled: split regions that "
+        "hold two touching particles, merge pieces of one, delete false ones and paint "
+        "missed ones (press the phase's hotkey, paint one particle, press Escape before the "
+        "next), then submit."
+    )
+
+
 def _review_instructions(names: tuple[str, ...]) -> str:
     return (
         f"Review. Phases: {', '.join(f'{i + 1} = {n}' for i, n in enumerate(names))}. An "
@@ -184,7 +245,9 @@ def sync_annotations(dataset: str) -> dict:
         names = dataset_phases(services, registry.dataset(dataset)).names
         connection = connect(settings)
         client = connection.client
-        project = client.ensure_project(project_title(dataset), names)
+        project = client.ensure_project(
+            project_title(dataset), labeling_config(names, 1, _instructions(names))
+        )
         policy = settings.review_policy
         counts = _store_new(registry, client, Intake(dataset, names, project, policy))
         # close_round counts each open round's items and closes it when none is pending
@@ -196,6 +259,14 @@ def sync_annotations(dataset: str) -> dict:
         if registry.has_reviews(dataset):
             result["review"] = _sync_reviews(services, connection, dataset, names, policy)
             log.info("review project: %s", result["review"])
+        particle_project = client.find_project(instances_title(dataset))
+        if particle_project is not None:
+            intake = Intake(dataset, names, particle_project, policy, Kind.INSTANCE)
+            result["instances"] = {
+                "project": particle_project,
+                **_store_new(registry, client, intake),
+            }
+            log.info("instance project: %s", result["instances"])
         return result
     finally:
         services.close()
@@ -233,11 +304,10 @@ def _sync_reviews(
         if claimed:
             if project is None:
                 project = client.ensure_project(
-                    review_title(dataset), names, instructions=_review_instructions(names)
+                    review_title(dataset), labeling_config(names, 1, _review_instructions(names))
                 )
-            client.allow_local_files(project, str(connection.media))
-            tasks = {r.id: _review_task(registry, connection, r) for r in claimed}
-            ids = client.push(project, list(tasks.values()), names)
+            tasks = {r.id: _review_task(registry, connection, r, names) for r in claimed}
+            ids = _push(connection, project, list(tasks.values()))
             registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
     except BaseException:
         registry.release_reviews([r.id for r in claimed])
@@ -248,7 +318,9 @@ def _sync_reviews(
     return {"project": project, "sent": len(claimed), **counts}
 
 
-def _review_task(registry: Registry, connection: _Connection, review: Review) -> TaskSpec:
+def _review_task(
+    registry: Registry, connection: _Connection, review: Review, names: tuple[str, ...]
+) -> TaskSpec:
     """The review task of a review: the slice as its labelling task showed it, the
     annotator's label pre-filled.
     """
@@ -268,6 +340,6 @@ def _review_task(registry: Registry, connection: _Connection, review: Review) ->
             "reasons": review.reasons,
             "annotator": label.author,
         },
-        prediction=decode_class_mask(label.mask_rle),
+        prediction=brush_results(decode_class_mask(label.mask_rle), names),
         model_version="annotator",
     )

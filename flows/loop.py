@@ -19,6 +19,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
 from tomoloop.coco import class_index_lut
 from tomoloop.config import Settings
@@ -84,7 +85,8 @@ def al_round(
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
     the champion unless given; ``instance_model``: the Mask R-CNN the ``disagreement``
-    strategy compares it with) and push them to Label Studio as a new round — unless
+    strategy compares it with, whose particles the push pre-fills in the dataset's
+    instance project) and push them to Label Studio as a new round — unless
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
     nobody does).
     """
@@ -180,7 +182,7 @@ def al_round(
         "lead_time_model": asdict(lead_time) if lead_time else None,
     }
     if push:
-        result["push"] = push_round(round_id)
+        result["push"] = push_round(round_id, instance_model=instance_model, device=device)
     return result
 
 
@@ -257,7 +259,8 @@ def _answer_project(
             check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
             gold = lut[raw]
         mask = answer(gold, phases.names, how, rng)
-        connection.client.submit(task_id, mask, phases.names, round(how.lead_time(mask), 1))
+        result = brush_results(mask, phases.names)
+        connection.client.submit(task_id, result, round(how.lead_time(mask), 1))
         answered += 1
     return answered
 

@@ -63,6 +63,7 @@ def dataset_slices(
                 member.tier,
                 member.split,
                 member.annotation_id,
+                member.instances_rle,
             )
         )
     return load_slices(refs, weights)

@@ -864,17 +864,30 @@ def labelstudio_down(as_json: JsonFlag = False) -> None:
 def push_command(
     round_id: Annotated[int, typer.Option("--round", help="Active-learning round id.")],
     context: Annotated[int, typer.Option(help="Neighbour slices shown on each side.")] = 1,
+    instance_model: Annotated[
+        int | None,
+        typer.Option(
+            help="A Mask R-CNN model version: also send the slices to the dataset's instance "
+            "project with its particles pre-filled, one region each."
+        ),
+    ] = None,
+    device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Send a round's slices to Label Studio with the model's prediction pre-filled."""
     from tomoloop.flows.labelstudio import push_round
 
     with _database_errors():
-        result = push_round(round_id, context)
+        result = push_round(round_id, context, instance_model, device)
     if as_json:
         emit_json(result)
-    else:
-        out.print(f"[green]✓[/] {result['tasks']} tasks; annotate at {result['url']}")
+        return
+    out.print(f"[green]✓[/] {result['tasks']} tasks; annotate at {result['url']}")
+    if "instances" in result:
+        particles = result["instances"]
+        out.print(
+            f"[green]✓[/] {particles['tasks']} tasks with particles; draw at {particles['url']}"
+        )
 
 
 @app.command("pull")
@@ -901,6 +914,12 @@ def pull_command(
             out.print(
                 f"  review: sent {review['sent']}, stored {review['stored']} (tier expert), "
                 f"skipped {review['skipped']}, rejected {review['rejected']}"
+            )
+        if "instances" in result:
+            drawn = result["instances"]
+            out.print(
+                f"  instances: stored {drawn['stored']}, skipped {drawn['skipped']}, "
+                f"rejected {drawn['rejected']} (already seen {drawn['seen']})"
             )
 
 
@@ -993,7 +1012,11 @@ def al_round_command(
     push: Annotated[bool, typer.Option(help="Push the round to Label Studio.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 0,
     instance_model: Annotated[
-        int | None, typer.Option(help="Mask R-CNN version for --strategy disagreement.")
+        int | None,
+        typer.Option(
+            help="Mask R-CNN version: --strategy disagreement compares with it, and the "
+            "push pre-fills its particles in the dataset's instance project."
+        ),
     ] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,

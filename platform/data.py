@@ -18,7 +18,7 @@ import torch
 
 from tomoloop.errors import TomoloopError
 from tomoloop.inference import normalise
-from tomoloop.masks import decode_class_mask
+from tomoloop.masks import InstanceMasks, decode_class_mask, decode_instances
 from tomoloop.matphase import remove_rows_and_resize, smooth_labels_knn
 from tomoloop.stacks import open_stack, percentile_window
 
@@ -33,13 +33,16 @@ class DatasetError(TomoloopError):
 
 @dataclass(frozen=True)
 class LabelledSlice:
-    """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices; weight ≥ 0."""
+    """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices; weight ≥ 0;
+    instances: the particles a person drew on the slice (None where nobody did).
+    """
 
     image: np.ndarray
     labels: np.ndarray
     weight: float = 1.0
     split: str = "train"
     annotation_id: int | None = None
+    instances: InstanceMasks | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ NO_AUGMENTATION = Augmentation(False, False, 0.0, (1.0, 1.0), 0.0, 0.0)
 @dataclass(frozen=True)
 class SliceRef:
     """Where a labelled slice lives: a grey stack, an axis and index, its inline class mask
-    (:mod:`tomoloop.masks` form), its tier (0 auto … 3 expert) and split.
+    (:mod:`tomoloop.masks` form), its tier (0 auto … 3 expert) and split, and the inline
+    instance masks a person drew on it (None where nobody did).
     """
 
     path: str
@@ -73,6 +77,7 @@ class SliceRef:
     tier: int
     split: str
     annotation_id: int | None = None
+    instances: dict | None = None
 
 
 def load_slices(
@@ -92,15 +97,17 @@ def load_slices(
             for ref in group:
                 image = normalise(stack.slice(ref.axis, ref.index), window)
                 labels = decode_class_mask(ref.mask)
-                if labels.shape != image.shape:
+                drawn = None if ref.instances is None else decode_instances(ref.instances)
+                shapes = [labels.shape] + ([] if drawn is None else [drawn.masks.shape[1:]])
+                if any(shape != image.shape for shape in shapes):
+                    sizes = " and instances ".join(map(str, shapes))
                     raise DatasetError(
-                        f"annotation {ref.annotation_id}: mask {labels.shape} does not fit "
+                        f"annotation {ref.annotation_id}: mask {sizes} does not fit "
                         f"{ref.axis} slice {ref.index} {image.shape} of {path}"
                     )
+                weight = tier_weight(ref.tier, weights)
                 out.setdefault(ref.split, []).append(
-                    LabelledSlice(
-                        image, labels, tier_weight(ref.tier, weights), ref.split, ref.annotation_id
-                    )
+                    LabelledSlice(image, labels, weight, ref.split, ref.annotation_id, drawn)
                 )
     return out
 

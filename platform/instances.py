@@ -20,6 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from tomoloop.coco import Connectivity, slice_instances
 from tomoloop.data import LabelledSlice
 from tomoloop.errors import TomoloopError
+from tomoloop.masks import InstanceMasks
 from tomoloop.phases import PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.stacks import Window, to_uint8
@@ -56,6 +57,27 @@ class Detections:
 
     def select(self, keep: np.ndarray) -> Detections:
         return Detections(self.masks[keep], self.scores[keep], self.classes[keep], self.boxes[keep])
+
+
+def detected_particles(
+    detections: Detections, categories: Sequence[str], class_names: Sequence[str]
+) -> InstanceMasks:
+    """A slice's detections as instance masks of phase classes (``categories``: the
+    model's instance categories; ``class_names``: the phases, in class order), best
+    score first.
+
+    Raises:
+        CocoDocumentError: the model finds a category that is not a phase.
+    """
+    missing = [c for c in categories if c not in class_names]
+    if missing:
+        raise CocoDocumentError(
+            f"the instance model finds {missing[0]!r}, which is not a phase of "
+            f"{', '.join(class_names)}"
+        )
+    lut = np.array([list(class_names).index(c) for c in categories], np.int64)
+    order = np.argsort(-detections.scores, kind="stable")
+    return InstanceMasks(detections.masks[order], lut[detections.classes[order]])
 
 
 def grey_uint8(image: np.ndarray) -> np.ndarray:
@@ -95,36 +117,68 @@ def coco_from_slices(
     instance_classes: Sequence[int],
     connectivity: Connectivity = 8,
     min_area: int = 0,
+    drawn: Sequence[InstanceMasks | None] = (),
 ) -> dict:
     """A COCO instance document of k class-index label slices.
 
     ``labels[i]`` (H, W) holds class indices into ``class_names``; every connected
     component of a class in ``instance_classes`` is one instance of category
-    ``instance_classes.index(c) + 1``. Image ``i`` has id ``i + 1`` and ``file_names[i]``.
+    ``instance_classes.index(c) + 1`` — unless ``drawn[i]`` holds the particles a person
+    drew on slice ``i``: then those are its instances (of the instance classes; touching
+    particles stay apart). Image ``i`` has id ``i + 1`` and ``file_names[i]``.
     Segmentations are exact compressed RLE.
     """
-    if len(labels) != len(file_names):
-        raise ValueError("one file name per label slice")
+    if len(labels) != len(file_names) or len(drawn) not in (0, len(labels)):
+        raise ValueError("one file name (and drawn instances, if any) per label slice")
     values = tuple(int(c) for c in instance_classes)
     images, annotations = [], []
     for i, (label, name) in enumerate(zip(labels, file_names, strict=True)):
         h, w = label.shape
         images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
-        found = slice_instances(label, values, connectivity, min_area)
-        for k, rle in enumerate(found.rles):
+        particles = drawn[i] if drawn else None
+        for category, rle, area, bbox in _instances(
+            label, particles, values, connectivity, min_area
+        ):
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": i + 1,
-                    "category_id": int(found.category_index[k]) + 1,
+                    "category_id": category + 1,
                     "segmentation": rle,
-                    "area": int(found.areas[k]),
-                    "bbox": found.bboxes[k].tolist(),
+                    "area": area,
+                    "bbox": bbox,
                     "iscrowd": 0,
                 }
             )
     categories = [{"id": k + 1, "name": class_names[c]} for k, c in enumerate(values)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _instances(
+    label: np.ndarray,
+    particles: InstanceMasks | None,
+    values: tuple[int, ...],
+    connectivity: Connectivity,
+    min_area: int,
+) -> list[tuple[int, dict, int, list[float]]]:
+    """(category index into ``values``, COCO RLE, area in pixels, XYWH box) of each
+    instance of one slice: the drawn particles of those classes with at least
+    ``min_area`` (and one) pixels, else the connected components of the label slice.
+    """
+    if particles is None:
+        found = slice_instances(label, values, connectivity, min_area)
+        return [
+            (int(found.category_index[k]), rle, int(found.areas[k]), found.bboxes[k].tolist())
+            for k, rle in enumerate(found.rles)
+        ]
+    out = []
+    for mask, c in zip(particles.masks, particles.classes.tolist(), strict=True):
+        area = int(mask.sum())
+        if c in values and area >= max(min_area, 1):
+            rle = mask_utils.encode(np.asfortranarray(mask, np.uint8))
+            counts = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            out.append((values.index(c), counts, area, mask_utils.toBbox(rle).tolist()))
+    return out
 
 
 def instance_classes(phases: PhaseMap, names: Sequence[str] = ()) -> tuple[int, ...]:
@@ -161,7 +215,13 @@ def write_coco_folder(
         names = [f"{split}_{k:05d}.png" for k in range(len(members))]
         for name, member in zip(names, members, strict=True):
             write_png(out_dir / "images" / name, grey_uint8(member.image))
-        document = coco_from_slices([m.labels for m in members], names, class_names, classes)
+        document = coco_from_slices(
+            [m.labels for m in members],
+            names,
+            class_names,
+            classes,
+            drawn=[m.instances for m in members],
+        )
         files[split] = out_dir / f"{split}.json"
         files[split].write_text(json.dumps(document))
     return files

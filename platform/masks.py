@@ -1,12 +1,14 @@
-"""Class-index masks stored inline as COCO RLE per class (the registry's compact form).
+"""Masks stored inline as COCO RLE (the registry's compact form), exact both ways.
 
-``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...}}``; class 0 is
-everything not listed. Exact: decoding gives back the mask.
+Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...}}``;
+class 0 is everything not listed. Instance masks (one mask per particle, which may touch
+or overlap): ``{"size": [h, w], "instances": [{"class": 1, "counts": "<COCO RLE>"}, ...]}``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -57,6 +59,59 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
             raise MaskFormatError(f"class {c} overlaps another class in an inline mask")
         out[hit] = c
     return out
+
+
+@dataclass(frozen=True)
+class InstanceMasks:
+    """The particles of one (H, W) slice: masks (n, H, W) bool; classes (n,) int64 class
+    indices (phase-map order, as in class-index masks).
+    """
+
+    masks: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+
+def encode_instances(instances: InstanceMasks) -> dict:
+    """Inline RLE of a slice's instance masks, in their order."""
+    _, h, w = instances.masks.shape
+    rles = mask_utils.encode(np.asfortranarray(instances.masks.transpose(1, 2, 0), np.uint8))
+    return {
+        "size": [h, w],
+        "instances": [
+            {"class": int(c), "counts": rle["counts"].decode("ascii")}
+            for c, rle in zip(instances.classes.tolist(), rles, strict=True)
+        ],
+    }
+
+
+def decode_instances(encoded: dict) -> InstanceMasks:
+    """The instance masks of an inline RLE.
+
+    Raises:
+        MaskFormatError: missing keys, a bad size or class, or undecodable counts.
+    """
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        entries = [(int(e["class"]), str(e["counts"])) for e in encoded["instances"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(
+            f"inline instance mask is malformed ({exc!r}): expected size and instances "
+            "with class and counts"
+        ) from exc
+    masks = np.zeros((len(entries), h, w), bool)
+    for k, (c, counts) in enumerate(entries):
+        if c < 0:
+            raise MaskFormatError(f"instance {k} of an inline mask has class {c}")
+        try:
+            masks[k] = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+        except Exception as exc:
+            raise MaskFormatError(
+                f"instance {k} of an inline mask cannot be decoded: {exc}"
+            ) from exc
+    return InstanceMasks(masks, np.array([c for c, _ in entries], np.int64))
 
 
 def stack_class_masks(

@@ -12,12 +12,14 @@ from tomoloop.adapters.labelstudio import (
     LabelStudioUnavailable,
     TaskSpec,
     brush_results,
+    labeling_config,
     mask_from_results,
     queue_score,
 )
 
 pytestmark = pytest.mark.integration
 NAMES = ("pore", "nmc", "cbd")
+CONFIG = labeling_config(NAMES, context=0)
 
 
 @pytest.fixture
@@ -45,7 +47,7 @@ def _task(label_studio, folder, i, mask):
         key=f"vol:z:{i}:r1",
         images={"image": f"/data/local-files/?d={relative}"},
         meta={"volume": "vol", "axis": "z", "index": i, "round": 1, "score": 0.5 + i},
-        prediction=mask,
+        prediction=brush_results(mask, NAMES),
         model_version="model-7",
         score=0.5 + i,
     )
@@ -53,18 +55,14 @@ def _task(label_studio, folder, i, mask):
 
 def test_push_is_idempotent_and_annotations_come_back_pixel_exact(label_studio, client):
     title = f"tomoloop {uuid.uuid4().hex[:6]}"
-    project = client.ensure_project(title, NAMES, context=0)
-    assert client.ensure_project(title, NAMES, context=0) == project  # reused, not duplicated
+    project = client.ensure_project(title, CONFIG)
+    assert client.ensure_project(title, CONFIG) == project  # reused, not duplicated
     folder, masks = _slices(label_studio)
     client.allow_local_files(project, str(folder))
     client.allow_local_files(project, str(folder))
 
-    first = client.push(
-        project, [_task(label_studio, folder, i, masks[i]) for i in range(2)], NAMES
-    )
-    again = client.push(
-        project, [_task(label_studio, folder, i, masks[i]) for i in range(3)], NAMES
-    )
+    first = client.push(project, [_task(label_studio, folder, i, masks[i]) for i in range(2)])
+    again = client.push(project, [_task(label_studio, folder, i, masks[i]) for i in range(3)])
     assert len(first) == 2 and len(again) == 3 and again["vol:z:0:r1"] == first["vol:z:0:r1"]
     assert len(client.task_ids(project)) == 3
 
@@ -98,24 +96,24 @@ def test_an_unreachable_server_gives_a_clear_error_after_retries():
     with pytest.raises(
         LabelStudioUnavailable, match=r"127\.0\.0\.1:9 failed to list projects after 3"
     ):
-        client.ensure_project("x", NAMES)
+        client.ensure_project("x", CONFIG)
 
 
 def test_a_push_cut_off_by_a_stopped_server_fails_clearly_and_a_rerun_completes(
     label_studio, client
 ):
-    project = client.ensure_project(f"tomoloop {uuid.uuid4().hex[:6]}", NAMES, context=0)
+    project = client.ensure_project(f"tomoloop {uuid.uuid4().hex[:6]}", CONFIG)
     folder, masks = _slices(label_studio, n=3)
     client.allow_local_files(project, str(folder))
     tasks = [_task(label_studio, folder, i, masks[i]) for i in range(3)]
-    client.push(project, tasks[:1], NAMES)  # the push got this far before the server stopped
+    client.push(project, tasks[:1])  # the push got this far before the server stopped
 
     label_studio.down()
     impatient = LabelStudioClient(client.url, label_studio.credentials()[1], 1, 0.01)
     try:
         with pytest.raises(LabelStudioUnavailable, match="labelstudio status"):
-            impatient.push(project, tasks, NAMES)
+            impatient.push(project, tasks)
     finally:
         label_studio.up()
-    finished = client.push(project, tasks, NAMES)
+    finished = client.push(project, tasks)
     assert len(finished) == 3 and len(client.task_ids(project)) == 3

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results, mask_from_results
+from tomoloop.adapters.labelstudio import (
+    LabelStudioClient,
+    brush_results,
+    labeling_config,
+    mask_from_results,
+)
 from tomoloop.cli import app
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
@@ -53,7 +58,7 @@ def test_a_round_goes_out_with_predictions_and_corrections_come_back(setup, elec
     assert pushed["tasks"] == 2
     repushed = CliRunner().invoke(app, ["push", "--round", str(round_id), "--json"])
     assert json.loads(repushed.stdout)["tasks"] == 2  # re-push: nothing duplicated
-    project = client.ensure_project(project_title(name), NAMES)
+    project = client.ensure_project(project_title(name), labeling_config(NAMES))
     assert project == pushed["project"] and len(client.task_ids(project)) == 2
     items = {i.slice_id: i for i in registry.round_items(round_id)}
     task_9, task_3 = items[slices[9]].ls_task_id, items[slices[3]].ls_task_id
@@ -104,7 +109,7 @@ def test_the_real_server_delivers_a_webhook_and_polling_then_finds_it_stored(
     slices = registry.register_slices(volume, "z", [5])
     round_id = registry.open_round(name, "random", None, [(slices[5], 1.0)])
     project = push_round(round_id)["project"]
-    assert project == client.ensure_project(project_title(name), NAMES)
+    assert project == client.ensure_project(project_title(name), labeling_config(NAMES))
     client.sdk.webhooks.create(
         url=f"{http_app}/webhooks/labelstudio",
         project=project,
@@ -204,7 +209,7 @@ def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_exper
         np.testing.assert_array_equal(decode_class_mask(item.prediction_rle), shown[index])
 
     def submit(index: int, mask: np.ndarray) -> None:
-        client.submit(items[slices[index]].ls_task_id, mask, NAMES, lead_time_s=12)
+        client.submit(items[slices[index]].ls_task_id, brush_results(mask, NAMES), lead_time_s=12)
 
     submit(4, shown[4])  # accepted as shown: IoU 1, no review
     submit(8, (shown[8] + 1) % 3)  # every pixel changed: IoU 0 with the model
@@ -218,7 +223,7 @@ def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_exper
     assert reviews[slices[12]].reasons == "model,annotators"
     assert {r.state for r in reviews.values()} == {"pending"}
     review_project = first["review"]["project"]
-    assert review_project == client.ensure_project(review_title(name), NAMES)
+    assert review_project == client.ensure_project(review_title(name), labeling_config(NAMES))
     task = client.sdk.tasks.get(id=reviews[slices[8]].ls_task_id)
     assert {"image", "before_1", "after_1"} <= set(task.data) and task.data["index"] == 8
     (prefilled,) = client.sdk.predictions.list(task=task.id)  # the annotator's label
@@ -226,7 +231,9 @@ def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_exper
         mask_from_results(prefilled.result, (40, 48), NAMES), (shown[8] + 1) % 3
     )
 
-    client.submit(reviews[slices[12]].ls_task_id, (shown[12] + 1) % 3, NAMES)  # approved
+    client.submit(
+        reviews[slices[12]].ls_task_id, brush_results((shown[12] + 1) % 3, NAMES)
+    )  # approved
     truth = str(tmp_path / "labels.tif")
     assert oracle_reviews(name, {name: truth})["answered"] == 1  # corrects slice 8
     second = sync_annotations(name)

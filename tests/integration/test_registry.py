@@ -24,9 +24,12 @@ def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
 
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
     assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
+    downgrade(engine)
+    assert current_revision(engine) == "0003"
+    assert "kind" not in {c["name"] for c in inspect(engine).get_columns("annotations")}
     downgrade(engine)
     assert current_revision(engine) == "0002"
     assert not {"reviews", "agreements"} & set(inspect(engine).get_table_names())
@@ -35,7 +38,7 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     engine.dispose()
 
 

@@ -15,6 +15,7 @@ from tomoloop.instances import (
     Detections,
     check_coco,
     coco_from_slices,
+    detected_particles,
     detection_results,
     instance_uncertainty,
     mask_iou,
@@ -22,6 +23,7 @@ from tomoloop.instances import (
     particle_category,
     particle_disagreement,
 )
+from tomoloop.masks import InstanceMasks
 from tomoloop.metrics_coco import instance_scores
 
 label_slices = hnp.arrays(
@@ -172,3 +174,46 @@ def test_the_particle_category_is_named_when_a_model_finds_several():
         particle_category(["nmc", "cbd"], None)
     with pytest.raises(CocoDocumentError, match="--phase pore: the model finds nmc"):
         particle_category(["nmc"], "pore")
+
+
+@settings(max_examples=60, deadline=None)
+@given(label_slices)
+def test_drawn_components_give_the_document_connected_components_give(labels):
+    names, values = ["a", "b", "c"], [1, 2]
+    masks, classes = [], []
+    for v in values:
+        n, components = cv2.connectedComponents((labels == v).view(np.uint8), connectivity=8)
+        masks += [components == k for k in range(1, n)]
+        classes += [v] * (n - 1)
+    drawn = InstanceMasks(np.array(masks, bool).reshape(-1, *labels.shape), np.array(classes))
+    assert coco_from_slices([labels], ["0.png"], names, values, drawn=[drawn]) == (
+        coco_from_slices([labels], ["0.png"], names, values)
+    )
+
+
+def test_touching_particles_a_person_split_stay_two_instances():
+    labels = np.zeros((8, 10), np.uint8)
+    labels[2:6, 1:9] = 1  # one component: two particles touching at column 5
+    left, right, binder = np.zeros((3, 8, 10), bool)
+    left[2:6, 1:5], right[2:6, 5:9], binder[0, 0] = True, True, True
+    drawn = InstanceMasks(np.stack([left, right, binder]), np.array([1, 1, 2]))
+    files = ["0.png", "1.png"]
+    document = coco_from_slices(
+        [labels, labels], files, ["pore", "nmc", "cbd"], [1], drawn=[drawn, None]
+    )
+    by_image = [[a for a in document["annotations"] if a["image_id"] == i] for i in (1, 2)]
+    assert [a["area"] for a in by_image[0]] == [16, 16]  # cbd is not an instance phase here
+    assert [a["bbox"] for a in by_image[0]] == [[1.0, 2.0, 4.0, 4.0], [5.0, 2.0, 4.0, 4.0]]
+    assert [a["area"] for a in by_image[1]] == [32]  # no drawing: the connected component
+    assert [a["id"] for a in document["annotations"]] == [1, 2, 3]
+
+
+def test_detections_become_phase_instances_best_first():
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, 0, 0], masks[1, 3, 3] = True, True
+    found = Detections(masks, np.array([0.4, 0.9]), np.array([0, 1]), np.zeros((2, 4)))
+    particles = detected_particles(found, ["nmc", "cbd"], ("pore", "nmc", "cbd"))
+    np.testing.assert_array_equal(particles.classes, [2, 1])
+    np.testing.assert_array_equal(particles.masks, masks[::-1])
+    with pytest.raises(CocoDocumentError, match="finds 'crack', which is not a phase"):
+        detected_particles(found, ["nmc", "crack"], ("pore", "nmc", "cbd"))

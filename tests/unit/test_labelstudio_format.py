@@ -1,4 +1,4 @@
-"""Label Studio's formats: brush RLE of class masks, the labelling view."""
+"""Label Studio's formats: brush RLE of class and instance masks, the labelling view."""
 
 import xml.etree.ElementTree as ET
 
@@ -13,9 +13,12 @@ from tomoloop.adapters.labelstudio import (
     AnnotationRejected,
     brush_results,
     decode_brush_rle,
+    instance_results,
+    instances_from_results,
     labeling_config,
     mask_from_results,
 )
+from tomoloop.masks import InstanceMasks
 
 NAMES = ("pore", "nmc", "cbd", "crack")
 
@@ -112,3 +115,26 @@ def test_a_header_claiming_another_size_is_refused_before_decoding():
     with pytest.raises(ValueError, match="says 256 values, not 4000000"):
         decode_brush_rle(rle, expected=4_000_000)
     assert decode_brush_rle(rle, expected=256).shape == (256,)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    masks=hnp.arrays(bool, st.tuples(st.integers(0, 4), st.integers(1, 24), st.integers(1, 24))),
+    data=st.data(),
+)
+def test_particles_round_trip_exactly_one_region_each(masks, data):
+    classes = data.draw(st.lists(st.integers(1, 3), min_size=len(masks), max_size=len(masks)))
+    results = instance_results(InstanceMasks(masks, np.array(classes, np.int64)), NAMES)
+    assert len({r["id"] for r in results}) == len(masks)
+    back = instances_from_results(results, masks.shape[1:], NAMES)
+    painted = masks.any(axis=(1, 2))  # an empty region is no particle
+    np.testing.assert_array_equal(back.masks, masks[painted])
+    np.testing.assert_array_equal(back.classes, np.array(classes, np.int64)[painted])
+
+
+def test_an_instance_region_with_an_unknown_label_is_rejected():
+    particle = InstanceMasks(np.ones((1, 4, 4), bool), np.array([1]))
+    results = instance_results(particle, NAMES)
+    results[0]["value"]["brushlabels"] = ["dust"]
+    with pytest.raises(AnnotationRejected, match=r"'dust'.*not one of the phases"):
+        instances_from_results(results, (4, 4), NAMES)

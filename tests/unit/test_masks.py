@@ -4,7 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tomoloop.masks import MaskFormatError, decode_class_mask, encode_class_mask
+from tomoloop.masks import (
+    InstanceMasks,
+    MaskFormatError,
+    decode_class_mask,
+    decode_instances,
+    encode_class_mask,
+    encode_instances,
+)
 
 
 @settings(max_examples=100, deadline=None)
@@ -45,3 +52,32 @@ def test_overlapping_classes_are_rejected():
     full = encode_class_mask(np.ones((3, 3), np.uint8))["classes"]["1"]
     with pytest.raises(MaskFormatError, match="overlaps"):
         decode_class_mask({"size": [3, 3], "classes": {"1": full, "2": full}})
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    masks=hnp.arrays(bool, st.tuples(st.integers(0, 5), st.integers(1, 30), st.integers(1, 30))),
+    data=st.data(),
+)
+def test_instance_masks_round_trip_exactly_in_order_overlaps_included(masks, data):
+    classes = np.array(
+        data.draw(st.lists(st.integers(0, 300), min_size=len(masks), max_size=len(masks))), np.int64
+    )
+    back = decode_instances(encode_instances(InstanceMasks(masks, classes)))
+    np.testing.assert_array_equal(back.masks, masks)
+    np.testing.assert_array_equal(back.classes, classes)
+    assert back.masks.shape == masks.shape and len(back) == len(masks)
+
+
+@pytest.mark.parametrize(
+    "encoded, message",
+    [
+        ({"size": [2, 2]}, "expected size and instances"),
+        ({"size": [2, 2], "instances": [{"class": 1}]}, "expected size and instances"),
+        ({"size": [2, 2], "instances": [{"class": -1, "counts": "4"}]}, "class -1"),
+        ({"size": [2, 2], "instances": [{"class": 1, "counts": 7}]}, "cannot be decoded"),
+    ],
+)
+def test_a_malformed_instance_mask_is_refused_with_what_is_wrong(encoded, message):
+    with pytest.raises(MaskFormatError, match=message):
+        decode_instances(encoded)
