@@ -49,7 +49,7 @@ def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnota
     """
     try:
         annotation, task, project = payload["annotation"], payload["task"], payload["project"]
-        pulled = PulledAnnotation.from_label_studio(task["id"], task["data"]["key"], annotation)
+        pulled = PulledAnnotation.from_label_studio(task["id"], task["data"], annotation)
         return int(project["id"]), str(project["title"]), pulled
     except KeyError as exc:
         raise ValueError(f"webhook body lacks {exc}: {_BODY}") from exc

@@ -201,19 +201,37 @@ def mask_from_results(
 
 
 def instances_from_results(
-    results: Sequence[dict], shape: tuple[int, int], class_names: Sequence[str]
+    results: Sequence[dict],
+    shape: tuple[int, int],
+    class_names: Sequence[str],
+    particle_phases: Sequence[str],
 ) -> InstanceMasks:
-    """The particles of an instance annotation: one per brush region that covers a pixel
-    (an emptied region is no particle), in result order; they may touch or overlap.
+    """The particles of an instance annotation of a task that asks for every particle of
+    ``particle_phases``: one per brush region that covers a pixel (an emptied region is
+    no particle), in result order; they may touch or overlap.
 
     Raises:
-        AnnotationRejected: as :func:`_regions`.
+        AnnotationRejected: as :func:`_regions`; the task names no particle phase, one
+            that is not a phase, or a region is of a phase the task does not ask for.
     """
+    unknown = [p for p in particle_phases if p not in class_names]
+    if not particle_phases or unknown:
+        raise AnnotationRejected(
+            f"the task asks for particles of {list(particle_phases)}, which are not phases of "
+            f"{', '.join(class_names)}: push instance tasks with `tomoloop push --instance-model`"
+        )
+    covers = tuple(sorted(list(class_names).index(p) for p in particle_phases))
     regions = [(c, binary) for c, binary in _regions(results, shape, class_names) if binary.any()]
+    stray = sorted({class_names[c] for c, _ in regions if c not in covers})
+    if stray:
+        raise AnnotationRejected(
+            f"regions of {', '.join(stray)}, but the task asks for particles of "
+            f"{', '.join(particle_phases)} only"
+        )
     masks = np.zeros((len(regions), *shape), bool)
     for k, (_, binary) in enumerate(regions):
         masks[k] = binary
-    return InstanceMasks(masks, np.array([c for c, _ in regions], np.int64))
+    return InstanceMasks(masks, np.array([c for c, _ in regions], np.int64), covers)
 
 
 @dataclass(frozen=True)
@@ -244,18 +262,22 @@ class PulledAnnotation:
     lead_time_s: float | None
     author: str
     updated_at: str
+    particle_phases: tuple[str, ...] = ()
 
     @classmethod
-    def from_label_studio(cls, task_id: int, task_key: str, annotation: dict) -> PulledAnnotation:
-        """From an annotation as Label Studio serialises it (task listings and webhook
-        bodies alike).
+    def from_label_studio(cls, task_id: int, task_data: dict, annotation: dict) -> PulledAnnotation:
+        """From an annotation and its task's data as Label Studio serialises them (task
+        listings and webhook bodies alike); an instance task's data name the phases whose
+        particles it asks for (``particle_phases``).
 
         Raises:
-            KeyError, TypeError, ValueError: the annotation lacks its id.
+            KeyError, TypeError, ValueError: the task data lack the key or the annotation
+                its id.
         """
         return cls(
             task_id=int(task_id),
-            task_key=str(task_key),
+            task_key=str(task_data["key"]),
+            particle_phases=tuple(str(p) for p in task_data.get("particle_phases") or ()),
             annotation_id=int(annotation["id"]),
             result=list(annotation.get("result") or []),
             was_cancelled=bool(annotation.get("was_cancelled")),
@@ -308,14 +330,21 @@ class LabelStudioClient:
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def ensure_project(self, title: str, label_config: str) -> int:
+    def ensure_project(self, title: str, label_config: str, update: bool = False) -> int:
         """The id of the project called ``title``, created with this labelling view
-        (:func:`labeling_config`) if it does not exist; its queue serves the most uncertain
-        tasks first.
+        (:func:`labeling_config`) if it does not exist (``update``: an existing project's
+        view is set to it too); its queue serves the most uncertain tasks first.
         """
-        found = self.find_project(title)
+        found = self._project(title)
         if found is not None:
-            return found
+            if update and found.label_config != label_config:
+                self.call(
+                    "update the labelling view",
+                    self.sdk.projects.update,
+                    id=found.id,
+                    label_config=label_config,
+                )
+            return found.id
         project = self.call(
             "create a project",
             self.sdk.projects.create,
@@ -332,9 +361,14 @@ class LabelStudioClient:
 
     def find_project(self, title: str) -> int | None:
         """The id of the project called ``title`` (None if there is none)."""
+        found = self._project(title)
+        return None if found is None else found.id
+
+    def _project(self, title: str) -> Any:
+        """The project called ``title`` as the SDK lists it (None if there is none)."""
         for project in self.call("list projects", lambda: list(self.sdk.projects.list())):
             if project.title == title:
-                return project.id
+                return project
         return None
 
     def allow_local_files(self, project_id: int, folder: str) -> None:
@@ -427,7 +461,7 @@ class LabelStudioClient:
     def pull(self, project_id: int) -> list[PulledAnnotation]:
         """Every annotation of the project's tomoloop tasks (submitted, updated, skipped)."""
         return [
-            PulledAnnotation.from_label_studio(task.id, task.data["key"], a)
+            PulledAnnotation.from_label_studio(task.id, task.data, a)
             for task in self._pushed_tasks(project_id)
             for a in task.annotations or []
         ]

@@ -154,10 +154,8 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
             event.status, event.reason = "rejected", str(exc)[:1000]
         else:
             event.status = "skipped" if mask is None else "stored"
-            if mask is None and review is None:  # round items hold semantic task ids only
-                registry.resolve_task(a.task_id, "skipped")
-            elif mask is None:
-                registry.resolve_review(review.id, "skipped")
+            if mask is None:
+                _skip(registry, intake, review, a)
             elif isinstance(mask, InstanceMasks):
                 drawn = encode_instances(mask)  # instance labels are not reviewed
                 event.annotation_id = _add_label(
@@ -168,6 +166,15 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
         if not registry.record_ls_event(event):
             return "seen"
     return event.status
+
+
+def _skip(registry: Registry, intake: Intake, review: Review | None, a: PulledAnnotation) -> None:
+    """Record a skip of a review or of a round's semantic task (a skipped instance task
+    leaves its round to the semantic one)."""
+    if review is not None:
+        registry.resolve_review(review.id, "skipped")
+    elif intake.kind is Kind.SEMANTIC:
+        registry.resolve_task(a.task_id, "skipped")
 
 
 def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str) -> Review:
@@ -189,7 +196,7 @@ def _decode(
     shape = (volume.shape_z, volume.shape_y, volume.shape_x)
     plane = tuple(n for axis, n in zip("zyx", shape, strict=True) if axis != slice_.axis)
     if intake.kind is Kind.INSTANCE:
-        return instances_from_results(a.result, plane, intake.names)
+        return instances_from_results(a.result, plane, intake.names, a.particle_phases)
     return mask_from_results(a.result, plane, intake.names)
 
 

@@ -214,6 +214,12 @@ def _ranked_annotations(*kinds: Kind) -> Any:
     ).where(Annotation.kind.in_([k.value for k in kinds or (Kind.SEMANTIC,)]))
 
 
+def _count_key(kind: str, tier: int) -> str:
+    """What a label counts as: its tier's name (``auto`` … ``expert``) for a semantic
+    label, ``instances`` for an instance label of any tier."""
+    return Tier(tier).name.lower() if kind == Kind.SEMANTIC else "instances"
+
+
 class Registry:
     """Volumes, slices, annotations, dataset versions, models, metrics and scores."""
 
@@ -545,7 +551,7 @@ class Registry:
                 .where(DatasetMember.dataset_version_id == dataset_version_id)
                 .group_by(DatasetMember.split, Annotation.kind, Annotation.tier)
             ):
-                key = Tier(tier).name.lower() if kind == Kind.SEMANTIC else "instances"
+                key = _count_key(kind, tier)
                 per_split = counts.setdefault(split, {})
                 per_split[key] = per_split.get(key, 0) + n
         return counts
@@ -870,7 +876,8 @@ class Registry:
     # ------------------------------------------------------------ lineage
 
     def lineage(self, model_id: int) -> Lineage:
-        """Model → ancestors → dataset version → annotations (by tier) → volumes."""
+        """Model → ancestors → dataset version → annotations (semantic ones by tier,
+        instance labels as ``instances``) → volumes."""
         model = self.model(model_id)
         ancestors, parent = [], model.parent_id
         while parent is not None:
@@ -881,16 +888,19 @@ class Registry:
         if model.dataset_version_id is not None:
             with self.session() as s:
                 members = (
-                    select(Annotation.tier, Slice.volume_id)
+                    select(Annotation.kind, Annotation.tier, Slice.volume_id)
                     .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
                     .join(Slice, Slice.id == Annotation.slice_id)
                     .where(DatasetMember.dataset_version_id == model.dataset_version_id)
                     .subquery()
                 )
-                for tier, count in s.execute(
-                    select(members.c.tier, func.count()).group_by(members.c.tier)
+                for kind, tier, count in s.execute(
+                    select(members.c.kind, members.c.tier, func.count()).group_by(
+                        members.c.kind, members.c.tier
+                    )
                 ):
-                    by_tier[Tier(tier).name.lower()] = count
+                    key = _count_key(kind, tier)
+                    by_tier[key] = by_tier.get(key, 0) + count
                 volume_ids = list(
                     s.scalars(select(members.c.volume_id).distinct().order_by(members.c.volume_id))
                 )
@@ -1063,15 +1073,19 @@ class Registry:
     # ------------------------------------------------------------ reviews
 
     def task_labels(self, ls_task_id: int, slice_id: int) -> list[Annotation]:
-        """The newest tier-annotator label of each Label Studio annotation of one task of
-        one slice (one per annotation an annotator submitted), oldest first.
+        """The newest tier-annotator semantic label of each Label Studio annotation of one
+        task of one slice (one per annotation an annotator submitted), oldest first.
         """
         with self.session() as s:
             return list(
                 s.scalars(
                     select(Annotation)
                     .where(Annotation.id.in_(_newest_versions(Tier.ANNOTATOR)))
-                    .where(Annotation.ls_task_id == ls_task_id, Annotation.slice_id == slice_id)
+                    .where(
+                        Annotation.ls_task_id == ls_task_id,
+                        Annotation.slice_id == slice_id,
+                        Annotation.kind == Kind.SEMANTIC.value,
+                    )
                     .order_by(Annotation.id)
                 )
             )

@@ -137,6 +137,7 @@ def push_round(
                 drawn.append(
                     replace(
                         task,
+                        meta={**task.meta, "particle_phases": finder.categories},
                         prediction=instance_results(particles, names),
                         model_version=str(instance_model),
                     )
@@ -144,6 +145,7 @@ def push_round(
         project = connection.client.ensure_project(
             project_title(dataset.name),
             labeling_config(names, context, _instructions(names)),
+            update=True,
         )
         ids = _push(connection, project, tasks)
         registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()}, shown)
@@ -159,6 +161,7 @@ def push_round(
             particle_project = connection.client.ensure_project(
                 instances_title(dataset.name),
                 labeling_config(categories, context, _instance_instructions(categories)),
+                update=True,  # the view offers the phases this model finds
             )
             pushed = _push(connection, particle_project, drawn)
             log.info("round %s: %d tasks in project %s", round_id, len(pushed), particle_project)

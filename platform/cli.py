@@ -379,6 +379,20 @@ def registry_datasets(as_json: JsonFlag = False) -> None:
     print_rows("datasets", rows, as_json)
 
 
+@registry_app.command("refresh")
+def registry_refresh(
+    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Freeze the next version of a dataset: its slices and splits, each slice with its
+    best labels now (pulled corrections, reviews, drawn particles); the latest version
+    when nothing changed."""
+    with _database_errors():
+        registry = _open_registry()
+        row = dataset_row(registry, registry.refresh_dataset(dataset))
+    print_rows("datasets", [row], as_json)
+
+
 @registry_app.command("models")
 def registry_models(as_json: JsonFlag = False) -> None:
     """Model versions with stage, training data and metrics."""

@@ -18,7 +18,7 @@ import torch
 
 from tomoloop.errors import TomoloopError
 from tomoloop.inference import normalise
-from tomoloop.masks import InstanceMasks, decode_class_mask, decode_instances
+from tomoloop.masks import decode_class_mask
 from tomoloop.matphase import remove_rows_and_resize, smooth_labels_knn
 from tomoloop.stacks import open_stack, percentile_window
 
@@ -34,7 +34,8 @@ class DatasetError(TomoloopError):
 @dataclass(frozen=True)
 class LabelledSlice:
     """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices; weight ≥ 0;
-    instances: the particles a person drew on the slice (None where nobody did).
+    instances: the particles a person drew on the slice, inline (:mod:`tomoloop.masks`
+    form, decoded only by instance training; None where nobody drew).
     """
 
     image: np.ndarray
@@ -42,7 +43,7 @@ class LabelledSlice:
     weight: float = 1.0
     split: str = "train"
     annotation_id: int | None = None
-    instances: InstanceMasks | None = None
+    instances: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -97,17 +98,16 @@ def load_slices(
             for ref in group:
                 image = normalise(stack.slice(ref.axis, ref.index), window)
                 labels = decode_class_mask(ref.mask)
-                drawn = None if ref.instances is None else decode_instances(ref.instances)
-                shapes = [labels.shape] + ([] if drawn is None else [drawn.masks.shape[1:]])
-                if any(shape != image.shape for shape in shapes):
-                    sizes = " and instances ".join(map(str, shapes))
+                if labels.shape != image.shape:
                     raise DatasetError(
-                        f"annotation {ref.annotation_id}: mask {sizes} does not fit "
+                        f"annotation {ref.annotation_id}: mask {labels.shape} does not fit "
                         f"{ref.axis} slice {ref.index} {image.shape} of {path}"
                     )
                 weight = tier_weight(ref.tier, weights)
                 out.setdefault(ref.split, []).append(
-                    LabelledSlice(image, labels, weight, ref.split, ref.annotation_id, drawn)
+                    LabelledSlice(
+                        image, labels, weight, ref.split, ref.annotation_id, ref.instances
+                    )
                 )
     return out
 

@@ -20,7 +20,7 @@ from scipy.optimize import linear_sum_assignment
 from tomoloop.coco import Connectivity, slice_instances
 from tomoloop.data import LabelledSlice
 from tomoloop.errors import TomoloopError
-from tomoloop.masks import InstanceMasks
+from tomoloop.masks import InstanceMasks, decode_instances
 from tomoloop.phases import PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.stacks import Window, to_uint8
@@ -77,7 +77,8 @@ def detected_particles(
         )
     lut = np.array([list(class_names).index(c) for c in categories], np.int64)
     order = np.argsort(-detections.scores, kind="stable")
-    return InstanceMasks(detections.masks[order], lut[detections.classes[order]])
+    covers = tuple(sorted(int(c) for c in lut))
+    return InstanceMasks(detections.masks[order], lut[detections.classes[order]], covers)
 
 
 def grey_uint8(image: np.ndarray) -> np.ndarray:
@@ -123,9 +124,9 @@ def coco_from_slices(
 
     ``labels[i]`` (H, W) holds class indices into ``class_names``; every connected
     component of a class in ``instance_classes`` is one instance of category
-    ``instance_classes.index(c) + 1`` — unless ``drawn[i]`` holds the particles a person
-    drew on slice ``i``: then those are its instances (of the instance classes; touching
-    particles stay apart). Image ``i`` has id ``i + 1`` and ``file_names[i]``.
+    ``instance_classes.index(c) + 1`` — except for the classes ``drawn[i]`` covers, the
+    particles a person drew on slice ``i``: of those, the drawn particles are the
+    instances (touching particles stay apart). Image ``i`` has id ``i + 1`` and ``file_names[i]``.
     Segmentations are exact compressed RLE.
     """
     if len(labels) != len(file_names) or len(drawn) not in (0, len(labels)):
@@ -136,6 +137,11 @@ def coco_from_slices(
         h, w = label.shape
         images.append({"id": i + 1, "file_name": name, "height": h, "width": w})
         particles = drawn[i] if drawn else None
+        if particles is not None and particles.masks.shape[1:] != label.shape:
+            raise CocoDocumentError(
+                f"{name}: the drawn particles are {particles.masks.shape[1:]}, the label "
+                f"slice {label.shape}"
+            )
         for category, rle, area, bbox in _instances(
             label, particles, values, connectivity, min_area
         ):
@@ -162,19 +168,32 @@ def _instances(
     min_area: int,
 ) -> list[tuple[int, dict, int, list[float]]]:
     """(category index into ``values``, COCO RLE, area in pixels, XYWH box) of each
-    instance of one slice: the drawn particles of those classes with at least
-    ``min_area`` (and one) pixels, else the connected components of the label slice.
+    instance of one slice: of the classes the drawing covers, the drawn particles with at
+    least ``min_area`` (and one) pixels; of the others, the connected components of the
+    label slice.
     """
-    if particles is None:
-        found = slice_instances(label, values, connectivity, min_area)
-        return [
-            (int(found.category_index[k]), rle, int(found.areas[k]), found.bboxes[k].tolist())
+    covered = () if particles is None else tuple(v for v in values if v in particles.covers)
+    rest = tuple(v for v in values if v not in covered)
+    out = []
+    if rest:
+        found = slice_instances(label, rest, connectivity, min_area)
+        out += [
+            (
+                values.index(rest[int(found.category_index[k])]),
+                rle,
+                int(found.areas[k]),
+                found.bboxes[k].tolist(),
+            )
             for k, rle in enumerate(found.rles)
         ]
-    out = []
-    for mask, c in zip(particles.masks, particles.classes.tolist(), strict=True):
+    drawn = (
+        []
+        if particles is None
+        else list(zip(particles.masks, particles.classes.tolist(), strict=True))
+    )
+    for mask, c in drawn:
         area = int(mask.sum())
-        if c in values and area >= max(min_area, 1):
+        if c in covered and area >= max(min_area, 1):
             rle = mask_utils.encode(np.asfortranarray(mask, np.uint8))
             counts = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
             out.append((values.index(c), counts, area, mask_utils.toBbox(rle).tolist()))
@@ -220,7 +239,7 @@ def write_coco_folder(
             names,
             class_names,
             classes,
-            drawn=[m.instances for m in members],
+            drawn=[None if m.instances is None else decode_instances(m.instances) for m in members],
         )
         files[split] = out_dir / f"{split}.json"
         files[split].write_text(json.dumps(document))

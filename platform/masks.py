@@ -2,7 +2,8 @@
 
 Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...}}``;
 class 0 is everything not listed. Instance masks (one mask per particle, which may touch
-or overlap): ``{"size": [h, w], "instances": [{"class": 1, "counts": "<COCO RLE>"}, ...]}``.
+or overlap): ``{"size": [h, w], "covers": [1], "instances": [{"class": 1, "counts": "<COCO
+RLE>"}, ...]}``; ``covers``: the classes whose every particle on the slice is drawn.
 """
 
 from __future__ import annotations
@@ -64,11 +65,13 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
 @dataclass(frozen=True)
 class InstanceMasks:
     """The particles of one (H, W) slice: masks (n, H, W) bool; classes (n,) int64 class
-    indices (phase-map order, as in class-index masks).
+    indices (phase-map order, as in class-index masks); covers: the classes whose every
+    particle is among them (a class not covered may have particles nobody drew).
     """
 
     masks: np.ndarray
     classes: np.ndarray
+    covers: tuple[int, ...]
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -80,6 +83,7 @@ def encode_instances(instances: InstanceMasks) -> dict:
     rles = mask_utils.encode(np.asfortranarray(instances.masks.transpose(1, 2, 0), np.uint8))
     return {
         "size": [h, w],
+        "covers": sorted(int(c) for c in instances.covers),
         "instances": [
             {"class": int(c), "counts": rle["counts"].decode("ascii")}
             for c, rle in zip(instances.classes.tolist(), rles, strict=True)
@@ -95,11 +99,12 @@ def decode_instances(encoded: dict) -> InstanceMasks:
     """
     try:
         h, w = (int(v) for v in encoded["size"])
+        covers = tuple(int(c) for c in encoded["covers"])
         entries = [(int(e["class"]), str(e["counts"])) for e in encoded["instances"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise MaskFormatError(
-            f"inline instance mask is malformed ({exc!r}): expected size and instances "
-            "with class and counts"
+            f"inline instance mask is malformed ({exc!r}): expected size, covers and "
+            "instances with class and counts"
         ) from exc
     masks = np.zeros((len(entries), h, w), bool)
     for k, (c, counts) in enumerate(entries):
@@ -111,7 +116,7 @@ def decode_instances(encoded: dict) -> InstanceMasks:
             raise MaskFormatError(
                 f"instance {k} of an inline mask cannot be decoded: {exc}"
             ) from exc
-    return InstanceMasks(masks, np.array([c for c, _ in entries], np.int64))
+    return InstanceMasks(masks, np.array([c for c, _ in entries], np.int64), covers)
 
 
 def stack_class_masks(

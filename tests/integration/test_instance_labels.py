@@ -24,12 +24,12 @@ _clock = itertools.count()
 def _particles(split_at: int) -> InstanceMasks:
     masks = np.zeros((2, 8, 8), bool)
     masks[0, 2:6, 1:split_at], masks[1, 2:6, split_at:7] = True, True
-    return InstanceMasks(masks, np.array([1, 1]))
+    return InstanceMasks(masks, np.array([1, 1]), (1,))
 
 
-def _pulled(task: int, key: str, annotation: int, particles=None, result=None):
-    """An annotation of the instance project as Label Studio serialises it; each call is
-    a newer update."""
+def _pulled(task: int, key: str, annotation: int, particles=None, result=None, phases=("nmc",)):
+    """An annotation of an instance task asking for ``phases`` as Label Studio serialises
+    it; each call is a newer update."""
     if result is None and particles is not None:
         result = instance_results(particles, NAMES)
     return PulledAnnotation(
@@ -41,6 +41,7 @@ def _pulled(task: int, key: str, annotation: int, particles=None, result=None):
         lead_time_s=40.0,
         author="2",
         updated_at=f"2026-11-30T08:{next(_clock):02d}:00Z",
+        particle_phases=phases,
     )
 
 
@@ -83,6 +84,7 @@ def test_drawn_particles_are_stored_exactly_beside_the_semantic_label(world):
     back = decode_instances(drawn.mask_rle)
     np.testing.assert_array_equal(back.masks, _particles(4).masks)
     np.testing.assert_array_equal(back.classes, [1, 1])
+    assert back.covers == (1,)
 
     # the semantic side does not change: best label, round item, active-learning pool
     assert [Tier(a.tier) for a in registry.best_annotations(volume)] == [Tier.AUTO] * 2
@@ -112,6 +114,9 @@ def test_drawn_particles_are_stored_exactly_beside_the_semantic_label(world):
     np.testing.assert_array_equal(decode_instances(newest).masks, _particles(5).masks)
     assert registry.refresh_dataset("ds-i").id == v3.id
 
+    model = registry.register_model("ds-i", "maskrcnn", "detectron2", v3.id)
+    assert registry.lineage(model).annotations_by_tier == {"auto": 2, "instances": 1}
+
 
 def test_skips_reviews_and_unknown_labels_in_an_instance_project(world):
     registry, _, slice_id, key, intake = world
@@ -125,9 +130,15 @@ def test_skips_reviews_and_unknown_labels_in_an_instance_project(world):
     assert (
         handle_annotation(registry, intake, _pulled(301, key, 14, result=bad), "poll") == "rejected"
     )
+    untold = _pulled(301, key, 15, _particles(4), phases=())  # a task tomoloop did not push
+    assert handle_annotation(registry, intake, untold, "poll") == "rejected"
+    binder = _pulled(301, key, 16, _particles(4), phases=("cbd",))
+    assert handle_annotation(registry, intake, binder, "poll") == "rejected"
     reasons = [e.reason for e in registry.ls_events("rejected")]
     assert "instance labels are not reviewed" in reasons[0]
     assert "['crack'] is not one of the phases" in reasons[1]
+    assert "push instance tasks with `tomoloop push --instance-model`" in reasons[2]
+    assert "regions of nmc, but the task asks for particles of cbd only" in reasons[3]
     assert registry.refresh_dataset("ds-i").version == 1  # nothing was stored
 
 
@@ -147,7 +158,7 @@ def test_a_webhook_from_the_instance_project_stores_an_instance_label(world, reg
             "result": instance_results(_particles(4), NAMES),
             "updated_at": "2026-11-30T09:00:00Z",
         },
-        "task": {"id": 301, "data": {"key": key}},
+        "task": {"id": 301, "data": {"key": key, "particle_phases": ["nmc"]}},
         "project": {"id": 9, "title": instances_title("ds-i")},
     }
     with TestClient(app) as client:

@@ -11,14 +11,16 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from tomoloop.adapters.labelstudio import (
     LabelStudioClient,
     instance_results,
     instances_from_results,
 )
+from tomoloop.cli import app
 from tomoloop.db.models import Kind
-from tomoloop.db.registry import Registry
+from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.masks import InstanceMasks, decode_instances
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -46,7 +48,7 @@ def _split_particles(labels: np.ndarray) -> InstanceMasks:
     left[:, middle:] = False
     masks[big] = masks[big] & ~left
     masks.append(left)
-    return InstanceMasks(np.array(masks), np.ones(len(masks), np.int64))
+    return InstanceMasks(np.array(masks), np.ones(len(masks), np.int64), (1,))
 
 
 def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
@@ -70,6 +72,11 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     chosen = registry.pool(v1.id)[:2]
     round_id = registry.open_round(name, "disagreement", None, [(p.slice_id, 0.5) for p in chosen])
 
+    semantic = registry.register_model(name, "unet", "torch", v1.id)
+    with pytest.raises(RegistryError, match="is a torch model; this command needs a Mask R-CNN"):
+        push_round(round_id, instance_model=semantic, device="cpu")
+    assert client.find_project(instances_title(name)) is None  # refused before any push
+
     pushed = push_round(round_id, instance_model=first, device="cpu")
     assert pushed["tasks"] == 2 and pushed["instances"]["tasks"] == 2
     assert push_round(round_id, instance_model=first, device="cpu")["instances"]["tasks"] == 2
@@ -89,9 +96,10 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     (prediction,) = task.predictions
     assert prediction.model_version == str(first) and len(expected) > 0
     assert [r["value"]["brushlabels"] for r in prediction.result] == [["nmc"]] * len(expected)
-    shown = instances_from_results(prediction.result, image.shape, NAMES)
+    shown = instances_from_results(prediction.result, image.shape, NAMES, ["nmc"])
     np.testing.assert_array_equal(shown.masks, expected.masks[expected.masks.any(axis=(1, 2))])
     assert {"image", "before_1", "after_1"} <= set(task.data)
+    assert task.data["particle_phases"] == ["nmc"]
 
     # a person splits the biggest particle and submits; the sync stores the drawing
     drawn = _split_particles(electrode_volume[target.index])
@@ -104,11 +112,15 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     assert label.kind == Kind.INSTANCE and label.lead_time_s == 95
     stored = decode_instances(label.mask_rle)
     np.testing.assert_array_equal(stored.masks, drawn.masks)
+    assert stored.covers == (1,)
     assert registry.open_rounds(name) == [round_id]  # the semantic tasks are still to do
 
     # the refreshed dataset carries it, and Mask R-CNN's COCO takes it over the components
-    v2 = registry.refresh_dataset(name)
-    assert v2.version == 2 and registry.dataset_counts(v2.id)["train"]["instances"] == 1
+    refreshed = CliRunner().invoke(app, ["registry", "refresh", "--dataset", name, "--json"])
+    assert refreshed.exit_code == 0, refreshed.output
+    (row,) = json.loads(refreshed.stdout)
+    assert row["version"] == 2 and row["counts"]["train"]["instances"] == 1
+    v2 = registry.dataset(name)
     slices = dataset_slices(services, v2)
     (member,) = [s for s in slices["train"] if s.instances is not None]
     files = write_coco_folder(slices, NAMES, (1,), tmp_path / "coco")
@@ -116,8 +128,9 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     image_id = slices["train"].index(member) + 1
     areas = [a["area"] for a in document["annotations"] if a["image_id"] == image_id]
     assert areas == [int(m.sum()) for m in drawn.masks]
-    components = cv2.connectedComponents((member.labels == 1).view(np.uint8), connectivity=8)[0]
-    assert len(areas) == components  # one more than the label slice's components
+    # connectedComponents counts the background too: so this is one more than the label
+    # slice's particles — the one the person split
+    assert len(areas) == cv2.connectedComponents((member.labels == 1).view(np.uint8))[0]
     services.close()
 
     second = train_maskrcnn(v2.id, config=TINY, instances=("nmc",), device="cpu")

@@ -6,11 +6,12 @@ import multiprocessing
 import threading
 import time
 
+import numpy as np
 import pytest
 from sqlalchemy import inspect, update
 
 from tomoloop.db.engine import current_revision, downgrade, make_engine, upgrade
-from tomoloop.db.models import ModelVersion, RoundItem, Tier
+from tomoloop.db.models import Kind, ModelVersion, RoundItem, Tier
 from tomoloop.db.registry import NewAnnotation, NewMetric, Registry, RegistryError
 
 pytestmark = pytest.mark.integration
@@ -40,6 +41,39 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     upgrade(engine)
     assert current_revision(engine) == "0004"
     engine.dispose()
+
+
+def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(registry_url):
+    from tomoloop.errors import TomoloopError
+    from tomoloop.masks import InstanceMasks, encode_instances
+
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", [0, 1])
+    registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto:x") for s in slices.values()])
+    ids = [a.id for a in registry.best_annotations()]
+    v1 = registry.freeze_dataset("nmc", {"train": ids})
+    downgrade(registry.engine)  # labels and dataset members survive both ways
+    upgrade(registry.engine)
+    assert [(a.id, a.kind) for a in registry.best_annotations()] == [(i, "semantic") for i in ids]
+    assert registry.dataset_members(v1.id)["train"] == ids
+
+    drawn = InstanceMasks(np.ones((1, 8, 8), bool), np.array([1]), (1,))
+    registry.add_annotations(
+        [
+            NewAnnotation(
+                slices[0],
+                Tier.ANNOTATOR,
+                "ls:1",
+                mask_rle=encode_instances(drawn),
+                kind=Kind.INSTANCE,
+            )
+        ]
+    )
+    with pytest.raises(TomoloopError, match=r"holds 1 instance labels.*stay at 0004"):
+        downgrade(registry.engine)
+    assert current_revision(registry.engine) == "0004"
+    assert registry.refresh_dataset("nmc").version == 2
+    registry.engine.dispose()
 
 
 def test_volume_registration_is_idempotent_by_content(registry_url):

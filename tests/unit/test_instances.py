@@ -185,7 +185,9 @@ def test_drawn_components_give_the_document_connected_components_give(labels):
         n, components = cv2.connectedComponents((labels == v).view(np.uint8), connectivity=8)
         masks += [components == k for k in range(1, n)]
         classes += [v] * (n - 1)
-    drawn = InstanceMasks(np.array(masks, bool).reshape(-1, *labels.shape), np.array(classes))
+    drawn = InstanceMasks(
+        np.array(masks, bool).reshape(-1, *labels.shape), np.array(classes), tuple(values)
+    )
     assert coco_from_slices([labels], ["0.png"], names, values, drawn=[drawn]) == (
         coco_from_slices([labels], ["0.png"], names, values)
     )
@@ -196,7 +198,7 @@ def test_touching_particles_a_person_split_stay_two_instances():
     labels[2:6, 1:9] = 1  # one component: two particles touching at column 5
     left, right, binder = np.zeros((3, 8, 10), bool)
     left[2:6, 1:5], right[2:6, 5:9], binder[0, 0] = True, True, True
-    drawn = InstanceMasks(np.stack([left, right, binder]), np.array([1, 1, 2]))
+    drawn = InstanceMasks(np.stack([left, right, binder]), np.array([1, 1, 2]), (1, 2))
     files = ["0.png", "1.png"]
     document = coco_from_slices(
         [labels, labels], files, ["pore", "nmc", "cbd"], [1], drawn=[drawn, None]
@@ -215,5 +217,20 @@ def test_detections_become_phase_instances_best_first():
     particles = detected_particles(found, ["nmc", "cbd"], ("pore", "nmc", "cbd"))
     np.testing.assert_array_equal(particles.classes, [2, 1])
     np.testing.assert_array_equal(particles.masks, masks[::-1])
+    assert particles.covers == (1, 2)
     with pytest.raises(CocoDocumentError, match="finds 'crack', which is not a phase"):
         detected_particles(found, ["nmc", "crack"], ("pore", "nmc", "cbd"))
+
+
+def test_classes_a_drawing_does_not_cover_keep_their_connected_components():
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:4, 1:7] = 1  # nmc: one component, drawn as two particles
+    labels[5, 0:3] = 2  # cbd: nobody drew it
+    halves = np.zeros((2, 6, 8), bool)
+    halves[0, 1:4, 1:4], halves[1, 1:4, 4:7] = True, True
+    drawn = InstanceMasks(halves, np.array([1, 1]), covers=(1,))
+    document = coco_from_slices([labels], ["0.png"], ["pore", "nmc", "cbd"], [1, 2], drawn=[drawn])
+    found = sorted((a["category_id"], a["area"]) for a in document["annotations"])
+    assert found == [(1, 9), (1, 9), (2, 3)]
+    with pytest.raises(CocoDocumentError, match=r"drawn particles are \(6, 8\), the label"):
+        coco_from_slices([labels[:5]], ["0.png"], ["pore", "nmc", "cbd"], [1], drawn=[drawn])

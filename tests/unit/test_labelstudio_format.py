@@ -124,17 +124,25 @@ def test_a_header_claiming_another_size_is_refused_before_decoding():
 )
 def test_particles_round_trip_exactly_one_region_each(masks, data):
     classes = data.draw(st.lists(st.integers(1, 3), min_size=len(masks), max_size=len(masks)))
-    results = instance_results(InstanceMasks(masks, np.array(classes, np.int64)), NAMES)
+    drawn = InstanceMasks(masks, np.array(classes, np.int64), (1, 2, 3))
+    results = instance_results(drawn, NAMES)
     assert len({r["id"] for r in results}) == len(masks)
-    back = instances_from_results(results, masks.shape[1:], NAMES)
+    back = instances_from_results(results, masks.shape[1:], NAMES, NAMES[1:])
+    assert back.covers == (1, 2, 3)
     painted = masks.any(axis=(1, 2))  # an empty region is no particle
     np.testing.assert_array_equal(back.masks, masks[painted])
     np.testing.assert_array_equal(back.classes, np.array(classes, np.int64)[painted])
 
 
-def test_an_instance_region_with_an_unknown_label_is_rejected():
-    particle = InstanceMasks(np.ones((1, 4, 4), bool), np.array([1]))
+def test_instance_regions_of_unknown_or_unasked_phases_are_rejected():
+    particle = InstanceMasks(np.ones((1, 4, 4), bool), np.array([2]), (2,))
     results = instance_results(particle, NAMES)
+    with pytest.raises(AnnotationRejected, match=r"regions of cbd, but the task asks for .* nmc"):
+        instances_from_results(results, (4, 4), NAMES, ["nmc"])
+    with pytest.raises(AnnotationRejected, match=r"particles of \[\], which are not phases"):
+        instances_from_results(results, (4, 4), NAMES, [])
+    with pytest.raises(AnnotationRejected, match=r"particles of \['grain'\]"):
+        instances_from_results(results, (4, 4), NAMES, ["grain"])
     results[0]["value"]["brushlabels"] = ["dust"]
     with pytest.raises(AnnotationRejected, match=r"'dust'.*not one of the phases"):
-        instances_from_results(results, (4, 4), NAMES)
+        instances_from_results(results, (4, 4), NAMES, ["cbd"])

@@ -63,19 +63,22 @@ def test_instance_masks_round_trip_exactly_in_order_overlaps_included(masks, dat
     classes = np.array(
         data.draw(st.lists(st.integers(0, 300), min_size=len(masks), max_size=len(masks))), np.int64
     )
-    back = decode_instances(encode_instances(InstanceMasks(masks, classes)))
+    covers = tuple(sorted(set(classes.tolist()) | {1}))
+    back = decode_instances(encode_instances(InstanceMasks(masks, classes, covers)))
     np.testing.assert_array_equal(back.masks, masks)
     np.testing.assert_array_equal(back.classes, classes)
+    assert back.covers == covers
     assert back.masks.shape == masks.shape and len(back) == len(masks)
 
 
 @pytest.mark.parametrize(
     "encoded, message",
     [
-        ({"size": [2, 2]}, "expected size and instances"),
-        ({"size": [2, 2], "instances": [{"class": 1}]}, "expected size and instances"),
-        ({"size": [2, 2], "instances": [{"class": -1, "counts": "4"}]}, "class -1"),
-        ({"size": [2, 2], "instances": [{"class": 1, "counts": 7}]}, "cannot be decoded"),
+        ({"size": [2, 2], "covers": [1]}, "expected size, covers and instances"),
+        ({"size": [2, 2], "instances": []}, "expected size, covers and instances"),
+        ({"size": [2, 2], "covers": [1], "instances": [{"class": 1}]}, "class and counts"),
+        ({"size": [2, 2], "covers": [1], "instances": [{"class": -1, "counts": "4"}]}, "-1"),
+        ({"size": [2, 2], "covers": [1], "instances": [{"class": 1, "counts": 7}]}, "decoded"),
     ],
 )
 def test_a_malformed_instance_mask_is_refused_with_what_is_wrong(encoded, message):

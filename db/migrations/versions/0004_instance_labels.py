@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tomoloop.errors import TomoloopError
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -36,6 +38,17 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    drawn = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM annotations WHERE kind = 'instance'"))
+        .scalar_one()
+    )
+    if drawn:
+        # without the column they would read as class masks and win over auto labels
+        raise TomoloopError(
+            f"the registry holds {drawn} instance labels, which revision 0003 cannot tell "
+            "from semantic ones: downgrading would corrupt training data; stay at 0004"
+        )
     if op.get_bind().dialect.name == "sqlite":
         op.execute("ALTER TABLE annotations DROP COLUMN kind")
         return
