@@ -30,14 +30,15 @@ def _artifact_files(home):
 
 
 def test_ingest_registers_everything_and_twice_changes_nothing(
-    tmp_path, home, registry_url, electrode_volume
+    tmp_path, monkeypatch, home, registry_url, electrode_volume
 ):
     from tomoloop.flows.ingest import ingest
 
-    gray, labels = _stacks(tmp_path, electrode_volume)
+    _stacks(tmp_path, electrode_volume)
+    monkeypatch.chdir(tmp_path)  # stacks named relative to where the command runs
     args = dict(
-        gray=gray,
-        labels=labels,
+        gray="gray.tif",
+        labels="labels.tif",
         name="nmc-demo",
         phases="pore=0,nmc=1,cbd=2",
         voxel_size=(0.5, 0.5, 0.5),
@@ -46,6 +47,7 @@ def test_ingest_registers_everything_and_twice_changes_nothing(
     first = ingest(**args)
     assert first["version"] == 1 and first["slices"] == 20 and first["annotations_added"] == 20
     registry = Registry.from_url(registry_url)
+    assert registry.volume(first["volume_id"]).path == str(tmp_path / "gray.tif")  # absolute
     best = registry.best_annotations(first["volume_id"])
     assert len(best) == 20
     np.testing.assert_array_equal(decode_class_mask(best[7].mask_rle), electrode_volume[7])
