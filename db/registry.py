@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import orjson
+from psycopg.errors import UniqueViolation
 from sqlalchemy import Engine, and_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -163,15 +165,23 @@ def _insert_or_ignore_annotations(raw: Any, rows: list[tuple]) -> int:
 
 
 def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
+    """PostgreSQL: ``COPY`` straight into the table under a savepoint; when a row's natural
+    key exists already (the COPY fails as a whole), ``COPY`` into a temporary table and
+    one ``INSERT … ON CONFLICT DO NOTHING`` instead. The new rows' count.
+    """
     columns = ", ".join(_ANNOTATION_COLUMNS)
     with raw.cursor() as cursor:
+        try:
+            with raw.transaction():  # a savepoint inside the session's transaction
+                _copy_rows(cursor, f"annotations ({columns})", rows)
+            return len(rows)
+        except UniqueViolation:
+            pass  # some exist: add only the others
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS incoming_annotations ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM annotations WITH NO DATA"
         )
-        with cursor.copy(f"COPY incoming_annotations ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+        _copy_rows(cursor, f"incoming_annotations ({columns})", rows)
         cursor.execute(
             f"INSERT INTO annotations ({columns}) SELECT {columns} FROM incoming_annotations "
             "ON CONFLICT (slice_id, tier, source) DO NOTHING"
@@ -179,6 +189,17 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
         inserted = cursor.rowcount
         cursor.execute("TRUNCATE incoming_annotations")
     return inserted
+
+
+def _copy_rows(cursor: Any, target: str, rows: list[tuple]) -> None:
+    with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _json(value: dict) -> str:
+    """Compact JSON text of a mask (orjson: ~10× faster than ``json.dumps`` per row)."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 _OPEN_REVIEW = ("queued", "pushing", "pending")
@@ -380,10 +401,10 @@ class Registry:
 
         Returns the number of new rows. Nothing is ever deleted or overwritten: a higher
         tier supersedes a lower one when training data is chosen (:meth:`best_annotations`).
-        Bulk path: SQLite ``INSERT OR IGNORE`` through executemany; PostgreSQL ``COPY`` into
-        a temporary table, then one ``INSERT … ON CONFLICT DO NOTHING``.
+        Bulk path: SQLite ``INSERT OR IGNORE`` through executemany; PostgreSQL ``COPY``
+        (:func:`_copy_annotations`).
         """
-        now = utcnow()
+        now = utcnow().isoformat(" ")  # one stamp for all, formatted once (not per row)
         rows = [
             (
                 a.slice_id,
@@ -396,7 +417,7 @@ class Registry:
                 a.lead_time_s,
                 a.mask_uri,
                 a.mask_sha256,
-                None if a.mask_rle is None else json.dumps(a.mask_rle, separators=(",", ":")),
+                None if a.mask_rle is None else _json(a.mask_rle),
                 now,
                 a.kind.value,
             )

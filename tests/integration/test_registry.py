@@ -136,6 +136,11 @@ def test_slices_and_annotations_are_idempotent_and_higher_tiers_win(registry_url
         slices[4]: Tier.AUTO,
     }
     assert registry.label_counts(volume) == {"auto": 2, "model": 1, "annotator": 1, "expert": 1}
+    other = NewAnnotation(slices[4], Tier.AUTO, "auto:other")
+    assert registry.add_annotations([*auto[:2], other, other]) == 1  # stored ones skipped
+    assert registry.best_annotations(volume)[4].id == registry.annotation_id(
+        slices[4], Tier.AUTO, "auto:other"
+    )
 
 
 def test_dataset_versions_are_content_hashed_and_chained(registry_url):
