@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
 import httpx
@@ -207,12 +208,13 @@ def instances_from_results(
     particle_phases: Sequence[str],
 ) -> InstanceMasks:
     """The particles of an instance annotation of a task that asks for every particle of
-    ``particle_phases``: one per brush region that covers a pixel (an emptied region is
-    no particle), in result order; they may touch or overlap.
+    ``particle_phases`` (they are what it covers): one per brush region that covers a
+    pixel (an emptied region is no particle), in result order; they may touch or overlap.
+    Regions of other phases are kept, but cover nothing: nobody was asked for all of them.
 
     Raises:
-        AnnotationRejected: as :func:`_regions`; the task names no particle phase, one
-            that is not a phase, or a region is of a phase the task does not ask for.
+        AnnotationRejected: as :func:`_regions`; the task names no particle phase, or one
+            that is not a phase.
     """
     unknown = [p for p in particle_phases if p not in class_names]
     if not particle_phases or unknown:
@@ -222,12 +224,6 @@ def instances_from_results(
         )
     covers = tuple(sorted(list(class_names).index(p) for p in particle_phases))
     regions = [(c, binary) for c, binary in _regions(results, shape, class_names) if binary.any()]
-    stray = sorted({class_names[c] for c, _ in regions if c not in covers})
-    if stray:
-        raise AnnotationRejected(
-            f"regions of {', '.join(stray)}, but the task asks for particles of "
-            f"{', '.join(particle_phases)} only"
-        )
     masks = np.zeros((len(regions), *shape), bool)
     for k, (_, binary) in enumerate(regions):
         masks[k] = binary
@@ -330,21 +326,14 @@ class LabelStudioClient:
                 time.sleep(self.backoff_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def ensure_project(self, title: str, label_config: str, update: bool = False) -> int:
+    def ensure_project(self, title: str, label_config: str) -> int:
         """The id of the project called ``title``, created with this labelling view
-        (:func:`labeling_config`) if it does not exist (``update``: an existing project's
-        view is set to it too); its queue serves the most uncertain tasks first.
+        (:func:`labeling_config`) if it does not exist (an existing project keeps its view:
+        its tasks were made for it); its queue serves the most uncertain tasks first.
         """
-        found = self._project(title)
+        found = self.find_project(title)
         if found is not None:
-            if update and found.label_config != label_config:
-                self.call(
-                    "update the labelling view",
-                    self.sdk.projects.update,
-                    id=found.id,
-                    label_config=label_config,
-                )
-            return found.id
+            return found
         project = self.call(
             "create a project",
             self.sdk.projects.create,
@@ -361,15 +350,21 @@ class LabelStudioClient:
 
     def find_project(self, title: str) -> int | None:
         """The id of the project called ``title`` (None if there is none)."""
-        found = self._project(title)
-        return None if found is None else found.id
-
-    def _project(self, title: str) -> Any:
-        """The project called ``title`` as the SDK lists it (None if there is none)."""
         for project in self.call("list projects", lambda: list(self.sdk.projects.list())):
             if project.title == title:
-                return project
+                return project.id
         return None
+
+    def offered_labels(self, project_id: int) -> list[str]:
+        """The brush labels the project's labelling view offers, in its order."""
+        project = self.call("read a project", self.sdk.projects.get, id=project_id)
+        root = ElementTree.fromstring(project.label_config)
+        return [
+            label.get("value", "")
+            for brushes in root.iter("BrushLabels")
+            if brushes.get("name") == FROM_NAME
+            for label in brushes.iter("Label")
+        ]
 
     def allow_local_files(self, project_id: int, folder: str) -> None:
         """Let the project show images from ``folder`` (under the server's local-files

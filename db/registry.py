@@ -168,15 +168,21 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
     """PostgreSQL: ``COPY`` straight into the table under a savepoint; when a row's natural
     key exists already (the COPY fails as a whole), ``COPY`` into a temporary table and
     one ``INSERT … ON CONFLICT DO NOTHING`` instead. The new rows' count.
+
+    The savepoint is SQL of its own: the first statement opens the session's transaction
+    (psycopg's ``transaction()`` would commit on a connection with none open yet).
     """
     columns = ", ".join(_ANNOTATION_COLUMNS)
     with raw.cursor() as cursor:
+        cursor.execute("SAVEPOINT copy_annotations")
         try:
-            with raw.transaction():  # a savepoint inside the session's transaction
-                _copy_rows(cursor, f"annotations ({columns})", rows)
-            return len(rows)
+            _copy_rows(cursor, f"annotations ({columns})", rows)
         except UniqueViolation:
-            pass  # some exist: add only the others
+            cursor.execute("ROLLBACK TO SAVEPOINT copy_annotations")
+        else:
+            cursor.execute("RELEASE SAVEPOINT copy_annotations")
+            return len(rows)
+        cursor.execute("RELEASE SAVEPOINT copy_annotations")
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS incoming_annotations ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM annotations WITH NO DATA"

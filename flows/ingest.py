@@ -112,7 +112,7 @@ def register(
     """Volume, slices, tier-auto annotations and the frozen dataset version (one transaction)."""
     volume_id = registry.register_volume(
         name,
-        str(gray.path.resolve()),  # flows run from anywhere: never relative to this one
+        str(gray.path.absolute()),  # flows run from anywhere: never relative to this one
         file_sha256(gray.path),
         gray.shape,
         str(gray.dtype),

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 
 from tomoloop.adapters.labelstudio import (
     LabelStudioClient,
+    LabelStudioRefused,
     TaskSpec,
     brush_results,
     instance_results,
@@ -46,7 +47,7 @@ from tomoloop.db.models import Kind, Review
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
 from tomoloop.inference import normalise, predict_slice
-from tomoloop.instances import detected_particles, grey_uint8
+from tomoloop.instances import category_classes, detected_particles, grey_uint8
 from tomoloop.masks import decode_class_mask, encode_class_mask
 from tomoloop.pngs import write_png
 from tomoloop.review import ReviewPolicy
@@ -96,13 +97,17 @@ def push_round(
                 services, round_.model_version_id, str(torch_device)
             )
         finder = None
+        connection = connect(settings)
         if instance_model is not None:
             # imported here: detectron2 loads only for a push that needs it
             from tomoloop.adapters import detectron2
             from tomoloop.flows.instances import load_registered_maskrcnn
 
             finder, _ = load_registered_maskrcnn(services, instance_model, torch_device)
-        connection = connect(settings)
+            category_classes(finder.categories, names)  # refused before anything is sent
+            particle_project, asked = _particle_project(
+                connection, dataset.name, finder.categories, context
+            )
         items = registry.round_items(round_id)
         located = registry.slice_volumes(i.slice_id for i in items)
         tasks, drawn, shown = [], [], {}
@@ -134,18 +139,18 @@ def push_round(
             if finder is not None:
                 found = detectron2.predict(finder, [grey_uint8(image)])[0]
                 particles = detected_particles(found, finder.categories, names)
+                shown_particles = [k for k, c in enumerate(particles.classes) if names[c] in asked]
                 drawn.append(
                     replace(
                         task,
-                        meta={**task.meta, "particle_phases": finder.categories},
-                        prediction=instance_results(particles, names),
+                        meta={**task.meta, "particle_phases": asked},
+                        prediction=instance_results(particles.select(shown_particles), names),
                         model_version=str(instance_model),
                     )
                 )
         project = connection.client.ensure_project(
             project_title(dataset.name),
             labeling_config(names, context, _instructions(names)),
-            update=True,
         )
         ids = _push(connection, project, tasks)
         registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()}, shown)
@@ -157,12 +162,6 @@ def push_round(
             "url": f"{connection.url}/projects/{project}/data",
         }
         if finder is not None:
-            categories = finder.categories
-            particle_project = connection.client.ensure_project(
-                instances_title(dataset.name),
-                labeling_config(categories, context, _instance_instructions(categories)),
-                update=True,  # the view offers the phases this model finds
-            )
             pushed = _push(connection, particle_project, drawn)
             log.info("round %s: %d tasks in project %s", round_id, len(pushed), particle_project)
             result["instances"] = {
@@ -173,6 +172,31 @@ def push_round(
         return result
     finally:
         services.close()
+
+
+def _particle_project(
+    connection: _Connection, dataset: str, categories: list[str], context: int
+) -> tuple[int, list[str]]:
+    """The dataset's instance project (made for ``categories`` if new) and the phases of
+    ``categories`` its view offers, which its tasks ask for.
+
+    Raises:
+        LabelStudioRefused: the project offers none of them.
+    """
+    client = connection.client
+    project = client.ensure_project(
+        instances_title(dataset),
+        labeling_config(categories, context, _instance_instructions(categories)),
+    )
+    offered = client.offered_labels(project)
+    asked = [c for c in categories if c in offered]
+    if not asked:
+        raise LabelStudioRefused(
+            f"project {instances_title(dataset)!r} offers {', '.join(offered)}; the instance "
+            f"model finds {', '.join(categories)}: add its phases to the project's labelling "
+            "view in Label Studio, or push with a model of the project's phases"
+        )
+    return project, asked
 
 
 def _push(connection: _Connection, project: int, tasks: list[TaskSpec]) -> dict[str, int]:

@@ -59,12 +59,8 @@ class Detections:
         return Detections(self.masks[keep], self.scores[keep], self.classes[keep], self.boxes[keep])
 
 
-def detected_particles(
-    detections: Detections, categories: Sequence[str], class_names: Sequence[str]
-) -> InstanceMasks:
-    """A slice's detections as instance masks of phase classes (``categories``: the
-    model's instance categories; ``class_names``: the phases, in class order), best
-    score first.
+def category_classes(categories: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """(k,) int64 class index (phase order) of each of an instance model's k categories.
 
     Raises:
         CocoDocumentError: the model finds a category that is not a phase.
@@ -75,7 +71,20 @@ def detected_particles(
             f"the instance model finds {missing[0]!r}, which is not a phase of "
             f"{', '.join(class_names)}"
         )
-    lut = np.array([list(class_names).index(c) for c in categories], np.int64)
+    return np.array([list(class_names).index(c) for c in categories], np.int64)
+
+
+def detected_particles(
+    detections: Detections, categories: Sequence[str], class_names: Sequence[str]
+) -> InstanceMasks:
+    """A slice's detections as instance masks of phase classes (``categories``: the
+    model's instance categories; ``class_names``: the phases, in class order), best
+    score first, covering the model's categories.
+
+    Raises:
+        CocoDocumentError: as :func:`category_classes`.
+    """
+    lut = category_classes(categories, class_names)
     order = np.argsort(-detections.scores, kind="stable")
     covers = tuple(sorted(int(c) for c in lut))
     return InstanceMasks(detections.masks[order], lut[detections.classes[order]], covers)

@@ -76,6 +76,10 @@ class InstanceMasks:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def select(self, keep: np.ndarray | list[int]) -> InstanceMasks:
+        """The particles ``keep`` (indices or a bool mask); the same cover."""
+        return InstanceMasks(self.masks[keep], self.classes[keep], self.covers)
+
 
 def encode_instances(instances: InstanceMasks) -> dict:
     """Inline RLE of a slice's instance masks, in their order."""

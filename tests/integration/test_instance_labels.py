@@ -132,14 +132,18 @@ def test_skips_reviews_and_unknown_labels_in_an_instance_project(world):
     )
     untold = _pulled(301, key, 15, _particles(4), phases=())  # a task tomoloop did not push
     assert handle_annotation(registry, intake, untold, "poll") == "rejected"
-    binder = _pulled(301, key, 16, _particles(4), phases=("cbd",))
-    assert handle_annotation(registry, intake, binder, "poll") == "rejected"
     reasons = [e.reason for e in registry.ls_events("rejected")]
     assert "instance labels are not reviewed" in reasons[0]
     assert "['crack'] is not one of the phases" in reasons[1]
     assert "push instance tasks with `tomoloop push --instance-model`" in reasons[2]
-    assert "regions of nmc, but the task asks for particles of cbd only" in reasons[3]
     assert registry.refresh_dataset("ds-i").version == 1  # nothing was stored
+
+    # a task asking for cbd particles, answered with nmc ones: kept, covering only cbd
+    binder = _pulled(301, key, 16, _particles(4), phases=("cbd",))
+    assert handle_annotation(registry, intake, binder, "poll") == "stored"
+    (event,) = registry.ls_events("stored")
+    stored = decode_instances(registry.annotation(event.annotation_id).mask_rle)
+    assert (stored.covers, stored.classes.tolist()) == ((2,), [1, 1])
 
 
 def test_a_webhook_from_the_instance_project_stores_an_instance_label(world, registry_url):

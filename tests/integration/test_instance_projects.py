@@ -82,6 +82,7 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     assert push_round(round_id, instance_model=first, device="cpu")["instances"]["tasks"] == 2
     project = client.find_project(instances_title(name))
     assert project == pushed["instances"]["project"]
+    assert client.offered_labels(project) == ["nmc"]
     tasks = {t.data["key"]: t for t in client.sdk.tasks.list(project=project, fields="all")}
     assert len(tasks) == 2  # the re-push duplicated nothing
 

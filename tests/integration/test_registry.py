@@ -259,6 +259,10 @@ def test_atomic_block_commits_all_or_nothing(registry_url):
         slices = registry.register_slices(volume, "z", range(3))
         registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
     assert registry.label_counts(volume)["auto"] == 3
+    with pytest.raises(RuntimeError), registry.atomic():
+        registry.add_annotations([NewAnnotation(s, Tier.EXPERT, "gold") for s in slices.values()])
+        raise RuntimeError("refresh failed")  # labels added first in the block: not kept
+    assert registry.label_counts(volume) == {"auto": 3, "model": 0, "annotator": 0, "expert": 0}
 
 
 def test_migrations_match_the_models(registry_url):

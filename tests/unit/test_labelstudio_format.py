@@ -134,11 +134,11 @@ def test_particles_round_trip_exactly_one_region_each(masks, data):
     np.testing.assert_array_equal(back.classes, np.array(classes, np.int64)[painted])
 
 
-def test_instance_regions_of_unknown_or_unasked_phases_are_rejected():
+def test_a_drawing_covers_the_asked_phases_and_unknown_ones_are_rejected():
     particle = InstanceMasks(np.ones((1, 4, 4), bool), np.array([2]), (2,))
     results = instance_results(particle, NAMES)
-    with pytest.raises(AnnotationRejected, match=r"regions of cbd, but the task asks for .* nmc"):
-        instances_from_results(results, (4, 4), NAMES, ["nmc"])
+    kept = instances_from_results(results, (4, 4), NAMES, ["nmc"])  # a cbd region, unasked
+    assert (kept.covers, kept.classes.tolist()) == ((1,), [2])
     with pytest.raises(AnnotationRejected, match=r"particles of \[\], which are not phases"):
         instances_from_results(results, (4, 4), NAMES, [])
     with pytest.raises(AnnotationRejected, match=r"particles of \['grain'\]"):
