@@ -154,21 +154,12 @@ def push_round(
         )
         ids = _push(connection, project, tasks)
         registry.set_round_tasks(round_id, {slice_of(k): v for k, v in ids.items()}, shown)
-        log.info("round %s: %d tasks in project %s", round_id, len(ids), project)
-        result = {
-            "round": round_id,
-            "project": project,
-            "tasks": len(ids),
-            "url": f"{connection.url}/projects/{project}/data",
-        }
+        result = {"round": round_id, **_pushed(connection, project, ids)}
         if finder is not None:
-            pushed = _push(connection, particle_project, drawn)
-            log.info("round %s: %d tasks in project %s", round_id, len(pushed), particle_project)
-            result["instances"] = {
-                "project": particle_project,
-                "tasks": len(pushed),
-                "url": f"{connection.url}/projects/{particle_project}/data",
-            }
+            result["instances"] = _pushed(
+                connection, particle_project, _push(connection, particle_project, drawn)
+            )
+        log.info("round %s pushed: %s", round_id, result)
         return result
     finally:
         services.close()
@@ -197,6 +188,15 @@ def _particle_project(
             "view in Label Studio, or push with a model of the project's phases"
         )
     return project, asked
+
+
+def _pushed(connection: _Connection, project: int, ids: dict[str, int]) -> dict:
+    """What a push sent to a project: its id, the task count and where to annotate."""
+    return {
+        "project": project,
+        "tasks": len(ids),
+        "url": f"{connection.url}/projects/{project}/data",
+    }
 
 
 def _push(connection: _Connection, project: int, tasks: list[TaskSpec]) -> dict[str, int]:
