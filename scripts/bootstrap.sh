@@ -13,6 +13,14 @@ if [[ -f $STAMP && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
 echo "tomoloop: bootstrapping $VENV (first run takes several minutes)..." >&2
+# A fresh .venv takes ~7.5 GB (PyTorch's CUDA build alone ~5.5 GB): say so before pip fails.
+need_kb=$((8 * 1024 * 1024))
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [[ ! -x $VENV/bin/python && $free_kb -lt $need_kb ]]; then
+  echo "tomoloop: a new $VENV needs about 8 GB free on the disk of $PWD; only" \
+    "$((free_kb / 1024)) MB are: free some space (old clones, /tmp) and run again." >&2
+  exit 1
+fi
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 VPY=$VENV/bin/python
 "$VPY" -m pip install -qq --upgrade "pip>=25" wheel
