@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -153,7 +154,7 @@ _ANNOTATION_COLUMNS = (
 )
 
 
-def _insert_or_ignore_annotations(raw: Any, rows: list[tuple]) -> int:
+def _insert_or_ignore_annotations(raw: Any, rows: Iterator[tuple]) -> int:
     cursor = raw.cursor()
     before = raw.total_changes
     cursor.executemany(
@@ -164,11 +165,13 @@ def _insert_or_ignore_annotations(raw: Any, rows: list[tuple]) -> int:
     return raw.total_changes - before
 
 
-def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
+def _copy_annotations(raw: Any, rows: Callable[[], Iterator[tuple]]) -> int:
     """PostgreSQL: ``COPY`` straight into the table under a savepoint; when a row's natural
     key exists already (the COPY fails as a whole), ``COPY`` into a temporary table and
     one ``INSERT … ON CONFLICT DO NOTHING`` instead. The new rows' count.
 
+    ``rows`` makes the rows afresh at each call, as they are sent: Python formats them
+    while the server inserts the ones before (the server's work is most of a COPY's time).
     The savepoint is SQL of its own: the first statement opens the session's transaction
     (psycopg's ``transaction()`` would commit on a connection with none open yet).
     """
@@ -176,18 +179,18 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
     with raw.cursor() as cursor:
         cursor.execute("SAVEPOINT copy_annotations")
         try:
-            _copy_rows(cursor, f"annotations ({columns})", rows)
+            copied = _copy_rows(cursor, f"annotations ({columns})", rows())
         except UniqueViolation:
             cursor.execute("ROLLBACK TO SAVEPOINT copy_annotations")
         else:
             cursor.execute("RELEASE SAVEPOINT copy_annotations")
-            return len(rows)
+            return copied
         cursor.execute("RELEASE SAVEPOINT copy_annotations")
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS incoming_annotations ON COMMIT DELETE ROWS AS "
             f"SELECT {columns} FROM annotations WITH NO DATA"
         )
-        _copy_rows(cursor, f"incoming_annotations ({columns})", rows)
+        _copy_rows(cursor, f"incoming_annotations ({columns})", rows())
         cursor.execute(
             f"INSERT INTO annotations ({columns}) SELECT {columns} FROM incoming_annotations "
             "ON CONFLICT (slice_id, tier, source) DO NOTHING"
@@ -197,10 +200,32 @@ def _copy_annotations(raw: Any, rows: list[tuple]) -> int:
     return inserted
 
 
-def _copy_rows(cursor: Any, target: str, rows: list[tuple]) -> None:
+def _copy_rows(cursor: Any, target: str, rows: Iterator[tuple]) -> int:
+    """``COPY`` the rows into ``target`` (a table and its columns); how many it took."""
     with cursor.copy(f"COPY {target} FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
+    return cursor.rowcount
+
+
+def _annotation_rows(annotations: Sequence[NewAnnotation], created_at: str) -> Iterator[tuple]:
+    """The annotations as rows in :data:`_ANNOTATION_COLUMNS` order, made one at a time."""
+    for a in annotations:
+        yield (
+            a.slice_id,
+            int(a.tier),
+            a.source,
+            a.model_version_id,
+            a.ls_task_id,
+            a.ls_annotation_id,
+            a.author,
+            a.lead_time_s,
+            a.mask_uri,
+            a.mask_sha256,
+            None if a.mask_rle is None else _json(a.mask_rle),
+            created_at,
+            a.kind.value,
+        )
 
 
 def _json(value: dict) -> str:
@@ -411,29 +436,12 @@ class Registry:
         (:func:`_copy_annotations`).
         """
         now = utcnow().isoformat(" ")  # one stamp for all, formatted once (not per row)
-        rows = [
-            (
-                a.slice_id,
-                int(a.tier),
-                a.source,
-                a.model_version_id,
-                a.ls_task_id,
-                a.ls_annotation_id,
-                a.author,
-                a.lead_time_s,
-                a.mask_uri,
-                a.mask_sha256,
-                None if a.mask_rle is None else _json(a.mask_rle),
-                now,
-                a.kind.value,
-            )
-            for a in annotations
-        ]
+        rows = partial(_annotation_rows, annotations, now)
         with self.session() as s:
             raw = s.connection().connection.dbapi_connection
             if self.engine.dialect.name == "postgresql":
                 return _copy_annotations(raw, rows)
-            return _insert_or_ignore_annotations(raw, rows)
+            return _insert_or_ignore_annotations(raw, rows())
 
     def annotation_id(self, slice_id: int, tier: Tier, source: str) -> int:
         """The id of the annotation with this natural key."""
