@@ -143,6 +143,21 @@ def test_slices_and_annotations_are_idempotent_and_higher_tiers_win(registry_url
     )
 
 
+def test_a_batch_failing_half_way_stores_none_of_it(registry_url):
+    # rows are made as they are sent (on PostgreSQL inside the COPY): a bad one late in a
+    # batch must still leave nothing of the batch behind
+    registry = Registry.from_url(registry_url)
+    volume = _volume(registry)
+    slices = registry.register_slices(volume, "z", range(3))
+    mask = {"size": [2, 2], "classes": {}}
+    good = [NewAnnotation(slices[i], Tier.AUTO, "auto:x", mask_rle=mask) for i in range(2)]
+    not_json = NewAnnotation(slices[2], Tier.AUTO, "auto:x", mask_rle={"size": {2}})
+    with pytest.raises(TypeError):
+        registry.add_annotations([*good, not_json])
+    assert registry.best_annotations(volume) == []
+    assert registry.add_annotations(good) == 2
+
+
 def test_dataset_versions_are_content_hashed_and_chained(registry_url):
     registry = Registry.from_url(registry_url)
     slices = registry.register_slices(_volume(registry), "z", range(4))
