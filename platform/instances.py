@@ -195,14 +195,13 @@ def _instances(
             )
             for k, rle in enumerate(found.rles)
         ]
-    drawn = (
-        []
-        if particles is None
-        else list(zip(particles.masks, particles.classes.tolist(), strict=True))
-    )
-    for mask, c in drawn:
+    if particles is None:
+        return out
+    for mask, c in zip(particles.masks, particles.classes.tolist(), strict=True):
+        if c not in covered:
+            continue
         area = int(mask.sum())
-        if c in covered and area >= max(min_area, 1):
+        if area >= max(min_area, 1):
             rle = mask_utils.encode(np.asfortranarray(mask, np.uint8))
             counts = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
             out.append((values.index(c), counts, area, mask_utils.toBbox(rle).tolist()))
