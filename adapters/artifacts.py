@@ -44,8 +44,7 @@ class ArtifactStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._fs, self._root = fsspec.core.url_to_fs(url)
-        self._fs.makedirs(self._root, exist_ok=True)
+        self._fs, self._root = fsspec.core.url_to_fs(url)  # folders come with the first put
 
     def _path(self, key: str) -> str:
         return f"{self._root.rstrip('/')}/{key}"

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tomoloop.db.engine import make_engine
+from tomoloop.db.engine import make_engine, schema_at_head, sqlite_file
 from tomoloop.db.models import (
     Agreement,
     ALRound,
@@ -281,8 +281,24 @@ class Registry:
         self._active: ContextVar[Session | None] = ContextVar(f"registry-{id(self)}", default=None)
 
     @classmethod
-    def from_url(cls, url: str) -> Registry:
-        return cls(make_engine(url))
+    def from_url(cls, url: str, create: bool = True) -> Registry:
+        """The registry at ``url`` with its schema at the head revision
+        (:func:`tomoloop.db.engine.schema_at_head`: the embedded SQLite file is created and
+        migrated on first use).
+
+        ``create=False`` is for commands that only read: an absent SQLite file is not
+        created (nor its folder); they see an empty registry held in memory instead.
+        """
+        path = sqlite_file(url)
+        if not create and path is not None and not path.exists():
+            url = "sqlite://"
+        engine = make_engine(url)
+        try:
+            schema_at_head(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -27,9 +27,14 @@ class Services:
     store: ArtifactStore
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Services:
+    def from_settings(cls, settings: Settings | None = None, create: bool = True) -> Services:
+        """The registry and artifact store of the settings (``create``: see
+        :meth:`Registry.from_url`)."""
         settings = settings or Settings()
-        return cls(Registry.from_url(settings.registry_url), ArtifactStore(settings.artifact_root))
+        return cls(
+            Registry.from_url(settings.registry_url, create),
+            ArtifactStore(settings.artifact_root),
+        )
 
     def close(self) -> None:
         self.registry.engine.dispose()

@@ -280,7 +280,7 @@ def _registry_engine():
 @contextmanager
 def _database_errors() -> Iterator[None]:
     """Turn "cannot connect" into a TomoloopError that says what to check."""
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import DatabaseError, OperationalError
 
     try:
         yield
@@ -288,6 +288,12 @@ def _database_errors() -> Iterator[None]:
         raise TomoloopError(
             f"cannot reach the registry database ({exc.orig}): check TOMOLOOP_DATABASE_URL "
             "and that the server is running"
+        ) from exc
+    except DatabaseError as exc:
+        if type(exc) is not DatabaseError:  # integrity errors and the like are bugs
+            raise
+        raise TomoloopError(
+            f"the registry database is damaged ({exc.orig}): restore it from a backup"
         ) from exc
 
 
@@ -309,8 +315,9 @@ def db_upgrade(
     as_json: JsonFlag = False,
 ) -> None:
     """Create or migrate the registry schema up to a revision."""
-    from tomoloop.db.engine import upgrade
+    from tomoloop.db.engine import check_revision, upgrade
 
+    check_revision(revision)
     engine = _registry_engine()
     with _database_errors():
         upgrade(engine, revision)
@@ -323,8 +330,9 @@ def db_downgrade(
     as_json: JsonFlag = False,
 ) -> None:
     """Migrate the registry schema down (default one step)."""
-    from tomoloop.db.engine import downgrade
+    from tomoloop.db.engine import check_revision, downgrade
 
+    check_revision(revision)
     engine = _registry_engine()
     with _database_errors():
         downgrade(engine, revision)
@@ -333,15 +341,22 @@ def db_downgrade(
 
 @db_app.command("current")
 def db_current(as_json: JsonFlag = False) -> None:
-    """The registry's schema revision."""
-    _report_revision(_registry_engine(), as_json)
+    """The registry's schema revision (an embedded registry not created yet: none)."""
+    from tomoloop.config import Settings
+    from tomoloop.db.engine import make_engine, sqlite_file
+
+    path = sqlite_file(Settings().registry_url)
+    absent = path is not None and not path.exists()
+    _report_revision(make_engine("sqlite://") if absent else _registry_engine(), as_json)
 
 
-def _open_registry():
+def _open_registry(create: bool = False):
+    """The registry; ``create=False`` (commands that only read) creates no file when the
+    embedded registry does not exist yet (it reads as empty)."""
     from tomoloop.config import Settings
     from tomoloop.db.registry import Registry
 
-    return Registry.from_url(Settings().registry_url)
+    return Registry.from_url(Settings().registry_url, create)
 
 
 def print_rows(title: str, rows: list[dict], as_json: bool) -> None:
@@ -388,7 +403,7 @@ def registry_refresh(
     best labels now (pulled corrections, reviews, drawn particles); the latest version
     when nothing changed."""
     with _database_errors():
-        registry = _open_registry()
+        registry = _open_registry(create=True)
         row = dataset_row(registry, registry.refresh_dataset(dataset))
     print_rows("datasets", [row], as_json)
 
@@ -731,7 +746,8 @@ def predict(
     if tile is not None and (tile < 16 or tile % 16):
         raise TomoloopError(f"--tile {tile}: use a multiple of 16")
     torch_device = resolve_device(device)
-    services = Services.from_settings()
+    with _database_errors():
+        services = Services.from_settings(create=False)
     try:
         with _database_errors():
             network, spec, _ = load_registered_model(services, model, str(torch_device))

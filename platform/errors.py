@@ -24,3 +24,8 @@ class PhaseMapError(TomoloopError):
 
 class OutputError(TomoloopError):
     """An output location cannot be used (exists and is not empty, not writable, ...)."""
+
+
+class RegistryDatabaseError(TomoloopError):
+    """The registry database cannot be used as it is: a URL that is not one, a backend or
+    driver tomoloop cannot use, a corrupt file, a schema at another revision."""

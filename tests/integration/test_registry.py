@@ -445,3 +445,37 @@ def test_an_unreachable_database_fails_after_its_retries(caplog):
         Registry(engine).volumes()
     assert time.monotonic() - started >= 1.5  # waited 0.5 + 1 s
     assert len(caplog.records) == 2 and "secret" not in caplog.text
+
+
+# ---------------------------------------------------------------- schema on first use
+
+
+def test_the_embedded_registry_is_created_at_head_on_first_use(tmp_path):
+    from tomoloop.db.engine import revisions
+
+    url = f"sqlite:///{tmp_path / 'new' / 'registry.sqlite'}"
+    registry = Registry.from_url(url)
+    assert current_revision(registry.engine) == revisions()[-1]
+    assert _volume(registry) == registry.volumes()[0].id
+    downgrade(registry.engine, revisions()[-2])
+    registry.engine.dispose()
+    again = Registry.from_url(url)  # an embedded registry behind the head is migrated
+    assert current_revision(again.engine) == revisions()[-1]
+    again.engine.dispose()
+
+
+def test_a_server_registry_behind_the_head_names_db_upgrade(registry_url):
+    from tomoloop.db.engine import revisions
+    from tomoloop.errors import RegistryDatabaseError
+
+    if registry_url.startswith("sqlite"):
+        pytest.skip("the embedded registry migrates itself")
+    engine = make_engine(registry_url)
+    downgrade(engine, revisions()[-2])
+    with pytest.raises(RegistryDatabaseError, match=r"revision .*needs .*`tomoloop db upgrade`"):
+        Registry.from_url(registry_url)
+    assert current_revision(engine) == revisions()[-2]  # not migrated behind anyone's back
+    downgrade(engine, "base")
+    with pytest.raises(RegistryDatabaseError, match=r"\(empty\).*`tomoloop db upgrade`"):
+        Registry.from_url(registry_url)
+    engine.dispose()

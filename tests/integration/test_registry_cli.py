@@ -1,6 +1,7 @@
 """`tomoloop registry ...` and `tomoloop coco export` as a scientist runs them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -119,3 +120,76 @@ def test_unknown_ids_are_clear_errors(populated):
     result = tomoloop("registry", "show", "model", "999")
     assert result.returncode == 2 and "no model version with id 999" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- first run, bad databases
+
+
+def _refused(result, *fragments: str) -> str:
+    """The error of a refused command: exit 2, no traceback, the fragments in its text
+    (lines rejoined: stderr may be wrapped)."""
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, said
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in said, said
+    return said
+
+
+def test_read_only_commands_on_a_fresh_home_see_an_empty_registry_and_create_nothing(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    assert tomoloop("registry", "volumes", "--json").stdout.strip() == "[]"
+    _refused(tomoloop("registry", "show", "dataset", "nmc"), "no dataset 'nmc'")
+    assert json.loads(tomoloop("db", "current", "--json").stdout)["revision"] is None
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'd' / 'e' / 'r.sqlite'}")
+    assert tomoloop("registry", "datasets", "--json").stdout.strip() == "[]"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("notaurl", "'notaurl' is not a database URL"),
+        ("mysql://me:secret@db.example/reg", "'mysql' registries are not supported"),
+        ("oracle+cx_oracle://me:secret@db/reg", "'oracle' registries are not supported"),
+    ],
+)
+def test_unusable_database_urls_are_one_line(tmp_path, monkeypatch, url, message):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
+    commands = (
+        ("registry", "volumes"),
+        ("db", "upgrade"),
+        ("registry", "refresh", "--dataset", "x"),
+    )
+    for args in commands:
+        said = _refused(tomoloop(*args), message, "postgresql+psycopg://")
+        assert "secret" not in said
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_a_corrupt_sqlite_registry_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    path = tmp_path / "registry.sqlite"
+    assert tomoloop("db", "upgrade").returncode == 0
+    data = path.read_bytes()
+    path.write_bytes(os.urandom(20_000) if damage == "random bytes" else data[: len(data) // 2])
+    spoilt = path.read_bytes()
+    for args in (("registry", "volumes"), ("registry", "refresh", "--dataset", "x")):
+        _refused(tomoloop(*args), str(path), "restore it from a backup")
+    assert path.read_bytes() == spoilt
+
+
+def test_db_upgrade_to_an_unknown_revision_is_refused_before_anything_is_made(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    _refused(tomoloop("db", "upgrade", "--revision", "9999"), "--revision '9999'", "0001")
+    _refused(tomoloop("db", "downgrade", "--revision", "nope"), "--revision 'nope'")
+    assert not (tmp_path / "home").exists()
