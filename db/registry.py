@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from psycopg.errors import UniqueViolation
-from sqlalchemy import Engine, and_, exists, func, select, update
+from sqlalchemy import Engine, and_, exists, false, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,9 +47,11 @@ from tomoloop.db.models import (
     utcnow,
 )
 from tomoloop.errors import TomoloopError
+from tomoloop.names import check_name
 from tomoloop.review import AGREEMENT_KINDS
 
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
+_MAX_ID = 2**63 - 1  # the largest id (and version) either backend can store
 
 
 _LISTINGS = {
@@ -348,8 +350,10 @@ class Registry:
         """Id of the volume with this sha256, registering it if new (idempotent).
 
         Raises:
+            NameRuleError: ``name`` breaks :func:`tomoloop.names.check_name`'s rule.
             RegistryError: ``name`` is taken by a volume with other content.
         """
+        check_name(name, "volume name")
         vz, vy, vx = voxel_size if voxel_size is not None else (None, None, None)
         row = {
             "name": name,
@@ -383,7 +387,7 @@ class Registry:
 
     def _get(self, table: type, key: int, what: str) -> Any:
         with self.session() as s:
-            found = s.get(table, key)
+            found = s.get(table, key) if 0 < key <= _MAX_ID else None
         if found is None:
             listing = _LISTINGS.get(what)
             hint = f": `tomoloop registry {listing}` lists them" if listing else ""
@@ -528,7 +532,11 @@ class Registry:
         The content hash covers the (split, annotation id) pairs; freezing the same content
         again returns the existing version. A new content becomes version n + 1 with the
         latest version as parent.
+
+        Raises:
+            NameRuleError: ``name`` breaks :func:`tomoloop.names.check_name`'s rule.
         """
+        check_name(name, "dataset name")
         pairs = sorted((split, int(a)) for split, ids in members.items() for a in ids)
         digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
         with self.session() as s:
@@ -565,6 +573,8 @@ class Registry:
     def dataset(self, name: str, version: int | None = None) -> DatasetVersion:
         """A dataset version by name (the latest unless ``version`` is given)."""
         query = select(DatasetVersion).where(DatasetVersion.name == name)
+        if version is not None and not 0 < version <= _MAX_ID:
+            query = query.where(false())  # no version holds it (and no driver overflows)
         query = (
             query.where(DatasetVersion.version == version)
             if version is not None
@@ -777,7 +787,12 @@ class Registry:
         checkpoint_sha256: str | None = None,
         metrics: Sequence[NewMetric] = (),
     ) -> int:
-        """Register a candidate model version and its metrics; its id."""
+        """Register a candidate model version and its metrics; its id.
+
+        Raises:
+            NameRuleError: ``name`` breaks :func:`tomoloop.names.check_name`'s rule.
+        """
+        check_name(name, "model name")
         with self.atomic(), self.session() as s:
             model = ModelVersion(
                 name=name,

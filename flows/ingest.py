@@ -22,6 +22,7 @@ from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry
 from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
+from tomoloop.names import check_name
 from tomoloop.phases import PhaseMap
 from tomoloop.splits import split_slices
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
@@ -52,6 +53,7 @@ def ingest(
     material: str = "",
 ) -> dict:
     """Register a grayscale + label stack pair as volume ``name`` and dataset ``name`` v1."""
+    check_name(name)
     log = get_run_logger()
     settings = Settings()
     registry = Registry.from_url(settings.registry_url)

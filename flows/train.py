@@ -32,6 +32,7 @@ from tomoloop.flows.resources import (
     run_folder,
 )
 from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
+from tomoloop.names import check_name
 from tomoloop.phases import PhaseMap
 from tomoloop.training import (
     EpochRecord,
@@ -100,6 +101,8 @@ def train_semantic(
     ``config`` holds :class:`tomoloop.training.TrainConfig` fields (``augmentation`` as a
     dict of :class:`tomoloop.data.Augmentation` fields); ``options`` go to the network.
     """
+    if name is not None:
+        check_name(name, "model name")
     log = get_run_logger()
     settings = Settings()
     services = Services.from_settings(settings)

@@ -506,10 +506,12 @@ def ingest(
 ) -> None:
     """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1."""
     from tomoloop.flows.ingest import ingest as ingest_flow
+    from tomoloop.names import check_name
     from tomoloop.phases import PhaseMap
     from tomoloop.splits import parse_fractions
     from tomoloop.stacks import open_stack
 
+    check_name(name, "--name")
     PhaseMap.parse(phases)
     fractions = parse_fractions(split)
     size = parse_voxel_size(voxel_size)
@@ -626,7 +628,10 @@ def train(
     from tomoloop.data import NO_AUGMENTATION
     from tomoloop.flows.train import train_semantic
     from tomoloop.models import MODELS
+    from tomoloop.names import check_name
 
+    if name is not None:
+        check_name(name, "--name")
     given = {k: v for k, v in (("lr", lr), ("batch", batch)) if v is not None}  # else defaults
     if arch == "maskrcnn":
         maskrcnn = {
@@ -659,6 +664,7 @@ def train(
     }
     if no_augment:
         config["augmentation"] = asdict(NO_AUGMENTATION)
+    _check_train_options(config, device, tier_weights)
     with _database_errors():
         found = _dataset(_open_registry(), dataset)
         result = train_semantic(
@@ -676,6 +682,17 @@ def train(
         emit_json(result)
     else:
         _summary_table(f"model version {result['model_version']}", result)
+
+
+def _check_train_options(config: dict, device: str, tier_weights: str) -> None:
+    """Refuse bad semantic training options before the flow starts (it checks them again
+    before it registers anything)."""
+    from tomoloop.data import parse_tier_weights
+    from tomoloop.training import TrainConfig, resolve_device
+
+    TrainConfig(**{k: v for k, v in config.items() if k not in ("exclusive", "augmentation")})
+    resolve_device(device)
+    parse_tier_weights(tier_weights)
 
 
 def _train_maskrcnn(
@@ -1406,7 +1423,9 @@ def flaws_train(
 ) -> None:
     """Train the flaw classifier and register it; use its id with particles --flaw-model."""
     from tomoloop.flows.instances import train_flaw_classifier
+    from tomoloop.names import check_name
 
+    check_name(name, "--name")
     with _database_errors():
         result = train_flaw_classifier(
             str(slices), name, {"epochs": epochs, "patience": patience}, device=device

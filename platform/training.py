@@ -37,7 +37,7 @@ from tomoloop.data import (
 )
 from tomoloop.errors import TomoloopError
 from tomoloop.evaluation import evaluate
-from tomoloop.losses import Loss, get_loss
+from tomoloop.losses import LOSSES, Loss, get_loss
 
 CHECKPOINT = "last.pt"
 
@@ -87,6 +87,7 @@ class TrainConfig:
                     "must be ≥ 1",
                 ),
                 ("lr", self.lr, self.lr >= 0, "must be ≥ 0"),
+                ("loss", self.loss, self.loss in LOSSES, f"is not one of {', '.join(LOSSES)}"),
                 ("patience", self.patience, self.patience >= 0, "must be ≥ 0"),
                 (
                     "overlap",

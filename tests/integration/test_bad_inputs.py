@@ -73,8 +73,8 @@ def _stacks(work: Path, labels: np.ndarray) -> None:
     tifffile.imwrite(work / "gray.tif", (labels * 80 + 20).astype(np.uint8))
 
 
-def _ingest(*extra: str, phases: str = PHASES) -> list[str]:
-    return ["ingest", "gray.tif", "--labels", "labels.tif", "--name", "bad", "--phases", phases,
+def _ingest(*extra: str, phases: str = PHASES, name: str = "bad") -> list[str]:
+    return ["ingest", "gray.tif", "--labels", "labels.tif", "--name", name, "--phases", phases,
             *extra]  # fmt: skip
 
 
@@ -158,6 +158,48 @@ CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
         ["registry", "show", "model", "999"],
         "999.*registry models",
     ),
+    "cli: empty name": (lambda w: None, _ingest(name=""), "--name '' is empty"),
+    "cli: blank name": (lambda w: None, _ingest(name="   "), "--name ' ' is empty"),
+    "cli: name with a newline": (
+        lambda w: None,
+        _ingest(name="a\nb"),
+        r"--name 'a\\nb' holds a control character",
+    ),
+    "cli: name with the version separator": (
+        lambda w: None,
+        _ingest(name="nmc@2"),
+        "--name 'nmc@2' holds '@'",
+    ),
+    "cli: name longer than the column": (
+        lambda w: None,
+        _ingest(name="n" * 300),
+        "is 300 characters long: a name is 1–200 characters",
+    ),
+    "cli: model name with a slash": (
+        lambda w: None,
+        ["train", "--dataset", "nmc", "--name", "a/b"],
+        "--name 'a/b' holds '/'",
+    ),
+    "cli: unknown loss": (
+        lambda w: None,
+        ["train", "--dataset", "nmc", "--loss", "nosuch"],
+        "loss 'nosuch' is not one of ce, bce",
+    ),
+    "cli: model id beyond the integer range": (
+        lambda w: None,
+        ["registry", "show", "model", "99999999999999999999999"],
+        "no model version with id 99999999999999999999999",
+    ),
+    "cli: lineage id beyond the integer range": (
+        lambda w: None,
+        ["registry", "lineage", "99999999999999999999999"],
+        "no model version with id 99999999999999999999999",
+    ),
+    "cli: dataset version beyond the integer range": (
+        lambda w: None,
+        ["registry", "show", "dataset", "nmc@99999999999999999999999"],
+        "no dataset 'nmc'@99999999999999999999999",
+    ),
     "cli: unknown strategy": (
         lambda w: None,
         ["round", "--dataset", "nmc", "--strategy", "oracle"],
@@ -183,6 +225,18 @@ def test_bad_stacks_and_arguments_are_refused_and_nothing_is_written(
     assert "Traceback" not in result.output
     assert re.search(message, said), said
     assert _files(tmp_path) == inputs  # no output, no partial file
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize(
+    "config, message",
+    [({"loss": "nosuch"}, "loss 'nosuch' is not one of"), ({"patch": 20}, "multiple of 16")],
+)
+def test_the_train_flow_refuses_bad_options_before_it_registers_anything(home, config, message):
+    from tomoloop.flows.train import train_semantic
+
+    with pytest.raises(TomoloopError, match=message):
+        train_semantic(home.dataset("nmc").id, "unet", config={"epochs": 1, **config})
 
 
 # ---------------------------------------------------------------- COCO files

@@ -479,3 +479,40 @@ def test_a_server_registry_behind_the_head_names_db_upgrade(registry_url):
     with pytest.raises(RegistryDatabaseError, match=r"\(empty\).*`tomoloop db upgrade`"):
         Registry.from_url(registry_url)
     engine.dispose()
+
+
+def test_names_are_checked_before_any_write_with_one_message_on_both_backends(registry_url):
+    from tomoloop.names import NameRuleError
+
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", [0])
+    registry.add_annotations([NewAnnotation(slices[0], Tier.AUTO, "auto:x")])
+    ids = [a.id for a in registry.best_annotations()]
+    long = "n" * 300
+    for write in (
+        lambda: registry.freeze_dataset(long, {"train": ids}),
+        lambda: _volume(registry, name=long, sha="b" * 64),
+        lambda: registry.register_model(long, "unet", "torch", None),
+        lambda: registry.freeze_dataset("nmc@2", {"train": ids}),
+    ):
+        with pytest.raises(NameRuleError, match=r"(300 characters long|holds '@'): a name"):
+            write()
+    assert registry.datasets() == [] and registry.models() == []
+    assert [v.name for v in registry.volumes()] == ["nmc-1"]
+    registry.engine.dispose()
+
+
+def test_ids_beyond_the_integer_range_are_unknown_ids_on_both_backends(registry_url):
+    registry = Registry.from_url(registry_url)
+    huge = 10**23
+    for lookup, what in (
+        (registry.model, "model version"),
+        (registry.volume, "volume"),
+        (registry.dataset_version, "dataset version"),
+        (registry.al_round, "active-learning round"),
+    ):
+        with pytest.raises(RegistryError, match=f"no {what} with id {huge}"):
+            lookup(huge)
+    with pytest.raises(RegistryError, match="no dataset 'nmc'@"):
+        registry.dataset("nmc", huge)
+    registry.engine.dispose()
