@@ -753,6 +753,24 @@ class Registry:
                 members[split].append(annotation_id)
         return self.freeze_dataset(name, members, latest.artifacts)
 
+    def dataset_volumes(self, dataset_version_id: int) -> list[Volume]:
+        """The volumes whose slices a dataset version holds, by id."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Volume)
+                    .where(
+                        Volume.id.in_(
+                            select(Slice.volume_id)
+                            .join(Annotation, Annotation.slice_id == Slice.id)
+                            .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
+                            .where(DatasetMember.dataset_version_id == dataset_version_id)
+                        )
+                    )
+                    .order_by(Volume.id)
+                )
+            )
+
     def dataset_phases(self, dataset_version_id: int) -> str:
         """The phase map (``pore=0,nmc=1,cbd=2``) shared by every volume of a version."""
         with self.session() as s:

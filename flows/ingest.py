@@ -19,7 +19,7 @@ from tomoloop.archive import zip_folder
 from tomoloop.coco import CocoOptions, batches, convert_stack
 from tomoloop.config import Settings
 from tomoloop.db.models import Tier
-from tomoloop.db.registry import NewAnnotation, Registry
+from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
 from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.names import check_name
@@ -51,8 +51,14 @@ def ingest(
     split: tuple[float, float, float] = (0.8, 0.1, 0.1),
     instance_phases: tuple[str, ...] = (),
     material: str = "",
+    add_to: str | None = None,
 ) -> dict:
-    """Register a grayscale + label stack pair as volume ``name`` and dataset ``name`` v1."""
+    """Register a grayscale + label stack pair as volume ``name`` and dataset ``name`` v1;
+    with ``add_to``, as volume ``name`` added to dataset ``add_to``'s next version instead
+    (its members so far, and the new volume's slices split by ``split`` on their own).
+
+    A stack other than the ones a dataset holds never joins it without ``add_to``.
+    """
     check_name(name)
     log = get_run_logger()
     settings = Settings()
@@ -66,11 +72,20 @@ def ingest(
             open_stack(labels, voxel_size) as label_stack,
         ):
             check_same_shape(gray_stack, label_stack)
+            check_target(registry, gray_stack, phase_map, name, add_to)
             log.info("exporting COCO + masks of %s", label_stack.path.name)
             coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
             with registry.atomic():
                 result = register(
-                    registry, gray_stack, label_stack, phase_map, name, split, material, coco
+                    registry,
+                    gray_stack,
+                    label_stack,
+                    phase_map,
+                    name,
+                    split,
+                    material,
+                    coco,
+                    add_to,
                 )
     except BaseException:
         if coco is not None and coco.new:  # this run stored it, and nothing refers to it
@@ -80,6 +95,39 @@ def ingest(
         registry.engine.dispose()
     log.info("volume %s, dataset %s v%s", result.volume_id, result.dataset, result.version)
     return asdict(result)
+
+
+def check_target(
+    registry: Registry, gray: Stack, phases: PhaseMap, name: str, add_to: str | None
+) -> None:
+    """Refuse, before anything is stored, a stack that would change which volumes a
+    dataset holds without ``--add-to``, and an ``--add-to`` dataset that does not exist or
+    has other phases.
+
+    Raises:
+        RegistryError: naming the explicit command.
+    """
+    target = add_to or name
+    try:
+        latest = registry.dataset(target)
+    except RegistryError:
+        if add_to is None:
+            return
+        raise
+    held = registry.dataset_volumes(latest.id)
+    if add_to is not None:
+        if registry.dataset_phases(latest.id) != str(phases):
+            raise RegistryError(
+                f"--phases {phases} differ from dataset {add_to!r}'s "
+                f"{registry.dataset_phases(latest.id)}: a dataset's volumes share one phase map"
+            )
+        return
+    if file_sha256(gray.path) not in {v.sha256 for v in held}:
+        raise RegistryError(
+            f"dataset {name!r} holds volume {', '.join(repr(v.name) for v in held)}, not "
+            f"{gray.path.name}: add it explicitly with `tomoloop ingest {gray.path.name} "
+            f"--labels LABELS --name NEW-VOLUME --add-to {name}`, or give another --name"
+        )
 
 
 def export_coco(
@@ -110,8 +158,11 @@ def register(
     split: tuple[float, float, float],
     material: str,
     coco: Artifact,
+    add_to: str | None = None,
 ) -> IngestResult:
-    """Volume, slices, tier-auto annotations and the frozen dataset version (one transaction)."""
+    """Volume, slices, tier-auto annotations and the frozen dataset version (one
+    transaction): dataset ``name`` v1 (or its next version when the labels changed), or
+    with ``add_to`` that dataset's next version with this volume added."""
     volume_id = registry.register_volume(
         name,
         str(gray.path.absolute()),  # flows run from anywhere: never relative to this one
@@ -134,12 +185,27 @@ def register(
         part: [by_slice[slice_ids[i]] for i in indices]
         for part, indices in split_slices(gray.shape[0], split).items()
     }
-    dataset = registry.freeze_dataset(
-        name, members, {"coco": {"uri": coco.key, "sha256": coco.sha256}}
-    )
+    artifacts = {"coco": {"uri": coco.key, "sha256": coco.sha256}}
+    if add_to is not None:
+        previous = registry.dataset(add_to)
+        members = merge_members(registry.dataset_members(previous.id), members)
+        artifacts = {**previous.artifacts, f"coco:{name}": artifacts["coco"]}
+    dataset = registry.freeze_dataset(add_to or name, members, artifacts)
     return IngestResult(
-        volume_id, dataset.id, name, dataset.version, len(slice_ids), added, coco.key
+        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added, coco.key
     )
+
+
+def merge_members(
+    previous: dict[str, list[int]], added: dict[str, list[int]]
+) -> dict[str, list[int]]:
+    """A version's members (``{split: [annotation ids]}``) with ``added`` ones joined to
+    their splits; an annotation the version holds already keeps its split."""
+    held = {a for ids in previous.values() for a in ids}
+    return {
+        split: previous.get(split, []) + [a for a in added.get(split, []) if a not in held]
+        for split in ("train", "val", "test")
+    }
 
 
 @flow(name="add-gold")

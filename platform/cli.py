@@ -494,7 +494,9 @@ def _print_result(title: str, result: dict, as_json: bool) -> None:
 def ingest(
     gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
     labels: Annotated[Path, typer.Option("--labels", help="Label stack of the same shape.")],
-    name: Annotated[str, typer.Option("--name", help="Volume and dataset name.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Volume name (and dataset name without --add-to).")
+    ],
     phases: Annotated[str, typer.Option("--phases", help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
     phase: Annotated[
         list[str] | None, typer.Option(help="Instance phase(s) for COCO; default all but 0.")
@@ -502,9 +504,18 @@ def ingest(
     split: Annotated[str, typer.Option(help="train,val,test fractions.")] = "0.8,0.1,0.1",
     material: Annotated[str, typer.Option(help="Material description.")] = "",
     voxel_size: VoxelOpt = None,
+    add_to: Annotated[
+        str | None,
+        typer.Option(
+            "--add-to",
+            help="Add the volume to this existing dataset: its next version holds the "
+            "previous one's slices and this volume's, split by --split on their own.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1."""
+    """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1 (or,
+    with --add-to, the dataset's next version with this volume added)."""
     from tomoloop.flows.ingest import ingest as ingest_flow
     from tomoloop.names import check_name
     from tomoloop.phases import PhaseMap
@@ -512,6 +523,8 @@ def ingest(
     from tomoloop.stacks import open_stack
 
     check_name(name, "--name")
+    if add_to is not None:
+        check_name(add_to, "--add-to")
     PhaseMap.parse(phases)
     fractions = parse_fractions(split)
     size = parse_voxel_size(voxel_size)
@@ -527,6 +540,7 @@ def ingest(
             split=fractions,
             instance_phases=tuple(phase or ()),
             material=material,
+            add_to=add_to,
         )
     _print_result(f"ingested {name}", result, as_json)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tomoloop.db.registry import Registry
+from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.errors import StackValidationError
 from tomoloop.masks import decode_class_mask
 
@@ -87,8 +87,8 @@ def test_a_registry_refusal_after_the_export_removes_the_new_artifact(
     other = tmp_path / "other"
     other.mkdir()
     gray2, labels2 = _stacks(other, electrode_volume[::-1].copy())
-    with pytest.raises(RegistryError, match="already used"):
-        ingest(gray=gray2, labels=labels2, name="nmc", phases="pore=0,nmc=1,cbd=2")
+    with pytest.raises(RegistryError, match="already used"):  # refused at register_volume
+        ingest(gray=gray2, labels=labels2, name="nmc", phases="pore=0,nmc=1,cbd=2", add_to="nmc")
     assert _artifact_files(home) == before
     assert len(Registry.from_url(registry_url).volumes()) == 1
 
@@ -137,3 +137,49 @@ def test_two_concurrent_ingests_of_one_volume_leave_one(
     registry = Registry.from_url(registry_url)
     assert len(registry.volumes()) == 1 and len(registry.datasets()) == 1
     assert len(registry.best_annotations()) == 20
+
+
+def test_a_dataset_gains_a_volume_only_explicitly(tmp_path, home, registry_url, electrode_volume):
+    from tomoloop.flows.ingest import ingest
+    from tomoloop.flows.resources import Services, dataset_slices
+
+    for folder, volume in (("a", electrode_volume), ("b", electrode_volume[:, ::-1].copy())):
+        (tmp_path / folder).mkdir()
+        _stacks(tmp_path / folder, volume)
+    a = [str(tmp_path / "a" / f) for f in ("gray.tif", "labels.tif")]
+    b = [str(tmp_path / "b" / f) for f in ("gray.tif", "labels.tif")]
+    phases, split = "pore=0,nmc=1,cbd=2", (0.6, 0.2, 0.2)
+    ingest(gray=a[0], labels=a[1], name="A", phases=phases, split=split)
+    registry = Registry.from_url(registry_url)
+    v1 = registry.dataset("A")
+    stored = (len(registry.volumes()), len(registry.datasets()), _artifact_files(home))
+
+    with pytest.raises(RegistryError, match=r"dataset 'A' holds volume 'A'.*--add-to A"):
+        ingest(gray=b[0], labels=b[1], name="A", phases=phases, split=split)
+    with pytest.raises(RegistryError, match=r"differ from dataset 'A'"):
+        ingest(gray=b[0], labels=b[1], name="B", phases="pore=0,nmc=1,cbd=2,x=3", add_to="A")
+    assert (len(registry.volumes()), len(registry.datasets()), _artifact_files(home)) == stored
+
+    added = ingest(gray=b[0], labels=b[1], name="B", phases=phases, split=split, add_to="A")
+    assert (added["dataset"], added["version"]) == ("A", 2)
+    v2 = registry.dataset("A")
+    assert v2.parent_id == v1.id
+    assert [v.name for v in registry.dataset_volumes(v2.id)] == ["A", "B"]
+    before, after = registry.dataset_members(v1.id), registry.dataset_members(v2.id)
+    for split_name, ids in before.items():  # A's slices keep their split
+        assert set(ids) <= set(after[split_name])
+    new = {s: len(after[s]) - len(before[s]) for s in after}
+    assert new["train"] > new["val"] > 0 and new["test"] > 0  # B split on its own
+    assert set(v2.artifacts) == {"coco", "coco:B"}
+    again = ingest(gray=b[0], labels=b[1], name="B", phases=phases, split=split, add_to="A")
+    assert again["version"] == 2  # adding it twice changes nothing
+
+    services = Services.from_settings()
+    try:  # training reads each slice from its own volume
+        slices = dataset_slices(services, v2)
+    finally:
+        services.close()
+    paths = {m.volume_path for m in registry.dataset_slices(v2.id)}
+    assert paths == {str(tmp_path / "a" / "gray.tif"), str(tmp_path / "b" / "gray.tif")}
+    assert sum(len(v) for v in slices.values()) == sum(len(v) for v in after.values())
+    registry.engine.dispose()
