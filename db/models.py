@@ -203,6 +203,9 @@ class ModelVersion(Base):
 
 
 class TrainingRun(Base):
+    """One training of a model version; ``running`` while its process (host, pid) lives
+    and beats (``heartbeat_at``)."""
+
     __tablename__ = "training_runs"
     __table_args__ = (
         CheckConstraint(
@@ -217,6 +220,12 @@ class TrainingRun(Base):
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     epochs: Mapped[int] = mapped_column(Integer, default=0)
     curve_uri: Mapped[str | None] = mapped_column(String(2000))
+    # the process running it (pid reuse is told by its start time, seconds since the epoch)
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None]
+    process_started: Mapped[float | None] = mapped_column(Float)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure: Mapped[str | None] = mapped_column(String(1000))  # why it failed, when known
 
 
 class Metric(Base):

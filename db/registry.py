@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -48,6 +48,7 @@ from tomoloop.db.models import (
 )
 from tomoloop.errors import TomoloopError
 from tomoloop.names import check_name
+from tomoloop.processes import ProcessId
 from tomoloop.review import AGREEMENT_KINDS
 
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
@@ -266,6 +267,23 @@ def _ranked_annotations(*kinds: Kind) -> Any:
         )
         .label("rank"),
     ).where(Annotation.kind.in_([k.value for k in kinds or (Kind.SEMANTIC,)]))
+
+
+def _owner(owner: ProcessId | None) -> dict[str, Any]:
+    """A run's process columns."""
+    if owner is None:
+        return {}
+    return {
+        "host": owner.host,
+        "pid": owner.pid,
+        "process_started": owner.started,
+        "heartbeat_at": utcnow(),
+    }
+
+
+def _aware(moment: datetime) -> datetime:
+    """A stored time as UTC-aware (SQLite returns naive ones)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _count_key(kind: str, tier: int) -> str:
@@ -828,13 +846,69 @@ class Registry:
             self.add_metrics(model.id, metrics)
         return model.id
 
-    def start_training(self, model_id: int, device: str) -> int:
-        """Open a training run (status ``running``) of a model version; its id."""
+    def start_training(self, model_id: int, device: str, owner: ProcessId | None = None) -> int:
+        """Open a training run (status ``running``) of a model version, run by process
+        ``owner``; its id."""
         with self.session() as s:
-            run = TrainingRun(model_version_id=model_id, device=device, status="running")
+            run = TrainingRun(
+                model_version_id=model_id, device=device, status="running", **_owner(owner)
+            )
             s.add(run)
             s.flush()
         return run.id
+
+    def resume_training(self, run_id: int, owner: ProcessId) -> None:
+        """Mark a run ``running`` again, now run by process ``owner``."""
+        with self.session() as s:
+            s.execute(
+                update(TrainingRun)
+                .where(TrainingRun.id == run_id)
+                .values(status="running", ended_at=None, failure=None, **_owner(owner))
+            )
+
+    def beat(self, run_id: int) -> bool:
+        """A running run's process is alive now; False when the run is not running."""
+        with self.session() as s:
+            beaten = s.scalar(
+                update(TrainingRun)
+                .where(TrainingRun.id == run_id, TrainingRun.status == "running")
+                .values(heartbeat_at=utcnow())
+                .returning(TrainingRun.id)
+            )
+        return beaten is not None
+
+    def fail_gone_runs(
+        self, reason: Callable[[ProcessId | None, datetime, datetime], str | None]
+    ) -> dict[int, str]:
+        """Mark ``failed`` every ``running`` run whose process is gone: ``reason(owner,
+        last sign of life, now)`` says why, or None while it may still run
+        (:func:`tomoloop.processes.gone_reason`). ``{run id: reason}`` of those marked.
+        """
+        now = utcnow()
+        marked: dict[int, str] = {}
+        with self.session() as s:
+            for run in s.scalars(select(TrainingRun).where(TrainingRun.status == "running")):
+                owner = (
+                    None
+                    if run.host is None or run.pid is None
+                    else ProcessId(run.host, run.pid, run.process_started or 0.0)
+                )
+                last = _aware(run.heartbeat_at or run.started_at)
+                why = reason(owner, last, now)
+                if why is not None:
+                    marked[run.id] = why
+            for run_id, why in marked.items():
+                s.execute(
+                    update(TrainingRun)
+                    .where(TrainingRun.id == run_id, TrainingRun.status == "running")
+                    .values(status="failed", ended_at=now, failure=why)
+                )
+        return marked
+
+    def runs(self) -> list[TrainingRun]:
+        """Every training run, oldest first."""
+        with self.session() as s:
+            return list(s.scalars(select(TrainingRun).order_by(TrainingRun.id)))
 
     def update_training(
         self,

@@ -4,7 +4,15 @@ API return (one shape for both).
 
 from __future__ import annotations
 
-from tomoloop.db.models import ALRound, DatasetVersion, Metric, ModelVersion, Review, Volume
+from tomoloop.db.models import (
+    ALRound,
+    DatasetVersion,
+    Metric,
+    ModelVersion,
+    Review,
+    TrainingRun,
+    Volume,
+)
 from tomoloop.db.registry import Registry
 
 
@@ -55,6 +63,23 @@ def model_row(registry: Registry, model: ModelVersion) -> dict:
             for m in registry.metrics(model.id)
             if m.step is None  # final numbers; per-epoch curve points stay in the registry
         },
+    }
+
+
+def run_row(run: TrainingRun) -> dict:
+    """A training run: its model, status (and why it failed), the process running it."""
+    return {
+        "id": run.id,
+        "model": run.model_version_id,
+        "status": run.status,
+        "failure": run.failure,
+        "device": run.device,
+        "host": run.host,
+        "pid": run.pid,
+        "started_at": run.started_at,
+        "heartbeat_at": run.heartbeat_at,
+        "ended_at": run.ended_at,
+        "epochs": run.epochs,
     }
 
 

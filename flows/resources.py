@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from tomoloop.db.models import DatasetVersion, ModelVersion
 from tomoloop.db.registry import PoolSlice, Registry, RegistryError
 from tomoloop.models import ModelSpec, load_model
 from tomoloop.phases import PhaseMap
+from tomoloop.processes import HEARTBEAT_S, gone_reason, this_process
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,13 @@ def open_run(
     the folder remembers (a resumed run keeps its identity), or new ones.
     """
     registry = services.registry
+    registry.fail_gone_runs(gone_reason)  # a killed run of this request may resume below
+    owner = this_process()
     saved = saved_run(services, folder, request)
     if saved is not None:
         model_id, run_id, _ = saved
-        registry.update_training(run_id, "running")
+        registry.resume_training(run_id, owner)
+        start_heartbeat(registry, run_id)
         return model_id, run_id
     folder.mkdir(parents=True, exist_ok=True)
     with registry.atomic():
@@ -156,11 +162,28 @@ def open_run(
             config=request,
             parent_id=request["parent"],
         )
-        run_id = registry.start_training(model_id, device)
+        run_id = registry.start_training(model_id, device, owner)
     temp = folder / ".run.json"
     temp.write_text(json.dumps({"model_version": model_id, "training_run": run_id}))
     temp.replace(folder / "run.json")
+    start_heartbeat(registry, run_id)
     return model_id, run_id
+
+
+def start_heartbeat(registry: Registry, run_id: int, every_s: float = HEARTBEAT_S) -> None:
+    """Beat for a run every ``every_s`` seconds from a daemon thread, until the run is no
+    longer ``running`` (it ends with the process, which is what a heartbeat is for)."""
+
+    def beat() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                if not registry.beat(run_id):
+                    return
+            except Exception:  # a database blip: the next beat tries again
+                continue
+
+    threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True).start()
 
 
 def run_folder(services: Services, home: Path, request: dict) -> tuple[Path, dict | None]:

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tomoloop.db.views import dataset_row, model_row, review_row, round_row, volume_row
+from tomoloop.db.views import (
+    dataset_row,
+    model_row,
+    review_row,
+    round_row,
+    run_row,
+    volume_row,
+)
 from tomoloop.errors import TomoloopError
 
 app = typer.Typer(
@@ -423,6 +430,20 @@ def registry_rounds(as_json: JsonFlag = False) -> None:
     with _database_errors():
         rows = [round_row(r, items) for r, items in _open_registry().rounds()]
     print_rows("rounds", rows, as_json)
+
+
+@registry_app.command("runs")
+def registry_runs(as_json: JsonFlag = False) -> None:
+    """Training runs; a ``running`` one whose process is gone (killed: same host and its
+    pid dead or reused, or no heartbeat for 10 min from another host) is marked
+    ``failed`` first, with the reason."""
+    from tomoloop.processes import gone_reason
+
+    with _database_errors():
+        registry = _open_registry()
+        registry.fail_gone_runs(gone_reason)
+        rows = [run_row(r) for r in registry.runs()]
+    print_rows("runs", rows, as_json)
 
 
 @registry_app.command("show")

@@ -5,13 +5,14 @@ import logging
 import multiprocessing
 import threading
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import inspect, update
 
 from tomoloop.db.engine import current_revision, downgrade, make_engine, upgrade
-from tomoloop.db.models import Kind, ModelVersion, RoundItem, Tier
+from tomoloop.db.models import Kind, ModelVersion, RoundItem, Tier, TrainingRun, utcnow
 from tomoloop.db.registry import NewAnnotation, NewMetric, Registry, RegistryError
 
 pytestmark = pytest.mark.integration
@@ -25,9 +26,12 @@ def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
 
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
     tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
     assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
+    downgrade(engine)
+    assert current_revision(engine) == "0004"
+    assert "pid" not in {c["name"] for c in inspect(engine).get_columns("training_runs")}
     downgrade(engine)
     assert current_revision(engine) == "0003"
     assert "kind" not in {c["name"] for c in inspect(engine).get_columns("annotations")}
@@ -39,7 +43,7 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0004"
+    assert current_revision(engine) == "0005"
     engine.dispose()
 
 
@@ -52,7 +56,7 @@ def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(
     registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto:x") for s in slices.values()])
     ids = [a.id for a in registry.best_annotations()]
     v1 = registry.freeze_dataset("nmc", {"train": ids})
-    downgrade(registry.engine)  # labels and dataset members survive both ways
+    downgrade(registry.engine, "0003")  # labels and dataset members survive both ways
     upgrade(registry.engine)
     assert [(a.id, a.kind) for a in registry.best_annotations()] == [(i, "semantic") for i in ids]
     assert registry.dataset_members(v1.id)["train"] == ids
@@ -70,8 +74,8 @@ def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(
         ]
     )
     with pytest.raises(TomoloopError, match=r"holds 1 instance labels.*stay at 0004"):
-        downgrade(registry.engine)
-    assert current_revision(registry.engine) == "0004"
+        downgrade(registry.engine, "0003")
+    assert current_revision(registry.engine) == "0005"  # all steps undone, or none
     assert registry.refresh_dataset("nmc").version == 2
     registry.engine.dispose()
 
@@ -515,4 +519,48 @@ def test_ids_beyond_the_integer_range_are_unknown_ids_on_both_backends(registry_
             lookup(huge)
     with pytest.raises(RegistryError, match="no dataset 'nmc'@"):
         registry.dataset("nmc", huge)
+    registry.engine.dispose()
+
+
+# ---------------------------------------------------------------- killed runs
+
+
+def test_runs_whose_process_is_gone_are_marked_failed_with_the_reason(registry_url):
+    import os
+    import subprocess
+    import sys
+
+    from tomoloop.processes import ProcessId, gone_reason, this_process
+
+    registry = Registry.from_url(registry_url)
+    model = registry.register_model("nmc", "unet", "torch", None)
+    me = this_process()
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a process that ran and is gone (its pid is free)
+    dead = ProcessId(me.host, child.pid, me.started)
+    reused = ProcessId(me.host, os.getpid(), me.started - 3600)  # our pid, another start
+    elsewhere = ProcessId("another-host", 1, 0.0)
+    runs = {
+        "alive": registry.start_training(model, "cpu", me),
+        "dead": registry.start_training(model, "cpu", dead),
+        "reused": registry.start_training(model, "cpu", reused),
+        "silent elsewhere": registry.start_training(model, "cpu", elsewhere),
+    }
+    registry.update_training(runs["silent elsewhere"], "running")
+    with registry.session() as s:  # its last heartbeat: 20 minutes ago
+        s.execute(
+            update(TrainingRun)
+            .where(TrainingRun.id == runs["silent elsewhere"])
+            .values(heartbeat_at=utcnow() - timedelta(minutes=20))
+        )
+    marked = registry.fail_gone_runs(gone_reason)
+    assert set(marked) == {runs["dead"], runs["reused"], runs["silent elsewhere"]}
+    by_id = {r.id: r for r in registry.runs()}
+    assert by_id[runs["alive"]].status == "running"
+    assert "is gone" in by_id[runs["dead"]].failure
+    assert "pid was reused" in by_id[runs["reused"]].failure
+    assert "no heartbeat on another-host" in by_id[runs["silent elsewhere"]].failure
+    assert all(by_id[runs[k]].ended_at is not None for k in ("dead", "reused"))
+    assert registry.fail_gone_runs(gone_reason) == {}  # once
+    assert registry.beat(runs["alive"]) and not registry.beat(runs["dead"])
     registry.engine.dispose()

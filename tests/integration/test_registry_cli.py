@@ -193,3 +193,20 @@ def test_db_upgrade_to_an_unknown_revision_is_refused_before_anything_is_made(
     _refused(tomoloop("db", "upgrade", "--revision", "9999"), "--revision '9999'", "0001")
     _refused(tomoloop("db", "downgrade", "--revision", "nope"), "--revision 'nope'")
     assert not (tmp_path / "home").exists()
+
+
+def test_registry_runs_marks_a_killed_run_failed(populated):
+    import subprocess as sp
+
+    from tomoloop.processes import ProcessId, this_process
+
+    registry = Registry.from_url(os.environ["TOMOLOOP_DATABASE_URL"])
+    child = sp.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # killed mid-training: its process is gone
+    me = this_process()
+    run = registry.start_training(populated["model"], "cpu", ProcessId(me.host, child.pid, 1.0))
+    registry.engine.dispose()
+    result = tomoloop("registry", "runs", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = [r for r in json.loads(result.stdout) if r["id"] == run]
+    assert row["status"] == "failed" and f"process {child.pid}" in row["failure"]
