@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from tomoloop.errors import OutputError, PhaseMapError
-from tomoloop.phases import PhaseMap
+from tomoloop.phases import IGNORE, PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.splits import split_slices
 from tomoloop.stacks import (
@@ -316,8 +316,10 @@ def _drop_small(labels_per_phase: list[np.ndarray], min_area: int) -> list[np.nd
 
 
 def class_index_lut(phases: PhaseMap) -> np.ndarray:
-    """Lookup table label value → class index (position in the phase map), uint8/uint16."""
-    dtype = np.uint8 if len(phases) <= 256 else np.uint16
+    """Lookup table label value → class index (position in the phase map): uint8, or uint16
+    from 256 phases on (class 255 would read as :data:`tomoloop.phases.IGNORE` in uint8).
+    """
+    dtype = np.uint8 if len(phases) <= IGNORE else np.uint16
     lut = np.zeros(max(phases.values) + 1, dtype=dtype)
     lut[list(phases.values)] = np.arange(len(phases), dtype=dtype)
     return lut

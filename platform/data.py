@@ -2,7 +2,8 @@
 and patch sampling.
 
 A :class:`LabelledSlice` is one normalised grey slice (H, W) float32 in [0, 1] with its
-class-index labels (H, W) uint8 and a weight from its label tier. Patches are cut from
+class-index labels (H, W) uint8 (:data:`tomoloop.phases.IGNORE` where unlabelled) and a
+weight from its label tier. Patches are cut from
 them at random (optionally centred on a pixel of a class drawn uniformly, so rare phases
 are seen), augmented as seed 002 §3.3 describes, and batched as tensors.
 """
@@ -20,6 +21,7 @@ from tomoloop.errors import TomoloopError
 from tomoloop.inference import normalise
 from tomoloop.masks import decode_class_mask
 from tomoloop.matphase import remove_rows_and_resize, smooth_labels_knn
+from tomoloop.phases import IGNORE
 from tomoloop.stacks import open_stack, percentile_window
 
 TIER_NAMES = ("auto", "model", "annotator", "expert")  # tier index → name, as the registry
@@ -33,7 +35,8 @@ class DatasetError(TomoloopError):
 
 @dataclass(frozen=True)
 class LabelledSlice:
-    """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices; weight ≥ 0;
+    """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices, :data:`IGNORE`
+    where unlabelled; weight ≥ 0;
     instances: the particles a person drew on the slice, inline (:mod:`tomoloop.masks`
     form, decoded only by instance training; None where nobody drew).
     """
@@ -157,19 +160,39 @@ def tier_weight(tier: int, weights: dict[str, float] | None = None) -> float:
 
 
 def check_slices(slices: Sequence[LabelledSlice], n_classes: int, what: str) -> None:
-    """Refuse an empty set, NaN images, image/label shape mismatches and classes ≥ n_classes."""
+    """Refuse an empty set, a set without a labelled pixel, NaN images, image/label shape
+    mismatches, classes ≥ n_classes and more classes than :data:`IGNORE` leaves room for.
+    """
     if not slices:
         raise DatasetError(f"the {what} split is empty: freeze a dataset version with slices in it")
+    if n_classes > IGNORE:
+        raise DatasetError(
+            f"{n_classes} classes: a semantic model has at most {IGNORE} "
+            f"({IGNORE} marks unlabelled pixels)"
+        )
     for s in slices:
         where = f"{what} slice (annotation {s.annotation_id})"
         if s.image.shape != s.labels.shape:
             raise DatasetError(f"{where}: image {s.image.shape} and labels {s.labels.shape} differ")
         if not np.isfinite(s.image).all():
             raise DatasetError(f"{where}: the image holds NaN or infinite values")
-        if s.labels.size and int(s.labels.max()) >= n_classes:
+        classes = s.labels[s.labels != IGNORE]
+        if classes.size and int(classes.max()) >= n_classes:
             raise DatasetError(
-                f"{where}: class {int(s.labels.max())} but the model has {n_classes} classes"
+                f"{where}: class {int(classes.max())} but the model has {n_classes} classes"
             )
+    if not labelled_slices(slices):
+        raise DatasetError(
+            f"the {what} split has no labelled pixel: every slice in it is unlabelled; "
+            "label part of one of its slices"
+        )
+
+
+def labelled_slices(slices: Sequence[LabelledSlice]) -> list[LabelledSlice]:
+    """The slices with at least one labelled pixel (a label that is not :data:`IGNORE`):
+    the only ones that can teach or judge a network.
+    """
+    return [s for s in slices if (s.labels != IGNORE).any()]
 
 
 def _pad_to(array: np.ndarray, side: int) -> np.ndarray:
@@ -182,12 +205,14 @@ def _pad_to(array: np.ndarray, side: int) -> np.ndarray:
 
 
 def _crop_origin(
-    labels: np.ndarray, side: int, rng: np.random.Generator, centre_class: int | None
+    centres: np.ndarray | None, shape: tuple[int, int], side: int, rng: np.random.Generator
 ) -> tuple[int, int]:
-    """Top-left of a (side, side) crop; centred near a pixel of ``centre_class`` if given."""
-    h, w = labels.shape
-    if centre_class is not None:
-        ys, xs = np.nonzero(labels == centre_class)
+    """Top-left of a (side, side) crop of an (H, W) ``shape``: anywhere, or centred near a
+    random True pixel of ``centres`` (H, W) bool if given.
+    """
+    h, w = shape
+    if centres is not None:
+        ys, xs = np.nonzero(centres)
         if ys.size:
             k = int(rng.integers(ys.size))
             return (
@@ -195,6 +220,32 @@ def _crop_origin(
                 int(np.clip(xs[k] - side // 2, 0, w - side)),
             )
     return int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+
+
+def _patch_centres(
+    label: np.ndarray, rng: np.random.Generator, n_classes: int, class_balanced: bool
+) -> np.ndarray | None:
+    """(H, W) bool: the pixels a patch of ``label`` may be centred on — those of a class
+    drawn uniformly from its classes (``class_balanced``), else its labelled pixels — or
+    None where every pixel may (a fully labelled slice, not class-balanced).
+
+    Raises:
+        DatasetError: the slice has no labelled pixel.
+    """
+    if class_balanced:
+        present = np.flatnonzero(np.bincount(label.ravel(), minlength=n_classes)[:IGNORE])
+        if present.size:
+            return label == int(rng.choice(present))
+    else:
+        labelled = label != IGNORE
+        if labelled.all():
+            return None
+        if labelled.any():
+            return labelled
+    raise DatasetError(
+        "a patch was asked of a slice without a labelled pixel: leave such slices out "
+        "(tomoloop.data.labelled_slices)"
+    )
 
 
 def _rotation(side: int, degrees: float) -> np.ndarray:
@@ -263,7 +314,13 @@ def sample_patches(
     per-pixel weights (N, P, P) float32 (the slice's tier weight).
 
     With ``class_balanced`` each patch is centred near a pixel of a class drawn uniformly
-    from the classes of its slice, so a rare phase is seen as often as a common one.
+    from the classes of its slice, so a rare phase is seen as often as a common one;
+    otherwise a patch of a partly labelled slice is centred near a labelled pixel. Labels
+    keep :data:`IGNORE` at unlabelled pixels (padding reflects them like the image).
+
+    Raises:
+        DatasetError: a patch side not divisible by 16, or a drawn slice without a
+            labelled pixel.
     """
     if patch % 16:
         raise DatasetError(f"patch side {patch} must be divisible by 16")
@@ -273,11 +330,8 @@ def sample_patches(
     for n in range(count):
         s = slices[int(rng.integers(len(slices)))]
         image, label = _pad_to(s.image, patch), _pad_to(s.labels, patch)
-        centre = None
-        if class_balanced:
-            present = np.flatnonzero(np.bincount(label.ravel(), minlength=n_classes))
-            centre = int(rng.choice(present))
-        y, x = _crop_origin(label, patch, rng, centre)
+        centres = _patch_centres(label, rng, n_classes, class_balanced)
+        y, x = _crop_origin(centres, label.shape, patch, rng)
         window = (slice(y, y + patch), slice(x, x + patch))
         weight = np.full((patch, patch), s.weight, dtype=np.float32)
         images[n, 0], labels[n], weights[n] = augment(

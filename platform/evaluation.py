@@ -21,6 +21,7 @@ from tomoloop.metrics import (
     scores,
 )
 from tomoloop.microstructure import tortuosity
+from tomoloop.phases import IGNORE
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,9 @@ def evaluate(
 ) -> Evaluation:
     """Predict every slice (tiled, blended) and score the predictions against its labels;
     with ``tortuosity_class``, also compare that class's in-plane tortuosity
-    (:class:`TortuosityCheck`).
+    (:class:`TortuosityCheck`). Only labelled pixels are scored: volume fractions are of
+    the labelled pixels, a slice without any has no pixel accuracy, and tortuosity is
+    compared on fully labelled slices only.
     """
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     truth_counts = np.zeros(n_classes)
@@ -115,10 +118,11 @@ def evaluate(
         patches += _tiles_in(s.image.shape, tile, overlap)
         per_slice = confusion_matrix(s.labels, predicted, n_classes)
         confusion += per_slice
-        accuracies.append(np.trace(per_slice) / max(per_slice.sum(), 1))
+        if per_slice.sum():
+            accuracies.append(np.trace(per_slice) / per_slice.sum())
         truth_counts += per_slice.sum(axis=1)
         predicted_counts += per_slice.sum(axis=0)
-        if tortuosity_class is not None:
+        if tortuosity_class is not None and not (s.labels == IGNORE).any():
             truth_tau = tortuosity((s.labels == tortuosity_class)[None], "x", device)
             if np.isfinite(truth_tau):
                 tau = tortuosity((predicted == tortuosity_class)[None], "x", device)

@@ -21,7 +21,7 @@ from tomoloop.coco import Connectivity, slice_instances
 from tomoloop.data import LabelledSlice
 from tomoloop.errors import TomoloopError
 from tomoloop.masks import InstanceMasks, decode_instances
-from tomoloop.phases import PhaseMap
+from tomoloop.phases import IGNORE, PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.stacks import Window, to_uint8
 
@@ -137,6 +137,12 @@ def coco_from_slices(
     particles a person drew on slice ``i``: of those, the drawn particles are the
     instances (touching particles stay apart). Image ``i`` has id ``i + 1`` and ``file_names[i]``.
     Segmentations are exact compressed RLE.
+
+    Unlabelled pixels (:data:`IGNORE`) hold no instance: components are found among
+    labelled pixels, and drawn particles are clipped to the labelled region. The
+    unlabelled region of an image is written as one ``iscrowd: 1`` annotation per
+    category (COCO's "ignore this region": COCOeval neither rewards nor penalises a
+    detection of that category there; Detectron2 leaves crowd annotations out of training).
     """
     if len(labels) != len(file_names) or len(drawn) not in (0, len(labels)):
         raise ValueError("one file name (and drawn instances, if any) per label slice")
@@ -151,9 +157,14 @@ def coco_from_slices(
                 f"{name}: the drawn particles are {particles.masks.shape[1:]}, the label "
                 f"slice {label.shape}"
             )
-        for category, rle, area, bbox in _instances(
-            label, particles, values, connectivity, min_area
-        ):
+        unlabelled = label == IGNORE
+        if unlabelled.any():
+            particles = None if particles is None else _clipped(particles, ~unlabelled)
+        found = _instances(label, particles, values, connectivity, min_area)
+        crowd = _ignore_regions(unlabelled, len(values)) if unlabelled.any() else []
+        for category, rle, area, bbox, iscrowd in [(*f, 0) for f in found] + [
+            (*c, 1) for c in crowd
+        ]:
             annotations.append(
                 {
                     "id": len(annotations) + 1,
@@ -162,11 +173,28 @@ def coco_from_slices(
                     "segmentation": rle,
                     "area": area,
                     "bbox": bbox,
-                    "iscrowd": 0,
+                    "iscrowd": iscrowd,
                 }
             )
     categories = [{"id": k + 1, "name": class_names[c]} for k, c in enumerate(values)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _clipped(particles: InstanceMasks, labelled: np.ndarray) -> InstanceMasks:
+    """Drawn particles cut to the (H, W) bool ``labelled`` region (empty ones are kept
+    empty; :func:`_instances` drops them by area).
+    """
+    return InstanceMasks(particles.masks & labelled, particles.classes, particles.covers)
+
+
+def _ignore_regions(unlabelled: np.ndarray, n_categories: int) -> list[tuple]:
+    """(category index, COCO RLE, area, XYWH box) of an (H, W) bool unlabelled region, one
+    per category (COCOeval matches crowd regions within a category).
+    """
+    rle = mask_utils.encode(np.asfortranarray(unlabelled, np.uint8))
+    counts = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    area, bbox = int(unlabelled.sum()), mask_utils.toBbox(rle).tolist()
+    return [(k, counts, area, bbox) for k in range(n_categories)]
 
 
 def _instances(
@@ -232,9 +260,12 @@ def write_coco_folder(
     out_dir: Path,
 ) -> dict[str, Path]:
     """Write labelled slices as a COCO folder: ``images/<split>_<k>.png`` (8-bit grey from
-    the [0, 1] images) and one ``<split>.json`` per non-empty split; the JSON paths by split.
+    the [0, 1] images), ``masks/<split>_<k>.png`` (the class-index labels, :data:`IGNORE`
+    = 255 where unlabelled; each image's ``mask_file``) and one ``<split>.json`` per
+    non-empty split; the JSON paths by split.
     """
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    for folder in ("images", "masks"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
     files = {}
     for split, members in slices.items():
         if not members:
@@ -242,6 +273,7 @@ def write_coco_folder(
         names = [f"{split}_{k:05d}.png" for k in range(len(members))]
         for name, member in zip(names, members, strict=True):
             write_png(out_dir / "images" / name, grey_uint8(member.image))
+            write_png(out_dir / "masks" / name, member.labels)
         document = coco_from_slices(
             [m.labels for m in members],
             names,
@@ -249,6 +281,8 @@ def write_coco_folder(
             classes,
             drawn=[None if m.instances is None else decode_instances(m.instances) for m in members],
         )
+        for image in document["images"]:
+            image["mask_file"] = f"masks/{image['file_name']}"
         files[split] = out_dir / f"{split}.json"
         files[split].write_text(json.dumps(document))
     return files

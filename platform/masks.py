@@ -1,14 +1,17 @@
 """Masks stored inline as COCO RLE (the registry's compact form), exact both ways.
 
-Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...}}``;
-class 0 is everything not listed. Instance masks (one mask per particle, which may touch
-or overlap): ``{"size": [h, w], "covers": [1], "instances": [{"class": 1, "counts": "<COCO
-RLE>"}, ...]}``; ``covers``: the classes whose every particle on the slice is drawn.
+Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...},
+"labelled": "<COCO RLE counts>"}``; ``labelled`` is the region somebody labelled (absent:
+every pixel is labelled, the dense form); class 0 is every labelled pixel not listed, and
+pixels outside the labelled region are unlabelled (:data:`tomoloop.phases.IGNORE` in
+memory). Instance masks (one mask per particle, which may touch or overlap): ``{"size":
+[h, w], "covers": [1], "instances": [{"class": 1, "counts": "<COCO RLE>"}, ...]}``;
+``covers``: the classes whose every particle on the slice is drawn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +19,7 @@ from pycocotools import mask as mask_utils
 
 from tomoloop.coco import class_index_lut
 from tomoloop.errors import TomoloopError
-from tomoloop.phases import PhaseMap
+from tomoloop.phases import IGNORE, PhaseMap
 from tomoloop.stacks import Axis, Stack, check_declared, check_label_dtype
 
 
@@ -24,41 +27,109 @@ class MaskFormatError(TomoloopError):
     """An inline mask is malformed (wrong keys, size, overlapping classes)."""
 
 
+def _rle_counts(binary: np.ndarray) -> str:
+    """COCO RLE counts string of an (h, w) bool array."""
+    return mask_utils.encode(np.asfortranarray(binary, dtype=np.uint8))["counts"].decode("ascii")
+
+
+def _decode_binary(h: int, w: int, counts: object, what: str) -> np.ndarray:
+    """(h, w) bool of RLE ``counts``; MaskFormatError naming ``what`` when undecodable."""
+    try:
+        binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+    except Exception as exc:
+        raise MaskFormatError(f"{what} of an inline mask cannot be decoded: {exc}") from exc
+    return binary.astype(bool)
+
+
 def encode_class_mask(mask: np.ndarray) -> dict:
-    """Inline RLE of an (h, w) integer class-index mask (classes ≥ 1 are encoded)."""
+    """Inline RLE of an (h, w) integer class-index mask (classes ≥ 1 are encoded).
+
+    In a uint8 mask the value :data:`IGNORE` marks unlabelled pixels: their complement is
+    stored as ``"labelled"``. A mask without unlabelled pixels (and every wider mask, for
+    more than 255 classes) is dense: no ``"labelled"`` key, the document of before sparse
+    labels existed.
+    """
     h, w = mask.shape
-    classes = {}
-    present = np.flatnonzero(np.bincount(mask.ravel().astype(np.int64)))
-    for c in present[present > 0].tolist():
-        rle = mask_utils.encode(np.asfortranarray(mask == c, dtype=np.uint8))
-        classes[str(c)] = rle["counts"].decode("ascii")
-    return {"size": [h, w], "classes": classes}
+    counts = np.bincount(mask.ravel().astype(np.int64))
+    sparse = mask.dtype == np.uint8 and counts.size > IGNORE and counts[IGNORE] > 0
+    present = np.flatnonzero(counts)
+    present = present[(present > 0) & ((present != IGNORE) | (not sparse))]
+    encoded: dict = {
+        "size": [h, w],
+        "classes": {str(c): _rle_counts(mask == c) for c in present.tolist()},
+    }
+    if sparse:
+        encoded["labelled"] = _rle_counts(mask != IGNORE)
+    return encoded
 
 
 def decode_class_mask(encoded: dict) -> np.ndarray:
-    """The (h, w) class-index mask (uint8, or uint16 above 255 classes) of an inline RLE.
+    """The (h, w) class-index mask of an inline RLE: uint8, unlabelled pixels
+    :data:`IGNORE` (only where the document has a ``"labelled"`` region); a dense document
+    with classes ≥ 255 decodes to uint16.
 
     Raises:
-        MaskFormatError: missing keys, a bad size, undecodable counts or overlapping classes.
+        MaskFormatError: missing keys, a bad size, undecodable counts, overlapping classes,
+            a class outside the labelled region or a class ≥ 255 in a partly labelled mask.
     """
     try:
         h, w = (int(v) for v in encoded["size"])
         classes = {int(c): counts for c, counts in encoded["classes"].items()}
-    except (KeyError, TypeError, ValueError) as exc:
+        labelled = encoded.get("labelled")
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MaskFormatError(
             f"inline mask is malformed ({exc!r}): expected size and classes"
         ) from exc
     top = max(classes, default=0)
-    out = np.zeros((h, w), dtype=np.uint8 if top <= 255 else np.uint16)
+    if labelled is None:
+        out = np.zeros((h, w), dtype=np.uint8 if top < IGNORE else np.uint16)
+    elif top >= IGNORE:
+        raise MaskFormatError(
+            f"a partly labelled inline mask holds class {top}: its classes must lie in "
+            f"0..{IGNORE - 1} ({IGNORE} marks unlabelled pixels)"
+        )
+    else:
+        region = _decode_binary(h, w, labelled, "the labelled region")
+        out = np.where(region, 0, IGNORE).astype(np.uint8)
     for c, counts in classes.items():
-        try:
-            binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
-        except Exception as exc:
-            raise MaskFormatError(f"class {c} of an inline mask cannot be decoded: {exc}") from exc
-        hit = binary.astype(bool)
-        if (out[hit] != 0).any():
+        hit = _decode_binary(h, w, counts, f"class {c}")
+        taken = out[hit]
+        if labelled is not None and (taken == IGNORE).any():
+            raise MaskFormatError(
+                f"class {c} of an inline mask lies outside its labelled region: paint "
+                "classes only where the label is labelled"
+            )
+        if (taken != 0).any():
             raise MaskFormatError(f"class {c} overlaps another class in an inline mask")
         out[hit] = c
+    return out
+
+
+def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """One slice's labels merged: ``(tier, (h, w) uint8 class-index mask)`` pairs, oldest
+    first → (h, w) uint8. Where several are labelled, the highest tier wins, and within a
+    tier the newest; lower tiers fill what higher ones left unlabelled. Pixels no label
+    covers stay :data:`IGNORE`.
+
+    Raises:
+        MaskFormatError: the masks differ in shape or are not uint8.
+        ValueError: no labels given.
+    """
+    if not labels:
+        raise ValueError("merge_by_tier needs at least one label")
+    shape = labels[0][1].shape
+    for tier, mask in labels:
+        if mask.shape != shape or mask.dtype != np.uint8:
+            raise MaskFormatError(
+                f"a tier-{tier} label is {mask.dtype} {mask.shape}, the first {shape} uint8: "
+                "the labels of one slice must share its shape"
+            )
+    order = sorted(range(len(labels)), key=lambda k: (labels[k][0], k), reverse=True)
+    out = np.full(shape, IGNORE, np.uint8)
+    for k in order:
+        mask = labels[k][1]
+        fill = (out == IGNORE) & (mask != IGNORE)
+        out[fill] = mask[fill]
     return out
 
 

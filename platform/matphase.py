@@ -22,6 +22,7 @@ from torch import nn
 
 from tomoloop.layers import SIDE_MULTIPLE, check_sides
 from tomoloop.losses import Loss
+from tomoloop.phases import IGNORE
 
 _SLOPE = 0.01  # LeakyReLU negative slope (seed 000 names LeakyReLU, not its slope)
 
@@ -117,18 +118,24 @@ class LCGAR(nn.Module):
 
 
 def curriculum_mask(
-    difficulty: torch.Tensor, progress: float, start: float = 0.5, ramp: float = 0.5
+    difficulty: torch.Tensor,
+    progress: float,
+    start: float = 0.5,
+    ramp: float = 0.5,
+    among: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Seed 000's curriculum, easy → hard: True where ``difficulty`` (any shape) is at or
     below its q-quantile, q rising linearly from ``start`` at progress 0 to 1 at
-    progress ``ramp`` (every pixel admitted from then on).
+    progress ``ramp`` (every pixel admitted from then on). ``among`` (bool, the shape of
+    ``difficulty``): only those pixels take part, in the quantile and in the result.
     """
     q = 1.0 if ramp <= 0 else start + (1.0 - start) * min(max(progress, 0.0) / ramp, 1.0)
-    if q >= 1.0:
-        return torch.ones_like(difficulty, dtype=torch.bool)
-    flat = difficulty.detach().reshape(-1)
+    every = torch.ones_like(difficulty, dtype=torch.bool) if among is None else among
+    flat = difficulty.detach()[every]
+    if q >= 1.0 or flat.numel() == 0:
+        return every
     rank = max(1, math.ceil(q * flat.numel()))
-    return difficulty <= flat.kthvalue(rank).values
+    return (difficulty <= flat.kthvalue(rank).values) & every
 
 
 def sample_pixels(mask: torch.Tensor, limit: int | None) -> torch.Tensor:
@@ -189,14 +196,21 @@ class MatPhase(nn.Module):
         return self.lcgar(self.scale_input(images), ugsm_logits.detach())
 
     def admitted(
-        self, ugsm_logits: torch.Tensor, target: torch.Tensor, progress: float
+        self,
+        ugsm_logits: torch.Tensor,
+        target: torch.Tensor,
+        progress: float,
+        among: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(N, H, W) bool: the pixels the curriculum admits, a pixel's difficulty being
-        1 − the UGSM probability of its true class (detached).
+        """(N, H, W) bool: the pixels the curriculum admits among ``among`` (N, H, W) bool
+        (None: all), a pixel's difficulty being 1 − the UGSM probability of its true class
+        (detached).
         """
         probs = ugsm_logits.detach().float().softmax(dim=1)
         difficulty = 1 - probs.gather(1, target[:, None])[:, 0]
-        return curriculum_mask(difficulty, progress, self.curriculum_start, self.curriculum_ramp)
+        return curriculum_mask(
+            difficulty, progress, self.curriculum_start, self.curriculum_ramp, among
+        )
 
     def training_loss(
         self,
@@ -208,10 +222,14 @@ class MatPhase(nn.Module):
     ) -> torch.Tensor:
         """UGSM loss on every pixel + LCGAR loss on the pixels the curriculum admits (at
         most ``lcgar_pixels``), those M pixels passed to ``loss`` as a (1, ·, M, 1) image.
+        Pixels of weight 0 (unlabelled ones) take no part in the curriculum.
         """
         check_sides(images, self.multiple)
         ugsm_logits = self.ugsm(images)
-        chosen = sample_pixels(self.admitted(ugsm_logits, target, progress), self.lcgar_pixels)
+        among = None if weight is None else weight > 0
+        chosen = sample_pixels(
+            self.admitted(ugsm_logits, target, progress, among), self.lcgar_pixels
+        )
         features = self.lcgar.features(self.scale_input(images), ugsm_logits.detach())
         rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[chosen]
         lcgar_logits = self.lcgar.head(rows).T[None, :, :, None]
@@ -278,7 +296,7 @@ def smooth_labels_knn(
 ) -> np.ndarray:
     """Seed 000's domain rule: two classes of an exclusive pair (a, b) cannot touch (carbon
     binder and Ni), so a pixel of class a whose neighbours are mostly (more than half of
-    those inside the image) class b becomes b, and the other way round.
+    the labelled ones inside the image) class b becomes b, and the other way round.
 
     labels (H, W) integer → (H, W) of the same dtype. Neighbours: the k = (2·radius + 1)² − 1
     nearest pixels (k = 8 at radius 1). One pass, decided on the input labels; classes in no
@@ -286,7 +304,7 @@ def smooth_labels_knn(
     """
     if any(a == b for a, b in exclusive):
         raise ValueError(f"exclusive pairs {exclusive} must name two different classes")
-    valid = _neighbour_counts(np.ones(labels.shape, dtype=bool), radius)
+    valid = _neighbour_counts(labels != IGNORE, radius)
     counts = {c: _neighbour_counts(labels == c, radius) for pair in exclusive for c in pair}
     smoothed = labels.copy()
     for a, b in exclusive:

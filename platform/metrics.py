@@ -1,7 +1,8 @@
 """Semantic-segmentation metrics (seed 000 MatPhase §Measure of Success; seed 002 Table 1).
 
 All functions take integer class-index arrays of one shape (any number of dimensions) and
-a class count; class c counts pixels whose value is c. Per-class values are NaN where a
+a class count; class c counts pixels whose value is c, and unlabelled pixels
+(:data:`tomoloop.phases.IGNORE`) count nowhere. Per-class values are NaN where a
 class is absent from both truth and prediction (its score is undefined, and means skip it).
 """
 
@@ -12,13 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomoloop.phases import IGNORE
+
 
 def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes, n_classes) int64 counts: row = true class, column = predicted class."""
+    """(n_classes, n_classes) int64 counts: row = true class, column = predicted class.
+    Pixels that are :data:`IGNORE` (unlabelled) in either array count in no cell.
+    """
     if truth.shape != prediction.shape:
         raise ValueError(f"truth {truth.shape} and prediction {prediction.shape} differ")
     t = truth.ravel().astype(np.int64)
     p = prediction.ravel().astype(np.int64)
+    labelled = (t != IGNORE) & (p != IGNORE)
+    if not labelled.all():
+        t, p = t[labelled], p[labelled]
     if t.size and (min(t.min(), p.min()) < 0 or max(t.max(), p.max()) >= n_classes):
         raise ValueError(f"class indices must lie in 0..{n_classes - 1}")
     return np.bincount(t * n_classes + p, minlength=n_classes**2).reshape(n_classes, n_classes)
@@ -77,6 +85,6 @@ def best_and_lowest_accuracy(
 
 
 def volume_fractions(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """Fraction of pixels/voxels in each class, (n_classes,) summing to 1."""
+    """Fraction of the labelled pixels/voxels in each class, (n_classes,) summing to 1."""
     counts = np.bincount(labels.ravel().astype(np.int64), minlength=n_classes)[:n_classes]
-    return counts / max(labels.size, 1)
+    return counts / max(int(counts.sum()), 1)

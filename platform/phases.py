@@ -14,6 +14,10 @@ from tomoloop.errors import PhaseMapError
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 
+IGNORE = 255
+"""Class index of an unlabelled pixel (nobody painted it) in uint8 class-index arrays;
+semantic classes are 0 … IGNORE − 1. Losses, patch centres and metrics skip it."""
+
 
 @dataclass(frozen=True)
 class PhaseMap:

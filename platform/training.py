@@ -32,12 +32,14 @@ from tomoloop.data import (
     Augmentation,
     LabelledSlice,
     check_slices,
+    labelled_slices,
     prepare_training_slices,
     sample_patches,
 )
 from tomoloop.errors import TomoloopError
 from tomoloop.evaluation import evaluate
 from tomoloop.losses import LOSSES, Loss, get_loss
+from tomoloop.phases import IGNORE
 
 CHECKPOINT = "last.pt"
 
@@ -150,6 +152,18 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def mask_unlabelled(
+    target: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one place the ignore index is applied: target (N, H, W) int64 with :data:`IGNORE`
+    at unlabelled pixels → (target with class 0 there, per-pixel weight (N, H, W) float32
+    that is 0 there and ``weight`` (or 1) elsewhere).
+    """
+    labelled = target != IGNORE
+    weight = labelled.to(torch.float32) if weight is None else weight * labelled
+    return target.masked_fill(~labelled, 0), weight
+
+
 def compute_loss(
     model: nn.Module,
     images: torch.Tensor,
@@ -159,8 +173,10 @@ def compute_loss(
     progress: float = 0.0,
 ) -> torch.Tensor:
     """Scalar training loss of a batch: images (N, C, H, W) float, target (N, H, W) int64,
-    weight (N, H, W) float or None.
+    weight (N, H, W) float or None. Unlabelled pixels (target :data:`IGNORE`) weigh 0 in
+    every loss and network (:func:`mask_unlabelled`).
     """
+    target, weight = mask_unlabelled(target, weight)
     custom = getattr(model, "training_loss", None)
     if custom is not None:
         return custom(images, target, weight, loss, progress)
@@ -220,7 +236,10 @@ def train(
     """
     check_slices(train_slices, n_classes, "train")
     check_slices(val_slices, n_classes, "val")
-    train_slices = prepare_training_slices(train_slices, config.row_removal, config.exclusive)
+    train_slices = prepare_training_slices(
+        labelled_slices(train_slices), config.row_removal, config.exclusive
+    )
+    val_slices = labelled_slices(val_slices)
     channels = _input_channels(model)
     if channels not in (None, 1):
         raise TrainingError(f"the network takes {channels} input channels; slices have 1")

@@ -11,7 +11,9 @@ from tomoloop.masks import (
     decode_instances,
     encode_class_mask,
     encode_instances,
+    merge_by_tier,
 )
+from tomoloop.phases import IGNORE
 
 
 @settings(max_examples=100, deadline=None)
@@ -27,6 +29,82 @@ def test_class_mask_round_trip_is_exact(mask):
     encoded = encode_class_mask(mask)
     np.testing.assert_array_equal(decode_class_mask(encoded), mask)
     assert "0" not in encoded["classes"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    mask=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 40), st.integers(1, 40)),
+        elements=st.sampled_from([0, 1, 2, 254, IGNORE]),
+        fill=st.nothing(),
+    )
+)
+def test_a_partly_labelled_mask_round_trips_exactly(mask):
+    encoded = encode_class_mask(mask)
+    back = decode_class_mask(encoded)
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, mask)
+    assert ("labelled" in encoded) == bool((mask == IGNORE).any())
+    assert str(IGNORE) not in encoded["classes"]
+
+
+def test_a_dense_mask_is_stored_as_before_sparse_labels():
+    mask = np.array([[0, 1, 1], [2, 0, 1]], np.uint8)
+    assert encode_class_mask(mask) == {
+        "size": [2, 3],
+        "classes": {"1": "2111", "2": "114"},
+    }
+
+
+def test_a_dense_mask_with_class_255_stays_a_class():
+    mask = np.array([[0, 255], [300, 1]], np.uint16)
+    encoded = encode_class_mask(mask)
+    assert "labelled" not in encoded
+    back = decode_class_mask(encoded)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_a_class_outside_the_labelled_region_is_refused():
+    half = np.full((2, 2), IGNORE, np.uint8)
+    half[0] = 0
+    encoded = encode_class_mask(half)
+    encoded["classes"]["1"] = encode_class_mask(np.ones((2, 2), np.uint8))["classes"]["1"]
+    with pytest.raises(MaskFormatError, match="outside its labelled region"):
+        decode_class_mask(encoded)
+
+
+def test_a_partly_labelled_mask_with_a_class_of_255_or_more_is_refused():
+    encoded = encode_class_mask(np.array([[1, IGNORE]], np.uint8))
+    encoded["classes"] = {"255": encoded["classes"]["1"]}
+    with pytest.raises(MaskFormatError, match=r"0\.\.254"):
+        decode_class_mask(encoded)
+
+
+def test_an_undecodable_labelled_region_is_refused():
+    with pytest.raises(MaskFormatError, match="labelled region"):
+        decode_class_mask({"size": [2, 2], "classes": {}, "labelled": 7})
+
+
+def test_merge_by_tier_higher_tier_wins_lower_fills_rest_unlabelled_stays():
+    u = IGNORE
+    auto = np.array([[1, 1, u, u]], np.uint8)
+    expert = np.array([[2, u, u, u]], np.uint8)
+    annotator_old = np.array([[0, 0, 0, u]], np.uint8)
+    annotator_new = np.array([[u, 2, u, u]], np.uint8)
+    merged = merge_by_tier([(3, expert), (0, auto), (2, annotator_old), (2, annotator_new)])
+    np.testing.assert_array_equal(merged, [[2, 2, 0, u]])
+
+
+def test_merge_by_tier_of_dense_labels_is_the_highest_tier():
+    low, high = np.zeros((3, 3), np.uint8), np.ones((3, 3), np.uint8)
+    np.testing.assert_array_equal(merge_by_tier([(3, high), (0, low)]), high)
+
+
+def test_merge_by_tier_refuses_labels_of_different_shapes():
+    with pytest.raises(MaskFormatError, match="share its shape"):
+        merge_by_tier([(0, np.zeros((2, 2), np.uint8)), (1, np.zeros((2, 3), np.uint8))])
 
 
 def test_a_mask_without_background_round_trips():
