@@ -142,7 +142,9 @@ def coco_export(
     from tomoloop.adapters.artifacts import ArtifactStore
     from tomoloop.archive import unzip_to
     from tomoloop.config import Settings
+    from tomoloop.outputs import Output, check_outputs
 
+    check_outputs({}, [Output("--out", out_dir, folder=True)])
     with _database_errors():
         found = _dataset(_open_registry(), dataset)
     name = found.name
@@ -211,6 +213,7 @@ def coco_from_stack(
 ) -> None:
     """Turn every slice into a COCO image and every connected component into an instance."""
     from tomoloop.coco import CocoOptions, convert_stack
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.splits import parse_fractions
     from tomoloop.stacks import AXES, open_stack, scan_label_values
@@ -224,6 +227,10 @@ def coco_from_stack(
     fractions = parse_fractions(split) if split else None
     size = parse_voxel_size(voxel_size)
     phase_map = PhaseMap.parse(phases) if phases else None
+    check_outputs(
+        {"--labels": labels, "--gray": gray},
+        [Output("--out", out_dir, folder=True, replaces=overwrite)],
+    )
     with open_stack(labels, size) as label_stack:
         gray_stack = open_stack(gray, size) if gray is not None else None
         try:
@@ -608,10 +615,14 @@ def train(
     Run the same command again after a crash and it resumes from its last epoch
     (checkpoint, for maskrcnn).
     """
+    from tomoloop.config import Settings
     from tomoloop.data import NO_AUGMENTATION
     from tomoloop.flows.train import train_semantic
     from tomoloop.models import MODELS
+    from tomoloop.outputs import Output, check_outputs
 
+    runs = Output("the run folder", Settings().home / "runs", folder=True)
+    check_outputs({"--weights": weights}, [runs])
     given = {k: v for k, v in (("lr", lr), ("batch", batch)) if v is not None}  # else defaults
     if arch == "maskrcnn":
         maskrcnn = {
@@ -723,6 +734,7 @@ def predict(
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
     from tomoloop.flows.resources import Services, load_registered_model
     from tomoloop.inference import predict_volume
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.stacks import open_stack
     from tomoloop.training import resolve_device
 
@@ -730,6 +742,11 @@ def predict(
         raise TomoloopError(f"--axes {axes!r}: use z or zyx")
     if tile is not None and (tile < 16 or tile % 16):
         raise TomoloopError(f"--tile {tile}: use a multiple of 16")
+    outputs = [Output("--out", out_path)]
+    if uncertainty is not None:
+        outputs.append(Output("--uncertainty", uncertainty))
+    check_outputs({"GRAY": gray}, outputs)
+    open_stack(gray).close()  # an unreadable stack: one line before the model loads
     torch_device = resolve_device(device)
     services = Services.from_settings()
     try:
@@ -818,10 +835,12 @@ def predict_distributed(
     and uncertainty to a zarr group, slice scores to the registry."""
     from tomoloop.coco import check_new
     from tomoloop.flows.distributed import run_distributed
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.scoring import ScoreOptions
 
     ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
     check_new(out_path)
+    check_outputs({}, [Output("--out", out_path, folder=True)])
     if workers < 1 or chunk < 1:
         raise TomoloopError(f"--workers {workers} --chunk {chunk}: both must be ≥ 1")
     with _database_errors():
@@ -1210,6 +1229,7 @@ def benchmark_al(
     against labelled slices, labels to reach 95 % of the full-data mIoU, area under curve.
     """
     from tomoloop.efficiency import EfficiencySetup, efficiency, stack_split
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.report import plot_efficiency
     from tomoloop.selection import get
@@ -1220,6 +1240,8 @@ def benchmark_al(
     for name in names:
         get(name)
     phase_map = PhaseMap.parse(phases)
+    if plot is not None:
+        check_outputs({"--gray": gray, "--labels": labels}, [Output("--plot", plot)])
     setup = EfficiencySetup(
         names,
         seeds,
@@ -1357,9 +1379,11 @@ def particles_command(
     particles.csv, psd.png, summary.json and flaws.tif (with --flaw-model) in --out.
     """
     from tomoloop.flows.instances import particles
+    from tomoloop.outputs import Output, check_outputs
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
+    check_outputs({"GRAY": gray}, [Output("--out", out_dir, folder=True, replaces=overwrite)])
     with _database_errors():
         result = particles(
             str(gray),
@@ -1431,6 +1455,7 @@ def demo(
     answered by the oracle through Label Studio, retrain, promote, report.
     """
     from tomoloop.flows.demo import demo as demo_flow
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.selection import get
     from tomoloop.stacks import open_stack
@@ -1446,6 +1471,8 @@ def demo(
     get(strategy)
     for path in (p for p in (gray, labels, gold) if p is not None):
         open_stack(path).close()
+    inputs = {"--gray": gray, "--labels": labels, "--gold": gold}
+    check_outputs(inputs, [Output("--out", out_dir, folder=True)])
     with _database_errors():
         result = demo_flow(
             str(out_dir),

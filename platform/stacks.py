@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import struct
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import tifffile
 import zarr
 
 from tomoloop.errors import StackReadError, StackValidationError
+from tomoloop.outputs import temp_file_beside
 from tomoloop.phases import PhaseMap
 
 Axis = Literal["z", "y", "x"]
@@ -449,12 +449,11 @@ def write_stack(
             metadata.update(spacing=z, unit="um")
         else:
             metadata.update(PhysicalSizeX=x, PhysicalSizeY=y, PhysicalSizeZ=z)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
+    tmp = temp_file_beside(p)
     try:
         tifffile.imwrite(tmp, volume, **kwargs)
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return p
