@@ -68,8 +68,10 @@ VoxelOpt = Annotated[
 
 
 def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each."""
-    from tomoloop.stacks import UM_PER_UNIT
+    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
+    Each length must be finite, > 0 and at most 1e6 µm (1 m).
+    """
+    from tomoloop.stacks import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
 
     if text is None:
         return None
@@ -83,10 +85,10 @@ def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
         parts = []
     if len(parts) == 1:
         parts *= 3
-    if len(parts) != 3 or any(not (p > 0) for p in parts):
+    if len(parts) != 3 or not all(map(voxel_length_ok, parts)):
         raise TomoloopError(
-            f"--voxel-size {text!r}: give one length > 0 or 'z,y,x', in µm unless it ends "
-            "in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
+            f"--voxel-size {text!r}: give one finite length > 0 and ≤ {MAX_VOXEL_UM:g} µm or "
+            "'z,y,x', in µm unless it ends in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
         )
     return (parts[0], parts[1], parts[2])
 
@@ -499,7 +501,7 @@ def ingest(
     """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1."""
     from tomoloop.flows.ingest import ingest as ingest_flow
     from tomoloop.phases import PhaseMap
-    from tomoloop.splits import parse_fractions
+    from tomoloop.splits import check_split_fills, parse_fractions
     from tomoloop.stacks import open_stack
 
     PhaseMap.parse(phases)
@@ -507,6 +509,8 @@ def ingest(
     size = parse_voxel_size(voxel_size)
     for path in (gray, labels):  # unreadable files: a clear line before the flow starts
         open_stack(path).close()
+    with open_stack(gray) as stack:
+        check_split_fills(stack.shape[0], fractions)
     with _database_errors():
         result = ingest_flow(
             gray=str(gray),
@@ -1323,14 +1327,12 @@ def microstructure_command(
         size = stack.voxel_size
     check_declared(volume, phase_map, labels.name)
     if size is None:
-        err.print("no voxel size in the file or --voxel-size: surface areas are per voxel")
+        err.print("no voxel size in the file or --voxel-size: lengths and areas are in voxels")
     unknown = [p for p in particles or () if p not in phase_map.names]
     if unknown:
         raise TomoloopError(f"--particles {unknown[0]}: name one of {', '.join(phase_map.names)}")
     classes = class_index_lut(phase_map)[volume]
-    result = microstructure(
-        classes, phase_map.names, size or (1.0, 1.0, 1.0), axes, resolve_device(device)
-    )
+    result = microstructure(classes, phase_map.names, size, axes, resolve_device(device))
     for name in particles or ():
         mask = classes == phase_map.names.index(name)
         result["phases"][name]["particle_size_distribution"] = phase_size_distribution(
@@ -1339,8 +1341,9 @@ def microstructure_command(
     if as_json:
         emit_json(result)
         return
-    table = Table(title=f"{labels.name}, voxel {result['voxel_size_um']} µm")
-    for column in ("phase", "volume fraction", "surface area µm⁻¹", *(f"τ {a}" for a in axes)):
+    unit = result["length_unit"]
+    table = Table(title=f"{labels.name}, voxel {result['voxel_size_um'] or 'size unknown'} {unit}")
+    for column in ("phase", "volume fraction", f"surface area {unit}⁻¹", *(f"τ {a}" for a in axes)):
         table.add_column(column)
     for name, values in result["phases"].items():
         taus = [values["tortuosity"][a] for a in axes]
