@@ -24,7 +24,7 @@ from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.names import check_name
 from tomoloop.phases import PhaseMap
-from tomoloop.splits import split_slices
+from tomoloop.splits import check_split_fills, split_slices
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
@@ -73,6 +73,7 @@ def ingest(
         ):
             check_same_shape(gray_stack, label_stack)
             check_target(registry, gray_stack, phase_map, name, add_to)
+            check_split_fills(gray_stack.shape[0], split)
             log.info("exporting COCO + masks of %s", label_stack.path.name)
             coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
             with registry.atomic():

@@ -33,6 +33,7 @@ from tomoloop.flows.resources import (
 )
 from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.names import check_name
+from tomoloop.outputs import writing
 from tomoloop.phases import PhaseMap
 from tomoloop.training import (
     EpochRecord,
@@ -136,22 +137,24 @@ def train_semantic(
             log.info("fine-tuning from model %s; %d tensors start fresh", parent, len(fresh))
         frozen = freeze(model, tuple(freeze_prefixes))
         torch_device = resolve_device(device)
-        model_id, run_id = open_run(
-            services, folder, request, name or dataset.name, arch, "torch", str(torch_device)
-        )
-        try:
-            result = train(
-                model,
-                slices["train"],
-                slices["val"],
-                len(phases),
-                train_config,
-                folder,
-                torch_device,
-                on_epoch=lambda r: log.info(
-                    "epoch %d: loss %.4f, val mIoU %.4f", r.epoch, r.train_loss, r.val_miou
-                ),
+        with writing("the run folder", folder):
+            model_id, run_id = open_run(
+                services, folder, request, name or dataset.name, arch, "torch", str(torch_device)
             )
+        try:
+            with writing("the run folder", folder):
+                result = train(
+                    model,
+                    slices["train"],
+                    slices["val"],
+                    len(phases),
+                    train_config,
+                    folder,
+                    torch_device,
+                    on_epoch=lambda r: log.info(
+                        "epoch %d: loss %.4f, val mIoU %.4f", r.epoch, r.train_loss, r.val_miou
+                    ),
+                )
             split = "test" if slices["test"] else "val"
             scored = evaluate(
                 model, slices[split], len(phases), spec.tile, spec.tile // 4, torch_device

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 from tomoloop.coco import check_new
+from tomoloop.outputs import temp_dir_beside, writing
 from tomoloop.paths import confined
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -41,16 +41,17 @@ def unzip_to(data: bytes, out_dir: str | os.PathLike[str]) -> int:
     """
     target = Path(out_dir)
     check_new(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            names = archive.namelist()
-            for member in names:
-                confined(tmp, member, f"the archive for {target}")
-            archive.extractall(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing("--out", target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(target)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = archive.namelist()
+                for member in names:
+                    confined(tmp, member, f"the archive for {target}")
+                archive.extractall(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return len([n for n in names if not n.endswith("/")])

@@ -75,8 +75,10 @@ VoxelOpt = Annotated[
 
 
 def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
-    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each."""
-    from tomoloop.stacks import UM_PER_UNIT
+    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
+    Each length must be finite, > 0 and at most 1e6 µm (1 m).
+    """
+    from tomoloop.stacks import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
 
     if text is None:
         return None
@@ -90,10 +92,10 @@ def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
         parts = []
     if len(parts) == 1:
         parts *= 3
-    if len(parts) != 3 or any(not (p > 0) for p in parts):
+    if len(parts) != 3 or not all(map(voxel_length_ok, parts)):
         raise TomoloopError(
-            f"--voxel-size {text!r}: give one length > 0 or 'z,y,x', in µm unless it ends "
-            "in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
+            f"--voxel-size {text!r}: give one finite length > 0 and ≤ {MAX_VOXEL_UM:g} µm or "
+            "'z,y,x', in µm unless it ends in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
         )
     return (parts[0], parts[1], parts[2])
 
@@ -149,7 +151,9 @@ def coco_export(
     from tomoloop.adapters.artifacts import ArtifactStore
     from tomoloop.archive import unzip_to
     from tomoloop.config import Settings
+    from tomoloop.outputs import Output, check_outputs
 
+    check_outputs({}, [Output("--out", out_dir, folder=True)])
     with _database_errors():
         found = _dataset(_open_registry(), dataset)
     name = found.name
@@ -218,6 +222,7 @@ def coco_from_stack(
 ) -> None:
     """Turn every slice into a COCO image and every connected component into an instance."""
     from tomoloop.coco import CocoOptions, convert_stack
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.splits import parse_fractions
     from tomoloop.stacks import AXES, open_stack, scan_label_values
@@ -231,6 +236,10 @@ def coco_from_stack(
     fractions = parse_fractions(split) if split else None
     size = parse_voxel_size(voxel_size)
     phase_map = PhaseMap.parse(phases) if phases else None
+    check_outputs(
+        {"--labels": labels, "--gray": gray},
+        [Output("--out", out_dir, folder=True, replaces=overwrite)],
+    )
     with open_stack(labels, size) as label_stack:
         gray_stack = open_stack(gray, size) if gray is not None else None
         try:
@@ -540,7 +549,7 @@ def ingest(
     from tomoloop.flows.ingest import ingest as ingest_flow
     from tomoloop.names import check_name
     from tomoloop.phases import PhaseMap
-    from tomoloop.splits import parse_fractions
+    from tomoloop.splits import check_split_fills, parse_fractions
     from tomoloop.stacks import open_stack
 
     check_name(name, "--name")
@@ -551,6 +560,8 @@ def ingest(
     size = parse_voxel_size(voxel_size)
     for path in (gray, labels):  # unreadable files: a clear line before the flow starts
         open_stack(path).close()
+    with open_stack(gray) as stack:
+        check_split_fills(stack.shape[0], fractions)
     with _database_errors():
         result = ingest_flow(
             gray=str(gray),
@@ -660,13 +671,17 @@ def train(
     Run the same command again after a crash and it resumes from its last epoch
     (checkpoint, for maskrcnn).
     """
+    from tomoloop.config import Settings
     from tomoloop.data import NO_AUGMENTATION
     from tomoloop.flows.train import train_semantic
     from tomoloop.models import MODELS
     from tomoloop.names import check_name
+    from tomoloop.outputs import Output, check_outputs
 
     if name is not None:
         check_name(name, "--name")
+    runs = Output("the run folder", Settings().home / "runs", folder=True)
+    check_outputs({"--weights": weights}, [runs])
     given = {k: v for k, v in (("lr", lr), ("batch", batch)) if v is not None}  # else defaults
     if arch == "maskrcnn":
         maskrcnn = {
@@ -790,6 +805,7 @@ def predict(
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
     from tomoloop.flows.resources import Services, load_registered_model
     from tomoloop.inference import predict_volume
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.stacks import open_stack
     from tomoloop.training import resolve_device
 
@@ -797,6 +813,11 @@ def predict(
         raise TomoloopError(f"--axes {axes!r}: use z or zyx")
     if tile is not None and (tile < 16 or tile % 16):
         raise TomoloopError(f"--tile {tile}: use a multiple of 16")
+    outputs = [Output("--out", out_path)]
+    if uncertainty is not None:
+        outputs.append(Output("--uncertainty", uncertainty))
+    check_outputs({"GRAY": gray}, outputs)
+    open_stack(gray).close()  # an unreadable stack: one line before the model loads
     torch_device = resolve_device(device)
     with _database_errors():
         services = Services.from_settings(create=False)
@@ -886,10 +907,12 @@ def predict_distributed(
     and uncertainty to a zarr group, slice scores to the registry."""
     from tomoloop.coco import check_new
     from tomoloop.flows.distributed import run_distributed
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.scoring import ScoreOptions
 
     ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
     check_new(out_path)
+    check_outputs({}, [Output("--out", out_path, folder=True)])
     if workers < 1 or chunk < 1:
         raise TomoloopError(f"--workers {workers} --chunk {chunk}: both must be ≥ 1")
     with _database_errors():
@@ -1278,6 +1301,7 @@ def benchmark_al(
     against labelled slices, labels to reach 95 % of the full-data mIoU, area under curve.
     """
     from tomoloop.efficiency import EfficiencySetup, efficiency, stack_split
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.report import plot_efficiency
     from tomoloop.selection import get
@@ -1288,6 +1312,8 @@ def benchmark_al(
     for name in names:
         get(name)
     phase_map = PhaseMap.parse(phases)
+    if plot is not None:
+        check_outputs({"--gray": gray, "--labels": labels}, [Output("--plot", plot)])
     setup = EfficiencySetup(
         names,
         seeds,
@@ -1369,14 +1395,12 @@ def microstructure_command(
         size = stack.voxel_size
     check_declared(volume, phase_map, labels.name)
     if size is None:
-        err.print("no voxel size in the file or --voxel-size: surface areas are per voxel")
+        err.print("no voxel size in the file or --voxel-size: lengths and areas are in voxels")
     unknown = [p for p in particles or () if p not in phase_map.names]
     if unknown:
         raise TomoloopError(f"--particles {unknown[0]}: name one of {', '.join(phase_map.names)}")
     classes = class_index_lut(phase_map)[volume]
-    result = microstructure(
-        classes, phase_map.names, size or (1.0, 1.0, 1.0), axes, resolve_device(device)
-    )
+    result = microstructure(classes, phase_map.names, size, axes, resolve_device(device))
     for name in particles or ():
         mask = classes == phase_map.names.index(name)
         result["phases"][name]["particle_size_distribution"] = phase_size_distribution(
@@ -1385,8 +1409,9 @@ def microstructure_command(
     if as_json:
         emit_json(result)
         return
-    table = Table(title=f"{labels.name}, voxel {result['voxel_size_um']} µm")
-    for column in ("phase", "volume fraction", "surface area µm⁻¹", *(f"τ {a}" for a in axes)):
+    unit = result["length_unit"]
+    table = Table(title=f"{labels.name}, voxel {result['voxel_size_um'] or 'size unknown'} {unit}")
+    for column in ("phase", "volume fraction", f"surface area {unit}⁻¹", *(f"τ {a}" for a in axes)):
         table.add_column(column)
     for name, values in result["phases"].items():
         taus = [values["tortuosity"][a] for a in axes]
@@ -1425,9 +1450,11 @@ def particles_command(
     particles.csv, psd.png, summary.json and flaws.tif (with --flaw-model) in --out.
     """
     from tomoloop.flows.instances import particles
+    from tomoloop.outputs import Output, check_outputs
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
+    check_outputs({"GRAY": gray}, [Output("--out", out_dir, folder=True, replaces=overwrite)])
     with _database_errors():
         result = particles(
             str(gray),
@@ -1501,6 +1528,7 @@ def demo(
     answered by the oracle through Label Studio, retrain, promote, report.
     """
     from tomoloop.flows.demo import demo as demo_flow
+    from tomoloop.outputs import Output, check_outputs
     from tomoloop.phases import PhaseMap
     from tomoloop.selection import get
     from tomoloop.stacks import open_stack
@@ -1516,6 +1544,8 @@ def demo(
     get(strategy)
     for path in (p for p in (gray, labels, gold) if p is not None):
         open_stack(path).close()
+    inputs = {"--gray": gray, "--labels": labels, "--gold": gold}
+    check_outputs(inputs, [Output("--out", out_dir, folder=True)])
     with _database_errors():
         result = demo_flow(
             str(out_dir),

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from tomoloop.errors import OutputError, PhaseMapError
+from tomoloop.outputs import temp_dir_beside, writing
 from tomoloop.phases import IGNORE, PhaseMap
 from tomoloop.pngs import write_png
 from tomoloop.splits import split_slices
@@ -466,6 +467,8 @@ def slice_name(axis: Axis, index: int) -> str:
 
 def check_out(out_dir: Path, overwrite: bool) -> None:
     """Refuse a non-empty ``out_dir`` unless ``overwrite`` (before any work is done)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"output {out_dir} is a file: choose a new folder for --out")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise OutputError(
             f"output folder {out_dir} exists and is not empty: choose another --out or "
@@ -485,7 +488,7 @@ def prepare_out(out_dir: Path, overwrite: bool) -> Path:
     """
     check_out(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    return temp_dir_beside(out_dir)
 
 
 def publish(tmp: Path, out_dir: Path) -> None:
@@ -532,13 +535,14 @@ def convert_stack(
         raise PhaseMapError(f"{len(values)} instance phases: at most 255 can be converted at once")
     out = Path(out_dir)
     started = time.perf_counter()
-    tmp = prepare_out(out, overwrite)
-    try:
-        summary = _convert_into(tmp, labels, phases, values, options, gray, window, on_slice)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing("--out", out):
+        tmp = prepare_out(out, overwrite)
+        try:
+            summary = _convert_into(tmp, labels, phases, values, options, gray, window, on_slice)
+            publish(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     summary.out_dir = str(out)
     summary.annotation_files = {k: str(out / v) for k, v in summary.annotation_files.items()}
     summary.seconds = time.perf_counter() - started

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from tomoloop.layers import SIDE_MULTIPLE
+from tomoloop.outputs import temp_file_beside, writing
 from tomoloop.stacks import Stack, Window, percentile_window
 from tomoloop.uncertainty import enable_dropout, entropy
 
@@ -116,6 +117,33 @@ def predict_slice(
     return (total / norm)[:, :h, :w]
 
 
+def _write_prediction(
+    stack: Stack,
+    axes: tuple[str, ...],
+    predict: Callable[[np.ndarray], np.ndarray],
+    temps: list[Path],
+    on_slice: Callable[[str, int], None],
+) -> None:
+    """Write the (z, y, x) labels into ``temps[0]`` and, if given, the float16 entropy into
+    ``temps[1]``, predicting along ``axes`` (fused by summing probabilities).
+    """
+    with contextlib.ExitStack() as files:
+        writers = [files.enter_context(tifffile.TiffWriter(t)) for t in temps]
+        if axes == ("z",):
+            fused = ((i, predict(image)) for i, image in stack.iter_slices("z"))
+        else:
+            scratch = files.enter_context(tempfile.TemporaryDirectory(dir=temps[0].parent))
+            total = _fused_probabilities(stack, axes, predict, Path(scratch), on_slice)
+            fused = ((z, total[:, z] / len(axes)) for z in range(stack.shape[0]))
+        for z, probs in fused:
+            dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
+            writers[0].write(probs.argmax(axis=0).astype(dtype), contiguous=True)
+            if len(writers) > 1:
+                writers[1].write(entropy(probs).astype(np.float16), contiguous=True)
+            if axes == ("z",):
+                on_slice("z", z)
+
+
 @dataclass(frozen=True)
 class VolumePrediction:
     """Where a volume prediction went: label TIFF and float16 entropy TIFF (if asked for),
@@ -126,10 +154,12 @@ class VolumePrediction:
     uncertainty: Path | None
 
 
-def _temp_beside(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+def _reserve(path: Path) -> None:
+    """Allocate a sparse file's blocks now: a full disk raises ENOSPC here instead of
+    killing the process (SIGBUS) when a memory-mapped page is first written.
+    """
+    with path.open("r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, path.stat().st_size)
 
 
 def _fused_probabilities(
@@ -151,6 +181,7 @@ def _fused_probabilities(
                 total = np.lib.format.open_memmap(
                     scratch / "sum.npy", "w+", np.float32, (probs.shape[0], *stack.shape)
                 )
+                _reserve(scratch / "sum.npy")
             where = [slice(None)] * 4
             where[order + 1] = index
             total[tuple(where)] += probs
@@ -184,34 +215,22 @@ def predict_volume(
     if unknown or not axes:
         raise ValueError(f"axes {axes!r}: choose from z, y and x")
     targets = [Path(labels_path)] + ([Path(uncertainty_path)] if uncertainty_path else [])
-    for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
     window = window or percentile_window(stack)
 
     def predict(image: np.ndarray) -> np.ndarray:
         return predict_slice(model, normalise(image, window), tile, overlap, batch, device)
 
-    temps = [_temp_beside(t) for t in targets]
-    try:
-        with contextlib.ExitStack() as files:
-            writers = [files.enter_context(tifffile.TiffWriter(t)) for t in temps]
-            if axes == ("z",):
-                fused = ((i, predict(image)) for i, image in stack.iter_slices("z"))
-            else:
-                scratch = files.enter_context(tempfile.TemporaryDirectory(dir=targets[0].parent))
-                total = _fused_probabilities(stack, axes, predict, Path(scratch), on_slice)
-                fused = ((z, total[:, z] / len(axes)) for z in range(stack.shape[0]))
-            for z, probs in fused:
-                dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
-                writers[0].write(probs.argmax(axis=0).astype(dtype), contiguous=True)
-                if len(writers) > 1:
-                    writers[1].write(entropy(probs).astype(np.float16), contiguous=True)
-                if axes == ("z",):
-                    on_slice("z", z)
-        for temp, target in zip(temps, targets, strict=True):
-            os.replace(temp, target)
-    except BaseException:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        raise
+    with writing("--out", targets[0]):
+        for target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        temps: list[Path] = []
+        try:
+            temps.extend(temp_file_beside(t) for t in targets)
+            _write_prediction(stack, axes, predict, temps, on_slice)
+            for temp, target in zip(temps, targets, strict=True):
+                os.replace(temp, target)
+        except BaseException:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            raise
     return VolumePrediction(targets[0], targets[1] if len(targets) > 1 else None)

@@ -94,27 +94,33 @@ def tortuosity(
 def microstructure(
     labels: np.ndarray,
     names: Sequence[str],
-    voxel_size_um: Sequence[float] = (1.0, 1.0, 1.0),
+    voxel_size_um: Sequence[float] | None,
     axes: str = AXES,
     device: str | torch.device = "cpu",
 ) -> dict:
     """Per phase of a (Z, Y, X) class volume (class k = ``names[k]``): volume fraction,
-    specific surface area (µm⁻¹) and tortuosity factor along each of ``axes``.
+    specific surface area (µm⁻¹, or per voxel edge when the voxel size is unknown) and
+    tortuosity factor along each of ``axes``.
 
-    The document is ``{"voxel_size_um": [z, y, x], "phases": {name: {"volume_fraction",
-    "specific_surface_area", "tortuosity": {axis: τ}}}}``; τ is null when the phase does
-    not connect the two faces.
+    The document is ``{"voxel_size_um": [z, y, x] or null, "length_unit": "µm" or
+    "voxel", "phases": {name: {"volume_fraction", "specific_surface_area", "tortuosity":
+    {axis: τ}}}}``; τ is null when the phase does not connect the two faces.
     """
     if labels.ndim != 3:
         raise TomoloopError(f"a microstructure needs a (z, y, x) volume, not shape {labels.shape}")
     fractions = volume_fractions(labels, len(names))
+    lengths = (1.0, 1.0, 1.0) if voxel_size_um is None else voxel_size_um
     phases = {}
     for k, name in enumerate(names):
         mask = labels == k
         taus = {axis: tortuosity(mask, axis, device) for axis in axes}
         phases[name] = {
             "volume_fraction": float(fractions[k]),
-            "specific_surface_area": specific_surface_area(mask, voxel_size_um),
+            "specific_surface_area": specific_surface_area(mask, lengths),
             "tortuosity": {a: (t if np.isfinite(t) else None) for a, t in taus.items()},
         }
-    return {"voxel_size_um": [float(v) for v in voxel_size_um], "phases": phases}
+    return {
+        "voxel_size_um": None if voxel_size_um is None else [float(v) for v in voxel_size_um],
+        "length_unit": "voxel" if voxel_size_um is None else "µm",
+        "phases": phases,
+    }

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from tomoloop.errors import PhaseMapError
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
+# Label stacks are uint8 or uint16, and tables indexed by label value (value → class) are
+# allocated up to the largest value: a larger value is a typing mistake, not a phase.
+MAX_LABEL_VALUE = 65535
 
 IGNORE = 255
 """Class index of an unlabelled pixel (nobody painted it) in uint8 class-index arrays;
@@ -37,9 +40,14 @@ class PhaseMap:
                     f"phase name {name!r} is not valid: use letters, digits, '_' or '-', "
                     "starting with a letter"
                 )
-        for value in self.values:
+        for name, value in zip(self.names, self.values, strict=True):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise PhaseMapError(f"phase value {value!r} is not an integer ≥ 0")
+            if value > MAX_LABEL_VALUE:
+                raise PhaseMapError(
+                    f"phase {name}={value} is out of range: label values are 0–"
+                    f"{MAX_LABEL_VALUE} (uint8 or uint16 label stacks), e.g. {name}=2"
+                )
         if len(set(self.names)) != len(self.names):
             raise PhaseMapError(f"phase names repeat in {self}: give each phase one name")
         if len(set(self.values)) != len(self.values):

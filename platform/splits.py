@@ -50,6 +50,36 @@ def _blocks_per_split(n_blocks: int, fractions: tuple[float, ...]) -> list[int]:
     return counts
 
 
+def check_split_fills(
+    n: int, fractions: tuple[float, float, float], gap: int = 2, seed: int = 0
+) -> None:
+    """Refuse a split of ``n`` slices that would leave a split with a fraction > 0 empty
+    (training needs train and val slices; models are judged on test).
+
+    Raises:
+        TomoloopError: naming the empty splits and the smallest stack that fills them all.
+    """
+    empty = _empty_splits(n, fractions, gap, seed)
+    if not empty:
+        return
+    smallest = next(
+        m for m in range(n + 1, n + 100_000) if not _empty_splits(m, fractions, gap, seed)
+    )
+    shares = ",".join(f"{f:g}" for f in fractions)
+    raise TomoloopError(
+        f"a {n}-slice stack leaves the {' and '.join(empty)} split empty (split {shares}, "
+        f"{gap}-slice gaps between splits): use a stack of at least {smallest} slices, or a "
+        "--split without them (e.g. 1,0,0)"
+    )
+
+
+def _empty_splits(n: int, fractions: tuple[float, float, float], gap: int, seed: int) -> list[str]:
+    parts = split_slices(n, fractions, gap=gap, seed=seed)
+    return [
+        name for name, f in zip(SPLIT_NAMES, fractions, strict=True) if f > 0 and not parts[name]
+    ]
+
+
 def split_slices(
     n: int,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),

@@ -12,7 +12,6 @@ import logging
 import math
 import os
 import struct
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ import tifffile
 import zarr
 
 from tomoloop.errors import StackReadError, StackValidationError
+from tomoloop.outputs import temp_file_beside
 from tomoloop.phases import PhaseMap
 
 Axis = Literal["z", "y", "x"]
@@ -48,7 +48,9 @@ UM_PER_UNIT = {  # micrometres per length unit, by the names files and people us
     "Å": 1e-4,
     "angstrom": 1e-4,
 }
+MAX_VOXEL_UM = 1e6  # 1 m: a larger voxel is a unit mistake (nm or mm typed as µm)
 _DEPTH_AXES = "ZIQ"  # tifffile's names for a z, generic image or unknown stacking axis
+_FEW_CHANNELS = 4  # an ImageJ C axis this short may be real channels: reading it as z warns
 _BAND_BYTES = 256 * 2**20
 
 
@@ -93,6 +95,11 @@ def _imagej_voxel_size(tif: tifffile.TiffFile) -> VoxelSize | None:
         return None
     z = _um(float(meta["spacing"]), unit) if "spacing" in meta else None
     return (z if z is not None else x, y, x)
+
+
+def voxel_length_ok(value: float) -> bool:
+    """Whether a voxel length (µm) is finite, > 0 and at most :data:`MAX_VOXEL_UM`."""
+    return math.isfinite(value) and 0 < value <= MAX_VOXEL_UM
 
 
 def voxel_size_from_metadata(tif: tifffile.TiffFile) -> VoxelSize | None:
@@ -279,6 +286,9 @@ def _stack_from(
             "YX planes: convert RGB or interleaved data to one channel first"
         )
     extra = [(a, n) for a, n in zip(axes[:-2], shape[:-2], strict=True) if n > 1]
+    if len(extra) == 1 and extra[0][0] == "C" and _channels_are_slices(tif, p, extra[0][1]):
+        axes = axes.replace("C", "Z")
+        extra = [("Z", extra[0][1])]
     if len(extra) > 1 or (extra and extra[0][0] not in _DEPTH_AXES):
         desc = ", ".join(f"{a}={n}" for a, n in extra)
         raise StackReadError(
@@ -292,8 +302,10 @@ def _stack_from(
     except Exception as exc:
         raise StackReadError(f"cannot decode {p} ({exc}): the file may be corrupt") from exc
     size = voxel_size if voxel_size is not None else voxel_size_from_metadata(tif)
-    if size is not None and (len(size) != 3 or any(not (s > 0) for s in size)):
-        raise StackValidationError(f"voxel size {size} must be three lengths > 0 in µm (z,y,x)")
+    if size is not None and (len(size) != 3 or not all(map(voxel_length_ok, size))):
+        raise StackValidationError(
+            f"voxel size {size} must be three finite lengths > 0 and ≤ {MAX_VOXEL_UM:g} µm (z,y,x)"
+        )
     return Stack(
         path=p,
         shape=(depth, shape[-2], shape[-1]),
@@ -304,6 +316,28 @@ def _stack_from(
         _roles=roles,
         _pages=_pages_per_slice(series, depth, shape[-2:]),
     )
+
+
+def _channels_are_slices(tif: tifffile.TiffFile, p: Path, channels: int) -> bool:
+    """Whether an ImageJ file's only stacking axis, C, holds z slices.
+
+    A 3D array saved as ImageJ without axes metadata (``tifffile.imwrite(..., imagej=True)``)
+    is labelled C=n, mode grayscale; every tomography writer means z. A real multichannel
+    image is shown in colour (mode composite or color, or channel LUTs): that stays C and
+    is refused. Up to :data:`_FEW_CHANNELS` planes could be either, so reading them as z
+    is said in a warning.
+    """
+    meta = tif.imagej_metadata or {}
+    if not tif.is_imagej or meta.get("mode", "grayscale") != "grayscale" or "LUTs" in meta:
+        return False
+    if channels <= _FEW_CHANNELS:
+        logging.getLogger(__name__).warning(
+            "%s: reading its %d ImageJ channels as z slices (no axes in the file); if they "
+            "are channels, save the one you want as its own stack",
+            p,
+            channels,
+        )
+    return True
 
 
 def _pages_per_slice(series: tifffile.TiffPageSeries, depth: int, plane: tuple) -> list | None:
@@ -399,7 +433,17 @@ def undeclared_values(image: np.ndarray, phases: PhaseMap) -> list[int]:
 
 
 def check_declared(image: np.ndarray, phases: PhaseMap, where: str) -> None:
-    """Raise StackValidationError if ``image`` holds a value ``phases`` does not name."""
+    """Raise StackValidationError if ``image`` holds a value ``phases`` does not name, or
+    ``phases`` names a value ``image``'s integer type cannot hold.
+    """
+    if image.dtype.kind in "iu":
+        top = np.iinfo(image.dtype).max
+        name, value = max(phases, key=lambda pair: pair[1])
+        if value > top:
+            raise StackValidationError(
+                f"{where} stores {image.dtype} (values up to {top}): phase {name}={value} can "
+                "never occur in it: fix --phases"
+            )
     bad = undeclared_values(image, phases)
     if bad:
         raise StackValidationError(
@@ -449,12 +493,11 @@ def write_stack(
             metadata.update(spacing=z, unit="um")
         else:
             metadata.update(PhysicalSizeX=x, PhysicalSizeY=y, PhysicalSizeZ=z)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
+    tmp = temp_file_beside(p)
     try:
         tifffile.imwrite(tmp, volume, **kwargs)
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return p

@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from tomoloop.data import (
 from tomoloop.errors import TomoloopError
 from tomoloop.evaluation import evaluate
 from tomoloop.losses import LOSSES, Loss, get_loss
+from tomoloop.outputs import temp_file_beside
 from tomoloop.phases import IGNORE
 
 CHECKPOINT = "last.pt"
@@ -191,13 +191,12 @@ def _input_channels(model: nn.Module) -> int | None:
 
 
 def _atomic_save(state: dict, path: Path) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    name = temp_file_beside(path)
     try:
         torch.save(state, name)
         os.replace(name, path)
     except BaseException:
-        Path(name).unlink(missing_ok=True)
+        name.unlink(missing_ok=True)
         raise
 
 

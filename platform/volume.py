@@ -30,6 +30,7 @@ from tomoloop.coco import prepare_out, publish
 from tomoloop.errors import TomoloopError
 from tomoloop.flaws import is_flawed
 from tomoloop.microstructure import interface_area
+from tomoloop.outputs import writing
 from tomoloop.report import plot_size_distribution
 from tomoloop.stacks import write_stack
 
@@ -400,25 +401,26 @@ def write_particle_report(
     given, ``flaws.tif`` (3-phase) into a new ``out_dir``: all of them or, on any error,
     none (temp folder renamed into place).
     """
-    tmp = prepare_out(out_dir, overwrite)
-    try:
-        write_stack(tmp / "labels.tif", labels, voxel_size_um)
-        with (tmp / "particles.csv").open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
-            writer.writeheader()
-            writer.writerows(rows)
-        distribution = summary["size_distribution"]
-        plot_size_distribution(
-            np.array(distribution["counts"]),
-            np.array(distribution["edges_um"]),
-            f"{summary['kept']} particles",
-            tmp / "psd.png",
-        )
-        if flaws is not None:
-            write_stack(tmp / "flaws.tif", flaws, voxel_size_um)
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
-        publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with writing("--out", out_dir):
+        tmp = prepare_out(out_dir, overwrite)
+        try:
+            write_stack(tmp / "labels.tif", labels, voxel_size_um)
+            with (tmp / "particles.csv").open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["id"])
+                writer.writeheader()
+                writer.writerows(rows)
+            distribution = summary["size_distribution"]
+            plot_size_distribution(
+                np.array(distribution["counts"]),
+                np.array(distribution["edges_um"]),
+                f"{summary['kept']} particles",
+                tmp / "psd.png",
+            )
+            if flaws is not None:
+                write_stack(tmp / "flaws.tif", flaws, voxel_size_um)
+            (tmp / "summary.json").write_text(json.dumps(summary, indent=2))
+            publish(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out_dir

@@ -182,7 +182,8 @@ def test_microstructure_json_is_the_documented_document(stacks, electrode_volume
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert set(doc) == {"voxel_size_um", "phases"} and doc["voxel_size_um"] == [0.5, 0.5, 0.5]
+    assert set(doc) == {"voxel_size_um", "length_unit", "phases"} and doc["length_unit"] == "µm"
+    assert doc["voxel_size_um"] == [0.5, 0.5, 0.5]
     assert set(doc["phases"]) == {"pore", "nmc", "cbd"}
     expected = microstructure(electrode_volume, ("pore", "nmc", "cbd"), (0.5, 0.5, 0.5), "zx")
     assert doc == expected
