@@ -7,7 +7,10 @@ a rejected annotation is recorded as rejected with its reason, never dropped sil
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
@@ -183,6 +187,53 @@ def test_bad_stacks_and_arguments_are_refused_and_nothing_is_written(
     assert "Traceback" not in result.output
     assert re.search(message, said), said
     assert _files(tmp_path) == inputs  # no output, no partial file
+
+
+# Refused inside a Prefect flow: the command prints one line, as everywhere else (Prefect
+# records the failed run on its server; its traceback and chatter stay off the terminal)
+FLOW_CASES: dict[str, tuple[list[str], str, str]] = {
+    "flow: ingest with an undeclared label value": (
+        _ingest(phases="pore=0,nmc=1"),
+        "labels.tif z=0 holds label values [2] that the phase map pore=0,nmc=1 does not declare",
+        "StackValidationError",
+    ),
+    "flow: evaluate an unknown model": (
+        ["evaluate", "--model", "99999", "--dataset", "nmc", "--device", "cpu"],
+        "no model version with id 99999",
+        "RegistryError",
+    ),
+    "flow: score with an unknown model": (
+        ["score", "--model", "99999", "--volume", "1", "--device", "cpu"],
+        "no model version with id 99999",
+        "RegistryError",
+    ),
+}
+
+
+def _flow_progress(line: str) -> bool:
+    """A message of the flow itself (get_run_logger), e.g. ingest's "exporting COCO"."""
+    return "| INFO    | Flow run '" in line
+
+
+@pytest.mark.parametrize("case", list(FLOW_CASES))
+def test_errors_inside_flows_are_one_line_and_json_with_json(
+    case, home, tmp_path, monkeypatch, electrode_volume
+):
+    args, message, kind = FLOW_CASES[case]
+    _stacks(tmp_path, electrode_volume)
+    inputs = _files(tmp_path)
+    prefect_api = {"PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server
+    result = subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", *args, "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, env=os.environ | prefect_api,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    assert document["kind"] == kind and message in document["error"], document
+    lines = [line for line in result.stderr.splitlines() if not _flow_progress(line)]
+    assert lines == [f"error: {document['error']}"], result.stderr
+    assert _files(tmp_path) == inputs
 
 
 # ---------------------------------------------------------------- COCO files
