@@ -992,14 +992,18 @@ def review_status(
 @app.command("serve-api")
 def serve_api(
     port: Annotated[int, typer.Option(help="Port on --host.")] = 8700,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback needs TOMOLOOP_API_TOKEN.")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the HTTP app: Label Studio webhooks and the read-only registry API (/docs)."""
     import uvicorn
 
-    from tomoloop.adapters.http import create_app
+    from tomoloop.adapters.http import check_exposure, create_app
+    from tomoloop.config import Settings
     from tomoloop.flows.deployments import start_retrain
 
+    check_exposure(host, Settings())
     uvicorn.run(create_app(on_new_labels=start_retrain), host=host, port=port, log_level="info")
 
 

@@ -119,6 +119,15 @@ def test_json_errors_are_one_document_on_stdout(tmp_path, stacks):
     assert "holds label values [2]" in document["error"]
 
 
+def test_serve_api_refuses_the_network_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOMOLOOP_API_TOKEN", raising=False)
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    result = tomoloop("serve-api", "--host", "0.0.0.0", "--port", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --host 0.0.0.0 would open the registry API")
+    assert result.stderr.count("\n") == 1 and "TOMOLOOP_API_TOKEN" in result.stderr
+
+
 def test_stack_info_reads_voxel_size(tmp_path):
     path = tmp_path / "v.tif"
     tifffile.imwrite(
