@@ -8,7 +8,6 @@ failed ingest leaves nothing behind; running it again on the same input changes 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tomoloop.db.registry import NewAnnotation, Registry
 from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.phases import PhaseMap
+from tomoloop.scratch import scratch_dir
 from tomoloop.splits import split_slices
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
 
@@ -65,7 +65,9 @@ def ingest(
         ):
             check_same_shape(gray_stack, label_stack)
             log.info("exporting COCO + masks of %s", label_stack.path.name)
-            coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
+            coco = export_coco(
+                gray_stack, label_stack, phase_map, split, instance_phases, store, settings.home
+            )
             with registry.atomic():
                 result = register(
                     registry, gray_stack, label_stack, phase_map, name, split, material, coco
@@ -87,9 +89,12 @@ def export_coco(
     split: tuple[float, float, float],
     instance_phases: tuple[str, ...],
     store: ArtifactStore,
+    home: Path,
 ) -> Artifact:
-    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact."""
-    with tempfile.TemporaryDirectory(prefix="tomoloop-ingest-") as tmp:
+    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact, made in
+    a scratch folder under ``home``.
+    """
+    with scratch_dir(home, "tomoloop-ingest") as tmp:
         options = CocoOptions(
             instance_phases=tuple(phases.value(p) for p in instance_phases),
             split=split,

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from tomoloop import lifeline
 from tomoloop.db.views import dataset_row, model_row, review_row, round_row, volume_row
 from tomoloop.errors import TomoloopError
 
@@ -1527,6 +1528,7 @@ def main() -> None:
     os.environ.setdefault(
         "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "tomoloop.terminal.TerminalHandler"
     )
+    lifeline.start()  # children (Prefect's temporary server) end with this process
     _Request.json = False
     try:
         app()

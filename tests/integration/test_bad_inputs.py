@@ -11,10 +11,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
@@ -405,3 +407,64 @@ def test_bad_webhook_bodies_are_refused_and_nothing_is_recorded(case, home):
     assert answer.status_code == status, answer.text
     assert re.search(message, answer.text), answer.text
     assert len(home.ls_events()) == events
+
+
+# ---------------------------------------------------------------- faults
+
+
+def _big_stacks(work: Path) -> None:
+    """A gray/labels pair whose COCO export takes seconds (the kill lands inside it)."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((48, 256, 256)) < 0.02).astype(np.uint8)  # scattered particles
+    tifffile.imwrite(work / "labels.tif", labels)
+    tifffile.imwrite(work / "gray.tif", (labels * 80 + 20).astype(np.uint8))
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_killed_ingest_leaves_no_process_and_its_scratch_goes_with_the_next_run(tmp_path):
+    from tomoloop.db.engine import make_engine, upgrade
+
+    home = tmp_path / "home"
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    upgrade(make_engine(url))
+    _big_stacks(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own server
+    env |= {"TOMOLOOP_HOME": str(home), "TOMOLOOP_DATABASE_URL": url}
+    command = [sys.executable, "-m", "tomoloop.cli", *_ingest()]
+    cli = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    scratch = home / "tmp"
+    try:
+        for _ in range(3000):  # the server is up and the ingest is writing its scratch
+            children = psutil.Process(cli.pid).children(recursive=True)
+            server = any("uvicorn" in " ".join(c.cmdline()) for c in children if _running(c))
+            if server and scratch.is_dir() and any(scratch.iterdir()):
+                break
+            assert cli.poll() is None, "the ingest ended before it could be killed"
+            time.sleep(0.1)
+        cli.kill()  # kill -9
+        cli.wait()
+        left = list(scratch.iterdir())
+        assert [p.name.split("@")[2] for p in left] == [str(cli.pid)]
+        for _ in range(100):
+            if not any(_running(c) for c in children):
+                break
+            time.sleep(0.1)
+        assert not [c.pid for c in children if _running(c)], "children outlived the command"
+    finally:
+        for child in children:
+            if _running(child):
+                child.kill()
+    again = subprocess.run(
+        command,
+        cwd=tmp_path, env=env | {"PREFECT_API_URL": PREFECT_API_URL.value()},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert not left[0].exists() and not list(scratch.iterdir())
