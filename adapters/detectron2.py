@@ -37,6 +37,7 @@ with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
     from detectron2.solver import build_lr_scheduler, build_optimizer
     from detectron2.utils.events import EventStorage
 
+from tomoloop.checkpoints import read_checkpoint
 from tomoloop.errors import TomoloopError
 from tomoloop.instances import (
     CocoDocumentError,
@@ -306,8 +307,8 @@ class MaskRCNN:
 
 def load(data: bytes, device: torch.device) -> MaskRCNN:
     """A network packed by :func:`train`, on ``device``, in eval mode."""
+    saved = read_checkpoint(data, "the Mask R-CNN checkpoint")
     try:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         cfg = CfgNode.load_cfg(saved["cfg"])
     except Exception as error:
         raise Detectron2Error(f"not a tomoloop Mask R-CNN checkpoint ({error})") from error

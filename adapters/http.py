@@ -13,7 +13,8 @@
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
   registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``. With
   ``TOMOLOOP_API_TOKEN`` set they need ``Authorization: Bearer <token>`` (compared in
-  constant time).
+  constant time). Without a token, ``tomoloop serve-api`` listens only on loopback
+  (:func:`check_exposure`).
 
 Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --port 8700``.
 """
@@ -21,6 +22,7 @@ Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --po
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -31,6 +33,7 @@ from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, pr
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
+from tomoloop.errors import TomoloopError
 from tomoloop.phases import PhaseMap
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
@@ -55,6 +58,34 @@ def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnota
         raise ValueError(f"webhook body lacks {exc}: {_BODY}") from exc
     except (TypeError, ValueError) as exc:
         raise ValueError(f"webhook body is malformed ({exc}): {_BODY}") from exc
+
+
+def check_exposure(host: str, settings: Settings) -> None:
+    """Refuse to serve the registry API beyond this machine without a token.
+
+    Loopback (``127.0.0.0/8``, ``::1``, ``localhost``) is always allowed; any other address
+    or host name (``0.0.0.0`` and ``::`` mean every interface) needs ``TOMOLOOP_API_TOKEN``.
+
+    Raises:
+        TomoloopError: ``host`` is not loopback and no token is set.
+    """
+    token = settings.api_token
+    if (token is not None and token.get_secret_value()) or _is_loopback(host):
+        return
+    raise TomoloopError(
+        f"--host {host} would open the registry API to the network without a token: set "
+        "TOMOLOOP_API_TOKEN (clients then send Authorization: Bearer <token>) or serve on "
+        "--host 127.0.0.1"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 def create_app(

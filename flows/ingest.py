@@ -8,7 +8,6 @@ failed ingest leaves nothing behind; running it again on the same input changes 
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,7 +23,12 @@ from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.names import check_name
 from tomoloop.phases import PhaseMap
+<<<<<<< HEAD
 from tomoloop.splits import check_split_fills, split_slices
+=======
+from tomoloop.scratch import scratch_dir
+from tomoloop.splits import split_slices
+>>>>>>> rel-c
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
@@ -75,7 +79,9 @@ def ingest(
             check_target(registry, gray_stack, phase_map, name, add_to)
             check_split_fills(gray_stack.shape[0], split)
             log.info("exporting COCO + masks of %s", label_stack.path.name)
-            coco = export_coco(gray_stack, label_stack, phase_map, split, instance_phases, store)
+            coco = export_coco(
+                gray_stack, label_stack, phase_map, split, instance_phases, store, settings.home
+            )
             with registry.atomic():
                 result = register(
                     registry,
@@ -138,9 +144,12 @@ def export_coco(
     split: tuple[float, float, float],
     instance_phases: tuple[str, ...],
     store: ArtifactStore,
+    home: Path,
 ) -> Artifact:
-    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact."""
-    with tempfile.TemporaryDirectory(prefix="tomoloop-ingest-") as tmp:
+    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact, made in
+    a scratch folder under ``home``.
+    """
+    with scratch_dir(home, "tomoloop-ingest") as tmp:
         options = CocoOptions(
             instance_phases=tuple(phases.value(p) for p in instance_phases),
             split=split,

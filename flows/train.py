@@ -12,9 +12,7 @@ checkpoint folder is keyed by the request); after success it returns the model i
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 from prefect import flow, get_run_logger
@@ -35,6 +33,7 @@ from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.names import check_name
 from tomoloop.outputs import writing
 from tomoloop.phases import PhaseMap
+from tomoloop.scratch import scratch_dir
 from tomoloop.training import (
     EpochRecord,
     TrainConfig,
@@ -160,8 +159,8 @@ def train_semantic(
                 model, slices[split], len(phases), spec.tile, spec.tile // 4, torch_device
             )
             checkpoint = store.put_bytes(save_model(model, spec), ".pt")
-            with tempfile.TemporaryDirectory() as tmp:
-                curve = store.put_file(plot_learning_curve(result.history, Path(tmp) / "c.png"))
+            with scratch_dir(settings.home, "tomoloop-train") as tmp:
+                curve = store.put_file(plot_learning_curve(result.history, tmp / "c.png"))
             with registry.atomic():
                 registry.add_metrics(model_id, curve_metrics(result.history, dataset.id), run_id)
                 registry.add_metrics(

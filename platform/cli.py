@@ -8,6 +8,7 @@ printed as one message, without a traceback, and the exit code is non-zero.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+<<<<<<< HEAD
 from tomoloop.db.views import (
     dataset_row,
     model_row,
@@ -28,6 +31,10 @@ from tomoloop.db.views import (
     run_row,
     volume_row,
 )
+=======
+from tomoloop import lifeline
+from tomoloop.db.views import dataset_row, model_row, review_row, round_row, volume_row
+>>>>>>> rel-c
 from tomoloop.errors import TomoloopError
 
 app = typer.Typer(
@@ -65,7 +72,24 @@ app.add_typer(benchmark_app, name="benchmark")
 out = Console()
 err = Console(stderr=True)
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+class _Request:
+    """What the running command asked for that its error report needs to know."""
+
+    json = False
+
+
+def _note_json(value: bool) -> bool:
+    """``--json`` callback: an error is then also reported as JSON on stdout."""
+    _Request.json = value
+    return value
+
+
+JsonFlag = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON document on stdout.", callback=_note_json),
+]
 VoxelOpt = Annotated[
     str | None,
     typer.Option(
@@ -107,7 +131,7 @@ def progress_bar(disable: bool) -> Progress:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
-        disable=disable,
+        disable=disable or not err.is_terminal,  # a log file gets no bar and no blank line
         transient=True,
     )
 
@@ -1064,14 +1088,18 @@ def review_status(
 @app.command("serve-api")
 def serve_api(
     port: Annotated[int, typer.Option(help="Port on --host.")] = 8700,
-    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback needs TOMOLOOP_API_TOKEN.")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the HTTP app: Label Studio webhooks and the read-only registry API (/docs)."""
     import uvicorn
 
-    from tomoloop.adapters.http import create_app
+    from tomoloop.adapters.http import check_exposure, create_app
+    from tomoloop.config import Settings
     from tomoloop.flows.deployments import start_retrain
 
+    check_exposure(host, Settings())
     uvicorn.run(create_app(on_new_labels=start_retrain), host=host, port=port, log_level="info")
 
 
@@ -1582,12 +1610,34 @@ def demo(
     )
 
 
+def report_error(exc: TomoloopError, as_json: bool) -> None:
+    """One unwrapped line ``error: <message>`` on stderr (bold red only on a terminal);
+    with ``--json`` also ``{"error": <message>, "kind": <error class>}`` on stdout.
+    """
+    message = " ".join(str(exc).splitlines())
+    if as_json:
+        emit_json({"error": message, "kind": type(exc).__name__})
+    if err.is_terminal:
+        err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    else:
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+
+
 def main() -> None:
-    """Console entry point: run the app, print TomoloopErrors without a traceback."""
+    """Console entry point: run the app, print TomoloopErrors as one line without a
+    traceback (also those raised inside Prefect flows, whose console logging is quieted by
+    :mod:`tomoloop.terminal`).
+    """
+    os.environ.setdefault(
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "tomoloop.terminal.TerminalHandler"
+    )
+    lifeline.start()  # children (Prefect's temporary server) end with this process
+    _Request.json = False
     try:
         app()
     except TomoloopError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        report_error(exc, _Request.json)
         sys.exit(exc.exit_code)
 
 

@@ -21,6 +21,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from tomoloop.checkpoints import read_checkpoint
 from tomoloop.errors import TomoloopError
 
 INPUT_SIDE = 128  # seed 004: slices resized to 128 × 128 for the classifier
@@ -290,11 +291,8 @@ def save_classifier(net: FlawNet, config: FlawTrainConfig) -> bytes:
 
 
 def load_classifier(data: bytes, device: torch.device) -> FlawNet:
-    try:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise FlawError(f"not a readable checkpoint ({error})") from error
-    if not isinstance(saved, dict) or saved.get("kind") != "flawnet":
+    saved = read_checkpoint(data, "the flaw classifier's checkpoint")
+    if saved.get("kind") != "flawnet":
         raise FlawError("not a tomoloop flaw classifier: train one with tomoloop flaws train")
     net = FlawNet(tuple(saved["config"]["widths"]))
     net.load_state_dict(saved["state"])

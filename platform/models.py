@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from tomoloop.checkpoints import read_checkpoint
 from tomoloop.enet import ENet
 from tomoloop.errors import TomoloopError
 from tomoloop.layers import check_sides, conv_block, decode, up_path
@@ -116,8 +117,8 @@ def save_model(model: nn.Module, spec: ModelSpec) -> bytes:
 
 def load_model(data: bytes, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
     """Rebuild a network saved by :func:`save_model`, in eval mode on ``device``."""
+    saved = read_checkpoint(data, "the model checkpoint")
     try:
-        saved = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         raw = saved["spec"]
         spec = ModelSpec(**{**raw, "class_names": tuple(raw.get("class_names", ()))})
     except Exception as exc:

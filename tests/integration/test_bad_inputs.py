@@ -7,14 +7,20 @@ a rejected annotation is recorded as rejected with its reason, never dropped sil
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tifffile
 from fastapi.testclient import TestClient
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import inspect
 from typer.testing import CliRunner
 
@@ -239,6 +245,53 @@ def test_the_train_flow_refuses_bad_options_before_it_registers_anything(home, c
         train_semantic(home.dataset("nmc").id, "unet", config={"epochs": 1, **config})
 
 
+# Refused inside a Prefect flow: the command prints one line, as everywhere else (Prefect
+# records the failed run on its server; its traceback and chatter stay off the terminal)
+FLOW_CASES: dict[str, tuple[list[str], str, str]] = {
+    "flow: ingest with an undeclared label value": (
+        _ingest(phases="pore=0,nmc=1"),
+        "labels.tif z=0 holds label values [2] that the phase map pore=0,nmc=1 does not declare",
+        "StackValidationError",
+    ),
+    "flow: evaluate an unknown model": (
+        ["evaluate", "--model", "99999", "--dataset", "nmc", "--device", "cpu"],
+        "no model version with id 99999",
+        "RegistryError",
+    ),
+    "flow: score with an unknown model": (
+        ["score", "--model", "99999", "--volume", "1", "--device", "cpu"],
+        "no model version with id 99999",
+        "RegistryError",
+    ),
+}
+
+
+def _flow_progress(line: str) -> bool:
+    """A message of the flow itself (get_run_logger), e.g. ingest's "exporting COCO"."""
+    return "| INFO    | Flow run '" in line
+
+
+@pytest.mark.parametrize("case", list(FLOW_CASES))
+def test_errors_inside_flows_are_one_line_and_json_with_json(
+    case, home, tmp_path, monkeypatch, electrode_volume
+):
+    args, message, kind = FLOW_CASES[case]
+    _stacks(tmp_path, electrode_volume)
+    inputs = _files(tmp_path)
+    prefect_api = {"PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's server
+    result = subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", *args, "--json"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300, env=os.environ | prefect_api,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    document = json.loads(result.stdout)
+    assert document["kind"] == kind and message in document["error"], document
+    lines = [line for line in result.stderr.splitlines() if not _flow_progress(line)]
+    assert lines == [f"error: {document['error']}"], result.stderr
+    assert _files(tmp_path) == inputs
+
+
 # ---------------------------------------------------------------- COCO files
 
 
@@ -408,3 +461,64 @@ def test_bad_webhook_bodies_are_refused_and_nothing_is_recorded(case, home):
     assert answer.status_code == status, answer.text
     assert re.search(message, answer.text), answer.text
     assert len(home.ls_events()) == events
+
+
+# ---------------------------------------------------------------- faults
+
+
+def _big_stacks(work: Path) -> None:
+    """A gray/labels pair whose COCO export takes seconds (the kill lands inside it)."""
+    rng = np.random.default_rng(0)
+    labels = (rng.random((48, 256, 256)) < 0.02).astype(np.uint8)  # scattered particles
+    tifffile.imwrite(work / "labels.tif", labels)
+    tifffile.imwrite(work / "gray.tif", (labels * 80 + 20).astype(np.uint8))
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_killed_ingest_leaves_no_process_and_its_scratch_goes_with_the_next_run(tmp_path):
+    from tomoloop.db.engine import make_engine, upgrade
+
+    home = tmp_path / "home"
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    upgrade(make_engine(url))
+    _big_stacks(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # its own server
+    env |= {"TOMOLOOP_HOME": str(home), "TOMOLOOP_DATABASE_URL": url}
+    command = [sys.executable, "-m", "tomoloop.cli", *_ingest()]
+    cli = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    scratch = home / "tmp"
+    try:
+        for _ in range(3000):  # the server is up and the ingest is writing its scratch
+            children = psutil.Process(cli.pid).children(recursive=True)
+            server = any("uvicorn" in " ".join(c.cmdline()) for c in children if _running(c))
+            if server and scratch.is_dir() and any(scratch.iterdir()):
+                break
+            assert cli.poll() is None, "the ingest ended before it could be killed"
+            time.sleep(0.1)
+        cli.kill()  # kill -9
+        cli.wait()
+        left = list(scratch.iterdir())
+        assert [p.name.split("@")[2] for p in left] == [str(cli.pid)]
+        for _ in range(100):
+            if not any(_running(c) for c in children):
+                break
+            time.sleep(0.1)
+        assert not [c.pid for c in children if _running(c)], "children outlived the command"
+    finally:
+        for child in children:
+            if _running(child):
+                child.kill()
+    again = subprocess.run(
+        command,
+        cwd=tmp_path, env=env | {"PREFECT_API_URL": PREFECT_API_URL.value()},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert not left[0].exists() and not list(scratch.iterdir())

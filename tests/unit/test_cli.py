@@ -101,10 +101,31 @@ def test_bad_input_gives_one_clear_line_and_writes_nothing(tmp_path, args, messa
     tifffile.imwrite(tmp_path / "float.tif", np.zeros((5, 6, 7), np.float32))
     result = tomoloop("coco", "from-stack", *args, "--out", "out", cwd=tmp_path)
     assert result.returncode == 2
-    assert "error:" in result.stderr and message in " ".join(result.stderr.split())
-    assert "Traceback" not in result.stderr
+    # stderr is a pipe here: one unwrapped line, no blank line left by the progress bar
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr and "\x1b" not in result.stderr
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_json_errors_are_one_document_on_stdout(tmp_path, stacks):
+    _, labels = stacks
+    args = ["--labels", labels, "--phases", "pore=0,nmc=1", "--out", tmp_path / "o", "--json"]
+    result = tomoloop("coco", "from-stack", *args)
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert document["kind"] == "StackValidationError"
+    assert result.stderr == f"error: {document['error']}\n"
+    assert "holds label values [2]" in document["error"]
+
+
+def test_serve_api_refuses_the_network_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("TOMOLOOP_API_TOKEN", raising=False)
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    result = tomoloop("serve-api", "--host", "0.0.0.0", "--port", "1")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("error: --host 0.0.0.0 would open the registry API")
+    assert result.stderr.count("\n") == 1 and "TOMOLOOP_API_TOKEN" in result.stderr
 
 
 def test_stack_info_reads_voxel_size(tmp_path):
@@ -223,3 +244,25 @@ def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
     assert 0 <= doc["full_data_miou"] <= 1 and (tmp_path / "curves.png").stat().st_size > 1000
     unknown = tomoloop(*base, "--strategies", "random,vibes")
     assert unknown.returncode != 0 and "unknown strategy 'vibes'" in unknown.stderr
+
+
+def test_prefect_console_hides_tomoloop_errors_and_chatter_but_not_bugs():
+    import logging
+    from pathlib import Path
+
+    import prefect
+
+    from tomoloop.errors import StackValidationError
+    from tomoloop.terminal import shown_on_terminal
+
+    engine = str(Path(prefect.__file__).parent / "flow_engine.py")
+
+    def record(path, level, message="Encountered exception during execution", error=None):
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("prefect.flow_runs", level, path, 1, message, None, exc_info)
+
+    assert not shown_on_terminal(record(engine, logging.ERROR, error=StackValidationError("x")))
+    assert shown_on_terminal(record(engine, logging.ERROR, error=ValueError("a bug")))
+    assert not shown_on_terminal(record(engine, logging.INFO, "Beginning flow run 'a'"))
+    assert not shown_on_terminal(record(engine, logging.ERROR, "Finished in state Failed()"))
+    assert shown_on_terminal(record("/src/flows/train.py", logging.INFO, "epoch 1: loss 0.3"))

@@ -3,8 +3,9 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tomoloop.adapters.http import create_app
+from tomoloop.adapters.http import check_exposure, create_app
 from tomoloop.config import Settings
+from tomoloop.errors import TomoloopError
 
 
 @pytest.mark.parametrize("secret", [None, ""])
@@ -27,6 +28,19 @@ def test_a_wrong_secret_is_refused_and_other_actions_ignored(tmp_path):
         headers={"X-Tomoloop-Secret": "k3y"},
     )  # fmt: skip
     assert other.json()["status"] == "ignored"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "::1", "[::1]", "localhost"])
+def test_loopback_is_served_without_a_token(host):
+    check_exposure(host, Settings(api_token=None))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "lab.example.org"])
+@pytest.mark.parametrize("token", [None, ""])
+def test_other_interfaces_need_a_token(host, token):
+    with pytest.raises(TomoloopError, match=f"--host {host} .*set TOMOLOOP_API_TOKEN"):
+        check_exposure(host, Settings(api_token=token))
+    check_exposure(host, Settings(api_token="t0ken"))
 
 
 @pytest.mark.parametrize("token", [None, ""])

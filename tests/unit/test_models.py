@@ -73,7 +73,7 @@ def test_a_saved_model_loads_back_identical():
     image = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(image), loaded(image))
-    with pytest.raises(TomoloopError, match="not a tomoloop model checkpoint"):
+    with pytest.raises(TomoloopError, match="model checkpoint is not a readable checkpoint"):
         load_model(b"garbage")
 
 
