@@ -8,11 +8,13 @@ temporary name and are renamed into place; reads are verified by sha256.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import fsspec
 
@@ -37,6 +39,23 @@ class Artifact:
     sha256: str
     size: int
     new: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, order=True)
+class StoredFile:
+    """A file in the store: its name relative to the root (an artifact's key, or a
+    temporary name), size in bytes and last modification (seconds since the epoch)."""
+
+    key: str
+    size: int
+    mtime: float
+
+
+def _mtime(info: dict) -> float:
+    """A listing entry's modification time in seconds since the epoch, whatever the
+    filesystem calls it (local ``mtime``, S3 ``LastModified``, in-memory ``created``)."""
+    stamp = info.get("mtime", info.get("LastModified", info.get("created", 0.0)))
+    return stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)
 
 
 class ArtifactStore:
@@ -75,6 +94,7 @@ class ArtifactStore:
         key = artifact_key(sha, suffix)
         path = self._path(key)
         if self._fs.exists(path):
+            self._refresh(path)
             return Artifact(key, sha, size)
         self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
@@ -82,8 +102,24 @@ class ArtifactStore:
         self._fs.mv(tmp, path)
         return Artifact(key, sha, size, new=True)
 
+    def _refresh(self, path: str) -> None:
+        """Mark existing content as just stored, so ``tomoloop db gc`` does not take an old
+        unreferenced file that a transaction is about to refer to again (a filesystem
+        that cannot change a file's time keeps the old one; the grace period covers it)."""
+        with contextlib.suppress(NotImplementedError):
+            self._fs.touch(path, truncate=False)
+
+    def entries(self) -> list[StoredFile]:
+        """Every file under the root, sorted by key; a root not created yet holds none."""
+        root = self._root.rstrip("/")
+        found = self._fs.find(root, detail=True) if self._fs.exists(root) else {}
+        return sorted(
+            StoredFile(path[len(root) :].lstrip("/"), int(info["size"]), _mtime(info))
+            for path, info in found.items()
+        )
+
     def remove(self, key: str) -> None:
-        """Delete an artifact (only for undoing a put whose transaction failed)."""
+        """Delete an artifact (undoing a put whose transaction failed, or ``db gc``)."""
         self._fs.rm_file(self._path(key))
 
     def get_bytes(self, key: str, sha256: str) -> bytes:

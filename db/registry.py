@@ -55,6 +55,9 @@ _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter 
 _MAX_ID = 2**63 - 1  # the largest id (and version) either backend can store
 
 
+# every column holding an artifact key (DatasetVersion.artifacts holds them in a JSON map)
+ARTIFACT_KEY_COLUMNS = (Annotation.mask_uri, ModelVersion.checkpoint_uri, TrainingRun.curve_uri)
+
 _LISTINGS = {
     "volume": "volumes",
     "active-learning round": "rounds",
@@ -350,6 +353,21 @@ class Registry:
         """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL alike)."""
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         return dialect.insert(table)
+
+    # ------------------------------------------------------------ artifacts
+
+    def artifact_keys(self) -> set[str]:
+        """The key of every artifact a row refers to: the :data:`ARTIFACT_KEY_COLUMNS` and
+        each ``uri`` in a dataset version's ``artifacts`` map."""
+        with self.session() as s:
+            keys = {
+                key
+                for column in ARTIFACT_KEY_COLUMNS
+                for key in s.scalars(select(column).where(column.is_not(None)).distinct())
+            }
+            for artifacts in s.scalars(select(DatasetVersion.artifacts)):
+                keys.update(entry["uri"] for entry in (artifacts or {}).values())
+        return keys
 
     # ------------------------------------------------------------ volumes and slices
 

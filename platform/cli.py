@@ -48,7 +48,8 @@ coco_app = typer.Typer(
 )
 stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_help=True)
 db_app = typer.Typer(
-    help="The SQL registry's schema (TOMOLOOP_DATABASE_URL).", no_args_is_help=True
+    help="The SQL registry's schema (TOMOLOOP_DATABASE_URL) and unreferenced artifacts.",
+    no_args_is_help=True,
 )
 registry_app = typer.Typer(help="Query the registry (read-only).", no_args_is_help=True)
 labelstudio_app = typer.Typer(
@@ -388,6 +389,51 @@ def db_current(as_json: JsonFlag = False) -> None:
     path = sqlite_file(Settings().registry_url)
     absent = path is not None and not path.exists()
     _report_revision(make_engine("sqlite://") if absent else _registry_engine(), as_json)
+
+
+@db_app.command("gc")
+def db_gc(
+    grace: Annotated[
+        str, typer.Option(help="Keep files modified less than this long ago (90s, 30m, 1h, 2d).")
+    ] = "1h",
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Remove them (default: only list them).")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """List (or with --delete remove) artifacts no registry row refers to and temporary
+    leftovers of killed writes, older than --grace."""
+    import time
+
+    from tomoloop.adapters.artifacts import ArtifactStore
+    from tomoloop.config import Settings
+    from tomoloop.gc import check_registry_matches, collectable, parse_duration
+
+    grace_s = parse_duration(grace, "--grace")
+    store = ArtifactStore(Settings().artifact_root)
+    files = store.entries()  # listed before the references are read: a file stored later
+    with _database_errors():  # is not listed, one committed later is read as referenced
+        referenced = _open_registry().artifact_keys()
+    chosen = collectable(files, referenced, time.time(), grace_s)
+    if delete:
+        check_registry_matches(referenced, chosen)
+        for stored in chosen:
+            store.remove(stored.key)
+    total = sum(f.size for f in chosen)
+    if as_json:
+        rows = [{"key": f.key, "bytes": f.size, "mtime": f.mtime} for f in chosen]
+        emit_json({"removed" if delete else "would_remove": rows, "bytes": total})
+        return
+    for stored in chosen:
+        out.print(f"{stored.key}  {stored.size:,} B", highlight=False, soft_wrap=True)
+    verb = "removed" if delete else "would remove"
+    hint = "" if delete or not chosen else "; run again with --delete to remove them"
+    out.print(
+        f"{verb} {len(chosen)} unreferenced file(s), {total:,} bytes, older than {grace} "
+        f"from {store.url}{hint}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _open_registry(create: bool = False):

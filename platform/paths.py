@@ -88,3 +88,15 @@ def check_artifact_key(key: str, sha256: str) -> None:
             f"artifact key {key!r} is not the store location of sha256 {sha256[:12]}…: "
             f"expected {prefix}<suffix>; the registry row was altered — restore it"
         )
+
+
+def store_file_kind(name: str) -> str | None:
+    """What a file of the artifact store is, from its name relative to the store's root:
+    ``"artifact"`` (``ab/ab12…<suffix>``), ``"temporary"`` (a put's ``….tmp-<hex>`` not
+    renamed into place yet, or left by a killed one), or None: a file the store does not
+    write (it is never garbage-collected).
+    """
+    match = re.fullmatch(r"([0-9a-f]{2})/([0-9a-f]{64})(.*?)(\.tmp-[0-9a-f]{32})?", name)
+    if match is None or not match[2].startswith(match[1]) or not _SUFFIX.fullmatch(match[3]):
+        return None
+    return "artifact" if match[4] is None else "temporary"

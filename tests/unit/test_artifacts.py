@@ -56,3 +56,32 @@ def test_a_non_local_fsspec_store_works_through_its_url(tmp_path):
     assert store.put_bytes(b"png bytes", ".png") == artifact
     assert store.get_bytes(artifact.key, artifact.sha256) == b"png bytes"
     assert not any(".tmp-" in p for p in fsspec.filesystem("memory").find("/tomoloop-test"))
+
+
+def test_entries_list_every_file_and_an_absent_root_holds_none(tmp_path):
+    store = ArtifactStore(str(tmp_path / "store"))
+    assert store.entries() == []
+    assert not (tmp_path / "store").exists()
+    artifact = store.put_bytes(b"abc", ".pt")
+    (entry,) = store.entries()
+    assert (entry.key, entry.size) == (artifact.key, 3)
+    assert entry.mtime == pytest.approx((tmp_path / "store" / artifact.key).stat().st_mtime)
+
+
+def test_entries_of_a_non_local_store():
+    store = ArtifactStore("memory://tomoloop-entries/artifacts")
+    assert store.entries() == []
+    artifact = store.put_bytes(b"abc", ".pt")
+    assert [(e.key, e.size) for e in store.entries()] == [(artifact.key, 3)]
+    assert store.entries()[0].mtime > 0
+
+
+def test_storing_existing_content_again_marks_it_fresh(tmp_path):
+    """An old unreferenced file about to be referenced again must not look collectable."""
+    import os
+
+    store = ArtifactStore(str(tmp_path))
+    artifact = store.put_bytes(b"weights", ".pt")
+    os.utime(tmp_path / artifact.key, (0, 0))
+    store.put_bytes(b"weights", ".pt")
+    assert store.entries()[0].mtime > 1e9
