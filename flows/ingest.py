@@ -23,12 +23,8 @@ from tomoloop.errors import StackValidationError
 from tomoloop.masks import stack_class_masks
 from tomoloop.names import check_name
 from tomoloop.phases import PhaseMap
-<<<<<<< HEAD
-from tomoloop.splits import check_split_fills, split_slices
-=======
 from tomoloop.scratch import scratch_dir
-from tomoloop.splits import split_slices
->>>>>>> rel-c
+from tomoloop.splits import check_split_fills, split_slices
 from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth

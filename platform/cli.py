@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-<<<<<<< HEAD
+from tomoloop import lifeline
 from tomoloop.db.views import (
     dataset_row,
     model_row,
@@ -31,10 +31,6 @@ from tomoloop.db.views import (
     run_row,
     volume_row,
 )
-=======
-from tomoloop import lifeline
-from tomoloop.db.views import dataset_row, model_row, review_row, round_row, volume_row
->>>>>>> rel-c
 from tomoloop.errors import TomoloopError
 
 app = typer.Typer(
