@@ -39,7 +39,8 @@ with warnings.catch_warnings():  # detectron2 imports deprecated torch.jit APIs
 
 from tomoloop.checkpoints import read_checkpoint
 from tomoloop.errors import TomoloopError
-from tomoloop.instances import (
+from tomoloop.metrics.coco import instance_scores
+from tomoloop.particles.instances import (
     CocoDocumentError,
     Detections,
     InstanceUncertainty,
@@ -48,7 +49,6 @@ from tomoloop.instances import (
     instance_uncertainty,
     particle_mask,
 )
-from tomoloop.metrics_coco import instance_scores
 from tomoloop.paths import confined
 
 _CONFIGS = Path(detectron2.__file__).parent / "model_zoo" / "configs"  # shipped with detectron2

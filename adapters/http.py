@@ -34,7 +34,7 @@ from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
 from tomoloop.errors import TomoloopError
-from tomoloop.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 SECRET_HEADER = "X-Tomoloop-Secret"

@@ -24,7 +24,7 @@ from label_studio_sdk.converter import brush
 from label_studio_sdk.core.api_error import ApiError
 
 from tomoloop.errors import TomoloopError
-from tomoloop.masks import InstanceMasks
+from tomoloop.labels.masks import InstanceMasks
 
 FROM_NAME, TO_NAME = "phase", "image"
 # Colour-blind-safe (Okabe–Ito) colours, one per phase in phase-map order.

@@ -5,7 +5,7 @@ decides whether it goes to review.
 Each annotation event is keyed by its Label Studio id and update time and handled once; a
 stored annotation has its exact mask and source ``labelstudio:<id>@<updated>`` (an update
 is a new annotation; nothing is deleted). In a dataset's labelling project it is tier
-``annotator`` and is routed by :func:`tomoloop.review.route` (a queued review, and the
+``annotator`` and is routed by :func:`tomoloop.active.route` (a queued review, and the
 per-class Dice against other annotators of the task); in its review project it is tier
 ``expert`` and settles the review it answers (approved when unchanged, else corrected);
 in its instance project it is an instance label (one mask per particle) of tier
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tomoloop.active.review import ReviewPolicy, class_dice, route
 from tomoloop.adapters.labelstudio import (
     AnnotationRejected,
     PulledAnnotation,
@@ -27,8 +28,12 @@ from tomoloop.adapters.labelstudio import (
 )
 from tomoloop.db.models import Agreement, Kind, LabelStudioEvent, Review, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.masks import InstanceMasks, decode_class_mask, encode_class_mask, encode_instances
-from tomoloop.review import ReviewPolicy, class_dice, route
+from tomoloop.labels.masks import (
+    InstanceMasks,
+    decode_class_mask,
+    encode_class_mask,
+    encode_instances,
+)
 
 PROJECT_SUFFIX = " · semantic"
 REVIEW_SUFFIX = " · review"

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import tifffile
 
-from tomoloop.efficiency import EfficiencySetup, efficiency, stack_split
-from tomoloop.phases import PhaseMap
-from tomoloop.report import plot_efficiency
-from tomoloop.stacks import open_stack
-from tomoloop.synthetic import forward_model
-from tomoloop.training import TrainConfig
+from tomoloop.active.label_efficiency import EfficiencySetup, efficiency, stack_split
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.synthetic import forward_model
+from tomoloop.report.plots import plot_efficiency
+from tomoloop.stacks.tiff import open_stack
+from tomoloop.training.trainer import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

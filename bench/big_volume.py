@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 from measure import peak_rss_mib
 
-from tomoloop.synthetic import make_electrode
+from tomoloop.labels.synthetic import make_electrode
 
 OUT = Path(__file__).resolve().parent / "out" / "big"
 PHASES = "pore=0,nmc=1,cbd=2"

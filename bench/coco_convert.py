@@ -26,9 +26,9 @@ from pycocotools import mask as mask_utils
 from shapely.geometry import Polygon
 from skimage.measure import find_contours, label, regionprops
 
-from tomoloop.coco import CocoOptions, convert_stack
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import open_stack
+from tomoloop.coco.convert import CocoOptions, convert_stack
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.stacks.tiff import open_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

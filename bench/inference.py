@@ -34,10 +34,10 @@ import tifffile
 import torch
 from measure import peak_rss_mib
 
-from tomoloop.inference import normalise, predict_volume
-from tomoloop.models import MODELS, build_model
-from tomoloop.stacks import open_stack, percentile_window
-from tomoloop.synthetic import forward_model
+from tomoloop.inference.predict import normalise, predict_volume
+from tomoloop.labels.synthetic import forward_model
+from tomoloop.networks.registry import MODELS, build_model
+from tomoloop.stacks.tiff import open_stack, percentile_window
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -143,14 +143,14 @@ def bench_speed(archs: list[str], slices: int) -> list[dict]:
 
 
 _TOMOLOOP = (
-    "import torch; from tomoloop.models import build_model; "
+    "import torch; from tomoloop.networks import build_model; "
     "from tomoloop.inference import predict_volume; from tomoloop.stacks import open_stack; "
     "torch.manual_seed(0); m = build_model('unet', 1, 3, base=4).eval(); "
     "s = open_stack(sys.argv[1]); "
     "predict_volume(m, s, sys.argv[2], sys.argv[3], axes=tuple(sys.argv[4]), tile=128)"
 )
 _NAIVE = (
-    "import torch; from tomoloop.models import build_model; from inference import naive_predict; "
+    "import torch; from tomoloop.networks import build_model; from inference import naive_predict; "
     "torch.manual_seed(0); m = build_model('unet', 1, 3, base=4).eval(); "
     "naive_predict(m, __import__('pathlib').Path(sys.argv[1]))"
 )

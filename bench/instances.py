@@ -31,9 +31,9 @@ import torch
 from scipy import ndimage
 
 from tomoloop.adapters import detectron2
-from tomoloop.instances import Detections, coco_from_slices, detection_results
-from tomoloop.metrics_coco import instance_scores
-from tomoloop.volume import analyse, reassemble
+from tomoloop.metrics.coco import instance_scores
+from tomoloop.particles.instances import Detections, coco_from_slices, detection_results
+from tomoloop.particles.reassembly import analyse, reassemble
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"

@@ -23,12 +23,12 @@ import tifffile
 import torch
 from skimage.filters import threshold_multiotsu
 
-from tomoloop.data import LabelledSlice
-from tomoloop.evaluation import evaluate
-from tomoloop.metrics import confusion_matrix, scores
-from tomoloop.models import MODELS, build_model
-from tomoloop.synthetic import forward_model
-from tomoloop.training import TrainConfig, train
+from tomoloop.labels.synthetic import forward_model
+from tomoloop.metrics.semantic import confusion_matrix, scores
+from tomoloop.networks.registry import MODELS, build_model
+from tomoloop.training.data import LabelledSlice
+from tomoloop.training.evaluation import evaluate
+from tomoloop.training.trainer import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

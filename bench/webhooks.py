@@ -46,9 +46,9 @@ from tomoloop.adapters.local_postgres import create_database, local_postgres
 from tomoloop.db.engine import make_engine, upgrade
 from tomoloop.db.models import Annotation, Tier
 from tomoloop.db.registry import NewAnnotation, Registry
-from tomoloop.masks import encode_class_mask
-from tomoloop.phases import PhaseMap
-from tomoloop.synthetic import make_electrode
+from tomoloop.labels.masks import encode_class_mask
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.synthetic import make_electrode
 
 OUT = Path(__file__).resolve().parent / "out"
 PHASES = "pore=0,nmc=1,cbd=2"

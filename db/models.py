@@ -319,7 +319,7 @@ class LabelStudioEvent(Base):
 
 class Review(Base):
     """An annotator's label sent to the review project: why (``reasons``, comma-separated:
-    ``model``, ``annotators``, ``qa`` — see :mod:`tomoloop.review`), the model agreement
+    ``model``, ``annotators``, ``qa`` — see :mod:`tomoloop.active.review`), the model agreement
     that decided it, and its state — ``queued`` (not in Label Studio yet), ``pushing``
     (claimed by a sync at ``claimed_at``), ``pending`` (a review task, ``ls_task_id``),
     ``approved`` / ``corrected`` (the reviewer's label is the tier-expert

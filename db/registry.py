@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tomoloop.active.review import AGREEMENT_KINDS
 from tomoloop.db.engine import make_engine, schema_at_head, sqlite_file
 from tomoloop.db.models import (
     Agreement,
@@ -49,7 +50,6 @@ from tomoloop.db.models import (
 from tomoloop.errors import TomoloopError
 from tomoloop.names import check_name
 from tomoloop.processes import ProcessId
-from tomoloop.review import AGREEMENT_KINDS
 
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
 _MAX_ID = 2**63 - 1  # the largest id (and version) either backend can store
@@ -113,7 +113,7 @@ class Lineage:
 class DatasetSlice:
     """One slice of a dataset version with what is needed to read its image and masks:
     its semantic label (annotation id, tier, mask) and, where a person drew one, its
-    instance label's inline mask (``instances_rle``, :mod:`tomoloop.masks` form)."""
+    instance label's inline mask (``instances_rle``, :mod:`tomoloop.labels.masks` form)."""
 
     split: str
     annotation_id: int
@@ -1139,7 +1139,7 @@ class Registry:
     ) -> None:
         """Record the Label Studio task id of each pushed slice (``{slice id: task id}``) and
         the prediction pre-filled in it (``{slice id: inline mask}``, see
-        :func:`tomoloop.masks.encode_class_mask`).
+        :func:`tomoloop.labels.encode_class_mask`).
         """
         predictions = predictions or {}
         with self.session() as s:

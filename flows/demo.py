@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger
 
+from tomoloop.active.review import AGREEMENT_KINDS
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio
 from tomoloop.config import Settings
 from tomoloop.db.engine import make_engine, upgrade
@@ -25,9 +26,8 @@ from tomoloop.flows.loop import loop, promote
 from tomoloop.flows.pictures import slice_picture
 from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.flows.train import train_semantic
-from tomoloop.report import plot_al_curve
-from tomoloop.review import AGREEMENT_KINDS
-from tomoloop.synthetic import ELECTRODE_PHASES
+from tomoloop.labels.synthetic import ELECTRODE_PHASES
+from tomoloop.report.plots import plot_al_curve
 
 DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
 DEMO_NETWORK: dict = {}  # the U-Net of seed 002

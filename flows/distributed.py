@@ -3,7 +3,7 @@
 The volume is cut into z-chunks of ``chunk`` slices; each chunk is one Prefect task run
 by a Dask worker (prefect-dask's ``DaskTaskRunner``): it reads its slices from the TIFF
 (lazily, page by page), predicts and scores them exactly as the single-process path does
-(:func:`tomoloop.scoring.uncertainty_map` on slices normalised by the volume's window)
+(:func:`tomoloop.active.uncertainty_map` on slices normalised by the volume's window)
 and writes its block of the zarr arrays ``labels`` (uint8) and ``uncertainty`` (float16,
 the method's per-voxel map) — chunk-aligned, so no two workers touch one zarr chunk. The
 flow then records the slice scores in the registry, as ``tomoloop score`` does.
@@ -31,16 +31,16 @@ from prefect import flow, get_run_logger, task
 from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
+from tomoloop.active.scoring import ScoreOptions, SliceFeatures, features_of, uncertainty_map
 from tomoloop.adapters.artifacts import ArtifactStore
-from tomoloop.coco import check_new
+from tomoloop.coco.convert import check_new
 from tomoloop.config import Settings
 from tomoloop.errors import TomoloopError
 from tomoloop.flows.resources import Services, load_registered_model
-from tomoloop.inference import normalise
-from tomoloop.models import load_model
-from tomoloop.scoring import ScoreOptions, SliceFeatures, features_of, uncertainty_map
-from tomoloop.stacks import Window, open_stack, percentile_window
-from tomoloop.training import resolve_device
+from tomoloop.inference.predict import normalise
+from tomoloop.networks.registry import load_model
+from tomoloop.stacks.tiff import Window, open_stack, percentile_window
+from tomoloop.training.trainer import resolve_device
 
 
 @functools.lru_cache(maxsize=2)

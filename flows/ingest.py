@@ -14,18 +14,18 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from tomoloop.adapters.artifacts import Artifact, ArtifactStore
-from tomoloop.archive import zip_folder
-from tomoloop.coco import CocoOptions, batches, convert_stack
+from tomoloop.coco.convert import CocoOptions, batches, convert_stack
 from tomoloop.config import Settings
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
 from tomoloop.errors import StackValidationError
-from tomoloop.masks import stack_class_masks
+from tomoloop.labels.masks import stack_class_masks
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.splits import check_split_fills, split_slices
 from tomoloop.names import check_name
-from tomoloop.phases import PhaseMap
 from tomoloop.scratch import scratch_dir
-from tomoloop.splits import check_split_fills, split_slices
-from tomoloop.stacks import Stack, check_same_shape, file_sha256, open_stack
+from tomoloop.stacks.archive import zip_folder
+from tomoloop.stacks.tiff import Stack, check_same_shape, file_sha256, open_stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
 

@@ -30,11 +30,21 @@ import torch
 from prefect import flow, get_run_logger
 
 from tomoloop.adapters import detectron2
-from tomoloop.coco import check_out
+from tomoloop.coco.convert import check_out
 from tomoloop.config import Settings
 from tomoloop.db.models import ModelVersion
 from tomoloop.db.registry import NewMetric, PoolSlice, RegistryError
-from tomoloop.flaws import (
+from tomoloop.flows.resources import (
+    Services,
+    dataset_phases,
+    dataset_slices,
+    open_run,
+    pool_groups,
+    run_folder,
+)
+from tomoloop.inference.predict import normalise, predict_slice
+from tomoloop.networks.registry import ModelSpec
+from tomoloop.particles.flaws import (
     FlawNet,
     FlawTrainConfig,
     flaw_volume,
@@ -46,16 +56,7 @@ from tomoloop.flaws import (
     split_examples,
     train_classifier,
 )
-from tomoloop.flows.resources import (
-    Services,
-    dataset_phases,
-    dataset_slices,
-    open_run,
-    pool_groups,
-    run_folder,
-)
-from tomoloop.inference import normalise, predict_slice
-from tomoloop.instances import (
+from tomoloop.particles.instances import (
     grey_uint8,
     instance_classes,
     particle_category,
@@ -63,10 +64,7 @@ from tomoloop.instances import (
     particle_mask,
     write_coco_folder,
 )
-from tomoloop.models import ModelSpec
-from tomoloop.stacks import open_stack, percentile_window
-from tomoloop.training import resolve_device
-from tomoloop.volume import (
+from tomoloop.particles.reassembly import (
     ReassemblyOptions,
     VolumeError,
     analyse,
@@ -76,6 +74,8 @@ from tomoloop.volume import (
     reassemble,
     write_particle_report,
 )
+from tomoloop.stacks.tiff import open_stack, percentile_window
+from tomoloop.training.trainer import resolve_device
 
 
 @flow(name="train-maskrcnn")
@@ -197,7 +197,7 @@ def particles(
     phase: str | None = None,
 ) -> dict:
     """3D particles of a grey stack with a registered Mask R-CNN; the summary (also in
-    ``out_dir/summary.json``). ``options`` hold :class:`tomoloop.volume.ReassemblyOptions`
+    ``out_dir/summary.json``). ``options`` hold :class:`tomoloop.particles.ReassemblyOptions`
     fields; ``bin_um`` is the size-distribution bin in µm; ``phase`` the model category
     that makes the particles (needed when it finds more than one).
     """

@@ -8,7 +8,7 @@ the prediction shown) on the round items; given a Mask R-CNN, the same slices al
 the dataset's instance project with its detections, one region per particle. sync: every
 annotation of the project not handled before (keyed by annotation id and update time) →
 a registry annotation with its exact mask, or a skip, or a rejection with its reason —
-never silently dropped; labels due for review (``tomoloop.review``) → tasks in the
+never silently dropped; labels due for review (``tomoloop.active.review``) → tasks in the
 dataset's review project with the annotator's label pre-filled; the reviewers' answers →
 tier ``expert``; the instance project's annotations → instance labels, which Mask R-CNN
 training prefers to connected components of the class mask.
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from prefect import flow, get_run_logger
 
+from tomoloop.active.review import ReviewPolicy
 from tomoloop.adapters.labelstudio import (
     LabelStudioClient,
     LabelStudioRefused,
@@ -46,13 +47,12 @@ from tomoloop.config import Settings
 from tomoloop.db.models import Kind, Review
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
-from tomoloop.inference import normalise, predict_slice
-from tomoloop.instances import category_classes, detected_particles, grey_uint8
-from tomoloop.masks import decode_class_mask, encode_class_mask
-from tomoloop.pngs import write_png
-from tomoloop.review import ReviewPolicy
-from tomoloop.stacks import open_stack, percentile_window, to_uint8
-from tomoloop.training import resolve_device
+from tomoloop.inference.predict import normalise, predict_slice
+from tomoloop.labels.masks import decode_class_mask, encode_class_mask
+from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
+from tomoloop.stacks.png import write_png
+from tomoloop.stacks.tiff import open_stack, percentile_window, to_uint8
+from tomoloop.training.trainer import resolve_device
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,13 @@ import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
+from tomoloop.active.oracle import Behaviour, answer
+from tomoloop.active.policy import PromotionRules, StopRules, decide, stop_reason
+from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
+from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, get
 from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
-from tomoloop.coco import class_index_lut
+from tomoloop.coco.convert import class_index_lut
 from tomoloop.config import Settings
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.flows.labelstudio import connect, push_round, sync_annotations
@@ -33,14 +37,10 @@ from tomoloop.flows.resources import (
     pool_groups,
 )
 from tomoloop.flows.train import evaluate_model, train_semantic
-from tomoloop.oracle import Behaviour, answer
-from tomoloop.phases import PhaseMap
-from tomoloop.policy import PromotionRules, StopRules, decide, stop_reason
-from tomoloop.report import plot_al_curve
-from tomoloop.scoring import ScoreOptions, SliceFeatures, score_stack
-from tomoloop.selection import Candidate, Constraints, LeadTimeModel, get
-from tomoloop.stacks import check_declared, open_stack
-from tomoloop.training import resolve_device
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.report.plots import plot_al_curve
+from tomoloop.stacks.tiff import check_declared, open_stack
+from tomoloop.training.trainer import resolve_device
 
 
 class NothingToLabel(RegistryError):
@@ -193,7 +193,7 @@ def oracle_answers(
     """Answer the round's unanswered Label Studio tasks from ground-truth label stacks
     (``{volume name: labels path}``) through the API, as a person would in the browser.
 
-    ``behaviour`` holds :class:`tomoloop.oracle.Behaviour` fields (bias, noise, lead time).
+    ``behaviour`` holds :class:`tomoloop.active.Behaviour` fields (bias, noise, lead time).
     """
     services = Services.from_settings()
     try:

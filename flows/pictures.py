@@ -15,11 +15,11 @@ from prefect import get_run_logger
 from prefect.artifacts import create_image_artifact
 from torch import nn
 
-from tomoloop.inference import normalise
-from tomoloop.models import ModelSpec
-from tomoloop.report import uncertainty_figure
-from tomoloop.scoring import ScoreOptions, uncertainty_map
-from tomoloop.stacks import open_stack, percentile_window, to_uint8
+from tomoloop.active.scoring import ScoreOptions, uncertainty_map
+from tomoloop.inference.predict import normalise
+from tomoloop.networks.registry import ModelSpec
+from tomoloop.report.plots import uncertainty_figure
+from tomoloop.stacks.tiff import open_stack, percentile_window, to_uint8
 
 
 def slice_picture(

@@ -16,12 +16,12 @@ from torch import nn
 
 from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.config import Settings
-from tomoloop.data import LabelledSlice, SliceRef, load_slices
 from tomoloop.db.models import DatasetVersion, ModelVersion
 from tomoloop.db.registry import PoolSlice, Registry, RegistryError
-from tomoloop.models import ModelSpec, load_model
-from tomoloop.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.networks.registry import ModelSpec, load_model
 from tomoloop.processes import HEARTBEAT_S, gone_reason, this_process
+from tomoloop.training.data import LabelledSlice, SliceRef, load_slices
 
 
 @dataclass(frozen=True)

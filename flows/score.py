@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tomoloop.active.scoring import ScoreOptions, score_stack
 from tomoloop.flows.resources import Services, load_registered_model
-from tomoloop.scoring import ScoreOptions, score_stack
-from tomoloop.stacks import open_stack
-from tomoloop.training import resolve_device
+from tomoloop.stacks.tiff import open_stack
+from tomoloop.training.trainer import resolve_device
 
 
 @flow(name="score")

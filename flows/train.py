@@ -18,9 +18,7 @@ import torch
 from prefect import flow, get_run_logger
 
 from tomoloop.config import Settings
-from tomoloop.data import Augmentation, check_slices, parse_tier_weights
 from tomoloop.db.registry import NewMetric, RegistryError
-from tomoloop.evaluation import Evaluation, evaluate
 from tomoloop.flows.resources import (
     Services,
     dataset_phases,
@@ -29,12 +27,14 @@ from tomoloop.flows.resources import (
     open_run,
     run_folder,
 )
-from tomoloop.models import ModelSpec, freeze, save_model, transfer_weights
+from tomoloop.labels.phases import PhaseMap
 from tomoloop.names import check_name
+from tomoloop.networks.registry import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.outputs import writing
-from tomoloop.phases import PhaseMap
 from tomoloop.scratch import scratch_dir
-from tomoloop.training import (
+from tomoloop.training.data import Augmentation, check_slices, parse_tier_weights
+from tomoloop.training.evaluation import Evaluation, evaluate
+from tomoloop.training.trainer import (
     EpochRecord,
     TrainConfig,
     plot_learning_curve,
@@ -99,7 +99,7 @@ def train_semantic(
     """Train ``arch`` on a dataset version; ``{"model_version": id, ...}``.
 
     ``config`` holds :class:`tomoloop.training.TrainConfig` fields (``augmentation`` as a
-    dict of :class:`tomoloop.data.Augmentation` fields); ``options`` go to the network.
+    dict of :class:`tomoloop.training.Augmentation` fields); ``options`` go to the network.
     """
     if name is not None:
         check_name(name, "model name")

@@ -99,7 +99,7 @@ def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
     """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
     Each length must be finite, > 0 and at most 1e6 µm (1 m).
     """
-    from tomoloop.stacks import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
+    from tomoloop.stacks.tiff import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
 
     if text is None:
         return None
@@ -144,7 +144,7 @@ def stack_info(
     as_json: JsonFlag = False,
 ) -> None:
     """Shape, dtype and voxel size of a stack, read from its header only."""
-    from tomoloop.stacks import open_stack
+    from tomoloop.stacks.tiff import open_stack
 
     with open_stack(path, parse_voxel_size(voxel_size)) as stack:
         info = {
@@ -170,9 +170,9 @@ def coco_export(
 ) -> None:
     """Unpack a registered dataset version's COCO export (verified by sha256)."""
     from tomoloop.adapters.artifacts import ArtifactStore
-    from tomoloop.archive import unzip_to
     from tomoloop.config import Settings
     from tomoloop.outputs import Output, check_outputs
+    from tomoloop.stacks.archive import unzip_to
 
     check_outputs({}, [Output("--out", out_dir, folder=True)])
     with _database_errors():
@@ -242,11 +242,11 @@ def coco_from_stack(
     as_json: JsonFlag = False,
 ) -> None:
     """Turn every slice into a COCO image and every connected component into an instance."""
-    from tomoloop.coco import CocoOptions, convert_stack
+    from tomoloop.coco.convert import CocoOptions, convert_stack
+    from tomoloop.labels.phases import PhaseMap
+    from tomoloop.labels.splits import parse_fractions
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.phases import PhaseMap
-    from tomoloop.splits import parse_fractions
-    from tomoloop.stacks import AXES, open_stack, scan_label_values
+    from tomoloop.stacks.tiff import AXES, open_stack, scan_label_values
 
     if connectivity not in (4, 8):
         raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")
@@ -613,10 +613,10 @@ def ingest(
     """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1 (or,
     with --add-to, the dataset's next version with this volume added)."""
     from tomoloop.flows.ingest import ingest as ingest_flow
+    from tomoloop.labels.phases import PhaseMap
+    from tomoloop.labels.splits import check_split_fills, parse_fractions
     from tomoloop.names import check_name
-    from tomoloop.phases import PhaseMap
-    from tomoloop.splits import check_split_fills, parse_fractions
-    from tomoloop.stacks import open_stack
+    from tomoloop.stacks.tiff import open_stack
 
     check_name(name, "--name")
     if add_to is not None:
@@ -738,11 +738,11 @@ def train(
     (checkpoint, for maskrcnn).
     """
     from tomoloop.config import Settings
-    from tomoloop.data import NO_AUGMENTATION
     from tomoloop.flows.train import train_semantic
-    from tomoloop.models import MODELS
     from tomoloop.names import check_name
+    from tomoloop.networks.registry import MODELS
     from tomoloop.outputs import Output, check_outputs
+    from tomoloop.training.data import NO_AUGMENTATION
 
     if name is not None:
         check_name(name, "--name")
@@ -803,8 +803,8 @@ def train(
 def _check_train_options(config: dict, device: str, tier_weights: str) -> None:
     """Refuse bad semantic training options before the flow starts (it checks them again
     before it registers anything)."""
-    from tomoloop.data import parse_tier_weights
-    from tomoloop.training import TrainConfig, resolve_device
+    from tomoloop.training.data import parse_tier_weights
+    from tomoloop.training.trainer import TrainConfig, resolve_device
 
     TrainConfig(**{k: v for k, v in config.items() if k not in ("exclusive", "augmentation")})
     resolve_device(device)
@@ -870,10 +870,10 @@ def predict(
 ) -> None:
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
     from tomoloop.flows.resources import Services, load_registered_model
-    from tomoloop.inference import predict_volume
+    from tomoloop.inference.predict import predict_volume
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.stacks import open_stack
-    from tomoloop.training import resolve_device
+    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: use z or zyx")
@@ -934,8 +934,8 @@ def score(
     as_json: JsonFlag = False,
 ) -> None:
     """Score every slice of a volume for active learning; scores go to the registry."""
+    from tomoloop.active.scoring import ScoreOptions
     from tomoloop.flows.score import score_volume
-    from tomoloop.scoring import ScoreOptions
 
     ScoreOptions(method, aggregation)  # a bad name fails before the flow starts
     with _database_errors():
@@ -971,10 +971,10 @@ def predict_distributed(
 ) -> None:
     """Predict and score a registered volume as Prefect tasks on a Dask cluster: labels
     and uncertainty to a zarr group, slice scores to the registry."""
-    from tomoloop.coco import check_new
+    from tomoloop.active.scoring import ScoreOptions
+    from tomoloop.coco.convert import check_new
     from tomoloop.flows.distributed import run_distributed
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.scoring import ScoreOptions
 
     ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
     check_new(out_path)
@@ -1102,8 +1102,8 @@ def review_status(
     """Reviews of a dataset by state and reason, and inter-annotator agreement (mean Dice
     per phase: between annotators of one task, and annotator vs reviewer).
     """
-    from tomoloop.phases import PhaseMap
-    from tomoloop.review import AGREEMENT_KINDS
+    from tomoloop.active.review import AGREEMENT_KINDS
+    from tomoloop.labels.phases import PhaseMap
 
     with _database_errors():
         registry = _open_registry()
@@ -1197,8 +1197,8 @@ def al_round_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Open an active-learning round: score, choose the slices worth labelling, push them."""
+    from tomoloop.active.selection import Constraints, get
     from tomoloop.flows.loop import al_round
-    from tomoloop.selection import Constraints, get
 
     get(strategy)
     Constraints(budget, per_volume, min_gap)
@@ -1291,8 +1291,8 @@ def loop_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Run active-learning rounds: choose → label in Label Studio → retrain → promote."""
+    from tomoloop.active.oracle import Behaviour
     from tomoloop.flows.loop import loop
-    from tomoloop.oracle import Behaviour
 
     try:
         biases = {k: int(v) for k, v in parse_pairs(bias, "--bias", "cbd=-1").items()}
@@ -1335,8 +1335,8 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
+    from tomoloop.active.selection import get
     from tomoloop.flows.deployments import Schedule, deployments
-    from tomoloop.selection import get
 
     get(strategy)
     when = Schedule(round_cron, check_minutes, sync_minutes, threshold, strategy, budget)
@@ -1370,13 +1370,13 @@ def benchmark_al(
     """Label efficiency of query strategies with a direct oracle (no server): test mIoU
     against labelled slices, labels to reach 95 % of the full-data mIoU, area under curve.
     """
-    from tomoloop.efficiency import EfficiencySetup, efficiency, stack_split
+    from tomoloop.active.label_efficiency import EfficiencySetup, efficiency, stack_split
+    from tomoloop.active.selection import get
+    from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.phases import PhaseMap
-    from tomoloop.report import plot_efficiency
-    from tomoloop.selection import get
-    from tomoloop.stacks import open_stack
-    from tomoloop.training import TrainConfig, resolve_device
+    from tomoloop.report.plots import plot_efficiency
+    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.training.trainer import TrainConfig, resolve_device
 
     names = tuple(n.strip() for n in strategies.split(",") if n.strip())
     for name in names:
@@ -1448,12 +1448,12 @@ def microstructure_command(
     """Phase volume fractions, specific surface areas, tortuosity factors (TauFactor) and,
     for --particles phases, particle-size distributions.
     """
-    from tomoloop.coco import class_index_lut
-    from tomoloop.microstructure import microstructure
-    from tomoloop.phases import PhaseMap
-    from tomoloop.stacks import check_declared, open_stack, scan_label_values
-    from tomoloop.training import resolve_device
-    from tomoloop.volume import phase_size_distribution
+    from tomoloop.coco.convert import class_index_lut
+    from tomoloop.labels.phases import PhaseMap
+    from tomoloop.metrics.structure import microstructure
+    from tomoloop.particles.reassembly import phase_size_distribution
+    from tomoloop.stacks.tiff import check_declared, open_stack, scan_label_values
+    from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx"):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zx")
@@ -1597,11 +1597,11 @@ def demo(
     """The main job end to end: Label Studio up, ingest, train, active-learning rounds
     answered by the oracle through Label Studio, retrain, promote, report.
     """
+    from tomoloop.active.selection import get
     from tomoloop.flows.demo import demo as demo_flow
+    from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.phases import PhaseMap
-    from tomoloop.selection import get
-    from tomoloop.stacks import open_stack
+    from tomoloop.stacks.tiff import open_stack
 
     if (gray is None) != (labels is None):
         raise TomoloopError("give both --gray and --labels, or neither to use the generated sample")

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tomoloop.review import ReviewPolicy
+from tomoloop.active.review import ReviewPolicy
 
 
 class Settings(BaseSettings):
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
         api_token: when set, the HTTP app's registry API answers only requests that carry
             ``Authorization: Bearer <token>``.
         review_min_iou, review_min_agreement, review_qa_rate: when an annotator's label
-            goes to the review project (:class:`tomoloop.review.ReviewPolicy`): mean IoU
+            goes to the review project (:class:`tomoloop.active.ReviewPolicy`): mean IoU
             with the pre-filled prediction below ``review_min_iou``, mean Dice with another
             annotator of the task below ``review_min_agreement``, or a QA sample of
             ``review_qa_rate`` (0 switches sampling off).

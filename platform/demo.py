@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tomoloop.oracle import Behaviour, answer
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import write_stack
-from tomoloop.synthetic import ELECTRODE_PHASES, make_electrode
+from tomoloop.active.oracle import Behaviour, answer
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.synthetic import ELECTRODE_PHASES, make_electrode
+from tomoloop.stacks.tiff import write_stack
 
 ROUGH_BIAS = {"cbd": -1}
 

@@ -260,8 +260,8 @@ def test_a_read_only_run_folder_refuses_train_before_anything_is_registered(
 
 
 def _predict(gray: Path, out: Path, uncertainty: Path | None = None, axes=("z",)):
-    from tomoloop.inference import predict_volume
-    from tomoloop.stacks import open_stack
+    from tomoloop.inference.predict import predict_volume
+    from tomoloop.stacks.tiff import open_stack
 
     torch.manual_seed(0)
     with open_stack(gray) as stack:
@@ -298,9 +298,9 @@ def test_predict_when_the_disk_fills_mid_write_leaves_nothing(work, monkeypatch,
 
 
 def test_coco_when_the_disk_fills_mid_write_leaves_nothing(work, monkeypatch):
-    import tomoloop.coco
+    import tomoloop.coco.convert
 
-    monkeypatch.setattr(tomoloop.coco, "write_png", _disk_full_after(7, tomoloop.coco.write_png))
+    monkeypatch.setattr(tomoloop.coco.convert, "write_png", _disk_full_after(7, tomoloop.coco.convert.write_png))
     before = _snapshot(work)
     _refused([*COCO, "--gray", "gray.tif", "--out", "coco", "--workers", "1"],
              "cannot write --out coco: the disk is full")  # fmt: skip
@@ -308,25 +308,25 @@ def test_coco_when_the_disk_fills_mid_write_leaves_nothing(work, monkeypatch):
 
 
 def test_particle_report_when_the_disk_fills_leaves_the_old_folder(work, monkeypatch):
-    import tomoloop.volume
+    import tomoloop.particles.reassembly
 
     old = work / "particles"
     old.mkdir()
     (old / "summary.json").write_text("{}")
     monkeypatch.setattr(
-        tomoloop.volume, "plot_size_distribution", _disk_full_after(0, lambda *a: None)
+        tomoloop.particles.reassembly, "plot_size_distribution", _disk_full_after(0, lambda *a: None)
     )
     summary = {"kept": 0, "size_distribution": {"counts": [], "edges_um": [0.0]}}
     labels = np.zeros((2, 4, 4), np.uint16)
     with pytest.raises(OutputError, match=r"cannot write --out .*particles: the disk is full"):
-        tomoloop.volume.write_particle_report(old, labels, (1, 1, 1), [], summary, None, True)
+        tomoloop.particles.reassembly.write_particle_report(old, labels, (1, 1, 1), [], summary, None, True)
     assert _snapshot(work / "particles") == {"summary.json": b"{}"}
     assert sorted(p.name for p in work.iterdir()) == ["gray.tif", "labels.tif", "note.txt",
                                                       "particles"]  # fmt: skip
 
 
 def test_a_checkpoint_that_does_not_fit_leaves_the_last_one(tmp_path, monkeypatch):
-    from tomoloop.training import _atomic_save
+    from tomoloop.training.trainer import _atomic_save
 
     _atomic_save({"epoch": 1}, tmp_path / "last.pt")
     monkeypatch.setattr(torch, "save", _disk_full_after(0, torch.save))

@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from tomoloop.cli import app
 from tomoloop.errors import StackReadError, TomoloopError
-from tomoloop.splits import split_slices
-from tomoloop.stacks import open_stack
+from tomoloop.labels.splits import split_slices
+from tomoloop.stacks.tiff import open_stack
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_an_8_slice_stack_is_refused_at_ingest_naming_the_smallest_that_works(wo
 
 @pytest.mark.parametrize("fractions", [(0.8, 0.1, 0.1), (0.6, 0.2, 0.2), (0.98, 0.01, 0.01)])
 def test_the_smallest_stack_named_fills_every_split_and_one_less_does_not(fractions):
-    from tomoloop.splits import check_split_fills
+    from tomoloop.labels.splits import check_split_fills
 
     with pytest.raises(TomoloopError, match="at least") as refused:
         check_split_fills(3, fractions)

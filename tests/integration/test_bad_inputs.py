@@ -31,7 +31,7 @@ from tomoloop.cli import app
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry
 from tomoloop.errors import TomoloopError
-from tomoloop.instances import coco_from_slices
+from tomoloop.particles.instances import coco_from_slices
 
 pytestmark = pytest.mark.integration
 NAMES = ("pore", "nmc", "cbd")

@@ -10,7 +10,7 @@ import pytest
 from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
-from tomoloop.masks import decode_class_mask
+from tomoloop.labels.masks import decode_class_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 NAMES = ("pore", "nmc", "cbd")

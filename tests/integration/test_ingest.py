@@ -6,7 +6,7 @@ import tifffile
 
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.errors import StackValidationError
-from tomoloop.masks import decode_class_mask
+from tomoloop.labels.masks import decode_class_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 

@@ -21,7 +21,7 @@ from tomoloop.adapters.labelstudio import (
 from tomoloop.cli import app
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry, RegistryError
-from tomoloop.masks import InstanceMasks, decode_instances
+from tomoloop.labels.masks import InstanceMasks, decode_instances
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 NAMES = ("pore", "nmc", "cbd")
@@ -59,9 +59,9 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     from tomoloop.flows.instances import load_registered_maskrcnn, train_maskrcnn
     from tomoloop.flows.labelstudio import push_round, sync_annotations
     from tomoloop.flows.resources import Services, dataset_slices
-    from tomoloop.inference import normalise
-    from tomoloop.instances import detected_particles, grey_uint8, write_coco_folder
-    from tomoloop.stacks import open_stack, percentile_window
+    from tomoloop.inference.predict import normalise
+    from tomoloop.particles.instances import detected_particles, grey_uint8, write_coco_folder
+    from tomoloop.stacks.tiff import open_stack, percentile_window
 
     name = f"nmc-{uuid.uuid4().hex[:8]}"
     ingest_electrode(tmp_path, electrode_volume, noise=8.0, name=name)

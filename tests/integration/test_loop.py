@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry, RegistryError
-from tomoloop.masks import decode_class_mask
+from tomoloop.labels.masks import decode_class_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 TRAIN = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
@@ -146,7 +146,7 @@ def test_a_human_annotator_loop_stops_after_the_push_and_says_where(champion):
 def test_new_labels_trigger_a_retraining_and_a_schedule_never_piles_up_rounds(champion):
     from tomoloop.db.registry import NewAnnotation
     from tomoloop.flows.loop import al_round, retrain_on_labels
-    from tomoloop.masks import encode_class_mask
+    from tomoloop.labels.masks import encode_class_mask
 
     registry, name, gold, _ = champion
     assert retrain_on_labels(name, threshold=2) == {"new_labels": 0, "retrained": False}

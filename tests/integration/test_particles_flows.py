@@ -117,8 +117,8 @@ def test_bad_maskrcnn_requests_are_refused_before_anything_is_stored(dataset, ex
 def test_a_flaw_classifier_trained_from_png_slices_is_registered(
     tmp_path, monkeypatch, registry_url
 ):
-    from tomoloop.flaws import HEIGHT_SPAN
-    from tomoloop.synthetic import cracked_particles
+    from tomoloop.labels.synthetic import cracked_particles
+    from tomoloop.particles.flaws import HEIGHT_SPAN
 
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)

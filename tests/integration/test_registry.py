@@ -49,7 +49,7 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
 
 def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(registry_url):
     from tomoloop.errors import TomoloopError
-    from tomoloop.masks import InstanceMasks, encode_instances
+    from tomoloop.labels.masks import InstanceMasks, encode_instances
 
     registry = Registry.from_url(registry_url)
     slices = registry.register_slices(_volume(registry), "z", [0, 1])

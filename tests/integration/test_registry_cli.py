@@ -10,12 +10,12 @@ import tifffile
 from pycocotools.coco import COCO
 
 from tomoloop.adapters.artifacts import ArtifactStore
-from tomoloop.archive import zip_folder
-from tomoloop.coco import CocoOptions, convert_stack
+from tomoloop.coco.convert import CocoOptions, convert_stack
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, NewMetric, Registry
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import open_stack
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.stacks.archive import zip_folder
+from tomoloop.stacks.tiff import open_stack
 
 pytestmark = pytest.mark.integration
 

@@ -7,12 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
+from tomoloop.active.review import ReviewPolicy
 from tomoloop.adapters.labelstudio import PulledAnnotation, brush_results
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, review_key, task_key
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
-from tomoloop.masks import decode_class_mask, encode_class_mask
-from tomoloop.review import ReviewPolicy
+from tomoloop.labels.masks import decode_class_mask, encode_class_mask
 
 pytestmark = pytest.mark.integration
 NAMES = ("pore", "nmc", "cbd")

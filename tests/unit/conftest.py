@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from tomoloop.losses import cross_entropy
-from tomoloop.metrics import confusion_matrix, scores
-from tomoloop.training import compute_loss
+from tomoloop.metrics.semantic import confusion_matrix, scores
+from tomoloop.networks.losses import cross_entropy
+from tomoloop.training.trainer import compute_loss
 
 
 def toy_batch(seed: int = 0, n: int = 4, side: int = 32, n_classes: int = 3):

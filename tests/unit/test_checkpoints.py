@@ -32,13 +32,13 @@ def _hostile(marker: Path) -> bytes:
 
 
 def _load_model(data: bytes):
-    from tomoloop.models import load_model
+    from tomoloop.networks.registry import load_model
 
     return load_model(data)
 
 
 def _load_flaw_classifier(data: bytes):
-    from tomoloop.flaws import load_classifier
+    from tomoloop.particles.flaws import load_classifier
 
     return load_classifier(data, torch.device("cpu"))
 
@@ -57,7 +57,7 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_unopened(load, tmp_pa
 
 
 def test_our_flaw_classifier_checkpoint_loads_weights_only():
-    from tomoloop.flaws import FlawNet, FlawTrainConfig, load_classifier, save_classifier
+    from tomoloop.particles.flaws import FlawNet, FlawTrainConfig, load_classifier, save_classifier
 
     config = FlawTrainConfig(widths=(4, 8))
     net = FlawNet(config.widths).eval()

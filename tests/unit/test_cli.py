@@ -185,7 +185,7 @@ def test_bad_voxel_sizes(text):
 
 
 def test_microstructure_json_is_the_documented_document(stacks, electrode_volume):
-    from tomoloop.microstructure import microstructure
+    from tomoloop.metrics.structure import microstructure
 
     _, labels = stacks
     result = tomoloop(

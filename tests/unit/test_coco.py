@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from tomoloop.coco import (
+from tomoloop.coco.convert import (
     CocoOptions,
     ParticleLinker,
     convert_stack,
@@ -21,9 +21,9 @@ from tomoloop.coco import (
     slice_instances,
 )
 from tomoloop.errors import OutputError, PhaseMapError, StackValidationError
-from tomoloop.metrics_coco import self_consistency_ap
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import open_stack
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.metrics.coco import self_consistency_ap
+from tomoloop.stacks.tiff import open_stack
 
 # fill=st.nothing(): draw every pixel (hypothesis otherwise fills most of an array with one
 # value, which would leave touching objects, holes and bridges rare)

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomoloop.data import (
+from tomoloop.training.data import (
     NO_AUGMENTATION,
     Augmentation,
     DatasetError,
@@ -126,7 +126,7 @@ def test_unusable_training_data_is_refused(slices, message):
 
 
 def test_seed_000_preparation_smooths_labels_and_adds_row_removed_copies():
-    from tomoloop.data import prepare_training_slices
+    from tomoloop.training.data import prepare_training_slices
 
     labels = np.ones((32, 32), np.uint8)
     labels[10, 10] = 2  # a lone binder pixel inside NMC: the domain rule removes it

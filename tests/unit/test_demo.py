@@ -2,7 +2,7 @@ import numpy as np
 import tifffile
 
 from tomoloop.demo import generate_sample, rough_labels
-from tomoloop.synthetic import ELECTRODE_PHASES
+from tomoloop.labels.synthetic import ELECTRODE_PHASES
 
 
 def test_the_sample_has_exact_labels_and_rough_ones_biased_against_the_binder(tmp_path):

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from tomoloop.adapters import detectron2 as d2
-from tomoloop.instances import (
+from tomoloop.metrics.coco import instance_scores
+from tomoloop.particles.instances import (
     CocoDocumentError,
     Detections,
     coco_from_slices,
     detection_results,
     instance_uncertainty,
 )
-from tomoloop.metrics_coco import instance_scores
 from tomoloop.paths import PathConfinementError
 
 TINY = d2.MaskRCNNConfig(

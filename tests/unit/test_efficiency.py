@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from tomoloop.efficiency import (
+from tomoloop.active.label_efficiency import (
     EfficiencySetup,
     area_under,
     efficiency,
@@ -12,9 +12,9 @@ from tomoloop.efficiency import (
     mean_curve,
     stack_split,
 )
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import open_stack
-from tomoloop.training import TrainConfig
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.stacks.tiff import open_stack
+from tomoloop.training.trainer import TrainConfig
 
 TINY = TrainConfig(epochs=1, patch=32, batch=4, patches_per_epoch=8, overlap=8, patience=0)
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tomoloop.flaws import (
+from tomoloop.labels.synthetic import cracked_particles
+from tomoloop.particles.flaws import (
     FlawError,
     FlawTrainConfig,
     classifier_input,
@@ -22,7 +23,6 @@ from tomoloop.flaws import (
     three_phase,
     train_classifier,
 )
-from tomoloop.synthetic import cracked_particles
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import tifffile
 import torch
 from torch import nn
 
-from tomoloop.inference import blend_window, predict_slice, predict_volume, tile_origins
-from tomoloop.stacks import open_stack
+from tomoloop.inference.predict import blend_window, predict_slice, predict_volume, tile_origins
+from tomoloop.stacks.tiff import open_stack
 
 
 def _direct(model, image):
@@ -114,7 +114,7 @@ def test_tiled_volume_prediction_equals_untiled(tmp_path):
 
 
 def test_three_axis_fusion_averages_the_probabilities_of_each_axis(tmp_path):
-    from tomoloop.uncertainty import entropy
+    from tomoloop.inference.uncertainty import entropy
 
     volume = _gray(tmp_path)
     model = _conv_model()

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pycocotools import mask as mask_utils
 
-from tomoloop.instances import (
+from tomoloop.labels.masks import InstanceMasks
+from tomoloop.metrics.coco import instance_scores
+from tomoloop.particles.instances import (
     CocoDocumentError,
     Detections,
     check_coco,
@@ -23,8 +25,6 @@ from tomoloop.instances import (
     particle_category,
     particle_disagreement,
 )
-from tomoloop.masks import InstanceMasks
-from tomoloop.metrics_coco import instance_scores
 
 label_slices = hnp.arrays(
     np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 12)), elements=st.integers(0, 2)

@@ -18,7 +18,7 @@ from tomoloop.adapters.labelstudio import (
     labeling_config,
     mask_from_results,
 )
-from tomoloop.masks import InstanceMasks
+from tomoloop.labels.masks import InstanceMasks
 
 NAMES = ("pore", "nmc", "cbd", "crack")
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tomoloop.errors import TomoloopError
-from tomoloop.losses import LOSSES, dice, focal_tversky, get_loss, tversky
+from tomoloop.networks.losses import LOSSES, dice, focal_tversky, get_loss, tversky
 
 torch.manual_seed(0)
 TARGET = torch.randint(0, 3, (2, 16, 16))

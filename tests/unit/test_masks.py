@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tomoloop.masks import (
+from tomoloop.labels.masks import (
     InstanceMasks,
     MaskFormatError,
     decode_class_mask,
@@ -13,7 +13,7 @@ from tomoloop.masks import (
     encode_instances,
     merge_by_tier,
 )
-from tomoloop.phases import IGNORE
+from tomoloop.labels.phases import IGNORE
 
 
 @settings(max_examples=100, deadline=None)

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tomoloop.metrics import (
+from tomoloop.metrics.semantic import (
     best_and_lowest_accuracy,
     confusion_matrix,
     scores,

@@ -4,7 +4,7 @@ import pytest
 import taufactor
 
 from tomoloop.errors import TomoloopError
-from tomoloop.microstructure import (
+from tomoloop.metrics.structure import (
     microstructure,
     percolates,
     specific_surface_area,

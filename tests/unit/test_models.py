@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from tomoloop.errors import TomoloopError
-from tomoloop.losses import cross_entropy
-from tomoloop.metrics import confusion_matrix, scores
-from tomoloop.models import MODELS, build_model
+from tomoloop.metrics.semantic import confusion_matrix, scores
+from tomoloop.networks.losses import cross_entropy
+from tomoloop.networks.registry import MODELS, build_model
 
 
 def test_unet_follows_seed_002_widths_down_to_256_channels_at_8x8():
@@ -63,7 +63,7 @@ def test_unet_overfits_a_tiny_batch(overfit):
 
 
 def test_a_saved_model_loads_back_identical():
-    from tomoloop.models import ModelSpec, load_model, save_model
+    from tomoloop.networks.registry import ModelSpec, load_model, save_model
 
     spec = ModelSpec("unet", 1, 3, {"base": 4, "depth": 2}, ("pore", "nmc", "cbd"), tile=32)
     torch.manual_seed(0)
@@ -78,7 +78,7 @@ def test_a_saved_model_loads_back_identical():
 
 
 def test_transfer_keeps_matching_weights_and_reports_the_fresh_head():
-    from tomoloop.models import freeze, transfer_weights
+    from tomoloop.networks.registry import freeze, transfer_weights
 
     torch.manual_seed(0)
     parent = build_model("unet", 1, 3, base=4, depth=2)

@@ -6,16 +6,16 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from torch import nn
 
-from tomoloop.losses import cross_entropy
-from tomoloop.lrcsnet import LRCSNet
-from tomoloop.matphase import (
+from tomoloop.networks.losses import cross_entropy
+from tomoloop.networks.lrcsnet import LRCSNet
+from tomoloop.networks.matphase import (
     LCGAR,
     MatPhase,
     curriculum_mask,
     remove_rows_and_resize,
     smooth_labels_knn,
 )
-from tomoloop.training import compute_loss
+from tomoloop.training.trainer import compute_loss
 
 PORE, CARBON, NICKEL = 0, 1, 2
 EXCLUSIVE = [(CARBON, NICKEL)]

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from tomoloop.enet import ENet, weight_grid
-from tomoloop.losses import cross_entropy
-from tomoloop.models import UNet
-from tomoloop.training import compute_loss
-from tomoloop.transforcnn import FourierPositions, TransforCNN, tokens_to_map
-from tomoloop.uncertainty import mc_dropout_probs
-from tomoloop.ynet import YNet
+from tomoloop.inference.uncertainty import mc_dropout_probs
+from tomoloop.networks.enet import ENet, weight_grid
+from tomoloop.networks.losses import cross_entropy
+from tomoloop.networks.registry import UNet
+from tomoloop.networks.transforcnn import FourierPositions, TransforCNN, tokens_to_map
+from tomoloop.networks.ynet import YNet
+from tomoloop.training.trainer import compute_loss
 
 
 def tiny_ynet() -> YNet:

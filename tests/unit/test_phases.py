@@ -1,7 +1,7 @@
 import pytest
 
 from tomoloop.errors import PhaseMapError
-from tomoloop.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap
 
 
 def test_parse_keeps_order_and_resolves_names_and_values():

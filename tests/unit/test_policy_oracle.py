@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tomoloop.active.oracle import Behaviour, answer
+from tomoloop.active.policy import PromotionRules, StopRules, decide, stop_reason
 from tomoloop.errors import TomoloopError
-from tomoloop.oracle import Behaviour, answer
-from tomoloop.policy import PromotionRules, StopRules, decide, stop_reason
 
 NAMES = ("pore", "nmc", "cbd")
 
@@ -57,8 +57,8 @@ def test_promotion_needs_the_pore_tortuosity_within_tolerance_and_connected():
 
 
 def test_evaluation_compares_in_plane_tortuosity_with_the_truth():
-    from tomoloop.data import LabelledSlice
-    from tomoloop.evaluation import evaluate
+    from tomoloop.training.data import LabelledSlice
+    from tomoloop.training.evaluation import evaluate
 
     labels = np.zeros((32, 32), np.uint8)
     labels[8:24, 4:28] = 1  # a particle the pore must go around

@@ -1,4 +1,4 @@
-"""Which labels go to review, and the agreement of two labels (tomoloop.review)."""
+"""Which labels go to review, and the agreement of two labels (tomoloop.active.review)."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from tomoloop.active.review import ReviewPolicy, Routing, class_dice, mean_iou, qa_sampled, route
 from tomoloop.errors import TomoloopError
-from tomoloop.review import ReviewPolicy, Routing, class_dice, mean_iou, qa_sampled, route
 
 NO_QA = ReviewPolicy(qa_rate=0.0)
 PINNED = [4, 5, 6, 29]  # keys labelstudio:0 … labelstudio:39 sampled at 10 %

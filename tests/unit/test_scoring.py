@@ -4,9 +4,9 @@ import tifffile
 import torch
 from torch import nn
 
+from tomoloop.active.scoring import ScoreOptions, score_stack, slice_features
 from tomoloop.errors import TomoloopError
-from tomoloop.scoring import ScoreOptions, score_stack, slice_features
-from tomoloop.stacks import open_stack
+from tomoloop.stacks.tiff import open_stack
 
 OPTIONS = {"tile": 32, "overlap": 8}
 
@@ -76,7 +76,7 @@ def test_unknown_method_or_aggregation():
 
 
 def test_ensemble_disagreement_needs_members_and_sees_their_conflict():
-    from tomoloop.enet import ENet
+    from tomoloop.networks.enet import ENet
 
     options = ScoreOptions("ensemble", **OPTIONS)
     agreeing = ENet([_threshold_model(4.0), _threshold_model(4.0)], [0.5, 0.5])
@@ -88,8 +88,8 @@ def test_ensemble_disagreement_needs_members_and_sees_their_conflict():
 
 
 def test_features_measure_foreground_boundary_and_embed_the_bottleneck():
-    from tomoloop.models import ModelSpec
-    from tomoloop.scoring import boundary_fraction
+    from tomoloop.active.scoring import boundary_fraction
+    from tomoloop.networks.registry import ModelSpec
 
     halves = np.zeros((8, 8), np.uint8)
     halves[:, 4:] = 1

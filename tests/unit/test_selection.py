@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomoloop.selection import (
+from tomoloop.active.selection import (
     STRATEGIES,
     Candidate,
     Constraints,

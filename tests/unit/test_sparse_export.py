@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from tomoloop.data import LabelledSlice
-from tomoloop.instances import coco_from_slices, write_coco_folder
-from tomoloop.masks import InstanceMasks
-from tomoloop.metrics_coco import instance_scores
-from tomoloop.phases import IGNORE
+from tomoloop.labels.masks import InstanceMasks
+from tomoloop.labels.phases import IGNORE
+from tomoloop.metrics.coco import instance_scores
+from tomoloop.particles.instances import coco_from_slices, write_coco_folder
+from tomoloop.training.data import LabelledSlice
 
 NAMES = ["pore", "nmc", "cbd"]
 

@@ -9,18 +9,18 @@ import pytest
 import torch
 from conftest import toy_batch
 
-from tomoloop.data import (
+from tomoloop.labels.phases import IGNORE
+from tomoloop.metrics.semantic import confusion_matrix, volume_fractions
+from tomoloop.networks.registry import build_model
+from tomoloop.training.data import (
     NO_AUGMENTATION,
     Augmentation,
     DatasetError,
     LabelledSlice,
     sample_patches,
 )
-from tomoloop.evaluation import evaluate
-from tomoloop.metrics import confusion_matrix, volume_fractions
-from tomoloop.models import build_model
-from tomoloop.phases import IGNORE
-from tomoloop.training import TrainConfig, train
+from tomoloop.training.evaluation import evaluate
+from tomoloop.training.trainer import TrainConfig, train
 
 
 def _strip(side=64, labelled_columns=8, seed=0):

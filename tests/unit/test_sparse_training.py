@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import toy_batch
 
-from tomoloop.data import DatasetError, LabelledSlice, check_slices, smooth_labels_knn
-from tomoloop.losses import LOSSES, cross_entropy
-from tomoloop.matphase import curriculum_mask
-from tomoloop.models import build_model
-from tomoloop.phases import IGNORE
-from tomoloop.training import compute_loss, mask_unlabelled
+from tomoloop.labels.phases import IGNORE
+from tomoloop.networks.losses import LOSSES, cross_entropy
+from tomoloop.networks.matphase import curriculum_mask
+from tomoloop.networks.registry import build_model
+from tomoloop.training.data import DatasetError, LabelledSlice, check_slices, smooth_labels_knn
+from tomoloop.training.trainer import compute_loss, mask_unlabelled
 
 TINY = {
     "unet": {"base": 4, "depth": 2},

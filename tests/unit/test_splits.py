@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tomoloop.errors import TomoloopError
-from tomoloop.splits import parse_fractions, split_slices
+from tomoloop.labels.splits import parse_fractions, split_slices
 
 
 def test_same_arguments_give_the_same_split_and_seed_changes_it():

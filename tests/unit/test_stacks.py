@@ -5,8 +5,8 @@ import pytest
 import tifffile
 
 from tomoloop.errors import StackReadError, StackValidationError
-from tomoloop.phases import PhaseMap
-from tomoloop.stacks import (
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.stacks.tiff import (
     Window,
     check_declared,
     check_label_dtype,

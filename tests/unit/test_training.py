@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import toy_batch
 
-from tomoloop.data import NO_AUGMENTATION, DatasetError, LabelledSlice
-from tomoloop.models import build_model
-from tomoloop.training import (
+from tomoloop.networks.registry import build_model
+from tomoloop.training.data import NO_AUGMENTATION, DatasetError, LabelledSlice
+from tomoloop.training.trainer import (
     CHECKPOINT,
     TrainConfig,
     TrainingError,

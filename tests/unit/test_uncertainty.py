@@ -5,8 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tomoloop.models import build_model
-from tomoloop.uncertainty import (
+from tomoloop.inference.uncertainty import (
     AGGREGATIONS,
     entropy,
     flip_tta_probs,
@@ -16,6 +15,7 @@ from tomoloop.uncertainty import (
     tta_variance,
     vote_disagreement,
 )
+from tomoloop.networks.registry import build_model
 
 
 def _softmax(logits, axis):

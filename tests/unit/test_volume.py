@@ -11,7 +11,7 @@ import numpy as np
 import porespy as ps
 import pytest
 
-from tomoloop.volume import (
+from tomoloop.particles.reassembly import (
     Particle,
     ReassemblyOptions,
     clean,
@@ -139,7 +139,7 @@ def test_options_switch_the_watershed_off():
 
 
 def test_bad_reassembly_options_and_bins_are_named():
-    from tomoloop.volume import VolumeError
+    from tomoloop.particles.reassembly import VolumeError
 
     with pytest.raises(VolumeError, match="votes 0"):
         ReassemblyOptions(votes=0)

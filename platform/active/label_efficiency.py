@@ -1,0 +1,225 @@
+"""Label efficiency: how many labelled slices each query strategy needs.
+
+A simulated loop with a direct oracle (the gold labels, no server): per seed, start from
+the same ``initial`` random slices of the training block, train from scratch, score the
+unlabelled slices, let the strategy choose ``budget`` more, train again, … and measure
+the test mIoU after each round. A model trained on every training slice gives the
+full-data mIoU; a strategy's ``labels_to_95`` is the fewest labelled slices at which its
+mean curve (over seeds) reaches 95 % of it, and its ``auc`` the mean test mIoU over the
+labelled-slice range (trapezoids, so 1.0 is perfect).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from tomoloop.active.scoring import ScoreOptions, slice_features
+from tomoloop.active.selection import Candidate, Constraints, get
+from tomoloop.coco.convert import class_index_lut
+from tomoloop.inference.predict import normalise
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.splits import split_slices
+from tomoloop.networks.registry import ModelSpec
+from tomoloop.stacks.tiff import Stack, check_declared, check_same_shape, percentile_window
+from tomoloop.training.data import LabelledSlice
+from tomoloop.training.evaluation import evaluate
+from tomoloop.training.trainer import TrainConfig, train
+
+Curve = list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class EfficiencySetup:
+    """The simulated loop: ``rounds`` of ``budget`` slices after ``initial`` random ones,
+    chosen slices ``min_gap`` apart, each model an ``arch`` trained from scratch with
+    ``train`` on ``device``.
+    """
+
+    strategies: tuple[str, ...] = ("random", "bald")
+    seeds: int = 3
+    rounds: int = 4
+    budget: int = 4
+    initial: int = 4
+    min_gap: int = 2
+    arch: str = "unet"
+    options: dict = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, patience=0))
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training pool (indexed by position; ``pool_z`` their z indices, for the gap
+    constraint), validation and test slices.
+    """
+
+    pool: Sequence[LabelledSlice]
+    val: Sequence[LabelledSlice]
+    test: Sequence[LabelledSlice]
+    n_classes: int
+    pool_z: Sequence[int] = ()
+
+    def z(self, position: int) -> int:
+        return self.pool_z[position] if self.pool_z else position
+
+
+def stack_split(
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
+) -> Split:
+    """Pool / val / test z slices of a grayscale and label stack pair (interleaved blocks
+    with gaps, :func:`tomoloop.labels.split_slices`), grey values normalised by the stack's
+    percentile window, labels as class indices.
+    """
+    check_same_shape(gray, labels)
+    window = percentile_window(gray)
+    lut = class_index_lut(phases)
+    parts = split_slices(gray.shape[0], fractions)
+    out = {}
+    for name, indices in parts.items():
+        out[name] = []
+        for (_, image), (z, raw) in zip(
+            gray.iter_slices("z", indices), labels.iter_slices("z", indices), strict=True
+        ):
+            check_declared(raw, phases, f"{labels.path.name} z={z}")
+            out[name].append(LabelledSlice(normalise(image, window), lut[raw]))
+    return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
+
+
+def _fit(labelled: Sequence[LabelledSlice], split: Split, setup: EfficiencySetup, seed: int):
+    torch.manual_seed(seed)
+    spec = ModelSpec(setup.arch, 1, split.n_classes, setup.options, tile=setup.train.patch)
+    model = spec.build()
+    with tempfile.TemporaryDirectory() as folder:
+        train(
+            model,
+            labelled,
+            split.val,
+            split.n_classes,
+            replace(setup.train, seed=seed),
+            folder,
+            setup.device,
+        )
+    score = evaluate(
+        model, split.test, split.n_classes, spec.tile, spec.tile // 4, setup.device
+    ).scores.miou
+    return model, spec, score
+
+
+def initial_slices(seed: int, split: Split, setup: EfficiencySetup) -> list[int]:
+    """The random pool positions every strategy of a seed starts from."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(len(split.pool), setup.initial, replace=False).tolist())
+
+
+def learning_curve(
+    strategy: str, seed: int, split: Split, setup: EfficiencySetup, start=None
+) -> Curve:
+    """``[(labelled slices, test mIoU), ...]`` of one strategy and seed, rounds + 1 points.
+
+    ``start``: the ``(model, spec, mIoU)`` already trained on the seed's initial slices
+    (shared by the strategies), or None to train it here.
+    """
+    chooser = get(strategy)
+    rng = np.random.default_rng([seed, 1])
+    labelled = initial_slices(seed, split, setup)
+    curve: Curve = []
+    for round_ in range(setup.rounds + 1):
+        if round_ == 0 and start is not None:
+            model, spec, miou = start
+        else:
+            model, spec, miou = _fit([split.pool[i] for i in labelled], split, setup, seed)
+        curve.append((len(labelled), miou))
+        if round_ == setup.rounds:
+            break
+        options = ScoreOptions(
+            chooser.scoring,
+            tile=spec.tile,
+            overlap=spec.tile // 4,
+            device=setup.device,
+            embed=chooser.embed,
+        )
+        wanted = (
+            range(len(split.pool))
+            if chooser.embed
+            else (i for i in range(len(split.pool)) if i not in labelled)
+        )
+        candidates = {
+            i: Candidate.of(
+                i, 0, "z", split.z(i), slice_features(model, split.pool[i].image, options)
+            )
+            for i in wanted
+        }
+        free = [c for i, c in candidates.items() if i not in labelled]
+        # Every labelled slice holds its neighbours off, for every strategy alike.
+        taken = [candidates.get(i) or Candidate(i, 0, "z", split.z(i)) for i in labelled]
+        limits = Constraints(setup.budget, None, setup.min_gap)
+        chosen = chooser.select(free, limits, taken, rng)
+        if not chosen:
+            break
+        labelled = sorted(labelled + [c.slice_id for c in chosen])
+    return curve
+
+
+def mean_curve(curves: Sequence[Curve]) -> Curve:
+    """The point-wise mean over seeds (curves of one strategy share their x values)."""
+    length = min(len(c) for c in curves)
+    return [
+        (
+            round(float(np.mean([c[k][0] for c in curves]))),
+            float(np.mean([c[k][1] for c in curves])),
+        )
+        for k in range(length)
+    ]
+
+
+def labels_to_reach(curve: Curve, target: float) -> int | None:
+    """The fewest labelled slices at which the curve reaches ``target``; None if never."""
+    return next((n for n, score in curve if score >= target), None)
+
+
+def area_under(curve: Curve) -> float:
+    """Mean score over the curve's labelled-slice range (trapezoids); the single score for
+    a one-point curve.
+    """
+    xs, ys = np.array([p[0] for p in curve], float), np.array([p[1] for p in curve], float)
+    if len(curve) == 1 or xs[-1] == xs[0]:
+        return float(ys.mean())
+    return float(np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(xs)) / (xs[-1] - xs[0]))
+
+
+def efficiency(
+    split: Split,
+    setup: EfficiencySetup,
+    on_curve: Callable[[str, int, Curve], None] = lambda *_: None,
+) -> dict:
+    """The label-efficiency document: ``{"full_data_miou": x, "strategies": {name:
+    {"labels_to_95": n or None, "auc": x, "curve": [[labelled, mIoU], ...],
+    "seeds": [curve, ...]}}}``.
+    """
+    full = float(np.mean([_fit(split.pool, split, setup, seed)[2] for seed in range(setup.seeds)]))
+    starts = {
+        seed: _fit([split.pool[i] for i in initial_slices(seed, split, setup)], split, setup, seed)
+        for seed in range(setup.seeds)
+    }
+    strategies = {}
+    for name in setup.strategies:
+        curves = []
+        for seed in range(setup.seeds):
+            curves.append(learning_curve(name, seed, split, setup, starts[seed]))
+            on_curve(name, seed, curves[-1])
+        mean = mean_curve(curves)
+        strategies[name] = {
+            "labels_to_95": labels_to_reach(mean, 0.95 * full),
+            "auc": area_under(mean),
+            "curve": [list(p) for p in mean],
+            "seeds": [[list(p) for p in c] for c in curves],
+        }
+    return {"full_data_miou": full, "pool_slices": len(split.pool), "strategies": strategies}

@@ -1,0 +1,327 @@
+"""Query strategies: which unlabelled slices an expert should label next.
+
+A strategy is a small class with a name (:data:`STRATEGIES`, as MONAI Label's
+``monailabel/tasks/activelearning`` registers its strategies) that picks from
+:class:`Candidate` slices under one set of :class:`Constraints`: a budget per round and per
+volume, a minimum index gap between chosen slices of the same volume and axis (neighbouring
+slices are nearly identical — labelling both wastes an expert's time), and never a slice that
+is already labelled or waiting in an open round (the caller leaves those out of the
+candidates and passes them as ``taken``).
+
+Uncertainty strategies rank by the slice's score; with a :class:`LeadTimeModel` fitted on
+the Label Studio lead times seen so far they rank by score per expected second of an
+expert's time instead (cost-aware). Core-set picks k centres on encoder embeddings
+(Sener & Savarese's greedy k-centre); hybrid takes an uncertainty pool and then spreads the
+budget over it by k-centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tomoloop.errors import TomoloopError
+
+if TYPE_CHECKING:
+    from tomoloop.active.scoring import SliceFeatures
+
+
+class SelectionError(TomoloopError):
+    """A strategy or constraint that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A slice that could be labelled next.
+
+    ``score``: uncertainty (higher = more informative); ``foreground``: fraction (0–1) of
+    its pixels the model puts outside the first phase; ``boundary``: fraction (0–1) of its
+    pixels on a predicted phase boundary (what an annotator has to trace);
+    ``embedding``: the encoder's pooled features (for core-set), or None.
+    """
+
+    slice_id: int
+    volume: int
+    axis: str
+    index: int
+    score: float = 0.0
+    foreground: float = 1.0
+    boundary: float = 0.0
+    embedding: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(
+        cls, slice_id: int, volume: int, axis: str, index: int, features: SliceFeatures
+    ) -> Candidate:
+        """A candidate with a slice's scored features."""
+        f = features
+        return cls(slice_id, volume, axis, index, f.score, f.foreground, f.boundary, f.embedding)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """``budget`` slices per round, at most ``per_volume`` from one volume (None: no
+    limit), and chosen slices of one volume and axis at least ``min_gap`` indices apart.
+    """
+
+    budget: int
+    per_volume: int | None = None
+    min_gap: int = 0
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise SelectionError(f"budget {self.budget}: a round needs at least one slice")
+        if self.per_volume is not None and self.per_volume < 1:
+            raise SelectionError(f"per-volume budget {self.per_volume} must be at least 1")
+        if self.min_gap < 0:
+            raise SelectionError(f"minimum gap {self.min_gap} must be ≥ 0")
+
+
+@dataclass(frozen=True)
+class LeadTimeModel:
+    """Expected annotation seconds of a slice: ``intercept + slope × boundary``, a least-
+    squares line through the lead times seen so far (a flat mean when they cannot fit a
+    line), never below ``floor`` seconds.
+    """
+
+    intercept: float
+    slope: float = 0.0
+    floor: float = 1.0
+
+    @classmethod
+    def fit(cls, boundary: Sequence[float], seconds: Sequence[float]) -> LeadTimeModel | None:
+        """From ``(boundary fraction, lead time in s)`` pairs; None without any pair."""
+        x, y = np.asarray(boundary, float), np.asarray(seconds, float)
+        if y.size == 0:
+            return None
+        if y.size < 2 or np.ptp(x) == 0:
+            return cls(float(y.mean()))
+        slope, intercept = np.polyfit(x, y, 1)
+        return cls(float(intercept), float(slope))
+
+    def seconds(self, c: Candidate) -> float:
+        return max(self.intercept + self.slope * c.boundary, self.floor)
+
+
+def _gap_ok(c: Candidate, chosen: Sequence[Candidate], min_gap: int) -> bool:
+    return all(
+        c.volume != o.volume or c.axis != o.axis or abs(c.index - o.index) >= min_gap
+        for o in chosen
+    )
+
+
+def admissible(
+    c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate], limits: Constraints
+) -> bool:
+    """Whether ``c`` may join ``chosen`` (this round) given ``taken`` (labelled or pending
+    slices, which also hold their neighbours off).
+    """
+    quota = limits.per_volume
+    if quota is not None and sum(o.volume == c.volume for o in chosen) >= quota:
+        return False
+    return _gap_ok(c, chosen, limits.min_gap) and _gap_ok(c, taken, limits.min_gap)
+
+
+def take_in_order(
+    ordered: Sequence[Candidate],
+    limits: Constraints,
+    taken: Sequence[Candidate] = (),
+    chosen: Sequence[Candidate] = (),
+) -> list[Candidate]:
+    """``chosen`` followed by the first admissible candidates of a preference order, up to
+    the budget.
+    """
+    chosen = list(chosen)
+    for c in ordered:
+        if len(chosen) == limits.budget:
+            break
+        if admissible(c, chosen, taken, limits):
+            chosen.append(c)
+    return chosen
+
+
+def _embeddings(candidates: Sequence[Candidate], what: str) -> np.ndarray:
+    if any(c.embedding is None for c in candidates):
+        raise SelectionError(
+            f"{what} needs encoder embeddings of every slice: score with embeddings "
+            "(ScoreOptions(embed=True))"
+        )
+    return np.asarray([c.embedding for c in candidates], dtype=np.float64).reshape(
+        len(candidates), -1
+    )
+
+
+def k_centre(
+    candidates: Sequence[Candidate], limits: Constraints, taken: Sequence[Candidate] = ()
+) -> list[Candidate]:
+    """Greedy k-centre: repeatedly the admissible candidate farthest (Euclidean, in
+    embedding space) from everything chosen or already labelled; the most uncertain first
+    when nothing is labelled yet.
+    """
+    if not candidates:
+        return []
+    points = _embeddings(candidates, "core-set selection")
+    nearest = np.full(len(candidates), np.inf)
+    if taken:
+        anchors = _embeddings(taken, "core-set selection")
+        nearest = np.min(np.linalg.norm(points[:, None] - anchors[None], axis=-1), axis=1)
+    chosen: list[Candidate] = []
+    open_ = np.ones(len(candidates), dtype=bool)
+    while len(chosen) < limits.budget and open_.any():
+        key = np.array([c.score for c in candidates]) if np.isinf(nearest).all() else nearest
+        for i in np.argsort(-np.where(open_, key, -np.inf), kind="stable"):
+            if not open_[i]:
+                break
+            open_[i] = False
+            if admissible(candidates[i], chosen, taken, limits):
+                chosen.append(candidates[i])
+                nearest = np.minimum(nearest, np.linalg.norm(points - points[i], axis=1))
+                break
+    return chosen
+
+
+class Strategy:
+    """Base of the query strategies: ``select(candidates, limits, taken, rng, lead_time)``.
+
+    ``scoring`` names the scoring method (:data:`tomoloop.active.METHODS`) whose scores the
+    strategy ranks by; ``embed`` says whether it needs encoder embeddings; ``instances``
+    whether its score is the disagreement of an instance model with the semantic one.
+    """
+
+    name = ""
+    scoring = "entropy"
+    embed = False
+    instances = False
+
+    def select(
+        self,
+        candidates: Sequence[Candidate],
+        limits: Constraints,
+        taken: Sequence[Candidate] = (),
+        rng: np.random.Generator | None = None,
+        lead_time: LeadTimeModel | None = None,
+    ) -> list[Candidate]:
+        raise NotImplementedError
+
+
+def _value(lead_time: LeadTimeModel | None) -> Callable[[Candidate], float]:
+    """Score, or score per expected second of annotation when lead times are known."""
+    if lead_time is None:
+        return lambda c: c.score
+    return lambda c: c.score / lead_time.seconds(c)
+
+
+def _by_value(candidates: Sequence[Candidate], lead_time: LeadTimeModel | None) -> list:
+    value = _value(lead_time)
+    return sorted(candidates, key=lambda c: (-value(c), c.slice_id))
+
+
+class RandomStrategy(Strategy):
+    """Uniformly random slices: the control arm."""
+
+    name = "random"
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        rng = rng or np.random.default_rng()
+        order = rng.permutation(len(candidates))
+        return take_in_order([candidates[i] for i in order], limits, taken)
+
+
+class ForegroundRandomStrategy(Strategy):
+    """Random slices weighted by their foreground fraction (slices of nothing but the first
+    phase are never drawn while others remain): the second control arm.
+    """
+
+    name = "foreground_random"
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        rng = rng or np.random.default_rng()
+        weights = np.array([max(c.foreground, 0.0) for c in candidates])
+        # Weighted sampling without replacement (Efraimidis & Spirakis): keys u^(1/w).
+        keys = np.where(
+            weights > 0, rng.random(len(candidates)) ** (1 / np.maximum(weights, 1e-12)), -1
+        )
+        order = np.argsort(-keys, kind="stable")
+        return take_in_order([candidates[i] for i in order], limits, taken)
+
+
+class UncertaintyStrategy(Strategy):
+    """The highest scores first (cost-aware with a lead-time model)."""
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        return take_in_order(_by_value(candidates, lead_time), limits, taken)
+
+
+def _uncertainty(name: str, method: str, doc: str) -> type[Strategy]:
+    return type(
+        f"{name.title()}Strategy",
+        (UncertaintyStrategy,),
+        {"name": name, "scoring": method, "__doc__": doc},
+    )
+
+
+class DisagreementStrategy(UncertaintyStrategy):
+    """Slices where a Mask R-CNN's particles and the semantic model's particle phases
+    disagree most (1 − Dice) first: two kinds of model wrong in different ways point at
+    the slices worth a person's time.
+    """
+
+    name = "disagreement"
+    instances = True
+
+
+class CoresetStrategy(Strategy):
+    """k-centre on encoder embeddings: slices unlike anything labelled so far."""
+
+    name = "coreset"
+    embed = True
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        return k_centre(candidates, limits, taken)
+
+
+class HybridStrategy(Strategy):
+    """An uncertainty pool (``pool`` × budget by BALD score, cost-aware with a lead-time
+    model), then k-centre inside the pool so the round is not ten views of one feature;
+    what the constraints leave of the budget is filled from outside the pool by value.
+    """
+
+    name = "hybrid"
+    scoring = "bald"
+    embed = True
+    pool = 4
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        ranked = _by_value(candidates, lead_time)
+        size = self.pool * limits.budget
+        spread = k_centre(ranked[:size], limits, taken)
+        # The constraints can leave the pool short of the budget: fill by value.
+        return take_in_order(ranked[size:], limits, taken, spread)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    s.name: s
+    for s in (
+        RandomStrategy,
+        ForegroundRandomStrategy,
+        _uncertainty("entropy", "entropy", "Highest mean predictive entropy first."),
+        _uncertainty("margin", "margin", "Smallest top-two probability margin first."),
+        _uncertainty("bald", "bald", "Highest MC-dropout mutual information (BALD) first."),
+        _uncertainty("tta", "tta", "Highest flip test-time-augmentation variance first."),
+        _uncertainty("ensemble", "ensemble", "Highest disagreement of ensemble members first."),
+        DisagreementStrategy,
+        CoresetStrategy,
+        HybridStrategy,
+    )
+}
+
+
+def get(name: str) -> Strategy:
+    """The strategy registered under ``name``."""
+    try:
+        return STRATEGIES[name]()
+    except KeyError:
+        raise SelectionError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}") from None

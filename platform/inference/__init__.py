@@ -1,0 +1,81 @@
+"""Prediction on slices and whole volumes (tiled with overlap, blended, streamed to disk) and how
+unsure a prediction is (per-pixel uncertainty, MC dropout, flip TTA)."""
+
+from typing import TYPE_CHECKING
+
+from tomoloop.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tomoloop.inference.predict import (
+        VolumePrediction,
+        blend_window,
+        normalise,
+        predict_slice,
+        predict_volume,
+        tile_origins,
+        tile_side,
+    )
+    from tomoloop.inference.uncertainty import (
+        AGGREGATIONS,
+        FLIPS,
+        enable_dropout,
+        entropy,
+        flip_tta_probs,
+        foreground_weighted_score,
+        margin,
+        mc_dropout_probs,
+        mean_score,
+        mutual_information,
+        top_percentile_score,
+        tta_variance,
+        vote_disagreement,
+    )
+
+__all__ = [
+    "AGGREGATIONS",
+    "FLIPS",
+    "VolumePrediction",
+    "blend_window",
+    "enable_dropout",
+    "entropy",
+    "flip_tta_probs",
+    "foreground_weighted_score",
+    "margin",
+    "mc_dropout_probs",
+    "mean_score",
+    "mutual_information",
+    "normalise",
+    "predict_slice",
+    "predict_volume",
+    "tile_origins",
+    "tile_side",
+    "top_percentile_score",
+    "tta_variance",
+    "vote_disagreement",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AGGREGATIONS": "tomoloop.inference.uncertainty",
+        "FLIPS": "tomoloop.inference.uncertainty",
+        "VolumePrediction": "tomoloop.inference.predict",
+        "blend_window": "tomoloop.inference.predict",
+        "enable_dropout": "tomoloop.inference.uncertainty",
+        "entropy": "tomoloop.inference.uncertainty",
+        "flip_tta_probs": "tomoloop.inference.uncertainty",
+        "foreground_weighted_score": "tomoloop.inference.uncertainty",
+        "margin": "tomoloop.inference.uncertainty",
+        "mc_dropout_probs": "tomoloop.inference.uncertainty",
+        "mean_score": "tomoloop.inference.uncertainty",
+        "mutual_information": "tomoloop.inference.uncertainty",
+        "normalise": "tomoloop.inference.predict",
+        "predict_slice": "tomoloop.inference.predict",
+        "predict_volume": "tomoloop.inference.predict",
+        "tile_origins": "tomoloop.inference.predict",
+        "tile_side": "tomoloop.inference.predict",
+        "top_percentile_score": "tomoloop.inference.uncertainty",
+        "tta_variance": "tomoloop.inference.uncertainty",
+        "vote_disagreement": "tomoloop.inference.uncertainty",
+    },
+)

@@ -1,0 +1,82 @@
+"""Labels: phase maps, class/instance masks (RLE), train/val/test splits, synthetic electrodes
+with exact labels."""
+
+from typing import TYPE_CHECKING
+
+from tomoloop.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tomoloop.labels.masks import (
+        InstanceMasks,
+        MaskFormatError,
+        decode_class_mask,
+        decode_instances,
+        encode_class_mask,
+        encode_instances,
+        merge_by_tier,
+        stack_class_masks,
+    )
+    from tomoloop.labels.phases import IGNORE, MAX_LABEL_VALUE, PhaseMap
+    from tomoloop.labels.splits import SPLIT_NAMES, check_split_fills, parse_fractions, split_slices
+    from tomoloop.labels.synthetic import (
+        ELECTRODE_PHASES,
+        Electrode,
+        carbon_binder,
+        cracked_particles,
+        forward_model,
+        make_electrode,
+        particle_packing,
+    )
+
+__all__ = [
+    "ELECTRODE_PHASES",
+    "IGNORE",
+    "MAX_LABEL_VALUE",
+    "SPLIT_NAMES",
+    "Electrode",
+    "InstanceMasks",
+    "MaskFormatError",
+    "PhaseMap",
+    "carbon_binder",
+    "check_split_fills",
+    "cracked_particles",
+    "decode_class_mask",
+    "decode_instances",
+    "encode_class_mask",
+    "encode_instances",
+    "forward_model",
+    "make_electrode",
+    "merge_by_tier",
+    "parse_fractions",
+    "particle_packing",
+    "split_slices",
+    "stack_class_masks",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ELECTRODE_PHASES": "tomoloop.labels.synthetic",
+        "Electrode": "tomoloop.labels.synthetic",
+        "IGNORE": "tomoloop.labels.phases",
+        "InstanceMasks": "tomoloop.labels.masks",
+        "MAX_LABEL_VALUE": "tomoloop.labels.phases",
+        "MaskFormatError": "tomoloop.labels.masks",
+        "PhaseMap": "tomoloop.labels.phases",
+        "SPLIT_NAMES": "tomoloop.labels.splits",
+        "carbon_binder": "tomoloop.labels.synthetic",
+        "check_split_fills": "tomoloop.labels.splits",
+        "cracked_particles": "tomoloop.labels.synthetic",
+        "decode_class_mask": "tomoloop.labels.masks",
+        "decode_instances": "tomoloop.labels.masks",
+        "encode_class_mask": "tomoloop.labels.masks",
+        "encode_instances": "tomoloop.labels.masks",
+        "forward_model": "tomoloop.labels.synthetic",
+        "make_electrode": "tomoloop.labels.synthetic",
+        "merge_by_tier": "tomoloop.labels.masks",
+        "parse_fractions": "tomoloop.labels.splits",
+        "particle_packing": "tomoloop.labels.synthetic",
+        "split_slices": "tomoloop.labels.splits",
+        "stack_class_masks": "tomoloop.labels.masks",
+    },
+)

@@ -1,0 +1,209 @@
+"""Masks stored inline as COCO RLE (the registry's compact form), exact both ways.
+
+Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...},
+"labelled": "<COCO RLE counts>"}``; ``labelled`` is the region somebody labelled (absent:
+every pixel is labelled, the dense form); class 0 is every labelled pixel not listed, and
+pixels outside the labelled region are unlabelled (:data:`tomoloop.labels.IGNORE` in
+memory). Instance masks (one mask per particle, which may touch or overlap): ``{"size":
+[h, w], "covers": [1], "instances": [{"class": 1, "counts": "<COCO RLE>"}, ...]}``;
+``covers``: the classes whose every particle on the slice is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from tomoloop.coco.convert import class_index_lut
+from tomoloop.errors import TomoloopError
+from tomoloop.labels.phases import IGNORE, PhaseMap
+from tomoloop.stacks.tiff import Axis, Stack, check_declared, check_label_dtype
+
+
+class MaskFormatError(TomoloopError):
+    """An inline mask is malformed (wrong keys, size, overlapping classes)."""
+
+
+def _rle_counts(binary: np.ndarray) -> str:
+    """COCO RLE counts string of an (h, w) bool array."""
+    return mask_utils.encode(np.asfortranarray(binary, dtype=np.uint8))["counts"].decode("ascii")
+
+
+def _decode_binary(h: int, w: int, counts: object, what: str) -> np.ndarray:
+    """(h, w) bool of RLE ``counts``; MaskFormatError naming ``what`` when undecodable."""
+    try:
+        binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+    except Exception as exc:
+        raise MaskFormatError(f"{what} of an inline mask cannot be decoded: {exc}") from exc
+    return binary.astype(bool)
+
+
+def encode_class_mask(mask: np.ndarray) -> dict:
+    """Inline RLE of an (h, w) integer class-index mask (classes ≥ 1 are encoded).
+
+    In a uint8 mask the value :data:`IGNORE` marks unlabelled pixels: their complement is
+    stored as ``"labelled"``. A mask without unlabelled pixels (and every wider mask, for
+    more than 255 classes) is dense: no ``"labelled"`` key, the document of before sparse
+    labels existed.
+    """
+    h, w = mask.shape
+    counts = np.bincount(mask.ravel().astype(np.int64))
+    sparse = mask.dtype == np.uint8 and counts.size > IGNORE and counts[IGNORE] > 0
+    present = np.flatnonzero(counts)
+    present = present[(present > 0) & ((present != IGNORE) | (not sparse))]
+    encoded: dict = {
+        "size": [h, w],
+        "classes": {str(c): _rle_counts(mask == c) for c in present.tolist()},
+    }
+    if sparse:
+        encoded["labelled"] = _rle_counts(mask != IGNORE)
+    return encoded
+
+
+def decode_class_mask(encoded: dict) -> np.ndarray:
+    """The (h, w) class-index mask of an inline RLE: uint8, unlabelled pixels
+    :data:`IGNORE` (only where the document has a ``"labelled"`` region); a dense document
+    with classes ≥ 255 decodes to uint16.
+
+    Raises:
+        MaskFormatError: missing keys, a bad size, undecodable counts, overlapping classes,
+            a class outside the labelled region or a class ≥ 255 in a partly labelled mask.
+    """
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        classes = {int(c): counts for c, counts in encoded["classes"].items()}
+        labelled = encoded.get("labelled")
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(
+            f"inline mask is malformed ({exc!r}): expected size and classes"
+        ) from exc
+    top = max(classes, default=0)
+    if labelled is None:
+        out = np.zeros((h, w), dtype=np.uint8 if top < IGNORE else np.uint16)
+    elif top >= IGNORE:
+        raise MaskFormatError(
+            f"a partly labelled inline mask holds class {top}: its classes must lie in "
+            f"0..{IGNORE - 1} ({IGNORE} marks unlabelled pixels)"
+        )
+    else:
+        region = _decode_binary(h, w, labelled, "the labelled region")
+        out = np.where(region, 0, IGNORE).astype(np.uint8)
+    for c, counts in classes.items():
+        hit = _decode_binary(h, w, counts, f"class {c}")
+        taken = out[hit]
+        if labelled is not None and (taken == IGNORE).any():
+            raise MaskFormatError(
+                f"class {c} of an inline mask lies outside its labelled region: paint "
+                "classes only where the label is labelled"
+            )
+        if (taken != 0).any():
+            raise MaskFormatError(f"class {c} overlaps another class in an inline mask")
+        out[hit] = c
+    return out
+
+
+def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """One slice's labels merged: ``(tier, (h, w) uint8 class-index mask)`` pairs, oldest
+    first → (h, w) uint8. Where several are labelled, the highest tier wins, and within a
+    tier the newest; lower tiers fill what higher ones left unlabelled. Pixels no label
+    covers stay :data:`IGNORE`.
+
+    Raises:
+        MaskFormatError: the masks differ in shape or are not uint8.
+        ValueError: no labels given.
+    """
+    if not labels:
+        raise ValueError("merge_by_tier needs at least one label")
+    shape = labels[0][1].shape
+    for tier, mask in labels:
+        if mask.shape != shape or mask.dtype != np.uint8:
+            raise MaskFormatError(
+                f"a tier-{tier} label is {mask.dtype} {mask.shape}, the first {shape} uint8: "
+                "the labels of one slice must share its shape"
+            )
+    order = sorted(range(len(labels)), key=lambda k: (labels[k][0], k), reverse=True)
+    out = np.full(shape, IGNORE, np.uint8)
+    for k in order:
+        mask = labels[k][1]
+        fill = (out == IGNORE) & (mask != IGNORE)
+        out[fill] = mask[fill]
+    return out
+
+
+@dataclass(frozen=True)
+class InstanceMasks:
+    """The particles of one (H, W) slice: masks (n, H, W) bool; classes (n,) int64 class
+    indices (phase-map order, as in class-index masks); covers: the classes whose every
+    particle is among them (a class not covered may have particles nobody drew).
+    """
+
+    masks: np.ndarray
+    classes: np.ndarray
+    covers: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def select(self, keep: np.ndarray | list[int]) -> InstanceMasks:
+        """The particles ``keep`` (indices or a bool mask); the same cover."""
+        return InstanceMasks(self.masks[keep], self.classes[keep], self.covers)
+
+
+def encode_instances(instances: InstanceMasks) -> dict:
+    """Inline RLE of a slice's instance masks, in their order."""
+    _, h, w = instances.masks.shape
+    rles = mask_utils.encode(np.asfortranarray(instances.masks.transpose(1, 2, 0), np.uint8))
+    return {
+        "size": [h, w],
+        "covers": sorted(int(c) for c in instances.covers),
+        "instances": [
+            {"class": int(c), "counts": rle["counts"].decode("ascii")}
+            for c, rle in zip(instances.classes.tolist(), rles, strict=True)
+        ],
+    }
+
+
+def decode_instances(encoded: dict) -> InstanceMasks:
+    """The instance masks of an inline RLE.
+
+    Raises:
+        MaskFormatError: missing keys, a bad size or class, or undecodable counts.
+    """
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        covers = tuple(int(c) for c in encoded["covers"])
+        entries = [(int(e["class"]), str(e["counts"])) for e in encoded["instances"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(
+            f"inline instance mask is malformed ({exc!r}): expected size, covers and "
+            "instances with class and counts"
+        ) from exc
+    masks = np.zeros((len(entries), h, w), bool)
+    for k, (c, counts) in enumerate(entries):
+        if c < 0:
+            raise MaskFormatError(f"instance {k} of an inline mask has class {c}")
+        try:
+            masks[k] = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+        except Exception as exc:
+            raise MaskFormatError(
+                f"instance {k} of an inline mask cannot be decoded: {exc}"
+            ) from exc
+    return InstanceMasks(masks, np.array([c for c, _ in entries], np.int64), covers)
+
+
+def stack_class_masks(
+    labels: Stack, phases: PhaseMap, axis: Axis = "z"
+) -> Iterator[tuple[int, dict]]:
+    """``(index, inline mask)`` of every slice of a label stack, class = phase-map position.
+
+    Raises:
+        StackValidationError: a slice holds a value the phase map does not declare.
+    """
+    check_label_dtype(labels)
+    lut = class_index_lut(phases)
+    for i, image in labels.iter_slices(axis):
+        check_declared(image, phases, f"{labels.path.name} {axis}={i}")
+        yield i, encode_class_mask(lut[image])

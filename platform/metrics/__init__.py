@@ -1,0 +1,57 @@
+"""Metrics: semantic segmentation scores, COCO AP, microstructure numbers."""
+
+from typing import TYPE_CHECKING
+
+from tomoloop.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tomoloop.metrics.coco import instance_scores, mean_ap, self_consistency_ap
+    from tomoloop.metrics.semantic import (
+        SegmentationScores,
+        best_and_lowest_accuracy,
+        confusion_matrix,
+        scores,
+    )
+    from tomoloop.metrics.structure import (
+        AXES,
+        interface_area,
+        microstructure,
+        percolates,
+        specific_surface_area,
+        tortuosity,
+    )
+
+__all__ = [
+    "AXES",
+    "SegmentationScores",
+    "best_and_lowest_accuracy",
+    "confusion_matrix",
+    "instance_scores",
+    "interface_area",
+    "mean_ap",
+    "microstructure",
+    "percolates",
+    "scores",
+    "self_consistency_ap",
+    "specific_surface_area",
+    "tortuosity",
+]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AXES": "tomoloop.metrics.structure",
+        "SegmentationScores": "tomoloop.metrics.semantic",
+        "best_and_lowest_accuracy": "tomoloop.metrics.semantic",
+        "confusion_matrix": "tomoloop.metrics.semantic",
+        "instance_scores": "tomoloop.metrics.coco",
+        "interface_area": "tomoloop.metrics.structure",
+        "mean_ap": "tomoloop.metrics.coco",
+        "microstructure": "tomoloop.metrics.structure",
+        "percolates": "tomoloop.metrics.structure",
+        "scores": "tomoloop.metrics.semantic",
+        "self_consistency_ap": "tomoloop.metrics.coco",
+        "specific_surface_area": "tomoloop.metrics.structure",
+        "tortuosity": "tomoloop.metrics.structure",
+    },
+)

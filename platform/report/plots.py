@@ -1,0 +1,91 @@
+"""Pictures and a summary of an active-learning run, for people rather than programs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from tomoloop.report.overlays import overlay
+
+
+def plot_al_curve(points: Sequence[tuple[int, float]], path: str | os.PathLike[str]) -> Path:
+    """The champion's test mIoU against the slices people labelled so far, as a PNG."""
+    fig = Figure(figsize=(5, 3.4), dpi=110)
+    ax = fig.subplots()
+    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.set(xlabel="slices labelled in Label Studio", ylabel="champion test mIoU")
+    ax.set(title="active learning")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
+
+
+def uncertainty_figure(
+    gray: np.ndarray,
+    predicted: np.ndarray,
+    uncertainty: np.ndarray,
+    title: str,
+    path: str | os.PathLike[str],
+) -> Path:
+    """One slice three ways as a PNG: grey (uint8 (H, W)), the predicted classes over it
+    ((H, W) class indices) and the per-pixel uncertainty ((H, W) float).
+    """
+    fig = Figure(figsize=(10, 3.6), dpi=110)
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(gray, cmap="gray")
+    axes[0].set_title("slice")
+    axes[1].imshow(overlay(gray, predicted, min_side=gray.shape[0]))
+    axes[1].set_title("prediction")
+    shown = axes[2].imshow(uncertainty, cmap="magma")
+    axes[2].set_title("uncertainty")
+    fig.colorbar(shown, ax=axes[2], fraction=0.046)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
+
+
+def plot_efficiency(document: dict, path: str | os.PathLike[str]) -> Path:
+    """Test mIoU against labelled slices per strategy (mean over seeds) with the full-data
+    mIoU and its 95 % line, as a PNG; ``document`` as :func:`tomoloop.active.efficiency`
+    returns it.
+    """
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
+    ax = fig.subplots()
+    for name, result in document["strategies"].items():
+        curve = result["curve"]
+        ax.plot([p[0] for p in curve], [p[1] for p in curve], marker="o", ms=3, label=name)
+    full = document["full_data_miou"]
+    ax.axhline(full, color="black", lw=1, label=f"all {document['pool_slices']} slices")
+    ax.axhline(0.95 * full, color="black", lw=1, ls="--", label="95 % of that")
+    ax.set(xlabel="labelled slices", ylabel="test mIoU", title="label efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
+
+
+def plot_size_distribution(
+    counts: np.ndarray, edges: np.ndarray, title: str, path: str | os.PathLike[str]
+) -> Path:
+    """Particle-size distribution (counts per equivalent-radius bin, µm) as a PNG."""
+    fig = Figure(figsize=(5, 3.4), dpi=110)
+    ax = fig.subplots()
+    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="black")
+    ax.set(xlabel="equivalent radius (µm)", ylabel="particles", title=title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
