@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from tomoloop.networks.registry import (
         MODELS,
         ModelSpec,
-        UNet,
         build_model,
         freeze,
         load_model,
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
         patchify,
         tokens_to_map,
     )
+    from tomoloop.networks.unet import UNet
     from tomoloop.networks.ynet import (
         DilatedConvolutionModule,
         PyramidPoolingModule,
@@ -122,7 +122,7 @@ __getattr__, __dir__ = lazy_exports(
         "RegularConvolutionModule": "tomoloop.networks.ynet",
         "SIDE_MULTIPLE": "tomoloop.networks.layers",
         "TransforCNN": "tomoloop.networks.transforcnn",
-        "UNet": "tomoloop.networks.registry",
+        "UNet": "tomoloop.networks.unet",
         "YNet": "tomoloop.networks.ynet",
         "balanced_cross_entropy": "tomoloop.networks.losses",
         "build_model": "tomoloop.networks.registry",

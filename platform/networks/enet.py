@@ -15,6 +15,7 @@ from tomoloop.metrics.semantic import confusion_matrix, scores
 from tomoloop.networks.layers import check_sides
 from tomoloop.networks.losses import Loss
 from tomoloop.networks.transforcnn import TransforCNN
+from tomoloop.networks.unet import UNet
 
 
 def weight_grid(n_members: int, step: float = 0.1) -> list[tuple[float, ...]]:
@@ -63,10 +64,6 @@ class ENet(nn.Module):
         transforcnn: dict | None = None,
     ) -> ENet:
         """U-Net and TransforCNN, built with their own option dicts (default: defaults)."""
-        from tomoloop.networks.registry import (
-            UNet,  # tomoloop.networks.registry imports this module
-        )
-
         members = [
             UNet(in_channels, n_classes, **(unet or {})),
             TransforCNN(in_channels, n_classes, **(transforcnn or {})),

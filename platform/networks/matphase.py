@@ -23,6 +23,7 @@ from torch import nn
 from tomoloop.labels.phases import IGNORE
 from tomoloop.networks.layers import SIDE_MULTIPLE, check_sides
 from tomoloop.networks.losses import Loss
+from tomoloop.networks.unet import UNet
 
 _SLOPE = 0.01  # LeakyReLU negative slope (seed 000 names LeakyReLU, not its slope)
 
@@ -176,8 +177,6 @@ class MatPhase(nn.Module):
         lcgar_pixels: int | None = 4096,
     ) -> None:
         super().__init__()
-        from tomoloop.networks.registry import UNet  # models.py registers this module: import late
-
         self.multiple = max(SIDE_MULTIPLE, 2**depth)
         self.ugsm = UNet(in_channels, n_classes, base=base, depth=depth, dropout=dropout)
         self.lcgar = LCGAR(in_channels, n_classes, patch=patch, dropout=lcgar_dropout)

@@ -1,4 +1,5 @@
-"""Semantic segmentation networks and their registry of names (``--arch NAME``).
+"""The registry of semantic segmentation networks by name (``--arch NAME``), and the
+spec and checkpoint format that rebuild a trained one.
 
 Every network maps (N, C_in, H, W) images to (N, n_classes, H, W) logits, with H and W
 divisible by 16, and keeps its dropout layers usable at inference for MC dropout.
@@ -17,46 +18,11 @@ from torch import nn
 from tomoloop.checkpoints import read_checkpoint
 from tomoloop.errors import TomoloopError
 from tomoloop.networks.enet import ENet
-from tomoloop.networks.layers import check_sides, conv_block, decode, up_path
 from tomoloop.networks.lrcsnet import LRCSNet
 from tomoloop.networks.matphase import MatPhase
 from tomoloop.networks.transforcnn import TransforCNN
+from tomoloop.networks.unet import UNet
 from tomoloop.networks.ynet import YNet
-
-
-class UNet(nn.Module):
-    """U-Net as seed 002 §3.1 adapts it (Ronneberger et al.): 3×3 convolutions from 16
-    channels, doubled at every level, max pooling down to a 256-channel 8×8 map from a
-    128×128 input (``base=16, depth=4``); transposed convolutions up, concatenated with the
-    encoder map of the same size. Dropout before each decoder level (MC dropout).
-    """
-
-    def __init__(
-        self,
-        in_channels: int = 1,
-        n_classes: int = 2,
-        base: int = 16,
-        depth: int = 4,
-        dropout: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.depth = depth
-        widths = [base * 2**level for level in range(depth + 1)]
-        self.down = nn.ModuleList([conv_block(in_channels, widths[0])])
-        self.down.extend(conv_block(widths[k], widths[k + 1]) for k in range(depth))
-        self.pool = nn.MaxPool2d(2)
-        self.dropout = nn.Dropout2d(dropout)
-        self.up, self.merge = up_path(widths)
-        self.head = nn.Conv2d(widths[0], n_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_sides(x, 2**self.depth)
-        skips = []
-        for k, block in enumerate(self.down):
-            x = block(x if k == 0 else self.pool(x))
-            skips.append(x)
-        return self.head(decode(skips.pop(), skips, self.up, self.merge, self.dropout))
-
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,

@@ -7,8 +7,8 @@ from torch import nn
 from tomoloop.inference.uncertainty import mc_dropout_probs
 from tomoloop.networks.enet import ENet, weight_grid
 from tomoloop.networks.losses import cross_entropy
-from tomoloop.networks.registry import UNet
 from tomoloop.networks.transforcnn import FourierPositions, TransforCNN, tokens_to_map
+from tomoloop.networks.unet import UNet
 from tomoloop.networks.ynet import YNet
 from tomoloop.training.trainer import compute_loss
 
