@@ -22,7 +22,8 @@ from prefect.artifacts import create_table_artifact
 from tomoloop.active.oracle import Behaviour, answer
 from tomoloop.active.policy import PromotionRules, StopRules, decide, stop_reason
 from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
-from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, get
+from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel
+from tomoloop.active.strategies import get
 from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
 from tomoloop.coco.convert import class_index_lut

@@ -1197,7 +1197,8 @@ def al_round_command(
     as_json: JsonFlag = False,
 ) -> None:
     """Open an active-learning round: score, choose the slices worth labelling, push them."""
-    from tomoloop.active.selection import Constraints, get
+    from tomoloop.active.selection import Constraints
+    from tomoloop.active.strategies import get
     from tomoloop.flows.loop import al_round
 
     get(strategy)
@@ -1335,7 +1336,7 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
-    from tomoloop.active.selection import get
+    from tomoloop.active.strategies import get
     from tomoloop.flows.deployments import Schedule, deployments
 
     get(strategy)
@@ -1371,7 +1372,7 @@ def benchmark_al(
     against labelled slices, labels to reach 95 % of the full-data mIoU, area under curve.
     """
     from tomoloop.active.label_efficiency import EfficiencySetup, efficiency, stack_split
-    from tomoloop.active.selection import get
+    from tomoloop.active.strategies import get
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.report.plots import plot_efficiency
@@ -1597,7 +1598,7 @@ def demo(
     """The main job end to end: Label Studio up, ingest, train, active-learning rounds
     answered by the oracle through Label Studio, retrain, promote, report.
     """
-    from tomoloop.active.selection import get
+    from tomoloop.active.strategies import get
     from tomoloop.flows.demo import demo as demo_flow
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from tomoloop.active.scoring import ScoreOptions, slice_features
-from tomoloop.active.selection import Candidate, Constraints, get
+from tomoloop.active.selection import Candidate, Constraints
+from tomoloop.active.strategies import get
 from tomoloop.coco.convert import class_index_lut
 from tomoloop.inference.predict import normalise
 from tomoloop.labels.phases import PhaseMap

@@ -1,12 +1,12 @@
 """Query strategies: which unlabelled slices an expert should label next.
 
-A strategy is a small class with a name (:data:`STRATEGIES`, as MONAI Label's
-``monailabel/tasks/activelearning`` registers its strategies) that picks from
-:class:`Candidate` slices under one set of :class:`Constraints`: a budget per round and per
-volume, a minimum index gap between chosen slices of the same volume and axis (neighbouring
-slices are nearly identical — labelling both wastes an expert's time), and never a slice that
-is already labelled or waiting in an open round (the caller leaves those out of the
-candidates and passes them as ``taken``).
+A strategy is a small class with a name (one file each in :mod:`tomoloop.active.strategies`,
+which registers them by name as MONAI Label's ``monailabel/tasks/activelearning`` does) that
+picks from :class:`Candidate` slices under one set of :class:`Constraints`: a budget per
+round and per volume, a minimum index gap between chosen slices of the same volume and axis
+(neighbouring slices are nearly identical — labelling both wastes an expert's time), and
+never a slice that is already labelled or waiting in an open round (the caller leaves those
+out of the candidates and passes them as ``taken``).
 
 Uncertainty strategies rank by the slice's score; with a :class:`LeadTimeModel` fitted on
 the Label Studio lead times seen so far they rank by score per expected second of an
@@ -214,114 +214,14 @@ def _value(lead_time: LeadTimeModel | None) -> Callable[[Candidate], float]:
     return lambda c: c.score / lead_time.seconds(c)
 
 
-def _by_value(candidates: Sequence[Candidate], lead_time: LeadTimeModel | None) -> list:
+def by_value(candidates: Sequence[Candidate], lead_time: LeadTimeModel | None) -> list:
+    """Candidates by value, best first (ties by slice id)."""
     value = _value(lead_time)
     return sorted(candidates, key=lambda c: (-value(c), c.slice_id))
-
-
-class RandomStrategy(Strategy):
-    """Uniformly random slices: the control arm."""
-
-    name = "random"
-
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        rng = rng or np.random.default_rng()
-        order = rng.permutation(len(candidates))
-        return take_in_order([candidates[i] for i in order], limits, taken)
-
-
-class ForegroundRandomStrategy(Strategy):
-    """Random slices weighted by their foreground fraction (slices of nothing but the first
-    phase are never drawn while others remain): the second control arm.
-    """
-
-    name = "foreground_random"
-
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        rng = rng or np.random.default_rng()
-        weights = np.array([max(c.foreground, 0.0) for c in candidates])
-        # Weighted sampling without replacement (Efraimidis & Spirakis): keys u^(1/w).
-        keys = np.where(
-            weights > 0, rng.random(len(candidates)) ** (1 / np.maximum(weights, 1e-12)), -1
-        )
-        order = np.argsort(-keys, kind="stable")
-        return take_in_order([candidates[i] for i in order], limits, taken)
 
 
 class UncertaintyStrategy(Strategy):
     """The highest scores first (cost-aware with a lead-time model)."""
 
     def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        return take_in_order(_by_value(candidates, lead_time), limits, taken)
-
-
-def _uncertainty(name: str, method: str, doc: str) -> type[Strategy]:
-    return type(
-        f"{name.title()}Strategy",
-        (UncertaintyStrategy,),
-        {"name": name, "scoring": method, "__doc__": doc},
-    )
-
-
-class DisagreementStrategy(UncertaintyStrategy):
-    """Slices where a Mask R-CNN's particles and the semantic model's particle phases
-    disagree most (1 − Dice) first: two kinds of model wrong in different ways point at
-    the slices worth a person's time.
-    """
-
-    name = "disagreement"
-    instances = True
-
-
-class CoresetStrategy(Strategy):
-    """k-centre on encoder embeddings: slices unlike anything labelled so far."""
-
-    name = "coreset"
-    embed = True
-
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        return k_centre(candidates, limits, taken)
-
-
-class HybridStrategy(Strategy):
-    """An uncertainty pool (``pool`` × budget by BALD score, cost-aware with a lead-time
-    model), then k-centre inside the pool so the round is not ten views of one feature;
-    what the constraints leave of the budget is filled from outside the pool by value.
-    """
-
-    name = "hybrid"
-    scoring = "bald"
-    embed = True
-    pool = 4
-
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
-        ranked = _by_value(candidates, lead_time)
-        size = self.pool * limits.budget
-        spread = k_centre(ranked[:size], limits, taken)
-        # The constraints can leave the pool short of the budget: fill by value.
-        return take_in_order(ranked[size:], limits, taken, spread)
-
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    s.name: s
-    for s in (
-        RandomStrategy,
-        ForegroundRandomStrategy,
-        _uncertainty("entropy", "entropy", "Highest mean predictive entropy first."),
-        _uncertainty("margin", "margin", "Smallest top-two probability margin first."),
-        _uncertainty("bald", "bald", "Highest MC-dropout mutual information (BALD) first."),
-        _uncertainty("tta", "tta", "Highest flip test-time-augmentation variance first."),
-        _uncertainty("ensemble", "ensemble", "Highest disagreement of ensemble members first."),
-        DisagreementStrategy,
-        CoresetStrategy,
-        HybridStrategy,
-    )
-}
-
-
-def get(name: str) -> Strategy:
-    """The strategy registered under ``name``."""
-    try:
-        return STRATEGIES[name]()
-    except KeyError:
-        raise SelectionError(f"unknown strategy {name!r}: one of {', '.join(STRATEGIES)}") from None
+        return take_in_order(by_value(candidates, lead_time), limits, taken)

@@ -3,14 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tomoloop.active.selection import (
-    STRATEGIES,
-    Candidate,
-    Constraints,
-    LeadTimeModel,
-    SelectionError,
-    get,
-)
+from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, SelectionError
+from tomoloop.active.strategies import STRATEGIES, get
 
 
 def _candidates(draw_scores, volumes=2, depth=30, rng_seed=0):

@@ -1,0 +1,24 @@
+"""``hybrid``: an uncertainty pool, spread over by k-centre."""
+
+from __future__ import annotations
+
+from tomoloop.active.selection import Strategy, by_value, k_centre, take_in_order
+
+
+class HybridStrategy(Strategy):
+    """An uncertainty pool (``pool`` × budget by BALD score, cost-aware with a lead-time
+    model), then k-centre inside the pool so the round is not ten views of one feature;
+    what the constraints leave of the budget is filled from outside the pool by value.
+    """
+
+    name = "hybrid"
+    scoring = "bald"
+    embed = True
+    pool = 4
+
+    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+        ranked = by_value(candidates, lead_time)
+        size = self.pool * limits.budget
+        spread = k_centre(ranked[:size], limits, taken)
+        # The constraints can leave the pool short of the budget: fill by value.
+        return take_in_order(ranked[size:], limits, taken, spread)
