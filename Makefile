@@ -24,6 +24,7 @@ test: venv lint
 
 lint: venv
 	$(PY) -m ruff check .
+	@bash scripts/lint_imports.sh
 
 bench: venv
 	$(PY) bench/coco_convert.py
