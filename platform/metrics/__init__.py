@@ -11,6 +11,7 @@ if TYPE_CHECKING:
         best_and_lowest_accuracy,
         confusion_matrix,
         scores,
+        volume_fractions,
     )
     from tomoloop.metrics.structure import (
         AXES,
@@ -35,11 +36,13 @@ __all__ = [
     "self_consistency_ap",
     "specific_surface_area",
     "tortuosity",
+    "volume_fractions",
 ]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "volume_fractions": "tomoloop.metrics.semantic",
         "AXES": "tomoloop.metrics.structure",
         "SegmentationScores": "tomoloop.metrics.semantic",
         "best_and_lowest_accuracy": "tomoloop.metrics.semantic",

@@ -18,14 +18,9 @@ import torch
 from skimage.measure import marching_cubes, mesh_surface_area
 
 from tomoloop.errors import TomoloopError
+from tomoloop.metrics.semantic import volume_fractions
 
 AXES = "zyx"
-
-
-def volume_fractions(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(n_classes,) float64: the share of voxels of each class of a (Z, Y, X) class volume."""
-    counts = np.bincount(labels.ravel(), minlength=n_classes)[:n_classes]
-    return counts / max(labels.size, 1)
 
 
 def interface_area(mask: np.ndarray, voxel_size_um: Sequence[float], closed: bool) -> float:

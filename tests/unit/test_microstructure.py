@@ -4,12 +4,12 @@ import pytest
 import taufactor
 
 from tomoloop.errors import TomoloopError
+from tomoloop.metrics.semantic import volume_fractions
 from tomoloop.metrics.structure import (
     microstructure,
     percolates,
     specific_surface_area,
     tortuosity,
-    volume_fractions,
 )
 
 
