@@ -300,7 +300,9 @@ def test_predict_when_the_disk_fills_mid_write_leaves_nothing(work, monkeypatch,
 def test_coco_when_the_disk_fills_mid_write_leaves_nothing(work, monkeypatch):
     import tomoloop.coco.convert
 
-    monkeypatch.setattr(tomoloop.coco.convert, "write_png", _disk_full_after(7, tomoloop.coco.convert.write_png))
+    monkeypatch.setattr(
+        tomoloop.coco.convert, "write_png", _disk_full_after(7, tomoloop.coco.convert.write_png)
+    )
     before = _snapshot(work)
     _refused([*COCO, "--gray", "gray.tif", "--out", "coco", "--workers", "1"],
              "cannot write --out coco: the disk is full")  # fmt: skip
@@ -314,12 +316,16 @@ def test_particle_report_when_the_disk_fills_leaves_the_old_folder(work, monkeyp
     old.mkdir()
     (old / "summary.json").write_text("{}")
     monkeypatch.setattr(
-        tomoloop.particles.reassembly, "plot_size_distribution", _disk_full_after(0, lambda *a: None)
+        tomoloop.particles.reassembly,
+        "plot_size_distribution",
+        _disk_full_after(0, lambda *a: None),
     )
     summary = {"kept": 0, "size_distribution": {"counts": [], "edges_um": [0.0]}}
     labels = np.zeros((2, 4, 4), np.uint16)
     with pytest.raises(OutputError, match=r"cannot write --out .*particles: the disk is full"):
-        tomoloop.particles.reassembly.write_particle_report(old, labels, (1, 1, 1), [], summary, None, True)
+        tomoloop.particles.reassembly.write_particle_report(
+            old, labels, (1, 1, 1), [], summary, None, True
+        )
     assert _snapshot(work / "particles") == {"summary.json": b"{}"}
     assert sorted(p.name for p in work.iterdir()) == ["gray.tif", "labels.tif", "note.txt",
                                                       "particles"]  # fmt: skip
