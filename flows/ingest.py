@@ -18,14 +18,19 @@ from tomoloop.coco.convert import CocoOptions, batches, convert_stack
 from tomoloop.config import Settings
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.errors import StackValidationError
 from tomoloop.labels.masks import stack_class_masks
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.labels.splits import check_split_fills, split_slices
 from tomoloop.names import check_name
 from tomoloop.scratch import scratch_dir
 from tomoloop.stacks.archive import zip_folder
-from tomoloop.stacks.tiff import Stack, check_same_shape, file_sha256, open_stack
+from tomoloop.stacks.tiff import (
+    Stack,
+    check_same_shape,
+    check_volume_shape,
+    file_sha256,
+    open_stack,
+)
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
 
@@ -236,12 +241,8 @@ def add_gold(
             if p.volume_id == found.id and p.axis == "z"
         }
         with open_stack(labels) as stack:
-            expected = (found.shape_z, found.shape_y, found.shape_x)
-            if stack.shape != expected:
-                raise StackValidationError(
-                    f"gold labels {stack.path.name} are {stack.shape} (z,y,x) but volume "
-                    f"{volume!r} is {expected}: give the label stack of that volume"
-                )
+            shape = (found.shape_z, found.shape_y, found.shape_x)
+            check_volume_shape(stack, shape, volume, "gold labels")
             source = f"gold:{file_sha256(stack.path)}"
             annotations = [
                 NewAnnotation(wanted[i], Tier.EXPERT, source, mask_rle=mask)

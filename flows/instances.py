@@ -38,6 +38,7 @@ from tomoloop.flows.resources import (
     Services,
     dataset_phases,
     dataset_slices,
+    maskrcnn_version,
     open_run,
     pool_groups,
     run_folder,
@@ -101,6 +102,7 @@ def train_maskrcnn(
         phases = dataset_phases(services, dataset)
         classes = instance_classes(phases, instances)
         mask_config = detectron2.MaskRCNNConfig(**(config or {}))
+        torch_device = resolve_device(device)  # every option before the run folder is made
         request = {
             "dataset_version": dataset.id,
             "arch": "maskrcnn",
@@ -113,15 +115,17 @@ def train_maskrcnn(
             log.info("this request already trained model %s", done["model_version"])
             return done
         slices = dataset_slices(services, dataset)
+        fresh = not folder.exists()
         coco = write_coco_folder(slices, phases.names, classes, folder / "coco")
         split = next((s for s in ("test", "val") if _has_instances(coco.get(s))), None)
         if split is None or not _has_instances(coco.get("train")):
+            if fresh:  # refused before anything is registered: no run folder stays either
+                shutil.rmtree(folder)
             raise detectron2.Detectron2Error(
                 f"{dataset.name}@{dataset.version} needs instances of "
                 f"{', '.join(request['instances'])} on its train slices and on its test or "
                 "val slices: check --instances and the labels"
             )
-        torch_device = resolve_device(device)
         model_id, run_id = open_run(
             services,
             folder,
@@ -360,17 +364,7 @@ def load_registered_maskrcnn(
     services: Services, model_id: int, device: torch.device
 ) -> tuple[detectron2.MaskRCNN, ModelVersion]:
     """A registered Mask R-CNN version, verified by sha256, on ``device``."""
-    version = services.registry.model(model_id)
-    if version.backend != "detectron2":
-        raise RegistryError(
-            f"model {model_id} is a {version.backend} model; this command needs a Mask R-CNN "
-            "(train one with tomoloop train --arch maskrcnn)"
-        )
-    if version.checkpoint_uri is None or version.checkpoint_sha256 is None:
-        raise RegistryError(
-            f"model {model_id} has no checkpoint (its training did not finish): "
-            "train it again or pick another model"
-        )
+    version = maskrcnn_version(services, model_id)
     data = services.store.get_bytes(version.checkpoint_uri, version.checkpoint_sha256)
     return detectron2.load(data, device), version
 

@@ -35,12 +35,14 @@ from tomoloop.flows.resources import (
     Services,
     dataset_phases,
     load_registered_model,
+    maskrcnn_version,
     pool_groups,
 )
 from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.report.plots import plot_al_curve
-from tomoloop.stacks.tiff import check_declared, open_stack
+from tomoloop.stacks.tiff import check_declared, check_volume_shape, open_stack
+from tomoloop.training.data import parse_tier_weights
 from tomoloop.training.trainer import resolve_device
 
 
@@ -92,27 +94,29 @@ def al_round(
     nobody does).
     """
     log = get_run_logger()
+    chooser = get(strategy)  # every option is refused before scores or a round are written
+    if chooser.instances and instance_model is None:
+        raise RegistryError(
+            f"strategy {strategy} compares a Mask R-CNN with the semantic model: give "
+            "its model version (--instance-model; train one with --arch maskrcnn)"
+        )
+    limits = Constraints(budget, per_volume, min_gap)
+    torch_device = resolve_device(device)
     services = Services.from_settings()
     try:
         registry = services.registry
+        if instance_model is not None:
+            maskrcnn_version(services, instance_model)
         waiting = registry.open_rounds(dataset)
         if max_open is not None and len(waiting) >= max_open:
             log.info("no new round: rounds %s of %s are still open", waiting, dataset)
             return {"round": None, "open_rounds": waiting}
         version = registry.dataset(dataset)
         model_id = model if model is not None else _champion_id(services, dataset)
-        torch_device = resolve_device(device)
         network, spec, _ = load_registered_model(services, model_id, str(torch_device))
-        chooser = get(strategy)
-        if chooser.instances and instance_model is None:
-            raise RegistryError(
-                f"strategy {strategy} compares a Mask R-CNN with the semantic model: give "
-                "its model version (--instance-model; train one with --arch maskrcnn)"
-            )
         options = ScoreOptions(
             chooser.scoring, "mean", passes, spec.tile, spec.tile // 4, torch_device, chooser.embed
         )
-        limits = Constraints(budget, per_volume, min_gap)
         pool = registry.pool(version.id)
         features = _features(network, pool, options)
         if chooser.instances:
@@ -226,6 +230,23 @@ def oracle_reviews(
         services.close()
 
 
+def _check_truth(services: Services, dataset_version_id: int, truth: dict[str, str]) -> None:
+    """Refuse ground truth that misses a volume of the dataset version, names a volume
+    that is not registered, or is not a readable label stack of that volume's shape."""
+    volumes = services.registry.dataset_volumes(dataset_version_id)
+    missing = sorted({v.name for v in volumes} - set(truth))
+    if missing:
+        raise RegistryError(
+            f"the oracle has no ground truth for volume(s) {', '.join(missing)}: give each "
+            "one's label stack (--truth VOLUME=LABELS.tif)"
+        )
+    for name, path in truth.items():
+        found = services.registry.volume_named(name)
+        with open_stack(path) as labels:
+            shape = (found.shape_z, found.shape_y, found.shape_x)
+            check_volume_shape(labels, shape, name, "--truth labels")
+
+
 def _answer_project(
     services: Services,
     dataset: str,
@@ -281,6 +302,8 @@ def retrain(
     Architecture, options and training settings default to the champion's; with
     ``fine_tune`` the challenger starts from the champion's weights.
     """
+    resolve_device(device)  # bad options are refused before a dataset version is frozen
+    parse_tier_weights(tier_weights)
     services = Services.from_settings()
     try:
         registry = services.registry
@@ -437,10 +460,16 @@ def loop(
             "the oracle annotator and reviewer need the ground-truth label stacks (truth)"
         )
     stop = StopRules(label_budget, patience, min_gain)
+    get(strategy)  # the rounds' options, refused before the champion is evaluated
+    Constraints(budget, None, min_gap)
+    Behaviour(**(behaviour or {}))
+    resolve_device(device)
     services = Services.from_settings()
     try:
-        start = _champion_id(services, dataset)
         version = services.registry.dataset(dataset)
+        if "oracle" in (annotator, reviewer):
+            _check_truth(services, version.id, truth or {})
+        start = _champion_id(services, dataset)
     finally:
         services.close()
     history = [evaluate_model(start, version.id, "test", device)["mIoU"]]

@@ -96,6 +96,27 @@ def load_registered_model(
     return model, spec, version
 
 
+def maskrcnn_version(services: Services, model_id: int) -> ModelVersion:
+    """Registered model version ``model_id``, checked to be a trained Mask R-CNN (read
+    only: nothing is loaded, so commands check it before they write anything).
+
+    Raises:
+        RegistryError: unknown, not a detectron2 model, or without a checkpoint.
+    """
+    version = services.registry.model(model_id)
+    if version.backend != "detectron2":
+        raise RegistryError(
+            f"model {model_id} is a {version.backend} model; this command needs a Mask R-CNN "
+            "(train one with tomoloop train --arch maskrcnn)"
+        )
+    if version.checkpoint_uri is None or version.checkpoint_sha256 is None:
+        raise RegistryError(
+            f"model {model_id} has no checkpoint (its training did not finish): "
+            "train it again or pick another model"
+        )
+    return version
+
+
 def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:
     """Pool slices grouped by (volume path, axis): index → slice id, so each stack is
     opened once.

@@ -408,6 +408,16 @@ def check_same_shape(gray: Stack, labels: Stack) -> None:
         )
 
 
+def check_volume_shape(labels: Stack, shape: tuple[int, int, int], volume: str, what: str) -> None:
+    """Raise StackValidationError unless ``labels`` (``what``: e.g. "gold labels") has the
+    (z, y, x) ``shape`` of registered volume ``volume``."""
+    if labels.shape != shape:
+        raise StackValidationError(
+            f"{what} {labels.path.name} are {labels.shape} (z,y,x) but volume {volume!r} is "
+            f"{shape}: give the label stack of that volume"
+        )
+
+
 def check_label_dtype(labels: Stack) -> None:
     """Raise StackValidationError unless the label stack stores integers (or booleans)."""
     if labels.dtype.kind not in "iub":

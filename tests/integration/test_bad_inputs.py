@@ -211,6 +211,41 @@ CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
         ["round", "--dataset", "nmc", "--strategy", "oracle"],
         "unknown strategy 'oracle'",
     ),
+    "cli: maskrcnn on a device that does not exist": (
+        lambda w: None,
+        ["train", "--dataset", "nmc", "--arch", "maskrcnn", "--device", "gpu"],
+        "unknown device 'gpu'",
+    ),
+    "cli: round pre-filled by an unknown instance model": (
+        lambda w: None,
+        ["round", "--dataset", "nmc", "--instance-model", "999"],
+        "no model version with id 999",
+    ),
+    "cli: loop with an unknown strategy": (
+        lambda w: None,
+        ["loop", "--dataset", "nmc", "--annotator", "human", "--strategy", "oracle"],
+        "unknown strategy 'oracle'",
+    ),
+    "cli: loop with a budget of 0": (
+        lambda w: None,
+        ["loop", "--dataset", "nmc", "--annotator", "human", "--budget", "0"],
+        "budget 0: a round needs at least one slice",
+    ),
+    "cli: loop with truth that does not exist": (
+        lambda w: None,
+        ["loop", "--dataset", "nmc", "--truth", "nmc=missing.tif"],
+        "missing.tif.*does not exist",
+    ),
+    "cli: loop with truth of another volume's shape": (
+        lambda w: tifffile.imwrite(w / "small.tif", np.zeros((5, 8, 8), np.uint8)),
+        ["loop", "--dataset", "nmc", "--truth", "nmc=small.tif"],
+        r"--truth labels small.tif are \(5, 8, 8\)",
+    ),
+    "cli: loop with truth that misses the dataset's volume": (
+        lambda w: None,
+        ["loop", "--dataset", "nmc", "--truth", "ghost=labels.tif"],
+        "no ground truth for volume\\(s\\) nmc",
+    ),
 }
 
 
@@ -461,6 +496,29 @@ def test_bad_webhook_bodies_are_refused_and_nothing_is_recorded(case, home):
     assert answer.status_code == status, answer.text
     assert re.search(message, answer.text), answer.text
     assert len(home.ls_events()) == events
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_retrain_refuses_a_bad_device_before_it_freezes_a_dataset_version(
+    tmp_path, monkeypatch, ingest_electrode, electrode_volume
+):
+    """A new label waits, so a retrain would freeze v2 first: a bad --device must not."""
+    from tomoloop.db.models import Tier
+    from tomoloop.db.registry import NewAnnotation
+
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
+    ingest_electrode(tmp_path, electrode_volume)
+    registry = Registry.from_url(url)
+    first = registry.dataset_slices(registry.dataset("nmc").id)[0]
+    slice_id = registry.annotation(first.annotation_id).slice_id
+    registry.add_annotations([NewAnnotation(slice_id, Tier.ANNOTATOR, "ls:1/1@t")])
+    result = CliRunner().invoke(app, ["retrain", "--dataset", "nmc", "--device", "gpu"])
+    assert isinstance(result.exception, TomoloopError)
+    assert "unknown device 'gpu'" in str(result.exception)
+    assert [d.version for d in registry.datasets()] == [1]
+    assert not (tmp_path / "home" / "runs").exists()
 
 
 # ---------------------------------------------------------------- faults
