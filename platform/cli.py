@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer._click.exceptions import NoArgsIsHelpError, UsageError  # typer vendors click
 
 from tomoloop import lifeline
 from tomoloop.db.views import (
@@ -1653,13 +1654,13 @@ def demo(
     )
 
 
-def report_error(exc: TomoloopError, as_json: bool) -> None:
+def report_error(message: str, kind: str, as_json: bool) -> None:
     """One unwrapped line ``error: <message>`` on stderr (bold red only on a terminal);
-    with ``--json`` also ``{"error": <message>, "kind": <error class>}`` on stdout.
+    with ``--json`` also ``{"error": <message>, "kind": <kind>}`` on stdout.
     """
-    message = " ".join(str(exc).splitlines())
+    message = " ".join(message.splitlines())
     if as_json:
-        emit_json({"error": message, "kind": type(exc).__name__})
+        emit_json({"error": message, "kind": kind})
     if err.is_terminal:
         err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     else:
@@ -1667,10 +1668,18 @@ def report_error(exc: TomoloopError, as_json: bool) -> None:
         sys.stderr.flush()
 
 
+def usage_message(exc: UsageError) -> str:
+    """A usage error (unknown option, missing argument, bad value) as one sentence that
+    names the command's help, e.g. ``No such option: --x; see 'tomoloop predict --help'``.
+    """
+    command = exc.ctx.command_path if exc.ctx is not None else "tomoloop"
+    return f"{exc.format_message().rstrip('.')}; see '{command} --help'"
+
+
 def main() -> None:
-    """Console entry point: run the app, print TomoloopErrors as one line without a
-    traceback (also those raised inside Prefect flows, whose console logging is quieted by
-    :mod:`tomoloop.terminal`).
+    """Console entry point: run the app, print TomoloopErrors and usage errors as one line
+    without a traceback (also errors raised inside Prefect flows, whose console logging is
+    quieted by :mod:`tomoloop.terminal`); exit 2 for both.
     """
     os.environ.setdefault(
         "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "tomoloop.terminal.TerminalHandler"
@@ -1678,10 +1687,21 @@ def main() -> None:
     lifeline.start()  # children (Prefect's temporary server) end with this process
     _Request.json = False
     try:
-        app()
+        code = app(standalone_mode=False)
     except TomoloopError as exc:
-        report_error(exc, _Request.json)
+        report_error(str(exc), type(exc).__name__, _Request.json)
         sys.exit(exc.exit_code)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # a group called bare: its help, as click does
+        sys.exit(exc.exit_code)
+    except UsageError as exc:  # parsed before any --json callback ran: read argv
+        report_error(usage_message(exc), "UsageError", "--json" in sys.argv[1:])
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        report_error("aborted", "Abort", _Request.json)
+        sys.exit(1)
+    if isinstance(code, int) and code:  # typer.Exit(code) or --help's Exit(0)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,30 @@ def test_json_errors_are_one_document_on_stdout(tmp_path, stacks):
     assert "holds label values [2]" in document["error"]
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "g.tif", "--nosuch"], "No such option: --nosuch"),
+        (["registry", "show"], "Missing argument 'kind'"),
+        (["train", "--dataset", "d", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["nosuchcommand"], "No such command 'nosuchcommand'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help(args, message):
+    result = tomoloop(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"error: {message}")
+    assert result.stderr.rstrip().endswith("--help'") and "\x1b" not in result.stderr
+    document = json.loads(tomoloop(*args, "--json").stdout)
+    assert document["kind"] == "UsageError" and document["error"].startswith(message)
+
+
+def test_help_and_a_bare_group_still_show_the_help():
+    assert tomoloop("stack", "info", "--help").returncode == 0
+    bare = tomoloop("registry")
+    assert bare.returncode == 2 and "Usage:" in bare.stdout + bare.stderr
+
+
 def test_serve_api_refuses_the_network_without_a_token(tmp_path, monkeypatch):
     monkeypatch.delenv("TOMOLOOP_API_TOKEN", raising=False)
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
