@@ -1,6 +1,7 @@
 """Benchmark: label stack → COCO, tomoloop vs the paper's method, and peak memory at 500³.
 
-Reference ("paper method", seed 004 as a careful user would write it): read the stack once,
+Reference ("paper method", Daemi et al. 2022, §2.1, as a careful user would
+write it; docs/references.md): read the stack once,
 per slice skimage ``label`` → ``regionprops`` → ``find_contours`` on each cropped instance →
 shapely ``simplify`` → one polygon list per instance → JSON. tomoloop: ``convert_stack``
 (OpenCV components, vectorised RLE, JSON) reading the TIFF lazily. Both run in this process

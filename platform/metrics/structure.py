@@ -2,8 +2,10 @@
 surface area and tortuosity factor per axis.
 
 Computed the same way for predictions and ground truth, so models are also judged by what
-their segmentations would make a scientist publish (seed 001: labelling bias moves these
-numbers). The tortuosity factor is TauFactor's (Kench et al.), the battery field's
+their segmentations would make a scientist publish (Su et al. 2022, abstract: labelling bias moves
+these
+numbers; docs/references.md). The tortuosity factor is TauFactor's (Kench et al.), the battery
+field's
 standard: steady-state diffusion through the phase between two opposite faces, the others
 sealed; τ = ε · D_bulk / D_eff.
 """

@@ -1,7 +1,8 @@
-"""LRCS-Net (seed 001, Su et al., npj Comput. Mater. 2022): an asymmetric-depth
+"""LRCS-Net (Su et al. 2022, abstract; docs/references.md): an asymmetric-depth
 SegNet-like encoder–decoder for multiphase nano-CT segmentation.
 
-Seed 001 gives only "asymmetrical depth encoder–decoder, derived from Seg-Net and Xlearn".
+The seed text (Su et al. 2022, highlights) gives only "asymmetrical depth encoder–decoder, derived
+from Seg-Net and Xlearn".
 The layer plan follows the authors' published code, SegmentPy (github.com/ZeliangSu/SegmentPy:
 ``docs/model.rst`` "LRCS-Net" table and ``model_LRCS_lecun_thinner_encoder`` in
 ``src/segmentpy/tf114/model.py``): a *thin* encoder of one convolution per level (cs, 2cs,
