@@ -1,11 +1,10 @@
 """Detectron2 Mask R-CNN: configuration, training from a COCO folder, prediction.
 
 Daemi et al. 2022 (§4, Label Generation and Mask R-CNN Training; docs/references.md): Mask R-CNN
-with a ResNet-101 FPN backbone, learning rate
-0.0001, every slice rotated and orthogonally flipped. Here the backbone is R18/R50/R101,
-trained from scratch with GroupNorm (detectron2's ``scratch_mask_rcnn_R_50_FPN_3x_gn``) or
-from local pretrained weights given as a path — nothing is downloaded. Grey slices are fed
-as three equal channels, so ImageNet/COCO weights load unchanged.
+with a ResNet-101 FPN backbone, learning rate 0.0001, every slice rotated and orthogonally flipped.
+Here the backbone is R18/R50/R101, trained from scratch with GroupNorm (detectron2's
+``scratch_mask_rcnn_R_50_FPN_3x_gn``) or from local pretrained weights given as a path — nothing is
+downloaded. Grey slices are fed as three equal channels, so ImageNet/COCO weights load unchanged.
 
 Training resumes from the last checkpoint in its folder, so a killed run loses at most
 ``checkpoint_every`` iterations. CUDA runs use automatic mixed precision.
@@ -375,10 +374,9 @@ def axis_masks(
     batch: int = 4,
     on_slice: Callable[[str, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """Per slicing axis, the (Z, Y, X) bool mask of detected particles (of ``classes``,
-    all when None) on every slice of a (Z, Y, X) uint8 volume along that axis (Daemi et al. 2022,
-    §4:
-    XY, XZ and YZ re-slices, fused afterwards).
+    """Per slicing axis, the (Z, Y, X) bool mask of detected particles (of ``classes``, all when
+    None) on every slice of a (Z, Y, X) uint8 volume along that axis (Daemi et al. 2022, §4: XY, XZ
+    and YZ re-slices, fused afterwards).
     """
     masks = []
     for axis in axes:

@@ -2,11 +2,9 @@
 scientist would bring.
 
 Rough labels carry a labelling bias of the kind Su et al. 2022 (abstract; docs/references.md)
-measure:
-the thin carbon-binder domain under-segmented (eroded by a pixel in every slice) — the
+measure: the thin carbon-binder domain under-segmented (eroded by a pixel in every slice) — the
 direction is tomoloop's choice (Su et al. find thresholding overestimates the binder). Active
-learning then has
-something real to fix: the annotator (the oracle, answering from the exact labels)
+learning then has something real to fix: the annotator (the oracle, answering from the exact labels)
 corrects the slices the model is least sure about.
 """
 

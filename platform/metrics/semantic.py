@@ -78,8 +78,8 @@ def scores(confusion: np.ndarray) -> SegmentationScores:
 def best_and_lowest_accuracy(
     per_slice_accuracy: Sequence[float], k: int = 5
 ) -> tuple[float, float]:
-    """Mean pixel accuracy of the k best and the k lowest slices (Tabassum et al. n.d., App. Table
-    II)."""
+    """Mean pixel accuracy of the k best and the k lowest slices (Tabassum et al. n.d.,
+    App. Table II)."""
     ordered = np.sort(np.asarray(per_slice_accuracy, dtype=np.float64))
     if ordered.size == 0:
         return float("nan"), float("nan")

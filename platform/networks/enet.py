@@ -1,6 +1,5 @@
 """E-Net (Quenum et al. 2023, §3.4; docs/references.md): a weighted ensemble of segmentation
-networks. The paper's best
-mIoU comes from 20% U-Net + 80% TransforCNN, which is the default.
+networks. The paper's best mIoU comes from 20% U-Net + 80% TransforCNN, which is the default.
 """
 
 from __future__ import annotations
@@ -43,10 +42,9 @@ def _normalised(weights: Sequence[float], n_members: int) -> torch.Tensor:
 
 class ENet(nn.Module):
     """Weighted ensemble of segmentation networks (Quenum et al. 2023, §3.4). The output is the log
-    of
-    the weighted mean of the members' softmax probabilities, so its softmax and argmax are
-    the ensemble's. Training trains every member on its own logits; ``tune_weights``
-    searches the weights on validation data. The weights are a buffer (in the state dict).
+    of the weighted mean of the members' softmax probabilities, so its softmax and argmax are the
+    ensemble's. Training trains every member on its own logits; ``tune_weights`` searches the
+    weights on validation data. The weights are a buffer (in the state dict).
     """
 
     weights: torch.Tensor

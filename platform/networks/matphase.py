@@ -1,7 +1,5 @@
 """MatPhase (Tabassum et al. n.d.; docs/references.md): a semantic model (UGSM) plus the local
-classifier
-LCGAR of Tabassum et al. n.d., App. Table I, trained by a hierarchical curriculum (easy pixels
-first); and the
+classifier LCGAR (App. Table I), trained by a hierarchical curriculum (easy pixels first); and the
 appendix's data preparation (App. §II, Pre-processing): row-removal augmentation and kNN label
 smoothing by domain rules.
 
@@ -32,8 +30,7 @@ _SLOPE = 0.01  # LeakyReLU slope (Tabassum et al. n.d., App. §II: no value)
 
 
 class LCGAR(nn.Module):
-    """Tabassum et al. n.d., App. Table I, applied at every pixel of an image or to explicit
-    patches.
+    """LCGAR (Tabassum et al. n.d., App. Table I) at every pixel of an image or on given patches.
 
     Table I pads its 3×3 convolutions with zeros inside a ``patch``² window; here the
     window's neighbouring pixels take the place of those zeros, so a pixel's decision reads
@@ -130,10 +127,9 @@ def curriculum_mask(
     among: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The curriculum, easy → hard (tomoloop's schedule; see docs/references.md): True where
-    ``difficulty`` (any shape) is at or
-    below its q-quantile, q rising linearly from ``start`` at progress 0 to 1 at
-    progress ``ramp`` (every pixel admitted from then on). ``among`` (bool, the shape of
-    ``difficulty``): only those pixels take part, in the quantile and in the result.
+    ``difficulty`` (any shape) is at or below its q-quantile, q rising linearly from ``start`` at
+    progress 0 to 1 at progress ``ramp`` (every pixel admitted from then on). ``among`` (bool, the
+    shape of ``difficulty``): only those pixels take part, in the quantile and in the result.
     """
     q = 1.0 if ramp <= 0 else start + (1.0 - start) * min(max(progress, 0.0) / ramp, 1.0)
     every = torch.ones_like(difficulty, dtype=torch.bool) if among is None else among
@@ -155,19 +151,16 @@ def sample_pixels(mask: torch.Tensor, limit: int | None) -> torch.Tensor:
 
 
 class MatPhase(nn.Module):
-    """UGSM (a U-Net) + dense LCGAR: (N, C_in, H, W) → (N, n_classes, H, W) LCGAR logits,
-    H and W divisible by 16. ``base``, ``depth``, ``dropout`` shape the UGSM;
-    ``patch`` and ``lcgar_dropout`` the LCGAR (Tabassum et al. n.d., App. Table I: 20 %);
-    ``curriculum_start`` and
-    ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the
-    admitted pixels the LCGAR trains on per batch (``None``: all of them).
+    """UGSM (a U-Net) + dense LCGAR: (N, C_in, H, W) → (N, n_classes, H, W) LCGAR logits, H and W
+    divisible by 16. ``base``, ``depth``, ``dropout`` shape the UGSM; ``patch`` and
+    ``lcgar_dropout`` the LCGAR (Tabassum et al. n.d., App. Table I: 20 %); ``curriculum_start`` and
+    ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the admitted
+    pixels the LCGAR trains on per batch (``None``: all of them).
 
     Chosen where Tabassum et al. n.d. are silent: UGSM and LCGAR train together (the appendix trains
-    them
-    separately, App. §II), the LCGAR sees the UGSM logits detached, so only the UGSM term trains the
-    UGSM;
-    [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the LCGAR trains on at most 4096
-    random admitted pixels per batch (the appendix's pixel batches are 1024; its 128-wide
+    them separately, App. §II), the LCGAR sees the UGSM logits detached, so only the UGSM term
+    trains the UGSM; [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the LCGAR trains on at most
+    4096 random admitted pixels per batch (the appendix's pixel batches are 1024; its 128-wide
     per-pixel head costs two thirds of a dense training pass).
     """
 
@@ -194,8 +187,7 @@ class MatPhase(nn.Module):
 
     @staticmethod
     def scale_input(images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] slices → [−1, 1] (Tabassum et al. n.d., App. §II, normalise LCGAR's input so),
-        clipped."""
+        """[0, 1] slices → [−1, 1], clipped (Tabassum et al. n.d., App. §II: LCGAR input range)."""
         return (2 * images - 1).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -268,8 +260,7 @@ def remove_rows_and_resize(
     image: np.ndarray, labels: np.ndarray, k: int = 10
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Tabassum et al. n.d.'s augmentation (App. §II, Pre-processing): k versions of a slice,
-    version i (1 … k) with its top i rows
-    removed and stretched back to the original size.
+    version i (1 … k) with its top i rows removed and stretched back to the original size.
 
     image (H, W) float (or integer: returned float32), labels (H, W) integer; each version is
     (image (H, W) of the image's float dtype, linearly interpolated; labels (H, W) of the
@@ -304,9 +295,9 @@ def smooth_labels_knn(
     labels: np.ndarray, exclusive: list[tuple[int, int]], radius: int = 1
 ) -> np.ndarray:
     """Tabassum et al. n.d.'s domain rule (App. §II, Pre-processing): two classes of an exclusive
-    pair (a, b) cannot touch (carbon
-    binder and Ni), so a pixel of class a whose neighbours are mostly (more than half of
-    the labelled ones inside the image) class b becomes b, and the other way round.
+    pair (a, b) cannot touch (carbon binder and Ni), so a pixel of class a whose neighbours are
+    mostly (more than half of the labelled ones inside the image) class b becomes b, and the other
+    way round.
 
     labels (H, W) integer → (H, W) of the same dtype. Neighbours: the k = (2·radius + 1)² − 1
     nearest pixels (k = 8 at radius 1). One pass, decided on the input labels; classes in no

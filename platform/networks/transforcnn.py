@@ -1,6 +1,5 @@
 """TransforCNN (Quenum et al. 2023, §3.3; docs/references.md): a ViT encoder over 16×16 sub-patches
-whose every second
-block is reshaped into a 2D map and fused into a CNN decoder.
+whose every second block is reshaped into a 2D map and fused into a CNN decoder.
 """
 
 from __future__ import annotations

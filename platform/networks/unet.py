@@ -1,6 +1,5 @@
 """U-Net (Quenum et al. 2023, §3.1, after Ronneberger et al. 2015; docs/references.md): the
-encoder–decoder every other
-seed network is compared with, and a member of E-Net and MatPhase.
+encoder–decoder every other network is compared with, and a member of E-Net and MatPhase.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Y-Net (Quenum et al. 2023, §3.2, after Quenum et al. 2021; docs/references.md): a
-regular-convolution module, a
-dilated-convolution module and a pyramid-pooling module read the same image; their 8×8
-maps (from a 128×128 input) are fused and decoded back to full-resolution logits.
+regular-convolution module, a dilated-convolution module and a pyramid-pooling module read the same
+image; their 8×8 maps (from a 128×128 input) are fused and decoded back to full-resolution logits.
 """
 
 from __future__ import annotations
@@ -53,11 +52,10 @@ class RegularConvolutionModule(nn.Module):
 
 
 class DilatedConvolutionModule(nn.Module):
-    """A constant number of channels throughout; every stage is a dilated 3×3 convolution
-    followed by a 3×3 convolution of stride 2 (Quenum et al. 2023, §3.2). The plain strided
-    convolution
-    after the dilated one lets every pixel reach the output (a dilated convolution of stride
-    2 alone samples only every other pixel).
+    """A constant number of channels throughout; every stage is a dilated 3×3 convolution followed
+    by a 3×3 convolution of stride 2 (Quenum et al. 2023, §3.2). The plain strided convolution after
+    the dilated one lets every pixel reach the output (a dilated convolution of stride 2 alone
+    samples only every other pixel).
     """
 
     def __init__(self, in_channels: int, width: int, stages: int, dilation: int) -> None:
@@ -78,10 +76,10 @@ class DilatedConvolutionModule(nn.Module):
 
 
 class PyramidPoolingModule(nn.Module):
-    """PSPNet's pyramid pooling (Zhao et al.): average-pool the map into b×b bins for each
-    b, 1×1-convolve, upsample back and concatenate with the map itself (Quenum et al. 2023, §3.2,
-    names the module only).
-    The branches have no batch norm: a 1×1 bin holds one value per channel and image.
+    """PSPNet's pyramid pooling (Zhao et al.): average-pool the map into b×b bins for each b,
+    1×1-convolve, upsample back and concatenate with the map itself (Quenum et al. 2023, §3.2, names
+    the module only). The branches have no batch norm: a 1×1 bin holds one value per channel and
+    image.
     """
 
     def __init__(self, channels: int, bins: tuple[int, ...]) -> None:

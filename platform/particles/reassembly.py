@@ -47,7 +47,7 @@ class ReassemblyOptions:
     Attributes:
         votes: how many of the slicing directions must call a voxel particle.
         erosion: radius in voxels of the erosion and of the dilation after hole filling
-            (Daemi et al. 2022, §4, smooth slice artefacts so; 0 switches both off).
+            (Daemi et al. 2022, §4: smooths slice artefacts; 0 switches both off).
         fill_holes: fill enclosed holes of every particle (flaws count as particle).
         watershed: split touching particles by a distance-transform watershed; otherwise
             26-connected components are the particles.
@@ -96,9 +96,8 @@ def fuse(masks: Sequence[np.ndarray], votes: int) -> np.ndarray:
 
 def clean(mask: np.ndarray, erosion: int, fill_holes: bool) -> np.ndarray:
     """Erosion, hole filling, dilation (Daemi et al. 2022, §4) of a (Z, Y, X) bool mask; the
-    dilation
-    adds nothing outside the mask and its filled holes, so only specks and thin
-    protrusions go.
+    dilation adds nothing outside the mask and its filled holes, so only specks and thin protrusions
+    go.
     """
     out = mask
     ball = ndimage.generate_binary_structure(3, 1)
@@ -273,8 +272,7 @@ def mahalanobis_outliers(features: np.ndarray, quantile: float = 0.975) -> np.nd
 
 def slice_artefacts(particles: Sequence[Particle], quantile: float = 0.975) -> set[int]:
     """Ids of particles that are Mahalanobis outliers (Daemi et al. 2022, §4) and thinner than
-    typical:
-    slice-like artefacts of 2D detection, not merely the largest particles.
+    typical: slice-like artefacts of 2D detection, not merely the largest particles.
     """
     features = artefact_features(particles)
     if not len(features):
@@ -304,8 +302,7 @@ def size_distribution(
 @dataclass(frozen=True)
 class ParticleAnalysis:
     """The particles of a label volume with Daemi et al. 2022's exclusions (§4): ``kept`` are
-    neither
-    slice artefacts nor partial.
+    neither slice artefacts nor partial.
     """
 
     particles: list[Particle]

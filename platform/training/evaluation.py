@@ -1,6 +1,6 @@
-"""Judging a trained network on labelled slices: the scores of Tabassum et al. n.d.
-and Quenum et al. 2023 (docs/references.md), k best and lowest
-slices, phase volume fractions against the truth, and latency per patch.
+"""Judging a trained network on labelled slices: the scores of Tabassum et al. n.d. and
+Quenum et al. 2023 (docs/references.md), k best and lowest slices, phase volume fractions against
+the truth, and latency per patch.
 """
 
 from __future__ import annotations
