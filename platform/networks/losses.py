@@ -75,7 +75,8 @@ def tversky(
     weight: torch.Tensor | None = None,
     beta: float = 0.7,
 ) -> torch.Tensor:
-    """1 − Tversky index (eq. 1, Salehi et al.), β weighs false positives (α = 1 − β)."""
+    """1 − Tversky index (eq. 1, Salehi et al.), β weighs false positives (α = 1 − β); the
+    paper gives no β, the default 0.7 is tomoloop's."""
     return 1 - _tversky_index(logits, target, beta, weight).mean()
 
 
