@@ -1,10 +1,10 @@
 """Detectron2 Mask R-CNN: configuration, training from a COCO folder, prediction.
 
-Seed 004 (Daemi et al., Methods): Mask R-CNN with a ResNet-101 FPN backbone, learning rate
-0.0001, every slice rotated and orthogonally flipped. Here the backbone is R18/R50/R101,
-trained from scratch with GroupNorm (detectron2's ``scratch_mask_rcnn_R_50_FPN_3x_gn``) or
-from local pretrained weights given as a path — nothing is downloaded. Grey slices are fed
-as three equal channels, so ImageNet/COCO weights load unchanged.
+Daemi et al. 2022 (§4, Label Generation and Mask R-CNN Training; docs/references.md): Mask R-CNN
+with a ResNet-101 FPN backbone, learning rate 0.0001, every slice rotated and orthogonally flipped.
+Here the backbone is R18/R50/R101, trained from scratch with GroupNorm (detectron2's
+``scratch_mask_rcnn_R_50_FPN_3x_gn``) or from local pretrained weights given as a path — nothing is
+downloaded. Grey slices are fed as three equal channels, so ImageNet/COCO weights load unchanged.
 
 Training resumes from the last checkpoint in its folder, so a killed run loses at most
 ``checkpoint_every`` iterations. CUDA runs use automatic mixed precision.
@@ -69,12 +69,12 @@ class MaskRCNNConfig:
     """How a Mask R-CNN is built and trained. Sizes are pixels.
 
     Attributes:
-        depth: ResNet depth, 18, 34, 50 or 101 (seed 004 used 101).
+        depth: ResNet depth, 18, 34, 50 or 101 (Daemi et al. 2022, §4, used 101).
         norm: "GN" (GroupNorm; trains from scratch) or "FrozenBN" (for pretrained weights;
             from scratch only with a small ``lr`` and gradient clipping).
         weights: local detectron2/torchvision checkpoint path; "" starts from random init.
         iterations: optimiser steps.
-        lr: base learning rate (seed 004: 1e-4).
+        lr: base learning rate (Daemi et al. 2022, §4: 1e-4).
         batch: images per step.
         min_size, max_size: shorter / longest image side the network sees.
         anchor_sizes: one anchor size per FPN level, pixels (particles are small).
@@ -157,7 +157,8 @@ def build_config(config: MaskRCNNConfig, n_classes: int, device: str) -> CfgNode
 
 
 def augmentations(cfg: CfgNode) -> list[T.Augmentation]:
-    """Seed 004: right-angle rotations and orthogonal flips, then the training resize."""
+    """Daemi et al. 2022, §4: right-angle rotations and orthogonal flips, then the training
+    resize."""
     return [
         T.RandomFlip(prob=0.5, horizontal=True, vertical=False),
         T.RandomFlip(prob=0.5, horizontal=False, vertical=True),
@@ -373,9 +374,9 @@ def axis_masks(
     batch: int = 4,
     on_slice: Callable[[str, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """Per slicing axis, the (Z, Y, X) bool mask of detected particles (of ``classes``,
-    all when None) on every slice of a (Z, Y, X) uint8 volume along that axis (seed 004:
-    XY, XZ and YZ re-slices, fused afterwards).
+    """Per slicing axis, the (Z, Y, X) bool mask of detected particles (of ``classes``, all when
+    None) on every slice of a (Z, Y, X) uint8 volume along that axis (Daemi et al. 2022, §4: XY, XZ
+    and YZ re-slices, fused afterwards).
     """
     masks = []
     for axis in axes:
@@ -402,8 +403,8 @@ def unflip(found: Detections, axis: int, side: int) -> Detections:
 
 def uncertainty(net: MaskRCNN, images: Sequence[np.ndarray]) -> list[InstanceUncertainty]:
     """Instance uncertainty of each (H, W) uint8 slice: detection scores and disagreement
-    with the vertically and horizontally flipped slice (seed 004's flips as test-time
-    augmentation).
+    with the vertically and horizontally flipped slice (Daemi et al. 2022, §4, flip for training;
+    using the flips at test time is tomoloop's).
     """
     plain = predict(net, images)
     flips = [

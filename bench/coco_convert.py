@@ -1,11 +1,11 @@
 """Benchmark: label stack → COCO, tomoloop vs the paper's method, and peak memory at 500³.
 
-Reference ("paper method", seed 004 as a careful user would write it): read the stack once,
-per slice skimage ``label`` → ``regionprops`` → ``find_contours`` on each cropped instance →
-shapely ``simplify`` → one polygon list per instance → JSON. tomoloop: ``convert_stack``
-(OpenCV components, vectorised RLE, JSON) reading the TIFF lazily. Both run in this process
-on the same inputs; both write their JSON. Exactness is checked by decoding every
-annotation and comparing with the label slice.
+Reference ("paper method", Daemi et al. 2022, §2.1, as a careful user would write it;
+docs/references.md): read the stack once, per slice skimage ``label`` → ``regionprops`` →
+``find_contours`` on each cropped instance → shapely ``simplify`` → one polygon list per instance →
+JSON. tomoloop: ``convert_stack`` (OpenCV components, vectorised RLE, JSON) reading the TIFF lazily.
+Both run in this process on the same inputs; both write their JSON. Exactness is checked by decoding
+every annotation and comparing with the label slice.
 
 Run: ``make bench`` or ``.venv/bin/python bench/coco_convert.py [--skip-memory]``.
 Inputs: ``../shared/data`` (NMC phase of matbox_nmc_cbd_labels.tif; matbox_ellipsoids_labels.tif).

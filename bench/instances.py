@@ -1,11 +1,11 @@
 """Benchmark: Mask R-CNN particles on a porespy sphere packing with exact instances.
 
-Packings of non-overlapping spheres (porespy ``random_spheres``; every sphere one
-particle, so instances are exact) are forward-modelled to CT-like grey (particles bright,
-blur, noise). Mask R-CNN trains on the z slices of one packing and is scored (COCO AP,
-0–1) on the z slices of another, held out (its own seed). The baseline, run on the same
-slices in the same run, is the classical pipeline seed 004 compares against: Otsu
-threshold and 2D connected components, each with score 1.
+Packings of non-overlapping spheres (porespy ``random_spheres``; every sphere one particle, so
+instances are exact) are forward-modelled to CT-like grey (particles bright, blur, noise). Mask
+R-CNN trains on the z slices of one packing and is scored (COCO AP, 0–1) on the z slices of another,
+held out (its own seed). The baseline, run on the same slices in the same run, is the classical
+pipeline Daemi et al. 2022 (§2.2; docs/references.md) compare against: Otsu threshold and 2D
+connected components, each with score 1.
 
 Speed on this machine's CPU: prediction slices/s (batch 4) against the baseline's, and
 particles/s of the whole 3D path (z, y, x prediction → fusion → watershed → table), with

@@ -1,10 +1,11 @@
 """Benchmark: segmentation quality of every architecture after brief CPU training.
 
-The MATBOX NMC cathode labels (pore, NMC, carbon binder) are forward-modelled to CT-like
-grayscale (phase grey levels, PSF blur, noise; the binder faint as X-ray CT sees it, seed
-000 §II). Slices are split into contiguous train / val / test blocks. Each architecture
-is trained with the same budget and seed, then scored on the test slices (seed 000 / 002
-metrics). Baseline in the same run: multi-Otsu thresholding (3 classes, ordered by grey).
+The MATBOX NMC cathode labels (pore, NMC, carbon binder) are forward-modelled to CT-like grayscale
+(phase grey levels, PSF blur, noise; the binder faint as X-ray CT sees it, Tabassum et al. n.d.,
+App. §II; docs/references.md). Slices are split into contiguous train / val / test blocks. Each
+architecture is trained with the same budget and seed, then scored on the test slices (metrics of
+Tabassum et al. n.d. and Quenum et al. 2023). Baseline in the same run: multi-Otsu thresholding (3
+classes, ordered by grey).
 
 Run: ``.venv/bin/python bench/seg_quality.py [--epochs 12] [--archs unet,ynet]``.
 Input: ``../shared/data/matbox_nmc_cbd_labels.tif``.

@@ -30,11 +30,12 @@ from tomoloop.labels.synthetic import ELECTRODE_PHASES
 from tomoloop.report.plots import plot_al_curve
 
 DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
-DEMO_NETWORK: dict = {}  # the U-Net of seed 002
+DEMO_NETWORK: dict = {}  # the U-Net of Quenum et al. 2023, §3.1
 # People's corrections outweigh the rough labels they correct (weights per pixel of loss).
 DEMO_TIER_WEIGHTS = "auto=0.25,annotator=4,expert=4"
-# The oracle annotator is ragged along phase boundaries (seed 001: human labelling bias);
-# the oracle reviewer answers exactly, so labels sent to review come back corrected.
+# The oracle annotator is ragged along phase boundaries (Su et al. 2022, abstract: human bias;
+# docs/references.md); the oracle reviewer answers exactly, so labels sent to review come back
+# corrected.
 DEMO_ANNOTATOR = {"noise": 0.1}
 
 
@@ -70,8 +71,9 @@ def demo(
     `tomoloop loop` (or the `retrain-on-labels` deployment of `tomoloop serve`) carries on
     once the labels are in.
 
-    Without ``gray``/``labels`` a synthetic electrode is generated with exact labels
-    (gold) and rough ones (the binarisation bias of seed 001: thin carbon binder eroded).
+    Without ``gray``/``labels`` a synthetic electrode is generated with exact labels (gold) and
+    rough ones (a labelling bias as in Su et al. 2022, abstract; binder eroded is tomoloop's
+    choice).
     With the user's stacks, ``gold`` (default: the labels themselves) is what the oracle
     answers from and what models are judged on.
     """

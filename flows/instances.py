@@ -1,5 +1,5 @@
-"""Mask R-CNN flows (seed 004): train a particle detector on a dataset version, and find,
-measure and classify the 3D particles of a volume with it.
+"""Mask R-CNN flows (Daemi et al. 2022; docs/references.md): train a particle detector on a dataset
+version, and find, measure and classify the 3D particles of a volume with it.
 
 train-maskrcnn:
 
@@ -265,8 +265,8 @@ def train_flaw_classifier(
     val_fraction: float = 0.2,
     device: str = "auto",
 ) -> dict:
-    """Train the flaw classifier on ``slices_dir/flawed/*.png`` and ``…/unflawed/*.png``
-    (grey slices of masked particles, as seed 004 trained on) and register it (architecture
+    """Train the flaw classifier on ``slices_dir/flawed/*.png`` and ``…/unflawed/*.png`` (grey
+    slices of masked particles, as Daemi et al. 2022, §4, trained on) and register it (architecture
     flawnet); ``{"model_version": id, "val_accuracy": …}``.
     """
     log = get_run_logger()

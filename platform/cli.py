@@ -62,7 +62,9 @@ review_app = typer.Typer(
     help="The review tier: labels a second person approves or corrects.", no_args_is_help=True
 )
 app.add_typer(review_app, name="review")
-flaws_app = typer.Typer(help="The flawed-particle classifier (seed 004).", no_args_is_help=True)
+flaws_app = typer.Typer(
+    help="The flawed-particle classifier (Daemi et al. 2022, §4).", no_args_is_help=True
+)
 app.add_typer(flaws_app, name="flaws")
 benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True)
 app.add_typer(benchmark_app, name="benchmark")
@@ -688,7 +690,9 @@ def train(
     patches_per_epoch: Annotated[int, typer.Option(help="Random patches per epoch.")] = 256,
     lr: Annotated[
         float | None,
-        typer.Option(help="Learning rate (semantic AdamW 1e-3; maskrcnn SGD 1e-4, seed 004)."),
+        typer.Option(
+            help="Learning rate (semantic AdamW 1e-3; maskrcnn SGD 1e-4, Daemi et al. 2022)."
+        ),
     ] = None,
     loss: Annotated[
         str, typer.Option(help="ce, bce, balanced_ce, dice, tversky, focal_tversky.")
@@ -710,11 +714,13 @@ def train(
     ] = None,
     no_augment: Annotated[bool, typer.Option(help="Switch augmentation off.")] = False,
     row_removal: Annotated[
-        int, typer.Option(help="Add K row-removed copies of each slice (seed 000: 10).")
+        int, typer.Option(help="Add K row-removed copies of each slice (Tabassum et al. n.d.: 10).")
     ] = 0,
     exclusive: Annotated[
         list[str] | None,
-        typer.Option(help="Phases that cannot touch, A:B (seed 000 kNN label smoothing)."),
+        typer.Option(
+            help="Phases that cannot touch, A:B (Tabassum et al. n.d. kNN label smoothing)."
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
     iterations: Annotated[int, typer.Option(help="maskrcnn: optimiser steps.")] = 3000,
@@ -1551,7 +1557,9 @@ def flaws_train(
     ],
     name: Annotated[str, typer.Option(help="Model name in the registry.")] = "flaws",
     epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
-    patience: Annotated[int, typer.Option(help="Epochs without a gain (seed 004: 15).")] = 15,
+    patience: Annotated[
+        int, typer.Option(help="Epochs without a gain (Daemi et al. 2022: 15).")
+    ] = 15,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:

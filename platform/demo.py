@@ -1,10 +1,10 @@
 """The demo's sample: a generated NMC electrode with exact labels and the rough labels a
 scientist would bring.
 
-Rough labels carry the labelling bias of seed 001 (human labelling bias in battery
-segmentation): the thin carbon-binder domain under-segmented (eroded by a pixel in every
-slice), as a threshold-and-clean binarisation tends to do. Active learning then has
-something real to fix: the annotator (the oracle, answering from the exact labels)
+Rough labels carry a labelling bias of the kind Su et al. 2022 (abstract; docs/references.md)
+measure: the thin carbon-binder domain under-segmented (eroded by a pixel in every slice) — the
+direction is tomoloop's choice (Su et al. find thresholding overestimates the binder). Active
+learning then has something real to fix: the annotator (the oracle, answering from the exact labels)
 corrects the slices the model is least sure about.
 """
 

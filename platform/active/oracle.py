@@ -1,12 +1,12 @@
 """The oracle annotator's answers: a ground-truth slice as a person would label it.
 
-People do not label like ground truth. Seed 001 (human labelling bias in battery
-segmentation) finds that annotators systematically grow or shrink thin phases such as the
-carbon-binder domain and are ragged along boundaries — and that this moves the
-microstructure numbers computed from the segmentations. :class:`Behaviour` models both:
-a per-phase bias (dilate by k pixels, or erode by −k) and boundary noise (a boundary pixel
-takes a neighbour's label with a probability). It also says how long the answer took, so
-cost-aware selection has lead times to learn from: longer for slices with more boundary.
+People do not label like ground truth. Su et al. 2022 (abstract; docs/references.md) find that human
+bias in the training labels moves the material properties computed from the segmentations. How
+people err is tomoloop's model, not the paper's: they grow or shrink thin phases such as the
+carbon-binder domain and are ragged along boundaries. :class:`Behaviour` models both: a per-phase
+bias (dilate by k pixels, or erode by −k) and boundary noise (a boundary pixel takes a neighbour's
+label with a probability). It also says how long the answer took, so cost-aware selection has lead
+times to learn from: longer for slices with more boundary.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 A challenger is promoted only when it beats the champion on the same gold split by more
 than a margin *and* the microstructure it predicts stays within a tolerance of the gold
 labels' — a model can gain mIoU while shifting a thin phase's volume fraction, and the
-numbers scientists compute from segmentations are what they publish (seed 001: labelling
-bias moves them).
+numbers scientists compute from segmentations are what they publish (Su et al. 2022, abstract:
+labelling bias moves them; docs/references.md).
 """
 
 from __future__ import annotations

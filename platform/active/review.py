@@ -11,11 +11,12 @@ second person approves or corrects it (tier ``expert``), when
 - ``qa``: a random quality-assurance sample at ``qa_rate`` of all labels, drawn from the
   annotation's key so a re-delivered or re-pulled annotation gets the same draw.
 
-Agreement is the per-class Dice (the per-class F1 of seed 000's §Measure of Success) of two
-class masks of one slice; a class absent from both has none. The thresholds are tomoloop's
-defaults, not from the seeds. Why review at all: seed 001 shows that human bias in the
-training labels carries through the network into the material properties computed from
-its segmentation, and ground truth is usually absent — a second person is the check.
+Agreement is the per-class Dice (the per-class F1 of Tabassum et al. n.d., App. §II;
+docs/references.md) of two class masks of one slice; a class absent from both has none. The
+thresholds are tomoloop's defaults, not from the papers. Why review at all: Su et al. 2022
+(abstract) show that human bias in the training labels carries through the network into the material
+properties computed from its segmentation, and ground truth is usually absent — a second person is
+the check.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Binarized / multiphase label stacks → COCO instance annotations and semantic masks.
 
-Implements the automated label generation of Daemi et al. (seed 004, §2.1 and Methods):
+Implements the automated label generation of Daemi et al. 2022 (§2.1 and §4; docs/references.md):
 every slice of a binarized nano-CT stack becomes a COCO image, every 2D connected
 component of the chosen phase one instance. Unlike the script shipped with the paper,
 instances are numbered with 32-bit labels (no wrap-around at 255), every slice keeps its

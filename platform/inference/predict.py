@@ -205,11 +205,11 @@ def predict_volume(
     """Predict a grayscale stack slice by slice; write labels (uint8, uint16 above 256
     classes) and, if asked, per-voxel entropy (float16) as (z, y, x) TIFFs.
 
-    ``axes=("z",)`` streams each slice's result straight to disk. With more axes (seed
-    004 predicts XY, XZ and YZ re-slices) the probabilities of every axis are summed in a
-    file-backed scratch array beside the output, then fused slice by slice — volumes
-    larger than memory work either way. Files are written under temporary names and
-    renamed when complete. Returns the paths written.
+    ``axes=("z",)`` streams each slice's result straight to disk. With more axes (Daemi et al. 2022,
+    §4, segment XY, XZ and YZ re-slices; docs/references.md) the probabilities of every axis are
+    summed in a file-backed scratch array beside the output, then fused slice by slice — volumes
+    larger than memory work either way. Files are written under temporary names and renamed when
+    complete. Returns the paths written.
     """
     unknown = set(axes) - set("zyx")
     if unknown or not axes:

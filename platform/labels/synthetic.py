@@ -83,7 +83,7 @@ def forward_model(
         labels: (z, y, x) class indices 0..len(grey_levels)-1.
         grey_levels: mean grey value per class, in the order pore, nmc, cbd: pore darkest,
             the dense oxide brightest, carbon binder faint (it barely absorbs X-rays,
-            seed 000 §II, so it sits near the pore).
+            Tabassum et al. n.d., App. §II, so it sits near the pore).
         psf_sigma: Gaussian point-spread function σ in voxels.
         noise_sigma: Gaussian noise σ in grey values.
     """

@@ -1,4 +1,5 @@
-"""Semantic-segmentation metrics (seed 000 MatPhase §Measure of Success; seed 002 Table 1).
+"""Semantic-segmentation metrics (Tabassum et al. n.d., App. §II, Measure of
+Success; Quenum et al. 2023, eqs. 5–6 and Table 1; docs/references.md).
 
 All functions take integer class-index arrays of one shape (any number of dimensions) and
 a class count; class c counts pixels whose value is c, and unlabelled pixels
@@ -36,11 +37,12 @@ def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, n_classes: int) 
 class SegmentationScores:
     """Scores from one confusion matrix. Per-class arrays have one value per class.
 
-    iou: TP / (TP + FP + FN) per class (Long et al.'s IU, seed 000's mIU terms).
-    dice: 2 TP / (2 TP + FP + FN) per class — the per-class F1 score (seed 000) and
-        Dice similarity coefficient (seed 002).
+    iou: TP / (TP + FP + FN) per class (Long et al.'s IU; Tabassum et al. n.d.'s mIU terms;
+        Quenum et al. 2023, eq. 6).
+    dice: 2 TP / (2 TP + FP + FN) per class — the per-class F1 score (Tabassum et al. n.d.) and
+        Dice similarity coefficient (Quenum et al. 2023, eq. 5).
     miou, mdsc: means of iou / dice over the classes where they are defined.
-    fiu: frequency-weighted IU, (1/t) Σ_c t_c IU_c (seed 000).
+    fiu: frequency-weighted IU, (1/t) Σ_c t_c IU_c (Tabassum et al. n.d., App. §II).
     pixel_accuracy: correctly classified pixels / all pixels.
     """
 
@@ -76,7 +78,8 @@ def scores(confusion: np.ndarray) -> SegmentationScores:
 def best_and_lowest_accuracy(
     per_slice_accuracy: Sequence[float], k: int = 5
 ) -> tuple[float, float]:
-    """Mean pixel accuracy of the k best and the k lowest slices (seed 000 Table II)."""
+    """Mean pixel accuracy of the k best and the k lowest slices (Tabassum et al. n.d.,
+    App. Table II)."""
     ordered = np.sort(np.asarray(per_slice_accuracy, dtype=np.float64))
     if ordered.size == 0:
         return float("nan"), float("nan")

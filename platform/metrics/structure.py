@@ -1,10 +1,10 @@
 """The numbers scientists compute from a segmentation: phase volume fractions, specific
 surface area and tortuosity factor per axis.
 
-Computed the same way for predictions and ground truth, so models are also judged by what
-their segmentations would make a scientist publish (seed 001: labelling bias moves these
-numbers). The tortuosity factor is TauFactor's (Kench et al.), the battery field's
-standard: steady-state diffusion through the phase between two opposite faces, the others
+Computed the same way for predictions and ground truth, so models are also judged by what their
+segmentations would make a scientist publish (Su et al. 2022, abstract: labelling bias moves these
+numbers; docs/references.md). The tortuosity factor is TauFactor's (Kench et al.), the battery
+field's standard: steady-state diffusion through the phase between two opposite faces, the others
 sealed; τ = ε · D_bulk / D_eff.
 """
 

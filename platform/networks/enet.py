@@ -1,5 +1,5 @@
-"""E-Net (seed 002 §3.4): a weighted ensemble of segmentation networks. The paper's best
-mIoU comes from 20% U-Net + 80% TransforCNN, which is the default.
+"""E-Net (Quenum et al. 2023, §3.4; docs/references.md): a weighted ensemble of segmentation
+networks. The paper's best mIoU comes from 20% U-Net + 80% TransforCNN, which is the default.
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ def _normalised(weights: Sequence[float], n_members: int) -> torch.Tensor:
 
 
 class ENet(nn.Module):
-    """Weighted ensemble of segmentation networks (seed 002 §3.4). The output is the log of
-    the weighted mean of the members' softmax probabilities, so its softmax and argmax are
-    the ensemble's. Training trains every member on its own logits; ``tune_weights``
-    searches the weights on validation data. The weights are a buffer (in the state dict).
+    """Weighted ensemble of segmentation networks (Quenum et al. 2023, §3.4). The output is the log
+    of the weighted mean of the members' softmax probabilities, so its softmax and argmax are the
+    ensemble's. Training trains every member on its own logits; ``tune_weights`` searches the
+    weights on validation data. The weights are a buffer (in the state dict).
     """
 
     weights: torch.Tensor
@@ -59,7 +59,7 @@ class ENet(nn.Module):
         cls,
         in_channels: int = 1,
         n_classes: int = 2,
-        weights: Sequence[float] = (0.2, 0.8),  # seed 002 §3.4: 20% U-Net + 80% TransforCNN
+        weights: Sequence[float] = (0.2, 0.8),  # Quenum et al. 2023, §3.4: 20/80
         unet: dict | None = None,
         transforcnn: dict | None = None,
     ) -> ENet:

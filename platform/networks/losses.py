@@ -1,4 +1,4 @@
-"""Segmentation losses (seed 002 eqs. 1–4), multi-class, on logits.
+"""Segmentation losses (Quenum et al. 2023, eqs. 1–4; docs/references.md), multi-class, on logits.
 
 Every loss takes ``logits`` (N, C, H, W) float and ``target`` (N, H, W) int64 class
 indices, and optional per-pixel ``weight`` (N, H, W) (label tiers: expert > annotator >
@@ -75,7 +75,8 @@ def tversky(
     weight: torch.Tensor | None = None,
     beta: float = 0.7,
 ) -> torch.Tensor:
-    """1 − Tversky index (eq. 1, Salehi et al.), β weighs false positives (α = 1 − β)."""
+    """1 − Tversky index (eq. 1, Salehi et al.), β weighs false positives (α = 1 − β); the
+    paper gives no β, the default 0.7 is tomoloop's."""
     return 1 - _tversky_index(logits, target, beta, weight).mean()
 
 
@@ -95,7 +96,7 @@ def focal_tversky(
 ) -> torch.Tensor:
     """Focal Tversky loss Σ_c (1 − TI_c)^(1/γ), γ = 4/3 (eq. 2; Abraham & Khan, ref. [53]).
 
-    Seed 002 prints eq. 2 as 1 − TI^γ; its source [53] defines (1 − TI)^(1/γ), which is
+    Quenum et al. 2023 print eq. 2 as 1 − TI^γ; its source [53] defines (1 − TI)^(1/γ), which is
     what focuses training on hard (low-TI) classes, so that form is used here.
     """
     index = _tversky_index(logits, target, beta, weight)

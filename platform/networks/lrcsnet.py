@@ -1,14 +1,14 @@
-"""LRCS-Net (seed 001, Su et al., npj Comput. Mater. 2022): an asymmetric-depth
-SegNet-like encoder–decoder for multiphase nano-CT segmentation.
+"""LRCS-Net (Su et al. 2022, abstract; docs/references.md): an asymmetric-depth SegNet-like
+encoder–decoder for multiphase nano-CT segmentation.
 
-Seed 001 gives only "asymmetrical depth encoder–decoder, derived from Seg-Net and Xlearn".
-The layer plan follows the authors' published code, SegmentPy (github.com/ZeliangSu/SegmentPy:
-``docs/model.rst`` "LRCS-Net" table and ``model_LRCS_lecun_thinner_encoder`` in
-``src/segmentpy/tf114/model.py``): a *thin* encoder of one convolution per level (cs, 2cs,
-4cs channels) with max pooling, a sigmoid bottleneck convolution, and a *deeper* decoder of
-two convolutions per level that upsamples with SegNet's max-unpooling (the encoder's pooling
-indices), then a convolution to the class logits. The published asymmetry is therefore a
-shallower encoder than decoder; both depths are options here.
+The seed text (Su et al. 2022, highlights) gives only "asymmetrical depth encoder–decoder, derived
+from Seg-Net and Xlearn". The layer plan follows the authors' published code, SegmentPy
+(github.com/ZeliangSu/SegmentPy: ``docs/model.rst`` "LRCS-Net" table and
+``model_LRCS_lecun_thinner_encoder`` in ``src/segmentpy/tf114/model.py``): a *thin* encoder of one
+convolution per level (cs, 2cs, 4cs channels) with max pooling, a sigmoid bottleneck convolution,
+and a *deeper* decoder of two convolutions per level that upsamples with SegNet's max-unpooling (the
+encoder's pooling indices), then a convolution to the class logits. The published asymmetry is
+therefore a shallower encoder than decoder; both depths are options here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""MatPhase (seed 000, Tabassum et al.): a semantic model (UGSM) plus the local classifier
-LCGAR of seed 000 Table I, trained by a hierarchical curriculum (easy pixels first); and the
-seed's data preparation: row-removal augmentation and kNN label smoothing by domain rules.
+"""MatPhase (Tabassum et al. n.d.; docs/references.md): a semantic model (UGSM) plus the local
+classifier LCGAR (App. Table I), trained by a hierarchical curriculum (easy pixels first); and the
+appendix's data preparation (App. §II, Pre-processing): row-removal augmentation and kNN label
+smoothing by domain rules.
 
 LCGAR classifies a pixel from its local patch and the UGSM logits there (Table I):
 conv 3×3 (32) ×2 → max pool 2 → conv 3×3 (16) ×2 → max pool 2 → conv 1×1 (8) ×2 →
@@ -25,11 +26,11 @@ from tomoloop.networks.layers import SIDE_MULTIPLE, check_sides
 from tomoloop.networks.losses import Loss
 from tomoloop.networks.unet import UNet
 
-_SLOPE = 0.01  # LeakyReLU negative slope (seed 000 names LeakyReLU, not its slope)
+_SLOPE = 0.01  # LeakyReLU slope (Tabassum et al. n.d., App. §II: no value)
 
 
 class LCGAR(nn.Module):
-    """Seed 000 Table I, applied at every pixel of an image or to explicit patches.
+    """LCGAR (Tabassum et al. n.d., App. Table I) at every pixel of an image or on given patches.
 
     Table I pads its 3×3 convolutions with zeros inside a ``patch``² window; here the
     window's neighbouring pixels take the place of those zeros, so a pixel's decision reads
@@ -40,7 +41,7 @@ class LCGAR(nn.Module):
 
     The layers after the flatten (FC 128, dropout, batch norm, FC n_classes) are one
     :attr:`head` on rows of features, one row per pixel: the pixels are the batch, as in
-    seed 000, which trains LCGAR on batches of 1024 pixels.
+    Tabassum et al. n.d. (App. §II), who train LCGAR on batches of 1024 pixels.
     """
 
     context = 6  # pixels the 3×3 convolutions reach around the window: 1 + 1 + 2 · (1 + 1)
@@ -125,10 +126,10 @@ def curriculum_mask(
     ramp: float = 0.5,
     among: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Seed 000's curriculum, easy → hard: True where ``difficulty`` (any shape) is at or
-    below its q-quantile, q rising linearly from ``start`` at progress 0 to 1 at
-    progress ``ramp`` (every pixel admitted from then on). ``among`` (bool, the shape of
-    ``difficulty``): only those pixels take part, in the quantile and in the result.
+    """The curriculum, easy → hard (tomoloop's schedule; see docs/references.md): True where
+    ``difficulty`` (any shape) is at or below its q-quantile, q rising linearly from ``start`` at
+    progress 0 to 1 at progress ``ramp`` (every pixel admitted from then on). ``among`` (bool, the
+    shape of ``difficulty``): only those pixels take part, in the quantile and in the result.
     """
     q = 1.0 if ramp <= 0 else start + (1.0 - start) * min(max(progress, 0.0) / ramp, 1.0)
     every = torch.ones_like(difficulty, dtype=torch.bool) if among is None else among
@@ -150,16 +151,16 @@ def sample_pixels(mask: torch.Tensor, limit: int | None) -> torch.Tensor:
 
 
 class MatPhase(nn.Module):
-    """UGSM (a U-Net) + dense LCGAR: (N, C_in, H, W) → (N, n_classes, H, W) LCGAR logits,
-    H and W divisible by 16. ``base``, ``depth``, ``dropout`` shape the UGSM;
-    ``patch`` and ``lcgar_dropout`` the LCGAR (seed 000: 20 %); ``curriculum_start`` and
-    ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the
-    admitted pixels the LCGAR trains on per batch (``None``: all of them).
+    """UGSM (a U-Net) + dense LCGAR: (N, C_in, H, W) → (N, n_classes, H, W) LCGAR logits, H and W
+    divisible by 16. ``base``, ``depth``, ``dropout`` shape the UGSM; ``patch`` and
+    ``lcgar_dropout`` the LCGAR (Tabassum et al. n.d., App. Table I: 20 %); ``curriculum_start`` and
+    ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the admitted
+    pixels the LCGAR trains on per batch (``None``: all of them).
 
-    Chosen where seed 000 is silent: UGSM and LCGAR train together (the seed trains UGSM
-    first), the LCGAR sees the UGSM logits detached, so only the UGSM term trains the UGSM;
-    [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the LCGAR trains on at most 4096
-    random admitted pixels per batch (the seed's pixel batches are 1024; its 128-wide
+    Chosen where Tabassum et al. n.d. are silent: UGSM and LCGAR train together (the appendix trains
+    them separately, App. §II), the LCGAR sees the UGSM logits detached, so only the UGSM term
+    trains the UGSM; [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the LCGAR trains on at most
+    4096 random admitted pixels per batch (the appendix's pixel batches are 1024; its 128-wide
     per-pixel head costs two thirds of a dense training pass).
     """
 
@@ -186,7 +187,7 @@ class MatPhase(nn.Module):
 
     @staticmethod
     def scale_input(images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] slices → [−1, 1] (seed 000 normalises LCGAR's input so), clipped."""
+        """[0, 1] slices → [−1, 1], clipped (Tabassum et al. n.d., App. §II: LCGAR input range)."""
         return (2 * images - 1).clamp(-1, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -258,8 +259,8 @@ def _stretch_rows(array: np.ndarray, height: int, linear: bool) -> np.ndarray:
 def remove_rows_and_resize(
     image: np.ndarray, labels: np.ndarray, k: int = 10
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seed 000's augmentation: k versions of a slice, version i (1 … k) with its top i rows
-    removed and stretched back to the original size.
+    """Tabassum et al. n.d.'s augmentation (App. §II, Pre-processing): k versions of a slice,
+    version i (1 … k) with its top i rows removed and stretched back to the original size.
 
     image (H, W) float (or integer: returned float32), labels (H, W) integer; each version is
     (image (H, W) of the image's float dtype, linearly interpolated; labels (H, W) of the
@@ -293,9 +294,10 @@ def _neighbour_counts(mask: np.ndarray, radius: int) -> np.ndarray:
 def smooth_labels_knn(
     labels: np.ndarray, exclusive: list[tuple[int, int]], radius: int = 1
 ) -> np.ndarray:
-    """Seed 000's domain rule: two classes of an exclusive pair (a, b) cannot touch (carbon
-    binder and Ni), so a pixel of class a whose neighbours are mostly (more than half of
-    the labelled ones inside the image) class b becomes b, and the other way round.
+    """Tabassum et al. n.d.'s domain rule (App. §II, Pre-processing): two classes of an exclusive
+    pair (a, b) cannot touch (carbon binder and Ni), so a pixel of class a whose neighbours are
+    mostly (more than half of the labelled ones inside the image) class b becomes b, and the other
+    way round.
 
     labels (H, W) integer → (H, W) of the same dtype. Neighbours: the k = (2·radius + 1)² − 1
     nearest pixels (k = 8 at radius 1). One pass, decided on the input labels; classes in no

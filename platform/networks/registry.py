@@ -101,9 +101,9 @@ def load_model(data: bytes, device: str | torch.device = "cpu") -> tuple[nn.Modu
 
 
 def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Copy every tensor of ``state`` whose name and shape match into ``model`` (transfer
-    learning, seed 001); the names of the model's tensors left as initialised (e.g. a
-    head for another number of classes).
+    """Copy every tensor of ``state`` whose name and shape match into ``model`` (transfer learning,
+    Su et al. 2022, abstract; docs/references.md); the names of the model's tensors left as
+    initialised (e.g. a head for another number of classes).
     """
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

@@ -1,5 +1,5 @@
-"""TransforCNN (seed 002 §3.3): a ViT encoder over 16×16 sub-patches whose every second
-block is reshaped into a 2D map and fused into a CNN decoder.
+"""TransforCNN (Quenum et al. 2023, §3.3; docs/references.md): a ViT encoder over 16×16 sub-patches
+whose every second block is reshaped into a 2D map and fused into a CNN decoder.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from torch import nn
 
 from tomoloop.networks.layers import check_sides, conv_block
 
-PATCH = 16  # seed 002 §3.3: 16×16 sub-patches
-REFERENCE_SIDE = 128  # seed 002 §3: the 128×128 patches the networks were trained on
+PATCH = 16  # Quenum et al. 2023, §3.3: 16×16 sub-patches
+REFERENCE_SIDE = 128  # Quenum et al. 2023, §3: the 128×128 patches the networks were trained on
 
 
 class FourierPositions(nn.Module):
@@ -95,7 +95,7 @@ def lift(in_channels: int, out_channels: int, steps: int) -> nn.Sequential:
 
 
 class TransforCNN(nn.Module):
-    """Hybrid Transformer-CNN of seed 002 §3.3.
+    """Hybrid Transformer-CNN of Quenum et al. 2023, §3.3.
 
     Encoder: the image is cut into 16×16 sub-patches, each flattened, linearly embedded
     into ``dim`` (64) features and added to its Fourier-feature positional encoding, then
@@ -117,9 +117,9 @@ class TransforCNN(nn.Module):
         self,
         in_channels: int = 1,
         n_classes: int = 2,
-        dim: int = 64,  # seed 002 §3.3: 64-dimensional embeddings
-        blocks: int = 8,  # seed 002 §3.3: 8 transformer encoder units
-        fuse_every: int = 2,  # seed 002 §3.3: the outputs of every 2 encoders are fused
+        dim: int = 64,  # Quenum et al. 2023, §3.3: 64-d embeddings
+        blocks: int = 8,  # Quenum et al. 2023, §3.3: 8 encoder units
+        fuse_every: int = 2,  # Quenum et al. 2023, §3.3: every 2 fused
         heads: int = 4,
         mlp_ratio: int = 4,
         fourier_scale: float = 2.0,

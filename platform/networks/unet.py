@@ -1,5 +1,5 @@
-"""U-Net (seed 002 §3.1, after Ronneberger et al. 2015): the encoder–decoder every other
-seed network is compared with, and a member of E-Net and MatPhase.
+"""U-Net (Quenum et al. 2023, §3.1, after Ronneberger et al. 2015; docs/references.md): the
+encoder–decoder every other network is compared with, and a member of E-Net and MatPhase.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tomoloop.networks.layers import check_sides, conv_block, decode, up_path
 
 
 class UNet(nn.Module):
-    """U-Net as seed 002 §3.1 adapts it (Ronneberger et al.): 3×3 convolutions from 16
+    """U-Net as Quenum et al. 2023 (§3.1) adapt it (Ronneberger et al.): 3×3 convolutions from 16
     channels, doubled at every level, max pooling down to a 256-channel 8×8 map from a
     128×128 input (``base=16, depth=4``); transposed convolutions up, concatenated with the
     encoder map of the same size. Dropout before each decoder level (MC dropout).

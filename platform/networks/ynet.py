@@ -1,6 +1,6 @@
-"""Y-Net (seed 002 §3.2, after Quenum et al. 2021): a regular-convolution module, a
-dilated-convolution module and a pyramid-pooling module read the same image; their 8×8
-maps (from a 128×128 input) are fused and decoded back to full-resolution logits.
+"""Y-Net (Quenum et al. 2023, §3.2, after Quenum et al. 2021; docs/references.md): a
+regular-convolution module, a dilated-convolution module and a pyramid-pooling module read the same
+image; their 8×8 maps (from a 128×128 input) are fused and decoded back to full-resolution logits.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def conv_bn_relu(
 
 class RegularConvolutionModule(nn.Module):
     """Convolution alternating with 2×2 max pooling, channels doubling at every level
-    (seed 002 §3.2: from 24 channels down to an 8×8 map for a 128×128 input).
+    (Quenum et al. 2023, §3.2: from 24 channels down to an 8×8 map for a 128×128 input).
     """
 
     def __init__(self, in_channels: int, widths: list[int]) -> None:
@@ -52,10 +52,10 @@ class RegularConvolutionModule(nn.Module):
 
 
 class DilatedConvolutionModule(nn.Module):
-    """A constant number of channels throughout; every stage is a dilated 3×3 convolution
-    followed by a 3×3 convolution of stride 2 (seed 002 §3.2). The plain strided convolution
-    after the dilated one lets every pixel reach the output (a dilated convolution of stride
-    2 alone samples only every other pixel).
+    """A constant number of channels throughout; every stage is a dilated 3×3 convolution followed
+    by a 3×3 convolution of stride 2 (Quenum et al. 2023, §3.2). The plain strided convolution after
+    the dilated one lets every pixel reach the output (a dilated convolution of stride 2 alone
+    samples only every other pixel).
     """
 
     def __init__(self, in_channels: int, width: int, stages: int, dilation: int) -> None:
@@ -76,9 +76,10 @@ class DilatedConvolutionModule(nn.Module):
 
 
 class PyramidPoolingModule(nn.Module):
-    """PSPNet's pyramid pooling (Zhao et al.): average-pool the map into b×b bins for each
-    b, 1×1-convolve, upsample back and concatenate with the map itself (seed 002 §3.2).
-    The branches have no batch norm: a 1×1 bin holds one value per channel and image.
+    """PSPNet's pyramid pooling (Zhao et al.): average-pool the map into b×b bins for each b,
+    1×1-convolve, upsample back and concatenate with the map itself (Quenum et al. 2023, §3.2, names
+    the module only). The branches have no batch norm: a 1×1 bin holds one value per channel and
+    image.
     """
 
     def __init__(self, channels: int, bins: tuple[int, ...]) -> None:
@@ -100,7 +101,7 @@ class PyramidPoolingModule(nn.Module):
 
 
 class YNet(nn.Module):
-    """Y-Net as seed 002 §3.2 adapts it. The regular-convolution module (24 channels,
+    """Y-Net as Quenum et al. 2023 (§3.2) adapt it. The regular-convolution module (24 channels,
     doubling, max pooling to 8×8 from 128×128) and the dilated-convolution module (16
     channels throughout, stride 2 to 8×8) read the image side by side; the pyramid-pooling
     module pools the dilated map at several scales and is concatenated with it. The two 8×8
@@ -116,9 +117,9 @@ class YNet(nn.Module):
         self,
         in_channels: int = 1,
         n_classes: int = 2,
-        base: int = 24,  # seed 002 §3.2: regular module starts with 24 channels
-        dilated_width: int = 16,  # seed 002 §3.2: 16 channels throughout the dilated module
-        depth: int = 4,  # seed 002 §3.2: 128×128 down to 8×8 in both modules
+        base: int = 24,  # Quenum et al. 2023, §3.2: regular module from 24
+        dilated_width: int = 16,  # Quenum et al. 2023, §3.2: 16 throughout
+        depth: int = 4,  # Quenum et al. 2023, §3.2: 128² down to 8²
         dilation: int = 2,
         bins: tuple[int, ...] = (1, 2, 4),
         dropout: float = 0.1,

@@ -1,5 +1,5 @@
-"""Flawed-particle classification and 3-phase flaw segmentation (seed 004, Methods
-"Classifier Training and Validation" and "Flaw Segmentation").
+"""Flawed-particle classification and 3-phase flaw segmentation (Daemi et al. 2022, §4
+"Classifier Training and Validation" and "Flaw Segmentation"; docs/references.md).
 
 A particle's grey slices, masked by the particle, CLAHE-equalised and resized to 128 × 128,
 are scored by a VGG16-style binary CNN (pairs of 3 × 3 convolutions with ReLU, 2 × 2 max
@@ -24,10 +24,10 @@ from torch import nn
 from tomoloop.checkpoints import read_checkpoint
 from tomoloop.errors import TomoloopError
 
-INPUT_SIDE = 128  # seed 004: slices resized to 128 × 128 for the classifier
-SLICES_PER_PARTICLE = 10  # seed 004: ten slices per particle …
+INPUT_SIDE = 128  # Daemi et al. 2022, §4: slices resized to 128 × 128
+SLICES_PER_PARTICLE = 10  # Daemi et al. 2022, §2.3: ten slices …
 HEIGHT_SPAN = 0.8  # … within 80 % of its height
-FLAW_THRESHOLD = 0.4  # seed 004: flawed when the mean score is ≥ 0.4
+FLAW_THRESHOLD = 0.4  # Daemi et al. 2022, §4: flawed when mean score ≥ 0.4
 
 
 class FlawError(TomoloopError):
@@ -62,7 +62,7 @@ class FlawNet(nn.Module):
         self.head = nn.Sequential(
             nn.AdaptiveMaxPool2d(1),  # a flaw anywhere on the slice counts
             nn.Flatten(),
-            nn.Dropout(dropout),  # seed 004: 10 % dropout
+            nn.Dropout(dropout),  # Daemi et al. 2022, §4: 10 % dropout
             nn.Linear(channels, 1),
         )
         self.widths = tuple(widths)
@@ -134,7 +134,8 @@ def flaw_volume(grey: np.ndarray, labels: np.ndarray, flawed: set[int]) -> np.nd
 
 
 def is_flawed(scores: np.ndarray, threshold: float = FLAW_THRESHOLD) -> bool:
-    """Seed 004's rule: the particle is flawed when its slices' mean score is ≥ threshold."""
+    """Daemi et al. 2022's rule (§4, Flaw Segmentation): the particle is flawed when its slices'
+    mean score is ≥ threshold."""
     if not len(scores):
         raise FlawError("no slice scores: a particle needs at least one scored slice")
     return float(np.mean(scores)) >= threshold
@@ -151,7 +152,7 @@ def slice_scores(net: FlawNet, inputs: np.ndarray, device: torch.device) -> np.n
 def three_phase(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(H, W) uint8 3-phase map of one particle slice: 0 outside the particle, 1 flaw
     (darker than the OpenCV triangle threshold of the grey values inside the mask),
-    2 solid (seed 004).
+    2 solid (Daemi et al. 2022, §2.5 and §4, Flaw Segmentation).
     """
     out = np.zeros(mask.shape, np.uint8)
     if not mask.any():
@@ -165,7 +166,7 @@ def three_phase(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class FlawTrainConfig:
     """epochs: most epochs; patience: epochs without a validation-accuracy gain before
-    stopping (seed 004: 15); lr: Adam learning rate; batch: slices per step.
+    stopping (Daemi et al. 2022, §4: 15); lr: Adam learning rate; batch: slices per step.
     """
 
     epochs: int = 60
@@ -225,7 +226,7 @@ def split_examples(
 
 
 def _augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random right-angle rotation and flips of each (128, 128) slice (seed 004)."""
+    """Random right-angle rotation and flips of each (128, 128) slice (Daemi et al. 2022, §4)."""
     out = np.empty_like(batch)
     for i, image in enumerate(batch):
         image = np.rot90(image, int(rng.integers(4)))

@@ -2,8 +2,8 @@
 documents, detections and their COCO results.
 
 Class-index label slices become COCO instances exactly as :mod:`tomoloop.coco.convert` converts
-label stacks (seed 004 §2.1: every 2D connected component of an instance phase is one
-instance). Detections are what an instance model returns for one slice.
+label stacks (Daemi et al. 2022, §2.1; docs/references.md: every 2D connected component of an
+instance phase is one instance). Detections are what an instance model returns for one slice.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""3D particles from 2D instance masks (seed 004, Methods "3D reconstruction").
+"""3D particles from 2D instance masks (Daemi et al. 2022, §4 "Label Generation and
+Mask R-CNN Training"; docs/references.md).
 
 The volume is segmented slice by slice along z, y and x; the three particle masks are
 fused by vote, cleaned by erosion, hole filling and dilation, and split into particles by
@@ -46,7 +47,7 @@ class ReassemblyOptions:
     Attributes:
         votes: how many of the slicing directions must call a voxel particle.
         erosion: radius in voxels of the erosion and of the dilation after hole filling
-            (seed 004 smooths slice artefacts so; 0 switches both off).
+            (Daemi et al. 2022, §4: smooths slice artefacts; 0 switches both off).
         fill_holes: fill enclosed holes of every particle (flaws count as particle).
         watershed: split touching particles by a distance-transform watershed; otherwise
             26-connected components are the particles.
@@ -94,9 +95,9 @@ def fuse(masks: Sequence[np.ndarray], votes: int) -> np.ndarray:
 
 
 def clean(mask: np.ndarray, erosion: int, fill_holes: bool) -> np.ndarray:
-    """Erosion, hole filling, dilation (seed 004) of a (Z, Y, X) bool mask; the dilation
-    adds nothing outside the mask and its filled holes, so only specks and thin
-    protrusions go.
+    """Erosion, hole filling, dilation (Daemi et al. 2022, §4) of a (Z, Y, X) bool mask; the
+    dilation adds nothing outside the mask and its filled holes, so only specks and thin protrusions
+    go.
     """
     out = mask
     ball = ndimage.generate_binary_structure(3, 1)
@@ -222,14 +223,15 @@ def _face_voxels(own: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]
     return int((own & on_face).sum())
 
 
-PARTIAL_FRACTION = 0.2  # seed 004: > 20 % of the surface on the boundary → partial particle
+# Daemi et al. 2022, §4: > 20 % of the surface on the boundary → partial particle
+PARTIAL_FRACTION = 0.2
 
 
 def partial_particles(
     particles: Sequence[Particle], threshold: float = PARTIAL_FRACTION
 ) -> set[int]:
     """Ids of particles cut by the volume's edge: more than ``threshold`` of their surface
-    voxels on its outer faces (seed 004).
+    voxels on its outer faces (Daemi et al. 2022, §4).
     """
     return {p.id for p in particles if p.boundary_fraction > threshold}
 
@@ -269,8 +271,8 @@ def mahalanobis_outliers(features: np.ndarray, quantile: float = 0.975) -> np.nd
 
 
 def slice_artefacts(particles: Sequence[Particle], quantile: float = 0.975) -> set[int]:
-    """Ids of particles that are Mahalanobis outliers (seed 004) and thinner than typical:
-    slice-like artefacts of 2D detection, not merely the largest particles.
+    """Ids of particles that are Mahalanobis outliers (Daemi et al. 2022, §4) and thinner than
+    typical: slice-like artefacts of 2D detection, not merely the largest particles.
     """
     features = artefact_features(particles)
     if not len(features):
@@ -299,8 +301,8 @@ def size_distribution(
 
 @dataclass(frozen=True)
 class ParticleAnalysis:
-    """The particles of a label volume with seed 004's exclusions: ``kept`` are neither
-    slice artefacts nor partial.
+    """The particles of a label volume with Daemi et al. 2022's exclusions (§4): ``kept`` are
+    neither slice artefacts nor partial.
     """
 
     particles: list[Particle]
@@ -341,7 +343,7 @@ def particle_rows(
 def particle_summary(
     analysis: ParticleAnalysis, scores: dict[int, np.ndarray] | None, bin_um: float
 ) -> dict:
-    """Counts (seed 004 Table 1: particles, flawed, % flawed of the kept ones), mean
+    """Counts (Daemi et al. 2022, Table 1: particles, flawed, % flawed of the kept ones), mean
     equivalent radius (µm) and the size distribution of the kept particles. Flaw figures
     are None when the particles were not classified (``scores`` None).
     """
@@ -371,7 +373,7 @@ def phase_size_distribution(
     mask: np.ndarray, voxel_size_um: Sequence[float], bin_um: float, seed_depth: float = 1.0
 ) -> dict:
     """Particle-size distribution of a (Z, Y, X) bool phase: its particles split by the
-    watershed (:func:`separate`), partial particles left out (seed 004's 20 % rule);
+    watershed (:func:`separate`), partial particles left out (Daemi et al. 2022, §4: the 20 % rule);
     ``{"particles", "mean_equivalent_radius_um", "edges_um", "counts"}``.
     """
     labels = separate(mask, True, seed_depth)

@@ -1,11 +1,11 @@
 """Training data for the semantic networks: labelled slices, tier weights, augmentation
 and patch sampling.
 
-A :class:`LabelledSlice` is one normalised grey slice (H, W) float32 in [0, 1] with its
-class-index labels (H, W) uint8 (:data:`tomoloop.labels.IGNORE` where unlabelled) and a
-weight from its label tier. Patches are cut from
-them at random (optionally centred on a pixel of a class drawn uniformly, so rare phases
-are seen), augmented as seed 002 §3.3 describes, and batched as tensors.
+A :class:`LabelledSlice` is one normalised grey slice (H, W) float32 in [0, 1] with its class-index
+labels (H, W) uint8 (:data:`tomoloop.labels.IGNORE` where unlabelled) and a weight from its label
+tier. Patches are cut from them at random (optionally centred on a pixel of a class drawn uniformly,
+so rare phases are seen), augmented as Quenum et al. 2023 (§4; docs/references.md) describe, and
+batched as tensors.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class LabelledSlice:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Seed 002 §3.3: rotations, flips, crop/shift (the random patch origin), zoom 0.8–1
+    """Quenum et al. 2023, §4: rotations, flips, crop/shift (the random patch origin), zoom 0.8–1
     and ±5 % brightness and contrast. ``angle`` is the largest free rotation in degrees on
     top of the right-angle rotations.
     """
@@ -120,8 +120,8 @@ def prepare_training_slices(
     row_removal: int = 0,
     exclusive: Sequence[tuple[int, int]] = (),
 ) -> list[LabelledSlice]:
-    """Seed 000's preparation of training slices: labels smoothed by the domain rule
-    (classes of an ``exclusive`` pair cannot touch; kNN relabelling), then each slice
+    """Tabassum et al. n.d.'s preparation (App. §II) of training slices: labels smoothed by the
+    domain rule (classes of an ``exclusive`` pair cannot touch; kNN relabelling), then each slice
     joined by ``row_removal`` versions with 1 … k top rows removed and stretched back.
     """
     out = []

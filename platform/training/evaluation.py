@@ -1,5 +1,6 @@
-"""Judging a trained network on labelled slices: seed 000 / 002 scores, k best and lowest
-slices, phase volume fractions against the truth, and latency per patch.
+"""Judging a trained network on labelled slices: the scores of Tabassum et al. n.d. and
+Quenum et al. 2023 (docs/references.md), k best and lowest slices, phase volume fractions against
+the truth, and latency per patch.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class TortuosityCheck:
 @dataclass(frozen=True)
 class Evaluation:
     """Scores over all slices together (one confusion matrix), k best/lowest slice pixel
-    accuracies (k = 5, seed 000 Table II), per-class volume fractions of truth and
+    accuracies (k = 5, Tabassum et al. n.d., App. Table II), per-class volume fractions of truth and
     prediction, and mean seconds per (tile × tile) patch on the device used.
     """
 

@@ -56,7 +56,7 @@ class TrainConfig:
     """
 
     epochs: int = 30
-    patch: int = 128  # seed 002 §3.1 trains on 128 × 128 patches
+    patch: int = 128  # Quenum et al. 2023, §3 (docs/references.md): 128² patches
     batch: int = 8
     patches_per_epoch: int = 256
     lr: float = 1e-3
@@ -67,8 +67,9 @@ class TrainConfig:
     class_balanced: bool = True
     augmentation: Augmentation = field(default_factory=Augmentation)
     overlap: int = 32
-    row_removal: int = 0  # seed 000 uses k = 10 row-removed copies of each slice
-    exclusive: tuple[tuple[int, int], ...] = ()  # class pairs that cannot touch (seed 000)
+    row_removal: int = 0  # Tabassum et al. n.d., App. §II: k = 10 copies
+    # class pairs that cannot touch (Tabassum et al. n.d., App. §II)
+    exclusive: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
         problems = [

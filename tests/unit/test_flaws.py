@@ -1,4 +1,5 @@
-"""Seed 004's flaw rule, classifier inputs, the flaw classifier learning, 3-phase maps."""
+"""Daemi et al. 2022's flaw rule (docs/references.md), classifier inputs, the flaw classifier
+learning, 3-phase maps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Y-Net, TransforCNN and E-Net of seed 002 (§3.2–3.4)."""
+"""Y-Net, TransforCNN and E-Net of Quenum et al. 2023, §3.2–3.4 (docs/references.md)."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
-"""3D particles from 2D masks: fusion, clean-up, watershed, measurement, the seed 004
-artefact and partial-particle rules, the size distribution.
+"""3D particles from 2D masks: fusion, clean-up, watershed, measurement, the artefact
+and partial-particle rules of Daemi et al. 2022, §4 (docs/references.md), the size distribution.
 """
 
 from __future__ import annotations
