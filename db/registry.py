@@ -549,14 +549,17 @@ class Registry:
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
-        ranked = self._best_ranked(volume_id)
+        return self._first_ranked(self._best_ranked(volume_id), Annotation.slice_id)
+
+    def _first_ranked(self, ranked: Any, order: Any) -> list[Annotation]:
+        """The annotations ranked 1 in ``ranked`` (a subquery of id and rank), by ``order``."""
         with self.session() as s:
             return list(
                 s.scalars(
                     select(Annotation)
                     .join(ranked, ranked.c.id == Annotation.id)
                     .where(ranked.c.rank == 1)
-                    .order_by(Annotation.slice_id)
+                    .order_by(order)
                 )
             )
 
@@ -750,6 +753,28 @@ class Registry:
         )
         with self.session() as s:
             return [DatasetSlice(*row) for row in s.execute(query)]
+
+    def lower_labels(self, annotation_id: int) -> list[Annotation]:
+        """The semantic labels a sparse label is merged over: of its slice, the newest of
+        each lower tier made before it (so a frozen dataset version trains the same), lowest
+        tier first."""
+        top = self.annotation(annotation_id)
+        ranked = (
+            select(
+                Annotation.id,
+                func.row_number()
+                .over(partition_by=Annotation.tier, order_by=Annotation.id.desc())
+                .label("rank"),
+            )
+            .where(
+                Annotation.slice_id == top.slice_id,
+                Annotation.kind == Kind.SEMANTIC.value,
+                Annotation.tier < top.tier,
+                Annotation.id < top.id,
+            )
+            .subquery()
+        )
+        return self._first_ranked(ranked, Annotation.tier)
 
     def pool(self, dataset_version_id: int, split: str = "train") -> list[PoolSlice]:
         """The slices of a version's split with their labelling state, in volume, axis and
