@@ -25,6 +25,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.masks import InstanceMasks
+from tomoloop.labels.phases import IGNORE
 
 FROM_NAME, TO_NAME = "phase", "image"
 # Colour-blind-safe (Okabe–Ito) colours, one per phase in phase-map order.
@@ -99,8 +100,12 @@ def _region(region_id: str, binary: np.ndarray, label: str) -> dict:
 
 
 def brush_results(mask: np.ndarray, class_names: Sequence[str]) -> list[dict]:
-    """Label Studio brush regions (one per class present) of an (H, W) class-index mask."""
-    return [_region(f"class-{int(c)}", mask == c, class_names[int(c)]) for c in np.unique(mask)]
+    """Label Studio brush regions (one per class present) of an (H, W) class-index mask;
+    unlabelled pixels (:data:`IGNORE` in a uint8 mask) stay unpainted."""
+    present = np.unique(mask)
+    if mask.dtype == np.uint8:
+        present = present[present != IGNORE]
+    return [_region(f"class-{int(c)}", mask == c, class_names[int(c)]) for c in present]
 
 
 def instance_results(instances: InstanceMasks, class_names: Sequence[str]) -> list[dict]:

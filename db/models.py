@@ -111,6 +111,8 @@ class Annotation(Base):
     COCO RLE counts}}``). ``kind`` instance: one mask per particle, inline (``mask_rle``:
     ``{"size": [h, w], "instances": [{"class": class index, "counts": COCO RLE}]}``); a
     slice's best label of each kind is chosen separately.
+    ``labelled_px``: the pixels a semantic label labels (h × w for a dense one, the area of
+    its ``labelled`` region for a sparse one); None for an instance label.
     ``source`` says where it came from: ``auto:<labels sha256>``, ``model:<version id>``,
     ``ls:<project>/<annotation id>@<updated>``, ...
     """
@@ -136,6 +138,7 @@ class Annotation(Base):
     mask_uri: Mapped[str | None] = mapped_column(String(2000))
     mask_sha256: Mapped[str | None] = mapped_column(String(64))
     mask_rle: Mapped[dict | None] = mapped_column(JSON)
+    labelled_px: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

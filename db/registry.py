@@ -48,6 +48,7 @@ from tomoloop.db.models import (
     utcnow,
 )
 from tomoloop.errors import TomoloopError
+from tomoloop.labels.masks import labelled_pixels
 from tomoloop.names import check_name
 from tomoloop.processes import ProcessId
 
@@ -72,7 +73,11 @@ class RegistryError(TomoloopError):
 
 @dataclass(frozen=True)
 class NewAnnotation:
-    """An annotation to add. See :class:`tomoloop.db.models.Annotation` for the fields."""
+    """An annotation to add. See :class:`tomoloop.db.models.Annotation` for the fields.
+
+    ``labelled_px`` is computed from an inline semantic mask; a semantic mask stored as a
+    file must bring it (:func:`tomoloop.labels.masks.labelled_pixels` of the document).
+    """
 
     slice_id: int
     tier: Tier
@@ -86,6 +91,7 @@ class NewAnnotation:
     author: str = ""
     lead_time_s: float | None = None
     kind: Kind = Kind.SEMANTIC
+    labelled_px: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Lineage:
     dataset_version_id: int | None
     annotations_by_tier: dict[str, int] = field(default_factory=dict)
     volume_ids: list[int] = field(default_factory=list)
+    labelled_px: int = 0  # pixels the dataset version's semantic labels label
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,7 @@ _ANNOTATION_COLUMNS = (
     "mask_rle",
     "created_at",
     "kind",
+    "labelled_px",
 )
 
 
@@ -231,7 +239,28 @@ def _annotation_rows(annotations: Sequence[NewAnnotation], created_at: str) -> I
             None if a.mask_rle is None else _json(a.mask_rle),
             created_at,
             a.kind.value,
+            _labelled_px(a),
         )
+
+
+def _labelled_px(annotation: NewAnnotation) -> int | None:
+    """The pixels a semantic annotation labels: given, or counted from its inline mask;
+    None for an instance label or one without any mask.
+
+    Raises:
+        RegistryError: a semantic mask stored as a file without its count.
+    """
+    if annotation.kind != Kind.SEMANTIC or annotation.labelled_px is not None:
+        return annotation.labelled_px if annotation.kind == Kind.SEMANTIC else None
+    if annotation.mask_rle is None and annotation.mask_uri is None:
+        return None
+    if annotation.mask_rle is None:
+        raise RegistryError(
+            f"the {annotation.tier.name.lower()} label of slice {annotation.slice_id} from "
+            f"{annotation.source} has no inline mask and no labelled_px: give the pixel count "
+            "of a mask stored as a file (tomoloop.labels.masks.labelled_pixels)"
+        )
+    return labelled_pixels(annotation.mask_rle)
 
 
 def _json(value: dict) -> str:
@@ -520,14 +549,17 @@ class Registry:
 
     def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
-        ranked = self._best_ranked(volume_id)
+        return self._first_ranked(self._best_ranked(volume_id), Annotation.slice_id)
+
+    def _first_ranked(self, ranked: Any, order: Any) -> list[Annotation]:
+        """The annotations ranked 1 in ``ranked`` (a subquery of id and rank), by ``order``."""
         with self.session() as s:
             return list(
                 s.scalars(
                     select(Annotation)
                     .join(ranked, ranked.c.id == Annotation.id)
                     .where(ranked.c.rank == 1)
-                    .order_by(Annotation.slice_id)
+                    .order_by(order)
                 )
             )
 
@@ -653,6 +685,23 @@ class Registry:
                 per_split[key] = per_split.get(key, 0) + n
         return counts
 
+    def dataset_labelled_px(self, dataset_version_id: int) -> dict[str, int]:
+        """Pixels the semantic labels of a dataset version label, per split (``{split: n}``;
+        a dense label counts its whole slice, a sparse one its labelled region)."""
+        with self.session() as s:
+            return {
+                split: int(n)
+                for split, n in s.execute(
+                    select(DatasetMember.split, func.coalesce(func.sum(Annotation.labelled_px), 0))
+                    .join(Annotation, Annotation.id == DatasetMember.annotation_id)
+                    .where(
+                        DatasetMember.dataset_version_id == dataset_version_id,
+                        Annotation.kind == Kind.SEMANTIC.value,
+                    )
+                    .group_by(DatasetMember.split)
+                )
+            }
+
     def dataset_members(self, dataset_version_id: int) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
         with self.session() as s:
@@ -704,6 +753,28 @@ class Registry:
         )
         with self.session() as s:
             return [DatasetSlice(*row) for row in s.execute(query)]
+
+    def lower_labels(self, annotation_id: int) -> list[Annotation]:
+        """The semantic labels a sparse label is merged over: of its slice, the newest of
+        each lower tier made before it (so a frozen dataset version trains the same), lowest
+        tier first."""
+        top = self.annotation(annotation_id)
+        ranked = (
+            select(
+                Annotation.id,
+                func.row_number()
+                .over(partition_by=Annotation.tier, order_by=Annotation.id.desc())
+                .label("rank"),
+            )
+            .where(
+                Annotation.slice_id == top.slice_id,
+                Annotation.kind == Kind.SEMANTIC.value,
+                Annotation.tier < top.tier,
+                Annotation.id < top.id,
+            )
+            .subquery()
+        )
+        return self._first_ranked(ranked, Annotation.tier)
 
     def pool(self, dataset_version_id: int, split: str = "train") -> list[PoolSlice]:
         """The slices of a version's split with their labelling state, in volume, axis and
@@ -1061,7 +1132,9 @@ class Registry:
             parent = self.model(parent).parent_id
         by_tier: dict[str, int] = {}
         volume_ids: list[int] = []
+        labelled_px = 0
         if model.dataset_version_id is not None:
+            labelled_px = sum(self.dataset_labelled_px(model.dataset_version_id).values())
             with self.session() as s:
                 members = (
                     select(Annotation.kind, Annotation.tier, Slice.volume_id)
@@ -1080,7 +1153,9 @@ class Registry:
                 volume_ids = list(
                     s.scalars(select(members.c.volume_id).distinct().order_by(members.c.volume_id))
                 )
-        return Lineage(model_id, ancestors, model.dataset_version_id, by_tier, volume_ids)
+        return Lineage(
+            model_id, ancestors, model.dataset_version_id, by_tier, volume_ids, labelled_px
+        )
 
     def models_trained_on(self, annotation_id: int) -> list[int]:
         """Ids of the model versions whose training dataset holds this annotation."""

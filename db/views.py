@@ -36,6 +36,7 @@ def dataset_row(registry: Registry, dataset: DatasetVersion) -> dict:
         "hash": dataset.content_hash,
         "parent": dataset.parent_id,
         "counts": registry.dataset_counts(dataset.id),
+        "labelled_px": registry.dataset_labelled_px(dataset.id),
     }
 
 

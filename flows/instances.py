@@ -370,7 +370,10 @@ def load_registered_maskrcnn(
 
 
 def _has_instances(coco_file: Path | None) -> bool:
-    return coco_file is not None and bool(json.loads(coco_file.read_text())["annotations"])
+    """Whether a COCO file holds a particle (its ``iscrowd`` ignore regions are none)."""
+    return coco_file is not None and any(
+        not a.get("iscrowd") for a in json.loads(coco_file.read_text())["annotations"]
+    )
 
 
 def _every(n: int, report: Callable[[int, float], None]) -> Callable[[int, float], None]:

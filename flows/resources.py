@@ -18,6 +18,7 @@ from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.config import Settings
 from tomoloop.db.models import DatasetVersion, ModelVersion
 from tomoloop.db.registry import PoolSlice, Registry, RegistryError
+from tomoloop.labels.masks import decode_class_mask, encode_class_mask, merge_by_tier
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.networks.registry import ModelSpec, load_model
 from tomoloop.processes import HEARTBEAT_S, gone_reason, this_process
@@ -53,15 +54,16 @@ def dataset_slices(
 ) -> dict[str, list[LabelledSlice]]:
     """Every labelled slice of a dataset version, read and decoded, grouped by split.
 
-    Masks stored as artifacts are fetched and verified by sha256.
+    Masks stored as artifacts are fetched and verified by sha256. A sparse label is merged
+    over the lower-tier labels of its slice (:func:`merged_label`).
     """
     refs = []
     for member in services.registry.dataset_slices(dataset.id):
-        mask = member.mask_rle
-        if mask is None:
-            if member.mask_uri is None or member.mask_sha256 is None:
-                raise RegistryError(f"annotation {member.annotation_id} has no mask")
-            mask = json.loads(services.store.get_bytes(member.mask_uri, member.mask_sha256))
+        mask = mask_document(
+            services, member.annotation_id, member.mask_rle, member.mask_uri, member.mask_sha256
+        )
+        if "labelled" in mask:
+            mask = merged_label(services, member.annotation_id, member.tier, mask)
         refs.append(
             SliceRef(
                 member.volume_path,
@@ -75,6 +77,35 @@ def dataset_slices(
             )
         )
     return load_slices(refs, weights)
+
+
+def mask_document(
+    services: Services,
+    annotation_id: int,
+    mask_rle: dict | None,
+    mask_uri: str | None,
+    mask_sha256: str | None,
+) -> dict:
+    """A semantic label's mask document: inline, or fetched and verified by sha256."""
+    if mask_rle is not None:
+        return mask_rle
+    if mask_uri is None or mask_sha256 is None:
+        raise RegistryError(f"annotation {annotation_id} has no mask")
+    return json.loads(services.store.get_bytes(mask_uri, mask_sha256))
+
+
+def merged_label(services: Services, annotation_id: int, tier: int, sparse: dict) -> dict:
+    """A sparse label (inline document) merged by tier over the lower-tier labels of its
+    slice (:meth:`Registry.lower_labels`): its classes where it is labelled, theirs
+    elsewhere; pixels none labels stay unlabelled."""
+    lower = [
+        (
+            a.tier,
+            decode_class_mask(mask_document(services, a.id, a.mask_rle, a.mask_uri, a.mask_sha256)),
+        )
+        for a in services.registry.lower_labels(annotation_id)
+    ]
+    return encode_class_mask(merge_by_tier([*lower, (tier, decode_class_mask(sparse))]))
 
 
 def load_registered_model(

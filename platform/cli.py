@@ -472,7 +472,8 @@ def registry_volumes(as_json: JsonFlag = False) -> None:
 
 @registry_app.command("datasets")
 def registry_datasets(as_json: JsonFlag = False) -> None:
-    """Dataset versions with their annotation counts per split and tier."""
+    """Dataset versions with their annotation counts per split and tier, and the pixels
+    their labels label per split."""
     with _database_errors():
         registry = _open_registry()
         rows = [dataset_row(registry, d) for d in registry.datasets()]

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
         decode_instances,
         encode_class_mask,
         encode_instances,
+        labelled_pixels,
         merge_by_tier,
         stack_class_masks,
     )
@@ -45,6 +46,7 @@ __all__ = [
     "encode_class_mask",
     "encode_instances",
     "forward_model",
+    "labelled_pixels",
     "make_electrode",
     "merge_by_tier",
     "parse_fractions",
@@ -72,6 +74,7 @@ __getattr__, __dir__ = lazy_exports(
         "encode_class_mask": "tomoloop.labels.masks",
         "encode_instances": "tomoloop.labels.masks",
         "forward_model": "tomoloop.labels.synthetic",
+        "labelled_pixels": "tomoloop.labels.masks",
         "make_electrode": "tomoloop.labels.synthetic",
         "merge_by_tier": "tomoloop.labels.masks",
         "parse_fractions": "tomoloop.labels.splits",

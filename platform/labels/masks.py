@@ -105,6 +105,28 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
     return out
 
 
+def labelled_pixels(encoded: dict) -> int:
+    """Pixels a class-index mask document labels: the area of its ``"labelled"`` region,
+    or h × w for a dense one (no ``"labelled"`` key).
+
+    Raises:
+        MaskFormatError: no size, or an undecodable labelled region.
+    """
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        labelled = encoded.get("labelled")
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(f"inline mask is malformed ({exc!r}): expected a size") from exc
+    if labelled is None:
+        return h * w
+    try:
+        return int(mask_utils.area({"size": [h, w], "counts": labelled.encode("ascii")}))
+    except Exception as exc:
+        raise MaskFormatError(
+            f"the labelled region of an inline mask cannot be decoded: {exc}"
+        ) from exc
+
+
 def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
     """One slice's labels merged: ``(tier, (h, w) uint8 class-index mask)`` pairs, oldest
     first → (h, w) uint8. Where several are labelled, the highest tier wins, and within a

@@ -51,7 +51,10 @@ def store(tmp_path, registry_url, monkeypatch):
     )
     slices = registry.register_slices(volume, "z", range(2))
     registry.add_annotations(
-        [NewAnnotation(s, Tier.AUTO, "auto", mask.key, mask.sha256) for s in slices.values()]
+        [
+            NewAnnotation(s, Tier.AUTO, "auto", mask.key, mask.sha256, labelled_px=64)
+            for s in slices.values()
+        ]
     )
     ids = [a.id for a in registry.best_annotations()]
     dataset = registry.freeze_dataset(

@@ -1,6 +1,7 @@
 """The registry on both backends: a SQLite file and a real PostgreSQL server."""
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import threading
@@ -26,9 +27,12 @@ def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
 
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
     assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
+    downgrade(engine)
+    assert current_revision(engine) == "0005"
+    assert "labelled_px" not in {c["name"] for c in inspect(engine).get_columns("annotations")}
     downgrade(engine)
     assert current_revision(engine) == "0004"
     assert "pid" not in {c["name"] for c in inspect(engine).get_columns("training_runs")}
@@ -43,7 +47,7 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     engine.dispose()
 
 
@@ -75,9 +79,96 @@ def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(
     )
     with pytest.raises(TomoloopError, match=r"holds 1 instance labels.*stay at 0004"):
         downgrade(registry.engine, "0003")
-    assert current_revision(registry.engine) == "0005"  # all steps undone, or none
+    assert current_revision(registry.engine) == "0006"  # all steps undone, or none
     assert registry.refresh_dataset("nmc").version == 2
     registry.engine.dispose()
+
+
+def _sparse_region(shape=(8, 8), rows=2):
+    """A class-index mask labelled in its first ``rows`` rows only (class 1 there)."""
+    from tomoloop.labels.phases import IGNORE
+
+    mask = np.full(shape, IGNORE, np.uint8)
+    mask[:rows] = 1
+    return mask
+
+
+def test_labelled_pixels_are_counted_on_insert_and_summed_per_dataset_and_lineage(registry_url):
+    from tomoloop.labels.masks import encode_class_mask
+
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", [0, 1, 2])
+    dense = encode_class_mask(np.zeros((8, 8), np.uint8))
+    registry.add_annotations(
+        [NewAnnotation(slices[i], Tier.AUTO, "auto:x", mask_rle=dense) for i in range(3)]
+        + [
+            NewAnnotation(
+                slices[1], Tier.ANNOTATOR, "ls:1", mask_rle=encode_class_mask(_sparse_region())
+            )
+        ]
+        + [
+            NewAnnotation(
+                slices[2],
+                Tier.ANNOTATOR,
+                "ls:2",
+                mask_uri="m",
+                mask_sha256="0" * 64,
+                labelled_px=24,
+            )
+        ]
+    )
+    by_slice = {a.slice_id: a.labelled_px for a in registry.best_annotations()}
+    assert by_slice == {slices[0]: 64, slices[1]: 16, slices[2]: 24}
+    best = {a.slice_id: a.id for a in registry.best_annotations()}
+    data = registry.freeze_dataset(
+        "nmc", {"train": [best[slices[0]], best[slices[1]]], "test": [best[slices[2]]]}
+    )
+    assert registry.dataset_labelled_px(data.id) == {"train": 64 + 16, "test": 24}
+    model = registry.register_model("nmc", "unet", "torch", data.id)
+    assert registry.lineage(model).labelled_px == 104
+
+    with pytest.raises(RegistryError, match="no inline mask and no labelled_px"):
+        registry.add_annotations(
+            [NewAnnotation(slices[0], Tier.EXPERT, "file", mask_uri="m", mask_sha256="0" * 64)]
+        )
+    assert len(registry.best_annotations()) == 3 and registry.best_labels()[slices[0]][1] == 0
+    registry.engine.dispose()
+
+
+def test_the_migration_counts_the_labelled_pixels_of_stored_labels(registry_url):
+    from sqlalchemy import text
+
+    from tomoloop.labels.masks import encode_class_mask
+
+    registry = Registry.from_url(registry_url)
+    volume = _volume(registry, shape=(10, 8, 6))
+    (z0,) = registry.register_slices(volume, "z", [0]).values()
+    (y0,) = registry.register_slices(volume, "y", [0]).values()
+    (x0,) = registry.register_slices(volume, "x", [0]).values()
+    downgrade(registry.engine, "0005")  # labels stored before the column existed
+    sparse = encode_class_mask(_sparse_region((8, 6), rows=3))
+    with registry.engine.begin() as connection:
+        for slice_id, tier, mask in [(z0, 0, None), (y0, 0, None), (x0, 0, None), (z0, 2, sparse)]:
+            connection.execute(
+                text(
+                    "INSERT INTO annotations (slice_id, tier, source, author, mask_rle, "
+                    "created_at, kind) VALUES (:s, :t, 'src', '', :m, :c, 'semantic')"
+                ),
+                {"s": slice_id, "t": tier, "m": mask and json.dumps(mask), "c": utcnow()},
+            )
+    upgrade(registry.engine)
+    counts = {(a.slice_id, a.tier): a.labelled_px for a in _all_annotations(registry)}
+    assert counts == {(z0, 0): 48, (y0, 0): 60, (x0, 0): 80, (z0, 2): 18}
+    registry.engine.dispose()
+
+
+def _all_annotations(registry):
+    from sqlalchemy import select
+
+    from tomoloop.db.models import Annotation
+
+    with registry.session() as s:
+        return list(s.scalars(select(Annotation)))
 
 
 def test_volume_registration_is_idempotent_by_content(registry_url):

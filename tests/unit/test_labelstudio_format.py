@@ -38,6 +38,21 @@ def test_class_masks_round_trip_exactly_through_brush_rle(mask):
     np.testing.assert_array_equal(mask_from_results(results, mask.shape, NAMES), mask)
 
 
+def test_unlabelled_pixels_are_sent_unpainted_and_labelled_ones_exactly():
+    from tomoloop.labels.phases import IGNORE
+
+    mask = np.full((6, 7), IGNORE, np.uint8)
+    mask[1:3, 2:5] = 2
+    mask[4, :] = 0  # labelled pore: painted as pore, unlike the unlabelled rest
+    results = brush_results(mask, NAMES)
+    assert sorted(r["value"]["brushlabels"][0] for r in results) == ["cbd", "pore"]
+    painted = mask_from_results(results, mask.shape, NAMES)
+    labelled = mask != IGNORE
+    np.testing.assert_array_equal(painted[labelled], mask[labelled])
+    covered = sum(decode_brush_rle(r["value"]["rle"]).reshape(6, 7, 4)[..., 3] > 0 for r in results)
+    np.testing.assert_array_equal(covered, labelled)  # each labelled pixel once, no other
+
+
 def _rle_pack(values: list[int], word: int, sizes: list[int], runs: list[tuple[bool, int]]) -> list:
     """An rle-pack stream written independently of the SDK's encoder: ``runs`` are
     (repeat, length) records that cut ``values`` in order (repeats must be constant).
