@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tomoloop.inference.uncertainty import mc_dropout_probs
+from tomoloop.inference.predict import predict_slice
 from tomoloop.networks.enet import ENet, weight_grid
 from tomoloop.networks.losses import cross_entropy
 from tomoloop.networks.transforcnn import FourierPositions, TransforCNN, tokens_to_map
@@ -47,8 +47,9 @@ def test_sides_not_divisible_by_16_are_refused(build):
 @pytest.mark.parametrize("build", [tiny_ynet, tiny_transforcnn, tiny_enet])
 def test_dropout_stays_usable_for_mc_dropout(build):
     torch.manual_seed(0)
-    samples = mc_dropout_probs(build(), torch.randn(1, 1, 32, 32), passes=2)
-    assert samples.shape == (2, 1, 3, 32, 32)
+    model, image = build(), torch.randn(32, 32).numpy()
+    samples = [predict_slice(model, image, tile=32, overlap=0, dropout=True) for _ in "ab"]
+    assert samples[0].shape == (3, 32, 32)
     assert not (samples[0] == samples[1]).all()
 
 
