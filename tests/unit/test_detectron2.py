@@ -74,12 +74,14 @@ def trained(tmp_path_factory):
     return outcome
 
 
+@pytest.mark.slow  # trains a network
 def test_the_loss_falls(trained):
     losses = trained.losses
     assert len(losses) == TINY.iterations and trained.resumed_after == 0
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
 
 
+@pytest.mark.slow  # trains a network
 def test_predictions_load_into_cocoeval(trained):
     net = d2.load(trained.checkpoint, torch.device("cpu"))
     assert net.categories == ["particle"]
@@ -171,6 +173,7 @@ def test_detections_on_a_flipped_slice_map_back_exactly():
         np.testing.assert_array_equal(back.boxes, plain.boxes)
 
 
+@pytest.mark.slow  # trains a network
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     images, labels = disc_slices(4)
     coco = write_coco(tmp_path, images, labels)

@@ -81,6 +81,7 @@ def test_ynet_has_the_three_modules_of_seed_002_at_their_widths():
     assert all(m.out_channels == 16 for m in model.dilated.modules() if isinstance(m, nn.Conv2d))
 
 
+@pytest.mark.slow  # trains a network
 def test_ynet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: YNet(1, 3, base=8, dilated_width=8), steps=100) > 0.95
 
@@ -119,6 +120,7 @@ def test_fourier_positions_depend_on_patch_coordinates_not_on_grid_size():
     assert len(list(positions.parameters())) == 0
 
 
+@pytest.mark.slow  # trains a network
 def test_transforcnn_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: TransforCNN(1, 3, dim=16, base=8)) > 0.95
 
@@ -186,6 +188,7 @@ def test_tune_weights_puts_all_weight_on_the_member_right_where_the_other_is_sur
     assert torch.equal(model(labels[:, None].float()).argmax(dim=1), labels)
 
 
+@pytest.mark.slow  # trains a network
 def test_enet_overfits_a_tiny_batch(overfit):
     def build():
         return ENet.default(1, 3, unet={"base": 4, "depth": 2}, transforcnn={"dim": 16, "base": 8})
