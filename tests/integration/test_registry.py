@@ -274,7 +274,7 @@ def test_top_unlabelled_skips_labelled_and_pending_slices(registry_url):
 
 def test_atomic_block_commits_all_or_nothing(registry_url):
     registry = Registry.from_url(registry_url)
-    with pytest.raises(RuntimeError), registry.atomic():
+    with pytest.raises(RuntimeError, match="ingest failed"), registry.atomic():
         volume = _volume(registry)
         registry.register_slices(volume, "z", range(3))
         raise RuntimeError("ingest failed half-way")
@@ -284,7 +284,7 @@ def test_atomic_block_commits_all_or_nothing(registry_url):
         slices = registry.register_slices(volume, "z", range(3))
         registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
     assert registry.label_counts(volume)["auto"] == 3
-    with pytest.raises(RuntimeError), registry.atomic():
+    with pytest.raises(RuntimeError, match="refresh failed"), registry.atomic():
         registry.add_annotations([NewAnnotation(s, Tier.EXPERT, "gold") for s in slices.values()])
         raise RuntimeError("refresh failed")  # labels added first in the block: not kept
     assert registry.label_counts(volume) == {"auto": 3, "model": 0, "annotator": 0, "expert": 0}
