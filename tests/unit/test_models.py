@@ -40,6 +40,7 @@ def _toy_batch(generator, n=8, side=32):
     return images[:, None], labels
 
 
+@pytest.mark.slow  # trains a network
 def test_unet_learns_a_toy_segmentation_far_above_chance():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
