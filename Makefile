@@ -8,7 +8,7 @@ DEMO_ARGS := --out $(OUT) $(if $(GRAY),--gray $(GRAY)) $(if $(LABELS),--labels $
              $(if $(GOLD),--gold $(GOLD)) $(if $(PHASES),--phases $(PHASES)) \
              $(if $(ROUNDS),--rounds $(ROUNDS))
 
-.PHONY: venv demo test lint bench
+.PHONY: venv demo test test-fast lint bench
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -21,6 +21,11 @@ demo: venv
 test: venv lint
 	@bash scripts/ensure_postgres.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything but the tests marked slow (those that train a network): lint + the rest.
+test-fast: venv lint
+	@bash scripts/ensure_postgres.sh
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check .

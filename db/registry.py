@@ -1111,15 +1111,6 @@ class Registry:
                 "champion at the same time; compare with it and promote again if still better"
             ) from exc
 
-    def retire(self, model_id: int) -> None:
-        self.model(model_id)
-        with self.session() as s:
-            s.execute(
-                update(ModelVersion)
-                .where(ModelVersion.id == model_id)
-                .values(stage=Stage.RETIRED.value)
-            )
-
     # ------------------------------------------------------------ lineage
 
     def lineage(self, model_id: int) -> Lineage:

@@ -20,15 +20,12 @@ if TYPE_CHECKING:
         FLIPS,
         enable_dropout,
         entropy,
-        flip_tta_probs,
         foreground_weighted_score,
         margin,
-        mc_dropout_probs,
         mean_score,
         mutual_information,
         top_percentile_score,
         tta_variance,
-        vote_disagreement,
     )
 
 __all__ = [
@@ -38,10 +35,8 @@ __all__ = [
     "blend_window",
     "enable_dropout",
     "entropy",
-    "flip_tta_probs",
     "foreground_weighted_score",
     "margin",
-    "mc_dropout_probs",
     "mean_score",
     "mutual_information",
     "normalise",
@@ -51,7 +46,6 @@ __all__ = [
     "tile_side",
     "top_percentile_score",
     "tta_variance",
-    "vote_disagreement",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -63,10 +57,8 @@ __getattr__, __dir__ = lazy_exports(
         "blend_window": "tomoloop.inference.predict",
         "enable_dropout": "tomoloop.inference.uncertainty",
         "entropy": "tomoloop.inference.uncertainty",
-        "flip_tta_probs": "tomoloop.inference.uncertainty",
         "foreground_weighted_score": "tomoloop.inference.uncertainty",
         "margin": "tomoloop.inference.uncertainty",
-        "mc_dropout_probs": "tomoloop.inference.uncertainty",
         "mean_score": "tomoloop.inference.uncertainty",
         "mutual_information": "tomoloop.inference.uncertainty",
         "normalise": "tomoloop.inference.predict",
@@ -76,6 +68,5 @@ __getattr__, __dir__ = lazy_exports(
         "tile_side": "tomoloop.inference.predict",
         "top_percentile_score": "tomoloop.inference.uncertainty",
         "tta_variance": "tomoloop.inference.uncertainty",
-        "vote_disagreement": "tomoloop.inference.uncertainty",
     },
 )

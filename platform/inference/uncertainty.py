@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 _EPS = 1e-12
@@ -36,14 +35,6 @@ def mutual_information(samples: np.ndarray) -> np.ndarray:
     """
     mean = samples.mean(axis=0)
     return np.maximum(entropy(mean) - np.mean([entropy(s) for s in samples], axis=0), 0.0)
-
-
-def vote_disagreement(samples: np.ndarray) -> np.ndarray:
-    """Fraction of the T passes (T, C, H, W) that vote against the majority class."""
-    votes = samples.argmax(axis=1)  # (T, H, W)
-    n_classes = samples.shape[1]
-    counts = np.stack([(votes == c).sum(axis=0) for c in range(n_classes)])
-    return 1.0 - counts.max(axis=0) / votes.shape[0]
 
 
 def tta_variance(samples: np.ndarray) -> np.ndarray:
@@ -90,27 +81,5 @@ def enable_dropout(model: nn.Module) -> None:
             module.train()
 
 
-@torch.no_grad()
-def mc_dropout_probs(model: nn.Module, images: torch.Tensor, passes: int = 8) -> np.ndarray:
-    """(T, N, C, H, W) softmax probabilities of T passes with dropout on, batch norm frozen."""
-    model.eval()
-    enable_dropout(model)
-    try:
-        return np.stack([model(images).softmax(dim=1).cpu().numpy() for _ in range(passes)])
-    finally:
-        model.eval()
-
-
 FLIPS = ((), (-1,), (-2,), (-2, -1))  # identity, horizontal, vertical, both
 
-
-@torch.no_grad()
-def flip_tta_probs(model: nn.Module, images: torch.Tensor) -> np.ndarray:
-    """(4, N, C, H, W) probabilities of the four orthogonal flips, each flipped back."""
-    model.eval()
-    out = []
-    for dims in FLIPS:
-        flipped = images.flip(dims) if dims else images
-        probs = model(flipped).softmax(dim=1)
-        out.append((probs.flip(dims) if dims else probs).cpu().numpy())
-    return np.stack(out)

@@ -7,7 +7,7 @@ class-index order used by semantic masks: the first phase is class 0.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tomoloop.errors import PhaseMapError
@@ -68,10 +68,6 @@ class PhaseMap:
             names.append(name.strip())
             values.append(int(value))
         return cls(tuple(names), tuple(values))
-
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, int]) -> PhaseMap:
-        return cls(tuple(mapping), tuple(int(v) for v in mapping.values()))
 
     @classmethod
     def from_values(cls, values: Iterable[int]) -> PhaseMap:

@@ -539,6 +539,7 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.slow  # > 20 s
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_killed_ingest_leaves_no_process_and_its_scratch_goes_with_the_next_run(tmp_path):
     from tomoloop.db.engine import make_engine, upgrade

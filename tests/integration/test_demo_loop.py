@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 
 
 def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio_env):

@@ -13,7 +13,11 @@ from tomoloop.cli import app
 from tomoloop.db.registry import Registry
 from tomoloop.errors import OutputError
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 
 
 @pytest.fixture

@@ -93,6 +93,7 @@ def test_a_registry_refusal_after_the_export_removes_the_new_artifact(
     assert len(Registry.from_url(registry_url).volumes()) == 1
 
 
+@pytest.mark.slow  # > 40 s
 def test_two_concurrent_ingests_of_one_volume_leave_one(
     tmp_path, home, registry_url, electrode_volume
 ):

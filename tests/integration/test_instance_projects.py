@@ -51,6 +51,7 @@ def _split_particles(labels: np.ndarray) -> InstanceMasks:
     return InstanceMasks(np.array(masks), np.ones(len(masks), np.int64), (1,))
 
 
+@pytest.mark.slow  # trains a network
 def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     tmp_path, label_studio, label_studio_env, electrode_volume, ingest_electrode
 ):

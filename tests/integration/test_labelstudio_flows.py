@@ -19,7 +19,11 @@ from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
 from tomoloop.labels.masks import decode_class_mask
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 NAMES = ("pore", "nmc", "cbd")
 
 

@@ -39,14 +39,16 @@ def test_the_local_server_is_healthy_and_its_token_works(label_studio, monkeypat
     assert token not in status.stdout
 
 
-def test_down_stops_and_up_restarts_with_the_same_token(label_studio):
-    _, token = label_studio.credentials()
+def test_down_stops_and_up_restarts_with_the_same_token_and_projects(label_studio):
+    url, token = label_studio.credentials()
+    kept = LabelStudio(base_url=url, api_key=token).projects.create(title="survives a restart")
     label_studio.down()
     assert not label_studio.status().running
     info = label_studio.up()
     assert info.running and label_studio.credentials()[1] == token
     client = LabelStudio(base_url=info.url, api_key=token)
-    assert client.projects.list() is not None
+    assert kept.id in [p.id for p in client.projects.list()]  # the token works, data is kept
+    client.projects.delete(id=kept.id)
 
 
 def test_credentials_come_from_the_environment_first(tmp_path, monkeypatch):

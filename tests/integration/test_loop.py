@@ -13,7 +13,11 @@ from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.labels.masks import decode_class_mask
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 TRAIN = {"epochs": 2, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
 NET = {"base": 4, "depth": 2}
 

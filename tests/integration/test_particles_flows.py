@@ -32,6 +32,7 @@ def dataset(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electr
     return Registry.from_url(registry_url)
 
 
+@pytest.mark.slow  # trains a network
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset):
     from tomoloop.flows.instances import load_registered_maskrcnn
@@ -113,6 +114,7 @@ def test_bad_maskrcnn_requests_are_refused_before_anything_is_stored(dataset, ex
     assert dataset.models() == []
 
 
+@pytest.mark.slow  # trains a network
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_a_flaw_classifier_trained_from_png_slices_is_registered(
     tmp_path, monkeypatch, registry_url

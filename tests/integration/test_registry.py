@@ -11,6 +11,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from sqlalchemy import inspect, update
+from sqlalchemy.exc import IntegrityError
 
 from tomoloop.db.engine import current_revision, downgrade, make_engine, upgrade
 from tomoloop.db.models import Kind, ModelVersion, RoundItem, Tier, TrainingRun, utcnow
@@ -307,24 +308,29 @@ def test_promotion_keeps_exactly_one_champion(registry_url):
     registry.promote(a)
     registry.promote(b)
     assert registry.champion("unet").id == b and registry.model(a).stage == "retired"
-    with pytest.raises(Exception), registry.session() as s:  # noqa: B017 - any DB error
+    with pytest.raises(IntegrityError, match=r"(?i)unique"), registry.session() as s:
         s.execute(update(ModelVersion).where(ModelVersion.id == c).values(stage="champion"))
     assert registry.champion("unet").id == b
-    errors = []
+    outcomes: dict[int, object] = {}
 
     def promote(model_id):
         try:
             registry.promote(model_id)
-        except RegistryError as exc:
-            errors.append(exc)
+            outcomes[model_id] = "promoted"
+        except Exception as exc:  # a thread's exception is lost unless kept for the assert
+            outcomes[model_id] = exc
 
     racers = [threading.Thread(target=promote, args=(m,)) for m in (a, c)]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join()
+    lost = {m: o for m, o in outcomes.items() if o != "promoted"}
+    assert len(outcomes) == 2 and len(lost) <= 1
+    for model_id, exc in lost.items():
+        assert isinstance(exc, RegistryError) and f"model {model_id} was not promoted" in str(exc)
     champions = [m for m in (a, b, c) if registry.model(m).stage == "champion"]
-    assert len(champions) == 1
+    assert len(champions) == 1 and champions[0] in set(outcomes) - set(lost)
 
 
 def test_top_unlabelled_skips_labelled_and_pending_slices(registry_url):
@@ -359,7 +365,7 @@ def test_top_unlabelled_skips_labelled_and_pending_slices(registry_url):
 
 def test_atomic_block_commits_all_or_nothing(registry_url):
     registry = Registry.from_url(registry_url)
-    with pytest.raises(RuntimeError), registry.atomic():
+    with pytest.raises(RuntimeError, match="ingest failed"), registry.atomic():
         volume = _volume(registry)
         registry.register_slices(volume, "z", range(3))
         raise RuntimeError("ingest failed half-way")
@@ -369,7 +375,7 @@ def test_atomic_block_commits_all_or_nothing(registry_url):
         slices = registry.register_slices(volume, "z", range(3))
         registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
     assert registry.label_counts(volume)["auto"] == 3
-    with pytest.raises(RuntimeError), registry.atomic():
+    with pytest.raises(RuntimeError, match="refresh failed"), registry.atomic():
         registry.add_annotations([NewAnnotation(s, Tier.EXPERT, "gold") for s in slices.values()])
         raise RuntimeError("refresh failed")  # labels added first in the block: not kept
     assert registry.label_counts(volume) == {"auto": 3, "model": 0, "annotator": 0, "expert": 0}

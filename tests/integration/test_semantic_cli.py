@@ -27,6 +27,7 @@ def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow  # trains a network
 def test_train_evaluate_predict_score(ingested, tmp_path, electrode_volume):
     trained = run(
         "train", "--dataset", "nmc@1", "--arch", "unet", "--epochs", "10", "--patch", "32",

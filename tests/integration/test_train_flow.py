@@ -8,7 +8,11 @@ import torch
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, load_registered_model
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 
 CONFIG = {"epochs": 3, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overlap": 8}
 OPTIONS = {"base": 4, "depth": 2}

@@ -208,6 +208,7 @@ def test_bad_voxel_sizes(text):
         parse_voxel_size(text)
 
 
+@pytest.mark.slow  # > 20 s
 def test_microstructure_json_is_the_documented_document(stacks, electrode_volume):
     from tomoloop.metrics.structure import microstructure
 
@@ -250,6 +251,7 @@ def test_microstructure_adds_the_particle_size_distribution_of_a_phase(stacks):
     assert bad.returncode != 0 and "--particles nickel: name one of pore, nmc, cbd" in bad.stderr
 
 
+@pytest.mark.slow  # trains a network
 def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
     gray, labels = stacks
     base = ["benchmark", "al", "--gray", gray, "--labels", labels, "--phases", "pore=0,nmc=1,cbd=2"]

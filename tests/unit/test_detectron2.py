@@ -11,6 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from tomoloop.adapters import detectron2 as d2
 from tomoloop.metrics.coco import instance_scores
@@ -71,12 +74,14 @@ def trained(tmp_path_factory):
     return outcome
 
 
+@pytest.mark.slow  # trains a network
 def test_the_loss_falls(trained):
     losses = trained.losses
     assert len(losses) == TINY.iterations and trained.resumed_after == 0
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
 
 
+@pytest.mark.slow  # trains a network
 def test_predictions_load_into_cocoeval(trained):
     net = d2.load(trained.checkpoint, torch.device("cpu"))
     assert net.categories == ["particle"]
@@ -89,20 +94,63 @@ def test_predictions_load_into_cocoeval(trained):
     scores = instance_scores(truth, results)
     assert set(scores) == {f"{t}_{k}" for t in ("segm", "bbox") for k in ("AP", "AP50", "AP75")}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+    unsure = d2.uncertainty(net, images)  # a real network through the flip TTA
+    assert len(unsure) == 2 and all(0.0 <= u.score <= 1.0 for u in unsure)
 
 
-def test_flip_uncertainty_is_the_plain_prediction_against_its_flips(trained):
-    net = d2.load(trained.checkpoint, torch.device("cpu"))
-    images, _ = disc_slices(3, seed=2)
-    found = d2.uncertainty(net, images)
-    plain = d2.predict(net, images)
-    for image, u, p in zip(images, found, plain, strict=True):
-        assert u.confidence == pytest.approx(float(np.mean(1 - p.scores)) if len(p) else 0.0)
-        flips = [
-            d2.unflip(d2.predict(net, [np.ascontiguousarray(np.flip(image, a))])[0], a, 64)
-            for a in (0, 1)
-        ]
-        assert u.disagreement == pytest.approx(instance_uncertainty(p, flips).disagreement)
+def _bright_blob(_net, images):
+    """A flip-equivariant stand-in for a network: the bright pixels as one instance."""
+    return [_detections(image > 128, 0.8) for image in images]
+
+
+def _fixed_corner(_net, images):
+    """A stand-in that ignores its input: always the top-left 16 × 16 pixels."""
+    found = []
+    for image in images:
+        mask = np.zeros(image.shape, bool)
+        mask[:16, :16] = True
+        found.append(_detections(mask, 0.6))
+    return found
+
+
+def _detections(mask: np.ndarray, score: float) -> Detections:
+    return Detections(mask[None], np.array([score]), np.zeros(1, np.int64), np.array([_box(mask)]))
+
+
+def test_flip_equivariant_predictions_have_no_disagreement(monkeypatch):
+    monkeypatch.setattr(d2, "predict", _bright_blob)
+    images, _ = disc_slices(3, seed=2, side=48)
+    for u in d2.uncertainty(None, images):
+        assert u.disagreement == 0.0
+        assert u.confidence == pytest.approx(0.2) and u.score == pytest.approx(0.1)
+
+
+def test_a_prediction_that_does_not_follow_the_flips_disagrees_fully(monkeypatch):
+    monkeypatch.setattr(d2, "predict", _fixed_corner)
+    images, _ = disc_slices(2, seed=3, side=64)
+    for u in d2.uncertainty(None, images):  # the flipped-back corner never meets the plain one
+        assert u.disagreement == 1.0 and u.score == pytest.approx((0.4 + 1.0) / 2)
+
+
+_CORNER = np.zeros((8, 8), bool)
+_CORNER[0, 0] = True
+_MASKS = hnp.arrays(bool, st.tuples(st.integers(0, 3), st.just(8), st.just(8))).map(
+    lambda masks: masks | _CORNER  # no empty instance: a detection always has pixels
+)
+
+
+def _found(masks: np.ndarray) -> Detections:
+    n = len(masks)
+    return Detections(masks, np.full(n, 0.5), np.zeros(n, np.int64), np.zeros((n, 4)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=_MASKS, b=_MASKS)
+def test_disagreement_is_symmetric_bounded_and_zero_against_itself(a, b):
+    ab = instance_uncertainty(_found(a), [_found(b)]).disagreement
+    assert ab == pytest.approx(instance_uncertainty(_found(b), [_found(a)]).disagreement)
+    assert 0.0 <= ab <= 1.0
+    assert instance_uncertainty(_found(a), [_found(a), _found(a)]).disagreement == 0.0
 
 
 def _box(mask: np.ndarray) -> list[float]:
@@ -125,6 +173,7 @@ def test_detections_on_a_flipped_slice_map_back_exactly():
         np.testing.assert_array_equal(back.boxes, plain.boxes)
 
 
+@pytest.mark.slow  # trains a network
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     images, labels = disc_slices(4)
     coco = write_coco(tmp_path, images, labels)

@@ -96,6 +96,7 @@ def _particle_set(n_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(images), np.array(targets)
 
 
+@pytest.mark.slow  # trains a network
 def test_the_flaw_classifier_learns_cracked_from_intact_particles():
     train = _particle_set(8, seed=0)
     val = _particle_set(4, seed=1)

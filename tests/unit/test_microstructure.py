@@ -32,6 +32,7 @@ def test_straight_channels_have_tortuosity_one_and_blocked_ones_infinity():
         tortuosity(channels, "w")
 
 
+@pytest.mark.slow  # > 20 s
 def test_fractions_surface_and_document_shape():
     zz, yy, xx = np.mgrid[:48, :48, :48]
     ball = (zz - 24) ** 2 + (yy - 24) ** 2 + (xx - 24) ** 2 <= 16**2

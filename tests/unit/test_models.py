@@ -40,6 +40,7 @@ def _toy_batch(generator, n=8, side=32):
     return images[:, None], labels
 
 
+@pytest.mark.slow  # trains a network
 def test_unet_learns_a_toy_segmentation_far_above_chance():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
@@ -58,6 +59,7 @@ def test_unet_learns_a_toy_segmentation_far_above_chance():
     assert result.miou > 0.8, result  # predicting one class everywhere gives mIoU < 0.45 here
 
 
+@pytest.mark.slow  # trains a network
 def test_unet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: build_model("unet", 1, 3, base=8)) > 0.95
 

@@ -143,10 +143,12 @@ def test_matphase_trains_the_ugsm_on_all_pixels_and_lcgar_on_admitted_ones(
     assert sorted(seen) == sorted([512, lcgar_seen])
 
 
+@pytest.mark.slow  # trains a network
 def test_lrcsnet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: LRCSNet(1, 3, base=16)) > 0.95
 
 
+@pytest.mark.slow  # trains a network
 def test_matphase_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: MatPhase(1, 3, base=4), steps=100) > 0.95
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from tomoloop.inference.uncertainty import mc_dropout_probs
+from tomoloop.inference.predict import predict_slice
 from tomoloop.networks.enet import ENet, weight_grid
 from tomoloop.networks.losses import cross_entropy
 from tomoloop.networks.transforcnn import FourierPositions, TransforCNN, tokens_to_map
@@ -47,8 +47,9 @@ def test_sides_not_divisible_by_16_are_refused(build):
 @pytest.mark.parametrize("build", [tiny_ynet, tiny_transforcnn, tiny_enet])
 def test_dropout_stays_usable_for_mc_dropout(build):
     torch.manual_seed(0)
-    samples = mc_dropout_probs(build(), torch.randn(1, 1, 32, 32), passes=2)
-    assert samples.shape == (2, 1, 3, 32, 32)
+    model, image = build(), torch.randn(32, 32).numpy()
+    samples = [predict_slice(model, image, tile=32, overlap=0, dropout=True) for _ in "ab"]
+    assert samples[0].shape == (3, 32, 32)
     assert not (samples[0] == samples[1]).all()
 
 
@@ -80,6 +81,7 @@ def test_ynet_has_the_three_modules_of_seed_002_at_their_widths():
     assert all(m.out_channels == 16 for m in model.dilated.modules() if isinstance(m, nn.Conv2d))
 
 
+@pytest.mark.slow  # trains a network
 def test_ynet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: YNet(1, 3, base=8, dilated_width=8), steps=100) > 0.95
 
@@ -118,6 +120,7 @@ def test_fourier_positions_depend_on_patch_coordinates_not_on_grid_size():
     assert len(list(positions.parameters())) == 0
 
 
+@pytest.mark.slow  # trains a network
 def test_transforcnn_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: TransforCNN(1, 3, dim=16, base=8)) > 0.95
 
@@ -185,6 +188,7 @@ def test_tune_weights_puts_all_weight_on_the_member_right_where_the_other_is_sur
     assert torch.equal(model(labels[:, None].float()).argmax(dim=1), labels)
 
 
+@pytest.mark.slow  # trains a network
 def test_enet_overfits_a_tiny_batch(overfit):
     def build():
         return ENet.default(1, 3, unet={"base": 4, "depth": 2}, transforcnn={"dim": 16, "base": 8})

@@ -71,7 +71,11 @@ def test_an_unsafe_suffix_is_refused(suffix):
         artifact_key("0" * 64, suffix)
 
 
-def test_keys_round_trip_through_the_check():
-    sha = "ab" * 32
+def test_keys_round_trip_through_the_check_and_belong_to_their_sha_only():
+    sha, other = "ab" * 32, "cd" * 32
     for suffix in ("", ".png", ".tar.gz"):
-        check_artifact_key(artifact_key(sha, suffix), sha)
+        key = artifact_key(sha, suffix)
+        assert key == f"ab/{sha}{suffix}"
+        check_artifact_key(key, sha)  # its own sha: accepted
+        with pytest.raises(PathConfinementError, match="not the store location"):
+            check_artifact_key(key, other)

@@ -38,6 +38,7 @@ class Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow  # trains a network
 def test_training_learns_and_keeps_the_best_epoch(tmp_path):
     model = _model()
     config = replace(CONFIG, epochs=12, patches_per_epoch=64)
@@ -48,6 +49,7 @@ def test_training_learns_and_keeps_the_best_epoch(tmp_path):
     assert (tmp_path / CHECKPOINT).exists()
 
 
+@pytest.mark.slow  # trains a network
 def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path):
     whole = _model()
     reference = train(whole, _slices(0), _slices(1), 3, CONFIG, tmp_path / "a")
@@ -78,6 +80,7 @@ def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path):
         assert torch.equal(value, resumed_model.state_dict()[key]), key
 
 
+@pytest.mark.slow  # trains a network
 def test_early_stopping_when_validation_does_not_improve(tmp_path):
     config = replace(CONFIG, epochs=6, lr=0.0, weight_decay=0.0, patience=2)
     result = train(_model(), _slices(0), _slices(1), 3, config, tmp_path)
@@ -86,6 +89,7 @@ def test_early_stopping_when_validation_does_not_improve(tmp_path):
     assert result.best_epoch == 1
 
 
+@pytest.mark.slow  # trains a network
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     train(_model(), _slices(0), _slices(1), 3, replace(CONFIG, epochs=1), tmp_path)
     with pytest.raises(TrainingError, match="another configuration"):
@@ -115,6 +119,7 @@ def test_device_resolution():
             resolve_device("cuda")
 
 
+@pytest.mark.slow  # trains a network
 def test_learning_curve_png(tmp_path):
     config = replace(CONFIG, epochs=2, augmentation=NO_AUGMENTATION)
     result = train(_model(), _slices(0), _slices(1), 3, config, tmp_path)

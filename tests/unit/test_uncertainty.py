@@ -5,15 +5,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tomoloop.inference.predict import predict_slice
 from tomoloop.inference.uncertainty import (
     AGGREGATIONS,
     entropy,
-    flip_tta_probs,
     margin,
-    mc_dropout_probs,
     mutual_information,
     tta_variance,
-    vote_disagreement,
 )
 from tomoloop.networks.registry import build_model
 
@@ -45,7 +43,7 @@ def test_bald_is_between_zero_and_the_entropy_of_the_mean(logits):
     assert np.all(bald >= 0) and np.all(bald <= entropy(samples.mean(axis=0)) + 1e-9)
     same = np.repeat(samples[:1], 4, axis=0)
     assert np.allclose(mutual_information(same), 0, atol=1e-9)
-    assert np.allclose(vote_disagreement(same), 0) and np.allclose(tta_variance(same), 0)
+    assert np.allclose(tta_variance(same), 0)
 
 
 def test_disagreeing_passes_score_high():
@@ -53,7 +51,7 @@ def test_disagreeing_passes_score_high():
     a[0], b[1] = 1, 1
     samples = np.stack([a, b, a, b])
     assert mutual_information(samples)[0, 0] == pytest.approx(np.log(2), abs=1e-6)
-    assert vote_disagreement(samples)[0, 0] == 0.5
+    assert tta_variance(samples)[0, 0] == pytest.approx(0.25)
 
 
 def test_aggregations():
@@ -67,21 +65,13 @@ def test_aggregations():
     assert AGGREGATIONS["foreground_weighted"](u, probs) == pytest.approx(0.5)
 
 
-def test_mc_dropout_samples_differ_only_with_dropout():
+def test_mc_dropout_samples_of_the_unet_differ_only_with_dropout():
     torch.manual_seed(0)
-    images = torch.randn(1, 1, 32, 32)
+    image = np.random.default_rng(0).random((32, 32), dtype=np.float32)
     stochastic = build_model("unet", base=4, dropout=0.5)
-    samples = mc_dropout_probs(stochastic, images, passes=4)
-    assert samples.shape == (4, 1, 2, 32, 32)
-    assert not np.allclose(samples[0], samples[1])
+    samples = [predict_slice(stochastic, image, tile=32, overlap=0, dropout=True) for _ in "ab"]
+    assert samples[0].shape == (2, 32, 32) and not np.allclose(*samples)
     assert not stochastic.training and not stochastic.dropout.training  # left in eval mode
     steady = build_model("unet", base=4, dropout=0.0)
-    same = mc_dropout_probs(steady, images, passes=3)
-    assert np.allclose(same[0], same[2], atol=1e-6)
-
-
-def test_flip_tta_of_a_flip_symmetric_model_agrees():
-    model = torch.nn.Conv2d(1, 2, 1)  # pointwise: flipping commutes with it
-    probs = flip_tta_probs(model, torch.randn(2, 1, 16, 16))
-    assert probs.shape == (4, 2, 2, 16, 16)
-    assert np.allclose(tta_variance(probs[:, 0]), 0, atol=1e-10)
+    same = [predict_slice(steady, image, tile=32, overlap=0, dropout=True) for _ in "ab"]
+    np.testing.assert_allclose(*same, atol=1e-6)
