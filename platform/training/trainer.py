@@ -155,12 +155,15 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def mask_unlabelled(
     target: torch.Tensor, weight: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one place the ignore index is applied: target (N, H, W) int64 with :data:`IGNORE`
     at unlabelled pixels → (target with class 0 there, per-pixel weight (N, H, W) float32
-    that is 0 there and ``weight`` (or 1) elsewhere).
+    that is 0 there and ``weight`` (or 1) elsewhere). A batch with every pixel labelled is
+    returned as it is, so dense training computes exactly what it did before sparse labels.
     """
     labelled = target != IGNORE
+    if bool(labelled.all()):
+        return target, weight
     weight = labelled.to(torch.float32) if weight is None else weight * labelled
     return target.masked_fill(~labelled, 0), weight
 
