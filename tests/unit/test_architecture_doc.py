@@ -111,4 +111,5 @@ def test_a_missing_name_is_caught():
     assert set(candidates("registry.MODELS", source_modules())) == {
         "tomoloop.networks.registry.MODELS",
         "tomoloop.db.registry.MODELS",
+        "tomoloop.cli.registry.MODELS",
     }

@@ -1,0 +1,92 @@
+"""Benchmark: how long the ``tomoloop`` command takes to answer when no work is asked of it.
+
+Times whole processes, as a user waits for them: ``python -m tomoloop.cli --help``,
+``tomoloop train --help`` (the console script), a usage error (``tomoloop train --bogus``,
+exit 2) and ``python -c pass``, the floor any Python process pays. Prints the median of
+``--repeat`` runs in seconds and its ratio to the floor.
+
+With ``--before TREE`` (a checkout of the code before a change, e.g.
+``git worktree add /work/wt/cli-old main``; no venv needed) every case is also timed against
+that tree's sources, interleaved with this tree's runs so both see the same machine load,
+and the speed-up is printed.
+
+Run: ``.venv/bin/python bench/cli_start.py [--repeat 9] [--before /work/wt/cli-old]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PARTS = ("adapters", "db", "flows")  # folders mapped into the tomoloop namespace
+TOMOLOOP = str(Path(sys.executable).with_name("tomoloop"))
+CASES = {
+    "python -c pass (floor)": ([sys.executable, "-c", "pass"], 0),
+    "python -m tomoloop.cli --help": ([sys.executable, "-m", "tomoloop.cli", "--help"], 0),
+    "tomoloop train --help": ([TOMOLOOP, "train", "--help"], 0),
+    "tomoloop train --bogus (usage error)": ([TOMOLOOP, "train", "--bogus"], 2),
+}
+
+
+def import_root(tree: Path, into: Path) -> Path:
+    """A folder that, first on PYTHONPATH, makes ``tomoloop`` import from ``tree``: a
+    ``tomoloop`` copy of ``platform/`` made of links, with adapters/, db/ and flows/ inside."""
+    package = into / "tomoloop"
+    package.mkdir()
+    for entry in (tree / "platform").iterdir():
+        (package / entry.name).symlink_to(entry)
+    for part in PARTS:
+        (package / part).symlink_to(tree / part)
+    return into
+
+
+def seconds(command: list[str], code: int, env: dict[str, str]) -> float:
+    """Wall time of one run of ``command``; raises if it does not exit with ``code``."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != code:
+        raise SystemExit(f"{' '.join(command)} exited {done.returncode}: {done.stderr.decode()}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9, help="runs per case (median)")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before a change")
+    args = parser.parse_args()
+    sides = {"now": dict(os.environ)}
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.before is not None:
+            root = import_root(args.before.resolve(), Path(scratch))
+            sides["before"] = {**os.environ, "PYTHONPATH": str(root)}
+        times = {(case, side): [] for case in CASES for side in sides}
+        for _ in range(args.repeat):
+            for case, (command, code) in CASES.items():
+                for side, env in sides.items():
+                    times[case, side].append(seconds(command, code, env))
+    median = {key: statistics.median(values) for key, values in times.items()}
+    floor = next(iter(CASES))
+    print(f"median of {args.repeat} runs, seconds (× the floor, python -c pass)")
+    header = f"{'case':40} {'now':>14}"
+    if "before" in sides:
+        header += f" {'before':>14} {'speed-up':>9}"
+    print(header)
+    for case in CASES:
+        now = median[case, "now"]
+        line = f"{case:40} {now:7.3f} ({now / median[floor, 'now']:4.1f}×)"
+        if "before" in sides:
+            before = median[case, "before"]
+            line += f" {before:7.3f} ({before / median[floor, 'before']:4.1f}×)"
+            line += f" {before / now:8.1f}×"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

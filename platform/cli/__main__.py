@@ -1,0 +1,5 @@
+"""``python -m tomoloop.cli``: the ``tomoloop`` command."""
+
+from tomoloop.cli import main
+
+main()

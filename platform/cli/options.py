@@ -1,0 +1,86 @@
+"""Options several commands share, and the parsers of option values.
+
+A value that cannot be used raises a :class:`~tomoloop.errors.TomoloopError` naming the
+option and showing a value that works.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from tomoloop.errors import TomoloopError
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+VoxelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--voxel-size", help="Voxel size in µm: one value or 'z,y,x' (overrides metadata)."
+    ),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+PortOpt = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
+MethodOpt = Annotated[str, typer.Option(help="entropy, margin, bald, tta or ensemble.")]
+AggregationOpt = Annotated[str, typer.Option(help="mean, top_percentile or foreground_weighted.")]
+PassesOpt = Annotated[int, typer.Option(help="MC-dropout passes for bald.")]
+StrategyOpt = Annotated[
+    str,
+    typer.Option(
+        help="random, foreground_random, entropy, margin, bald, tta, ensemble, disagreement, "
+        "coreset, hybrid."
+    ),
+]
+MarginOpt = Annotated[float, typer.Option(help="mIoU gain the challenger must exceed.")]
+ToleranceOpt = Annotated[
+    float, typer.Option(help="Largest |predicted − gold| phase volume fraction (0–1).")
+]
+
+
+def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
+    Each length must be finite, > 0 and at most 1e6 µm (1 m).
+    """
+    from tomoloop.stacks.tiff import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
+
+    if text is None:
+        return None
+    body = text.strip()
+    unit = body[len(body.rstrip("abcdefghijklmnopqrstuvwxyzµμÅ")) :].lower()
+    factor = UM_PER_UNIT.get(unit, 1.0 if unit == "" else float("nan"))
+    body = body[: len(body) - len(unit)]
+    try:
+        parts = [float(p) * factor for p in body.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 3
+    if len(parts) != 3 or not all(map(voxel_length_ok, parts)):
+        raise TomoloopError(
+            f"--voxel-size {text!r}: give one finite length > 0 and ≤ {MAX_VOXEL_UM:g} µm or "
+            "'z,y,x', in µm unless it ends in nm / mm (e.g. 0.064, 64nm, 0.1,0.064,0.064um)"
+        )
+    return (parts[0], parts[1], parts[2])
+
+
+def parse_pairs(items: list[str] | None, flag: str, example: str) -> dict[str, str]:
+    """``["a=1", "b=2"]`` → ``{"a": "1", "b": "2"}``; a clear error names the bad item."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise TomoloopError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} {example}")
+        pairs[key] = value
+    return pairs
+
+
+def parse_options(items: list[str] | None) -> dict:
+    """``["base=8", "dropout=0.2"]`` → network options (ints, floats or strings)."""
+    options: dict = {}
+    for key, raw in parse_pairs(items, "--option", "base=8").items():
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options

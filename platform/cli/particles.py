@@ -1,0 +1,98 @@
+"""``tomoloop particles`` (3D particles of a volume: find, measure, classify) and
+``tomoloop flaws`` (the flawed-particle classifier, Daemi et al. 2022, §4)."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tomoloop.cli.options import DeviceOpt, JsonFlag, VoxelOpt, parse_options, parse_voxel_size
+from tomoloop.cli.output import print_result
+from tomoloop.cli.runner import run
+from tomoloop.errors import TomoloopError
+
+flaws_app = typer.Typer(
+    help="The flawed-particle classifier (Daemi et al. 2022, §4).", no_args_is_help=True
+)
+
+
+def particles_command(
+    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    model: Annotated[int, typer.Option(help="Registered Mask R-CNN model version id.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new).")],
+    flaw_model: Annotated[
+        int | None, typer.Option(help="Registered flaw classifier id: classify particles.")
+    ] = None,
+    axes: Annotated[str, typer.Option(help="Slicing directions to predict and fuse.")] = "zyx",
+    voxel_size: VoxelOpt = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(help="Reassembly option KEY=VALUE, e.g. erosion=0, watershed=false."),
+    ] = None,
+    bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+    phase: Annotated[
+        str | None, typer.Option(help="The model's particle category, if it finds several.")
+    ] = None,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Find, measure and (optionally) classify the 3D particles of a volume: labels.tif,
+    particles.csv, psd.png, summary.json and flaws.tif (with --flaw-model) in --out.
+    """
+    from tomoloop.flows.instances import particles
+    from tomoloop.outputs import Output, check_outputs
+
+    if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
+        raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
+    check_outputs({"GRAY": gray}, [Output("--out", out_dir, folder=True, replaces=overwrite)])
+    run(
+        lambda: particles(
+            str(gray),
+            model,
+            str(out_dir),
+            axes,
+            parse_voxel_size(voxel_size),
+            flaw_model,
+            parse_options(option),
+            bin_um,
+            overwrite,
+            device,
+            phase,
+        ),
+        as_json,
+        partial(print_result, f"particles of {gray.name}"),
+        children=True,
+    )
+
+
+
+@flaws_app.command("train")
+def flaws_train(
+    slices: Annotated[
+        Path, typer.Option(help="Folder with flawed/ and unflawed/ PNG particle slices.")
+    ],
+    name: Annotated[str, typer.Option(help="Model name in the registry.")] = "flaws",
+    epochs: Annotated[int, typer.Option(help="Most epochs.")] = 60,
+    patience: Annotated[
+        int, typer.Option(help="Epochs without a gain (Daemi et al. 2022: 15).")
+    ] = 15,
+    device: DeviceOpt = "auto",
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the flaw classifier and register it; use its id with particles --flaw-model."""
+    from tomoloop.flows.instances import train_flaw_classifier
+    from tomoloop.names import check_name
+
+    check_name(name, "--name")
+    run(
+        lambda: train_flaw_classifier(
+            str(slices), name, {"epochs": epochs, "patience": patience}, device=device
+        ),
+        as_json,
+        lambda result: print_result(f"flaw classifier {result['model_version']}", result),
+        children=True,
+    )

@@ -1,0 +1,56 @@
+"""``tomoloop serve`` (the loop's Prefect deployments) and ``tomoloop serve-api`` (the HTTP
+app): long-running servers, stopped with Ctrl-C."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tomoloop.cli.options import StrategyOpt
+from tomoloop.cli.runner import run
+
+
+def serve_api(
+    port: Annotated[int, typer.Option(help="Port on --host.")] = 8700,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; beyond loopback needs TOMOLOOP_API_TOKEN.")
+    ] = "127.0.0.1",
+) -> None:
+    """Serve the HTTP app: Label Studio webhooks and the read-only registry API (/docs)."""
+    import uvicorn
+
+    from tomoloop.adapters.http import check_exposure, create_app
+    from tomoloop.config import Settings
+    from tomoloop.flows.deployments import start_retrain
+
+    check_exposure(host, Settings())
+    run(
+        lambda: uvicorn.run(
+            create_app(on_new_labels=start_retrain), host=host, port=port, log_level="info"
+        ),
+        as_json=False,
+        children=True,
+    )
+
+
+def serve(
+    dataset: Annotated[str, typer.Option(help="Dataset whose loop to run.")],
+    round_cron: Annotated[str, typer.Option(help="Cron schedule of new rounds.")] = "0 2 * * *",
+    check_minutes: Annotated[int, typer.Option(help="Minutes between new-label checks.")] = 15,
+    sync_minutes: Annotated[int, typer.Option(help="Minutes between Label Studio polls.")] = 5,
+    threshold: Annotated[int, typer.Option(help="New labels that start a retraining.")] = 8,
+    strategy: StrategyOpt = "bald",
+    budget: Annotated[int, typer.Option(help="Slices per round.")] = 8,
+) -> None:
+    """Run the loop's deployments (sync, retrain on new labels, scheduled rounds) until
+    stopped; needs a Prefect server (PREFECT_API_URL).
+    """
+    from prefect import serve as prefect_serve
+
+    from tomoloop.active.strategies import get
+    from tomoloop.flows.deployments import Schedule, deployments
+
+    get(strategy)
+    when = Schedule(round_cron, check_minutes, sync_minutes, threshold, strategy, budget)
+    run(lambda: prefect_serve(*deployments(dataset, when)), as_json=False, children=True)

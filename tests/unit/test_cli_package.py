@@ -1,0 +1,98 @@
+"""The CLI package's own promises: ``--help`` and usage errors load no heavy library and
+start no watchdog; the lifeline watchdog starts only for commands that start processes,
+and only when the command is its own process; ``--json`` is read from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tomoloop import lifeline
+from tomoloop.cli import json_requested
+from tomoloop.cli.runner import Entry, run
+
+HEAVY = {"torch", "sqlalchemy", "prefect", "detectron2", "fastapi", "label_studio_sdk",
+         "skimage", "matplotlib", "numpy", "alembic", "uvicorn"}  # fmt: skip
+
+LOADED = """
+import runpy, sys
+sys.argv = ["tomoloop", *sys.argv[1:]]
+try:
+    runpy.run_module("tomoloop.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+heavy = {heavy!r}
+print(sorted({{m.split(".")[0] for m in sys.modules}} & (heavy | {{"tomoloop"}})
+             | ({{"tomoloop.lifeline"}} & set(sys.modules))))
+"""
+
+
+def loaded(*args: str) -> list[str]:
+    """Top-level heavy packages (and the lifeline) a ``tomoloop ARGS`` process imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOADED.format(heavy=HEAVY), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["registry", "--help"],
+        ["train", "--bogus"],  # a usage error
+        ["predict"],  # a missing option
+    ],
+)
+def test_help_and_usage_errors_load_no_heavy_library_and_start_no_watchdog(args):
+    assert loaded(*args) == ["tomoloop"]
+
+
+def test_a_command_that_uses_the_registry_loads_it_only_when_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    assert "sqlalchemy" in loaded("registry", "volumes", "--json")
+
+
+def _command(children: bool) -> typer.Typer:
+    one = typer.Typer()
+
+    @one.command()
+    def work() -> None:
+        run(lambda: {"ok": True}, True, children=children)
+
+    return one
+
+
+@pytest.mark.parametrize(
+    ("children", "obj", "started"),
+    [
+        (True, Entry(owns_process=True), 1),  # tomoloop flows/servers as a process
+        (False, Entry(owns_process=True), 0),  # tomoloop registry ... as a process
+        (True, None, 0),  # a test invoking the app inside its own process
+    ],
+)
+def test_the_watchdog_starts_only_for_commands_with_children_run_as_a_process(
+    monkeypatch, children, obj, started
+):
+    calls = []
+    monkeypatch.setattr(lifeline, "start", lambda: calls.append(1))
+    result = CliRunner().invoke(_command(children), [], obj=obj)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"ok": True}
+    assert len(calls) == started
+
+
+def test_json_is_known_from_the_command_line_before_a_double_dash():
+    assert json_requested(["registry", "volumes", "--json"])
+    assert not json_requested(["registry", "volumes"])
+    assert not json_requested(["stack", "info", "--", "--json"])
+
