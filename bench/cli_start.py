@@ -2,8 +2,11 @@
 
 Times whole processes, as a user waits for them: ``python -m tomoloop.cli --help``,
 ``tomoloop train --help`` (the console script), a usage error (``tomoloop train --bogus``,
-exit 2) and ``python -c pass``, the floor any Python process pays. Prints the median of
-``--repeat`` runs in seconds and its ratio to the floor.
+exit 2) and two floors: ``python -c pass``, which any Python process pays, and a two-command
+typer app answering ``a --bogus``, which any typer command line pays (typer builds a
+pydantic adapter as soon as it parses a subcommand). Prints the median of ``--repeat`` runs:
+wall seconds with their ratio to ``python -c pass``, and CPU seconds (user + sys of the
+process), which is what the wall time would be on an idle machine.
 
 With ``--before TREE`` (a checkout of the code before a change, e.g.
 ``git worktree add /work/wt/cli-old main``; no venv needed) every case is also timed against
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,8 +30,20 @@ from pathlib import Path
 
 PARTS = ("adapters", "db", "flows")  # folders mapped into the tomoloop namespace
 TOMOLOOP = str(Path(sys.executable).with_name("tomoloop"))
+TYPER_APP = """
+import typer
+app = typer.Typer(add_completion=False)
+@app.command()
+def a(x: int = 1) -> None:
+    pass
+@app.command()
+def b(x: int = 1) -> None:
+    pass
+app()
+"""
 CASES = {
     "python -c pass (floor)": ([sys.executable, "-c", "pass"], 0),
+    "typer app a --bogus (typer's floor)": ([sys.executable, "-c", TYPER_APP, "a", "--bogus"], 2),
     "python -m tomoloop.cli --help": ([sys.executable, "-m", "tomoloop.cli", "--help"], 0),
     "tomoloop train --help": ([TOMOLOOP, "train", "--help"], 0),
     "tomoloop train --bogus (usage error)": ([TOMOLOOP, "train", "--bogus"], 2),
@@ -46,14 +62,17 @@ def import_root(tree: Path, into: Path) -> Path:
     return into
 
 
-def seconds(command: list[str], code: int, env: dict[str, str]) -> float:
-    """Wall time of one run of ``command``; raises if it does not exit with ``code``."""
+def seconds(command: list[str], code: int, env: dict[str, str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one run of ``command``; raises if it does not exit ``code``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True)
-    elapsed = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != code:
         raise SystemExit(f"{' '.join(command)} exited {done.returncode}: {done.stderr.decode()}")
-    return elapsed
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
 
 
 def main() -> None:
@@ -71,22 +90,22 @@ def main() -> None:
             for case, (command, code) in CASES.items():
                 for side, env in sides.items():
                     times[case, side].append(seconds(command, code, env))
-    median = {key: statistics.median(values) for key, values in times.items()}
+    wall = {key: statistics.median(w for w, _ in runs) for key, runs in times.items()}
+    cpu = {key: statistics.median(c for _, c in runs) for key, runs in times.items()}
     floor = next(iter(CASES))
-    print(f"median of {args.repeat} runs, seconds (× the floor, python -c pass)")
-    header = f"{'case':40} {'now':>14}"
+    print(f"median of {args.repeat} runs: wall s (× python -c pass), CPU s")
+    header = f"{'case':40} {'now: wall (×floor) CPU':>23}"
     if "before" in sides:
-        header += f" {'before':>14} {'speed-up':>9}"
+        header += f" {'before':>23} {'speed-up':>9}"
     print(header)
     for case in CASES:
-        now = median[case, "now"]
-        line = f"{case:40} {now:7.3f} ({now / median[floor, 'now']:4.1f}×)"
+        line = f"{case:40}"
+        for side in sides:
+            ratio = wall[case, side] / wall[floor, side]
+            line += f" {wall[case, side]:6.3f} ({ratio:4.1f}×) {cpu[case, side]:6.3f}"
         if "before" in sides:
-            before = median[case, "before"]
-            line += f" {before:7.3f} ({before / median[floor, 'before']:4.1f}×)"
-            line += f" {before / now:8.1f}×"
+            line += f" {wall[case, 'before'] / wall[case, 'now']:8.1f}×"
         print(line)
-
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,5 @@
 """``tomoloop benchmark``: benchmarks of the loop (label efficiency of query strategies)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

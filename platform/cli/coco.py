@@ -1,7 +1,5 @@
 """``tomoloop coco``: label stacks to COCO instances and semantic masks."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -131,7 +129,7 @@ def coco_from_stack(
         [Output("--out", out_dir, folder=True, replaces=overwrite)],
     )
 
-    def work() -> CocoSummary:
+    def work() -> "CocoSummary":
         with open_stack(labels, size) as label_stack:
             gray_stack = open_stack(gray, size) if gray is not None else None
             try:
@@ -172,7 +170,7 @@ def coco_from_stack(
     run(work, as_json, _show_summary, document=lambda summary: summary.to_dict())
 
 
-def _show_summary(summary: CocoSummary) -> None:
+def _show_summary(summary: "CocoSummary") -> None:
     counts = ", ".join(f"{k} {v}" for k, v in summary.instances.items())
     out.print(
         f"[green]✓[/] {summary.slices} slices → {sum(summary.instances.values())} instances "

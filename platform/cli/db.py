@@ -1,7 +1,5 @@
 """``tomoloop db``: the registry's schema (migrations) and unreferenced artifacts."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,7 +20,7 @@ db_app = typer.Typer(
 )
 
 
-def _migrate(step: Callable[[Engine, str], None], revision: str, as_json: bool) -> None:
+def _migrate(step: "Callable[[Engine, str], None]", revision: str, as_json: bool) -> None:
     """Migrate the registry to ``revision`` with ``step`` (upgrade or downgrade), then
     report where it is."""
     from tomoloop.db.engine import check_revision
@@ -33,7 +31,7 @@ def _migrate(step: Callable[[Engine, str], None], revision: str, as_json: bool) 
 
 
 def _report_revision(
-    engine: Engine, as_json: bool, step: Callable[[], None] | None = None
+    engine: "Engine", as_json: bool, step: "Callable[[], None] | None" = None
 ) -> None:
     """Run ``step`` (a migration), then print the registry's URL (no password) and revision."""
     from tomoloop.db.engine import current_revision

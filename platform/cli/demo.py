@@ -1,7 +1,5 @@
 """``tomoloop demo``: the main job end to end on a generated sample or your stacks."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """``tomoloop ingest`` and ``tomoloop gold``: stacks and gold labels into the registry."""
 
-from __future__ import annotations
-
 from functools import partial
 from pathlib import Path
 from typing import Annotated

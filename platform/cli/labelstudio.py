@@ -1,8 +1,6 @@
 """``tomoloop labelstudio`` (the local server), ``tomoloop push`` and ``tomoloop pull``:
 rounds to Label Studio and annotations back."""
 
-from __future__ import annotations
-
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,7 +19,7 @@ labelstudio_app = typer.Typer(
 )
 
 
-def _local_label_studio(port: int = 8080) -> LocalLabelStudio:
+def _local_label_studio(port: int = 8080) -> "LocalLabelStudio":
     from tomoloop.adapters.labelstudio_server import LocalLabelStudio
     from tomoloop.config import Settings
 

@@ -1,8 +1,6 @@
 """The active-learning loop: ``tomoloop round`` (score, choose, push), ``retrain``,
 ``promote`` and ``loop`` (rounds until a budget or no gain)."""
 
-from __future__ import annotations
-
 from functools import partial
 from typing import Annotated
 

@@ -1,8 +1,6 @@
 """``tomoloop microstructure``: phase volume fractions, specific surface areas,
 tortuosity factors and particle-size distributions of a label stack."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,8 +1,6 @@
 """``tomoloop particles`` (3D particles of a volume: find, measure, classify) and
 ``tomoloop flaws`` (the flawed-particle classifier, Daemi et al. 2022, §4)."""
 
-from __future__ import annotations
-
 from functools import partial
 from pathlib import Path
 from typing import Annotated

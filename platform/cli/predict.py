@@ -1,8 +1,6 @@
 """``tomoloop predict``, ``tomoloop score`` and ``tomoloop predict-distributed``: a
 registered model over a whole volume (labels, uncertainty, slice scores)."""
 
-from __future__ import annotations
-
 from functools import partial
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``tomoloop registry``: read the registry (and freeze a dataset's next version)."""
 
-from __future__ import annotations
-
 from dataclasses import asdict
 from functools import partial
 from typing import Annotated

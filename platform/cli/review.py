@@ -1,7 +1,5 @@
 """``tomoloop review``: the review tier, labels a second person approves or corrects."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,8 +1,6 @@
 """``tomoloop serve`` (the loop's Prefect deployments) and ``tomoloop serve-api`` (the HTTP
 app): long-running servers, stopped with Ctrl-C."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

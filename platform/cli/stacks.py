@@ -1,7 +1,5 @@
 """``tomoloop stack``: inspect grayscale and label stacks."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

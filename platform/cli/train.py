@@ -1,8 +1,6 @@
 """``tomoloop train`` and ``tomoloop evaluate``: train a network on a dataset version and
 register it; score a registered model on a split."""
 
-from __future__ import annotations
-
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
