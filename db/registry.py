@@ -33,7 +33,6 @@ from tomoloop.db.models import (
     Annotation,
     DatasetMember,
     DatasetVersion,
-    Kind,
     LabelStudioEvent,
     Metric,
     ModelVersion,
@@ -41,14 +40,22 @@ from tomoloop.db.models import (
     RoundItem,
     Slice,
     SliceScore,
-    Stage,
-    Tier,
     TrainingRun,
     Volume,
     utcnow,
 )
+from tomoloop.db.states import (
+    ItemState,
+    Kind,
+    PoolState,
+    ReviewState,
+    RoundStatus,
+    RunStatus,
+    Stage,
+)
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.masks import labelled_pixels
+from tomoloop.labels.tiers import Tier
 from tomoloop.names import check_name
 from tomoloop.processes import ProcessId
 
@@ -268,8 +275,8 @@ def _json(value: dict) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-_OPEN_REVIEW = ("queued", "pushing", "pending")
-REVIEW_STATES = ("queued", "pushing", "pending", "approved", "corrected", "skipped")
+# the states review_summary counts (a superseded review is replaced by its update's)
+REVIEW_STATES = tuple(s.value for s in ReviewState if s is not ReviewState.SUPERSEDED)
 
 
 def _newest_versions(*tiers: Tier) -> Any:
@@ -793,7 +800,7 @@ class Registry:
         )
         pending = (
             exists()
-            .where(and_(RoundItem.slice_id == Slice.id, RoundItem.state == "pending"))
+            .where(and_(RoundItem.slice_id == Slice.id, RoundItem.state == ItemState.PENDING))
             .correlate(Slice)
         )
         query = (
@@ -816,7 +823,11 @@ class Registry:
                     path,
                     axis,
                     index,
-                    "labelled" if is_labelled else "pending" if is_pending else "free",
+                    PoolState.LABELLED
+                    if is_labelled
+                    else PoolState.PENDING
+                    if is_pending
+                    else PoolState.FREE,
                 )
                 for slice_id, volume_id, path, axis, index, is_labelled, is_pending in s.execute(
                     query
@@ -940,7 +951,7 @@ class Registry:
         ``owner``; its id."""
         with self.session() as s:
             run = TrainingRun(
-                model_version_id=model_id, device=device, status="running", **_owner(owner)
+                model_version_id=model_id, device=device, status=RunStatus.RUNNING, **_owner(owner)
             )
             s.add(run)
             s.flush()
@@ -952,7 +963,7 @@ class Registry:
             s.execute(
                 update(TrainingRun)
                 .where(TrainingRun.id == run_id)
-                .values(status="running", ended_at=None, failure=None, **_owner(owner))
+                .values(status=RunStatus.RUNNING, ended_at=None, failure=None, **_owner(owner))
             )
 
     def beat(self, run_id: int) -> bool:
@@ -960,7 +971,7 @@ class Registry:
         with self.session() as s:
             beaten = s.scalar(
                 update(TrainingRun)
-                .where(TrainingRun.id == run_id, TrainingRun.status == "running")
+                .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
                 .values(heartbeat_at=utcnow())
                 .returning(TrainingRun.id)
             )
@@ -976,7 +987,8 @@ class Registry:
         now = utcnow()
         marked: dict[int, str] = {}
         with self.session() as s:
-            for run in s.scalars(select(TrainingRun).where(TrainingRun.status == "running")):
+            running = select(TrainingRun).where(TrainingRun.status == RunStatus.RUNNING)
+            for run in s.scalars(running):
                 owner = (
                     None
                     if run.host is None or run.pid is None
@@ -989,8 +1001,8 @@ class Registry:
             for run_id, why in marked.items():
                 s.execute(
                     update(TrainingRun)
-                    .where(TrainingRun.id == run_id, TrainingRun.status == "running")
-                    .values(status="failed", ended_at=now, failure=why)
+                    .where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
+                    .values(status=RunStatus.FAILED, ended_at=now, failure=why)
                 )
         return marked
 
@@ -1016,7 +1028,7 @@ class Registry:
             if run is None:
                 raise RegistryError(f"no training run with id {run_id}")
             run.status = status
-            run.ended_at = utcnow() if status in ("finished", "failed") else None
+            run.ended_at = utcnow() if RunStatus(status).ended else None
             if epochs is not None:
                 run.epochs = epochs
             if curve_uri is not None:
@@ -1182,7 +1194,7 @@ class Registry:
                 strategy=strategy,
                 budget=len(chosen) if budget is None else budget,
                 model_version_id=model_id,
-                status="open",
+                status=RoundStatus.OPEN,
             )
             s.add(round_)
             s.flush()
@@ -1234,7 +1246,7 @@ class Registry:
             return list(
                 s.scalars(
                     select(ALRound.id)
-                    .where(ALRound.dataset == dataset, ALRound.status == "open")
+                    .where(ALRound.dataset == dataset, ALRound.status == RoundStatus.OPEN)
                     .order_by(ALRound.id)
                 )
             )
@@ -1278,7 +1290,7 @@ class Registry:
                     .join(ALRound, ALRound.id == RoundItem.round_id)
                     .where(
                         ALRound.dataset == dataset,
-                        RoundItem.state == "annotated",
+                        RoundItem.state == ItemState.ANNOTATED,
                         RoundItem.annotation_seconds.is_not(None),
                     )
                 )
@@ -1291,15 +1303,17 @@ class Registry:
         """
         self.al_round(round_id)
         with self.session() as s:
-            counts = dict.fromkeys(("pending", "annotated", "skipped"), 0)
+            counts = dict.fromkeys((state.value for state in ItemState), 0)
             for state, n in s.execute(
                 select(RoundItem.state, func.count())
                 .where(RoundItem.round_id == round_id)
                 .group_by(RoundItem.state)
             ):
                 counts[state] = n
-            if counts["pending"] == 0:
-                s.execute(update(ALRound).where(ALRound.id == round_id).values(status="closed"))
+            if counts[ItemState.PENDING] == 0:
+                s.execute(
+                    update(ALRound).where(ALRound.id == round_id).values(status=RoundStatus.CLOSED)
+                )
         return counts
 
     def resolve_task(self, ls_task_id: int, state: str, seconds: float | None = None) -> None:
@@ -1307,8 +1321,8 @@ class Registry:
         never undoes an annotation another person submitted).
         """
         query = update(RoundItem).where(RoundItem.ls_task_id == ls_task_id)
-        if state == "skipped":
-            query = query.where(RoundItem.state != "annotated")
+        if state == ItemState.SKIPPED:
+            query = query.where(RoundItem.state != ItemState.ANNOTATED)
         with self.session() as s:
             s.execute(query.values(state=state, annotation_seconds=seconds))
 
@@ -1350,7 +1364,7 @@ class Registry:
                     dataset=dataset,
                     reasons=",".join(reasons),
                     model_iou=model_iou,
-                    state="queued",
+                    state=ReviewState.QUEUED,
                     created_at=utcnow(),
                 )
                 .on_conflict_do_nothing()
@@ -1369,8 +1383,8 @@ class Registry:
         with self.session() as s:
             done = s.scalars(
                 update(Review)
-                .where(Review.annotation_id.in_(earlier), Review.state.in_(_OPEN_REVIEW))
-                .values(state="superseded", resolved_at=utcnow())
+                .where(Review.annotation_id.in_(earlier), Review.state.in_(ReviewState.open()))
+                .values(state=ReviewState.SUPERSEDED, resolved_at=utcnow())
                 .returning(Review.id)
             )
             return len(list(done))
@@ -1400,15 +1414,15 @@ class Registry:
         at once, each review goes to one.
         """
         stale = utcnow() - timedelta(seconds=stale_s)
-        claimable = (Review.state == "queued") | (
-            (Review.state == "pushing") & (Review.claimed_at < stale)
+        claimable = (Review.state == ReviewState.QUEUED) | (
+            (Review.state == ReviewState.PUSHING) & (Review.claimed_at < stale)
         )
         with self.session() as s:
             claimed = list(
                 s.scalars(
                     update(Review)
                     .where(Review.dataset == dataset, claimable)
-                    .values(state="pushing", claimed_at=utcnow())
+                    .values(state=ReviewState.PUSHING, claimed_at=utcnow())
                     .returning(Review.id)
                 )
             )
@@ -1419,8 +1433,8 @@ class Registry:
         with self.session() as s:
             s.execute(
                 update(Review)
-                .where(Review.id.in_(list(review_ids)), Review.state == "pushing")
-                .values(state="queued", claimed_at=None)
+                .where(Review.id.in_(list(review_ids)), Review.state == ReviewState.PUSHING)
+                .values(state=ReviewState.QUEUED, claimed_at=None)
             )
 
     def review(self, review_id: int) -> Review:
@@ -1434,8 +1448,8 @@ class Registry:
             for review_id, task_id in tasks.items():
                 s.execute(
                     update(Review)
-                    .where(Review.id == review_id, Review.state == "pushing")
-                    .values(ls_task_id=task_id, state="pending")
+                    .where(Review.id == review_id, Review.state == ReviewState.PUSHING)
+                    .values(ls_task_id=task_id, state=ReviewState.PENDING)
                 )
 
     def resolve_review(
@@ -1447,8 +1461,8 @@ class Registry:
         answer.
         """
         query = update(Review).where(Review.id == review_id)
-        if state == "skipped":
-            query = query.where(Review.state.in_(_OPEN_REVIEW))
+        if state == ReviewState.SKIPPED:
+            query = query.where(Review.state.in_(ReviewState.open()))
         else:
             query = query.where(
                 Review.expert_annotation_id.is_(None)
@@ -1474,7 +1488,7 @@ class Registry:
         with self.session() as s:
             for state, why, n in s.execute(
                 select(Review.state, Review.reasons, func.count())
-                .where(Review.dataset == dataset, Review.state != "superseded")
+                .where(Review.dataset == dataset, Review.state != ReviewState.SUPERSEDED)
                 .group_by(Review.state, Review.reasons)
             ):
                 states[state] += n
@@ -1572,7 +1586,7 @@ class Registry:
             )
         )
         pending = exists().where(
-            and_(RoundItem.slice_id == SliceScore.slice_id, RoundItem.state == "pending")
+            and_(RoundItem.slice_id == SliceScore.slice_id, RoundItem.state == ItemState.PENDING)
         )
         query = (
             select(SliceScore.slice_id, SliceScore.score)
