@@ -13,6 +13,8 @@ import orjson
 from psycopg.errors import UniqueViolation
 from sqlalchemy import func, select
 
+from tomoloop.db import entities
+from tomoloop.db.entities import frozen_all
 from tomoloop.db.models import (
     Annotation,
     Slice,
@@ -231,17 +233,17 @@ class AnnotationStore(Store):
             )
         return found
 
-    def annotation(self, annotation_id: int) -> Annotation:
+    def annotation(self, annotation_id: int) -> entities.Annotation:
         return self._get(Annotation, annotation_id, "annotation")
 
-    def best_annotations(self, volume_id: int | None = None) -> list[Annotation]:
+    def best_annotations(self, volume_id: int | None = None) -> list[entities.Annotation]:
         """Per slice, the annotation of the highest tier (the newest within that tier)."""
         return self._first_ranked(self._best_ranked(volume_id), Annotation.slice_id)
 
-    def _first_ranked(self, ranked: Any, order: Any) -> list[Annotation]:
+    def _first_ranked(self, ranked: Any, order: Any) -> list[entities.Annotation]:
         """The annotations ranked 1 in ``ranked`` (a subquery of id and rank), by ``order``."""
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(Annotation)
                     .join(ranked, ranked.c.id == Annotation.id)
@@ -277,7 +279,7 @@ class AnnotationStore(Store):
             counts[tier.name.lower()] += 1
         return counts
 
-    def lower_labels(self, annotation_id: int) -> list[Annotation]:
+    def lower_labels(self, annotation_id: int) -> list[entities.Annotation]:
         """The semantic labels a sparse label is merged over: of its slice, the newest of
         each lower tier made before it (so a frozen dataset version trains the same), lowest
         tier first."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, exists, false, func, select
 
+from tomoloop.db import entities
+from tomoloop.db.entities import frozen, frozen_all
 from tomoloop.db.models import (
     Annotation,
     DatasetMember,
@@ -73,7 +75,7 @@ class DatasetStore(Store):
 
     def freeze_dataset(
         self, name: str, members: dict[str, Sequence[int]], artifacts: dict | None = None
-    ) -> DatasetVersion:
+    ) -> entities.DatasetVersion:
         """Freeze annotations (``{"train": [ids], "val": [...], "test": [...]}``) as a version.
 
         The content hash covers the (split, annotation id) pairs; freezing the same content
@@ -93,7 +95,7 @@ class DatasetStore(Store):
                 )
             )
             if existing is not None:
-                return existing
+                return frozen(existing)
             latest = s.scalar(
                 select(DatasetVersion)
                 .where(DatasetVersion.name == name)
@@ -115,9 +117,9 @@ class DatasetStore(Store):
             ]
             for start in range(0, len(rows), _CHUNK):
                 s.connection().execute(self._insert(DatasetMember), rows[start : start + _CHUNK])
-        return version
+        return frozen(version)
 
-    def dataset(self, name: str, version: int | None = None) -> DatasetVersion:
+    def dataset(self, name: str, version: int | None = None) -> entities.DatasetVersion:
         """A dataset version by name (the latest unless ``version`` is given)."""
         query = select(DatasetVersion).where(DatasetVersion.name == name)
         if version is not None and not 0 < version <= _MAX_ID:
@@ -134,14 +136,14 @@ class DatasetStore(Store):
                 f"no dataset {name!r}{'' if version is None else f'@{version}'}: "
                 "`tomoloop registry datasets` lists them; `tomoloop ingest` makes one"
             )
-        return found
+        return frozen(found)
 
-    def dataset_version(self, dataset_version_id: int) -> DatasetVersion:
+    def dataset_version(self, dataset_version_id: int) -> entities.DatasetVersion:
         return self._get(DatasetVersion, dataset_version_id, "dataset version")
 
-    def datasets(self) -> list[DatasetVersion]:
+    def datasets(self) -> list[entities.DatasetVersion]:
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(DatasetVersion).order_by(DatasetVersion.name, DatasetVersion.version)
                 )
@@ -284,7 +286,7 @@ class DatasetStore(Store):
                 )
             ]
 
-    def refresh_dataset(self, name: str) -> DatasetVersion:
+    def refresh_dataset(self, name: str) -> entities.DatasetVersion:
         """A version of dataset ``name`` with the same slices and splits as its latest, each
         slice now with its best label of each kind (higher tiers supersede): its semantic
         label, and its instance label where a person drew one; the latest itself when
@@ -321,10 +323,10 @@ class DatasetStore(Store):
                 members[split].append(annotation_id)
         return self.freeze_dataset(name, members, latest.artifacts)
 
-    def dataset_volumes(self, dataset_version_id: int) -> list[Volume]:
+    def dataset_volumes(self, dataset_version_id: int) -> list[entities.Volume]:
         """The volumes whose slices a dataset version holds, by id."""
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(Volume)
                     .where(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict
 
 from sqlalchemy import select
 
+from tomoloop.db import entities
+from tomoloop.db.entities import NewEvent, frozen_all
 from tomoloop.db.models import (
     LabelStudioEvent,
     utcnow,
@@ -16,19 +19,12 @@ from tomoloop.db.registry.store import _CHUNK, Store
 class EventStore(Store):
     """Label Studio events."""
 
-    def record_ls_event(self, event: LabelStudioEvent) -> bool:
+    def record_ls_event(self, event: NewEvent) -> bool:
         """Record a handled Label Studio event; False if its key was already recorded."""
-        values = {
-            c.name: getattr(event, c.name)
-            for c in LabelStudioEvent.__table__.columns
-            if c.name != "id" and getattr(event, c.name) is not None
-        }
-        values.setdefault("received_at", utcnow())
-        values.setdefault("reason", "")
         with self.session() as s:
             inserted = s.scalar(
                 self._insert(LabelStudioEvent)
-                .values(**values)
+                .values(**asdict(event), received_at=utcnow())
                 .on_conflict_do_nothing()
                 .returning(LabelStudioEvent.id)
             )  # RETURNING, not rowcount: an ORM insert reports rowcount -1 on PostgreSQL
@@ -49,9 +45,9 @@ class EventStore(Store):
                 )
         return found
 
-    def ls_events(self, status: str | None = None) -> list[LabelStudioEvent]:
+    def ls_events(self, status: str | None = None) -> list[entities.LabelStudioEvent]:
         query = select(LabelStudioEvent).order_by(LabelStudioEvent.id)
         if status is not None:
             query = query.where(LabelStudioEvent.status == status)
         with self.session() as s:
-            return list(s.scalars(query))
+            return frozen_all(s.scalars(query))

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from tomoloop.db import entities
+from tomoloop.db.entities import frozen, frozen_all
 from tomoloop.db.models import (
     Annotation,
     DatasetMember,
@@ -168,10 +170,10 @@ class ModelStore(Store):
                 )
         return marked
 
-    def runs(self) -> list[TrainingRun]:
+    def runs(self) -> list[entities.TrainingRun]:
         """Every training run, oldest first."""
         with self.session() as s:
-            return list(s.scalars(select(TrainingRun).order_by(TrainingRun.id)))
+            return frozen_all(s.scalars(select(TrainingRun).order_by(TrainingRun.id)))
 
     def update_training(
         self,
@@ -199,9 +201,9 @@ class ModelStore(Store):
                 model = s.get(ModelVersion, run.model_version_id)
                 model.checkpoint_uri, model.checkpoint_sha256 = checkpoint
 
-    def training_runs(self, model_id: int) -> list[TrainingRun]:
+    def training_runs(self, model_id: int) -> list[entities.TrainingRun]:
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(TrainingRun)
                     .where(TrainingRun.model_version_id == model_id)
@@ -219,28 +221,29 @@ class ModelStore(Store):
                 for m in metrics
             )
 
-    def model(self, model_id: int) -> ModelVersion:
+    def model(self, model_id: int) -> entities.ModelVersion:
         return self._get(ModelVersion, model_id, "model version")
 
-    def models(self) -> list[ModelVersion]:
+    def models(self) -> list[entities.ModelVersion]:
         with self.session() as s:
-            return list(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
+            return frozen_all(s.scalars(select(ModelVersion).order_by(ModelVersion.id)))
 
-    def metrics(self, model_id: int) -> list[Metric]:
+    def metrics(self, model_id: int) -> list[entities.Metric]:
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(Metric).where(Metric.model_version_id == model_id).order_by(Metric.id)
                 )
             )
 
-    def champion(self, name: str) -> ModelVersion | None:
+    def champion(self, name: str) -> entities.ModelVersion | None:
         with self.session() as s:
-            return s.scalar(
+            found = s.scalar(
                 select(ModelVersion).where(
-                    ModelVersion.name == name, ModelVersion.stage == Stage.CHAMPION.value
+                    ModelVersion.name == name, ModelVersion.stage == Stage.CHAMPION
                 )
             )
+        return None if found is None else frozen(found)
 
     def promote(self, model_id: int) -> None:
         """Make a model its name's champion; the previous champion is retired.

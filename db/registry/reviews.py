@@ -5,12 +5,15 @@ of two people's labels of one slice).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
 
 from tomoloop.active.review import AGREEMENT_KINDS
+from tomoloop.db import entities
+from tomoloop.db.entities import NewAgreement, frozen_all
 from tomoloop.db.models import (
     Agreement,
     Annotation,
@@ -32,12 +35,12 @@ REVIEW_STATES = tuple(s.value for s in ReviewState if s is not ReviewState.SUPER
 class ReviewStore(Store):
     """Reviews and agreements."""
 
-    def task_labels(self, ls_task_id: int, slice_id: int) -> list[Annotation]:
+    def task_labels(self, ls_task_id: int, slice_id: int) -> list[entities.Annotation]:
         """The newest tier-annotator semantic label of each Label Studio annotation of one
         task of one slice (one per annotation an annotator submitted), oldest first.
         """
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(Annotation)
                     .where(Annotation.id.in_(_newest_versions(Tier.ANNOTATOR)))
@@ -93,18 +96,17 @@ class ReviewStore(Store):
             )
             return len(list(done))
 
-    def add_agreements(self, rows: Sequence[Agreement]) -> None:
+    def add_agreements(self, rows: Sequence[NewAgreement]) -> None:
         """Record per-class Dice of label pairs (a pair and class already recorded is kept)."""
-        columns = [c.name for c in Agreement.__table__.columns if c.name != "id"]
-        values = [{c: getattr(r, c) for c in columns} for r in rows]
+        values = [asdict(r) for r in rows]
         if values:
             with self.session() as s:
                 s.execute(self._insert(Agreement).values(values).on_conflict_do_nothing())
 
-    def reviews(self, dataset: str) -> list[Review]:
+    def reviews(self, dataset: str) -> list[entities.Review]:
         """The dataset's reviews, oldest first."""
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(select(Review).where(Review.dataset == dataset).order_by(Review.id))
             )
 
@@ -112,7 +114,7 @@ class ReviewStore(Store):
         with self.session() as s:
             return bool(s.scalar(select(exists().where(Review.dataset == dataset))))
 
-    def claim_reviews(self, dataset: str, stale_s: float = 600.0) -> list[Review]:
+    def claim_reviews(self, dataset: str, stale_s: float = 600.0) -> list[entities.Review]:
         """Claim the dataset's queued reviews for pushing (state ``pushing``), and ones a
         pusher claimed more than ``stale_s`` seconds ago without finishing; of two syncs
         at once, each review goes to one.
@@ -130,7 +132,8 @@ class ReviewStore(Store):
                     .returning(Review.id)
                 )
             )
-            return list(s.scalars(select(Review).where(Review.id.in_(claimed)).order_by(Review.id)))
+            claimed_rows = select(Review).where(Review.id.in_(claimed)).order_by(Review.id)
+            return frozen_all(s.scalars(claimed_rows))
 
     def release_reviews(self, review_ids: Sequence[int]) -> None:
         """Put claimed reviews back in the queue (their push failed)."""
@@ -141,7 +144,7 @@ class ReviewStore(Store):
                 .values(state=ReviewState.QUEUED, claimed_at=None)
             )
 
-    def review(self, review_id: int) -> Review:
+    def review(self, review_id: int) -> entities.Review:
         return self._get(Review, review_id, "review")
 
     def set_review_tasks(self, tasks: dict[int, int]) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select, update
 
+from tomoloop.db import entities
+from tomoloop.db.entities import frozen, frozen_all
 from tomoloop.db.models import (
     ALRound,
     Annotation,
@@ -25,10 +27,10 @@ from tomoloop.labels.tiers import Tier
 class RoundStore(Store):
     """Active-learning rounds."""
 
-    def al_round(self, round_id: int) -> ALRound:
+    def al_round(self, round_id: int) -> entities.ALRound:
         return self._get(ALRound, round_id, "active-learning round")
 
-    def rounds(self) -> list[tuple[ALRound, dict[str, int]]]:
+    def rounds(self) -> list[tuple[entities.ALRound, dict[str, int]]]:
         """Every active-learning round with its item count per state."""
         with self.session() as s:
             states: dict[int, dict[str, int]] = {}
@@ -39,7 +41,8 @@ class RoundStore(Store):
             ):
                 states.setdefault(round_id, {})[state] = n
             return [
-                (r, states.get(r.id, {})) for r in s.scalars(select(ALRound).order_by(ALRound.id))
+                (frozen(r), states.get(r.id, {}))
+                for r in s.scalars(select(ALRound).order_by(ALRound.id))
             ]
 
     def open_round(
@@ -69,9 +72,9 @@ class RoundStore(Store):
             )
         return round_.id
 
-    def round_items(self, round_id: int) -> list[RoundItem]:
+    def round_items(self, round_id: int) -> list[entities.RoundItem]:
         with self.session() as s:
-            return list(
+            return frozen_all(
                 s.scalars(
                     select(RoundItem).where(RoundItem.round_id == round_id).order_by(RoundItem.rank)
                 )
@@ -96,14 +99,15 @@ class RoundStore(Store):
                     )
                 )
 
-    def round_item(self, round_id: int, slice_id: int) -> RoundItem | None:
+    def round_item(self, round_id: int, slice_id: int) -> entities.RoundItem | None:
         """The item of a slice in a round (None: the slice is not in that round)."""
         with self.session() as s:
-            return s.scalar(
+            found = s.scalar(
                 select(RoundItem).where(
                     RoundItem.round_id == round_id, RoundItem.slice_id == slice_id
                 )
             )
+        return None if found is None else frozen(found)
 
     def open_rounds(self, dataset: str) -> list[int]:
         """Ids of the dataset's rounds still waiting for labels, oldest first."""

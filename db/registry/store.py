@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from tomoloop.db.entities import frozen
 from tomoloop.errors import TomoloopError
 
 _CHUNK = 5_000  # rows per bulk statement (stays under SQLite's bound-parameter limit)
@@ -76,4 +77,4 @@ class Store:
             listing = _LISTINGS.get(what)
             hint = f": `tomoloop registry {listing}` lists them" if listing else ""
             raise RegistryError(f"no {what} with id {key}{hint}")
-        return found
+        return frozen(found)

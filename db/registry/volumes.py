@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import select
 
+from tomoloop.db import entities
+from tomoloop.db.entities import frozen
 from tomoloop.db.models import (
     Slice,
     Volume,
@@ -67,19 +69,19 @@ class VolumeStore(Store):
             "choose another --name"
         )
 
-    def volume(self, volume_id: int) -> Volume:
+    def volume(self, volume_id: int) -> entities.Volume:
         return self._get(Volume, volume_id, "volume")
 
-    def volume_named(self, name: str) -> Volume:
+    def volume_named(self, name: str) -> entities.Volume:
         with self.session() as s:
             found = s.scalar(select(Volume).where(Volume.name == name))
         if found is None:
             raise RegistryError(f"no volume named {name!r}: see `tomoloop registry volumes`")
-        return found
+        return frozen(found)
 
-    def volumes(self) -> list[Volume]:
+    def volumes(self) -> list[entities.Volume]:
         with self.session() as s:
-            return list(s.scalars(select(Volume).order_by(Volume.id)))
+            return [frozen(v) for v in s.scalars(select(Volume).order_by(Volume.id))]
 
     def register_slices(self, volume_id: int, axis: str, indices: Iterable[int]) -> dict[int, int]:
         """Slice ids for ``indices`` along ``axis`` of a volume, creating missing ones."""
@@ -98,10 +100,12 @@ class VolumeStore(Store):
         ids = dict(found)
         return {i: ids[i] for i in wanted}
 
-    def slice_volumes(self, slice_ids: Iterable[int]) -> dict[int, tuple[Slice, Volume]]:
+    def slice_volumes(
+        self, slice_ids: Iterable[int]
+    ) -> dict[int, tuple[entities.Slice, entities.Volume]]:
         """``{slice id: (slice, its volume)}`` for the given ids."""
         wanted = list(slice_ids)
-        out: dict[int, tuple[Slice, Volume]] = {}
+        out: dict[int, tuple[entities.Slice, entities.Volume]] = {}
         with self.session() as s:
             for start in range(0, len(wanted), _CHUNK):
                 for slice_, volume in s.execute(
@@ -109,7 +113,7 @@ class VolumeStore(Store):
                     .join(Volume, Volume.id == Slice.volume_id)
                     .where(Slice.id.in_(wanted[start : start + _CHUNK]))
                 ):
-                    out[slice_.id] = (slice_, volume)
+                    out[slice_.id] = (frozen(slice_), frozen(volume))
         missing = set(wanted) - set(out)
         if missing:
             raise RegistryError(f"no slices with ids {sorted(missing)[:10]}")

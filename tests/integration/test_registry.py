@@ -480,12 +480,12 @@ def test_the_pool_refreshed_versions_lead_times_and_closing_rounds(registry_url)
 
 
 def test_an_event_is_recorded_once_and_the_second_record_says_so(registry_url):
-    from tomoloop.db.models import LabelStudioEvent
+    from tomoloop.db.entities import NewEvent
 
     registry = Registry.from_url(registry_url)
 
-    def event() -> LabelStudioEvent:
-        return LabelStudioEvent(
+    def event() -> NewEvent:
+        return NewEvent(
             key="17@2026-11-30T03:00:00Z", via="webhook", action="ANNOTATION",
             ls_project_id=1, ls_task_id=4, ls_annotation_id=17, status="stored",
         )  # fmt: skip

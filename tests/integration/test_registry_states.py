@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tomoloop.active.review import AGREEMENT_KINDS
 from tomoloop.db.engine import current_revision, downgrade, upgrade
-from tomoloop.db.models import Agreement
+from tomoloop.db.entities import NewAgreement
 from tomoloop.db.registry import NewAnnotation, Registry
 from tomoloop.db.states import (
     EventStatus,
@@ -69,7 +69,7 @@ def _one_row_each(registry: Registry) -> None:
     registry.add_review(annotator, "nmc", ["qa"], None)
     registry.add_agreements(
         [
-            Agreement(
+            NewAgreement(
                 slice_id=slice_id, dataset="nmc", annotation_a_id=annotator,
                 annotation_b_id=expert, kind="review", class_name="nmc", dice=1.0,
             )
