@@ -29,7 +29,7 @@ from tomoloop.adapters.labelstudio import (
 from tomoloop.db.entities import NewAgreement, NewEvent, Review
 from tomoloop.db.models import Kind, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.db.states import EventStatus, EventVia
+from tomoloop.db.states import EventStatus, EventVia, ItemState, ReviewState
 from tomoloop.labels.masks import (
     InstanceMasks,
     decode_class_mask,
@@ -177,9 +177,9 @@ def _skip(registry: Registry, intake: Intake, review: Review | None, a: PulledAn
     """Record a skip of a review or of a round's semantic task (a skipped instance task
     leaves its round to the semantic one)."""
     if review is not None:
-        registry.resolve_review(review.id, "skipped")
+        registry.resolve_review(review.id, ReviewState.SKIPPED)
     elif intake.kind is Kind.SEMANTIC:
-        registry.resolve_task(a.task_id, "skipped")
+        registry.resolve_task(a.task_id, ItemState.SKIPPED)
 
 
 def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str) -> Review:
@@ -250,13 +250,13 @@ def _store(
     tier = Tier.ANNOTATOR if review is None else Tier.EXPERT
     stored = _add_label(registry, slice_id, tier, Kind.SEMANTIC, encode_class_mask(mask), a, key)
     if review is None:
-        registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
+        registry.resolve_task(a.task_id, ItemState.ANNOTATED, a.lead_time_s)
         _route(registry, intake, slice_id, stored, mask, a)
     else:
         reviewed = decode_class_mask(registry.annotation(review.annotation_id).mask_rle)
         dice = class_dice(reviewed, mask, len(intake.names))
         _agree(registry, intake, slice_id, "review", stored, [(review.annotation_id, dice)])
-        state = "approved" if np.array_equal(reviewed, mask) else "corrected"
+        state = ReviewState.APPROVED if np.array_equal(reviewed, mask) else ReviewState.CORRECTED
         registry.resolve_review(review.id, state, stored)
     return stored
 
