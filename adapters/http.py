@@ -32,6 +32,7 @@ from tomoloop.adapters.labelstudio import PulledAnnotation
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, project_of
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
+from tomoloop.db.states import EventStatus
 from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
@@ -142,7 +143,7 @@ def create_app(
         intake = Intake(dataset, names, project_id, settings.review_policy, kind)
         status = handle_annotation(registry, intake, pulled, "webhook")
         threshold = settings.retrain_threshold
-        if status == "stored" and on_new_labels is not None and threshold is not None:
+        if status == EventStatus.STORED and on_new_labels is not None and threshold is not None:
             waiting = registry.new_labels(dataset)
             if waiting == threshold:  # this event crossed it; later ones wait for the run
                 background.add_task(on_new_labels, dataset)

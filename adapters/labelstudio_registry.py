@@ -26,8 +26,10 @@ from tomoloop.adapters.labelstudio import (
     instances_from_results,
     mask_from_results,
 )
-from tomoloop.db.models import Agreement, Kind, LabelStudioEvent, Review, Tier
+from tomoloop.db.entities import NewAgreement, NewEvent, Review
+from tomoloop.db.models import Kind, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
+from tomoloop.db.states import EventStatus, EventVia, ItemState, ReviewState
 from tomoloop.labels.masks import (
     InstanceMasks,
     decode_class_mask,
@@ -131,16 +133,10 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
     (a poll and a webhook, two syncs), the one whose event row loses the unique key reports
     ``seen`` (its writes were no-ops: same natural keys).
     """
-    event = LabelStudioEvent(
-        key=event_key(a),
-        via=via,
-        action="ANNOTATION",
-        ls_project_id=intake.project,
-        ls_task_id=a.task_id,
-        ls_annotation_id=a.annotation_id,
-    )
-    if registry.ls_event_keys([event.key]):
+    key = event_key(a)
+    if registry.ls_event_keys([key]):
         return "seen"
+    annotation_id, reason = None, ""
     with registry.atomic():
         try:
             slice_id, review_id = slice_of(a.task_key), review_of(a.task_key)
@@ -156,30 +152,34 @@ def handle_annotation(registry: Registry, intake: Intake, a: PulledAnnotation, v
             )
             mask = None if a.was_cancelled else _decode(registry, intake, slice_id, a)
         except (AnnotationRejected, RegistryError) as exc:
-            event.status, event.reason = "rejected", str(exc)[:1000]
+            status, reason = EventStatus.REJECTED, str(exc)[:1000]
         else:
-            event.status = "skipped" if mask is None else "stored"
+            status = EventStatus.SKIPPED if mask is None else EventStatus.STORED
             if mask is None:
                 _skip(registry, intake, review, a)
             elif isinstance(mask, InstanceMasks):
                 drawn = encode_instances(mask)  # instance labels are not reviewed
-                event.annotation_id = _add_label(
-                    registry, slice_id, Tier.ANNOTATOR, Kind.INSTANCE, drawn, a, event
+                annotation_id = _add_label(
+                    registry, slice_id, Tier.ANNOTATOR, Kind.INSTANCE, drawn, a, key
                 )
             else:
-                event.annotation_id = _store(registry, intake, slice_id, review, mask, a, event)
+                annotation_id = _store(registry, intake, slice_id, review, mask, a, key)
+        event = NewEvent(
+            key, EventVia(via), "ANNOTATION", intake.project, a.task_id, a.annotation_id,
+            status, reason, annotation_id,
+        )  # fmt: skip
         if not registry.record_ls_event(event):
             return "seen"
-    return event.status
+    return status
 
 
 def _skip(registry: Registry, intake: Intake, review: Review | None, a: PulledAnnotation) -> None:
     """Record a skip of a review or of a round's semantic task (a skipped instance task
     leaves its round to the semantic one)."""
     if review is not None:
-        registry.resolve_review(review.id, "skipped")
+        registry.resolve_review(review.id, ReviewState.SKIPPED)
     elif intake.kind is Kind.SEMANTIC:
-        registry.resolve_task(a.task_id, "skipped")
+        registry.resolve_task(a.task_id, ItemState.SKIPPED)
 
 
 def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str) -> Review:
@@ -212,10 +212,11 @@ def _add_label(
     kind: Kind,
     mask_rle: dict,
     a: PulledAnnotation,
-    event: LabelStudioEvent,
+    key: str,
 ) -> int:
-    """Add the registry label of a Label Studio annotation event; its id."""
-    source = f"labelstudio:{event.key}"
+    """Add the registry label of a Label Studio annotation event (its :func:`event_key`);
+    its id."""
+    source = f"labelstudio:{key}"
     registry.add_annotations(
         [
             NewAnnotation(
@@ -241,21 +242,21 @@ def _store(
     review: Review | None,
     mask: np.ndarray,
     a: PulledAnnotation,
-    event: LabelStudioEvent,
+    key: str,
 ) -> int:
     """Store the label (tier expert for a review, else annotator) and route or settle it;
     the registry annotation's id.
     """
     tier = Tier.ANNOTATOR if review is None else Tier.EXPERT
-    stored = _add_label(registry, slice_id, tier, Kind.SEMANTIC, encode_class_mask(mask), a, event)
+    stored = _add_label(registry, slice_id, tier, Kind.SEMANTIC, encode_class_mask(mask), a, key)
     if review is None:
-        registry.resolve_task(a.task_id, "annotated", a.lead_time_s)
+        registry.resolve_task(a.task_id, ItemState.ANNOTATED, a.lead_time_s)
         _route(registry, intake, slice_id, stored, mask, a)
     else:
         reviewed = decode_class_mask(registry.annotation(review.annotation_id).mask_rle)
         dice = class_dice(reviewed, mask, len(intake.names))
         _agree(registry, intake, slice_id, "review", stored, [(review.annotation_id, dice)])
-        state = "approved" if np.array_equal(reviewed, mask) else "corrected"
+        state = ReviewState.APPROVED if np.array_equal(reviewed, mask) else ReviewState.CORRECTED
         registry.resolve_review(review.id, state, stored)
     return stored
 
@@ -307,7 +308,7 @@ def _agree(
     """
     registry.add_agreements(
         [
-            Agreement(
+            NewAgreement(
                 slice_id=slice_id,
                 dataset=intake.dataset,
                 annotation_a_id=earlier,

@@ -10,7 +10,6 @@ person; an Agreement is the per-class Dice of two people's labels of one slice.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -29,6 +28,43 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from tomoloop.active.review import AGREEMENT_KINDS
+from tomoloop.db.states import (
+    EventStatus,
+    EventVia,
+    ItemState,
+    Kind,
+    ReviewState,
+    RoundStatus,
+    RunStatus,
+    Stage,
+    one_of,
+)
+from tomoloop.labels.splits import SPLIT_NAMES
+from tomoloop.labels.tiers import Tier
+
+__all__ = [
+    "ALRound",
+    "Agreement",
+    "Annotation",
+    "Base",
+    "DatasetMember",
+    "DatasetVersion",
+    "Kind",
+    "LabelStudioEvent",
+    "Metric",
+    "ModelVersion",
+    "Review",
+    "RoundItem",
+    "Slice",
+    "SliceScore",
+    "Stage",
+    "Tier",
+    "TrainingRun",
+    "Volume",
+    "utcnow",
+]
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -40,28 +76,6 @@ NAMING = {
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class Tier(enum.IntEnum):
-    """Who made a label; a higher tier supersedes a lower one for training."""
-
-    AUTO = 0  # from binarization / thresholding
-    MODEL = 1  # a model's prediction
-    ANNOTATOR = 2  # a person in Label Studio
-    EXPERT = 3  # reviewed / approved by a second person
-
-
-class Kind(enum.StrEnum):
-    """What a label holds: a class per pixel, or one mask per particle."""
-
-    SEMANTIC = "semantic"  # mask_rle: {"size": [h, w], "classes": {...}}
-    INSTANCE = "instance"  # mask_rle: {"size": [h, w], "instances": [{"class", "counts"}]}
-
-
-class Stage(enum.StrEnum):
-    CANDIDATE = "candidate"
-    CHAMPION = "champion"
-    RETIRED = "retired"
 
 
 class Base(DeclarativeBase):
@@ -120,8 +134,8 @@ class Annotation(Base):
     __tablename__ = "annotations"
     __table_args__ = (
         UniqueConstraint("slice_id", "tier", "source", name="uq_annotations_natural_key"),
-        CheckConstraint("tier BETWEEN 0 AND 3", name="tier"),
-        CheckConstraint("kind IN ('semantic', 'instance')", name="kind"),
+        CheckConstraint(f"tier BETWEEN {min(Tier):d} AND {max(Tier):d}", name="tier"),
+        CheckConstraint(one_of("kind", Kind), name="kind"),
     )  # the natural-key index also serves lookups by (slice_id, tier): its prefix
     id: Mapped[int] = mapped_column(primary_key=True)
     slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id", ondelete="RESTRICT"))
@@ -167,7 +181,7 @@ class DatasetMember(Base):
 
     __tablename__ = "dataset_members"
     __table_args__ = (
-        CheckConstraint("split IN ('train', 'val', 'test')", name="split"),
+        CheckConstraint(one_of("split", SPLIT_NAMES), name="split"),
         Index("ix_dataset_members_annotation", "annotation_id"),
     )
     dataset_version_id: Mapped[int] = mapped_column(
@@ -182,14 +196,14 @@ class ModelVersion(Base):
 
     __tablename__ = "model_versions"
     __table_args__ = (
-        CheckConstraint("stage IN ('candidate', 'champion', 'retired')", name="stage"),
+        CheckConstraint(one_of("stage", Stage), name="stage"),
         # at most one champion per model name, whatever races to promote
         Index(
             "uq_model_versions_one_champion",
             "name",
             unique=True,
-            sqlite_where=text("stage = 'champion'"),
-            postgresql_where=text("stage = 'champion'"),
+            sqlite_where=text(f"stage = '{Stage.CHAMPION}'"),
+            postgresql_where=text(f"stage = '{Stage.CHAMPION}'"),
         ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -210,14 +224,10 @@ class TrainingRun(Base):
     and beats (``heartbeat_at``)."""
 
     __tablename__ = "training_runs"
-    __table_args__ = (
-        CheckConstraint(
-            "status IN ('running', 'finished', 'failed', 'interrupted')", name="status"
-        ),
-    )
+    __table_args__ = (CheckConstraint(one_of("status", RunStatus), name="status"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[str] = mapped_column(String(20), default="running")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.RUNNING.value)
     device: Mapped[str] = mapped_column(String(40), default="cpu")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -263,13 +273,13 @@ class SliceScore(Base):
 
 class ALRound(Base):
     __tablename__ = "al_rounds"
-    __table_args__ = (CheckConstraint("status IN ('open', 'closed', 'failed')", name="status"),)
+    __table_args__ = (CheckConstraint(one_of("status", RoundStatus), name="status"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset: Mapped[str] = mapped_column(String(200))
     strategy: Mapped[str] = mapped_column(String(60))
     budget: Mapped[int]
     model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
-    status: Mapped[str] = mapped_column(String(20), default="open")
+    status: Mapped[str] = mapped_column(String(20), default=RoundStatus.OPEN.value)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -277,7 +287,7 @@ class RoundItem(Base):
     __tablename__ = "round_items"
     __table_args__ = (
         UniqueConstraint("round_id", "slice_id", name="uq_round_items_round_slice"),
-        CheckConstraint("state IN ('pending', 'annotated', 'skipped')", name="state"),
+        CheckConstraint(one_of("state", ItemState), name="state"),
         Index("ix_round_items_slice_state", "slice_id", "state"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -286,7 +296,7 @@ class RoundItem(Base):
     score: Mapped[float] = mapped_column(Float)
     rank: Mapped[int]
     ls_task_id: Mapped[int | None]
-    state: Mapped[str] = mapped_column(String(20), default="pending")
+    state: Mapped[str] = mapped_column(String(20), default=ItemState.PENDING.value)
     annotation_seconds: Mapped[float | None] = mapped_column(Float)
     # the model's mask pre-filled in the task (inline RLE as Annotation.mask_rle), kept to
     # tell how much the annotator changed it
@@ -305,7 +315,8 @@ class LabelStudioEvent(Base):
     __tablename__ = "ls_events"
     __table_args__ = (
         UniqueConstraint("key", name="uq_ls_events_key"),
-        CheckConstraint("status IN ('stored', 'skipped', 'rejected')", name="status"),
+        CheckConstraint(one_of("status", EventStatus), name="status"),
+        CheckConstraint(one_of("via", EventVia), name="via"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200))
@@ -333,11 +344,7 @@ class Review(Base):
     __tablename__ = "reviews"
     __table_args__ = (
         UniqueConstraint("annotation_id", name="uq_reviews_annotation_id"),
-        CheckConstraint(
-            "state IN ('queued', 'pushing', 'pending', 'approved', 'corrected', 'skipped', "
-            "'superseded')",
-            name="state",
-        ),
+        CheckConstraint(one_of("state", ReviewState), name="state"),
         Index("ix_reviews_dataset_state", "dataset", "state"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -346,7 +353,7 @@ class Review(Base):
     dataset: Mapped[str] = mapped_column(String(200))
     reasons: Mapped[str] = mapped_column(String(100))
     model_iou: Mapped[float | None] = mapped_column(Float)
-    state: Mapped[str] = mapped_column(String(20), default="queued")
+    state: Mapped[str] = mapped_column(String(20), default=ReviewState.QUEUED.value)
     ls_task_id: Mapped[int | None]
     expert_annotation_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -364,7 +371,7 @@ class Agreement(Base):
         UniqueConstraint(
             "annotation_a_id", "annotation_b_id", "class_name", name="uq_agreements_pair"
         ),
-        CheckConstraint("kind IN ('annotators', 'review')", name="kind"),
+        CheckConstraint(one_of("kind", AGREEMENT_KINDS), name="kind"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     slice_id: Mapped[int] = mapped_column(ForeignKey("slices.id"))

@@ -4,7 +4,7 @@ API return (one shape for both).
 
 from __future__ import annotations
 
-from tomoloop.db.models import (
+from tomoloop.db.entities import (
     ALRound,
     DatasetVersion,
     Metric,

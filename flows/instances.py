@@ -32,7 +32,7 @@ from prefect import flow, get_run_logger
 from tomoloop.adapters import detectron2
 from tomoloop.coco.convert import check_out
 from tomoloop.config import Settings
-from tomoloop.db.models import ModelVersion
+from tomoloop.db.entities import ModelVersion
 from tomoloop.db.registry import NewMetric, PoolSlice, RegistryError
 from tomoloop.flows.resources import (
     Services,

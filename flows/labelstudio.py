@@ -44,7 +44,8 @@ from tomoloop.adapters.labelstudio_registry import (
 )
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio, label_studio_credentials
 from tomoloop.config import Settings
-from tomoloop.db.models import Kind, Review
+from tomoloop.db.entities import Review
+from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry
 from tomoloop.flows.resources import Services, dataset_phases, load_registered_model
 from tomoloop.inference.predict import normalise, predict_slice

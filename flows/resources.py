@@ -16,7 +16,7 @@ from torch import nn
 
 from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.config import Settings
-from tomoloop.db.models import DatasetVersion, ModelVersion
+from tomoloop.db.entities import DatasetVersion, ModelVersion
 from tomoloop.db.registry import PoolSlice, Registry, RegistryError
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask, merge_by_tier
 from tomoloop.labels.phases import PhaseMap

@@ -1,5 +1,5 @@
-"""Labels: phase maps, class/instance masks (RLE), train/val/test splits, synthetic electrodes
-with exact labels."""
+"""Labels: phase maps, tiers (who made a label), class/instance masks (RLE), train/val/test
+splits, synthetic electrodes with exact labels."""
 
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         make_electrode,
         particle_packing,
     )
+    from tomoloop.labels.tiers import Tier
 
 __all__ = [
     "ELECTRODE_PHASES",
@@ -38,6 +39,7 @@ __all__ = [
     "InstanceMasks",
     "MaskFormatError",
     "PhaseMap",
+    "Tier",
     "carbon_binder",
     "check_split_fills",
     "cracked_particles",
@@ -66,6 +68,7 @@ __getattr__, __dir__ = lazy_exports(
         "MaskFormatError": "tomoloop.labels.masks",
         "PhaseMap": "tomoloop.labels.phases",
         "SPLIT_NAMES": "tomoloop.labels.splits",
+        "Tier": "tomoloop.labels.tiers",
         "carbon_binder": "tomoloop.labels.synthetic",
         "check_split_fills": "tomoloop.labels.splits",
         "cracked_particles": "tomoloop.labels.synthetic",

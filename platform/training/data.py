@@ -21,10 +21,11 @@ from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import normalise
 from tomoloop.labels.masks import decode_class_mask
 from tomoloop.labels.phases import IGNORE
+from tomoloop.labels.tiers import Tier
 from tomoloop.networks.matphase import remove_rows_and_resize, smooth_labels_knn
 from tomoloop.stacks.tiff import open_stack, percentile_window
 
-TIER_NAMES = ("auto", "model", "annotator", "expert")  # tier index → name, as the registry
+TIER_NAMES = tuple(t.label for t in Tier)  # tier index → name
 # Expert > annotator > auto (the issue); model predictions used as labels count least.
 DEFAULT_TIER_WEIGHTS = {"auto": 1.0, "model": 0.5, "annotator": 2.0, "expert": 4.0}
 

@@ -26,11 +26,19 @@ def _volume(registry, name="nmc-1", sha="a" * 64, shape=(10, 8, 8)):
     )
 
 
+def _check_names(engine, table):
+    return {c["name"] for c in inspect(engine).get_check_constraints(table)}
+
+
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == "0007"
     tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
     assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
+    assert "ck_ls_events_via" in _check_names(engine, "ls_events")
+    downgrade(engine)
+    assert current_revision(engine) == "0006"
+    assert "ck_ls_events_via" not in _check_names(engine, "ls_events")
     downgrade(engine)
     assert current_revision(engine) == "0005"
     assert "labelled_px" not in {c["name"] for c in inspect(engine).get_columns("annotations")}
@@ -48,7 +56,7 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0006"
+    assert current_revision(engine) == "0007"
     engine.dispose()
 
 
@@ -80,7 +88,7 @@ def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(
     )
     with pytest.raises(TomoloopError, match=r"holds 1 instance labels.*stay at 0004"):
         downgrade(registry.engine, "0003")
-    assert current_revision(registry.engine) == "0006"  # all steps undone, or none
+    assert current_revision(registry.engine) == "0007"  # all steps undone, or none
     assert registry.refresh_dataset("nmc").version == 2
     registry.engine.dispose()
 
@@ -472,12 +480,12 @@ def test_the_pool_refreshed_versions_lead_times_and_closing_rounds(registry_url)
 
 
 def test_an_event_is_recorded_once_and_the_second_record_says_so(registry_url):
-    from tomoloop.db.models import LabelStudioEvent
+    from tomoloop.db.entities import NewEvent
 
     registry = Registry.from_url(registry_url)
 
-    def event() -> LabelStudioEvent:
-        return LabelStudioEvent(
+    def event() -> NewEvent:
+        return NewEvent(
             key="17@2026-11-30T03:00:00Z", via="webhook", action="ANNOTATION",
             ls_project_id=1, ls_task_id=4, ls_annotation_id=17, status="stored",
         )  # fmt: skip
