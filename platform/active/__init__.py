@@ -72,6 +72,11 @@ if TYPE_CHECKING:
         k_centre,
         take_in_order,
     )
+    from tomoloop.active.self_training import (
+        SelfTraining,
+        class_thresholds,
+        confident_labels,
+    )
     from tomoloop.active.strategies import (
         STRATEGIES,
         BaldStrategy,
@@ -116,6 +121,7 @@ __all__ = [
     "Routing",
     "ScoreOptions",
     "SelectionError",
+    "SelfTraining",
     "SliceFeatures",
     "Split",
     "StopRules",
@@ -129,6 +135,8 @@ __all__ = [
     "boundary_fraction",
     "by_value",
     "class_dice",
+    "class_thresholds",
+    "confident_labels",
     "decide",
     "efficiency",
     "encoder_embedding",
@@ -174,6 +182,9 @@ __getattr__, __dir__ = lazy_exports(
         "TtaStrategy": "tomoloop.active.strategies",
         "by_value": "tomoloop.active.selection",
         "Limits": "tomoloop.active.selection",
+        "SelfTraining": "tomoloop.active.self_training",
+        "class_thresholds": "tomoloop.active.self_training",
+        "confident_labels": "tomoloop.active.self_training",
         "Region": "tomoloop.active.regions",
         "RegionCandidate": "tomoloop.active.regions",
         "RegionConstraints": "tomoloop.active.regions",
