@@ -231,9 +231,7 @@ def answer_region(
     return out
 
 
-def region_seconds(
-    truth: np.ndarray, region: Region, behaviour: Behaviour | None = None
-) -> float:
+def region_seconds(truth: np.ndarray, region: Region, behaviour: Behaviour | None = None) -> float:
     """Seconds the oracle takes to paint a region of an (H, W) class mask: the lead-time
     model of :class:`tomoloop.active.Behaviour` (default: the plain one) on the tile.
     """

@@ -79,9 +79,7 @@ class Constraints:
         if self.min_gap < 0:
             raise SelectionError(f"minimum gap {self.min_gap} must be ≥ 0")
 
-    def admits(
-        self, c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate]
-    ) -> bool:
+    def admits(self, c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate]) -> bool:
         """Whether ``c`` may join ``chosen`` (this round) given ``taken`` (labelled or
         pending slices, which also hold their neighbours off).
         """

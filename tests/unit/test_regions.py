@@ -49,9 +49,7 @@ def test_centre_puts_the_tile_in_volume_coordinates():
     assert region_distance(Region(0, "z", 0, 0, 0, 4), Region(1, "z", 0, 0, 0, 4)) == np.inf
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"plane": "q"}, {"size": 0}, {"y0": -1}, {"index": -2}]
-)
+@pytest.mark.parametrize("kwargs", [{"plane": "q"}, {"size": 0}, {"y0": -1}, {"index": -2}])
 def test_a_region_outside_any_slice_is_refused(kwargs):
     fields = {"volume": 0, "plane": "z", "index": 0, "y0": 0, "x0": 0, "size": 8} | kwargs
     with pytest.raises(SelectionError):
@@ -182,6 +180,7 @@ def test_region_features_are_the_slice_features_of_each_tile():
         assert c.slice_id == 4 and c.embedding is None
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_score_regions_gives_every_tile_an_embedding_when_asked():
     torch.manual_seed(0)
     model = build_model("unet", 1, 3, base=4, depth=2)
