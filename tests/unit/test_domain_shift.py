@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -172,3 +175,45 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", "benchmark", "al", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_the_cli_refuses_a_target_without_sources_and_a_pair_without_colon(tmp_path):
+    bad = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "gray.tif")
+    assert bad.returncode == 2 and "GRAY:LABELS" in bad.stderr and "Traceback" not in bad.stderr
+    lonely = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "g.tif:l.tif")
+    assert lonely.returncode == 2 and "--source" in lonely.stderr
+
+
+@pytest.mark.slow  # trains networks
+def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, electrode_volume):
+    source = _pair(tmp_path, electrode_volume, "source", 0)
+    target = _pair(tmp_path, electrode_volume[:, ::-1].copy(), "target", 30)
+    result = _cli(
+        "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
+        "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice,bald,bald+self",
+        "--region", "16", "--budget-px", "512", "--quick", "--device", "cpu",
+        "--plot", tmp_path / "shift.png", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
+    assert set(doc["strategies"]) == {"random/slice", "bald/region", "bald+self/region"}
+    gain = doc["full_data_miou"] - doc["initial_miou"]
+    assert doc["valid"] == (gain >= 0.05)
+    goal = doc["initial_miou"] + 0.95 * gain
+    for result in doc["strategies"].values():
+        assert {"pixels_to_95", "auc", "curve"} <= set(result)
+        reached = [n for n, m in result["curve"] if m >= goal]
+        assert result["pixels_to_95"] == (reached[0] if doc["valid"] and reached else None)
+        assert result["curve"][0] == [0, doc["initial_miou"]] and len(result["curve"]) == 3
+    assert (tmp_path / "shift.png").stat().st_size > 1000
