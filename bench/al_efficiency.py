@@ -92,7 +92,7 @@ def weave(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, 
 
 SCENARIOS = {
     "nmc": (nmc, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
-    "weave": (weave, PhaseMap.parse("void=0,warp=1,weft=2")),
+    "weave": (weave, PhaseMap.parse("background=0,phase1=1,phase2=2")),
 }
 
 

@@ -421,9 +421,9 @@ def arm_curve(
         answers = query(arm, model, data, labels, setup, rng)
         if not answers:
             break
-        extra = pseudo_labels(model, data, labels, setup) if arm.self_training else []
         for i, sparse in answers.items():
             labels[i] = _merged(labels.get(i), sparse)
+        extra = pseudo_labels(model, data, labels, setup) if arm.self_training else []
         slices = [replace(data.target.pool[i], labels=m, weight=weight) for i, m in labels.items()]
         config = replace(setup.fine_tune, seed=seed * 1000 + round_)
         _fit(model, slices + extra, data.target.val, config, setup, data.target.n_classes)

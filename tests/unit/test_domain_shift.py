@@ -217,3 +217,24 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
         assert result["pixels_to_95"] == (reached[0] if doc["valid"] and reached else None)
         assert result["curve"][0] == [0, doc["initial_miou"]] and len(result["curve"]) == 3
     assert (tmp_path / "shift.png").stat().st_size > 1000
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypatch):
+    import tomoloop.active.domain_shift as shift
+
+    seen = []
+    monkeypatch.setattr(shift, "_fit", lambda *a, **k: None)
+    monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.5)
+    real = shift.pseudo_labels
+    monkeypatch.setattr(
+        shift,
+        "pseudo_labels",
+        lambda m, d, labels, s: seen.append(dict(labels)) or real(m, d, labels, s),
+    )
+    setup = quick(ShiftSetup(parse_arms("random+self"), rounds=1, budget_px=256, region=16))
+    torch.manual_seed(0)
+    start = (shift._state(shift._build(data, setup)), 0.5)
+    curve = shift.arm_curve(setup.arms[0], 0, data, setup, start)
+    assert curve[1][0] == 256
+    assert shift.labelled_count(seen[0]) == 256  # this round's region is already known
