@@ -187,6 +187,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow  # two CLI processes: over 20 s on a loaded machine
 def test_the_cli_refuses_a_target_without_sources_and_a_pair_without_colon(tmp_path):
     bad = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "gray.tif")
     assert bad.returncode == 2 and "GRAY:LABELS" in bad.stderr and "Traceback" not in bad.stderr
