@@ -273,6 +273,26 @@ def _fit(
         train(model.module, slices, val, n_classes, config, folder, setup.device)
 
 
+def fine_tune(
+    model: _Model,
+    slices: Sequence[LabelledSlice],
+    data: ShiftData,
+    config: TrainConfig,
+    setup: ShiftSetup,
+) -> None:
+    """Fine-tune ``model`` in place on ``slices`` with early stopping on the target's val
+    split, the starting weights counting as epoch 0: when no epoch beats them on val, the
+    model keeps them (a round that teaches nothing does not make the model worse).
+    """
+    val, n_classes = data.target.val, data.target.n_classes
+    before = _state(model)
+    start = evaluate(model.module, val, n_classes, config.patch, config.overlap, setup.device)
+    with tempfile.TemporaryDirectory() as folder:
+        result = train(model.module, slices, val, n_classes, config, folder, setup.device)
+    if result.best_miou < start.scores.miou:
+        model.module.load_state_dict(before)
+
+
 def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> tuple[dict, float]:
     """(weights, target test mIoU) of the model trained on the sources only."""
     torch.manual_seed(seed)
@@ -298,7 +318,7 @@ def full_data_model(seed: int, start: dict, data: ShiftData, setup: ShiftSetup) 
     weight = tier_weight(ANNOTATOR)
     pool = [replace(s, weight=weight) for s in data.target.pool]
     config = replace(setup.fine_tune, seed=seed)
-    _fit(model, pool, data.target.val, config, setup, data.target.n_classes)
+    fine_tune(model, pool, data, config, setup)
     return _test_miou(model, data, setup)
 
 
@@ -426,7 +446,7 @@ def arm_curve(
         extra = pseudo_labels(model, data, labels, setup) if arm.self_training else []
         slices = [replace(data.target.pool[i], labels=m, weight=weight) for i, m in labels.items()]
         config = replace(setup.fine_tune, seed=seed * 1000 + round_)
-        _fit(model, slices + extra, data.target.val, config, setup, data.target.n_classes)
+        fine_tune(model, slices + extra, data, config, setup)
         curve.append((labelled_count(labels), _test_miou(model, data, setup)))
     return curve
 

@@ -225,7 +225,7 @@ def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypat
     import tomoloop.active.domain_shift as shift
 
     seen = []
-    monkeypatch.setattr(shift, "_fit", lambda *a, **k: None)
+    monkeypatch.setattr(shift, "fine_tune", lambda *a, **k: None)
     monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.5)
     real = shift.pseudo_labels
     monkeypatch.setattr(
@@ -239,3 +239,34 @@ def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypat
     curve = shift.arm_curve(setup.arms[0], 0, data, setup, start)
     assert curve[1][0] == 256
     assert shift.labelled_count(seen[0]) == 256  # this round's region is already known
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_from(
+    data, monkeypatch
+):
+    import tomoloop.active.domain_shift as shift
+    from tomoloop.training.trainer import TrainResult
+
+    def ruin(module, *args, **kwargs):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(1.0)
+        return TrainResult([], 1, -1.0, False, 0)
+
+    setup = quick(ShiftSetup(region=16))
+    torch.manual_seed(0)
+    model = shift._build(data, setup)
+    before = shift._state(model)
+    monkeypatch.setattr(shift, "train", ruin)
+    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+
+    def improve(module, *args, **kwargs):
+        with torch.no_grad():
+            next(module.parameters()).add_(1.0)
+        return TrainResult([], 1, 1.0, False, 0)
+
+    monkeypatch.setattr(shift, "train", improve)
+    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    assert not torch.equal(before[next(iter(before))], next(model.module.parameters()))
