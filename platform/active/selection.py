@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -79,6 +79,35 @@ class Constraints:
         if self.min_gap < 0:
             raise SelectionError(f"minimum gap {self.min_gap} must be ≥ 0")
 
+    def admits(self, c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate]) -> bool:
+        """Whether ``c`` may join ``chosen`` (this round) given ``taken`` (labelled or
+        pending slices, which also hold their neighbours off).
+        """
+        quota = self.per_volume
+        if quota is not None and sum(o.volume == c.volume for o in chosen) >= quota:
+            return False
+        return _gap_ok(c, chosen, self.min_gap) and _gap_ok(c, taken, self.min_gap)
+
+    def full(self, chosen: Sequence[Candidate]) -> bool:
+        """Whether ``chosen`` spends the whole budget."""
+        return len(chosen) >= self.budget
+
+    def picks(self, _candidates: Sequence[Candidate]) -> int:
+        """How many candidates a round takes at most (sizes an uncertainty pool)."""
+        return self.budget
+
+
+class Limits(Protocol):
+    """What a round may take: :class:`Constraints` (slices) or
+    :class:`tomoloop.active.regions.RegionConstraints` (regions under a pixel budget).
+    """
+
+    def admits(self, c, chosen: Sequence, taken: Sequence) -> bool: ...
+
+    def full(self, chosen: Sequence) -> bool: ...
+
+    def picks(self, candidates: Sequence) -> int: ...
+
 
 @dataclass(frozen=True)
 class LeadTimeModel:
@@ -114,20 +143,17 @@ def _gap_ok(c: Candidate, chosen: Sequence[Candidate], min_gap: int) -> bool:
 
 
 def admissible(
-    c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate], limits: Constraints
+    c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate], limits: Limits
 ) -> bool:
     """Whether ``c`` may join ``chosen`` (this round) given ``taken`` (labelled or pending
-    slices, which also hold their neighbours off).
+    slices or regions, which also hold their neighbours off).
     """
-    quota = limits.per_volume
-    if quota is not None and sum(o.volume == c.volume for o in chosen) >= quota:
-        return False
-    return _gap_ok(c, chosen, limits.min_gap) and _gap_ok(c, taken, limits.min_gap)
+    return limits.admits(c, chosen, taken)
 
 
 def take_in_order(
     ordered: Sequence[Candidate],
-    limits: Constraints,
+    limits: Limits,
     taken: Sequence[Candidate] = (),
     chosen: Sequence[Candidate] = (),
 ) -> list[Candidate]:
@@ -136,7 +162,7 @@ def take_in_order(
     """
     chosen = list(chosen)
     for c in ordered:
-        if len(chosen) == limits.budget:
+        if limits.full(chosen):
             break
         if admissible(c, chosen, taken, limits):
             chosen.append(c)
@@ -155,7 +181,7 @@ def _embeddings(candidates: Sequence[Candidate], what: str) -> np.ndarray:
 
 
 def k_centre(
-    candidates: Sequence[Candidate], limits: Constraints, taken: Sequence[Candidate] = ()
+    candidates: Sequence[Candidate], limits: Limits, taken: Sequence[Candidate] = ()
 ) -> list[Candidate]:
     """Greedy k-centre: repeatedly the admissible candidate farthest (Euclidean, in
     embedding space) from everything chosen or already labelled; the most uncertain first
@@ -170,7 +196,7 @@ def k_centre(
         nearest = np.min(np.linalg.norm(points[:, None] - anchors[None], axis=-1), axis=1)
     chosen: list[Candidate] = []
     open_ = np.ones(len(candidates), dtype=bool)
-    while len(chosen) < limits.budget and open_.any():
+    while not limits.full(chosen) and open_.any():
         key = np.array([c.score for c in candidates]) if np.isinf(nearest).all() else nearest
         for i in np.argsort(-np.where(open_, key, -np.inf), kind="stable"):
             if not open_[i]:
@@ -199,7 +225,7 @@ class Strategy:
     def select(
         self,
         candidates: Sequence[Candidate],
-        limits: Constraints,
+        limits: Limits,
         taken: Sequence[Candidate] = (),
         rng: np.random.Generator | None = None,
         lead_time: LeadTimeModel | None = None,

@@ -8,18 +8,36 @@ import typer
 from tomoloop.cli.options import DeviceOpt, JsonFlag, parse_options
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
+from tomoloop.errors import TomoloopError
 
 benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True)
 
 
 @benchmark_app.command("al")
 def benchmark_al(
-    gray: Annotated[Path, typer.Option(help="Grayscale stack.")],
-    labels: Annotated[Path, typer.Option(help="Gold label stack (the direct oracle).")],
     phases: Annotated[str, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
+    gray: Annotated[Path | None, typer.Option(help="Grayscale stack (slice mode).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Gold label stack (the direct oracle; slice mode).")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Domain-shift mode: a source scan GRAY:LABELS (repeatable)."),
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Domain-shift mode: the new scan GRAY:LABELS.")
+    ] = None,
+    unit: Annotated[str, typer.Option(help="Domain-shift unit: slice or region.")] = "region",
+    region: Annotated[int, typer.Option(help="Region side in pixels.")] = 32,
+    budget_px: Annotated[int, typer.Option(help="Labelled target pixels per round.")] = 4096,
+    quick: Annotated[bool, typer.Option("--quick", help="A CI-sized domain-shift run.")] = False,
     strategies: Annotated[
-        str, typer.Option(help="Comma-separated strategy names.")
-    ] = "random,foreground_random,entropy,bald",
+        str | None,
+        typer.Option(
+            help="Comma-separated strategy names; domain-shift arms also STRATEGY+self "
+            "(self-training) and STRATEGY/slice or STRATEGY/region (the unit)."
+        ),
+    ] = None,
     seeds: Annotated[int, typer.Option(help="Repetitions with different seeds.")] = 3,
     rounds: Annotated[int, typer.Option(help="Rounds after the initial slices.")] = 4,
     budget: Annotated[int, typer.Option(help="Slices per round.")] = 4,
@@ -38,6 +56,8 @@ def benchmark_al(
 ) -> None:
     """Label efficiency of query strategies with a direct oracle (no server): test mIoU
     against labelled slices, labels to reach 95 % of the full-data mIoU, area under curve.
+    With --target (domain-shift mode): a model trained on the --source scans meets the
+    target; test mIoU against labelled target pixels, pixels to 95 % of the gain.
     """
     from tomoloop.active.label_efficiency import EfficiencySetup, efficiency, stack_split
     from tomoloop.active.strategies import get
@@ -47,6 +67,18 @@ def benchmark_al(
     from tomoloop.stacks.tiff import open_stack
     from tomoloop.training.trainer import TrainConfig, resolve_device
 
+    if target is not None or source:
+        _benchmark_shift(
+            phases, source or [], target, unit, region, budget_px, quick, strategies,
+            seeds, rounds, plot, str(resolve_device(device)), as_json,
+        )  # fmt: skip
+        return
+    if gray is None or labels is None:
+        raise TomoloopError(
+            "benchmark al needs --gray and --labels (slices of one scan), or --source and "
+            "--target GRAY:LABELS (a new scan)"
+        )
+    strategies = strategies or "random,foreground_random,entropy,bald"
     names = tuple(n.strip() for n in strategies.split(",") if n.strip())
     for name in names:
         get(name)
@@ -87,6 +119,80 @@ def benchmark_al(
         return document
 
     run(work, as_json, _show_efficiency)
+
+
+def _benchmark_shift(
+    phases: str,
+    sources: list[str],
+    target: str | None,
+    unit: str,
+    region: int,
+    budget_px: int,
+    quick: bool,
+    strategies: str | None,
+    seeds: int,
+    rounds: int,
+    plot: Path | None,
+    device: str,
+    as_json: bool,
+) -> None:
+    """``benchmark al`` in domain-shift mode (:mod:`tomoloop.active.domain_shift`)."""
+    import tomoloop.active.domain_shift as shift
+    from tomoloop.labels.phases import PhaseMap
+    from tomoloop.outputs import Output, check_outputs
+    from tomoloop.report.plots import plot_domain_shift
+
+    if target is None or not sources:
+        raise shift.BenchmarkError("domain-shift mode needs --source and --target GRAY:LABELS")
+    pairs = [shift.parse_pair(text) for text in sources]
+    goal = shift.parse_pair(target)
+    inputs = {f"--source {k + 1}": p for k, pair in enumerate(pairs) for p in pair}
+    inputs |= {"--target gray": goal[0], "--target labels": goal[1]}
+    check_outputs(inputs, [Output("--plot", plot)] if plot is not None else [])
+    setup = shift.ShiftSetup(
+        shift.parse_arms(strategies or shift.DEFAULT_ARMS, unit),
+        seeds=seeds,
+        rounds=rounds,
+        budget_px=budget_px,
+        region=region,
+        device=device,
+    )
+    setup = shift.quick(setup) if quick else setup
+
+    def work() -> dict:
+        document = shift.domain_shift(
+            shift.read_shift_data(pairs, goal, PhaseMap.parse(phases)),
+            setup,
+            on_curve=lambda name, seed, curve, seconds: err.print(
+                f"[cyan]•[/] {name} seed {seed} ({seconds:.0f} s): "
+                + ", ".join(f"{n}→{m:.3f}" for n, m in curve)
+            ),
+        )
+        if plot is not None:
+            document["plot"] = str(plot_domain_shift(document, plot))
+        return document
+
+    run(work, as_json, _show_shift)
+
+
+def _show_shift(document: dict) -> None:
+    from rich.table import Table
+
+    verdict = "valid" if document["valid"] else "NOT valid (gain < 0.05): no arm claims anything"
+    table = Table(
+        title=f"domain shift: sources only {document['initial_miou']:.4f}, all target labels "
+        f"{document['full_data_miou']:.4f} ({verdict})"
+    )
+    for column in ("arm", "pixels to 95 % of the gain", "AUC", "curve"):
+        table.add_column(column)
+    for name, result in document["strategies"].items():
+        table.add_row(
+            name,
+            str(result["pixels_to_95"]),
+            f"{result['auc']:.4f}",
+            " ".join(f"{n}:{m:.3f}" for n, m in result["curve"]),
+        )
+    out.print(table)
 
 
 def _show_efficiency(document: dict) -> None:

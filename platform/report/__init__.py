@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from tomoloop.report.overlays import instance_colours, overlay
     from tomoloop.report.plots import (
         plot_al_curve,
+        plot_domain_shift,
         plot_efficiency,
         plot_size_distribution,
         uncertainty_figure,
@@ -17,6 +18,7 @@ __all__ = [
     "instance_colours",
     "overlay",
     "plot_al_curve",
+    "plot_domain_shift",
     "plot_efficiency",
     "plot_size_distribution",
     "uncertainty_figure",
@@ -28,6 +30,7 @@ __getattr__, __dir__ = lazy_exports(
         "instance_colours": "tomoloop.report.overlays",
         "overlay": "tomoloop.report.overlays",
         "plot_al_curve": "tomoloop.report.plots",
+        "plot_domain_shift": "tomoloop.report.plots",
         "plot_efficiency": "tomoloop.report.plots",
         "plot_size_distribution": "tomoloop.report.plots",
         "uncertainty_figure": "tomoloop.report.plots",

@@ -76,6 +76,39 @@ def plot_efficiency(document: dict, path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def plot_domain_shift(document: dict, path: str | os.PathLike[str]) -> Path:
+    """Target test mIoU against labelled target pixels, one line per arm (mean over seeds,
+    the seeds' spread shaded), with the initial, full-data and 95 %-of-the-gain levels, as
+    a PNG; ``document`` as :func:`tomoloop.active.domain_shift.domain_shift` returns it.
+    """
+    fig = Figure(figsize=(7.2, 4.6), dpi=110)
+    ax = fig.subplots()
+    for name, result in document["strategies"].items():
+        xs = np.array([p[0] for p in result["curve"]], float)
+        (line,) = ax.plot(xs, [p[1] for p in result["curve"]], marker="o", ms=3, label=name)
+        seeds = [c[: len(xs)] for c in result["seeds"]]
+        if len(seeds) > 1:
+            ys = np.array([[p[1] for p in c] for c in seeds])
+            ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)
+    levels = (
+        ("initial_miou", "sources only", ":"),
+        ("full_data_miou", "all target labels", "-"),
+        ("target_miou", "95 % of the gain", "--"),
+    )
+    for key, label, style in levels:
+        ax.axhline(document[key], color="black", lw=1, ls=style, label=label)
+    title = "label efficiency on the target" + (
+        "" if document["valid"] else " (NOT valid: no gain)"
+    )
+    ax.set(xlabel="labelled target pixels", ylabel="target test mIoU", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out)
+    return out
+
+
 def plot_size_distribution(
     counts: np.ndarray, edges: np.ndarray, title: str, path: str | os.PathLike[str]
 ) -> Path:

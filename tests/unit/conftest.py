@@ -59,3 +59,12 @@ def overfit_miou(
 def overfit():
     """:func:`overfit_miou`, for tests that check a network learns."""
     return overfit_miou
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny networks on a shared, loaded machine run many times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -96,3 +96,23 @@ def test_json_is_known_from_the_command_line_before_a_double_dash():
     assert not json_requested(["registry", "volumes"])
     assert not json_requested(["stack", "info", "--", "--json"])
 
+
+
+def _command_paths(group: typer.main.TyperGroup, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, typer.main.TyperGroup):
+            yield from _command_paths(command, (*prefix, name))
+
+
+def test_every_command_help_renders():
+    """A help text rich cannot render (``[/UNIT]`` read as a closing tag) fails that
+    command's ``--help`` with a traceback; every command's help must print."""
+    from tomoloop.cli import app
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert len(paths) > 30
+    for path in paths:
+        done = CliRunner().invoke(app, [*path, "--help"])
+        assert done.exit_code == 0, (path, done.output, done.exception)
+        assert "Usage" in done.output, path

@@ -18,7 +18,7 @@ class HybridStrategy(Strategy):
 
     def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
         ranked = by_value(candidates, lead_time)
-        size = self.pool * limits.budget
+        size = self.pool * limits.picks(candidates)
         spread = k_centre(ranked[:size], limits, taken)
         # The constraints can leave the pool short of the budget: fill by value.
         return take_in_order(ranked[size:], limits, taken, spread)

@@ -1,0 +1,238 @@
+"""Region queries: square tiles of a slice as the unit an expert labels.
+
+A whole slice is the most expensive thing to ask for: most of it the model already gets
+right. A :class:`Region` is one square tile of a slice (an XY slice, or an XZ / YZ one);
+the query strategies of :mod:`tomoloop.active.strategies` rank :class:`RegionCandidate`
+tiles exactly as they rank slices (uncertainty from the same per-pixel maps, core-set and
+hybrid on region embeddings, the lead-time model on the region's boundary), under
+:class:`RegionConstraints`: a budget of labelled pixels per round and a minimum distance
+between chosen regions (and from regions labelled before). A region is answered with a
+sparse label: the classes inside the region, :data:`tomoloop.labels.IGNORE` outside.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from tomoloop.active.oracle import Behaviour, answer
+from tomoloop.active.scoring import (
+    ScoreOptions,
+    encoder_embedding,
+    features_of,
+    uncertainty_map,
+)
+from tomoloop.active.selection import SelectionError
+from tomoloop.labels.phases import IGNORE
+from tomoloop.stacks.tiff import AXES
+
+
+@dataclass(frozen=True, order=True)
+class Region:
+    """A ``size`` × ``size`` tile of one slice: volume id, ``plane`` (the axis the slice is
+    normal to, as :meth:`tomoloop.stacks.Stack.slice` names it: ``z`` = an XY slice, ``y`` =
+    XZ, ``x`` = YZ), slice ``index`` along it, and the tile's top-left row ``y0`` and column
+    ``x0`` in that slice's 2D image (pixels). A tile at the slice's edge may reach past it;
+    only its part inside the slice is labelled.
+    """
+
+    volume: int
+    plane: str
+    index: int
+    y0: int
+    x0: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.plane not in AXES:
+            raise SelectionError(f"region plane {self.plane!r}: one of {', '.join(AXES)}")
+        if self.size < 1 or min(self.index, self.y0, self.x0) < 0:
+            raise SelectionError(f"{self}: size must be ≥ 1 and index, y0, x0 ≥ 0")
+
+    @property
+    def window(self) -> tuple[slice, slice]:
+        """The (rows, columns) slices of the tile in its slice's 2D image."""
+        return slice(self.y0, self.y0 + self.size), slice(self.x0, self.x0 + self.size)
+
+    def pixels(self, shape: tuple[int, int]) -> int:
+        """Pixels of the tile inside an (H, W) slice."""
+        h, w = shape
+        return max(0, min(self.size, h - self.y0)) * max(0, min(self.size, w - self.x0))
+
+    def mask(self, shape: tuple[int, int]) -> np.ndarray:
+        """(H, W) bool: True inside the tile."""
+        out = np.zeros(shape, dtype=bool)
+        out[self.window] = True
+        return out
+
+    @property
+    def centre(self) -> tuple[float, float, float]:
+        """The tile's centre in (z, y, x) voxels of its volume."""
+        row, column = self.y0 + self.size / 2, self.x0 + self.size / 2
+        if self.plane == "z":
+            return float(self.index), row, column
+        if self.plane == "y":
+            return row, float(self.index), column
+        return row, column, float(self.index)
+
+
+def region_distance(a: Region, b: Region) -> float:
+    """Euclidean distance (voxels) between two tiles' centres; infinite across volumes."""
+    if a.volume != b.volume:
+        return math.inf
+    return math.dist(a.centre, b.centre)
+
+
+def tile_plane(
+    shape: tuple[int, int], size: int, volume: int = 0, plane: str = "z", index: int = 0
+) -> list[Region]:
+    """The tiles of ``size`` covering an (H, W) slice exactly once, row by row (the last
+    row and column of tiles reach past the slice when ``size`` does not divide it).
+    """
+    if size < 1:
+        raise SelectionError(f"region size {size} must be at least 1 pixel")
+    h, w = shape
+    return [
+        Region(volume, plane, index, y0, x0, size)
+        for y0 in range(0, h, size)
+        for x0 in range(0, w, size)
+    ]
+
+
+@dataclass(frozen=True)
+class RegionCandidate:
+    """A region that could be labelled next, as the query strategies see it: ``slice_id``
+    of the slice it lies on (ties are broken by it), its labelled ``pixels`` (inside the
+    slice), and the features of :class:`tomoloop.active.scoring.SliceFeatures` computed on
+    the tile: ``score``, ``foreground`` and ``boundary`` (fractions 0–1 of the tile's
+    pixels; the boundary is what an annotator traces, so ``boundary × pixels`` is its
+    length in pixels and what :class:`tomoloop.active.LeadTimeModel` prices), ``embedding``.
+    """
+
+    region: Region
+    slice_id: int
+    pixels: int
+    score: float = 0.0
+    foreground: float = 1.0
+    boundary: float = 0.0
+    embedding: tuple[float, ...] | None = None
+
+    @property
+    def volume(self) -> int:
+        return self.region.volume
+
+
+def region_features(
+    unsure: np.ndarray,
+    probs: np.ndarray,
+    regions: Sequence[Region],
+    slice_id: int,
+    options: ScoreOptions,
+    embeddings: Sequence[tuple[float, ...] | None] | None = None,
+) -> list[RegionCandidate]:
+    """The candidates of a slice's tiles from its (H, W) uncertainty map and (C, H, W)
+    probabilities (:func:`tomoloop.active.uncertainty_map`); ``embeddings`` one per region.
+    """
+    shape = unsure.shape
+    out = []
+    for k, r in enumerate(regions):
+        rows, columns = r.window
+        f = features_of(unsure[rows, columns], probs[:, rows, columns], options)
+        embedding = embeddings[k] if embeddings is not None else None
+        out.append(
+            RegionCandidate(
+                r, slice_id, r.pixels(shape), f.score, f.foreground, f.boundary, embedding
+            )
+        )
+    return out
+
+
+def score_regions(
+    model: nn.Module,
+    image: np.ndarray,
+    regions: Sequence[Region],
+    slice_id: int,
+    options: ScoreOptions,
+) -> list[RegionCandidate]:
+    """The candidates of tiles of one normalised (H, W) slice: one uncertainty map of the
+    whole slice (the model sees the tiles in context), split by tile; with
+    ``options.embed`` each tile's embedding is the encoder's on the tile itself.
+    """
+    unsure, probs = uncertainty_map(model, image, options)
+    embeddings = None
+    if options.embed:
+        embeddings = [
+            tuple(float(v) for v in encoder_embedding(model, image[r.window], options))
+            for r in regions
+        ]
+    return region_features(unsure, probs, regions, slice_id, options, embeddings)
+
+
+@dataclass(frozen=True)
+class RegionConstraints:
+    """``budget_px`` labelled pixels per round (never exceeded) and chosen regions at least
+    ``min_distance`` voxels (between centres) from each other and from ``taken`` ones.
+    """
+
+    budget_px: int
+    min_distance: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.budget_px < 1:
+            raise SelectionError(
+                f"pixel budget {self.budget_px}: a round needs at least one labelled pixel"
+            )
+        if self.min_distance < 0:
+            raise SelectionError(f"minimum region distance {self.min_distance} must be ≥ 0")
+
+    def admits(
+        self,
+        c: RegionCandidate,
+        chosen: Sequence[RegionCandidate],
+        taken: Sequence[RegionCandidate],
+    ) -> bool:
+        """Whether ``c`` fits in what is left of the budget and keeps its distance."""
+        if sum(o.pixels for o in chosen) + c.pixels > self.budget_px:
+            return False
+        return all(
+            region_distance(c.region, o.region) >= self.min_distance for o in (*chosen, *taken)
+        )
+
+    def full(self, chosen: Sequence[RegionCandidate]) -> bool:
+        return sum(o.pixels for o in chosen) >= self.budget_px
+
+    def picks(self, candidates: Sequence[RegionCandidate]) -> int:
+        """Regions of the largest candidate's size the budget pays for (at least 1)."""
+        largest = max((c.pixels for c in candidates), default=1)
+        return max(1, self.budget_px // max(largest, 1))
+
+
+def answer_region(
+    truth: np.ndarray,
+    region: Region,
+    names: Sequence[str],
+    behaviour: Behaviour | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """The oracle's sparse label for a region query: an (H, W) uint8 class mask with the
+    oracle's answer (:func:`tomoloop.active.answer` on the whole slice, which a person sees
+    for context; ``behaviour`` default: the truth itself) inside the region and
+    :data:`IGNORE` everywhere else.
+    """
+    if len(names) > IGNORE:
+        raise SelectionError(f"{len(names)} phases: a sparse label holds at most {IGNORE}")
+    painted = answer(truth, names, behaviour or Behaviour(), rng)
+    out = np.full(truth.shape, IGNORE, dtype=np.uint8)
+    out[region.window] = painted[region.window]
+    return out
+
+
+def region_seconds(truth: np.ndarray, region: Region, behaviour: Behaviour | None = None) -> float:
+    """Seconds the oracle takes to paint a region of an (H, W) class mask: the lead-time
+    model of :class:`tomoloop.active.Behaviour` (default: the plain one) on the tile.
+    """
+    return (behaviour or Behaviour()).lead_time(truth[region.window])

@@ -1,0 +1,272 @@
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from tomoloop.active.domain_shift import (
+    DEFAULT_ARMS,
+    Arm,
+    BenchmarkError,
+    ShiftSetup,
+    domain_shift,
+    parse_arms,
+    parse_pair,
+    pseudo_labels,
+    quick,
+    shift_data,
+    summarise,
+)
+from tomoloop.active.label_efficiency import area_under
+from tomoloop.labels.phases import IGNORE, PhaseMap
+from tomoloop.report.plots import plot_domain_shift
+from tomoloop.stacks.tiff import open_stack
+
+PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
+
+
+def test_pixels_to_95_is_read_against_the_gain_on_the_mean_curve():
+    fast = [[(0, 0.5), (1000, 0.68), (2000, 0.70)], [(0, 0.5), (1000, 0.70), (2000, 0.70)]]
+    slow = [[(0, 0.5), (1000, 0.55), (2000, 0.60)], [(0, 0.5), (1000, 0.55), (2000, 0.62)]]
+    doc = summarise(0.5, 0.7, {"fast": fast, "slow": slow})
+    assert doc["valid"] is True
+    assert doc["gain"] == pytest.approx(0.2) and doc["target_miou"] == pytest.approx(0.69)
+    # Mean of the fast seeds at 1000 px is 0.69: it reaches 95 % of the gain there.
+    assert doc["strategies"]["fast"]["pixels_to_95"] == 1000
+    assert doc["strategies"]["slow"]["pixels_to_95"] is None
+    for name, seeds in (("fast", fast), ("slow", slow)):
+        result = doc["strategies"][name]
+        assert result["auc"] == pytest.approx(area_under([tuple(p) for p in result["curve"]]))
+        assert result["seeds"] == [[list(p) for p in c] for c in seeds]
+    assert doc["strategies"]["fast"]["auc"] > doc["strategies"]["slow"]["auc"]
+    json.dumps(doc)
+
+
+def test_a_benchmark_without_gain_is_not_valid_and_no_arm_claims_anything():
+    curves = {"bald": [[(0, 0.70), (500, 0.74)]], "random": [[(0, 0.70), (500, 0.71)]]}
+    doc = summarise(0.70, 0.74, curves)  # gain 0.04 < 0.05
+    assert doc["valid"] is False
+    assert all(r["pixels_to_95"] is None for r in doc["strategies"].values())
+    assert doc["strategies"]["bald"]["curve"] == [[0, 0.70], [500, 0.74]]
+    assert summarise(0.70, 0.75, curves)["valid"] is True
+    assert summarise(0.70, 0.75, curves)["strategies"]["bald"]["pixels_to_95"] is None
+    assert summarise(0.70, 0.60, curves)["valid"] is False
+
+
+def test_the_default_arms_are_the_controls_the_uncertainty_arms_and_self_training():
+    arms = parse_arms(DEFAULT_ARMS)
+    assert [a.name for a in arms] == [
+        "random/slice",
+        "random/region",
+        "foreground_random/region",
+        "entropy/region",
+        "bald/region",
+        "hybrid/region",
+        "bald+self/region",
+    ]
+    by_slice = parse_arms(DEFAULT_ARMS, "slice")
+    assert by_slice[:2] == (Arm("random", "slice"), Arm("foreground_random", "slice"))
+    assert len(by_slice) == 6 and by_slice[-1] == Arm("bald", "slice", True)
+    assert parse_arms("coreset/region,bald+self", "slice") == (
+        Arm("coreset", "region"),
+        Arm("bald", "slice", True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("random/cube", "unit 'cube'"),
+        ("walrus", "unknown strategy 'walrus'"),
+        ("disagreement", "unknown strategy"),
+        (" , ", "no arm"),
+    ],
+)
+def test_a_bad_arm_is_refused_with_what_to_write(text, says):
+    with pytest.raises(BenchmarkError, match=says):
+        parse_arms(text)
+
+
+def test_a_source_is_a_gray_and_a_label_stack_joined_by_a_colon():
+    assert parse_pair("a/g.tif:b/l.tif") == (Path("a/g.tif"), Path("b/l.tif"))
+    for bad in ("gray.tif", ":l.tif", "g.tif:"):
+        with pytest.raises(BenchmarkError, match="GRAY:LABELS"):
+            parse_pair(bad)
+
+
+def test_a_setup_refuses_empty_rounds_and_tiny_regions():
+    with pytest.raises(BenchmarkError, match="rounds 0"):
+        ShiftSetup(rounds=0)
+    with pytest.raises(BenchmarkError, match="region 8"):
+        ShiftSetup(region=8)
+
+
+def _pair(folder, labels, name, offset):
+    rng = np.random.default_rng(offset)
+    gray = np.clip(labels * 80 + 20 + offset + rng.normal(0, 6, labels.shape), 0, 255)
+    tifffile.imwrite(folder / f"{name}_gray.tif", gray.astype(np.uint8))
+    tifffile.imwrite(folder / f"{name}_labels.tif", labels)
+    return folder / f"{name}_gray.tif", folder / f"{name}_labels.tif"
+
+
+@pytest.fixture
+def data(tmp_path, electrode_volume):
+    source = _pair(tmp_path, electrode_volume, "source", 0)
+    target = _pair(tmp_path, electrode_volume[:, ::-1].copy(), "target", 30)
+    with (
+        open_stack(source[0]) as sg,
+        open_stack(source[1]) as sl,
+        open_stack(target[0]) as tg,
+        open_stack(target[1]) as tl,
+    ):
+        return shift_data([(sg, sl)], (tg, tl), PHASES)
+
+
+def test_shift_data_refuses_no_source(tmp_path, electrode_volume):
+    target = _pair(tmp_path, electrode_volume, "target", 0)
+    with (
+        open_stack(target[0]) as g,
+        open_stack(target[1]) as lab,
+        pytest.raises(BenchmarkError, match="--source"),
+    ):
+        shift_data([], (g, lab), PHASES)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pseudo_labels_never_cover_what_a_person_painted(data):
+    setup = quick(ShiftSetup(region=16))
+    from tomoloop.active.domain_shift import _build
+
+    torch.manual_seed(0)
+    model = _build(data, setup)
+    painted = np.full(data.target.pool[0].labels.shape, IGNORE, np.uint8)
+    painted[:16, :16] = data.target.pool[0].labels[:16, :16]
+    relaxed = replace(setup, self_training=replace(setup.self_training, floor=0.0, keep=1.0))
+    slices = pseudo_labels(model, data, {0: painted}, relaxed)
+    assert slices and all(s.weight == setup.self_training.weight for s in slices)
+    first = next(s for s in slices if s.image is data.target.pool[0].image)
+    assert (first.labels[:16, :16] == IGNORE).all()
+    assert (first.labels[16:] != IGNORE).all()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(data, tmp_path):
+    arms = parse_arms("random/slice,random,bald+self,hybrid")
+    setup = quick(ShiftSetup(arms, rounds=2, budget_px=2 * 16 * 16, region=16))
+    seen = []
+    doc = domain_shift(data, setup, on_curve=lambda *a: seen.append(a[:2]))
+    assert seen == [(a.name, 0) for a in arms]
+    slice_px = data.target.pool[0].labels.size
+    for name, result in doc["strategies"].items():
+        xs = [n for n, _ in result["curve"]]
+        assert result["curve"][0] == [0, doc["initial_miou"]]
+        if name == "random/slice":
+            assert xs == [0, slice_px, 2 * slice_px]  # at least one whole slice a round
+        else:  # 512 px a round at most; the bottom row of 16² tiles is 8 px high
+            assert len(xs) == 3 and 0 < xs[1] <= 512 < xs[2] <= 1024
+        assert result["seconds"] > 0
+    assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
+    assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
+    json.dumps(doc)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "tomoloop.cli", "benchmark", "al", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+
+
+@pytest.mark.slow  # two CLI processes: over 20 s on a loaded machine
+def test_the_cli_refuses_a_target_without_sources_and_a_pair_without_colon(tmp_path):
+    bad = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "gray.tif")
+    assert bad.returncode == 2 and "GRAY:LABELS" in bad.stderr and "Traceback" not in bad.stderr
+    lonely = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "g.tif:l.tif")
+    assert lonely.returncode == 2 and "--source" in lonely.stderr
+
+
+@pytest.mark.slow  # trains networks
+def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, electrode_volume):
+    source = _pair(tmp_path, electrode_volume, "source", 0)
+    target = _pair(tmp_path, electrode_volume[:, ::-1].copy(), "target", 30)
+    result = _cli(
+        "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
+        "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice,bald,bald+self",
+        "--region", "16", "--budget-px", "512", "--quick", "--device", "cpu",
+        "--plot", tmp_path / "shift.png", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
+    assert set(doc["strategies"]) == {"random/slice", "bald/region", "bald+self/region"}
+    gain = doc["full_data_miou"] - doc["initial_miou"]
+    assert doc["valid"] == (gain >= 0.05)
+    goal = doc["initial_miou"] + 0.95 * gain
+    for result in doc["strategies"].values():
+        assert {"pixels_to_95", "auc", "curve"} <= set(result)
+        reached = [n for n, m in result["curve"] if m >= goal]
+        assert result["pixels_to_95"] == (reached[0] if doc["valid"] and reached else None)
+        assert result["curve"][0] == [0, doc["initial_miou"]] and len(result["curve"]) == 3
+    assert (tmp_path / "shift.png").stat().st_size > 1000
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypatch):
+    import tomoloop.active.domain_shift as shift
+
+    seen = []
+    monkeypatch.setattr(shift, "fine_tune", lambda *a, **k: None)
+    monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.5)
+    real = shift.pseudo_labels
+    monkeypatch.setattr(
+        shift,
+        "pseudo_labels",
+        lambda m, d, labels, s: seen.append(dict(labels)) or real(m, d, labels, s),
+    )
+    setup = quick(ShiftSetup(parse_arms("random+self"), rounds=1, budget_px=256, region=16))
+    torch.manual_seed(0)
+    start = (shift._state(shift._build(data, setup)), 0.5)
+    curve = shift.arm_curve(setup.arms[0], 0, data, setup, start)
+    assert curve[1][0] == 256
+    assert shift.labelled_count(seen[0]) == 256  # this round's region is already known
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_from(
+    data, monkeypatch
+):
+    import tomoloop.active.domain_shift as shift
+    from tomoloop.training.trainer import TrainResult
+
+    def ruin(module, *args, **kwargs):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.add_(1.0)
+        return TrainResult([], 1, -1.0, False, 0)
+
+    setup = quick(ShiftSetup(region=16))
+    torch.manual_seed(0)
+    model = shift._build(data, setup)
+    before = shift._state(model)
+    monkeypatch.setattr(shift, "train", ruin)
+    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+
+    def improve(module, *args, **kwargs):
+        with torch.no_grad():
+            next(module.parameters()).add_(1.0)
+        return TrainResult([], 1, 1.0, False, 0)
+
+    monkeypatch.setattr(shift, "train", improve)
+    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    assert not torch.equal(before[next(iter(before))], next(model.module.parameters()))
