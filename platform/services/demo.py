@@ -41,11 +41,12 @@ def demo_inputs(
     return DemoInputs(gray, labels, gold or labels, phases)
 
 
-def label_studio_up(settings: Settings, port: int, log: Log) -> str:
+def label_studio_up(settings: Settings, port: int, log: Log) -> str | None:
     """The URL of the settings' Label Studio, a local one started on ``port`` if none is
     set."""
-    if settings.label_studio_url:
-        return settings.label_studio_url
+    configured = settings.label_studio_url
+    if configured:
+        return configured
     url = LocalLabelStudio(settings.home, port=port).up().url
     log.info("Label Studio at %s", url)
     return url

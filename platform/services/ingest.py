@@ -8,6 +8,7 @@ this run stored is removed if that fails).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def register(
     )
     added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
     by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
-    members = {
+    members: dict[str, Sequence[int]] = {
         part: [by_slice[slice_ids[i]] for i in indices]
         for part, indices in split_slices(gray.shape[0], split).items()
     }
@@ -187,13 +188,13 @@ def register(
 
 
 def merge_members(
-    previous: dict[str, list[int]], added: dict[str, list[int]]
-) -> dict[str, list[int]]:
+    previous: Mapping[str, Sequence[int]], added: Mapping[str, Sequence[int]]
+) -> dict[str, Sequence[int]]:
     """A version's members (``{split: [annotation ids]}``) with ``added`` ones joined to
     their splits; an annotation the version holds already keeps its split."""
     held = {a for ids in previous.values() for a in ids}
     return {
-        split: previous.get(split, []) + [a for a in added.get(split, []) if a not in held]
+        split: [*previous.get(split, []), *(a for a in added.get(split, []) if a not in held)]
         for split in ("train", "val", "test")
     }
 

@@ -4,6 +4,8 @@ semantic network disagree on each pool slice (the ``disagreement`` strategy's sc
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +18,7 @@ from tomoloop.particles.instances import grey_uint8, particle_disagreement, part
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import pool_groups
 from tomoloop.services.models import load_registered_model
-from tomoloop.stacks.tiff import open_stack, percentile_window
+from tomoloop.stacks.tiff import Axis, open_stack, percentile_window
 
 
 def disagreement_scores(
@@ -42,7 +44,7 @@ def disagreement_scores(
     for (path, axis), ids in pool_groups(pool).items():
         with open_stack(path) as stack:
             window = percentile_window(stack)
-            for index, raw in stack.iter_slices(axis, sorted(ids)):
+            for index, raw in stack.iter_slices(cast(Axis, axis), sorted(ids)):
                 image = normalise(raw, window)
                 probs = predict_slice(semantic, image, spec.tile, spec.tile // 4, 8, device)
                 found = detectron2.predict(net, [grey_uint8(image)])[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -37,10 +37,10 @@ from tomoloop.inference.predict import normalise, predict_slice
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask
 from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
 from tomoloop.services.context import LabelStudio, Services
-from tomoloop.services.datasets import dataset_phases
+from tomoloop.services.datasets import dataset_phases, mask_document
 from tomoloop.services.models import SemanticModel, load_registered_model
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.tiff import Stack, Window, open_stack, percentile_window, to_uint8
+from tomoloop.stacks.tiff import Axis, Stack, Window, open_stack, percentile_window, to_uint8
 
 if TYPE_CHECKING:
     from tomoloop.adapters.detectron2 import MaskRCNN
@@ -118,7 +118,7 @@ def round_tasks(
         with open_stack(volume.path) as stack:
             window = percentile_window(stack)
             images = task_images(connection, stack, window, slice_, volume, context)
-            image = normalise(stack.slice(slice_.axis, slice_.index), window)
+            image = normalise(stack.slice(_axis_of(slice_), slice_.index), window)
         task = TaskSpec(
             key=task_key(slice_.id, round_id),
             images=images,
@@ -247,17 +247,23 @@ def task_images(
     (``{"image": url, "before_1": url, …}``), written once as 8-bit PNGs where the server
     serves them.
     """
-    depth = stack.shape["zyx".index(slice_.axis)]
+    axis = _axis_of(slice_)
+    depth = stack.shape["zyx".index(axis)]
     images = {}
     for name, offset in neighbours(context):
         index = min(max(slice_.index + offset, 0), depth - 1)
-        relative = Path(volume.sha256[:16]) / slice_.axis / f"{index:05d}.png"
-        slice_png(stack, slice_.axis, index, connection.media / relative, window)
+        relative = Path(volume.sha256[:16]) / axis / f"{index:05d}.png"
+        slice_png(stack, axis, index, connection.media / relative, window)
         images[name] = f"/data/local-files/?d={Path(connection.media.name) / relative}"
     return images
 
 
-def slice_png(stack: Stack, axis: str, index: int, path: Path, window: Window) -> None:
+def _axis_of(slice_: Slice) -> Axis:
+    """A registered slice's axis as the stacks name it (the registry holds z, y or x)."""
+    return cast(Axis, slice_.axis)
+
+
+def slice_png(stack: Stack, axis: Axis, index: int, path: Path, window: Window) -> None:
     """Slice ``index`` along ``axis`` as an 8-bit PNG at ``path``, unless it is there."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -353,7 +359,7 @@ def sync_reviews(services: Services, dataset: str) -> dict[str, Any]:
                 project = client.ensure_project(
                     review_title(dataset), labeling_config(names, 1, review_instructions(names))
                 )
-            tasks = {r.id: review_task(registry, connection, r, names) for r in claimed}
+            tasks = {r.id: review_task(services, r, names) for r in claimed}
             ids = push(connection, project, list(tasks.values()))
             registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
     except BaseException:
@@ -365,13 +371,13 @@ def sync_reviews(services: Services, dataset: str) -> dict[str, Any]:
     return {"project": project, "sent": len(claimed), **counts}
 
 
-def review_task(
-    registry: Registry, connection: LabelStudio, review: Review, names: tuple[str, ...]
-) -> TaskSpec:
+def review_task(services: Services, review: Review, names: tuple[str, ...]) -> TaskSpec:
     """The review task of a review: the slice as its labelling task showed it, the
     annotator's label pre-filled.
     """
+    registry, connection = services.registry, services.label_studio
     label = registry.annotation(review.annotation_id)
+    mask = mask_document(services, label.id, label.mask_rle, label.mask_uri, label.mask_sha256)
     slice_, volume = registry.slice_volumes([review.slice_id])[review.slice_id]
     with open_stack(volume.path) as stack:
         images = task_images(connection, stack, percentile_window(stack), slice_, volume, 1)
@@ -387,6 +393,6 @@ def review_task(
             "reasons": review.reasons,
             "annotator": label.author,
         },
-        prediction=brush_results(decode_class_mask(label.mask_rle), names),
+        prediction=brush_results(decode_class_mask(mask), names),
         model_version="annotator",
     )

@@ -68,8 +68,8 @@ def read_grey(gray: str, voxel_size: tuple[float, float, float] | None) -> GreyV
     """The stack at ``gray`` normalised by its percentile window to 8 bits."""
     with open_stack(gray, voxel_size) as stack:
         volume = grey_uint8(normalise(stack.read(), percentile_window(stack)))
-        voxel = stack.voxel_size or (1.0, 1.0, 1.0)
-    return GreyVolume(gray, volume, tuple(voxel), stack.voxel_size is not None)
+        z, y, x = stack.voxel_size or (1.0, 1.0, 1.0)
+    return GreyVolume(gray, volume, (z, y, x), stack.voxel_size is not None)
 
 
 def particle_labels(
