@@ -16,18 +16,21 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from tomoloop.active.review import AGREEMENT_KINDS
-from tomoloop.adapters.labelstudio_server import LocalLabelStudio
 from tomoloop.config import Settings
-from tomoloop.db.engine import make_engine, upgrade
-from tomoloop.db.views import model_row, round_row
-from tomoloop.demo import generate_sample
 from tomoloop.flows.ingest import add_gold, ingest
 from tomoloop.flows.loop import loop, promote
 from tomoloop.flows.pictures import slice_picture
-from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.flows.train import train_semantic
-from tomoloop.labels.synthetic import ELECTRODE_PHASES
 from tomoloop.report.plots import plot_al_curve
+from tomoloop.services import (
+    Services,
+    demo_inputs,
+    first_chosen,
+    label_studio_up,
+    load_registered_model,
+    registry_summary,
+    upgrade_registry,
+)
 
 DEMO_TRAIN = {"epochs": 8, "patch": 64, "batch": 8, "patches_per_epoch": 128}
 DEMO_NETWORK: dict = {}  # the U-Net of Quenum et al. 2023, §3.1
@@ -79,25 +82,35 @@ def demo(
     """
     log = get_run_logger()
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    if gray is None:
-        gray, labels, gold = (str(p) for p in generate_sample(folder / "sample"))
-        phases = str(ELECTRODE_PHASES)
-    gold = gold or labels
+    inputs = demo_inputs(folder, gray, labels, gold, phases)
     settings = Settings()
-    label_studio = settings.label_studio_url
-    if not label_studio:
-        label_studio = LocalLabelStudio(settings.home, port=port).up().url
-        log.info("Label Studio at %s", label_studio)
-    engine = make_engine(settings.registry_url)
-    try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
-    ingested = ingest(gray=gray, labels=labels, name=name, phases=phases, split=(0.7, 0.15, 0.15))
-    gilded = add_gold(name, name, gold)
+    label_studio = label_studio_up(settings, port, log)
+    upgrade_registry(settings)
+    ingested = ingest(
+        gray=inputs.gray, labels=inputs.labels, name=name, phases=inputs.phases,
+        split=(0.7, 0.15, 0.15),
+    )  # fmt: skip
+    gilded = add_gold(name, name, inputs.gold)
+    first = _first_champion(name, gilded["dataset_version"], config, options, device)
+    result = loop(
+        name, rounds, strategy, budget, min_gap=2, annotator=annotator, truth={name: inputs.gold},
+        behaviour=DEMO_ANNOTATOR, reviewer="oracle" if annotator == "oracle" else None,
+        fraction_tolerance=fraction_tolerance, tortuosity_tolerance=tortuosity_tolerance,
+        config=config or DEMO_TRAIN, tier_weights=DEMO_TIER_WEIGHTS, device=device,
+    )  # fmt: skip
+    where = {"home": str(settings.home), "label_studio": label_studio}
+    if "waiting_for" in result:
+        return {**result, **where, "dataset": name}
+    return {**_report(folder, ingested, first, result, strategy), **where}
+
+
+def _first_champion(
+    name: str, dataset_version: int, config: dict | None, options: dict | None, device: str
+) -> dict:
+    """The first model, trained on the rough labels and made champion (there is nothing to
+    compare it with): the train flow's answer."""
     first = train_semantic(
-        gilded["dataset_version"],
+        dataset_version,
         "unet",
         name=name,
         config=config or DEMO_TRAIN,
@@ -105,30 +118,10 @@ def demo(
         device=device,
         tier_weights=DEMO_TIER_WEIGHTS,
     )
-    # Nothing to compare the first model with: it becomes the champion to score with.
     promote(
         first["model_version"], fraction_tolerance=1.0, device=device, tortuosity_tolerance=None
     )
-    result = loop(
-        name,
-        rounds,
-        strategy,
-        budget,
-        min_gap=2,
-        annotator=annotator,
-        truth={name: gold},
-        behaviour=DEMO_ANNOTATOR,
-        reviewer="oracle" if annotator == "oracle" else None,
-        fraction_tolerance=fraction_tolerance,
-        tortuosity_tolerance=tortuosity_tolerance,
-        config=config or DEMO_TRAIN,
-        tier_weights=DEMO_TIER_WEIGHTS,
-        device=device,
-    )
-    where = {"home": str(settings.home), "label_studio": label_studio}
-    if "waiting_for" in result:
-        return {**result, **where, "dataset": name}
-    return {**_report(folder, ingested, first, result, strategy), **where}
+    return first
 
 
 def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: str) -> dict:
@@ -138,44 +131,34 @@ def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: s
         list(zip(labelled.tolist(), result["mIoU_history"], strict=False)),
         folder / "al_curve.png",
     )
-    services = Services.from_settings()
-    try:
-        registry = services.registry
-        models = [
-            _compact(model_row(registry, m))
-            for m in registry.models()
-            if m.name == result["dataset"]
-        ]
-        rounds = [round_row(r, states) for r, states in registry.rounds()]
-        reviews = registry.review_summary(result["dataset"])
+    with Services.from_settings() as services:
+        shown = registry_summary(services, result["dataset"])
         picture = None
         if result["rounds"]:
             last = result["rounds"][-1]["round"]
-            item = registry.round_items(last)[0]
-            slice_, volume = registry.slice_volumes([item.slice_id])[item.slice_id]
+            chosen = first_chosen(services, last)
+            where = f"{chosen.slice.axis} = {chosen.slice.index}"
             model, spec, _ = load_registered_model(services, result["champion"])
             picture = slice_picture(
                 model,
                 spec,
-                volume.path,
-                slice_.axis,
-                slice_.index,
+                chosen.volume.path,
+                chosen.slice.axis,
+                chosen.slice.index,
                 "bald" if strategy in ("bald", "hybrid") else "entropy",
-                f"round {last}: {slice_.axis} = {slice_.index} (score {item.score:.4f}), "
+                f"round {last}: {where} (score {chosen.score:.4f}), "
                 f"champion model {result['champion']}",
                 folder / "uncertainty.png",
             )
-    finally:
-        services.close()
     summary = {
         "dataset": result["dataset"],
         "volume_id": ingested["volume_id"],
         "first_model": first["model_version"],
         "first_model_mIoU": first["mIoU"],
         "loop": result,
-        "models": models,
-        "rounds": rounds,
-        "reviews": reviews,
+        "models": shown.models,
+        "rounds": shown.rounds,
+        "reviews": shown.reviews,
         "al_curve": str(curve),
         "uncertainty": None if picture is None else str(picture),
     }
@@ -184,12 +167,6 @@ def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: s
     report.write_text(report_markdown(summary))
     summary["report"] = str(report)
     return summary
-
-
-def _compact(row: dict) -> dict:
-    """A model listing row cut to what the demo's table shows."""
-    keep = ("id", "arch", "stage", "dataset_version", "parent")
-    return {**{k: row[k] for k in keep}, "test mIoU": row["metrics"].get("test/mIoU")}
 
 
 def report_markdown(summary: dict) -> str:

@@ -32,21 +32,25 @@ from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
 from tomoloop.active.scoring import ScoreOptions, SliceFeatures, features_of, uncertainty_map
-from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.coco.convert import check_new
-from tomoloop.config import Settings
 from tomoloop.errors import TomoloopError
-from tomoloop.flows.resources import Services, load_registered_model
 from tomoloop.inference.predict import normalise
-from tomoloop.networks.registry import load_model
-from tomoloop.stacks.tiff import Window, open_stack, percentile_window
+from tomoloop.services import (
+    Services,
+    VolumeScoring,
+    record_volume_scores,
+    stack_view,
+    stored_network,
+    volume_scoring,
+)
+from tomoloop.stacks.tiff import Window, open_stack
 from tomoloop.training.trainer import resolve_device
 
 
 @functools.lru_cache(maxsize=2)
 def _worker_model(artifacts: str, key: str, sha256: str, device: str) -> torch.nn.Module:
     """The checkpoint's network, loaded once per worker process (verified by sha256)."""
-    return load_model(ArtifactStore(artifacts).get_bytes(key, sha256), device)[0]
+    return stored_network(artifacts, key, sha256, device)
 
 
 @task(name="predict-chunk", retries=1, retry_delay_seconds=5)
@@ -115,50 +119,62 @@ def predict_distributed(
     ``tomoloop predict`` and ``tomoloop score``; tta and ensemble label by their mean
     probabilities (scores as ``tomoloop score``), bald draws its dropout masks per worker.
     """
-    log = get_run_logger()
     target = Path(out)
     check_new(target)
-    services = Services.from_settings()
-    try:
-        _, spec, version = load_registered_model(services, model_id, "cpu")
-        options = ScoreOptions(method, aggregation, passes, spec.tile, spec.tile // 4)
-        found = services.registry.volume_named(volume)
-        with open_stack(found.path) as stack:
-            window, shape = percentile_window(stack), stack.shape
-        ranges, futures = chunks(shape[0], chunk), []
-        checkpoint = (Settings().artifact_root, version.checkpoint_uri, version.checkpoint_sha256)
-        temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            group = zarr.open_group(str(temp), mode="w")
-            for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
-                group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
-            futures = [
-                predict_chunk.submit(checkpoint, found.path, window, options, z, str(temp), device)
-                for z in ranges
-            ]
-            wait(futures)  # every chunk has finished writing before anything is kept or removed
-            features = {i: f for future in futures for i, f in future.result().items()}
-            temp.rename(target)
-        except BaseException:
-            wait(futures)
-            shutil.rmtree(temp, ignore_errors=True)
-            raise
-        slice_ids = services.registry.register_slices(found.id, "z", features)
-        services.registry.record_scores(
-            model_id, {slice_ids[i]: f.score for i, f in features.items()}, options.label
+    with Services.from_settings() as services:
+        job = volume_scoring(services, model_id, volume, method, aggregation, passes)
+        version = job.model.version
+        checkpoint = (
+            services.settings.artifact_root,
+            version.checkpoint_uri,
+            version.checkpoint_sha256,
         )
-        log.info("%s: %d slices in %d tasks → %s", volume, len(features), len(futures), target)
-        return {
-            "model_version": model_id,
-            "volume": volume,
-            "out": str(target),
-            "method": options.label,
-            "slices": len(features),
-            "tasks": len(futures),
-            "scores": {i: f.score for i, f in sorted(features.items())},
-        }
-    finally:
-        services.close()
+        features, tasks = _predict_chunks(checkpoint, job, target, chunk, device)
+        scores = {i: f.score for i, f in sorted(features.items())}
+        record_volume_scores(services, model_id, job.volume, "z", scores, job.options.label)
+    get_run_logger().info("%s: %d slices in %d tasks → %s", volume, len(features), tasks, target)
+    return {
+        "model_version": model_id,
+        "volume": volume,
+        "out": str(target),
+        "method": job.options.label,
+        "slices": len(features),
+        "tasks": tasks,
+        "scores": scores,
+    }
+
+
+def _predict_chunks(
+    checkpoint: tuple[str, str, str],
+    job: VolumeScoring,
+    target: Path,
+    chunk: int,
+    device: str,
+) -> tuple[dict[int, SliceFeatures], int]:
+    """Every ``chunk`` z slices of the job's volume as one :func:`predict_chunk` task,
+    written into a zarr group beside ``target`` and renamed to it once every task is done
+    (removed if any fails); each slice's features by index, and the number of tasks."""
+    view = stack_view(job.volume.path)
+    shape, ranges, futures = view.shape, chunks(view.shape[0], chunk), []
+    temp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        group = zarr.open_group(str(temp), mode="w")
+        for name, dtype in (("labels", np.uint8), ("uncertainty", np.float16)):
+            group.create_array(name, shape=shape, chunks=(chunk, *shape[1:]), dtype=dtype)
+        futures = [
+            predict_chunk.submit(
+                checkpoint, job.volume.path, view.window, job.options, z, str(temp), device
+            )
+            for z in ranges
+        ]
+        wait(futures)  # every chunk has finished writing before anything is kept or removed
+        features = {i: f for future in futures for i, f in future.result().items()}
+        temp.rename(target)
+    except BaseException:
+        wait(futures)
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return features, len(futures)
 
 
 def run_distributed(scheduler: str | None = None, workers: int = 2, **parameters) -> dict:

@@ -12,62 +12,40 @@ champion stops improving.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import dataclass
 
-import numpy as np
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from tomoloop.active.oracle import Behaviour, answer
-from tomoloop.active.policy import PromotionRules, StopRules, decide, stop_reason
-from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
-from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel
-from tomoloop.active.strategies import get
-from tomoloop.adapters.labelstudio import brush_results
-from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
-from tomoloop.coco.convert import class_index_lut
-from tomoloop.config import Settings
-from tomoloop.db.registry import PoolSlice, RegistryError
-from tomoloop.flows.labelstudio import connect, push_round, sync_annotations
+from tomoloop.active.policy import Decision, PromotionRules, StopRules, decide
+from tomoloop.active.selection import Constraints
+from tomoloop.flows.labelstudio import push_round, sync_annotations
 from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
-from tomoloop.flows.resources import (
-    Services,
-    dataset_phases,
-    load_registered_model,
-    maskrcnn_version,
-    pool_groups,
-)
 from tomoloop.flows.train import evaluate_model, train_semantic
-from tomoloop.labels.phases import PhaseMap
 from tomoloop.report.plots import plot_al_curve
-from tomoloop.stacks.tiff import check_declared, check_volume_shape, open_stack
+from tomoloop.services import (
+    LoopProgress,
+    NothingToLabel,
+    OpenedRound,
+    RoundRecord,
+    ScoredPool,
+    Services,
+    answer_reviews,
+    answer_round,
+    challenger_plan,
+    champion_id,
+    check_loop_options,
+    choose_slices,
+    contest_of,
+    loop_start,
+    open_chosen_round,
+    promotion_outcome,
+    registered_version,
+    score_pool,
+    strategy_for,
+)
 from tomoloop.training.data import parse_tier_weights
 from tomoloop.training.trainer import resolve_device
-
-
-class NothingToLabel(RegistryError):
-    """Every training slice is labelled, pending or too close to one that is."""
-
-
-def _champion_id(services: Services, dataset: str) -> int:
-    champion = services.registry.champion(dataset)
-    if champion is None:
-        raise RegistryError(
-            f"dataset {dataset!r} has no champion model: train one "
-            f"(`tomoloop train --dataset {dataset}`) and promote it first"
-        )
-    return champion.id
-
-
-def _features(model, pool: list[PoolSlice], options: ScoreOptions) -> dict[int, SliceFeatures]:
-    """Features of every pool slice, one pass over each volume and axis."""
-    out = {}
-    for (path, axis), ids in pool_groups(pool).items():
-        with open_stack(path) as stack:
-            for index, features in score_stack(model, stack, options, axis, sorted(ids)):
-                out[ids[index]] = features
-    return out
 
 
 @flow(name="al-round")
@@ -93,102 +71,59 @@ def al_round(
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
     nobody does).
     """
-    log = get_run_logger()
-    chooser = get(strategy)  # every option is refused before scores or a round are written
-    if chooser.instances and instance_model is None:
-        raise RegistryError(
-            f"strategy {strategy} compares a Mask R-CNN with the semantic model: give "
-            "its model version (--instance-model; train one with --arch maskrcnn)"
-        )
+    chooser = strategy_for(strategy, instance_model)  # every option refused before writes
     limits = Constraints(budget, per_volume, min_gap)
     torch_device = resolve_device(device)
-    services = Services.from_settings()
-    try:
-        registry = services.registry
+    with Services.from_settings() as services:
         if instance_model is not None:
-            maskrcnn_version(services, instance_model)
-        waiting = registry.open_rounds(dataset)
+            registered_version(services, instance_model, "maskrcnn")
+        waiting = services.registry.open_rounds(dataset)
         if max_open is not None and len(waiting) >= max_open:
-            log.info("no new round: rounds %s of %s are still open", waiting, dataset)
+            get_run_logger().info("no new round: rounds %s of %s are still open", waiting, dataset)
             return {"round": None, "open_rounds": waiting}
-        version = registry.dataset(dataset)
-        model_id = model if model is not None else _champion_id(services, dataset)
-        network, spec, _ = load_registered_model(services, model_id, str(torch_device))
-        options = ScoreOptions(
-            chooser.scoring, "mean", passes, spec.tile, spec.tile // 4, torch_device, chooser.embed
-        )
-        pool = registry.pool(version.id)
-        features = _features(network, pool, options)
-        if chooser.instances:
-            # imported here: detectron2 loads only for the strategy that needs it
-            from tomoloop.flows.instances import disagreement_scores
-
-            scores = disagreement_scores(
-                services, pool, network, spec, instance_model, torch_device
-            )
-            features = {k: replace(f, score=scores[k]) for k, f in features.items()}
-        label = f"disagreement/{instance_model}" if chooser.instances else options.label
-        registry.record_scores(model_id, {k: f.score for k, f in features.items()}, label)
-        candidates = {
-            p.slice_id: Candidate.of(p.slice_id, p.volume_id, p.axis, p.index, features[p.slice_id])
-            for p in pool
-        }
-        free = [candidates[p.slice_id] for p in pool if p.state == "free"]
-        taken = [candidates[p.slice_id] for p in pool if p.state != "free"]
-        seen = registry.lead_times(dataset)
-        lead_time = None
-        if cost_aware:
-            known = [(candidates[k].boundary, s) for k, s in seen.items() if k in candidates]
-            lead_time = LeadTimeModel.fit([b for b, _ in known], [s for _, s in known])
-        chosen = chooser.select(free, limits, taken, np.random.default_rng(seed), lead_time)
-        if not chosen:
-            raise NothingToLabel(
-                f"no slice of {dataset!r} can be chosen: all {len(pool)} training slices are "
-                f"labelled, pending or closer than {min_gap} slices to one that is"
-            )
-        round_id = registry.open_round(
-            dataset, chooser.name, model_id, [(c.slice_id, c.score) for c in chosen], budget
-        )
-        create_table_artifact(
-            [
-                {"rank": k, "slice": c.slice_id, "axis": c.axis, "index": c.index, "score": c.score}
-                for k, c in enumerate(chosen, start=1)
-            ],
-            key=f"round-{round_id}-chosen",
-            description=f"round {round_id} of {dataset}: slices chosen by {chooser.name}",
-        )
-        top = next(p for p in pool if p.slice_id == chosen[0].slice_id)
-        publish_image(
-            lambda path: slice_picture(
-                network, spec, top.volume_path, top.axis, top.index, chooser.scoring,
-                f"round {round_id}: {top.axis} = {top.index}, score {chosen[0].score:.4f}, "
-                f"model {model_id}",
-                path, torch_device,
-            ),
-            f"round-{round_id}-uncertainty",
-            f"round {round_id}: the top slice, its prediction and {chooser.scoring} map",
-        )  # fmt: skip
-        log.info(
-            "round %s: %d of %d free slices by %s (%s)",
-            round_id,
-            len(chosen),
-            len(free),
-            chooser.name,
-            "cost-aware" if lead_time else "by score",
-        )
-    finally:
-        services.close()
-    result = {
-        "round": round_id,
-        "model_version": model_id,
-        "strategy": chooser.name,
-        "chosen": [{"slice": c.slice_id, "index": c.index, "score": c.score} for c in chosen],
-        "free": len(free),
-        "lead_time_model": asdict(lead_time) if lead_time else None,
-    }
+        scored = score_pool(services, dataset, chooser, model, passes, instance_model, torch_device)
+        choice = choose_slices(services, dataset, chooser, scored, limits, cost_aware, seed)
+        opened = open_chosen_round(services, dataset, chooser, scored, choice, budget)
+    _publish_round(dataset, opened, scored, chooser.scoring, torch_device)
+    result = opened.to_dict()
     if push:
-        result["push"] = push_round(round_id, instance_model=instance_model, device=device)
+        result["push"] = push_round(opened.round, instance_model=instance_model, device=device)
     return result
+
+
+def _publish_round(
+    dataset: str, opened: OpenedRound, scored: ScoredPool, method: str, device: object
+) -> None:
+    """The round's chosen slices as a table artifact, its top slice's prediction and
+    ``method`` map as an image artifact, and a log line."""
+    round_id, chosen = opened.round, opened.choice.chosen
+    create_table_artifact(
+        [
+            {"rank": k, "slice": c.slice_id, "axis": c.axis, "index": c.index, "score": c.score}
+            for k, c in enumerate(chosen, start=1)
+        ],
+        key=f"round-{round_id}-chosen",
+        description=f"round {round_id} of {dataset}: slices chosen by {opened.strategy}",
+    )
+    top = opened.choice.top(scored.pool)
+    publish_image(
+        lambda path: slice_picture(
+            scored.network, scored.spec, top.volume_path, top.axis, top.index, method,
+            f"round {round_id}: {top.axis} = {top.index}, score {chosen[0].score:.4f}, "
+            f"model {opened.model_version}",
+            path, device,
+        ),
+        f"round-{round_id}-uncertainty",
+        f"round {round_id}: the top slice, its prediction and {method} map",
+    )  # fmt: skip
+    get_run_logger().info(
+        "round %s: %d of %d free slices by %s (%s)",
+        round_id,
+        len(chosen),
+        opened.choice.free,
+        opened.strategy,
+        "cost-aware" if opened.choice.lead_time else "by score",
+    )
 
 
 @flow(name="oracle-answers")
@@ -200,18 +135,10 @@ def oracle_answers(
 
     ``behaviour`` holds :class:`tomoloop.active.Behaviour` fields (bias, noise, lead time).
     """
-    services = Services.from_settings()
-    try:
-        registry = services.registry
-        round_ = registry.al_round(round_id)
-        wanted = {i.slice_id for i in registry.round_items(round_id)}
-        answered = _answer_project(
-            services, round_.dataset, project_title, truth, behaviour, seed, wanted
-        )
-        get_run_logger().info("oracle answered %d tasks of round %s", answered, round_id)
-        return {"round": round_id, "answered": answered}
-    finally:
-        services.close()
+    with Services.from_settings() as services:
+        answered = answer_round(services, round_id, truth, behaviour, seed)
+    get_run_logger().info("oracle answered %d tasks of round %s", answered, round_id)
+    return {"round": round_id, "answered": answered}
 
 
 @flow(name="oracle-reviews")
@@ -221,70 +148,10 @@ def oracle_reviews(
     """Answer the dataset's unanswered review tasks from ground truth, as a reviewer would
     in the browser: a label equal to the truth is approved, any other corrected.
     """
-    services = Services.from_settings()
-    try:
-        answered = _answer_project(services, dataset, review_title, truth, behaviour, seed)
-        get_run_logger().info("oracle reviewed %d labels of %s", answered, dataset)
-        return {"dataset": dataset, "answered": answered}
-    finally:
-        services.close()
-
-
-def _check_truth(services: Services, dataset_version_id: int, truth: dict[str, str]) -> None:
-    """Refuse ground truth that misses a volume of the dataset version, names a volume
-    that is not registered, or is not a readable label stack of that volume's shape."""
-    volumes = services.registry.dataset_volumes(dataset_version_id)
-    missing = sorted({v.name for v in volumes} - set(truth))
-    if missing:
-        raise RegistryError(
-            f"the oracle has no ground truth for volume(s) {', '.join(missing)}: give each "
-            "one's label stack (--truth VOLUME=LABELS.tif)"
-        )
-    for name, path in truth.items():
-        found = services.registry.volume_named(name)
-        with open_stack(path) as labels:
-            shape = (found.shape_z, found.shape_y, found.shape_x)
-            check_volume_shape(labels, shape, name, "--truth labels")
-
-
-def _answer_project(
-    services: Services,
-    dataset: str,
-    title: Callable[[str], str],
-    truth: dict[str, str],
-    behaviour: dict | None,
-    seed: int,
-    wanted: set[int] | None = None,
-) -> int:
-    """Submit the oracle's answer to every unanswered task of the dataset's project
-    ``title(dataset)`` (only slices in ``wanted``, when given); how many it answered.
-    """
-    rng = np.random.default_rng(seed)
-    how = Behaviour(**(behaviour or {}))
-    phases: PhaseMap = dataset_phases(services, services.registry.dataset(dataset))
-    lut = class_index_lut(phases)
-    connection = connect(Settings())
-    project = connection.client.find_project(title(dataset))
-    if project is None:
-        return 0
-    answered = 0
-    for task_id, data in connection.client.unanswered(project):
-        if wanted is not None and slice_of(data["key"]) not in wanted:
-            continue
-        if data["volume"] not in truth:
-            raise RegistryError(
-                f"the oracle has no ground truth for volume {data['volume']!r}: "
-                f"give its label stack (truth has {sorted(truth)})"
-            )
-        with open_stack(truth[data["volume"]]) as labels:
-            raw = labels.slice(data["axis"], int(data["index"]))
-            check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
-            gold = lut[raw]
-        mask = answer(gold, phases.names, how, rng)
-        result = brush_results(mask, phases.names)
-        connection.client.submit(task_id, result, round(how.lead_time(mask), 1))
-        answered += 1
-    return answered
+    with Services.from_settings() as services:
+        answered = answer_reviews(services, dataset, truth, behaviour, seed)
+    get_run_logger().info("oracle reviewed %d labels of %s", answered, dataset)
+    return {"dataset": dataset, "answered": answered}
 
 
 @flow(name="retrain")
@@ -304,22 +171,18 @@ def retrain(
     """
     resolve_device(device)  # bad options are refused before a dataset version is frozen
     parse_tier_weights(tier_weights)
-    services = Services.from_settings()
-    try:
-        registry = services.registry
-        version = registry.refresh_dataset(dataset)
-        champion = registry.champion(dataset)
-    finally:
-        services.close()
-    request = champion.config if champion is not None else {}
+    with Services.from_settings() as services:
+        version = services.registry.refresh_dataset(dataset)
+        champion = services.registry.champion(dataset)
+    plan = challenger_plan(champion, arch, config, options, fine_tune)
     trained = train_semantic(
         version.id,
-        arch or (champion.architecture if champion is not None else "unet"),
+        plan.arch,
         name=dataset,
-        config=config if config is not None else request.get("train"),
-        options=options if options is not None else request.get("options"),
+        config=plan.config,
+        options=plan.options,
         device=device,
-        parent=champion.id if fine_tune and champion is not None else None,
+        parent=plan.parent,
         tier_weights=tier_weights,
     )
     return {"dataset_version": version.id, "version": version.version, **trained}
@@ -341,49 +204,68 @@ def promote(
     """
     rules = PromotionRules(metric, margin, fraction_tolerance, tortuosity_tolerance or 0.0)
     transport = None if tortuosity_tolerance is None else 0  # the first phase carries ions
-    services = Services.from_settings()
-    try:
-        model = services.registry.model(challenger)
-        champion = services.registry.champion(model.name)
-    finally:
-        services.close()
-    if model.dataset_version_id is None:
-        raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
-    new = evaluate_model(challenger, model.dataset_version_id, "test", device, transport)
-    old = None
-    champion_id = None if champion is None else champion.id
-    if champion_id is not None and champion_id != challenger:
-        old = evaluate_model(champion_id, model.dataset_version_id, "test", device)
+    with Services.from_settings() as services:
+        contest = contest_of(services, challenger)
+    version = contest.dataset_version_id
+    new = evaluate_model(challenger, version, "test", device, transport)
+    old = None if contest.rival is None else evaluate_model(contest.rival, version, "test", device)
     decision = decide(new, old, rules)
-    create_table_artifact(
-        [
-            {"model": m, "role": role, **{k: e[k] for k in ("mIoU", "mDSC", "pixel_accuracy")}}
-            for m, role, e in ((challenger, "challenger", new), (champion_id, "champion", old))
-            if e is not None
-        ],
-        key=f"promotion-{challenger}",
-        description="; ".join(decision.reasons),
-    )
+    _publish_contest(challenger, contest.champion, new, old, decision)
     if decision.promote:
-        services = Services.from_settings()
-        try:
+        with Services.from_settings() as services:
             services.registry.promote(challenger)
-        finally:
-            services.close()
     get_run_logger().info(
         "model %s %s: %s",
         challenger,
         "promoted" if decision.promote else "not promoted",
         "; ".join(decision.reasons),
     )
-    champion_score = new[metric] if decision.promote else None if old is None else old[metric]
-    return {
-        "challenger": challenger,
-        "champion_before": champion_id,
-        "promoted": decision.promote,
-        "reasons": list(decision.reasons),
-        "champion_score": champion_score,
-    }
+    return promotion_outcome(contest, new, old, decision, metric).to_dict()
+
+
+def _publish_contest(
+    challenger: int, champion: int | None, new: dict, old: dict | None, decision: Decision
+) -> None:
+    """The contest's scores as a table artifact, the decision's reasons as its description."""
+    create_table_artifact(
+        [
+            {"model": m, "role": role, **{k: e[k] for k in ("mIoU", "mDSC", "pixel_accuracy")}}
+            for m, role, e in ((challenger, "challenger", new), (champion, "champion", old))
+            if e is not None
+        ],
+        key=f"promotion-{challenger}",
+        description="; ".join(decision.reasons),
+    )
+
+
+@dataclass(frozen=True)
+class _Retraining:
+    """How a challenger is trained and judged: the promote flow's gates and the training
+    settings (None: the champion's)."""
+
+    config: dict | None
+    margin: float
+    fraction_tolerance: float
+    tortuosity_tolerance: float | None
+    tier_weights: str
+    device: str
+
+
+def _retrain_and_promote(dataset: str, how: _Retraining) -> tuple[dict, dict]:
+    """A challenger retrained on every label of ``dataset`` and the promotion decision on
+    it: (the retrain flow's answer, the promote flow's answer)."""
+    challenger = retrain(
+        dataset, config=how.config, tier_weights=how.tier_weights, device=how.device
+    )
+    decision = promote(
+        challenger["model_version"],
+        "mIoU",
+        how.margin,
+        how.fraction_tolerance,
+        how.device,
+        how.tortuosity_tolerance,
+    )
+    return challenger, decision
 
 
 @flow(name="retrain-on-labels")
@@ -400,24 +282,45 @@ def retrain_on_labels(
     model did not see; otherwise nothing (the trigger checked on a schedule and on
     Label Studio's webhook events).
     """
-    services = Services.from_settings()
-    try:
+    with Services.from_settings() as services:
         waiting = services.registry.new_labels(dataset)
-    finally:
-        services.close()
     if waiting < threshold:
         get_run_logger().info("%d new labels of %s (retrain at %d)", waiting, dataset, threshold)
         return {"new_labels": waiting, "retrained": False}
-    challenger = retrain(dataset, tier_weights=tier_weights, device=device)
-    decision = promote(
-        challenger["model_version"],
-        "mIoU",
-        margin,
-        fraction_tolerance,
-        device,
-        tortuosity_tolerance,
-    )
+    how = _Retraining(None, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device)
+    _, decision = _retrain_and_promote(dataset, how)
     return {"new_labels": waiting, "retrained": True, **decision}
+
+
+def _labelled_round(
+    progress: LoopProgress,
+    dataset: str,
+    round_id: int,
+    truth: dict[str, str],
+    behaviour: dict | None,
+    reviewer: str | None,
+    seed: int,
+    how: _Retraining,
+) -> RoundRecord:
+    """One round after its push: the oracle answers it (and the reviews, with the oracle
+    reviewer), the labels come in, the round closes, a challenger is retrained and judged."""
+    oracle_answers(round_id, truth, behaviour, seed)
+    sync_annotations(dataset)
+    reviewed = 0  # review tasks the oracle answered after this round (any still open)
+    if reviewer == "oracle":
+        reviewed = oracle_reviews(dataset, truth, None, seed)["answered"]
+        if reviewed:
+            sync_annotations(dataset)
+    with Services.from_settings() as services:
+        # counted on the round, whether the webhook or this sync stored the labels
+        answered = services.registry.close_round(round_id)["annotated"]
+    challenger, decision = _retrain_and_promote(dataset, how)
+    score = decision["champion_score"]
+    return RoundRecord(
+        round_id, answered, reviewed, challenger["model_version"], challenger["version"],
+        decision["promoted"], progress.history[-1] if score is None else score,
+        decision["reasons"],
+    )  # fmt: skip
 
 
 @flow(name="loop")
@@ -451,95 +354,58 @@ def loop(
     round's labels sent to review (exactly, from ``truth``) before retraining; None leaves
     reviews to people.
     """
-    if annotator not in ("oracle", "human"):
-        raise RegistryError(f"annotator {annotator!r}: use oracle or human")
-    if reviewer not in (None, "oracle"):
-        raise RegistryError(f"reviewer {reviewer!r}: use oracle or None (people review)")
-    if "oracle" in (annotator, reviewer) and not truth:
-        raise RegistryError(
-            "the oracle annotator and reviewer need the ground-truth label stacks (truth)"
-        )
+    check_loop_options(annotator, reviewer, truth, strategy, budget, min_gap, behaviour, device)
     stop = StopRules(label_budget, patience, min_gain)
-    get(strategy)  # the rounds' options, refused before the champion is evaluated
-    Constraints(budget, None, min_gap)
-    Behaviour(**(behaviour or {}))
-    resolve_device(device)
-    services = Services.from_settings()
-    try:
-        version = services.registry.dataset(dataset)
-        if "oracle" in (annotator, reviewer):
-            _check_truth(services, version.id, truth or {})
-        start = _champion_id(services, dataset)
-    finally:
-        services.close()
-    history = [evaluate_model(start, version.id, "test", device)["mIoU"]]
-    done, counts = [], [0]  # counts: slices labelled so far, after each round
-    reason = None
+    how = _Retraining(
+        config, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device
+    )
+    with Services.from_settings() as services:
+        oracle = "oracle" in (annotator, reviewer)  # checked above: then truth is given
+        version, start = loop_start(services, dataset, truth if oracle else None)
+    progress = LoopProgress((evaluate_model(start, version.id, "test", device)["mIoU"],))
+    reason = f"{rounds} rounds done"
     for k in range(rounds):
-        reason = stop_reason(history, counts[-1], stop)
-        if reason is not None:
-            break
-        try:
-            chosen = al_round(
-                dataset, strategy, budget, None, min_gap, seed=seed + k, device=device
-            )
-        except NothingToLabel as exc:
-            reason = str(exc)
+        chosen, stopped = _next_round(progress, stop, dataset, strategy, budget, min_gap, seed + k,
+                                      device)  # fmt: skip
+        if chosen is None:
+            reason = stopped
             break
         if annotator == "human":
             return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
-        oracle_answers(chosen["round"], truth, behaviour, seed + k)
-        sync_annotations(dataset)
-        reviewed = 0  # review tasks the oracle answered after this round (any still open)
-        if reviewer == "oracle":
-            reviewed = oracle_reviews(dataset, truth, None, seed + k)["answered"]
-            if reviewed:
-                sync_annotations(dataset)
-        services = Services.from_settings()
-        try:  # counted on the round, whether the webhook or this sync stored the labels
-            answered = services.registry.close_round(chosen["round"])["annotated"]
-        finally:
-            services.close()
-        challenger = retrain(dataset, config=config, tier_weights=tier_weights, device=device)
-        decision = promote(
-            challenger["model_version"],
-            "mIoU",
-            margin,
-            fraction_tolerance,
-            device,
-            tortuosity_tolerance,
-        )
-        score = decision["champion_score"]
-        history.append(history[-1] if score is None else score)
-        counts.append(counts[-1] + answered)
-        publish_image(
-            lambda path: plot_al_curve(list(zip(counts, history, strict=True)), path),
-            artifact_name("loop", dataset, "learning-curve"),
-            f"{dataset}: champion test mIoU against slices labelled, after round {k + 1}",
-        )
-        done.append(
-            {
-                "round": chosen["round"],
-                "labelled": answered,
-                "reviewed": reviewed,
-                "challenger": challenger["model_version"],
-                "dataset_version": challenger["version"],
-                "promoted": decision["promoted"],
-                "champion_mIoU": history[-1],
-                "reasons": decision["reasons"],
-            }
-        )
-    else:
-        reason = f"{rounds} rounds done"
-    services = Services.from_settings()
+        progress = progress.after(
+            _labelled_round(progress, dataset, chosen["round"], truth or {}, behaviour,
+                            reviewer, seed + k, how)
+        )  # fmt: skip
+        _publish_curve(dataset, progress, k + 1)
+    with Services.from_settings() as services:
+        return progress.to_dict(dataset, reason, champion_id(services, dataset))
+
+
+def _next_round(
+    progress: LoopProgress,
+    stop: StopRules,
+    dataset: str,
+    strategy: str,
+    budget: int,
+    min_gap: int,
+    seed: int,
+    device: str,
+) -> tuple[dict | None, str]:
+    """The next round pushed (the al-round flow's answer), or None and why the loop stops
+    before it (a stop rule, or no slice left to choose)."""
+    reason = progress.stop_reason(stop)
+    if reason is not None:
+        return None, reason
     try:
-        champion = _champion_id(services, dataset)
-    finally:
-        services.close()
-    return {
-        "dataset": dataset,
-        "rounds": done,
-        "stopped": reason,
-        "mIoU_history": history,
-        "champion": champion,
-    }
+        return al_round(dataset, strategy, budget, None, min_gap, seed=seed, device=device), ""
+    except NothingToLabel as exc:
+        return None, str(exc)
+
+
+def _publish_curve(dataset: str, progress: LoopProgress, rounds: int) -> None:
+    """The loop's learning curve so far as an image artifact."""
+    publish_image(
+        lambda path: plot_al_curve(progress.curve(), path),
+        artifact_name("loop", dataset, "learning-curve"),
+        f"{dataset}: champion test mIoU against slices labelled, after round {rounds}",
+    )

@@ -29,9 +29,9 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
-    from tomoloop.flows.resources import Services, load_registered_model
     from tomoloop.inference.predict import predict_volume
     from tomoloop.outputs import Output, check_outputs
+    from tomoloop.services import Services, load_registered_model
     from tomoloop.stacks.tiff import open_stack
     from tomoloop.training.trainer import resolve_device
 

@@ -39,8 +39,8 @@ def trained(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electr
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_a_local_dask_cluster_predicts_and_scores_as_one_process_does(trained, tmp_path):
     from tomoloop.active.scoring import ScoreOptions, score_stack
-    from tomoloop.flows.resources import Services, load_registered_model
     from tomoloop.inference.predict import predict_volume
+    from tomoloop.services import Services, load_registered_model
     from tomoloop.stacks.tiff import open_stack
 
     registry, model = trained

@@ -142,7 +142,7 @@ def test_two_concurrent_ingests_of_one_volume_leave_one(
 
 def test_a_dataset_gains_a_volume_only_explicitly(tmp_path, home, registry_url, electrode_volume):
     from tomoloop.flows.ingest import ingest
-    from tomoloop.flows.resources import Services, dataset_slices
+    from tomoloop.services import Services, dataset_slices
 
     for folder, volume in (("a", electrode_volume), ("b", electrode_volume[:, ::-1].copy())):
         (tmp_path / folder).mkdir()

@@ -57,11 +57,11 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
 ):
     from tomoloop.adapters import detectron2
     from tomoloop.adapters.labelstudio_registry import instances_title
-    from tomoloop.flows.instances import load_registered_maskrcnn, train_maskrcnn
+    from tomoloop.flows.instances import train_maskrcnn
     from tomoloop.flows.labelstudio import push_round, sync_annotations
-    from tomoloop.flows.resources import Services, dataset_slices
     from tomoloop.inference.predict import normalise
     from tomoloop.particles.instances import detected_particles, grey_uint8, write_coco_folder
+    from tomoloop.services import Services, dataset_slices, load_registered_model
     from tomoloop.stacks.tiff import open_stack, percentile_window
 
     name = f"nmc-{uuid.uuid4().hex[:8]}"
@@ -89,7 +89,7 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
 
     # each task shows the model's particles of its slice, one region per detection
     services = Services.from_settings()
-    net, _ = load_registered_maskrcnn(services, first, torch.device("cpu"))
+    net, _ = load_registered_model(services, first, torch.device("cpu"), "maskrcnn")
     target = chosen[0]
     with open_stack(target.volume_path) as stack:
         image = normalise(stack.slice(target.axis, target.index), percentile_window(stack))

@@ -35,8 +35,7 @@ def dataset(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electr
 @pytest.mark.slow  # trains a network
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset):
-    from tomoloop.flows.instances import load_registered_maskrcnn
-    from tomoloop.flows.resources import Services
+    from tomoloop.services import Services, load_registered_model
 
     result = CliRunner().invoke(app, ["train", "--dataset", "nmc", *TINY, "--json"])
     assert result.exit_code == 0, result.output
@@ -60,7 +59,7 @@ def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset)
 
     services = Services.from_settings()
     try:
-        net, _ = load_registered_maskrcnn(services, model.id, torch.device("cpu"))
+        net, _ = load_registered_model(services, model.id, torch.device("cpu"), "maskrcnn")
     finally:
         services.close()
     assert net.categories == ["nmc"]

@@ -9,9 +9,9 @@ import tifffile
 from tomoloop.adapters.artifacts import ArtifactStore
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, Registry
-from tomoloop.flows.resources import Services, dataset_slices
 from tomoloop.labels.masks import encode_class_mask, labelled_pixels
 from tomoloop.labels.phases import IGNORE
+from tomoloop.services import Services, dataset_slices
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import tifffile
 import torch
 
 from tomoloop.db.registry import Registry
-from tomoloop.flows.resources import Services, load_registered_model
+from tomoloop.services import Services, load_registered_model
 
 pytestmark = [
     pytest.mark.integration,
@@ -67,12 +67,13 @@ def test_training_registers_model_run_curve_and_scores(dataset, registry_url):
 
 def test_a_run_that_failed_resumes_as_the_same_model(dataset, registry_url, monkeypatch):
     from tomoloop.flows import train as train_module
+    from tomoloop.services import training as training_service
 
     def broken_evaluate(*_args, **_kwargs):
         raise RuntimeError("power cut")
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "evaluate", broken_evaluate)
+        patch.setattr(training_service, "evaluate", broken_evaluate)
         with pytest.raises(RuntimeError, match="power cut"):
             train_module.train_semantic(dataset, "unet", config=CONFIG, options=OPTIONS)
     registry = Registry.from_url(registry_url)

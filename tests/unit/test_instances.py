@@ -239,13 +239,13 @@ def test_classes_a_drawing_does_not_cover_keep_their_connected_components():
 
 
 def test_ignore_regions_of_a_coco_file_are_no_instances(tmp_path):
-    from tomoloop.flows.instances import _has_instances
+    from tomoloop.services.maskrcnn import has_instances
 
     ignore = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 1, "segmentation": {}}
     particle = {**ignore, "id": 2, "iscrowd": 0}
     only_ignored, with_particle = tmp_path / "a.json", tmp_path / "b.json"
     only_ignored.write_text(json.dumps({"annotations": [ignore]}))
     with_particle.write_text(json.dumps({"annotations": [ignore, particle]}))
-    assert not _has_instances(only_ignored)
-    assert _has_instances(with_particle)
-    assert not _has_instances(None)
+    assert not has_instances(only_ignored)
+    assert has_instances(with_particle)
+    assert not has_instances(None)

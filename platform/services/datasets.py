@@ -1,0 +1,93 @@
+"""A dataset version's phases and labelled slices as training and evaluation read them, and
+the unlabelled pool grouped so each stack is opened once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from tomoloop.db.entities import DatasetVersion
+from tomoloop.db.registry import PoolSlice, RegistryError
+from tomoloop.labels.masks import decode_class_mask, encode_class_mask, merge_by_tier
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.services.context import Services
+from tomoloop.training.data import LabelledSlice, SliceRef, load_slices
+
+
+def dataset_phases(services: Services, dataset: DatasetVersion) -> PhaseMap:
+    """The phase map shared by every volume of a dataset version."""
+    return PhaseMap.parse(services.registry.dataset_phases(dataset.id))
+
+
+def dataset_slices(
+    services: Services, dataset: DatasetVersion, weights: dict[str, float] | None = None
+) -> dict[str, list[LabelledSlice]]:
+    """Every labelled slice of a dataset version, read and decoded, grouped by split.
+
+    Masks stored as artifacts are fetched and verified by sha256. A sparse label is merged
+    over the lower-tier labels of its slice (:func:`merged_label`).
+    """
+    refs = []
+    for member in services.registry.dataset_slices(dataset.id):
+        mask = mask_document(
+            services, member.annotation_id, member.mask_rle, member.mask_uri, member.mask_sha256
+        )
+        if "labelled" in mask:
+            mask = merged_label(services, member.annotation_id, member.tier, mask)
+        refs.append(
+            SliceRef(
+                member.volume_path,
+                member.axis,
+                member.index,
+                mask,
+                member.tier,
+                member.split,
+                member.annotation_id,
+                member.instances_rle,
+            )
+        )
+    return load_slices(refs, weights)
+
+
+def mask_document(
+    services: Services,
+    annotation_id: int,
+    mask_rle: dict[str, Any] | None,
+    mask_uri: str | None,
+    mask_sha256: str | None,
+) -> dict[str, Any]:
+    """A semantic label's mask document: inline, or fetched and verified by sha256."""
+    if mask_rle is not None:
+        return mask_rle
+    if mask_uri is None or mask_sha256 is None:
+        raise RegistryError(f"annotation {annotation_id} has no mask")
+    document: dict[str, Any] = json.loads(services.store.get_bytes(mask_uri, mask_sha256))
+    return document
+
+
+def merged_label(
+    services: Services, annotation_id: int, tier: int, sparse: dict[str, Any]
+) -> dict[str, Any]:
+    """A sparse label (inline document) merged by tier over the lower-tier labels of its
+    slice (:meth:`Registry.lower_labels`): its classes where it is labelled, theirs
+    elsewhere; pixels none labels stay unlabelled."""
+    lower = [
+        (
+            a.tier,
+            decode_class_mask(mask_document(services, a.id, a.mask_rle, a.mask_uri, a.mask_sha256)),
+        )
+        for a in services.registry.lower_labels(annotation_id)
+    ]
+    return encode_class_mask(merge_by_tier([*lower, (tier, decode_class_mask(sparse))]))
+
+
+def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:
+    """Pool slices grouped by (volume path, axis): index → slice id, so each stack is
+    opened once.
+    """
+    groups: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+    for p in pool:
+        groups[(p.volume_path, p.axis)][p.index] = p.slice_id
+    return groups

@@ -1,0 +1,230 @@
+"""Ingest as steps: stacks in, a registered volume with tier-auto labels and a dataset
+version out; gold labels for the splits models are judged on.
+
+check the stacks and the target dataset → COCO + masks as an artifact → volume, slices,
+tier-``auto`` annotations and the frozen dataset version in one transaction (the artifact
+this run stored is removed if that fails).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tomoloop.adapters.artifacts import Artifact, ArtifactStore
+from tomoloop.coco.convert import CocoOptions, batches, convert_stack
+from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
+from tomoloop.labels.masks import stack_class_masks
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.splits import check_split_fills, split_slices
+from tomoloop.labels.tiers import Tier
+from tomoloop.scratch import scratch_dir
+from tomoloop.services.context import Log, Services
+from tomoloop.stacks.archive import zip_folder
+from tomoloop.stacks.tiff import (
+    Stack,
+    check_same_shape,
+    check_volume_shape,
+    file_sha256,
+    open_stack,
+)
+
+_BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    volume_id: int
+    dataset_version_id: int
+    dataset: str
+    version: int
+    slices: int
+    annotations_added: int
+    coco_artifact: str
+
+
+@dataclass(frozen=True)
+class GoldAdded:
+    """Gold labels added, and the dataset version that holds them."""
+
+    added: int
+    dataset_version: int
+    version: int
+
+
+def ingest_stacks(
+    services: Services,
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    name: str,
+    split: tuple[float, float, float],
+    instance_phases: tuple[str, ...],
+    material: str,
+    add_to: str | None,
+    log: Log,
+) -> IngestResult:
+    """Check the stacks and the target dataset, export COCO + masks, register everything
+    (one transaction); the COCO artifact this run stored is removed if registering fails.
+    """
+    check_same_shape(gray, labels)
+    check_target(services.registry, gray, phases, name, add_to)
+    check_split_fills(gray.shape[0], split)
+    log.info("exporting COCO + masks of %s", labels.path.name)
+    home = services.settings.home
+    coco = export_coco(gray, labels, phases, split, instance_phases, services.store, home)
+    try:
+        with services.registry.atomic():
+            return register(
+                services.registry, gray, labels, phases, name, split, material, coco, add_to
+            )
+    except BaseException:
+        if coco.new:  # this run stored it, and nothing refers to it
+            services.store.remove(coco.key)
+        raise
+
+
+def check_target(
+    registry: Registry, gray: Stack, phases: PhaseMap, name: str, add_to: str | None
+) -> None:
+    """Refuse, before anything is stored, a stack that would change which volumes a
+    dataset holds without ``--add-to``, and an ``--add-to`` dataset that does not exist or
+    has other phases.
+
+    Raises:
+        RegistryError: naming the explicit command.
+    """
+    target = add_to or name
+    try:
+        latest = registry.dataset(target)
+    except RegistryError:
+        if add_to is None:
+            return
+        raise
+    held = registry.dataset_volumes(latest.id)
+    if add_to is not None:
+        if registry.dataset_phases(latest.id) != str(phases):
+            raise RegistryError(
+                f"--phases {phases} differ from dataset {add_to!r}'s "
+                f"{registry.dataset_phases(latest.id)}: a dataset's volumes share one phase map"
+            )
+        return
+    if file_sha256(gray.path) not in {v.sha256 for v in held}:
+        raise RegistryError(
+            f"dataset {name!r} holds volume {', '.join(repr(v.name) for v in held)}, not "
+            f"{gray.path.name}: add it explicitly with `tomoloop ingest {gray.path.name} "
+            f"--labels LABELS --name NEW-VOLUME --add-to {name}`, or give another --name"
+        )
+
+
+def export_coco(
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    split: tuple[float, float, float],
+    instance_phases: tuple[str, ...],
+    store: ArtifactStore,
+    home: Path,
+) -> Artifact:
+    """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact, made in
+    a scratch folder under ``home``.
+    """
+    with scratch_dir(home, "tomoloop-ingest") as tmp:
+        options = CocoOptions(
+            instance_phases=tuple(phases.value(p) for p in instance_phases),
+            split=split,
+            particle_ids=True,
+        )
+        convert_stack(labels, Path(tmp) / "coco", phases, options, gray=gray)
+        return store.put_file(zip_folder(Path(tmp) / "coco", Path(tmp) / "coco.zip"))
+
+
+def register(
+    registry: Registry,
+    gray: Stack,
+    labels: Stack,
+    phases: PhaseMap,
+    name: str,
+    split: tuple[float, float, float],
+    material: str,
+    coco: Artifact,
+    add_to: str | None = None,
+) -> IngestResult:
+    """Volume, slices, tier-auto annotations and the frozen dataset version (one
+    transaction): dataset ``name`` v1 (or its next version when the labels changed), or
+    with ``add_to`` that dataset's next version with this volume added."""
+    volume_id = registry.register_volume(
+        name,
+        str(gray.path.absolute()),  # flows run from anywhere: never relative to this one
+        file_sha256(gray.path),
+        gray.shape,
+        str(gray.dtype),
+        str(phases),
+        gray.voxel_size,
+        material=material,
+    )
+    slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
+    source = f"auto:{file_sha256(labels.path)}"
+    masks = (
+        NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
+        for i, mask in stack_class_masks(labels, phases)
+    )
+    added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
+    by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
+    members: dict[str, Sequence[int]] = {
+        part: [by_slice[slice_ids[i]] for i in indices]
+        for part, indices in split_slices(gray.shape[0], split).items()
+    }
+    artifacts = {"coco": {"uri": coco.key, "sha256": coco.sha256}}
+    if add_to is not None:
+        previous = registry.dataset(add_to)
+        members = merge_members(registry.dataset_members(previous.id), members)
+        artifacts = {**previous.artifacts, f"coco:{name}": artifacts["coco"]}
+    dataset = registry.freeze_dataset(add_to or name, members, artifacts)
+    return IngestResult(
+        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added, coco.key
+    )
+
+
+def merge_members(
+    previous: Mapping[str, Sequence[int]], added: Mapping[str, Sequence[int]]
+) -> dict[str, Sequence[int]]:
+    """A version's members (``{split: [annotation ids]}``) with ``added`` ones joined to
+    their splits; an annotation the version holds already keeps its split."""
+    held = {a for ids in previous.values() for a in ids}
+    return {
+        split: [*previous.get(split, []), *(a for a in added.get(split, []) if a not in held)]
+        for split in ("train", "val", "test")
+    }
+
+
+def add_gold_labels(
+    services: Services, dataset: str, volume: str, labels: str, splits: tuple[str, ...]
+) -> GoldAdded:
+    """Expert-tier labels for the ``splits`` slices of ``volume`` from a gold label stack
+    (same shape as the volume), and the dataset's next version holding them (one
+    transaction)."""
+    registry = services.registry
+    version = registry.dataset(dataset)
+    found = registry.volume_named(volume)
+    phases = PhaseMap.parse(found.phases)
+    wanted = {
+        p.index: p.slice_id
+        for split in splits
+        for p in registry.pool(version.id, split)
+        if p.volume_id == found.id and p.axis == "z"
+    }
+    with open_stack(labels) as stack:
+        shape = (found.shape_z, found.shape_y, found.shape_x)
+        check_volume_shape(stack, shape, volume, "gold labels")
+        source = f"gold:{file_sha256(stack.path)}"
+        annotations = [
+            NewAnnotation(wanted[i], Tier.EXPERT, source, mask_rle=mask)
+            for i, mask in stack_class_masks(stack, phases)
+            if i in wanted
+        ]
+    with registry.atomic():
+        added = registry.add_annotations(annotations)
+        new = registry.refresh_dataset(dataset)
+    return GoldAdded(added, new.id, new.version)

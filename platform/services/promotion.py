@@ -1,0 +1,105 @@
+"""Retraining and promotion: a challenger's request from the champion, the contest on the
+gold test split, and the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tomoloop.active.policy import Decision
+from tomoloop.db.entities import ModelVersion
+from tomoloop.db.registry import RegistryError
+from tomoloop.services.context import Services
+
+
+@dataclass(frozen=True)
+class ChallengerPlan:
+    """What a challenger trains as: architecture, training settings, network options, and
+    the parent it fine-tunes (None: from scratch)."""
+
+    arch: str
+    config: dict[str, Any] | None
+    options: dict[str, Any] | None
+    parent: int | None
+
+
+@dataclass(frozen=True)
+class Contest:
+    """A challenger, the dataset version it is judged on, and the champion it meets."""
+
+    challenger: int
+    dataset_version_id: int
+    champion: int | None
+
+    @property
+    def rival(self) -> int | None:
+        """The champion to evaluate against (None: none, or the challenger itself)."""
+        return None if self.champion == self.challenger else self.champion
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The outcome of a contest: promoted or not, why, and the champion's score after it
+    (None: still no champion)."""
+
+    challenger: int
+    champion_before: int | None
+    promoted: bool
+    reasons: list[str] = field(default_factory=list)
+    champion_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "challenger": self.challenger,
+            "champion_before": self.champion_before,
+            "promoted": self.promoted,
+            "reasons": list(self.reasons),
+            "champion_score": self.champion_score,
+        }
+
+
+def challenger_plan(
+    champion: ModelVersion | None,
+    arch: str | None,
+    config: dict[str, Any] | None,
+    options: dict[str, Any] | None,
+    fine_tune: bool,
+) -> ChallengerPlan:
+    """Architecture, options and training settings default to the champion's; with
+    ``fine_tune`` the challenger starts from the champion's weights."""
+    request = champion.config if champion is not None else {}
+    return ChallengerPlan(
+        arch or (champion.architecture if champion is not None else "unet"),
+        config if config is not None else request.get("train"),
+        options if options is not None else request.get("options"),
+        champion.id if fine_tune and champion is not None else None,
+    )
+
+
+def contest_of(services: Services, challenger: int) -> Contest:
+    """The contest of model ``challenger``: its training dataset version and its name's
+    champion.
+
+    Raises:
+        RegistryError: the model has no training dataset version to judge it on.
+    """
+    model = services.registry.model(challenger)
+    champion = services.registry.champion(model.name)
+    if model.dataset_version_id is None:
+        raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
+    return Contest(challenger, model.dataset_version_id, None if champion is None else champion.id)
+
+
+def promotion_outcome(
+    contest: Contest,
+    new: dict[str, Any],
+    old: dict[str, Any] | None,
+    decision: Decision,
+    metric: str,
+) -> Promotion:
+    """The outcome of a decided contest (``new``/``old``: the evaluations)."""
+    score = new[metric] if decision.promote else None if old is None else old[metric]
+    return Promotion(
+        contest.challenger, contest.champion, decision.promote, list(decision.reasons), score
+    )

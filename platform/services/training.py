@@ -1,0 +1,274 @@
+"""Training and judging semantic networks on a dataset version: the request, the network to
+start from, training inside the run lifecycle, evaluation on the test split, and the
+numbers recorded as metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from tomoloop.db.entities import DatasetVersion
+from tomoloop.db.registry import NewMetric, RegistryError
+from tomoloop.labels.phases import PhaseMap
+from tomoloop.networks.registry import ModelSpec, freeze, save_model, transfer_weights
+from tomoloop.outputs import writing
+from tomoloop.scratch import scratch_dir
+from tomoloop.services.context import Log, Services
+from tomoloop.services.datasets import dataset_phases, dataset_slices
+from tomoloop.services.models import load_registered_model
+from tomoloop.services.runs import Run, RunFolder, finish_run, run_folder
+from tomoloop.training.data import (
+    Augmentation,
+    LabelledSlice,
+    check_slices,
+    parse_tier_weights,
+)
+from tomoloop.training.evaluation import Evaluation, evaluate
+from tomoloop.training.trainer import EpochRecord, TrainConfig, plot_learning_curve, train
+
+
+@dataclass(frozen=True)
+class SemanticPlan:
+    """What a semantic training request trains on, with what, and where it checkpoints."""
+
+    dataset: DatasetVersion
+    phases: PhaseMap
+    config: TrainConfig
+    request: dict[str, Any]
+    folder: RunFolder
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network ready to train: built (or fine-tuned from a parent), some tensors frozen."""
+
+    model: nn.Module
+    spec: ModelSpec
+    frozen: int
+
+
+@dataclass(frozen=True)
+class TrainedSemantic:
+    """A finished semantic training run and its scores on ``split`` (test, else val)."""
+
+    model_version: int
+    training_run: int
+    epochs: int
+    best_epoch: int
+    resumed_after: int
+    stopped_early: bool
+    frozen_tensors: int
+    device: str
+    split: str
+    scores: dict[str, Any]
+    checkpoint: str
+    learning_curve: str
+
+    def to_dict(self) -> dict[str, Any]:
+        head = asdict(self)
+        scores = head.pop("scores")
+        tail = {key: head.pop(key) for key in ("checkpoint", "learning_curve")}
+        return {**head, **scores, **tail}
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """A registered model's scores (:meth:`Evaluation.as_dict`) on a dataset split."""
+
+    model_version: int
+    dataset: str
+    split: str
+    slices: int
+    scores: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        head = asdict(self)
+        scores = head.pop("scores")
+        return {**head, **scores}
+
+
+def curve_metrics(history: list[EpochRecord], dataset_version_id: int) -> list[NewMetric]:
+    """The learning curve as metrics, one per epoch (``step``) and quantity."""
+    return [
+        NewMetric(name, value, split, step=r.epoch, dataset_version_id=dataset_version_id)
+        for r in history
+        for name, value, split in (
+            ("loss", r.train_loss, "train"),
+            ("mIoU", r.val_miou, "val"),
+            ("mDSC", r.val_mdsc, "val"),
+        )
+    ]
+
+
+def evaluation_metrics(
+    result: Evaluation, class_names: tuple[str, ...], split: str, dataset_version_id: int
+) -> list[NewMetric]:
+    """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction),
+    and the measured class's in-plane tortuosity (predicted and gold) when finite.
+    """
+    overall = result.as_dict(class_names)
+    per_class = overall.pop("per_class")
+    tortuosity = overall.pop("tortuosity", None)
+    metrics = [
+        NewMetric(name, value, split, dataset_version_id=dataset_version_id)
+        for name, value in overall.items()
+    ]
+    for name, values in per_class.items():
+        metrics.extend(
+            NewMetric(key, value, split, class_name=name, dataset_version_id=dataset_version_id)
+            for key, value in values.items()
+        )
+    if tortuosity is not None:
+        metrics.extend(
+            NewMetric(key, tortuosity[part], split, class_name=tortuosity["class"],
+                      dataset_version_id=dataset_version_id)
+            for key, part in (("tortuosity_x", "predicted"), ("tortuosity_x_truth", "truth"))
+            if math.isfinite(tortuosity[part])
+        )  # fmt: skip
+    return metrics
+
+
+def train_config(values: dict[str, Any], phases: PhaseMap) -> TrainConfig:
+    """TrainConfig from plain values (the flow's JSON-able parameters); ``exclusive``
+    pairs are phase names, e.g. ``[["cbd", "nmc"]]``.
+    """
+    values = dict(values)
+    augmentation = values.pop("augmentation", None)
+    pairs = values.pop("exclusive", ())
+    for pair in pairs:
+        unknown = [name for name in pair if name not in phases.names]
+        if unknown or len(pair) != 2:
+            raise RegistryError(
+                f"exclusive pair {pair}: name two of the phases {', '.join(phases.names)}"
+            )
+    exclusive = tuple((phases.names.index(a), phases.names.index(b)) for a, b in pairs)
+    config = TrainConfig(**values, exclusive=exclusive)
+    if augmentation is not None:
+        config = replace(config, augmentation=Augmentation(**augmentation))
+    return config
+
+
+def plan_semantic(
+    services: Services,
+    dataset_version_id: int,
+    arch: str,
+    config: dict[str, Any] | None,
+    options: dict[str, Any] | None,
+    parent: int | None,
+    freeze_prefixes: tuple[str, ...],
+    tier_weights: str,
+) -> SemanticPlan:
+    """The request (every option checked) and its run folder."""
+    dataset = services.registry.dataset_version(dataset_version_id)
+    phases = dataset_phases(services, dataset)
+    config_ = train_config(config or {}, phases)
+    request = {
+        "dataset_version": dataset.id,
+        "arch": arch,
+        "options": options or {},
+        "train": asdict(config_),
+        "parent": parent,
+        "freeze": list(freeze_prefixes),
+        "tier_weights": tier_weights,
+    }
+    return SemanticPlan(dataset, phases, config_, request, run_folder(services, request))
+
+
+def training_slices(services: Services, plan: SemanticPlan) -> dict[str, list[LabelledSlice]]:
+    """The plan's labelled slices by split, train and val checked before anything is
+    registered."""
+    weights = parse_tier_weights(plan.request["tier_weights"])
+    slices = dataset_slices(services, plan.dataset, weights)
+    check_slices(slices["train"], len(plan.phases), "train")
+    check_slices(slices["val"], len(plan.phases), "val")
+    return slices
+
+
+def initial_network(services: Services, plan: SemanticPlan, log: Log) -> Network:
+    """The plan's network, seeded (``--seed`` fixes the initial weights too), with the
+    parent's weights where they fit and the ``freeze`` prefixes frozen."""
+    request = plan.request
+    torch.manual_seed(plan.config.seed)
+    spec = ModelSpec(
+        request["arch"], 1, len(plan.phases), request["options"], plan.phases.names,
+        plan.config.patch,
+    )  # fmt: skip
+    model = spec.build()
+    if request["parent"] is not None:
+        parent_model, _, _ = load_registered_model(services, request["parent"])
+        fresh = transfer_weights(model, parent_model.state_dict())
+        log.info("fine-tuning from model %s; %d tensors start fresh", request["parent"], len(fresh))
+    return Network(model, spec, freeze(model, tuple(request["freeze"])))
+
+
+def fit_semantic(
+    services: Services,
+    plan: SemanticPlan,
+    network: Network,
+    slices: dict[str, list[LabelledSlice]],
+    run: Run,
+    device: torch.device,
+    log: Log,
+) -> TrainedSemantic:
+    """Train in the run folder (resuming from its last epoch), evaluate on the test split
+    (val without one), store checkpoint and learning curve, and finish the run."""
+    model, spec, classes = network.model, network.spec, len(plan.phases)
+    with writing("the run folder", plan.folder.path):
+        result = train(
+            model, slices["train"], slices["val"], classes, plan.config, plan.folder.path, device,
+            on_epoch=lambda r: log.info(
+                "epoch %d: loss %.4f, val mIoU %.4f", r.epoch, r.train_loss, r.val_miou
+            ),
+        )  # fmt: skip
+    split = "test" if slices["test"] else "val"
+    scored = evaluate(model, slices[split], classes, spec.tile, spec.tile // 4, device)
+    checkpoint = services.store.put_bytes(save_model(model, spec), ".pt")
+    with scratch_dir(services.settings.home, "tomoloop-train") as tmp:
+        curve = services.store.put_file(plot_learning_curve(result.history, tmp / "c.png"))
+    metrics = curve_metrics(result.history, plan.dataset.id) + evaluation_metrics(
+        scored, plan.phases.names, split, plan.dataset.id
+    )
+    finish_run(services, run, metrics, len(result.history), curve.key, checkpoint)
+    return TrainedSemantic(
+        run.model_id, run.run_id, len(result.history), result.best_epoch, result.resumed_after,
+        result.stopped_early, network.frozen, str(device), split,
+        scored.as_dict(plan.phases.names), checkpoint.key, curve.key,
+    )  # fmt: skip
+
+
+def evaluate_registered(
+    services: Services,
+    model_id: int,
+    dataset_version_id: int,
+    split: str,
+    device: torch.device,
+    tortuosity_class: int | None = None,
+) -> ModelEvaluation:
+    """Score registered model ``model_id`` on a split of a dataset version and record the
+    numbers as its metrics (with the dataset version and split)."""
+    model, spec, _ = load_registered_model(services, model_id, str(device))
+    dataset = services.registry.dataset_version(dataset_version_id)
+    phases = dataset_phases(services, dataset)
+    if phases.names != spec.class_names:
+        raise RegistryError(
+            f"model {model_id} predicts {spec.class_names}, but dataset "
+            f"{dataset.name}@{dataset.version} has phases {phases.names}"
+        )
+    slices = dataset_slices(services, dataset)[split]
+    if not slices:
+        raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
+    result = evaluate(
+        model, slices, len(phases), spec.tile, spec.tile // 4, device, tortuosity_class
+    )
+    services.registry.add_metrics(
+        model_id, evaluation_metrics(result, phases.names, split, dataset.id)
+    )
+    return ModelEvaluation(
+        model_id, f"{dataset.name}@{dataset.version}", split, len(slices),
+        result.as_dict(phases.names),
+    )  # fmt: skip
