@@ -32,4 +32,5 @@ lint: venv
 	@bash scripts/lint_imports.sh
 
 bench: venv
+	$(PY) bench/cli_start.py
 	$(PY) bench/coco_convert.py
