@@ -94,14 +94,25 @@ def usage_message(exc: UsageError) -> str:
     return f"{exc.format_message().rstrip('.')}; see '{command} --help'"
 
 
+PREFECT_DEFAULTS = {
+    # Prefect's console logging through tomoloop's handler: user errors as one line.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS": "tomoloop.terminal.TerminalHandler",
+    # The temporary Prefect server a flow starts sends no telemetry (it printed "Failed to
+    # send telemetry" errors where there is no network), nor does Prefect's client.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+}
+"""Environment every command sets unless the user set the variable: Prefect's own settings,
+read by the flows this process runs and by the servers and workers it starts."""
+
+
 def main() -> None:
     """Console entry point: run the app, print TomoloopErrors and usage errors as one line
     without a traceback (also errors raised inside Prefect flows, whose console logging is
     quieted by :mod:`tomoloop.terminal`); exit 2 for both.
     """
-    os.environ.setdefault(
-        "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "tomoloop.terminal.TerminalHandler"
-    )
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     as_json = json_requested(sys.argv[1:])
     try:
         code = app(standalone_mode=False, obj=Entry(owns_process=True))

@@ -116,3 +116,21 @@ def test_every_command_help_renders():
         done = CliRunner().invoke(app, [*path, "--help"])
         assert done.exit_code == 0, (path, done.output, done.exception)
         assert "Usage" in done.output, path
+
+
+def test_the_embedded_prefect_sends_no_telemetry_unless_the_user_asks(monkeypatch):
+    """Prefect reads the names tomoloop sets: its server's telemetry service is off and its
+    client does not track."""
+    from prefect._internal.analytics.enabled import is_telemetry_enabled
+    from prefect.settings import Settings
+
+    from tomoloop.cli import PREFECT_DEFAULTS
+
+    for name in PREFECT_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("CI", raising=False)  # Prefect turns telemetry off in CI by itself
+    assert Settings().server.analytics_enabled is True
+    for name, value in PREFECT_DEFAULTS.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().server.analytics_enabled is False
+    assert is_telemetry_enabled() is False
