@@ -32,6 +32,7 @@ from typing import Literal
 import cc3d
 import cv2
 import numpy as np
+import orjson
 
 from tomoloop.errors import OutputError, PhaseMapError
 from tomoloop.labels.phases import IGNORE, PhaseMap
@@ -673,14 +674,17 @@ def _convert_slices(
             raise
 
 
-def _json(value: object) -> str:
-    """Compact JSON (json.dumps uses the C encoder; json.dump to a file does not)."""
-    return json.dumps(value, separators=(",", ":"))
+def _json(value: object) -> bytes:
+    """Compact ASCII JSON (json.dumps: non-ASCII characters escaped as they always were)."""
+    return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
-def _json_items(items: list[dict]) -> str:
-    """The items of a JSON array without its brackets, to be joined with commas."""
-    return _json(items)[1:-1]
+def _json_items(items: list[dict]) -> bytes:
+    """Annotations as the items of a JSON array without its brackets, to be joined with
+    commas. orjson (~6× json.dumps here) writes the same bytes as :func:`_json` for them:
+    ASCII strings (RLE counts), ints and floats.
+    """
+    return orjson.dumps(items)[1:-1]
 
 
 def _convert_into(
@@ -721,7 +725,7 @@ def _convert_into(
         nodes: dict[str, list[int]] = {name: [] for name in members}
         next_id, removed = 1, 0
         with contextlib.ExitStack() as stack:
-            spooled = {n: stack.enter_context(p.open("w")) for n, p in spools.items()}
+            spooled = {n: stack.enter_context(p.open("wb")) for n, p in spools.items()}
 
             def collect(results: list[tuple[int, dict | None, SliceInstances]]) -> None:
                 nonlocal removed, next_id
@@ -731,10 +735,10 @@ def _convert_into(
                         split = split_of[i]
                         anns = instance_annotations(found, i + 1, next_id, linked)
                         if linker is None:
-                            spooled[split].write(_json_items(anns) + "\n")
+                            spooled[split].write(_json_items(anns) + b"\n")
                         else:
                             nodes[split] += [a.pop("particle_id") for a in anns]
-                            spooled[split].writelines(_json(a) + "\n" for a in anns)
+                            spooled[split].writelines(_json_items([a]) + b"\n" for a in anns)
                         next_id += len(anns)
                         instances[split] += len(anns)
                     if image is not None:
@@ -761,14 +765,16 @@ def _convert_into(
             ids = None
             if particle_of_node is not None:
                 ids = particle_of_node[np.asarray(nodes[name], dtype=np.int64)].tolist()
-            with (tmp / files[name]).open("w") as out, spools[name].open() as lines:
-                out.write(f'{{"info":{_json(info)},"images":{_json(images[name])},"annotations":[')
+            with (tmp / files[name]).open("wb") as out, spools[name].open("rb") as lines:
+                out.write(
+                    b'{"info":%b,"images":%b,"annotations":[' % (_json(info), _json(images[name]))
+                )
                 for k, line in enumerate(lines):
                     item = line[:-1]
                     if ids is not None:  # the particle id goes last, where the node was
-                        item = f'{item[:-1]},"particle_id":{ids[k]}}}'
-                    out.write(f",{item}" if k else item)
-                out.write(f'],"categories":{_json(categories)},"licenses":[]}}')
+                        item = b'%b,"particle_id":%d}' % (item[:-1], ids[k])
+                    out.write(b",%b" % item if k else item)
+                out.write(b'],"categories":%b,"licenses":[]}' % _json(categories))
     exported = len(split_of)
     return CocoSummary(
         out_dir=str(tmp),

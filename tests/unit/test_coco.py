@@ -16,7 +16,9 @@ from pycocotools.coco import COCO
 from tomoloop.coco.convert import (
     CocoOptions,
     ParticleLinker,
+    _json_items,
     convert_stack,
+    instance_annotations,
     mask_polygons,
     slice_instances,
 )
@@ -54,6 +56,16 @@ def test_rle_round_trip_is_exact(image, connectivity):
         assert rle == _pycocotools_rle(component)  # byte-identical to pycocotools' encoder
         assert found.areas[k] == component.sum()
         assert found.bboxes[k].tolist() == mask_utils.toBbox(rle).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(image=binary_images, polygons=st.booleans(), linked=st.booleans())
+def test_annotations_are_written_as_the_stdlib_json_encoder_writes_them(image, polygons, linked):
+    """orjson writes the annotation items: same bytes as json.dumps (exports unchanged)."""
+    found = slice_instances(image.astype(np.uint8), (1,), 8, polygons=polygons)
+    nodes = np.arange(len(found.rles)) + 7 if linked else None
+    anns = instance_annotations(found, 3, 11, nodes)
+    assert _json_items(anns) == json.dumps(anns, separators=(",", ":"))[1:-1].encode("ascii")
 
 
 def _pycocotools_rle(mask):
