@@ -13,15 +13,9 @@ from hypothesis.extra import numpy as hnp
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from tomoloop.coco.convert import (
-    CocoOptions,
-    ParticleLinker,
-    _json_items,
-    convert_stack,
-    instance_annotations,
-    mask_polygons,
-    slice_instances,
-)
+from tomoloop.coco.convert import CocoOptions, _json_items, convert_stack, instance_annotations
+from tomoloop.coco.instances import mask_polygons, slice_instances
+from tomoloop.coco.particles import ParticleLinker
 from tomoloop.errors import OutputError, PhaseMapError, StackValidationError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.metrics.coco import self_consistency_ap
