@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from itertools import islice, repeat
+from itertools import islice, pairwise, repeat
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from tomoloop.coco.instances import (
     batch_instances,
     class_index_lut,
 )
-from tomoloop.coco.particles import ParticleLinker
+from tomoloop.coco.particles import ParticleLinker, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.labels.splits import split_slices
@@ -205,13 +205,9 @@ def convert_stack(
 _BATCH_PIXELS = 1 << 20  # slices per batch: as many as hold 1 Mi pixels (cache-sized)
 
 
-def instance_annotations(
-    found: SliceInstances, image_id: int, first_id: int, particle_nodes: np.ndarray | None
-) -> list[dict]:
-    """COCO annotation dicts of one slice's instances, ids counting up from ``first_id``.
-
-    ``particle_nodes`` (ParticleLinker node ids) go into ``particle_id``, to be replaced
-    by particle ids once every slice is linked.
+def instance_annotations(found: SliceInstances, image_id: int, first_id: int) -> list[dict]:
+    """COCO annotation dicts of one slice's instances, ids counting up from ``first_id``
+    (a ``particle_id`` is added to each as the file is written: :func:`_with_particle_ids`).
     """
     out = []
     categories = (found.category_index + 1).tolist()
@@ -228,8 +224,6 @@ def instance_annotations(
         }
         if found.polygons is not None:
             ann["rle"] = rle
-        if particle_nodes is not None:
-            ann["particle_id"] = int(particle_nodes[k])
         out.append(ann)
     return out
 
@@ -255,12 +249,19 @@ class _Job:
     split_of: dict[int, str]
 
 
-def _convert_batch(job: _Job, indices: list[int]) -> list[tuple[int, dict | None, SliceInstances]]:
-    """Read, validate and export a batch of slices; ``(index, image entry, instances)`` each.
+Touching = list[tuple[np.ndarray, np.ndarray]]  # per phase: touching_pairs with the slice before
+Converted = tuple[int, dict | None, SliceInstances, Touching | None]
+
+
+def _convert_batch(job: _Job, indices: list[int], before: Future | None) -> list[Converted]:
+    """Read, validate and export a batch of slices; ``(index, image entry, instances,
+    touching)`` each.
 
     Runs in a worker thread: TIFF decoding, PNG encoding, OpenCV and most NumPy work
     release the GIL. Slices outside every split are validated and analysed (for particle
-    linking) but not exported: their image entry is None.
+    linking) but not exported: their image entry is None. With particle ids, ``touching``
+    holds the pairs of components that touch the slice before (None for the first slice);
+    ``before`` is the previous batch, whose last slice it needs.
     """
     axis, tmp = job.options.axis, job.tmp
     label_slices = [image for _, image in job.labels.iter_slices(axis, indices)]
@@ -295,7 +296,15 @@ def _convert_batch(job: _Job, indices: list[int]) -> list[tuple[int, dict | None
         job.options.min_area,
         job.options.polygons,
     )
-    return list(zip(indices, entries, found, strict=True))
+    touching: list[Touching | None] = [None] * len(found)
+    if job.options.particle_ids:
+        previous = [before.result()[-1][2]] if before is not None else []
+        diagonal = job.options.connectivity == 8
+        touching = [None] * (not previous) + [
+            [touching_pairs(a, b, diagonal) for a, b in zip(p.labels, q.labels, strict=True)]
+            for p, q in pairwise([*previous, *found])
+        ]
+    return list(zip(indices, entries, found, touching, strict=True))
 
 
 def _convert_slices(
@@ -304,19 +313,22 @@ def _convert_slices(
     order: int,
     n: int,
     options: CocoOptions,
-    collect: Callable[[list[tuple[int, dict | None, SliceInstances]]], None],
+    collect: Callable[[list[Converted]], None],
 ) -> None:
     """Convert every slice in batches on worker threads, handing results to ``collect`` in
     slice order (at most ``workers`` batches in flight). Every slice is validated (and
-    linked into particles), also those in split gaps.
+    linked into particles), also those in split gaps. A batch waits for the one before
+    only to link its first slice: batches start in order, so that one is running or done.
     """
     plane = math.prod(s for k, s in enumerate(labels.shape) if k != order)
     workers = options.workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: deque[Future] = deque()
+        before: Future | None = None
         try:
             for indices in batches(range(n), max(1, _BATCH_PIXELS // plane)):
-                pending.append(pool.submit(_convert_batch, job, indices))
+                before = pool.submit(_convert_batch, job, indices, before)
+                pending.append(before)
                 if len(pending) > workers:
                     collect(pending.popleft().result())
             while pending:
@@ -337,6 +349,18 @@ def _json_items(items: list[dict]) -> bytes:
     ASCII strings (RLE counts), ints and floats.
     """
     return orjson.dumps(items)[1:-1]
+
+
+_NEXT_ITEM = b'},{"id":'  # between two annotations; never inside one (RLE counts are 0-o)
+
+
+def _with_particle_ids(items: bytes, ids: list[int]) -> bytes:
+    """:func:`_json_items` of k annotations with ``"particle_id"`` added last to each."""
+    pieces = items[:-1].split(_NEXT_ITEM)
+    return (
+        _NEXT_ITEM.join(b'%b,"particle_id":%d' % piece for piece in zip(pieces, ids, strict=True))
+        + b"}"
+    )
 
 
 def _convert_into(
@@ -371,26 +395,24 @@ def _convert_into(
     linker = ParticleLinker(options.connectivity) if options.particle_ids else None
     with tempfile.TemporaryDirectory(prefix=".spool-", dir=tmp) as spool_dir:
         # annotations go to a spool file per split as they come (JSON items, one line per
-        # slice, or per annotation with its linker node set aside until every slice is
-        # linked): memory stays flat however many instances the volume holds
+        # slice; their linker nodes set aside until every slice is linked): memory stays
+        # flat however many instances the volume holds
         spools = {name: Path(spool_dir) / f"{name}.jsonl" for name in members}
-        nodes: dict[str, list[int]] = {name: [] for name in members}
+        nodes: dict[str, list[np.ndarray]] = {name: [] for name in members}
         next_id, removed = 1, 0
         with contextlib.ExitStack() as stack:
             spooled = {n: stack.enter_context(p.open("wb")) for n, p in spools.items()}
 
-            def collect(results: list[tuple[int, dict | None, SliceInstances]]) -> None:
+            def collect(results: list[Converted]) -> None:
                 nonlocal removed, next_id
-                for i, image, found in results:
-                    linked = linker.add(found.labels) if linker is not None else None
+                for i, image, found, touching in results:
+                    linked = linker.add(found.labels, touching) if linker is not None else None
                     if image is not None and found.rles:
                         split = split_of[i]
-                        anns = instance_annotations(found, i + 1, next_id, linked)
-                        if linker is None:
-                            spooled[split].write(_json_items(anns) + b"\n")
-                        else:
-                            nodes[split] += [a.pop("particle_id") for a in anns]
-                            spooled[split].writelines(_json_items([a]) + b"\n" for a in anns)
+                        anns = instance_annotations(found, i + 1, next_id)
+                        spooled[split].write(_json_items(anns) + b"\n")
+                        if linked is not None:
+                            nodes[split].append(linked)
                         next_id += len(anns)
                         instances[split] += len(anns)
                     if image is not None:
@@ -414,18 +436,21 @@ def _convert_into(
         }
         files = {name: f"{name}.json" for name in members}
         for name in members:
-            ids = None
+            ids, first = None, 0
             if particle_of_node is not None:
-                ids = particle_of_node[np.asarray(nodes[name], dtype=np.int64)].tolist()
+                node_ids = np.concatenate(nodes[name]) if nodes[name] else np.zeros(0, np.int64)
+                ids = particle_of_node[node_ids]
             with (tmp / files[name]).open("wb") as out, spools[name].open("rb") as lines:
                 out.write(
                     b'{"info":%b,"images":%b,"annotations":[' % (_json(info), _json(images[name]))
                 )
                 for k, line in enumerate(lines):
-                    item = line[:-1]
-                    if ids is not None:  # the particle id goes last, where the node was
-                        item = b'%b,"particle_id":%d}' % (item[:-1], ids[k])
-                    out.write(b",%b" % item if k else item)
+                    items = line[:-1]
+                    if ids is not None:
+                        count = items.count(_NEXT_ITEM) + 1
+                        items = _with_particle_ids(items, ids[first : first + count].tolist())
+                        first += count
+                    out.write(b",%b" % items if k else items)
                 out.write(b'],"categories":%b,"licenses":[]}' % _json(categories))
     exported = len(split_of)
     return CocoSummary(
