@@ -70,7 +70,8 @@ def label_runs(labels: np.ndarray, classes_t: np.ndarray, n: int) -> Runs:
     slice_index = starts // plane
     starts, ends = starts - slice_index * plane, ends - slice_index * plane  # within a slice
     values = labels.reshape(-1, plane)[slice_index, starts % h * w + starts // h]
-    order = np.argsort(values, kind="stable")
+    keys = values.astype(np.uint16) if n < 1 << 16 else values  # 16 bits: radix sort
+    order = np.argsort(keys, kind="stable")
     starts, ends, values = starts[order], ends[order], values[order]
     bounds = np.searchsorted(values, np.arange(1, n + 2))  # runs of component k: [b_k, b_k+1)
     first = bounds[:-1]

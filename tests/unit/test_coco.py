@@ -20,7 +20,7 @@ from tomoloop.coco.convert import (
     convert_stack,
     instance_annotations,
 )
-from tomoloop.coco.instances import mask_polygons, slice_instances
+from tomoloop.coco.instances import batch_instances, mask_polygons, slice_instances
 from tomoloop.coco.particles import ParticleLinker, components, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError, StackValidationError
 from tomoloop.labels.phases import PhaseMap
@@ -126,6 +126,17 @@ def test_more_than_255_instances_do_not_wrap_around():
     found = slice_instances(image, (1,), 8)
     assert len(found.rles) == 400
     assert found.labels[0].max() == 400
+
+
+def test_a_batch_of_more_than_65536_components_keeps_each_ones_pixels():
+    """Runs are sorted by component id with 16-bit keys below 65,536 ids: above, the
+    full ids (no wrap-around)."""
+    image = np.zeros((300, 300), np.uint8)
+    image[::2, ::2] = 1  # 22,500 one-pixel components per slice, 90,000 in the batch
+    expected = [[2 * (k % 150), 2 * (k // 150), 1, 1] for k in range(150 * 150)]
+    for found in batch_instances([image] * 4, (1,)):
+        assert found.bboxes.tolist() == expected
+        assert found.rles[-1] == _pycocotools_rle(found.labels[0] == 150 * 150)
 
 
 def test_empty_slice_has_no_instances():
