@@ -33,3 +33,4 @@ lint: venv
 
 bench: venv
 	$(PY) bench/coco_convert.py
+	$(PY) bench/coco_process.py
