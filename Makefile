@@ -34,3 +34,4 @@ lint: venv
 bench: venv
 	$(PY) bench/cli_start.py
 	$(PY) bench/coco_convert.py
+	$(PY) bench/coco_process.py

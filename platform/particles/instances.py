@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-from tomoloop.coco.convert import Connectivity, slice_instances
+from tomoloop.coco.instances import Connectivity, slice_instances
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.masks import InstanceMasks, decode_instances
 from tomoloop.labels.phases import IGNORE, PhaseMap

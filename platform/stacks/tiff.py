@@ -1,8 +1,10 @@
 """Lazy reading of grayscale and label stacks (multipage TIFF, ImageJ hyperstack, OME-TIFF).
 
 A :class:`Stack` is a 3D volume with axes ``(z, y, x)``. It never holds the whole volume:
-``slice`` decodes only the TIFF pages (or tiles) a slice needs, through tifffile's zarr
-store. Voxel sizes are in micrometres, ordered ``(z, y, x)``.
+``slice`` decodes only the TIFF pages (or tiles) a slice needs: whole pages directly when
+each holds one z plane, otherwise through tifffile's zarr store (zarr is imported only then:
+importing it takes longer than reading a 256³ stack). Voxel sizes are in micrometres,
+ordered ``(z, y, x)``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import tifffile
-import zarr
 
 from tomoloop.errors import StackReadError, StackValidationError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.outputs import temp_file_beside
+
+if TYPE_CHECKING:
+    import zarr
 
 Axis = Literal["z", "y", "x"]
 AXES: tuple[Axis, ...] = ("z", "y", "x")
@@ -130,7 +134,7 @@ class Stack:
     dtype: np.dtype
     voxel_size: VoxelSize | None
     _tif: tifffile.TiffFile = field(repr=False)
-    _array: zarr.Array = field(repr=False)
+    _array: zarr.Array | None = field(repr=False)  # opened when first needed (not ``_pages``)
     _roles: tuple[str | None, ...] = field(repr=False)  # per stored axis: "z"/"y"/"x", None = 0
     _pages: list | None = field(repr=False, default=None)  # one 2D TIFF page per z, if so
 
@@ -138,6 +142,8 @@ class Stack:
         try:
             if self._pages is not None:
                 return self._select_pages(self._pages, z, y, x)
+            if self._array is None:
+                self._array = _zarr_array(self._tif.series[0], self.path)
             picks = {"z": z, "y": y, "x": x}
             out = np.asarray(
                 self._array[tuple(0 if role is None else picks[role] for role in self._roles)]
@@ -297,10 +303,8 @@ def _stack_from(
         )
     depth_axis, depth = extra[0] if extra else (None, 1)
     roles = (*tuple("z" if a == depth_axis else None for a in axes[:-2]), "y", "x")
-    try:
-        array = zarr.open_array(series.aszarr(), mode="r")
-    except Exception as exc:
-        raise StackReadError(f"cannot decode {p} ({exc}): the file may be corrupt") from exc
+    pages = _pages_per_slice(series, depth, shape[-2:])
+    array = _zarr_array(series, p) if pages is None else None
     size = voxel_size if voxel_size is not None else voxel_size_from_metadata(tif)
     if size is not None and (len(size) != 3 or not all(map(voxel_length_ok, size))):
         raise StackValidationError(
@@ -314,8 +318,18 @@ def _stack_from(
         _tif=tif,
         _array=array,
         _roles=roles,
-        _pages=_pages_per_slice(series, depth, shape[-2:]),
+        _pages=pages,
     )
+
+
+def _zarr_array(series: tifffile.TiffPageSeries, p: Path) -> zarr.Array:
+    """The series as a read-only zarr array (tiles and multi-plane pages read lazily)."""
+    import zarr
+
+    try:
+        return zarr.open_array(series.aszarr(), mode="r")
+    except Exception as exc:
+        raise StackReadError(f"cannot decode {p} ({exc}): the file may be corrupt") from exc
 
 
 def _channels_are_slices(tif: tifffile.TiffFile, p: Path, channels: int) -> bool:

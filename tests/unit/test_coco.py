@@ -15,11 +15,13 @@ from pycocotools.coco import COCO
 
 from tomoloop.coco.convert import (
     CocoOptions,
-    ParticleLinker,
+    _json_items,
+    _with_particle_ids,
     convert_stack,
-    mask_polygons,
-    slice_instances,
+    instance_annotations,
 )
+from tomoloop.coco.instances import batch_instances, mask_polygons, slice_instances
+from tomoloop.coco.particles import ParticleLinker, components, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError, StackValidationError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.metrics.coco import self_consistency_ap
@@ -54,6 +56,22 @@ def test_rle_round_trip_is_exact(image, connectivity):
         assert rle == _pycocotools_rle(component)  # byte-identical to pycocotools' encoder
         assert found.areas[k] == component.sum()
         assert found.bboxes[k].tolist() == mask_utils.toBbox(rle).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(image=binary_images, polygons=st.booleans())
+def test_annotations_are_written_as_the_stdlib_json_encoder_writes_them(image, polygons):
+    """orjson writes the annotation items, particle ids are spliced in after: the same
+    bytes as json.dumps of the annotations with their particle id last (exports unchanged).
+    """
+    found = slice_instances(image.astype(np.uint8), (1,), 8, polygons=polygons)
+    anns = instance_annotations(found, 3, 11)
+    assert _json_items(anns) == json.dumps(anns, separators=(",", ":"))[1:-1].encode("ascii")
+    if anns:
+        ids = [7 * k + 1 for k in range(len(anns))]
+        linked = [{**a, "particle_id": i} for a, i in zip(anns, ids, strict=True)]
+        expected = json.dumps(linked, separators=(",", ":"))[1:-1].encode("ascii")
+        assert _with_particle_ids(_json_items(anns), ids) == expected
 
 
 def _pycocotools_rle(mask):
@@ -108,6 +126,17 @@ def test_more_than_255_instances_do_not_wrap_around():
     found = slice_instances(image, (1,), 8)
     assert len(found.rles) == 400
     assert found.labels[0].max() == 400
+
+
+def test_a_batch_of_more_than_65536_components_keeps_each_ones_pixels():
+    """Runs are sorted by component id with 16-bit keys below 65,536 ids: above, the
+    full ids (no wrap-around)."""
+    image = np.zeros((300, 300), np.uint8)
+    image[::2, ::2] = 1  # 22,500 one-pixel components per slice, 90,000 in the batch
+    expected = [[2 * (k % 150), 2 * (k // 150), 1, 1] for k in range(150 * 150)]
+    for found in batch_instances([image] * 4, (1,)):
+        assert found.bboxes.tolist() == expected
+        assert found.rles[-1] == _pycocotools_rle(found.labels[0] == 150 * 150)
 
 
 def test_empty_slice_has_no_instances():
@@ -244,6 +273,57 @@ def test_split_files_partition_the_slices_with_a_gap(tmp_path, electrode_volume)
     for i, j in itertools.pairwise(kept):
         if owner[i] != owner[j]:
             assert j - i > 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 14), st.integers(1, 14)),
+    densities=st.tuples(st.floats(0.05, 1.0), st.floats(0.05, 1.0)),
+    seed=st.integers(0, 2**32 - 1),
+    diagonal=st.booleans(),
+)
+def test_touching_pairs_are_the_label_pairs_within_reach(shape, densities, seed, diagonal):
+    """Brute force on two slices of connected components (sparse to solid, so that one
+    component can lie inside another): every pixel of ``before`` against every pixel of
+    ``now`` within one step (the same position; with diagonal, the 8 around it too)."""
+    rng = np.random.default_rng(seed)
+    before, now = (
+        cv2.connectedComponents((rng.random(shape) < d).view(np.uint8), connectivity=8)[1]
+        for d in densities
+    )
+    reach = 1 if diagonal else 0
+    truth = {
+        (int(before[y, x]), int(now[v, u]))
+        for y, x in np.argwhere(before > 0)
+        for v, u in np.argwhere(now > 0)
+        if abs(int(v) - int(y)) <= reach and abs(int(u) - int(x)) <= reach
+    }
+    a, b = touching_pairs(before, now, diagonal)
+    assert list(zip(a.tolist(), b.tolist(), strict=True)) == sorted(truth)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 30),
+    edges=st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=40),
+)
+def test_components_are_the_connected_components_of_the_edges(n, edges):
+    edges = [(a, b) for a, b in edges if a < n and b < n]
+    graph = np.zeros((n, n), np.uint8)  # connectivity by repeated squaring of adjacency
+    graph[np.arange(n), np.arange(n)] = 1
+    for a, b in edges:
+        graph[a, b] = graph[b, a] = 1
+    for _ in range(6):
+        graph = np.minimum(graph.astype(np.int64) @ graph, 1).astype(np.uint8)
+    a, b = (
+        (np.array(side, np.int64) for side in zip(*edges, strict=True))
+        if edges
+        else (
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+        )
+    )
+    assert components(n, a, b).tolist() == [int(np.argmax(row)) for row in graph]
 
 
 def test_a_component_bridging_two_particles_joins_them():

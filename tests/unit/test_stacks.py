@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -232,3 +234,16 @@ def test_scan_label_values_finds_every_value(tmp_path):
     tifffile.imwrite(path, volume)
     with open_stack(path) as stack:
         assert scan_label_values(stack) == [0, 7, 300]
+
+
+def test_reading_a_page_per_slice_stack_does_not_import_zarr(tmp_path):
+    """zarr takes longer to import than a 256³ stack takes to read: a CLI command on an
+    ordinary stack must not pay for it (it is loaded for tiled / single-IFD files only)."""
+    path = tmp_path / "v.tif"
+    tifffile.imwrite(path, VOL)
+    code = (
+        "import sys; from tomoloop.stacks.tiff import open_stack\n"
+        f"with open_stack({str(path)!r}) as s: s.read(); s.slice('x', 3)\n"
+        "assert 'zarr' not in sys.modules, 'zarr imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
