@@ -101,6 +101,9 @@ PREFECT_DEFAULTS = {
     # send telemetry" errors where there is no network), nor does Prefect's client.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
+    # The temporary server may take more than Prefect's default 20 s to start on a loaded
+    # machine; a flow then failed before its first step.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
 }
 """Environment every command sets unless the user set the variable: Prefect's own settings,
 read by the flows this process runs and by the servers and workers it starts."""

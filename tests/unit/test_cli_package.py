@@ -134,3 +134,4 @@ def test_the_embedded_prefect_sends_no_telemetry_unless_the_user_asks(monkeypatc
         monkeypatch.setenv(name, value)
     assert Settings().server.analytics_enabled is False
     assert is_telemetry_enabled() is False
+    assert Settings().server.ephemeral.startup_timeout_seconds == 300
