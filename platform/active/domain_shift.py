@@ -146,7 +146,7 @@ class ShiftSetup:
     )
     fine_tune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=20, patch=64, batch=8, patches_per_epoch=64, overlap=16, patience=3, lr=5e-4
+            epochs=30, patch=64, batch=8, patches_per_epoch=256, overlap=16, patience=5, lr=5e-4
         )
     )
     self_training: SelfTraining = field(default_factory=lambda: SelfTraining(enabled=True))
