@@ -44,6 +44,7 @@ def _show_reviews(dataset: str, names: tuple[str, ...], document: dict) -> None:
     from rich.table import Table
 
     from tomoloop.active.review import AGREEMENT_KINDS
+    from tomoloop.db.states import ReviewState
 
     states = ", ".join(f"{n} {state}" for state, n in document["states"].items())
     reasons = ", ".join(f"{n} {why}" for why, n in document["reasons"].items()) or "none"
@@ -56,4 +57,4 @@ def _show_reviews(dataset: str, names: tuple[str, ...], document: dict) -> None:
             *(f"{row[n]['dice']:.3f} ({row[n]['pairs']})" if n in row else "–" for n in names),
         )
     out.print(table)
-    print_rows("reviews", [r for r in document["reviews"] if r["state"] != "superseded"])
+    print_rows("reviews", [r for r in document["reviews"] if r["state"] != ReviewState.SUPERSEDED])

@@ -34,6 +34,7 @@ from tomoloop.adapters.labelstudio_registry import (
 from tomoloop.db.entities import ALRound, Review, Slice, Volume
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry
+from tomoloop.db.states import EventVia
 from tomoloop.inference.predict import normalise, predict_slice
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask
 from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
@@ -340,7 +341,7 @@ def store_new(registry: Registry, client: LabelStudioClient, intake: Intake) -> 
     counts = {**dict.fromkeys(_STATUSES, 0), "seen": len(seen)}
     for a in pulled:
         if event_key(a) not in seen:
-            counts[handle_annotation(registry, intake, a, "poll")] += 1
+            counts[handle_annotation(registry, intake, a, EventVia.POLL)] += 1
     return counts
 
 

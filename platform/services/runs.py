@@ -24,6 +24,7 @@ from typing import Any
 
 from tomoloop.adapters.artifacts import Artifact
 from tomoloop.db.registry import NewMetric, Registry, RegistryError
+from tomoloop.db.states import RunStatus
 from tomoloop.outputs import writing
 from tomoloop.processes import HEARTBEAT_S, gone_reason, this_process
 from tomoloop.services.context import Services
@@ -88,7 +89,7 @@ def run_folder(services: Services, request: dict[str, Any]) -> RunFolder:
     """
     folder = services.settings.home / "runs" / request_key(request)
     saved = saved_run(services, folder, request)
-    if saved is not None and saved[2] == "finished":
+    if saved is not None and saved[2] == RunStatus.FINISHED:
         return RunFolder(folder, AlreadyTrained(saved[0]))
     return RunFolder(folder, None)
 
@@ -149,7 +150,7 @@ def training_run(
     try:
         yield run
     except BaseException:
-        services.registry.update_training(run.run_id, "failed")
+        services.registry.update_training(run.run_id, RunStatus.FAILED)
         raise
 
 
@@ -167,7 +168,7 @@ def finish_run(
     with registry.atomic():
         registry.add_metrics(run.model_id, metrics, run.run_id)
         registry.update_training(
-            run.run_id, "finished", steps, curve_key, (checkpoint.key, checkpoint.sha256)
+            run.run_id, RunStatus.FINISHED, steps, curve_key, (checkpoint.key, checkpoint.sha256)
         )
 
 
