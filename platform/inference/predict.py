@@ -202,6 +202,120 @@ def predict_slice(
         return blend(forward_tiles(model, cut_tiles(image, t), batch, device), t)
 
 
+DROPOUT = (nn.Dropout, nn.Dropout2d, nn.Dropout3d)
+
+
+@dataclass(frozen=True)
+class DropoutCall:
+    """One dropout call of a forward pass: its keep probability and the noise it draws for
+    one tile — ``shape`` (1, C, 1, …) for channel dropout, the input's otherwise (rows of a
+    flattened batch stay in tile order, so n tiles draw ``shape[0] * n`` rows), its dtype
+    and whether it is laid out channels-last (element noise takes the input's layout, and
+    torch fills it in memory order).
+    """
+
+    keep: float
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    channels_last: bool
+
+    def draw(self, tiles: int, device: torch.device) -> torch.Tensor:
+        """The noise of ``tiles`` tiles, 0 or 1/keep, from torch's generator."""
+        form = torch.channels_last if self.channels_last else torch.contiguous_format
+        size = (self.shape[0] * tiles, *self.shape[1:])
+        noise = torch.empty(size, dtype=self.dtype, device=device, memory_format=form)
+        return noise.bernoulli_(self.keep).div_(self.keep)
+
+
+def dropout_calls(model: nn.Module, tile: torch.Tensor, device: torch.device) -> list[DropoutCall]:
+    """The dropout calls of one forward pass of a (1, 1, th, tw) tile, in call order
+    (one module called twice counts twice); runs with dropout off, drawing nothing.
+    """
+    calls: list[DropoutCall] = []
+
+    def record(module: nn.Module, inputs: tuple, _output: object) -> None:
+        x = inputs[0]
+        if isinstance(module, nn.Dropout):
+            layout = x.ndim == 4 and not x.is_contiguous()
+            calls.append(DropoutCall(1.0 - module.p, tuple(x.shape), x.dtype, layout))
+        else:
+            shape = (1, x.shape[1], *[1] * (x.ndim - 2))
+            calls.append(DropoutCall(1.0 - module.p, shape, x.dtype, False))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, DROPOUT)]
+    try:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            model(tile.to(device, memory_format=torch.channels_last))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+def draw_noise(
+    calls: list[DropoutCall], passes: int, tiles: int, chunk: int, device: torch.device
+) -> list[torch.Tensor | None]:
+    """Per call, the (passes × tiles, *shape) dropout noise (0 or 1/keep; None where
+    nothing is dropped) drawn from torch's generator in the order ``passes`` runs of
+    :func:`predict_slice` with ``batch=chunk`` draw it: pass by pass, ``chunk`` tiles at a
+    time, call by call.
+    """
+    drawn: list[list[torch.Tensor]] = [[] for _ in calls]
+    for _ in range(passes):
+        for start in range(0, tiles, chunk):
+            n = min(chunk, tiles - start)
+            for k, call in enumerate(calls):
+                if call.keep < 1:
+                    drawn[k].append(call.draw(n, device))
+    return [torch.cat(d) if d else None for d in drawn]
+
+
+@torch.inference_mode()
+def mc_dropout_slice(
+    model: nn.Module,
+    image: np.ndarray,
+    passes: int,
+    tile: int = 128,
+    overlap: int = 32,
+    chunk: int = 8,
+    batch: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """(passes, C, H, W) float32 MC-dropout samples of one normalised (H, W) slice: the
+    same as ``passes`` calls of :func:`predict_slice` with ``batch=chunk, dropout=True``
+    under the same seed (the same dropout masks, drawn in the same order; equal to float
+    rounding), but every pass's tiles run together, ``batch`` tiles at a time.
+    """
+    device = torch.device(device)
+    t = tiling(image.shape, tile, overlap)
+    tiles = cut_tiles(image, t)
+    n = len(tiles)
+    with running(model):
+        calls = dropout_calls(model, torch.from_numpy(tiles[:1, None]), device)
+        noise = draw_noise(calls, passes, n, chunk, device)
+        where = {"start": 0, "call": 0}
+
+        def apply(_module: nn.Module, inputs: tuple, _output: object) -> torch.Tensor:
+            k, x = where["call"], inputs[0]
+            where["call"] += 1
+            if noise[k] is None:
+                return x
+            rows = calls[k].shape[0]
+            return x * noise[k][where["start"] * rows : (where["start"] + batch) * rows]
+
+        def on_batch(start: int) -> None:
+            where.update(start=start, call=0)
+
+        modules = [m for m in model.modules() if isinstance(m, DROPOUT)]
+        hooks = [m.register_forward_hook(apply) for m in modules]
+        try:
+            probs = forward_tiles(model, np.tile(tiles, (passes, 1, 1)), batch, device, on_batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return np.stack([blend(probs[k * n : (k + 1) * n], t) for k in range(passes)])
+
+
 Predict = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
