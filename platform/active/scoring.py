@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tomoloop.cores import fitting_threads
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import (
     mc_dropout_slice,
@@ -204,9 +205,11 @@ def score_stack(
 ) -> Iterator[tuple[int, SliceFeatures]]:
     """``(index, features)`` for the slices of a grayscale stack along ``axis``, streamed.
 
-    Slices are normalised by the stack's percentile window, as in training.
+    Slices are normalised by the stack's percentile window, as in training; torch runs on as
+    many CPU threads as cores stood idle when scoring began (:mod:`tomoloop.cores`).
     """
     window = percentile_window(stack)
-    for index, image in stack.iter_slices(axis, indices):
-        yield index, slice_features(model, normalise(image, window), options)
-        on_slice(index)
+    with fitting_threads():
+        for index, image in stack.iter_slices(axis, indices):
+            yield index, slice_features(model, normalise(image, window), options)
+            on_slice(index)

@@ -21,6 +21,7 @@ import tifffile
 import torch
 from torch import nn
 
+from tomoloop.cores import fitting_threads
 from tomoloop.inference.uncertainty import enable_dropout, entropy
 from tomoloop.networks.layers import SIDE_MULTIPLE
 from tomoloop.outputs import temp_file_beside, writing
@@ -431,7 +432,8 @@ def predict_volume(
     summed in a file-backed scratch array beside the output, then fused slice by slice — volumes
     larger than memory work either way. Files are written under temporary names and renamed when
     complete. ``batch`` tiles run through the network at once, cut from as many slices as fill
-    it. Returns the paths written.
+    it, on as many CPU threads as cores stand idle (:mod:`tomoloop.cores`). Returns the paths
+    written.
     """
     unknown = set(axes) - set("zyx")
     if unknown or not axes:
@@ -455,7 +457,8 @@ def predict_volume(
         temps: list[Path] = []
         try:
             temps.extend(temp_file_beside(t) for t in targets)
-            _write_prediction(stack, axes, predict, group, temps, on_slice)
+            with fitting_threads():
+                _write_prediction(stack, axes, predict, group, temps, on_slice)
             for temp, target in zip(temps, targets, strict=True):
                 os.replace(temp, target)
         except BaseException:

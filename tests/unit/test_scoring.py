@@ -178,3 +178,24 @@ def test_mc_dropout_samples_are_the_sequential_passes_with_a_dropout_left_off():
     samples = mc_dropout_slice(model, image, 5, 32, 8, chunk=4, batch=7)
     np.testing.assert_allclose(samples, expected, atol=1e-6)
     assert np.abs(np.diff(samples, axis=0)).max() > 0.01  # the passes differ
+
+
+def test_scoring_and_prediction_use_the_idle_cores_and_give_the_threads_back(tmp_path, monkeypatch):
+    from tomoloop import cores
+    from tomoloop.inference.predict import predict_volume
+
+    seen = []
+
+    class Recording(nn.Conv2d):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cores, "idle_cores", lambda: 1)
+    tifffile.imwrite(tmp_path / "gray.tif", np.zeros((2, 16, 16), np.uint8))
+    with open_stack(tmp_path / "gray.tif") as stack:
+        list(score_stack(Recording(1, 2, 1), stack, ScoreOptions(**OPTIONS)))
+        predict_volume(Recording(1, 2, 1), stack, tmp_path / "labels.tif", tile=16)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
