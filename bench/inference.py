@@ -100,13 +100,21 @@ def tomoloop_seconds(model: torch.nn.Module, path: Path, slices: int, tile: int)
             OUT / "unsure.tif",
             tile=tile,
             overlap=32,
-            batch=9,
             window=window,
         )
         return time.perf_counter() - t0
 
 
-def bench_speed(archs: list[str], slices: int) -> list[dict]:
+def naive_seconds(model: torch.nn.Module, path: Path, slices: int) -> float:
+    t0 = time.perf_counter()
+    naive_predict(model, path, slices)
+    return time.perf_counter() - t0
+
+
+def bench_speed(archs: list[str], slices: int, repeats: int) -> list[dict]:
+    """Per arch, ``repeats`` rounds of naive → whole-slice tile → default tile, interleaved so
+    that load on a shared machine hits all three alike; the median of each is reported.
+    """
     path = gray_volume()
     rows = []
     for arch in archs:
@@ -114,11 +122,15 @@ def bench_speed(archs: list[str], slices: int) -> list[dict]:
         model = build_model(arch, 1, 3).eval()
         whole = WHOLE_SLICE
         naive_predict(model, path, 1)  # warm-up
-        t0 = time.perf_counter()
-        naive_predict(model, path, slices)
-        naive_s = time.perf_counter() - t0
-        ours_s = tomoloop_seconds(model, path, slices, whole)
-        tiled_s = tomoloop_seconds(model, path, slices, TILE)
+        runs = [
+            (
+                naive_seconds(model, path, slices),
+                tomoloop_seconds(model, path, slices, whole),
+                tomoloop_seconds(model, path, slices, TILE),
+            )
+            for _ in range(repeats)
+        ]
+        naive_s, ours_s, tiled_s = (float(np.median(column)) for column in zip(*runs, strict=True))
         voxels = slices * SIDE * SIDE
         rows.append(
             {
@@ -130,6 +142,7 @@ def bench_speed(archs: list[str], slices: int) -> list[dict]:
                 "tomoloop_128_voxels_per_s": voxels / tiled_s,
                 "ratio": naive_s / ours_s,
                 "ratio_128": naive_s / tiled_s,
+                "ratios_128_per_repeat": [n / t for n, _, t in runs],
                 "naive_ms_per_patch": 1000 * naive_s / (slices * 4),
             }
         )
@@ -176,11 +189,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=16, help="z slices timed per arch")
     parser.add_argument("--archs", default=",".join(MODELS))
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per arch")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {sys.platform}")
-    results = {"speed": bench_speed(args.archs.split(","), args.slices)}
+    results = {"speed": bench_speed(args.archs.split(","), args.slices, args.repeats)}
     if not args.skip_memory:
         results["memory"] = bench_memory()
     (OUT / "inference.json").write_text(json.dumps(results, indent=2))

@@ -18,8 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from tomoloop.cores import fitting_threads
 from tomoloop.errors import TomoloopError
-from tomoloop.inference.predict import normalise, predict_slice, tile_side
+from tomoloop.inference.predict import (
+    mc_dropout_slice,
+    normalise,
+    predict_slice,
+    predict_slices,
+    tile_side,
+)
 from tomoloop.inference.uncertainty import (
     AGGREGATIONS,
     FLIPS,
@@ -31,6 +38,7 @@ from tomoloop.inference.uncertainty import (
 from tomoloop.stacks.tiff import Stack, percentile_window
 
 METHODS = ("entropy", "margin", "bald", "tta", "ensemble")
+BATCH = 64  # tiles per forward pass; MC-dropout masks are drawn 8 tiles at a time regardless
 
 
 @dataclass(frozen=True)
@@ -70,14 +78,11 @@ def _flipped_predictions(model: nn.Module, image: np.ndarray, o: ScoreOptions) -
     """(4, C, H, W): the four orthogonal flips of a slice predicted and flipped back.
 
     FLIPS name negative dims, so they address (H, W) of the image and of the
-    probabilities alike.
+    probabilities alike. The four flips' tiles share batches.
     """
-    samples = []
-    for dims in FLIPS:
-        flipped = np.ascontiguousarray(np.flip(image, dims)) if dims else image
-        probs = predict_slice(model, flipped, o.tile, o.overlap, 8, o.device)
-        samples.append(np.flip(probs, dims) if dims else probs)
-    return np.stack(samples)
+    flipped = [np.ascontiguousarray(np.flip(image, dims)) if dims else image for dims in FLIPS]
+    probs = predict_slices(model, flipped, o.tile, o.overlap, BATCH, o.device)
+    return np.stack([np.flip(p, dims) if dims else p for p, dims in zip(probs, FLIPS, strict=True)])
 
 
 def uncertainty_map(
@@ -86,14 +91,11 @@ def uncertainty_map(
     """(H, W) uncertainty and (C, H, W) mean probabilities of one normalised slice."""
     o = options
     if o.method in ("entropy", "margin"):
-        probs = predict_slice(model, image, o.tile, o.overlap, 8, o.device)
+        probs = predict_slice(model, image, o.tile, o.overlap, BATCH, o.device)
         return (entropy(probs) if o.method == "entropy" else margin(probs)), probs
     if o.method == "bald":
-        samples = np.stack(
-            [
-                predict_slice(model, image, o.tile, o.overlap, 8, o.device, dropout=True)
-                for _ in range(o.passes)
-            ]
+        samples = mc_dropout_slice(
+            model, image, o.passes, o.tile, o.overlap, chunk=8, batch=BATCH, device=o.device
         )
         return mutual_information(samples), samples.mean(axis=0)
     if o.method == "ensemble":
@@ -103,7 +105,7 @@ def uncertainty_map(
                 "scoring method 'ensemble' needs an ensemble model (e.g. --arch enet)"
             )
         samples = np.stack(
-            [predict_slice(m, image, o.tile, o.overlap, 8, o.device) for m in members]
+            [predict_slice(m, image, o.tile, o.overlap, BATCH, o.device) for m in members]
         )
         return mutual_information(samples), samples.mean(axis=0)
     samples = _flipped_predictions(model, image, o)
@@ -203,9 +205,11 @@ def score_stack(
 ) -> Iterator[tuple[int, SliceFeatures]]:
     """``(index, features)`` for the slices of a grayscale stack along ``axis``, streamed.
 
-    Slices are normalised by the stack's percentile window, as in training.
+    Slices are normalised by the stack's percentile window, as in training; torch runs on as
+    many CPU threads as cores stood idle when scoring began (:mod:`tomoloop.cores`).
     """
     window = percentile_window(stack)
-    for index, image in stack.iter_slices(axis, indices):
-        yield index, slice_features(model, normalise(image, window), options)
-        on_slice(index)
+    with fitting_threads():
+        for index, image in stack.iter_slices(axis, indices):
+            yield index, slice_features(model, normalise(image, window), options)
+            on_slice(index)

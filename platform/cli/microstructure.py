@@ -17,7 +17,17 @@ def microstructure_command(
     phases: Annotated[
         str | None, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2 (default: values).")
     ] = None,
-    axes: Annotated[str, typer.Option(help="Tortuosity directions, a subset of zyx.")] = "zyx",
+    axes: Annotated[
+        str,
+        typer.Option(help="Tortuosity directions, a subset of zyx (default: the gate's x)."),
+    ] = "x",
+    tortuosity_phases: Annotated[
+        str | None,
+        typer.Option(
+            help="Phases whose tortuosity to solve, e.g. pore,cbd, or all "
+            "(default: the first phase, the pore the promotion gate checks)."
+        ),
+    ] = None,
     voxel_size: VoxelOpt = None,
     particles: Annotated[
         list[str] | None,
@@ -56,7 +66,14 @@ def microstructure_command(
                 f"--particles {unknown[0]}: name one of {', '.join(phase_map.names)}"
             )
         classes = class_index_lut(phase_map)[volume]
-        result = microstructure(classes, phase_map.names, size, axes, resolve_device(device))
+        transport = (
+            phase_map.names
+            if tortuosity_phases == "all"
+            else (tortuosity_phases or phase_map.names[0]).split(",")
+        )
+        result = microstructure(
+            classes, phase_map.names, size, axes, resolve_device(device), transport
+        )
         for name in particles or ():
             mask = classes == phase_map.names.index(name)
             result["phases"][name]["particle_size_distribution"] = phase_size_distribution(
@@ -75,11 +92,11 @@ def _show_structure(stack_name: str, axes: str, result: dict) -> None:
     for column in ("phase", "volume fraction", f"surface area {unit}⁻¹", *(f"τ {a}" for a in axes)):
         table.add_column(column)
     for name, values in result["phases"].items():
-        taus = [values["tortuosity"][a] for a in axes]
+        taus = values["tortuosity"]  # "—": does not connect the faces; blank: not solved
         table.add_row(
             name,
             f"{values['volume_fraction']:.4f}",
             f"{values['specific_surface_area']:.4f}",
-            *("—" if t is None else f"{t:.3f}" for t in taus),
+            *("" if a not in taus else "—" if taus[a] is None else f"{taus[a]:.3f}" for a in axes),
         )
     out.print(table)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import tifffile
 import torch
 from torch import nn
 
+from tomoloop.cores import fitting_threads
 from tomoloop.inference.uncertainty import enable_dropout, entropy
 from tomoloop.networks.layers import SIDE_MULTIPLE
 from tomoloop.outputs import temp_file_beside, writing
@@ -62,7 +63,124 @@ def normalise(image: np.ndarray, window: Window) -> np.ndarray:
     return np.clip(np.nan_to_num(scaled), 0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """How an (h, w) slice is cut: reflect-padded to (ph, pw), tiles of (th, tw) at
+    ``origins`` (top-left corners, row-major).
+    """
+
+    h: int
+    w: int
+    th: int
+    tw: int
+    ph: int
+    pw: int
+    origins: tuple[tuple[int, int], ...]
+
+
+def tiling(shape: tuple[int, int], tile: int, overlap: int) -> Tiling:
+    """The tiles that cover an (H, W) slice with tiles of side ≤ ``tile`` overlapping by
+    ``overlap`` (less on a short side).
+    """
+    h, w = shape
+    th, tw = tile_side(h, tile), tile_side(w, tile)
+    ph, pw = max(h, th), max(w, tw)
+    origins = tuple(
+        (y, x)
+        for y in tile_origins(ph, th, min(overlap, th - 1))
+        for x in tile_origins(pw, tw, min(overlap, tw - 1))
+    )
+    return Tiling(h, w, th, tw, ph, pw, origins)
+
+
+def cut_tiles(image: np.ndarray, t: Tiling) -> np.ndarray:
+    """(N, th, tw) float32 tiles of an (H, W) slice, reflect-padded (edge for a 1-px side)."""
+    padded = np.pad(
+        image.astype(np.float32, copy=False),
+        ((0, t.ph - t.h), (0, t.pw - t.w)),
+        mode="reflect" if min(t.h, t.w) > 1 else "edge",
+    )
+    return np.stack([padded[y : y + t.th, x : x + t.tw] for y, x in t.origins])
+
+
+def blend(probs: np.ndarray, t: Tiling) -> np.ndarray:
+    """(C, H, W) float32: (N, C, th, tw) tile probabilities summed under the
+    :func:`blend_window`, tile by tile in ``t.origins`` order, and normalised.
+    """
+    weights = blend_window(t.th, t.tw)
+    total = np.zeros((probs.shape[1], t.ph, t.pw), dtype=np.float32)
+    norm = np.zeros((t.ph, t.pw), dtype=np.float32)
+    for (y, x), p in zip(t.origins, probs, strict=True):
+        total[:, y : y + t.th, x : x + t.tw] += p * weights
+        norm[y : y + t.th, x : x + t.tw] += weights
+    return (total / norm)[:, : t.h, : t.w]
+
+
+@contextlib.contextmanager
+def running(model: nn.Module, dropout: bool = False) -> Iterator[nn.Module]:
+    """The model in eval mode (dropout layers on with ``dropout``: MC dropout, batch norm
+    frozen) and channels-last memory format — the layout oneDNN and cuDNN convolve fastest
+    (measured 1.4× at batch 32 on CPU) — put back to eval and contiguous weights after.
+    """
+    model.eval()
+    if dropout:
+        enable_dropout(model)
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        model.eval()
+        model.to(memory_format=torch.contiguous_format)
+
+
 @torch.inference_mode()
+def forward_tiles(
+    model: nn.Module,
+    tiles: np.ndarray,
+    batch: int,
+    device: str | torch.device,
+    on_batch: Callable[[int], None] = lambda start: None,
+) -> np.ndarray:
+    """(N, C, th, tw) float32 softmax probabilities of (N, th, tw) tiles, run ``batch`` at a
+    time on ``device`` (channels-last, CUDA autocast on a GPU). ``on_batch(start)`` is called
+    before each batch (``start`` = its first tile).
+    """
+    device = torch.device(device)
+    out = None
+    for start in range(0, len(tiles), batch):
+        on_batch(start)
+        inputs = torch.from_numpy(tiles[start : start + batch, None]).to(
+            device, non_blocking=True, memory_format=torch.channels_last
+        )
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            probs = model(inputs).float().softmax(dim=1).cpu().numpy()
+        if out is None:
+            out = np.empty((len(tiles), *probs.shape[1:]), dtype=np.float32)
+        out[start : start + len(probs)] = probs
+    return out
+
+
+def predict_slices(
+    model: nn.Module,
+    images: Sequence[np.ndarray],
+    tile: int = 128,
+    overlap: int = 32,
+    batch: int = 32,
+    device: str | torch.device = "cpu",
+) -> list[np.ndarray]:
+    """(C, H, W) float32 class probabilities of each of some normalised (H, W) slices of one
+    shape: as :func:`predict_slice` on each, with the tiles of all of them batched together.
+    """
+    if not images:
+        return []
+    t = tiling(images[0].shape, tile, overlap)
+    tiles = np.concatenate([cut_tiles(image, t) for image in images])
+    with running(model):
+        probs = forward_tiles(model, tiles, batch, device)
+    n = len(t.origins)
+    return [blend(probs[k * n : (k + 1) * n], t) for k in range(len(images))]
+
+
 def predict_slice(
     model: nn.Module,
     image: np.ndarray,
@@ -80,47 +198,151 @@ def predict_slice(
     under CUDA autocast (AMP) when the device is a GPU. With ``dropout`` the network's
     dropout layers stay on (one MC-dropout sample; batch norm stays frozen).
     """
-    device = torch.device(device)
-    h, w = image.shape
-    th, tw = tile_side(h, tile), tile_side(w, tile)
-    ph, pw = max(h, th), max(w, tw)
-    padded = np.pad(
-        image.astype(np.float32, copy=False),
-        ((0, ph - h), (0, pw - w)),
-        mode="reflect" if min(h, w) > 1 else "edge",
-    )
-    weights = blend_window(th, tw)
-    origins = [
-        (y, x)
-        for y in tile_origins(ph, th, min(overlap, th - 1))
-        for x in tile_origins(pw, tw, min(overlap, tw - 1))
-    ]
-    total = None
-    norm = np.zeros((ph, pw), dtype=np.float32)
-    model.eval()
-    if dropout:
-        enable_dropout(model)
+    t = tiling(image.shape, tile, overlap)
+    with running(model, dropout):
+        return blend(forward_tiles(model, cut_tiles(image, t), batch, device), t)
+
+
+DROPOUT = (nn.Dropout, nn.Dropout2d, nn.Dropout3d)
+
+
+@dataclass(frozen=True)
+class DropoutCall:
+    """One dropout call of a forward pass: its keep probability and the noise it draws for
+    one tile — ``shape`` (1, C, 1, …) for channel dropout, the input's otherwise (rows of a
+    flattened batch stay in tile order, so n tiles draw ``shape[0] * n`` rows), its dtype
+    and whether it is laid out channels-last (element noise takes the input's layout, and
+    torch fills it in memory order).
+    """
+
+    keep: float
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    channels_last: bool
+
+    def draw(self, tiles: int, device: torch.device) -> torch.Tensor:
+        """The noise of ``tiles`` tiles, 0 or 1/keep, from torch's generator."""
+        form = torch.channels_last if self.channels_last else torch.contiguous_format
+        size = (self.shape[0] * tiles, *self.shape[1:])
+        noise = torch.empty(size, dtype=self.dtype, device=device, memory_format=form)
+        return noise.bernoulli_(self.keep).div_(self.keep)
+
+
+def dropout_calls(model: nn.Module, tile: torch.Tensor, device: torch.device) -> list[DropoutCall]:
+    """The dropout calls of one forward pass of a (1, 1, th, tw) tile, in call order
+    (one module called twice counts twice); runs with dropout off, drawing nothing.
+    """
+    calls: list[DropoutCall] = []
+
+    def record(module: nn.Module, inputs: tuple, _output: object) -> None:
+        x = inputs[0]
+        if isinstance(module, nn.Dropout):
+            layout = x.ndim == 4 and not x.is_contiguous()
+            calls.append(DropoutCall(1.0 - module.p, tuple(x.shape), x.dtype, layout))
+        else:
+            shape = (1, x.shape[1], *[1] * (x.ndim - 2))
+            calls.append(DropoutCall(1.0 - module.p, shape, x.dtype, False))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, DROPOUT)]
     try:
-        for start in range(0, len(origins), batch):
-            chunk = origins[start : start + batch]
-            tiles = np.stack([padded[y : y + th, x : x + tw] for y, x in chunk])[:, None]
-            inputs = torch.from_numpy(tiles).to(device)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                probs = model(inputs).float().softmax(dim=1).cpu().numpy()
-            if total is None:
-                total = np.zeros((probs.shape[1], ph, pw), dtype=np.float32)
-            for (y, x), p in zip(chunk, probs, strict=True):
-                total[:, y : y + th, x : x + tw] += p * weights
-                norm[y : y + th, x : x + tw] += weights
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            model(tile.to(device, memory_format=torch.channels_last))
     finally:
-        model.eval()
-    return (total / norm)[:, :h, :w]
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+def draw_noise(
+    calls: list[DropoutCall], passes: int, tiles: int, chunk: int, device: torch.device
+) -> list[torch.Tensor | None]:
+    """Per call, the (passes × tiles, *shape) dropout noise (0 or 1/keep; None where
+    nothing is dropped) drawn from torch's generator in the order ``passes`` runs of
+    :func:`predict_slice` with ``batch=chunk`` draw it: pass by pass, ``chunk`` tiles at a
+    time, call by call.
+    """
+    drawn: list[list[torch.Tensor]] = [[] for _ in calls]
+    for _ in range(passes):
+        for start in range(0, tiles, chunk):
+            n = min(chunk, tiles - start)
+            for k, call in enumerate(calls):
+                if call.keep < 1:
+                    drawn[k].append(call.draw(n, device))
+    return [torch.cat(d) if d else None for d in drawn]
+
+
+@torch.inference_mode()
+def mc_dropout_slice(
+    model: nn.Module,
+    image: np.ndarray,
+    passes: int,
+    tile: int = 128,
+    overlap: int = 32,
+    chunk: int = 8,
+    batch: int = 64,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """(passes, C, H, W) float32 MC-dropout samples of one normalised (H, W) slice: the
+    same as ``passes`` calls of :func:`predict_slice` with ``batch=chunk, dropout=True``
+    under the same seed (the same dropout masks, drawn in the same order; equal to float
+    rounding), but every pass's tiles run together, ``batch`` tiles at a time.
+    """
+    device = torch.device(device)
+    t = tiling(image.shape, tile, overlap)
+    tiles = cut_tiles(image, t)
+    n = len(tiles)
+    with running(model):
+        calls = dropout_calls(model, torch.from_numpy(tiles[:1, None]), device)
+        noise = draw_noise(calls, passes, n, chunk, device)
+        where = {"start": 0, "call": 0}
+
+        def apply(_module: nn.Module, inputs: tuple, _output: object) -> torch.Tensor:
+            k, x = where["call"], inputs[0]
+            where["call"] += 1
+            if noise[k] is None:
+                return x
+            rows = calls[k].shape[0]
+            return x * noise[k][where["start"] * rows : (where["start"] + batch) * rows]
+
+        def on_batch(start: int) -> None:
+            where.update(start=start, call=0)
+
+        modules = [m for m in model.modules() if isinstance(m, DROPOUT)]
+        hooks = [m.register_forward_hook(apply) for m in modules]
+        try:
+            probs = forward_tiles(model, np.tile(tiles, (passes, 1, 1)), batch, device, on_batch)
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return np.stack([blend(probs[k * n : (k + 1) * n], t) for k in range(passes)])
+
+
+Predict = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def _predicted(
+    stack: Stack, axis: str, predict: Predict, group: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, (C, H, W) probabilities)`` of every ``axis`` slice, predicted ``group``
+    slices at a time (their tiles share batches).
+    """
+    images: list[np.ndarray] = []
+    indices: list[int] = []
+    for index, image in stack.iter_slices(axis):
+        indices.append(index)
+        images.append(image)
+        if len(images) == group:
+            yield from zip(indices, predict(images), strict=True)
+            images, indices = [], []
+    if images:
+        yield from zip(indices, predict(images), strict=True)
 
 
 def _write_prediction(
     stack: Stack,
     axes: tuple[str, ...],
-    predict: Callable[[np.ndarray], np.ndarray],
+    predict: Predict,
+    group: dict[str, int],
     temps: list[Path],
     on_slice: Callable[[str, int], None],
 ) -> None:
@@ -130,10 +352,10 @@ def _write_prediction(
     with contextlib.ExitStack() as files:
         writers = [files.enter_context(tifffile.TiffWriter(t)) for t in temps]
         if axes == ("z",):
-            fused = ((i, predict(image)) for i, image in stack.iter_slices("z"))
+            fused = _predicted(stack, "z", predict, group["z"])
         else:
             scratch = files.enter_context(tempfile.TemporaryDirectory(dir=temps[0].parent))
-            total = _fused_probabilities(stack, axes, predict, Path(scratch), on_slice)
+            total = _fused_probabilities(stack, axes, predict, group, Path(scratch), on_slice)
             fused = ((z, total[:, z] / len(axes)) for z in range(stack.shape[0]))
         for z, probs in fused:
             dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
@@ -165,7 +387,8 @@ def _reserve(path: Path) -> None:
 def _fused_probabilities(
     stack: Stack,
     axes: tuple[str, ...],
-    predict: Callable[[np.ndarray], np.ndarray],
+    predict: Predict,
+    group: dict[str, int],
     scratch: Path,
     on_slice: Callable[[str, int], None],
 ) -> np.memmap:
@@ -175,8 +398,7 @@ def _fused_probabilities(
     total = None
     for axis in axes:
         order = "zyx".index(axis)
-        for index, image in stack.iter_slices(axis):
-            probs = predict(image)
+        for index, probs in _predicted(stack, axis, predict, group[axis]):
             if total is None:
                 total = np.lib.format.open_memmap(
                     scratch / "sum.npy", "w+", np.float32, (probs.shape[0], *stack.shape)
@@ -197,7 +419,7 @@ def predict_volume(
     axes: tuple[str, ...] = ("z",),
     tile: int = 128,
     overlap: int = 32,
-    batch: int = 8,
+    batch: int = 32,
     device: str | torch.device = "cpu",
     window: Window | None = None,
     on_slice: Callable[[str, int], None] = lambda axis, index: None,
@@ -209,7 +431,9 @@ def predict_volume(
     §4, segment XY, XZ and YZ re-slices; docs/references.md) the probabilities of every axis are
     summed in a file-backed scratch array beside the output, then fused slice by slice — volumes
     larger than memory work either way. Files are written under temporary names and renamed when
-    complete. Returns the paths written.
+    complete. ``batch`` tiles run through the network at once, cut from as many slices as fill
+    it, on as many CPU threads as cores stand idle (:mod:`tomoloop.cores`). Returns the paths
+    written.
     """
     unknown = set(axes) - set("zyx")
     if unknown or not axes:
@@ -217,8 +441,15 @@ def predict_volume(
     targets = [Path(labels_path)] + ([Path(uncertainty_path)] if uncertainty_path else [])
     window = window or percentile_window(stack)
 
-    def predict(image: np.ndarray) -> np.ndarray:
-        return predict_slice(model, normalise(image, window), tile, overlap, batch, device)
+    def predict(images: list[np.ndarray]) -> list[np.ndarray]:
+        normalised = [normalise(image, window) for image in images]
+        return predict_slices(model, normalised, tile, overlap, batch, device)
+
+    def slices_per_batch(axis: str) -> int:
+        h, w = (side for a, side in zip("zyx", stack.shape, strict=True) if a != axis)
+        return max(1, batch // len(tiling((h, w), tile, overlap).origins))
+
+    group = {axis: slices_per_batch(axis) for axis in axes}
 
     with writing("--out", targets[0]):
         for target in targets:
@@ -226,7 +457,8 @@ def predict_volume(
         temps: list[Path] = []
         try:
             temps.extend(temp_file_beside(t) for t in targets)
-            _write_prediction(stack, axes, predict, temps, on_slice)
+            with fitting_threads():
+                _write_prediction(stack, axes, predict, group, temps, on_slice)
             for temp, target in zip(temps, targets, strict=True):
                 os.replace(temp, target)
         except BaseException:

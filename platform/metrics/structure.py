@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from skimage.measure import marching_cubes, mesh_surface_area
 
+from tomoloop.cores import fitting_threads
 from tomoloop.errors import TomoloopError
 from tomoloop.metrics.semantic import volume_fractions
 
@@ -67,7 +68,7 @@ def tortuosity(
     """TauFactor's tortuosity factor of a (Z, Y, X) bool phase for flux along ``axis``;
     ``inf`` when the phase does not connect the two faces.
     """
-    import taufactor
+    from tomoloop.metrics.sor import BufferedSolver
 
     if axis not in AXES:
         raise TomoloopError(f"axis {axis!r}: use z, y or x")
@@ -76,7 +77,7 @@ def tortuosity(
     if not percolates(mask, axis):
         return float("inf")
     img = np.ascontiguousarray(np.moveaxis(mask, AXES.index(axis), 0)).astype(np.uint8)
-    solver = taufactor.Solver(img, device=str(device))
+    solver = BufferedSolver(img, device=str(device))
     tau = solver.solve(verbose=False, conv_crit=conv_crit, iter_limit=iter_limit)
     if not solver.converged:
         raise TomoloopError(
@@ -92,30 +93,50 @@ def microstructure(
     voxel_size_um: Sequence[float] | None,
     axes: str = AXES,
     device: str | torch.device = "cpu",
+    transport: Sequence[str] | None = None,
 ) -> dict:
     """Per phase of a (Z, Y, X) class volume (class k = ``names[k]``): volume fraction,
-    specific surface area (µm⁻¹, or per voxel edge when the voxel size is unknown) and
-    tortuosity factor along each of ``axes``.
+    specific surface area (µm⁻¹, or per voxel edge when the voxel size is unknown) and,
+    for the ``transport`` phases (default: all), tortuosity factor along each of ``axes``.
+    The solver runs on as many CPU threads as cores stand idle (:mod:`tomoloop.cores`).
 
     The document is ``{"voxel_size_um": [z, y, x] or null, "length_unit": "µm" or
     "voxel", "phases": {name: {"volume_fraction", "specific_surface_area", "tortuosity":
-    {axis: τ}}}}``; τ is null when the phase does not connect the two faces.
+    {axis: τ}}}}`` (``tortuosity`` empty for phases not in ``transport``); τ is null when the
+    phase does not connect the two faces.
     """
     if labels.ndim != 3:
         raise TomoloopError(f"a microstructure needs a (z, y, x) volume, not shape {labels.shape}")
-    fractions = volume_fractions(labels, len(names))
-    lengths = (1.0, 1.0, 1.0) if voxel_size_um is None else voxel_size_um
-    phases = {}
-    for k, name in enumerate(names):
-        mask = labels == k
-        taus = {axis: tortuosity(mask, axis, device) for axis in axes}
-        phases[name] = {
-            "volume_fraction": float(fractions[k]),
-            "specific_surface_area": specific_surface_area(mask, lengths),
-            "tortuosity": {a: (t if np.isfinite(t) else None) for a, t in taus.items()},
-        }
+    unknown = sorted(set(transport or ()) - set(names))
+    if unknown:
+        raise TomoloopError(f"tortuosity phase {unknown[0]!r}: name one of {', '.join(names)}")
+    with fitting_threads():
+        phases = _phases(labels, names, voxel_size_um, axes, device, transport or names)
     return {
         "voxel_size_um": None if voxel_size_um is None else [float(v) for v in voxel_size_um],
         "length_unit": "voxel" if voxel_size_um is None else "µm",
         "phases": phases,
     }
+
+
+def _phases(
+    labels: np.ndarray,
+    names: Sequence[str],
+    voxel_size_um: Sequence[float] | None,
+    axes: str,
+    device: str | torch.device,
+    transport: Sequence[str],
+) -> dict:
+    """The ``phases`` part of :func:`microstructure`."""
+    fractions = volume_fractions(labels, len(names))
+    lengths = (1.0, 1.0, 1.0) if voxel_size_um is None else voxel_size_um
+    phases = {}
+    for k, name in enumerate(names):
+        mask = labels == k
+        taus = {axis: tortuosity(mask, axis, device) for axis in axes if name in transport}
+        phases[name] = {
+            "volume_fraction": float(fractions[k]),
+            "specific_surface_area": specific_surface_area(mask, lengths),
+            "tortuosity": {a: (t if np.isfinite(t) else None) for a, t in taus.items()},
+        }
+    return phases

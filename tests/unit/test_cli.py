@@ -222,6 +222,8 @@ def test_microstructure_json_is_the_documented_document(stacks, electrode_volume
         "0.5",
         "--axes",
         "zx",
+        "--tortuosity-phases",
+        "all",
         "--device",
         "cpu",
         "--json",
@@ -236,6 +238,21 @@ def test_microstructure_json_is_the_documented_document(stacks, electrode_volume
     assert doc["phases"]["cbd"]["tortuosity"]["x"] == pytest.approx(1.0, abs=1e-3)  # a slab
     bad = tomoloop("microstructure", labels, "--phases", "pore=0,nmc=1", "--json")
     assert bad.returncode != 0 and "holds label values [2]" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_microstructure_solves_the_gates_tortuosity_unless_told_otherwise(stacks):
+    _, labels = stacks
+    args = ["microstructure", labels, "--phases", "pore=0,nmc=1,cbd=2", "--json"]
+    result = tomoloop(*args)
+    assert result.returncode == 0, result.stderr
+    taus = {name: p["tortuosity"] for name, p in json.loads(result.stdout)["phases"].items()}
+    assert set(taus["pore"]) == {"x"} and taus["nmc"] == taus["cbd"] == {}
+    chosen = tomoloop(*args, "--tortuosity-phases", "cbd", "--axes", "x")
+    cbd = json.loads(chosen.stdout)["phases"]["cbd"]["tortuosity"]
+    assert cbd["x"] == pytest.approx(1.0, abs=1e-3)  # a slab
+    bad = tomoloop(*args, "--tortuosity-phases", "nickel")
+    assert bad.returncode == 2 and "tortuosity phase 'nickel': name one of" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 

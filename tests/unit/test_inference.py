@@ -161,3 +161,64 @@ def test_dropout_sampling_varies_and_plain_prediction_does_not():
     np.testing.assert_array_equal(*plain)
     assert not np.allclose(*sampled)
     assert not model.training and not model[1].training
+
+
+@torch.inference_mode()
+def _todays_predict_slice(model, image, tile, overlap, batch=8):
+    """predict_slice as it was before tiles were batched across slices (the reference)."""
+    from tomoloop.inference.predict import tile_side
+
+    h, w = image.shape
+    th, tw = tile_side(h, tile), tile_side(w, tile)
+    ph, pw = max(h, th), max(w, tw)
+    padded = np.pad(image.astype(np.float32), ((0, ph - h), (0, pw - w)), mode="reflect")
+    weights = blend_window(th, tw)
+    origins = [
+        (y, x)
+        for y in tile_origins(ph, th, min(overlap, th - 1))
+        for x in tile_origins(pw, tw, min(overlap, tw - 1))
+    ]
+    total, norm = None, np.zeros((ph, pw), dtype=np.float32)
+    model.eval()
+    for start in range(0, len(origins), batch):
+        chunk = origins[start : start + batch]
+        tiles = np.stack([padded[y : y + th, x : x + tw] for y, x in chunk])[:, None]
+        probs = model(torch.from_numpy(tiles)).float().softmax(dim=1).numpy()
+        if total is None:
+            total = np.zeros((probs.shape[1], ph, pw), dtype=np.float32)
+        for (y, x), p in zip(chunk, probs, strict=True):
+            total[:, y : y + th, x : x + tw] += p * weights
+            norm[y : y + th, x : x + tw] += weights
+    return (total / norm)[:, :h, :w]
+
+
+@pytest.mark.parametrize("arch", ["unet", "lrcsnet", "transforcnn"])
+def test_batched_volume_prediction_gives_todays_labels(tmp_path, arch):
+    """Tiles of several slices share batches in channels-last layout: the labels are the
+    one-slice-at-a-time labels except where two classes tie to float rounding.
+    """
+    from tomoloop.inference.predict import normalise
+    from tomoloop.networks.registry import build_model
+    from tomoloop.stacks.tiff import percentile_window
+
+    torch.manual_seed(0)
+    model = build_model(arch, 1, 3, base=4) if arch == "unet" else build_model(arch, 1, 3)
+    with torch.no_grad():  # weights far from their initialisation: varied labels
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.5)
+    volume = (np.random.default_rng(4).random((5, 80, 48)) * 4000).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "gray.tif", volume)
+    with open_stack(tmp_path / "gray.tif") as stack:
+        window = percentile_window(stack)
+        result = predict_volume(model, stack, tmp_path / "l.tif", tile=32, overlap=8, batch=13)
+    expected = np.stack(
+        [_todays_predict_slice(model, normalise(s, window), 32, 8) for s in volume], axis=1
+    )
+    top2 = np.sort(expected, axis=0)[-2:]
+    decided = top2[1] - top2[0] > 1e-5
+    labels = tifffile.imread(result.labels)
+    assert np.array_equal(labels[decided], expected.argmax(axis=0)[decided])
+    assert decided.mean() > 0.99
+    assert np.bincount(labels.ravel(), minlength=3).min() > 0.02 * labels.size
+    assert not model.training
+    assert all(p.is_contiguous() for p in model.parameters())

@@ -47,3 +47,44 @@ def test_fractions_surface_and_document_shape():
     assert doc["phases"]["nmc"]["tortuosity"] == {"z": None, "y": None}  # an isolated ball
     assert doc["phases"]["pore"]["tortuosity"]["z"] > 1
     assert doc["phases"]["cbd"]["volume_fraction"] == 0
+
+
+def test_buffered_solver_sums_neighbours_as_taufactor_does_into_one_buffer():
+    from tomoloop.metrics.sor import BufferedSolver
+
+    blobs = ps.generators.blobs(shape=[20, 24, 28], porosity=0.5, blobiness=1, seed=1)
+    image = blobs.astype(np.uint8)
+    ours, theirs = BufferedSolver(image, device="cpu"), taufactor.Solver(image, device="cpu")
+    ours.field.uniform_()
+    theirs.field.copy_(ours.field)
+    first = ours.sum_weighted_neighbours()
+    assert first.data_ptr() == ours.sum_weighted_neighbours().data_ptr()  # no new volume
+    assert np.array_equal(first.numpy(), theirs.sum_weighted_neighbours().numpy())
+    assert ours.solve(verbose=False) == theirs.solve(verbose=False)
+
+
+def test_tortuosity_only_for_the_transport_phases_asked_for():
+    labels = np.zeros((8, 10, 10), np.uint8)
+    labels[:, :, 5:] = 1
+    doc = microstructure(labels, ("pore", "nmc"), None, axes="z", transport=["nmc"])
+    assert doc["phases"]["pore"]["tortuosity"] == {}
+    assert doc["phases"]["nmc"]["tortuosity"]["z"] == pytest.approx(1.0, abs=1e-3)
+    assert doc["phases"]["pore"]["volume_fraction"] == pytest.approx(0.5)
+    with pytest.raises(TomoloopError, match="tortuosity phase 'cbd'"):
+        microstructure(labels, ("pore", "nmc"), None, transport=["cbd"])
+
+
+def test_fitting_threads_never_raise_torchs_count_and_put_it_back():
+    import os
+
+    import torch
+
+    from tomoloop.cores import fitting_threads, idle_cores
+
+    before = torch.get_num_threads()
+    assert 1 <= idle_cores(0.01) <= len(os.sched_getaffinity(0))
+    with fitting_threads(before + 5) as used:
+        assert used == before == torch.get_num_threads()
+    with fitting_threads(1) as used:
+        assert used == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
