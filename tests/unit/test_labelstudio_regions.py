@@ -85,3 +85,14 @@ def test_a_region_task_names_its_region_and_a_whole_slice_task_none():
 def test_the_region_view_draws_the_region_and_the_slice_view_does_not():
     assert '<RectangleLabels name="region" toName="image"' in labeling_config(NAMES, region=True)
     assert "RectangleLabels" not in labeling_config(NAMES)
+
+
+def test_pull_says_how_many_of_its_labels_came_from_region_tasks(capsys):
+    from tomoloop.cli.labelstudio import _show_pull
+
+    counts = {"stored": 3, "skipped": 0, "rejected": 1, "seen": 0}
+    _show_pull({**counts, "regions": {"stored": 2, "skipped": 0, "rejected": 1, "seen": 0}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "  of which region tasks (sparse labels): stored 2, skipped 0, rejected 1"
+    _show_pull(counts)
+    assert len(capsys.readouterr().out.splitlines()) == 1
