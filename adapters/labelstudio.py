@@ -316,24 +316,22 @@ class PulledAnnotation:
     author: str
     updated_at: str
     particle_phases: tuple[str, ...] = ()
-    region: tuple[int, int, int] | None = None
+    region: Any = None
 
     @classmethod
     def from_label_studio(cls, task_id: int, task_data: dict, annotation: dict) -> PulledAnnotation:
         """From an annotation and its task's data as Label Studio serialises them (task
         listings and webhook bodies alike); an instance task's data name the phases whose
         particles it asks for (``particle_phases``), a region task's data the region it
-        asks to label (``region``: ``{"y0", "x0", "size"}``, pixels of the slice).
+        asks to label (``region``: ``{"y0", "x0", "size"}``, pixels of the slice; as the
+        task holds it, checked by the intake).
 
         Raises:
-            KeyError, TypeError, ValueError: the task data lack the key, the annotation
-                its id, or a region one of its numbers.
+            KeyError, TypeError, ValueError: the task data lack the key or the annotation
+                its id.
         """
-        region = task_data.get("region")
         return cls(
-            region=None
-            if region is None
-            else (int(region["y0"]), int(region["x0"]), int(region["size"])),
+            region=task_data.get("region"),
             task_id=int(task_id),
             task_key=str(task_data["key"]),
             particle_phases=tuple(str(p) for p in task_data.get("particle_phases") or ()),

@@ -18,6 +18,7 @@ labels are not routed to review).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -217,13 +218,25 @@ def _decode(
     mask = mask_from_results(a.result, plane, intake.names)
     if a.region is None:
         return mask
+    return _region_of(a.region, volume.id, slice_.axis, slice_.index, mask.shape).keep(mask)
+
+
+def _region_of(data: Any, volume: int, axis: str, index: int, shape: tuple[int, int]) -> Region:
+    """The region a task's data name (``{"y0", "x0", "size"}``) on an (H, W) slice.
+
+    Raises:
+        AnnotationRejected: the data are no such region, or it lies outside the slice.
+    """
     try:
-        region = Region(volume.id, slice_.axis, slice_.index, *a.region)
-    except SelectionError as exc:
-        raise AnnotationRejected(f"the task's region is no region of the slice: {exc}") from exc
-    if region.pixels(mask.shape) == 0:
-        raise AnnotationRejected(f"the task's region {a.region} lies outside the slice")
-    return region.keep(mask)
+        region = Region(volume, axis, index, int(data["y0"]), int(data["x0"]), int(data["size"]))
+    except (KeyError, TypeError, ValueError, SelectionError) as exc:
+        raise AnnotationRejected(
+            f"the task's region {data!r} is no region of the slice ({exc}): region tasks name "
+            '{"y0", "x0", "size"} in pixels; push them with tomoloop'
+        ) from None
+    if region.pixels(shape) == 0:
+        raise AnnotationRejected(f"the task's region {data!r} lies outside the {shape} slice")
+    return region
 
 
 def _add_label(
