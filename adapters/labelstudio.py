@@ -28,6 +28,8 @@ from tomoloop.labels.masks import InstanceMasks
 from tomoloop.labels.phases import IGNORE
 
 FROM_NAME, TO_NAME = "phase", "image"
+# The region a region task asks to label: a read-only rectangle on the slice.
+REGION_NAME, REGION_LABEL, REGION_COLOUR = "region", "label inside", "#D55E00"
 # Colour-blind-safe (Okabe–Ito) colours, one per phase in phase-map order.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
 
@@ -50,11 +52,14 @@ class AnnotationRejected(TomoloopError):
     """An annotation that cannot become a mask (unknown label, undecodable RLE)."""
 
 
-def labeling_config(class_names: Sequence[str], context: int = 1, instructions: str = "") -> str:
+def labeling_config(
+    class_names: Sequence[str], context: int = 1, instructions: str = "", region: bool = False
+) -> str:
     """The labelling view of a project: the slice, its neighbours z − k … z + k as context
     images, a brush label per class (the phases of a semantic project, the particle
     phases of an instance project; hotkeys 1, 2, …) and what to do as instructions. Task
-    data keys: ``image``, ``before_1`` … ``after_k``.
+    data keys: ``image``, ``before_1`` … ``after_k``. With ``region``, the view also draws
+    the region to label (:func:`region_rectangle`, a read-only rectangle) on the slice.
     """
     labels = "\n".join(
         f'    <Label value={quoteattr(name)} background="{PALETTE[i % len(PALETTE)]}" '
@@ -67,6 +72,14 @@ def labeling_config(class_names: Sequence[str], context: int = 1, instructions: 
         for k in ks
     )
     help_text = quoteattr(instructions or "Paint every phase; correct the pre-filled prediction.")
+    rectangle = (
+        f'  <RectangleLabels name="{REGION_NAME}" toName="{TO_NAME}" strokeWidth="3" '
+        f'opacity="0.15" canRotate="false">\n'
+        f'    <Label value="{REGION_LABEL}" background="{REGION_COLOUR}"/>\n'
+        "  </RectangleLabels>\n"
+        if region
+        else ""
+    )
     return f"""<View>
   <Header value="Slice $axis = $index of $volume (round $round, score $score)"/>
   <Text name="instructions" value={help_text}/>
@@ -76,7 +89,7 @@ def labeling_config(class_names: Sequence[str], context: int = 1, instructions: 
   <BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">
 {labels}
   </BrushLabels>
-  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>
+{rectangle}  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>
 </View>"""
 
 
@@ -115,6 +128,45 @@ def instance_results(instances: InstanceMasks, class_names: Sequence[str]) -> li
         _region(f"particle-{k}", mask, class_names[int(c)])
         for k, (mask, c) in enumerate(zip(instances.masks, instances.classes, strict=True))
     ]
+
+
+def region_rectangle(window: tuple[slice, slice], shape: tuple[int, int]) -> dict:
+    """The Label Studio result that draws a region on an (H, W) slice: a read-only
+    rectangle (percent of the image, as Label Studio stores rectangles) of the window's
+    (rows, columns) part inside the slice."""
+    h, w = shape
+    rows, columns = window
+    y0, y1 = min(rows.start, h), min(rows.stop, h)
+    x0, x1 = min(columns.start, w), min(columns.stop, w)
+    return {
+        "id": "region",
+        "from_name": REGION_NAME,
+        "to_name": TO_NAME,
+        "type": "rectanglelabels",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "readonly": True,
+        "value": {
+            "x": 100.0 * x0 / w,
+            "y": 100.0 * y0 / h,
+            "width": 100.0 * (x1 - x0) / w,
+            "height": 100.0 * (y1 - y0) / h,
+            "rotation": 0,
+            "rectanglelabels": [REGION_LABEL],
+        },
+    }
+
+
+def rectangle_window(result: dict, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """The (rows, columns) pixel window of a rectangle result on an (H, W) slice (the
+    inverse of :func:`region_rectangle`: percent → the nearest pixel edges)."""
+    h, w = shape
+    value = result["value"]
+    y0, x0 = round(value["y"] * h / 100), round(value["x"] * w / 100)
+    y1 = round((value["y"] + value["height"]) * h / 100)
+    x1 = round((value["x"] + value["width"]) * w / 100)
+    return slice(y0, y1), slice(x0, x1)
 
 
 def decode_brush_rle(rle: Sequence[int], expected: int | None = None) -> np.ndarray:
@@ -264,18 +316,22 @@ class PulledAnnotation:
     author: str
     updated_at: str
     particle_phases: tuple[str, ...] = ()
+    region: Any = None
 
     @classmethod
     def from_label_studio(cls, task_id: int, task_data: dict, annotation: dict) -> PulledAnnotation:
         """From an annotation and its task's data as Label Studio serialises them (task
         listings and webhook bodies alike); an instance task's data name the phases whose
-        particles it asks for (``particle_phases``).
+        particles it asks for (``particle_phases``), a region task's data the region it
+        asks to label (``region``: ``{"y0", "x0", "size"}``, pixels of the slice; as the
+        task holds it, checked by the intake).
 
         Raises:
             KeyError, TypeError, ValueError: the task data lack the key or the annotation
                 its id.
         """
         return cls(
+            region=task_data.get("region"),
             task_id=int(task_id),
             task_key=str(task_data["key"]),
             particle_phases=tuple(str(p) for p in task_data.get("particle_phases") or ()),

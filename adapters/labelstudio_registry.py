@@ -6,20 +6,25 @@ Each annotation event is keyed by its Label Studio id and update time and handle
 stored annotation has its exact mask and source ``labelstudio:<id>@<updated>`` (an update
 is a new annotation; nothing is deleted). In a dataset's labelling project it is tier
 ``annotator`` and is routed by :func:`tomoloop.active.route` (a queued review, and the
-per-class Dice against other annotators of the task); in its review project it is tier
-``expert`` and settles the review it answers (approved when unchanged, else corrected);
-in its instance project it is an instance label (one mask per particle) of tier
-``annotator``, which Mask R-CNN training uses for its slice (instance labels are not routed
-to review).
+per-class Dice against other annotators of the task); in its region project the same,
+but the label is sparse: the classes painted inside the task's region,
+:data:`tomoloop.labels.IGNORE` outside (whatever was painted there is dropped); in its
+review project it is tier ``expert`` and settles the review it answers (approved when
+unchanged, else corrected); in its instance project it is an instance label (one mask per
+particle) of tier ``annotator``, which Mask R-CNN training uses for its slice (instance
+labels are not routed to review).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from tomoloop.active.regions import Region
 from tomoloop.active.review import ReviewPolicy, class_dice, route
+from tomoloop.active.selection import SelectionError
 from tomoloop.adapters.labelstudio import (
     AnnotationRejected,
     PulledAnnotation,
@@ -40,6 +45,7 @@ from tomoloop.labels.masks import (
 PROJECT_SUFFIX = " · semantic"
 REVIEW_SUFFIX = " · review"
 INSTANCES_SUFFIX = " · instances"
+REGIONS_SUFFIX = " · regions"
 
 
 def project_title(dataset: str) -> str:
@@ -50,6 +56,11 @@ def project_title(dataset: str) -> str:
 def instances_title(dataset: str) -> str:
     """The Label Studio project of a dataset's instance labels (one region per particle)."""
     return f"{dataset}{INSTANCES_SUFFIX}"
+
+
+def regions_title(dataset: str) -> str:
+    """The Label Studio project where a person labels regions of slices (sparse labels)."""
+    return f"{dataset}{REGIONS_SUFFIX}"
 
 
 def review_title(dataset: str) -> str:
@@ -63,6 +74,7 @@ def project_of(title: str) -> tuple[str, Kind] | None:
     for suffix, kind in (
         (PROJECT_SUFFIX, Kind.SEMANTIC),
         (REVIEW_SUFFIX, Kind.SEMANTIC),
+        (REGIONS_SUFFIX, Kind.SEMANTIC),
         (INSTANCES_SUFFIX, Kind.INSTANCE),
     ):
         if title.endswith(suffix):
@@ -196,13 +208,35 @@ def _review_of_slice(registry: Registry, review_id: int, slice_id: int, key: str
 def _decode(
     registry: Registry, intake: Intake, slice_id: int, a: PulledAnnotation
 ) -> np.ndarray | InstanceMasks:
-    """The annotation's (H, W) class mask, or its particles in an instance project."""
+    """The annotation's (H, W) class mask (of a region task: sparse, :data:`IGNORE`
+    outside the region), or its particles in an instance project."""
     slice_, volume = registry.slice_volumes([slice_id])[slice_id]
     shape = (volume.shape_z, volume.shape_y, volume.shape_x)
     plane = tuple(n for axis, n in zip("zyx", shape, strict=True) if axis != slice_.axis)
     if intake.kind is Kind.INSTANCE:
         return instances_from_results(a.result, plane, intake.names, a.particle_phases)
-    return mask_from_results(a.result, plane, intake.names)
+    mask = mask_from_results(a.result, plane, intake.names)
+    if a.region is None:
+        return mask
+    return _region_of(a.region, volume.id, slice_.axis, slice_.index, mask.shape).keep(mask)
+
+
+def _region_of(data: Any, volume: int, axis: str, index: int, shape: tuple[int, int]) -> Region:
+    """The region a task's data name (``{"y0", "x0", "size"}``) on an (H, W) slice.
+
+    Raises:
+        AnnotationRejected: the data are no such region, or it lies outside the slice.
+    """
+    try:
+        region = Region(volume, axis, index, int(data["y0"]), int(data["x0"]), int(data["size"]))
+    except (KeyError, TypeError, ValueError, SelectionError) as exc:
+        raise AnnotationRejected(
+            f"the task's region {data!r} is no region of the slice ({exc}): region tasks name "
+            '{"y0", "x0", "size"} in pixels; push them with tomoloop'
+        ) from None
+    if region.pixels(shape) == 0:
+        raise AnnotationRejected(f"the task's region {data!r} lies outside the {shape} slice")
+    return region
 
 
 def _add_label(

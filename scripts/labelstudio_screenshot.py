@@ -41,11 +41,12 @@ def main() -> None:
     parser.add_argument("--task", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--wait-ms", type=int, default=6000)
+    parser.add_argument("--height", type=int, default=1000, help="Viewport height (px).")
     args = parser.parse_args()
     state = json.loads((args.home / "labelstudio" / "server.json").read_text())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page = browser.new_page(viewport={"width": 1500, "height": args.height})
         page.goto(f"{state['url']}/user/login/")
         page.fill("input[name=email]", ADMIN)
         page.fill("input[name=password]", state["password"])

@@ -69,6 +69,13 @@ class Region:
         out[self.window] = True
         return out
 
+    def keep(self, mask: np.ndarray) -> np.ndarray:
+        """The sparse label of an (H, W) class mask: its classes inside the tile,
+        :data:`IGNORE` everywhere else (uint8, (H, W))."""
+        out = np.full(mask.shape, IGNORE, dtype=np.uint8)
+        out[self.window] = mask[self.window]
+        return out
+
     @property
     def centre(self) -> tuple[float, float, float]:
         """The tile's centre in (z, y, x) voxels of its volume."""
@@ -225,10 +232,7 @@ def answer_region(
     """
     if len(names) > IGNORE:
         raise SelectionError(f"{len(names)} phases: a sparse label holds at most {IGNORE}")
-    painted = answer(truth, names, behaviour or Behaviour(), rng)
-    out = np.full(truth.shape, IGNORE, dtype=np.uint8)
-    out[region.window] = painted[region.window]
-    return out
+    return region.keep(answer(truth, names, behaviour or Behaviour(), rng))
 
 
 def region_seconds(truth: np.ndarray, region: Region, behaviour: Behaviour | None = None) -> float:

@@ -116,6 +116,12 @@ def _show_pull(result: dict) -> None:
         f"[green]✓[/] stored {result['stored']}, skipped {result['skipped']}, "
         f"rejected {result['rejected']} (already seen {result['seen']})"
     )
+    if "regions" in result:
+        regions = result["regions"]
+        out.print(
+            f"  of which region tasks (sparse labels): stored {regions['stored']}, skipped "
+            f"{regions['skipped']}, rejected {regions['rejected']}"
+        )
     if "review" in result:
         review = result["review"]
         out.print(

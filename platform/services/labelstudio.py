@@ -5,13 +5,15 @@ annotations, reviews and particle labels pulled back into the registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
+from tomoloop.active.regions import Region
 from tomoloop.adapters.labelstudio import (
     LabelStudioClient,
     LabelStudioRefused,
@@ -19,6 +21,7 @@ from tomoloop.adapters.labelstudio import (
     brush_results,
     instance_results,
     labeling_config,
+    region_rectangle,
 )
 from tomoloop.adapters.labelstudio_registry import (
     Intake,
@@ -26,6 +29,7 @@ from tomoloop.adapters.labelstudio_registry import (
     handle_annotation,
     instances_title,
     project_title,
+    regions_title,
     review_key,
     review_title,
     slice_of,
@@ -74,11 +78,13 @@ class ParticleFinder:
 
 @dataclass(frozen=True)
 class RoundTasks:
-    """A round's semantic tasks, its particle tasks, and the prediction each slice showed."""
+    """A round's semantic tasks (whole slices), its particle tasks, the prediction each
+    slice showed, and its region tasks (a region of a slice each)."""
 
     tasks: list[TaskSpec]
     drawn: list[TaskSpec]
     shown: dict[int, dict[str, Any]]
+    regional: list[TaskSpec] = field(default_factory=list)
 
 
 def push_target(services: Services, round_id: int, device: torch.device) -> PushTarget:
@@ -107,14 +113,19 @@ def particle_finder(
 
 
 def round_tasks(
-    services: Services, target: PushTarget, finder: ParticleFinder | None, context: int
+    services: Services,
+    target: PushTarget,
+    finder: ParticleFinder | None,
+    context: int,
+    regions: Mapping[int, Region] | None = None,
 ) -> RoundTasks:
     """The round's slices as semantic tasks (the model's prediction pre-filled) and, with
-    ``finder``, as particle tasks (its detections, one region per particle)."""
+    ``finder``, as particle tasks (its detections, one region per particle). A slice with
+    a region in ``regions`` (by slice id) is a region task instead (:func:`region_task`)."""
     connection, round_id = services.label_studio, target.round.id
     items = services.registry.round_items(round_id)
     located = services.registry.slice_volumes(i.slice_id for i in items)
-    tasks, drawn, shown = [], [], {}
+    tasks, drawn, shown, regional = [], [], {}, []
     for item in items:
         slice_, volume = located[item.slice_id]
         with open_stack(volume.path) as stack:
@@ -134,14 +145,41 @@ def round_tasks(
             model_version=str(target.round.model_version_id or ""),
             score=item.score,
         )
+        prediction = None
         if target.model is not None:
             prediction = predicted_classes(target.model, image, target.device)
+        region = (regions or {}).get(slice_.id)
+        if region is not None:
+            prediction = None if prediction is None else region.keep(prediction)
+            shape = (image.shape[0], image.shape[1])
+            regional.append(region_task(task, region, shape, prediction, target.names))
+        else:
+            if prediction is not None:
+                task = replace(task, prediction=brush_results(prediction, target.names))
+            tasks.append(task)
+        if prediction is not None:
             shown[slice_.id] = encode_class_mask(prediction)
-            task = replace(task, prediction=brush_results(prediction, target.names))
-        tasks.append(task)
         if finder is not None:
             drawn.append(particle_task(finder, task, image, target.names))
-    return RoundTasks(tasks, drawn, shown)
+    return RoundTasks(tasks, drawn, shown, regional)
+
+
+def region_task(
+    task: TaskSpec,
+    region: Region,
+    shape: tuple[int, int],
+    prediction: np.ndarray | None,
+    names: tuple[str, ...],
+) -> TaskSpec:
+    """A slice's task as a region task: the region in its data and drawn on the slice (a
+    read-only rectangle), the model's prediction inside it pre-filled (``prediction``: a
+    sparse (H, W) class mask, or None without a model)."""
+    painted = [] if prediction is None else brush_results(prediction, names)
+    return replace(
+        task,
+        meta={**task.meta, "region": {"y0": region.y0, "x0": region.x0, "size": region.size}},
+        prediction=[*painted, region_rectangle(region.window, shape)],
+    )
 
 
 def predicted_classes(model: SemanticModel, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -173,18 +211,31 @@ def particle_task(
 def push_round_tasks(
     services: Services, target: PushTarget, tasks: RoundTasks, context: int
 ) -> dict[str, Any]:
-    """The round's semantic tasks pushed to the dataset's project, their task ids (and the
-    predictions shown) recorded on the round's items; what was pushed where."""
+    """The round's semantic tasks pushed to the dataset's project and its region tasks to
+    the dataset's region project, their task ids (and the predictions shown) recorded on
+    the round's items; what was pushed where (``regions``: the region project's part)."""
     connection = services.label_studio
-    project = connection.client.ensure_project(
-        project_title(target.dataset),
-        labeling_config(target.names, context, instructions(target.names)),
-    )
-    ids = push(connection, project, tasks.tasks)
+    result: dict[str, Any] = {"round": target.round.id}
+    ids: dict[str, int] = {}
+    if tasks.tasks or not tasks.regional:
+        project = connection.client.ensure_project(
+            project_title(target.dataset),
+            labeling_config(target.names, context, instructions(target.names)),
+        )
+        ids = push(connection, project, tasks.tasks)
+        result.update(pushed(connection, project, ids))
+    if tasks.regional:
+        project = connection.client.ensure_project(
+            regions_title(target.dataset),
+            labeling_config(target.names, context, region_instructions(target.names), True),
+        )
+        regional = push(connection, project, tasks.regional)
+        result["regions"] = pushed(connection, project, regional)
+        ids = {**ids, **regional}
     services.registry.set_round_tasks(
         target.round.id, {slice_of(k): v for k, v in ids.items()}, tasks.shown
     )
-    return {"round": target.round.id, **pushed(connection, project, ids)}
+    return result
 
 
 def push_particle_tasks(
@@ -287,6 +338,16 @@ def instructions(names: tuple[str, ...]) -> str:
     )
 
 
+def region_instructions(names: tuple[str, ...]) -> str:
+    return (
+        f"Phases: {', '.join(f'{i + 1} = {n}' for i, n in enumerate(names))}. Label only "
+        "inside the orange rectangle: everything outside it is ignored (the whole slice and "
+        "its neighbours are shown for context). The model's prediction inside it is "
+        "pre-filled: correct it, then submit. Unpainted pixels inside the rectangle count "
+        "as the first phase."
+    )
+
+
 def instance_instructions(categories: list[str]) -> str:
     return (
         f"Particles of {', '.join(f'{i + 1} = {n}' for i, n in enumerate(categories))}, one "
@@ -306,8 +367,9 @@ def review_instructions(names: tuple[str, ...]) -> str:
 
 
 def sync_project(services: Services, dataset: str) -> dict[str, Any]:
-    """Every new annotation of the dataset's semantic project stored, and the open rounds
-    with nothing pending closed; the counts and the closed rounds."""
+    """Every new annotation of the dataset's semantic project and of its region project (if
+    it has one) stored, and the open rounds with nothing pending closed; the counts (of
+    both; ``regions``: the region project's) and the closed rounds."""
     registry = services.registry
     names = dataset_phases(services, registry.dataset(dataset)).names
     client = services.label_studio.client  # connected once the dataset is known
@@ -316,9 +378,13 @@ def sync_project(services: Services, dataset: str) -> dict[str, Any]:
     )
     policy = services.settings.review_policy
     counts = store_new(registry, client, Intake(dataset, names, project, policy))
+    regional, regions = client.find_project(regions_title(dataset)), {}
+    if regional is not None:
+        regions = {"regions": store_new(registry, client, Intake(dataset, names, regional, policy))}
+        counts = {k: n + regions["regions"][k] for k, n in counts.items()}
     # close_round counts each open round's items and closes it when none is pending
     closed = [r for r in registry.open_rounds(dataset) if not registry.close_round(r)["pending"]]
-    return {"dataset": dataset, "project": project, **counts, "closed_rounds": closed}
+    return {"dataset": dataset, "project": project, **counts, "closed_rounds": closed, **regions}
 
 
 def sync_particles(services: Services, dataset: str) -> dict[str, Any] | None:

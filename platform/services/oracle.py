@@ -10,8 +10,14 @@ from typing import Any
 import numpy as np
 
 from tomoloop.active.oracle import Behaviour, answer
+from tomoloop.active.regions import Region, answer_region, region_seconds
 from tomoloop.adapters.labelstudio import brush_results
-from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
+from tomoloop.adapters.labelstudio_registry import (
+    project_title,
+    regions_title,
+    review_title,
+    slice_of,
+)
 from tomoloop.coco.convert import class_index_lut
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.context import Services
@@ -48,6 +54,7 @@ def answer_project(
     """Submit the oracle's answer to every unanswered task of the dataset's project
     ``title(dataset)`` (only slices in ``wanted``, when given); how many it answered.
     ``behaviour`` holds :class:`tomoloop.active.Behaviour` fields (bias, noise, lead time).
+    A region task is answered inside its region only, as a person asked to would.
     """
     rng = np.random.default_rng(seed)
     how = Behaviour(**(behaviour or {}))
@@ -70,9 +77,14 @@ def answer_project(
             raw = labels.slice(data["axis"], int(data["index"]))
             check_declared(raw, phases, f"{labels.path.name} {data['axis']}={data['index']}")
             gold = lut[raw]
-        mask = answer(gold, phases.names, how, rng)
-        result = brush_results(mask, phases.names)
-        client.submit(task_id, result, round(how.lead_time(mask), 1))
+        if "region" in data:
+            region = Region(0, data["axis"], int(data["index"]), **data["region"])
+            mask = answer_region(gold, region, phases.names, how, rng)
+            seconds = region_seconds(mask, region, how)
+        else:
+            mask = answer(gold, phases.names, how, rng)
+            seconds = how.lead_time(mask)
+        client.submit(task_id, brush_results(mask, phases.names), round(seconds, 1))
         answered += 1
     return answered
 
@@ -84,10 +96,14 @@ def answer_round(
     behaviour: dict[str, Any] | None,
     seed: int,
 ) -> int:
-    """The oracle's answers to the round's unanswered tasks; how many it answered."""
+    """The oracle's answers to the round's unanswered tasks (whole slices and regions); how
+    many it answered."""
     dataset = services.registry.al_round(round_id).dataset
     wanted = {i.slice_id for i in services.registry.round_items(round_id)}
-    return answer_project(services, dataset, project_title, truth, behaviour, seed, wanted)
+    return sum(
+        answer_project(services, dataset, title, truth, behaviour, seed, wanted)
+        for title in (project_title, regions_title)
+    )
 
 
 def answer_reviews(

@@ -275,3 +275,63 @@ def test_labels_due_for_review_reach_a_second_person_and_come_back_as_tier_exper
     assert "annotator vs reviewer" in table.stdout and "1 approved" in table.stdout
     third = sync_annotations(name)
     assert (third["review"]["sent"], third["review"]["seen"]) == (0, 2)
+
+
+def test_a_region_task_shows_the_slice_and_comes_back_as_a_sparse_label_of_the_region(
+    tmp_path, setup, electrode_volume
+):
+    import torch
+
+    from tomoloop.active.regions import Region
+    from tomoloop.adapters.labelstudio import decode_brush_rle, rectangle_window
+    from tomoloop.flows.labelstudio import sync_annotations
+    from tomoloop.labels.phases import IGNORE
+    from tomoloop.services import Services, answer_round, push_round_tasks, push_target, round_tasks
+
+    registry, client, name, volume = setup
+    model = _tiny_model(registry, name)
+    slices = registry.register_slices(volume, "z", [9, 14])
+    round_id = registry.open_round(name, "entropy", model, [(slices[9], 0.9), (slices[14], 0.5)])
+    inside = Region(volume, "z", 9, 8, 12, 16)
+    edge = Region(volume, "z", 14, 30, 40, 16)  # reaches past the 40 × 48 slice: 10 × 8 px
+    with Services.from_settings() as services:
+        target = push_target(services, round_id, torch.device("cpu"))
+        tasks = round_tasks(services, target, None, 1, {slices[9]: inside, slices[14]: edge})
+        pushed = push_round_tasks(services, target, tasks, 1)
+    assert pushed["regions"]["tasks"] == 2 and "project" not in pushed  # no whole slice
+    items = {i.slice_id: i for i in registry.round_items(round_id)}
+    task_9 = items[slices[9]].ls_task_id
+    task = client.sdk.tasks.get(id=task_9)
+    assert {"image", "before_1", "after_1"} <= set(task.data)
+    assert task.data["region"] == {"y0": 8, "x0": 12, "size": 16}
+    (prediction,) = client.sdk.predictions.list(task=task_9)
+    (rectangle,) = [r for r in prediction.result if r["type"] == "rectanglelabels"]
+    assert rectangle_window(rectangle, (40, 48)) == inside.window and rectangle["readonly"]
+    brushes = [r for r in prediction.result if r["type"] == "brushlabels"]
+    painted = np.zeros((40, 48), bool)
+    for r in brushes:
+        painted |= decode_brush_rle(r["value"]["rle"]).reshape(40, 48, 4)[:, :, 3] > 127
+    assert brushes and painted[inside.window].all() and not painted[~inside.mask((40, 48))].any()
+
+    wrong_everywhere = (electrode_volume[9] + 1) % 3  # painted inside and outside the region
+    client.submit(task_9, [*brush_results(wrong_everywhere, NAMES), rectangle], lead_time_s=12)
+    with Services.from_settings() as services:  # the oracle answers the other task
+        assert answer_round(services, round_id, {name: str(tmp_path / "labels.tif")}, None, 0) == 1
+
+    counts = sync_annotations(name)
+    assert (counts["stored"], counts["regions"]["stored"], counts["rejected"]) == (2, 2, 0)
+    assert counts["closed_rounds"] == [round_id]
+    items = {i.slice_id: i for i in registry.round_items(round_id)}
+    assert (items[slices[9]].state, items[slices[9]].annotation_seconds) == ("annotated", 12)
+    best = {a.slice_id: a for a in registry.best_annotations(volume)}
+    for slice_id, region, classes in (
+        (slices[9], inside, wrong_everywhere),
+        (slices[14], edge, electrode_volume[14]),
+    ):
+        expected = np.full((40, 48), IGNORE, np.uint8)
+        expected[region.window] = classes[region.window]
+        stored = best[slice_id]
+        assert stored.tier == Tier.ANNOTATOR
+        np.testing.assert_array_equal(decode_class_mask(stored.mask_rle), expected)
+        assert stored.labelled_px == region.pixels((40, 48)) == (expected != IGNORE).sum()
+    assert best[slices[14]].labelled_px == 80

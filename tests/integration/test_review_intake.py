@@ -3,6 +3,7 @@ them (polls and webhooks alike) → reviews, agreements and tier-expert labels.
 """
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -129,3 +130,33 @@ def test_skipping_a_review_and_naming_a_review_that_is_not_there(world):
     assert handle_annotation(registry, intake, elsewhere, "poll") == "rejected"
     assert "is of slice" in registry.ls_events("rejected")[-1].reason
     assert registry.label_counts()["expert"] == 0  # nothing stored for either
+
+
+@pytest.mark.parametrize(
+    ("region", "reason"),
+    [
+        ({"y0": 2, "x0": 2}, "is no region of the slice"),
+        ({"y0": 2, "x0": -1, "size": 4}, "is no region of the slice"),
+        ({"y0": 8, "x0": 0, "size": 4}, "lies outside"),
+    ],
+)
+def test_a_region_task_naming_no_region_of_its_slice_is_rejected_with_the_reason(
+    world, region, reason
+):
+    registry, _, key, intake = world
+    pulled = replace(_pulled(101, key, 1, SHOWN), region=region)
+    assert handle_annotation(registry, intake, pulled, "poll") == "rejected"
+    (event,) = registry.ls_events("rejected")
+    assert reason in event.reason and registry.label_counts(None).get("annotator", 0) == 0
+
+
+def test_a_region_task_keeps_only_the_region_of_what_was_painted(world):
+    registry, slice_id, key, intake = world
+    painted = (SHOWN + 1) % 3
+    pulled = replace(_pulled(101, key, 1, painted), region={"y0": 6, "x0": 5, "size": 4})
+    assert handle_annotation(registry, intake, pulled, "poll") == "stored"
+    (stored,) = [a for a in registry.best_annotations() if a.slice_id == slice_id]
+    expected = np.full((8, 8), 255, np.uint8)
+    expected[6:, 5:] = painted[6:, 5:]
+    np.testing.assert_array_equal(decode_class_mask(stored.mask_rle), expected)
+    assert stored.labelled_px == 6
