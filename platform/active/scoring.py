@@ -28,7 +28,7 @@ from tomoloop.inference.uncertainty import (
     mutual_information,
     tta_variance,
 )
-from tomoloop.stacks.tiff import Stack, percentile_window
+from tomoloop.stacks.tiff import Stack, axis_named, percentile_window
 
 METHODS = ("entropy", "margin", "bald", "tta", "ensemble")
 
@@ -206,6 +206,6 @@ def score_stack(
     Slices are normalised by the stack's percentile window, as in training.
     """
     window = percentile_window(stack)
-    for index, image in stack.iter_slices(axis, indices):
+    for index, image in stack.iter_slices(axis_named(axis), indices):
         yield index, slice_features(model, normalise(image, window), options)
         on_slice(index)

@@ -24,7 +24,7 @@ from torch import nn
 from tomoloop.inference.uncertainty import enable_dropout, entropy
 from tomoloop.networks.layers import SIDE_MULTIPLE
 from tomoloop.outputs import temp_file_beside, writing
-from tomoloop.stacks.tiff import Stack, Window, percentile_window
+from tomoloop.stacks.tiff import Stack, Window, axis_named, percentile_window
 
 
 def blend_window(height: int, width: int | None = None) -> np.ndarray:
@@ -172,20 +172,21 @@ def _fused_probabilities(
     """(C, Z, Y, X) float32 sum of the probabilities predicted along each of ``axes``, in
     a file-backed array under ``scratch`` (the OS pages it; it need not fit in memory).
     """
-    total = None
+    total: np.memmap | None = None
     for axis in axes:
         order = "zyx".index(axis)
-        for index, image in stack.iter_slices(axis):
+        for index, image in stack.iter_slices(axis_named(axis)):
             probs = predict(image)
             if total is None:
                 total = np.lib.format.open_memmap(
                     scratch / "sum.npy", "w+", np.float32, (probs.shape[0], *stack.shape)
                 )
                 _reserve(scratch / "sum.npy")
-            where = [slice(None)] * 4
+            where: list[slice | int] = [slice(None)] * 4
             where[order + 1] = index
             total[tuple(where)] += probs
             on_slice(axis, index)
+    assert total is not None, "a stack has at least one slice"
     return total
 
 

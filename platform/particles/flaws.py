@@ -280,6 +280,7 @@ def train_classifier(
             since += 1
             if since >= config.patience:
                 break
+    assert best_state is not None, "an accuracy ≥ 0 beats the initial -1 in the first epoch"
     net.load_state_dict(best_state)
     return FlawTrainResult(net, best, len(history), history)
 

@@ -12,11 +12,11 @@ import numpy as np
 from tomoloop.active.oracle import Behaviour, answer
 from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import project_title, review_title, slice_of
-from tomoloop.coco.convert import class_index_lut
 from tomoloop.db.registry import RegistryError
+from tomoloop.labels.phases import check_declared, class_index_lut
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import dataset_phases
-from tomoloop.stacks.tiff import check_declared, check_volume_shape, open_stack
+from tomoloop.stacks.tiff import check_volume_shape, open_stack
 
 
 def check_truth(services: Services, dataset_version_id: int, truth: dict[str, str]) -> None:
