@@ -140,7 +140,9 @@ def drop_small(labels: np.ndarray, min_voxels: int) -> np.ndarray:
     return cc3d.connected_components(kept, connectivity=26).astype(np.uint32)
 
 
-def reassemble(masks: Sequence[np.ndarray], options: ReassemblyOptions = ReassemblyOptions()):
+def reassemble(
+    masks: Sequence[np.ndarray], options: ReassemblyOptions = ReassemblyOptions()
+) -> np.ndarray:
     """(Z, Y, X) uint32 particle labels from per-direction (Z, Y, X) bool particle masks
     (fewer masks than ``options.votes``: every mask must agree).
     """

@@ -272,7 +272,7 @@ def augment(
     weight: np.ndarray,
     rng: np.random.Generator,
     aug: Augmentation,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random augmentation of a square patch: (P, P) image, labels, weight → same shapes.
 
     Geometry moves image, labels and weights together (labels nearest-neighbour); the
