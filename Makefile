@@ -30,6 +30,7 @@ test-fast: venv lint
 lint: venv
 	$(PY) -m ruff check .
 	@bash scripts/lint_imports.sh
+	@bash scripts/typecheck.sh
 
 bench: venv
 	$(PY) bench/cli_start.py

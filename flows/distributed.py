@@ -32,9 +32,9 @@ from prefect.futures import wait
 from prefect_dask import DaskTaskRunner
 
 from tomoloop.active.scoring import ScoreOptions, SliceFeatures, features_of, uncertainty_map
-from tomoloop.coco.convert import check_new
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import normalise
+from tomoloop.outputs import check_new
 from tomoloop.services import (
     Services,
     VolumeScoring,

@@ -23,7 +23,7 @@ from pathlib import Path
 from tomoloop.errors import OutputError
 
 # errno values of a write that the user can fix (space, permissions, a wrong path)
-_WRITE_ERRNOS = {
+_WRITE_ERRNOS: dict[int | None, str] = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EROFS: "the file system is read-only",
@@ -144,6 +144,12 @@ def writing(flag: str, path: str | os.PathLike[str]) -> Iterator[None]:
             f"cannot write {flag} {path}: {reason} ({exc.strerror}); nothing was written: "
             "free space or choose another place"
         ) from exc
+
+
+def check_new(target: Path) -> None:
+    """Refuse an output that exists at all (commands that never overwrite)."""
+    if target.exists():
+        raise OutputError(f"{target} exists: choose a new --out (nothing is overwritten)")
 
 
 def current_umask() -> int:

@@ -41,8 +41,8 @@ def scratch_dir(home: Path, prefix: str) -> Iterator[Path]:
     root = home / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     host = socket.gethostname()
-    for folder in stale_scratch(root, host):
-        shutil.rmtree(folder, ignore_errors=True)
+    for stale in stale_scratch(root, host):
+        shutil.rmtree(stale, ignore_errors=True)
     name = _SEP.join((prefix, host, str(os.getpid()), ""))
     with tempfile.TemporaryDirectory(prefix=name, dir=root) as folder:
         yield Path(folder)

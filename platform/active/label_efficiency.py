@@ -21,12 +21,11 @@ import torch
 from tomoloop.active.scoring import ScoreOptions, slice_features
 from tomoloop.active.selection import Candidate, Constraints
 from tomoloop.active.strategies import get
-from tomoloop.coco.convert import class_index_lut
 from tomoloop.inference.predict import normalise
-from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
 from tomoloop.networks.registry import ModelSpec
-from tomoloop.stacks.tiff import Stack, check_declared, check_same_shape, percentile_window
+from tomoloop.stacks.tiff import Stack, check_same_shape, percentile_window
 from tomoloop.training.data import LabelledSlice
 from tomoloop.training.evaluation import evaluate
 from tomoloop.training.trainer import TrainConfig, train
@@ -83,7 +82,7 @@ def stack_split(
     window = percentile_window(gray)
     lut = class_index_lut(phases)
     parts = split_slices(gray.shape[0], fractions)
-    out = {}
+    out: dict[str, list[LabelledSlice]] = {}
     for name, indices in parts.items():
         out[name] = []
         for (_, image), (z, raw) in zip(

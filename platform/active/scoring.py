@@ -35,7 +35,7 @@ from tomoloop.inference.uncertainty import (
     mutual_information,
     tta_variance,
 )
-from tomoloop.stacks.tiff import Stack, percentile_window
+from tomoloop.stacks.tiff import Stack, axis_named, percentile_window
 
 METHODS = ("entropy", "margin", "bald", "tta", "ensemble")
 BATCH = 64  # tiles per forward pass; MC-dropout masks are drawn 8 tiles at a time regardless
@@ -210,6 +210,6 @@ def score_stack(
     """
     window = percentile_window(stack)
     with fitting_threads():
-        for index, image in stack.iter_slices(axis, indices):
+        for index, image in stack.iter_slices(axis_named(axis), indices):
             yield index, slice_features(model, normalise(image, window), options)
             on_slice(index)

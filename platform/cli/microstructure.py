@@ -40,11 +40,10 @@ def microstructure_command(
     """Phase volume fractions, specific surface areas, tortuosity factors (TauFactor) and,
     for --particles phases, particle-size distributions.
     """
-    from tomoloop.coco.convert import class_index_lut
-    from tomoloop.labels.phases import PhaseMap
+    from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
     from tomoloop.metrics.structure import microstructure
     from tomoloop.particles.reassembly import phase_size_distribution
-    from tomoloop.stacks.tiff import check_declared, open_stack, scan_label_values
+    from tomoloop.stacks.tiff import open_stack, scan_label_values
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx"):

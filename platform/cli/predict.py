@@ -133,9 +133,8 @@ def predict_distributed(
     """Predict and score a registered volume as Prefect tasks on a Dask cluster: labels
     and uncertainty to a zarr group, slice scores to the registry."""
     from tomoloop.active.scoring import ScoreOptions
-    from tomoloop.coco.convert import check_new
     from tomoloop.flows.distributed import run_distributed
-    from tomoloop.outputs import Output, check_outputs
+    from tomoloop.outputs import Output, check_new, check_outputs
 
     ScoreOptions(method, aggregation, passes)  # bad names fail before a cluster starts
     check_new(out_path)

@@ -35,11 +35,10 @@ from tomoloop.coco.instances import (
     Connectivity,
     SliceInstances,
     batch_instances,
-    class_index_lut,
 )
 from tomoloop.coco.particles import ParticleLinker, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError
-from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
 from tomoloop.outputs import temp_dir_beside, writing
 from tomoloop.stacks.png import write_png
@@ -47,7 +46,6 @@ from tomoloop.stacks.tiff import (
     Axis,
     Stack,
     Window,
-    check_declared,
     check_label_dtype,
     check_same_shape,
     percentile_window,
@@ -127,12 +125,6 @@ def check_out(out_dir: Path, overwrite: bool) -> None:
             f"output folder {out_dir} exists and is not empty: choose another --out or "
             "pass --overwrite"
         )
-
-
-def check_new(target: Path) -> None:
-    """Refuse an output that exists at all (commands that never overwrite)."""
-    if target.exists():
-        raise OutputError(f"{target} exists: choose a new --out (nothing is overwritten)")
 
 
 def prepare_out(out_dir: Path, overwrite: bool) -> Path:
@@ -283,7 +275,7 @@ def _convert_batch(job: _Job, indices: list[int], before: Future | None) -> list
             "axis": axis,
             "index": i,
         }
-        if gray_slice is not None:
+        if gray_slice is not None and job.window is not None:
             write_png(tmp / "images" / f"{name}.png", to_uint8(gray_slice, job.window))
         if job.options.semantic_masks:
             image["mask_file"] = f"masks/{name}.png"
@@ -461,6 +453,6 @@ def _convert_into(
         masks_written=exported if options.semantic_masks else 0,
         instances=instances,
         removed_by_min_area=removed,
-        categories=[c["name"] for c in categories],
+        categories=[phases.name(v) for v in values],
         seconds=0.0,
     )

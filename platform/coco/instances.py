@@ -15,8 +15,6 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from tomoloop.labels.phases import IGNORE, PhaseMap
-
 Connectivity = Literal[4, 8]
 
 
@@ -211,7 +209,8 @@ def batch_instances(
     Components are labelled slice by slice; their RLEs are built for the whole batch at
     once, which amortises NumPy's per-call overhead over many small slices.
     """
-    k_slices, h, w = len(label_slices), *label_slices[0].shape
+    k_slices = len(label_slices)
+    h, w = label_slices[0].shape
     combined = np.empty((k_slices, h, w), dtype=np.int32)
     classes_t = np.empty((k_slices, w, h), dtype=np.uint8)
     labels_of: list[list[np.ndarray]] = []  # per slice, per phase: component labels 1..n
@@ -280,13 +279,3 @@ def _drop_small(labels_per_phase: list[np.ndarray], min_area: int) -> list[np.nd
         relabel[keep] = np.arange(1, int(np.count_nonzero(keep)) + 1, dtype=np.int32)
         out.append(relabel[labels] if not keep[1:].all() else labels)
     return out
-
-
-def class_index_lut(phases: PhaseMap) -> np.ndarray:
-    """Lookup table label value → class index (position in the phase map): uint8, or uint16
-    from 256 phases on (class 255 would read as :data:`tomoloop.labels.IGNORE` in uint8).
-    """
-    dtype = np.uint8 if len(phases) <= IGNORE else np.uint16
-    lut = np.zeros(max(phases.values) + 1, dtype=dtype)
-    lut[list(phases.values)] = np.arange(len(phases), dtype=dtype)
-    return lut

@@ -54,8 +54,10 @@ def _border(labels: np.ndarray, top: int) -> np.ndarray:
         return np.ones(labels.shape, bool)
     values = labels.astype(np.float32)
     kernel = np.ones((3, 3), np.uint8)
-    edge = {"borderType": cv2.BORDER_CONSTANT, "borderValue": 0}
-    return cv2.dilate(values, kernel, **edge) != cv2.erode(values, kernel, **edge)
+    edge = cv2.BORDER_CONSTANT
+    return cv2.dilate(values, kernel, borderType=edge, borderValue=0) != cv2.erode(
+        values, kernel, borderType=edge, borderValue=0
+    )
 
 
 def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -66,7 +68,7 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     then every node jumps to its parent's parent until all point at their root; repeated
     until no edge joins two roots.
     """
-    root = np.arange(n, dtype=np.int64)
+    root: np.ndarray = np.arange(n, dtype=np.int64)
     while a.size:
         ra, rb = root[a], root[b]
         joined = ra != rb

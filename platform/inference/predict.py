@@ -25,7 +25,7 @@ from tomoloop.cores import fitting_threads
 from tomoloop.inference.uncertainty import enable_dropout, entropy
 from tomoloop.networks.layers import SIDE_MULTIPLE
 from tomoloop.outputs import temp_file_beside, writing
-from tomoloop.stacks.tiff import Stack, Window, percentile_window
+from tomoloop.stacks.tiff import Stack, Window, axis_named, percentile_window
 
 
 def blend_window(height: int, width: int | None = None) -> np.ndarray:
@@ -146,7 +146,7 @@ def forward_tiles(
     before each batch (``start`` = its first tile).
     """
     device = torch.device(device)
-    out = None
+    out = np.empty((0,), dtype=np.float32)
     for start in range(0, len(tiles), batch):
         on_batch(start)
         inputs = torch.from_numpy(tiles[start : start + batch, None]).to(
@@ -154,7 +154,7 @@ def forward_tiles(
         )
         with torch.autocast(device.type, enabled=device.type == "cuda"):
             probs = model(inputs).float().softmax(dim=1).cpu().numpy()
-        if out is None:
+        if start == 0:
             out = np.empty((len(tiles), *probs.shape[1:]), dtype=np.float32)
         out[start : start + len(probs)] = probs
     return out
@@ -235,13 +235,13 @@ def dropout_calls(model: nn.Module, tile: torch.Tensor, device: torch.device) ->
     calls: list[DropoutCall] = []
 
     def record(module: nn.Module, inputs: tuple, _output: object) -> None:
-        x = inputs[0]
+        x, keep = inputs[0], 1.0 - float(module.p)  # type: ignore[arg-type]  # a DROPOUT: p is its float
         if isinstance(module, nn.Dropout):
             layout = x.ndim == 4 and not x.is_contiguous()
-            calls.append(DropoutCall(1.0 - module.p, tuple(x.shape), x.dtype, layout))
+            calls.append(DropoutCall(keep, tuple(x.shape), x.dtype, layout))
         else:
             shape = (1, x.shape[1], *[1] * (x.ndim - 2))
-            calls.append(DropoutCall(1.0 - module.p, shape, x.dtype, False))
+            calls.append(DropoutCall(keep, shape, x.dtype, False))
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, DROPOUT)]
     try:
@@ -299,10 +299,11 @@ def mc_dropout_slice(
         def apply(_module: nn.Module, inputs: tuple, _output: object) -> torch.Tensor:
             k, x = where["call"], inputs[0]
             where["call"] += 1
-            if noise[k] is None:
+            mask = noise[k]
+            if mask is None:
                 return x
             rows = calls[k].shape[0]
-            return x * noise[k][where["start"] * rows : (where["start"] + batch) * rows]
+            return x * mask[where["start"] * rows : (where["start"] + batch) * rows]
 
         def on_batch(start: int) -> None:
             where.update(start=start, call=0)
@@ -328,7 +329,7 @@ def _predicted(
     """
     images: list[np.ndarray] = []
     indices: list[int] = []
-    for index, image in stack.iter_slices(axis):
+    for index, image in stack.iter_slices(axis_named(axis)):
         indices.append(index)
         images.append(image)
         if len(images) == group:
@@ -395,7 +396,7 @@ def _fused_probabilities(
     """(C, Z, Y, X) float32 sum of the probabilities predicted along each of ``axes``, in
     a file-backed array under ``scratch`` (the OS pages it; it need not fit in memory).
     """
-    total = None
+    total: np.memmap | None = None
     for axis in axes:
         order = "zyx".index(axis)
         for index, probs in _predicted(stack, axis, predict, group[axis]):
@@ -404,10 +405,11 @@ def _fused_probabilities(
                     scratch / "sum.npy", "w+", np.float32, (probs.shape[0], *stack.shape)
                 )
                 _reserve(scratch / "sum.npy")
-            where = [slice(None)] * 4
+            where: list[slice | int] = [slice(None)] * 4
             where[order + 1] = index
             total[tuple(where)] += probs
             on_slice(axis, index)
+    assert total is not None, "a stack has at least one slice"
     return total
 
 

@@ -17,7 +17,14 @@ if TYPE_CHECKING:
         merge_by_tier,
         stack_class_masks,
     )
-    from tomoloop.labels.phases import IGNORE, MAX_LABEL_VALUE, PhaseMap
+    from tomoloop.labels.phases import (
+        IGNORE,
+        MAX_LABEL_VALUE,
+        PhaseMap,
+        check_declared,
+        class_index_lut,
+        undeclared_values,
+    )
     from tomoloop.labels.splits import SPLIT_NAMES, check_split_fills, parse_fractions, split_slices
     from tomoloop.labels.synthetic import (
         ELECTRODE_PHASES,
@@ -41,7 +48,9 @@ __all__ = [
     "PhaseMap",
     "Tier",
     "carbon_binder",
+    "check_declared",
     "check_split_fills",
+    "class_index_lut",
     "cracked_particles",
     "decode_class_mask",
     "decode_instances",
@@ -55,6 +64,7 @@ __all__ = [
     "particle_packing",
     "split_slices",
     "stack_class_masks",
+    "undeclared_values",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -70,7 +80,9 @@ __getattr__, __dir__ = lazy_exports(
         "SPLIT_NAMES": "tomoloop.labels.splits",
         "Tier": "tomoloop.labels.tiers",
         "carbon_binder": "tomoloop.labels.synthetic",
+        "check_declared": "tomoloop.labels.phases",
         "check_split_fills": "tomoloop.labels.splits",
+        "class_index_lut": "tomoloop.labels.phases",
         "cracked_particles": "tomoloop.labels.synthetic",
         "decode_class_mask": "tomoloop.labels.masks",
         "decode_instances": "tomoloop.labels.masks",
@@ -84,5 +96,6 @@ __getattr__, __dir__ = lazy_exports(
         "particle_packing": "tomoloop.labels.synthetic",
         "split_slices": "tomoloop.labels.splits",
         "stack_class_masks": "tomoloop.labels.masks",
+        "undeclared_values": "tomoloop.labels.phases",
     },
 )

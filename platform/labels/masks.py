@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from tomoloop.coco.convert import class_index_lut
 from tomoloop.errors import TomoloopError
-from tomoloop.labels.phases import IGNORE, PhaseMap
-from tomoloop.stacks.tiff import Axis, Stack, check_declared, check_label_dtype
+from tomoloop.labels.phases import IGNORE, PhaseMap, check_declared, class_index_lut
+from tomoloop.stacks.tiff import Axis, Stack, check_label_dtype
 
 
 class MaskFormatError(TomoloopError):
@@ -35,6 +34,8 @@ def _rle_counts(binary: np.ndarray) -> str:
 def _decode_binary(h: int, w: int, counts: object, what: str) -> np.ndarray:
     """(h, w) bool of RLE ``counts``; MaskFormatError naming ``what`` when undecodable."""
     try:
+        if not isinstance(counts, str):
+            raise TypeError(f"counts are {type(counts).__name__}, not a string")
         binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
     except Exception as exc:
         raise MaskFormatError(f"{what} of an inline mask cannot be decoded: {exc}") from exc
@@ -82,7 +83,7 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
         ) from exc
     top = max(classes, default=0)
     if labelled is None:
-        out = np.zeros((h, w), dtype=np.uint8 if top < IGNORE else np.uint16)
+        out: np.ndarray = np.zeros((h, w), dtype=np.uint8 if top < IGNORE else np.uint16)
     elif top >= IGNORE:
         raise MaskFormatError(
             f"a partly labelled inline mask holds class {top}: its classes must lie in "

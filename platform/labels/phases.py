@@ -10,7 +10,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from tomoloop.errors import PhaseMapError
+import numpy as np
+
+from tomoloop.errors import PhaseMapError, StackValidationError
+from tomoloop.stacks.tiff import present_values
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 # Label stacks are uint8 or uint16, and tables indexed by label value (value → class) are
@@ -100,3 +103,41 @@ class PhaseMap:
     def class_index(self, value: int) -> int:
         """Position of a label value in the map: the semantic class index."""
         return self.values.index(value)
+
+
+def class_index_lut(phases: PhaseMap) -> np.ndarray:
+    """Lookup table label value → class index (position in the phase map): uint8, or uint16
+    from 256 phases on (class 255 would read as :data:`tomoloop.labels.IGNORE` in uint8).
+    """
+    dtype = np.uint8 if len(phases) <= IGNORE else np.uint16
+    lut = np.zeros(max(phases.values) + 1, dtype=dtype)
+    lut[list(phases.values)] = np.arange(len(phases), dtype=dtype)
+    return lut
+
+
+def undeclared_values(image: np.ndarray, phases: PhaseMap) -> list[int]:
+    """Label values in ``image`` that ``phases`` does not name, sorted."""
+    top = max(phases.values)
+    if len(phases) == top + 1 and image.size and image.min() >= 0 and image.max() <= top:
+        return []  # the map declares every value 0..top: a min/max check is enough
+    return sorted(set(present_values(image).tolist()) - set(phases.values))
+
+
+def check_declared(image: np.ndarray, phases: PhaseMap, where: str) -> None:
+    """Raise StackValidationError if ``image`` holds a value ``phases`` does not name, or
+    ``phases`` names a value ``image``'s integer type cannot hold.
+    """
+    if image.dtype.kind in "iu":
+        top = np.iinfo(image.dtype).max
+        name, value = max(phases, key=lambda pair: pair[1])
+        if value > top:
+            raise StackValidationError(
+                f"{where} stores {image.dtype} (values up to {top}): phase {name}={value} can "
+                "never occur in it: fix --phases"
+            )
+    bad = undeclared_values(image, phases)
+    if bad:
+        raise StackValidationError(
+            f"{where} holds label values {bad[:10]} that the phase map {phases} does not "
+            "declare: add them to --phases (NAME=VALUE) or fix the label stack"
+        )

@@ -32,7 +32,7 @@ def parse_fractions(text: str) -> tuple[float, float, float]:
         raise TomoloopError(
             f"split {text!r} is not three fractions ≥ 0 summing to 1: write e.g. '0.8,0.1,0.1'"
         )
-    return parts  # type: ignore[return-value]
+    return parts
 
 
 def _blocks_per_split(n_blocks: int, fractions: tuple[float, ...]) -> list[int]:

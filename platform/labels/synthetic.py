@@ -53,7 +53,9 @@ def particle_packing(
     return solid.astype(bool)
 
 
-def carbon_binder(solid: np.ndarray, fraction: float = 0.1, reach: float = 3.0, seed: int = 0):
+def carbon_binder(
+    solid: np.ndarray, fraction: float = 0.1, reach: float = 3.0, seed: int = 0
+) -> np.ndarray:
     """Bool carbon-binder domain in the pore space within ``reach`` voxels of a particle.
 
     Smooth random blobs are thresholded so that the CBD fills about ``fraction`` of the

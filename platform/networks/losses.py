@@ -17,7 +17,9 @@ Loss = Callable[..., torch.Tensor]
 _EPS = 1e-6
 
 
-def _probabilities(logits: torch.Tensor, target: torch.Tensor):
+def _probabilities(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     probs = logits.float().softmax(dim=1)
     onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     return probs, onehot

@@ -15,6 +15,7 @@ pixels is BatchNorm2d over the map).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -79,6 +80,7 @@ class LCGAR(nn.Module):
         for level, convs in enumerate((self.conv1, self.conv2)):
             dilation = 2**level if dense else 1
             for conv in convs:
+                conv = cast(nn.Conv2d, conv)  # nn.ModuleList is not generic
                 x = F.leaky_relu(F.conv2d(x, conv.weight, conv.bias, dilation=dilation), _SLOPE)
             x = F.max_pool2d(x, 2, stride=1, dilation=dilation) if dense else F.max_pool2d(x, 2)
         for conv in self.conv3:

@@ -11,6 +11,7 @@ import inspect
 import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options) -> nn.Module:
+def build_model(
+    name: str, in_channels: int = 1, n_classes: int = 2, **options: Any
+) -> nn.Module:
     """A network by registry name, e.g. ``build_model("unet", 1, 3)``."""
     if name not in MODELS:
         raise TomoloopError(

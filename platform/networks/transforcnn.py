@@ -28,6 +28,8 @@ class FourierPositions(nn.Module):
             raise ValueError(f"the embedding dimension {dim} must be even")
         self.register_buffer("frequencies", scale * torch.randn(dim // 2, 2))
 
+    frequencies: torch.Tensor
+
     def forward(self, rows: int, columns: int) -> torch.Tensor:
         """(rows * columns, dim) encodings of a patch grid, row-major like the tokens."""
         device = self.frequencies.device

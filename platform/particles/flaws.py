@@ -87,7 +87,9 @@ def classifier_input(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return equalised.astype(np.float32) / 255.0
 
 
-def slice_indices(z0: int, z1: int, n: int = SLICES_PER_PARTICLE, span: float = HEIGHT_SPAN):
+def slice_indices(
+    z0: int, z1: int, n: int = SLICES_PER_PARTICLE, span: float = HEIGHT_SPAN
+) -> list[int]:
     """Up to ``n`` distinct z indices spread evenly over the central ``span`` of [z0, z1)."""
     height = z1 - z0
     margin = (1.0 - span) * height / 2.0
@@ -95,7 +97,9 @@ def slice_indices(z0: int, z1: int, n: int = SLICES_PER_PARTICLE, span: float = 
     return sorted({int(p) for p in positions if z0 <= p < z1})
 
 
-def particle_inputs(grey: np.ndarray, labels: np.ndarray, pid: int, box: tuple[int, int]):
+def particle_inputs(
+    grey: np.ndarray, labels: np.ndarray, pid: int, box: tuple[int, int]
+) -> np.ndarray:
     """(k, 128, 128) classifier inputs of particle ``pid`` of (Z, Y, X) ``labels`` over
     ``grey`` (uint8), from the slices :func:`slice_indices` picks in its z range ``box``.
     """
@@ -280,6 +284,7 @@ def train_classifier(
             since += 1
             if since >= config.patience:
                 break
+    assert best_state is not None, "an accuracy ≥ 0 beats the initial -1 in the first epoch"
     net.load_state_dict(best_state)
     return FlawTrainResult(net, best, len(history), history)
 

@@ -104,7 +104,7 @@ def particle_mask(
     )
     if not keep.any():
         return np.zeros(shape, bool)
-    return detections.masks[keep].any(axis=0)
+    return np.asarray(detections.masks[keep].any(axis=0))
 
 
 def particle_category(categories: Sequence[str], phase: str | None) -> int:
@@ -147,7 +147,8 @@ def coco_from_slices(
     if len(labels) != len(file_names) or len(drawn) not in (0, len(labels)):
         raise ValueError("one file name (and drawn instances, if any) per label slice")
     values = tuple(int(c) for c in instance_classes)
-    images, annotations = [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
     for i, (label, name) in enumerate(zip(labels, file_names, strict=True)):
         h, w = label.shape
         images.append({"id": i + 1, "file_name": name, "height": h, "width": w})

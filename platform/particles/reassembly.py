@@ -33,7 +33,7 @@ from tomoloop.metrics.structure import interface_area
 from tomoloop.outputs import writing
 from tomoloop.particles.flaws import is_flawed
 from tomoloop.report.plots import plot_size_distribution
-from tomoloop.stacks.tiff import write_stack
+from tomoloop.stacks.tiff import VoxelSize, write_stack
 
 
 class VolumeError(TomoloopError):
@@ -140,7 +140,9 @@ def drop_small(labels: np.ndarray, min_voxels: int) -> np.ndarray:
     return cc3d.connected_components(kept, connectivity=26).astype(np.uint32)
 
 
-def reassemble(masks: Sequence[np.ndarray], options: ReassemblyOptions = ReassemblyOptions()):
+def reassemble(
+    masks: Sequence[np.ndarray], options: ReassemblyOptions = ReassemblyOptions()
+) -> np.ndarray:
     """(Z, Y, X) uint32 particle labels from per-direction (Z, Y, X) bool particle masks
     (fewer masks than ``options.votes``: every mask must agree).
     """
@@ -213,7 +215,7 @@ def _face_voxels(own: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]
     """How many of a particle's voxels lie on the volume's outer faces."""
     on_face = np.zeros(own.shape, bool)
     for axis, (part, size) in enumerate(zip(box, shape, strict=True)):
-        index = [slice(None)] * 3
+        index: list[slice | int] = [slice(None)] * 3
         if part.start == 0:
             index[axis] = 0
             on_face[tuple(index)] = True
@@ -393,7 +395,7 @@ def phase_size_distribution(
 def write_particle_report(
     out_dir: Path,
     labels: np.ndarray,
-    voxel_size_um: Sequence[float],
+    voxel_size_um: VoxelSize,
     rows: Sequence[dict],
     summary: dict,
     flaws: np.ndarray | None,

@@ -49,9 +49,10 @@ def overlay(
         (h·f, w·f, 3) uint8 with f = max(1, min_side // max(h, w)).
     """
     f = max(1, min_side // max(gray.shape))
-    gray, classes, instances = (
+    gray = np.kron(gray, np.ones((f, f), dtype=gray.dtype))
+    classes, instances = (
         None if a is None else np.kron(a, np.ones((f, f), dtype=a.dtype))
-        for a in (gray, classes, instances)
+        for a in (classes, instances)
     )
     rgb = np.repeat(gray[..., np.newaxis], 3, axis=2).astype(np.float32)
     if classes is not None:

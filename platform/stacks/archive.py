@@ -8,8 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from tomoloop.coco.convert import check_new
-from tomoloop.outputs import temp_dir_beside, writing
+from tomoloop.outputs import check_new, temp_dir_beside, writing
 from tomoloop.paths import confined
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)

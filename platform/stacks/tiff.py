@@ -25,7 +25,6 @@ import numpy as np
 import tifffile
 
 from tomoloop.errors import StackReadError, StackValidationError
-from tomoloop.labels.phases import PhaseMap
 from tomoloop.outputs import temp_file_beside
 
 if TYPE_CHECKING:
@@ -34,6 +33,18 @@ if TYPE_CHECKING:
 Axis = Literal["z", "y", "x"]
 AXES: tuple[Axis, ...] = ("z", "y", "x")
 VoxelSize = tuple[float, float, float]
+
+
+def axis_named(name: str) -> Axis:
+    """``name`` (a registry column, an option) as an :data:`Axis`.
+
+    Raises:
+        ValueError: ``name`` is not one of z, y, x.
+    """
+    for axis in AXES:
+        if axis == name:
+            return axis
+    raise ValueError(f"axis {name!r} is not one of z, y, x")
 
 UM_PER_UNIT = {  # micrometres per length unit, by the names files and people use
     "um": 1.0,
@@ -246,7 +257,7 @@ def open_stack(path: str | os.PathLike[str], voxel_size: VoxelSize | None = None
             series = tif.series  # parsing the page chain is where truncation shows
         except (tifffile.TiffFileError, ValueError, OSError, struct.error) as exc:
             warnings.append(str(exc))
-    if warnings:
+    if warnings or tif is None:
         if tif is not None:
             tif.close()
         raise StackReadError(
@@ -314,7 +325,7 @@ def _stack_from(
         path=p,
         shape=(depth, shape[-2], shape[-1]),
         dtype=np.dtype(series.dtype),
-        voxel_size=None if size is None else tuple(float(s) for s in size),
+        voxel_size=None if size is None else (float(size[0]), float(size[1]), float(size[2])),
         _tif=tif,
         _array=array,
         _roles=roles,
@@ -361,8 +372,8 @@ def _pages_per_slice(series: tifffile.TiffPageSeries, depth: int, plane: tuple) 
     with a single IFD for > 4 GB of contiguous data, tiled multi-plane pages) are read
     through tifffile's zarr store instead.
     """
-    pages = list(series.pages)
-    if len(pages) != depth or any(p is None for p in pages):
+    pages = [p for p in series.pages if p is not None]
+    if len(series.pages) != depth or len(pages) != depth:
         return None
     return (
         pages
@@ -446,34 +457,6 @@ def present_values(image: np.ndarray) -> np.ndarray:
     if image.dtype.kind in "ub" and image.dtype.itemsize <= 2:
         return np.flatnonzero(np.bincount(image.ravel().astype(np.intp, copy=False)))
     return np.unique(image)
-
-
-def undeclared_values(image: np.ndarray, phases: PhaseMap) -> list[int]:
-    """Label values in ``image`` that ``phases`` does not name, sorted."""
-    top = max(phases.values)
-    if len(phases) == top + 1 and image.size and image.min() >= 0 and image.max() <= top:
-        return []  # the map declares every value 0..top: a min/max check is enough
-    return sorted(set(present_values(image).tolist()) - set(phases.values))
-
-
-def check_declared(image: np.ndarray, phases: PhaseMap, where: str) -> None:
-    """Raise StackValidationError if ``image`` holds a value ``phases`` does not name, or
-    ``phases`` names a value ``image``'s integer type cannot hold.
-    """
-    if image.dtype.kind in "iu":
-        top = np.iinfo(image.dtype).max
-        name, value = max(phases, key=lambda pair: pair[1])
-        if value > top:
-            raise StackValidationError(
-                f"{where} stores {image.dtype} (values up to {top}): phase {name}={value} can "
-                "never occur in it: fix --phases"
-            )
-    bad = undeclared_values(image, phases)
-    if bad:
-        raise StackValidationError(
-            f"{where} holds label values {bad[:10]} that the phase map {phases} does not "
-            "declare: add them to --phases (NAME=VALUE) or fix the label stack"
-        )
 
 
 def scan_label_values(labels: Stack) -> list[int]:

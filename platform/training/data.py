@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ from tomoloop.labels.masks import decode_class_mask
 from tomoloop.labels.phases import IGNORE
 from tomoloop.labels.tiers import Tier
 from tomoloop.networks.matphase import remove_rows_and_resize, smooth_labels_knn
-from tomoloop.stacks.tiff import open_stack, percentile_window
+from tomoloop.stacks.tiff import axis_named, open_stack, percentile_window
 
 TIER_NAMES = tuple(t.label for t in Tier)  # tier index → name
 # Expert > annotator > auto (the issue); model predictions used as labels count least.
@@ -100,7 +101,7 @@ def load_slices(
         with open_stack(path) as stack:
             window = percentile_window(stack)
             for ref in group:
-                image = normalise(stack.slice(ref.axis, ref.index), window)
+                image = normalise(stack.slice(axis_named(ref.axis), ref.index), window)
                 labels = decode_class_mask(ref.mask)
                 if labels.shape != image.shape:
                     raise DatasetError(
@@ -201,7 +202,9 @@ def _pad_to(array: np.ndarray, side: int) -> np.ndarray:
     ph, pw = max(0, side - array.shape[0]), max(0, side - array.shape[1])
     if ph == 0 and pw == 0:
         return array
-    mode = "reflect" if min(array.shape) > 1 and max(ph, pw) < min(array.shape) else "symmetric"
+    mode: Literal["reflect", "symmetric"] = (
+        "reflect" if min(array.shape) > 1 and max(ph, pw) < min(array.shape) else "symmetric"
+    )
     return np.pad(array, ((0, ph), (0, pw)), mode=mode)
 
 
@@ -269,7 +272,7 @@ def augment(
     weight: np.ndarray,
     rng: np.random.Generator,
     aug: Augmentation,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random augmentation of a square patch: (P, P) image, labels, weight → same shapes.
 
     Geometry moves image, labels and weights together (labels nearest-neighbour); the

@@ -7,10 +7,10 @@ import pytest
 import tifffile
 
 from tomoloop.errors import StackReadError, StackValidationError
-from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.phases import PhaseMap, check_declared
 from tomoloop.stacks.tiff import (
     Window,
-    check_declared,
+    axis_named,
     check_label_dtype,
     check_same_shape,
     open_stack,
@@ -76,6 +76,15 @@ def test_iter_slices_in_small_bands_matches_numpy(tmp_path, axis, order):
     assert list(got) == [3, 1, 7, 8]
     for i, image in got.items():
         np.testing.assert_array_equal(image, np.take(VOL, i, axis=order))
+
+
+def test_an_axis_from_a_registry_column_reads_that_axis_and_a_wrong_one_is_named(tmp_path):
+    path = tmp_path / "v.tif"
+    write_stack(path, VOL)
+    with open_stack(path) as stack:
+        np.testing.assert_array_equal(stack.slice(axis_named("y"), 3), VOL[:, 3])
+    with pytest.raises(ValueError, match="axis 'Z' is not one of z, y, x"):
+        axis_named("Z")
 
 
 def test_a_single_2d_image_is_a_one_slice_stack(tmp_path):
