@@ -176,35 +176,36 @@ def _benchmark_shift(
 
 
 def _show_shift(document: dict) -> None:
-    from rich.table import Table
-
     verdict = "valid" if document["valid"] else "NOT valid (gain < 0.05): no arm claims anything"
-    table = Table(
-        title=f"domain shift: sources only {document['initial_miou']:.4f}, all target labels "
-        f"{document['full_data_miou']:.4f} ({verdict})"
+    _show_curves(
+        document,
+        f"domain shift: sources only {document['initial_miou']:.4f}, all target labels "
+        f"{document['full_data_miou']:.4f} ({verdict})",
+        ("arm", "pixels to 95 % of the gain"),
+        "pixels_to_95",
     )
-    for column in ("arm", "pixels to 95 % of the gain", "AUC", "curve"):
-        table.add_column(column)
-    for name, result in document["strategies"].items():
-        table.add_row(
-            name,
-            str(result["pixels_to_95"]),
-            f"{result['auc']:.4f}",
-            " ".join(f"{n}:{m:.3f}" for n, m in result["curve"]),
-        )
-    out.print(table)
 
 
 def _show_efficiency(document: dict) -> None:
+    _show_curves(
+        document,
+        f"label efficiency (full data mIoU {document['full_data_miou']:.4f})",
+        ("strategy", "labels to 95 %"),
+        "labels_to_95",
+    )
+
+
+def _show_curves(document: dict, title: str, heads: tuple[str, str], to_95: str) -> None:
+    """One row per arm of a benchmark document: its name, ``to_95``, AUC and curve."""
     from rich.table import Table
 
-    table = Table(title=f"label efficiency (full data mIoU {document['full_data_miou']:.4f})")
-    for column in ("strategy", "labels to 95 %", "AUC", "curve"):
+    table = Table(title=title)
+    for column in (*heads, "AUC", "curve"):
         table.add_column(column)
     for name, result in document["strategies"].items():
         table.add_row(
             name,
-            str(result["labels_to_95"]),
+            str(result[to_95]),
             f"{result['auc']:.4f}",
             " ".join(f"{n}:{m:.3f}" for n, m in result["curve"]),
         )
