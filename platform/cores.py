@@ -27,7 +27,8 @@ def idle_cores(interval: float = 0.1) -> int:
     """Cores (≥ 1, at most this process's CPU affinity) that stood idle over the next
     ``interval`` seconds; all of the affinity where /proc/stat cannot be read.
     """
-    usable = len(os.sched_getaffinity(0))
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    usable = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
     try:
         idle0, total0 = _cpu_times()
         time.sleep(interval)

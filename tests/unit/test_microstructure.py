@@ -88,3 +88,20 @@ def test_fitting_threads_never_raise_torchs_count_and_put_it_back():
     with fitting_threads(1) as used:
         assert used == 1 == torch.get_num_threads()
     assert torch.get_num_threads() == before
+
+
+def test_idle_cores_without_cpu_affinity_counts_every_core(monkeypatch):
+    """Where the OS has no ``sched_getaffinity`` (macOS) or no /proc/stat, every core is
+    usable: prediction and scoring must not fail there."""
+    import os
+
+    from tomoloop import cores
+
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert 1 <= cores.idle_cores(0.01) <= (os.cpu_count() or 1)
+
+    def no_proc() -> tuple[int, int]:
+        raise OSError("no /proc/stat")
+
+    monkeypatch.setattr(cores, "_cpu_times", no_proc)
+    assert cores.idle_cores(0.01) == (os.cpu_count() or 1)
