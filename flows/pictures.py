@@ -16,7 +16,7 @@ from prefect.artifacts import create_image_artifact
 from torch import nn
 
 from tomoloop.active.scoring import ScoreOptions, uncertainty_map
-from tomoloop.inference.predict import normalise
+from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.networks.registry import ModelSpec
 from tomoloop.report.plots import uncertainty_figure
 from tomoloop.stacks.tiff import open_stack, percentile_window, to_uint8
@@ -39,7 +39,9 @@ def slice_picture(
     with open_stack(volume_path) as stack:
         window = percentile_window(stack)
         raw = stack.slice(axis, index)
-    options = ScoreOptions(method, tile=spec.tile, overlap=spec.tile // 4, device=device)
+    options = ScoreOptions(
+        method, tile=spec.tile, overlap=default_overlap(spec.tile), device=device
+    )
     unsure, probs = uncertainty_map(network, normalise(raw, window), options)
     return uncertainty_figure(to_uint8(raw, window), probs.argmax(axis=0), unsure, title, path)
 

@@ -50,7 +50,7 @@ from tomoloop.active.selection import Candidate, Constraints
 from tomoloop.active.self_training import SelfTraining, class_thresholds, confident_labels
 from tomoloop.active.strategies import STRATEGIES, get
 from tomoloop.errors import TomoloopError
-from tomoloop.inference.predict import predict_slice
+from tomoloop.inference.predict import default_overlap, predict_slice
 from tomoloop.labels.masks import merge_by_tier
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.networks.registry import ModelSpec
@@ -256,7 +256,12 @@ def _build(data: ShiftData, setup: ShiftSetup) -> _Model:
 def _test_miou(model: _Model, data: ShiftData, setup: ShiftSetup) -> float:
     tile = model.spec.tile
     result = evaluate(
-        model.module, data.target.test, data.target.n_classes, tile, tile // 4, setup.device
+        model.module,
+        data.target.test,
+        data.target.n_classes,
+        tile,
+        default_overlap(tile),
+        setup.device,
     )
     return result.scores.miou
 
@@ -326,7 +331,11 @@ def _options(strategy: str, model: _Model, setup: ShiftSetup) -> ScoreOptions:
     chooser = get(strategy)
     tile = model.spec.tile
     return ScoreOptions(
-        chooser.scoring, tile=tile, overlap=tile // 4, device=setup.device, embed=chooser.embed
+        chooser.scoring,
+        tile=tile,
+        overlap=default_overlap(tile),
+        device=setup.device,
+        embed=chooser.embed,
     )
 
 
@@ -407,7 +416,7 @@ def pseudo_labels(
     count = min(setup.self_slices, len(pool))
     positions = np.linspace(0, len(pool) - 1, count).round().astype(int).tolist()
     probs = [
-        predict_slice(model.module, pool[i].image, tile, tile // 4, 8, setup.device)
+        predict_slice(model.module, pool[i].image, tile, default_overlap(tile), 8, setup.device)
         for i in positions
     ]
     st = setup.self_training

@@ -21,7 +21,7 @@ import torch
 from tomoloop.active.scoring import ScoreOptions, slice_features
 from tomoloop.active.selection import Candidate, Constraints
 from tomoloop.active.strategies import get
-from tomoloop.inference.predict import normalise
+from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
 from tomoloop.networks.registry import ModelSpec
@@ -108,7 +108,7 @@ def _fit(labelled: Sequence[LabelledSlice], split: Split, setup: EfficiencySetup
             setup.device,
         )
     score = evaluate(
-        model, split.test, split.n_classes, spec.tile, spec.tile // 4, setup.device
+        model, split.test, split.n_classes, spec.tile, default_overlap(spec.tile), setup.device
     ).scores.miou
     return model, spec, score
 
@@ -142,7 +142,7 @@ def learning_curve(
         options = ScoreOptions(
             chooser.scoring,
             tile=spec.tile,
-            overlap=spec.tile // 4,
+            overlap=default_overlap(spec.tile),
             device=setup.device,
             embed=chooser.embed,
         )

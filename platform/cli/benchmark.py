@@ -61,6 +61,7 @@ def benchmark_al(
     """
     from tomoloop.active.label_efficiency import EfficiencySetup, efficiency, stack_split
     from tomoloop.active.strategies import get
+    from tomoloop.inference.predict import default_overlap
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.report.plots import plot_efficiency
@@ -98,7 +99,7 @@ def benchmark_al(
             epochs=epochs,
             patch=patch,
             patches_per_epoch=patches_per_epoch,
-            overlap=patch // 4,
+            overlap=default_overlap(patch),
             patience=0,
         ),
         str(resolve_device(device)),

@@ -29,7 +29,7 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
-    from tomoloop.inference.predict import predict_volume
+    from tomoloop.inference.predict import default_overlap, predict_volume
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.services import Services, load_registered_model
     from tomoloop.stacks.tiff import open_stack
@@ -61,7 +61,7 @@ def predict(
                 uncertainty,
                 axes=tuple(axes),
                 tile=tile or spec.tile,
-                overlap=spec.tile // 4,
+                overlap=default_overlap(spec.tile),
                 device=torch_device,
                 on_slice=lambda _axis, _index: bar.advance(task),
             )

@@ -83,6 +83,7 @@ def train(
     """
     from tomoloop.config import Settings
     from tomoloop.flows.train import train_semantic
+    from tomoloop.inference.predict import default_overlap
     from tomoloop.names import check_name
     from tomoloop.networks.registry import MODELS
     from tomoloop.outputs import Output, check_outputs
@@ -117,7 +118,7 @@ def train(
         "loss": loss,
         "patience": patience,
         "seed": seed,
-        "overlap": patch // 4,
+        "overlap": default_overlap(patch),
         "row_removal": row_removal,
         "exclusive": [pair.split(":") for pair in exclusive or []],
         **given,

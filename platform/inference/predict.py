@@ -46,6 +46,13 @@ def tile_side(length: int, tile: int) -> int:
     return min(tile, -(-length // SIDE_MULTIPLE) * SIDE_MULTIPLE)
 
 
+def default_overlap(tile: int) -> int:
+    """Pixels by which neighbouring tiles of side ``tile`` overlap unless told otherwise:
+    a quarter of the tile, enough for the blended seams to vanish.
+    """
+    return tile // 4
+
+
 def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Start positions covering 0..length with tiles of ``tile`` overlapping by ≥ overlap."""
     if not 0 <= overlap < tile:

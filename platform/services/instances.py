@@ -12,7 +12,7 @@ from torch import nn
 
 from tomoloop.adapters import detectron2
 from tomoloop.db.registry import PoolSlice, RegistryError
-from tomoloop.inference.predict import normalise, predict_slice
+from tomoloop.inference.predict import default_overlap, normalise, predict_slice
 from tomoloop.networks.registry import ModelSpec
 from tomoloop.particles.instances import grey_uint8, particle_disagreement, particle_mask
 from tomoloop.services.context import Services
@@ -46,7 +46,9 @@ def disagreement_scores(
             window = percentile_window(stack)
             for index, raw in stack.iter_slices(cast(Axis, axis), sorted(ids)):
                 image = normalise(raw, window)
-                probs = predict_slice(semantic, image, spec.tile, spec.tile // 4, 8, device)
+                probs = predict_slice(
+                    semantic, image, spec.tile, default_overlap(spec.tile), 8, device
+                )
                 found = detectron2.predict(net, [grey_uint8(image)])[0]
                 scores[ids[index]] = particle_disagreement(
                     np.isin(probs.argmax(0), particle_classes),

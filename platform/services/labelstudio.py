@@ -39,7 +39,7 @@ from tomoloop.db.entities import ALRound, Review, Slice, Volume
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry
 from tomoloop.db.states import EventVia
-from tomoloop.inference.predict import normalise, predict_slice
+from tomoloop.inference.predict import default_overlap, normalise, predict_slice
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask
 from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
 from tomoloop.services.context import LabelStudio, Services
@@ -185,7 +185,7 @@ def region_task(
 def predicted_classes(model: SemanticModel, image: np.ndarray, device: torch.device) -> np.ndarray:
     """The model's class per pixel of a normalised slice (uint8, (H, W))."""
     spec = model.spec
-    probs = predict_slice(model.network, image, spec.tile, spec.tile // 4, 8, device)
+    probs = predict_slice(model.network, image, spec.tile, default_overlap(spec.tile), 8, device)
     classes: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
     return classes
 

@@ -16,6 +16,7 @@ from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
 from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, Strategy
 from tomoloop.active.strategies import get
 from tomoloop.db.registry import PoolSlice, RegistryError
+from tomoloop.inference.predict import default_overlap
 from tomoloop.networks.registry import ModelSpec
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import pool_groups
@@ -134,7 +135,13 @@ def score_pool(
     model_id = model if model is not None else champion_id(services, dataset)
     network, spec, _ = load_registered_model(services, model_id, str(device))
     options = ScoreOptions(
-        chooser.scoring, "mean", passes, spec.tile, spec.tile // 4, device, chooser.embed
+        chooser.scoring,
+        "mean",
+        passes,
+        spec.tile,
+        default_overlap(spec.tile),
+        device,
+        chooser.embed,
     )
     pool = registry.pool(version.id)
     features = pool_features(network, pool, options)

@@ -10,6 +10,7 @@ import torch
 
 from tomoloop.active.scoring import ScoreOptions
 from tomoloop.db.entities import Volume
+from tomoloop.inference.predict import default_overlap
 from tomoloop.services.context import Services
 from tomoloop.services.models import SemanticModel, load_registered_model
 from tomoloop.stacks.tiff import Window, open_stack, percentile_window
@@ -45,7 +46,7 @@ def volume_scoring(
     options of ``method``, ``aggregation`` and ``passes`` at the model's tile size."""
     model = load_registered_model(services, model_id, str(device))
     tile = model.spec.tile
-    options = ScoreOptions(method, aggregation, passes, tile, tile // 4, device)
+    options = ScoreOptions(method, aggregation, passes, tile, default_overlap(tile), device)
     return VolumeScoring(model, services.registry.volume_named(volume), options)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import NewMetric, RegistryError
+from tomoloop.inference.predict import default_overlap
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.networks.registry import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.outputs import writing
@@ -226,7 +227,7 @@ def fit_semantic(
             ),
         )  # fmt: skip
     split = "test" if slices["test"] else "val"
-    scored = evaluate(model, slices[split], classes, spec.tile, spec.tile // 4, device)
+    scored = evaluate(model, slices[split], classes, spec.tile, default_overlap(spec.tile), device)
     checkpoint = services.store.put_bytes(save_model(model, spec), ".pt")
     with scratch_dir(services.settings.home, "tomoloop-train") as tmp:
         curve = services.store.put_file(plot_learning_curve(result.history, tmp / "c.png"))
@@ -263,7 +264,7 @@ def evaluate_registered(
     if not slices:
         raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
     result = evaluate(
-        model, slices, len(phases), spec.tile, spec.tile // 4, device, tortuosity_class
+        model, slices, len(phases), spec.tile, default_overlap(spec.tile), device, tortuosity_class
     )
     services.registry.add_metrics(
         model_id, evaluation_metrics(result, phases.names, split, dataset.id)
