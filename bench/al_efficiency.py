@@ -34,10 +34,10 @@ import tifffile
 import torch
 from scipy import ndimage
 
-from tomoloop.active.domain_shift import (
+from tomoloop.active.domain_shift import domain_shift
+from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
     ShiftSetup,
-    domain_shift,
     parse_arms,
     quick,
     read_shift_data,

@@ -6,19 +6,7 @@ from typing import TYPE_CHECKING
 from tomoloop.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tomoloop.active.domain_shift import (
-        DEFAULT_ARMS,
-        MIN_GAIN,
-        Arm,
-        BenchmarkError,
-        ShiftData,
-        ShiftSetup,
-        domain_shift,
-        parse_arms,
-        quick,
-        shift_data,
-        summarise,
-    )
+    from tomoloop.active.domain_shift import domain_shift, summarise
     from tomoloop.active.label_efficiency import (
         Curve,
         EfficiencySetup,
@@ -89,6 +77,17 @@ if TYPE_CHECKING:
         SelfTraining,
         class_thresholds,
         confident_labels,
+    )
+    from tomoloop.active.shift_setup import (
+        DEFAULT_ARMS,
+        MIN_GAIN,
+        Arm,
+        BenchmarkError,
+        ShiftData,
+        ShiftSetup,
+        parse_arms,
+        quick,
+        shift_data,
     )
     from tomoloop.active.strategies import (
         STRATEGIES,
@@ -206,16 +205,16 @@ __getattr__, __dir__ = lazy_exports(
         "TtaStrategy": "tomoloop.active.strategies",
         "by_value": "tomoloop.active.selection",
         "Limits": "tomoloop.active.selection",
-        "DEFAULT_ARMS": "tomoloop.active.domain_shift",
-        "MIN_GAIN": "tomoloop.active.domain_shift",
-        "Arm": "tomoloop.active.domain_shift",
-        "BenchmarkError": "tomoloop.active.domain_shift",
-        "ShiftData": "tomoloop.active.domain_shift",
-        "ShiftSetup": "tomoloop.active.domain_shift",
+        "DEFAULT_ARMS": "tomoloop.active.shift_setup",
+        "MIN_GAIN": "tomoloop.active.shift_setup",
+        "Arm": "tomoloop.active.shift_setup",
+        "BenchmarkError": "tomoloop.active.shift_setup",
+        "ShiftData": "tomoloop.active.shift_setup",
+        "ShiftSetup": "tomoloop.active.shift_setup",
         "domain_shift": "tomoloop.active.domain_shift",
-        "parse_arms": "tomoloop.active.domain_shift",
-        "quick": "tomoloop.active.domain_shift",
-        "shift_data": "tomoloop.active.domain_shift",
+        "parse_arms": "tomoloop.active.shift_setup",
+        "quick": "tomoloop.active.shift_setup",
+        "shift_data": "tomoloop.active.shift_setup",
         "summarise": "tomoloop.active.domain_shift",
         "SelfTraining": "tomoloop.active.self_training",
         "class_thresholds": "tomoloop.active.self_training",

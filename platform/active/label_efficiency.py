@@ -31,6 +31,7 @@ from tomoloop.training.evaluation import evaluate
 from tomoloop.training.trainer import TrainConfig, train
 
 Curve = list[tuple[int, float]]
+Fitted = tuple[torch.nn.Module, ModelSpec, float]  # (model, its spec, test mIoU)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def stack_split(
     return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
 
 
-def _fit(labelled: Sequence[LabelledSlice], split: Split, setup: EfficiencySetup, seed: int):
+def _fit(
+    labelled: Sequence[LabelledSlice], split: Split, setup: EfficiencySetup, seed: int
+) -> Fitted:
     torch.manual_seed(seed)
     spec = ModelSpec(setup.arch, 1, split.n_classes, setup.options, tile=setup.train.patch)
     model = spec.build()
@@ -120,7 +123,7 @@ def initial_slices(seed: int, split: Split, setup: EfficiencySetup) -> list[int]
 
 
 def learning_curve(
-    strategy: str, seed: int, split: Split, setup: EfficiencySetup, start=None
+    strategy: str, seed: int, split: Split, setup: EfficiencySetup, start: Fitted | None = None
 ) -> Curve:
     """``[(labelled slices, test mIoU), ...]`` of one strategy and seed, rounds + 1 points.
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,36 @@ if TYPE_CHECKING:
 
 class SelectionError(TomoloopError):
     """A strategy or constraint that cannot be used as asked."""
+
+
+class Ranked(Protocol):
+    """What a strategy reads of a candidate, a slice (:class:`Candidate`) or a region
+    (:class:`tomoloop.active.regions.RegionCandidate`): the ``slice_id`` it lies on (ties
+    are broken by it), its ``volume``, ``score``, ``foreground`` and ``boundary`` fractions
+    (0–1) and encoder ``embedding``.
+    """
+
+    @property
+    def slice_id(self) -> int: ...
+
+    @property
+    def volume(self) -> int: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def foreground(self) -> float: ...
+
+    @property
+    def boundary(self) -> float: ...
+
+    @property
+    def embedding(self) -> tuple[float, ...] | None: ...
+
+
+C = TypeVar("C", bound=Ranked)
+C_contra = TypeVar("C_contra", bound=Ranked, contravariant=True)
 
 
 @dataclass(frozen=True)
@@ -97,16 +127,18 @@ class Constraints:
         return self.budget
 
 
-class Limits(Protocol):
-    """What a round may take: :class:`Constraints` (slices) or
+class Limits(Protocol[C_contra]):
+    """What a round may take of candidates of one kind: :class:`Constraints` (slices) or
     :class:`tomoloop.active.regions.RegionConstraints` (regions under a pixel budget).
     """
 
-    def admits(self, c, chosen: Sequence, taken: Sequence) -> bool: ...
+    def admits(
+        self, c: C_contra, chosen: Sequence[C_contra], taken: Sequence[C_contra]
+    ) -> bool: ...
 
-    def full(self, chosen: Sequence) -> bool: ...
+    def full(self, chosen: Sequence[C_contra]) -> bool: ...
 
-    def picks(self, candidates: Sequence) -> int: ...
+    def picks(self, candidates: Sequence[C_contra]) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -131,7 +163,7 @@ class LeadTimeModel:
         slope, intercept = np.polyfit(x, y, 1)
         return cls(float(intercept), float(slope))
 
-    def seconds(self, c: Candidate) -> float:
+    def seconds(self, c: Ranked) -> float:
         return max(self.intercept + self.slope * c.boundary, self.floor)
 
 
@@ -142,9 +174,7 @@ def _gap_ok(c: Candidate, chosen: Sequence[Candidate], min_gap: int) -> bool:
     )
 
 
-def admissible(
-    c: Candidate, chosen: Sequence[Candidate], taken: Sequence[Candidate], limits: Limits
-) -> bool:
+def admissible(c: C, chosen: Sequence[C], taken: Sequence[C], limits: Limits[C]) -> bool:
     """Whether ``c`` may join ``chosen`` (this round) given ``taken`` (labelled or pending
     slices or regions, which also hold their neighbours off).
     """
@@ -152,11 +182,11 @@ def admissible(
 
 
 def take_in_order(
-    ordered: Sequence[Candidate],
-    limits: Limits,
-    taken: Sequence[Candidate] = (),
-    chosen: Sequence[Candidate] = (),
-) -> list[Candidate]:
+    ordered: Sequence[C],
+    limits: Limits[C],
+    taken: Sequence[C] = (),
+    chosen: Sequence[C] = (),
+) -> list[C]:
     """``chosen`` followed by the first admissible candidates of a preference order, up to
     the budget.
     """
@@ -169,7 +199,7 @@ def take_in_order(
     return chosen
 
 
-def _embeddings(candidates: Sequence[Candidate], what: str) -> np.ndarray:
+def _embeddings(candidates: Sequence[Ranked], what: str) -> np.ndarray:
     if any(c.embedding is None for c in candidates):
         raise SelectionError(
             f"{what} needs encoder embeddings of every slice: score with embeddings "
@@ -180,9 +210,7 @@ def _embeddings(candidates: Sequence[Candidate], what: str) -> np.ndarray:
     )
 
 
-def k_centre(
-    candidates: Sequence[Candidate], limits: Limits, taken: Sequence[Candidate] = ()
-) -> list[Candidate]:
+def k_centre(candidates: Sequence[C], limits: Limits[C], taken: Sequence[C] = ()) -> list[C]:
     """Greedy k-centre: repeatedly the admissible candidate farthest (Euclidean, in
     embedding space) from everything chosen or already labelled; the most uncertain first
     when nothing is labelled yet.
@@ -194,7 +222,7 @@ def k_centre(
     if taken:
         anchors = _embeddings(taken, "core-set selection")
         nearest = np.min(np.linalg.norm(points[:, None] - anchors[None], axis=-1), axis=1)
-    chosen: list[Candidate] = []
+    chosen: list[C] = []
     open_ = np.ones(len(candidates), dtype=bool)
     while not limits.full(chosen) and open_.any():
         key = np.array([c.score for c in candidates]) if np.isinf(nearest).all() else nearest
@@ -224,23 +252,24 @@ class Strategy:
 
     def select(
         self,
-        candidates: Sequence[Candidate],
-        limits: Limits,
-        taken: Sequence[Candidate] = (),
+        candidates: Sequence[C],
+        limits: Limits[C],
+        taken: Sequence[C] = (),
         rng: np.random.Generator | None = None,
         lead_time: LeadTimeModel | None = None,
-    ) -> list[Candidate]:
+    ) -> list[C]:
+        """The candidates to label this round, in the strategy's order of preference."""
         raise NotImplementedError
 
 
-def _value(lead_time: LeadTimeModel | None) -> Callable[[Candidate], float]:
+def _value(lead_time: LeadTimeModel | None) -> Callable[[Ranked], float]:
     """Score, or score per expected second of annotation when lead times are known."""
     if lead_time is None:
         return lambda c: c.score
     return lambda c: c.score / lead_time.seconds(c)
 
 
-def by_value(candidates: Sequence[Candidate], lead_time: LeadTimeModel | None) -> list:
+def by_value(candidates: Sequence[C], lead_time: LeadTimeModel | None) -> list[C]:
     """Candidates by value, best first (ties by slice id)."""
     value = _value(lead_time)
     return sorted(candidates, key=lambda c: (-value(c), c.slice_id))
@@ -249,5 +278,12 @@ def by_value(candidates: Sequence[Candidate], lead_time: LeadTimeModel | None) -
 class UncertaintyStrategy(Strategy):
     """The highest scores first (cost-aware with a lead-time model)."""
 
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+    def select(
+        self,
+        candidates: Sequence[C],
+        limits: Limits[C],
+        taken: Sequence[C] = (),
+        rng: np.random.Generator | None = None,
+        lead_time: LeadTimeModel | None = None,
+    ) -> list[C]:
         return take_in_order(by_value(candidates, lead_time), limits, taken)

@@ -138,7 +138,8 @@ def _benchmark_shift(
     as_json: bool,
 ) -> None:
     """``benchmark al`` in domain-shift mode (:mod:`tomoloop.active.domain_shift`)."""
-    import tomoloop.active.domain_shift as shift
+    import tomoloop.active.shift_setup as shift
+    from tomoloop.active.domain_shift import domain_shift
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.report.plots import plot_domain_shift
@@ -161,7 +162,7 @@ def _benchmark_shift(
     setup = shift.quick(setup) if quick else setup
 
     def work() -> dict:
-        document = shift.domain_shift(
+        document = domain_shift(
             shift.read_shift_data(pairs, goal, PhaseMap.parse(phases)),
             setup,
             on_curve=lambda name, seed, curve, seconds: err.print(

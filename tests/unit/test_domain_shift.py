@@ -10,20 +10,18 @@ import pytest
 import tifffile
 import torch
 
-from tomoloop.active.domain_shift import (
+from tomoloop.active.domain_shift import domain_shift, pseudo_labels, summarise
+from tomoloop.active.label_efficiency import area_under
+from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
     Arm,
     BenchmarkError,
     ShiftSetup,
-    domain_shift,
     parse_arms,
     parse_pair,
-    pseudo_labels,
     quick,
     shift_data,
-    summarise,
 )
-from tomoloop.active.label_efficiency import area_under
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.report.plots import plot_domain_shift
 from tomoloop.stacks.tiff import open_stack

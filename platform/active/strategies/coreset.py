@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tomoloop.active.selection import Strategy, k_centre
+from collections.abc import Sequence
+
+import numpy as np
+
+from tomoloop.active.selection import C, LeadTimeModel, Limits, Strategy, k_centre
 
 
 class CoresetStrategy(Strategy):
@@ -11,5 +15,12 @@ class CoresetStrategy(Strategy):
     name = "coreset"
     embed = True
 
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+    def select(
+        self,
+        candidates: Sequence[C],
+        limits: Limits[C],
+        taken: Sequence[C] = (),
+        rng: np.random.Generator | None = None,
+        lead_time: LeadTimeModel | None = None,
+    ) -> list[C]:
         return k_centre(candidates, limits, taken)

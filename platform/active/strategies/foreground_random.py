@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-from tomoloop.active.selection import Strategy, take_in_order
+from tomoloop.active.selection import C, LeadTimeModel, Limits, Strategy, take_in_order
 
 
 class ForegroundRandomStrategy(Strategy):
@@ -14,7 +16,14 @@ class ForegroundRandomStrategy(Strategy):
 
     name = "foreground_random"
 
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+    def select(
+        self,
+        candidates: Sequence[C],
+        limits: Limits[C],
+        taken: Sequence[C] = (),
+        rng: np.random.Generator | None = None,
+        lead_time: LeadTimeModel | None = None,
+    ) -> list[C]:
         rng = rng or np.random.default_rng()
         weights = np.array([max(c.foreground, 0.0) for c in candidates])
         # Weighted sampling without replacement (Efraimidis & Spirakis): keys u^(1/w).

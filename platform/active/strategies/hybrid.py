@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from tomoloop.active.selection import Strategy, by_value, k_centre, take_in_order
+from collections.abc import Sequence
+
+import numpy as np
+
+from tomoloop.active.selection import (
+    C,
+    LeadTimeModel,
+    Limits,
+    Strategy,
+    by_value,
+    k_centre,
+    take_in_order,
+)
 
 
 class HybridStrategy(Strategy):
@@ -16,7 +28,14 @@ class HybridStrategy(Strategy):
     embed = True
     pool = 4
 
-    def select(self, candidates, limits, taken=(), rng=None, lead_time=None):
+    def select(
+        self,
+        candidates: Sequence[C],
+        limits: Limits[C],
+        taken: Sequence[C] = (),
+        rng: np.random.Generator | None = None,
+        lead_time: LeadTimeModel | None = None,
+    ) -> list[C]:
         ranked = by_value(candidates, lead_time)
         size = self.pool * limits.picks(candidates)
         spread = k_centre(ranked[:size], limits, taken)
