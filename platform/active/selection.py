@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -237,8 +237,23 @@ def k_centre(candidates: Sequence[C], limits: Limits[C], taken: Sequence[C] = ()
     return chosen
 
 
+@dataclass(frozen=True)
+class Query(Generic[C]):
+    """One round's question to a strategy: which of ``candidates`` to label, under
+    ``limits``, given ``taken`` (labelled or pending units, which also hold their neighbours
+    off), drawing from ``rng``, pricing by ``lead_time`` when known.
+    """
+
+    candidates: Sequence[C]
+    limits: Limits[C]
+    taken: Sequence[C]
+    rng: np.random.Generator
+    lead_time: LeadTimeModel | None
+
+
 class Strategy:
-    """Base of the query strategies: ``select(candidates, limits, taken, rng, lead_time)``.
+    """Base of the query strategies: ``select(candidates, limits, taken, rng, lead_time)``
+    asks the strategy's own rule, :meth:`choose`, with a :class:`Query`.
 
     ``scoring`` names the scoring method (:data:`tomoloop.active.METHODS`) whose scores the
     strategy ranks by; ``embed`` says whether it needs encoder embeddings; ``instances``
@@ -258,7 +273,14 @@ class Strategy:
         rng: np.random.Generator | None = None,
         lead_time: LeadTimeModel | None = None,
     ) -> list[C]:
-        """The candidates to label this round, in the strategy's order of preference."""
+        """The candidates (slices or regions) to label this round, in the strategy's order
+        of preference; ``rng`` defaults to a fresh unseeded generator.
+        """
+        query = Query(candidates, limits, taken, rng or np.random.default_rng(), lead_time)
+        return self.choose(query)
+
+    def choose(self, q: Query[C]) -> list[C]:
+        """The strategy's rule: what :meth:`select` returns."""
         raise NotImplementedError
 
 
@@ -278,12 +300,5 @@ def by_value(candidates: Sequence[C], lead_time: LeadTimeModel | None) -> list[C
 class UncertaintyStrategy(Strategy):
     """The highest scores first (cost-aware with a lead-time model)."""
 
-    def select(
-        self,
-        candidates: Sequence[C],
-        limits: Limits[C],
-        taken: Sequence[C] = (),
-        rng: np.random.Generator | None = None,
-        lead_time: LeadTimeModel | None = None,
-    ) -> list[C]:
-        return take_in_order(by_value(candidates, lead_time), limits, taken)
+    def choose(self, q: Query[C]) -> list[C]:
+        return take_in_order(by_value(q.candidates, q.lead_time), q.limits, q.taken)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from tomoloop.active.selection import C, LeadTimeModel, Limits, Strategy, k_centre
+from tomoloop.active.selection import C, Query, Strategy, k_centre
 
 
 class CoresetStrategy(Strategy):
@@ -15,12 +11,5 @@ class CoresetStrategy(Strategy):
     name = "coreset"
     embed = True
 
-    def select(
-        self,
-        candidates: Sequence[C],
-        limits: Limits[C],
-        taken: Sequence[C] = (),
-        rng: np.random.Generator | None = None,
-        lead_time: LeadTimeModel | None = None,
-    ) -> list[C]:
-        return k_centre(candidates, limits, taken)
+    def choose(self, q: Query[C]) -> list[C]:
+        return k_centre(q.candidates, q.limits, q.taken)

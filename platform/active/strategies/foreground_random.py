@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from tomoloop.active.selection import C, LeadTimeModel, Limits, Strategy, take_in_order
+from tomoloop.active.selection import C, Query, Strategy, take_in_order
 
 
 class ForegroundRandomStrategy(Strategy):
@@ -16,19 +14,11 @@ class ForegroundRandomStrategy(Strategy):
 
     name = "foreground_random"
 
-    def select(
-        self,
-        candidates: Sequence[C],
-        limits: Limits[C],
-        taken: Sequence[C] = (),
-        rng: np.random.Generator | None = None,
-        lead_time: LeadTimeModel | None = None,
-    ) -> list[C]:
-        rng = rng or np.random.default_rng()
-        weights = np.array([max(c.foreground, 0.0) for c in candidates])
+    def choose(self, q: Query[C]) -> list[C]:
+        weights = np.array([max(c.foreground, 0.0) for c in q.candidates])
         # Weighted sampling without replacement (Efraimidis & Spirakis): keys u^(1/w).
         keys = np.where(
-            weights > 0, rng.random(len(candidates)) ** (1 / np.maximum(weights, 1e-12)), -1
+            weights > 0, q.rng.random(len(q.candidates)) ** (1 / np.maximum(weights, 1e-12)), -1
         )
         order = np.argsort(-keys, kind="stable")
-        return take_in_order([candidates[i] for i in order], limits, taken)
+        return take_in_order([q.candidates[i] for i in order], q.limits, q.taken)

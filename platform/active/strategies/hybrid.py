@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from tomoloop.active.selection import (
-    C,
-    LeadTimeModel,
-    Limits,
-    Strategy,
-    by_value,
-    k_centre,
-    take_in_order,
-)
+from tomoloop.active.selection import C, Query, Strategy, by_value, k_centre, take_in_order
 
 
 class HybridStrategy(Strategy):
@@ -28,16 +16,9 @@ class HybridStrategy(Strategy):
     embed = True
     pool = 4
 
-    def select(
-        self,
-        candidates: Sequence[C],
-        limits: Limits[C],
-        taken: Sequence[C] = (),
-        rng: np.random.Generator | None = None,
-        lead_time: LeadTimeModel | None = None,
-    ) -> list[C]:
-        ranked = by_value(candidates, lead_time)
-        size = self.pool * limits.picks(candidates)
-        spread = k_centre(ranked[:size], limits, taken)
+    def choose(self, q: Query[C]) -> list[C]:
+        ranked = by_value(q.candidates, q.lead_time)
+        size = self.pool * q.limits.picks(q.candidates)
+        spread = k_centre(ranked[:size], q.limits, q.taken)
         # The constraints can leave the pool short of the budget: fill by value.
-        return take_in_order(ranked[size:], limits, taken, spread)
+        return take_in_order(ranked[size:], q.limits, q.taken, spread)

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
-
-from tomoloop.active.selection import C, LeadTimeModel, Limits, Strategy, take_in_order
+from tomoloop.active.selection import C, Query, Strategy, take_in_order
 
 
 class RandomStrategy(Strategy):
@@ -14,14 +10,6 @@ class RandomStrategy(Strategy):
 
     name = "random"
 
-    def select(
-        self,
-        candidates: Sequence[C],
-        limits: Limits[C],
-        taken: Sequence[C] = (),
-        rng: np.random.Generator | None = None,
-        lead_time: LeadTimeModel | None = None,
-    ) -> list[C]:
-        rng = rng or np.random.default_rng()
-        order = rng.permutation(len(candidates))
-        return take_in_order([candidates[i] for i in order], limits, taken)
+    def choose(self, q: Query[C]) -> list[C]:
+        order = q.rng.permutation(len(q.candidates))
+        return take_in_order([q.candidates[i] for i in order], q.limits, q.taken)
