@@ -1,12 +1,15 @@
 """Masks stored inline as COCO RLE (the registry's compact form), exact both ways.
 
 Class-index masks: ``{"size": [h, w], "classes": {"1": "<COCO RLE counts>", "2": ...},
-"labelled": "<COCO RLE counts>"}``; ``labelled`` is the region somebody labelled (absent:
-every pixel is labelled, the dense form); class 0 is every labelled pixel not listed, and
-pixels outside the labelled region are unlabelled (:data:`tomoloop.labels.IGNORE` in
-memory). Instance masks (one mask per particle, which may touch or overlap): ``{"size":
-[h, w], "covers": [1], "instances": [{"class": 1, "counts": "<COCO RLE>"}, ...]}``;
-``covers``: the classes whose every particle on the slice is drawn.
+"labelled": "<COCO RLE counts>", "tiers": {"0": "<COCO RLE counts>"}}``; ``labelled`` is the
+region somebody labelled (absent: every pixel is labelled, the dense form); class 0 is every
+labelled pixel not listed, and pixels outside the labelled region are unlabelled
+(:data:`tomoloop.labels.IGNORE` in memory); ``tiers`` (only in a label merged over lower
+tiers) lists the pixels each other tier labelled (the rest are the label's own tier), so
+training weighs each pixel by the tier it came from. Instance masks (one mask per particle,
+which may touch or overlap): ``{"size": [h, w], "covers": [1], "instances": [{"class": 1,
+"counts": "<COCO RLE>"}, ...]}``; ``covers``: the classes whose every particle on the slice
+is drawn.
 """
 
 from __future__ import annotations
@@ -128,11 +131,12 @@ def labelled_pixels(encoded: dict) -> int:
         ) from exc
 
 
-def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+def merge_with_tiers(labels: Sequence[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """One slice's labels merged: ``(tier, (h, w) uint8 class-index mask)`` pairs, oldest
-    first → (h, w) uint8. Where several are labelled, the highest tier wins, and within a
-    tier the newest; lower tiers fill what higher ones left unlabelled. Pixels no label
-    covers stay :data:`IGNORE`.
+    first → ((h, w) uint8 mask, (h, w) int8 tier each pixel's class came from, -1 where
+    unlabelled). Where several are labelled, the highest tier wins, and within a tier the
+    newest; lower tiers fill what higher ones left unlabelled. Pixels no label covers stay
+    :data:`IGNORE`.
 
     Raises:
         MaskFormatError: the masks differ in shape or are not uint8.
@@ -149,10 +153,48 @@ def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
             )
     order = sorted(range(len(labels)), key=lambda k: (labels[k][0], k), reverse=True)
     out = np.full(shape, IGNORE, np.uint8)
+    tiers = np.full(shape, -1, np.int8)
     for k in order:
-        mask = labels[k][1]
+        tier, mask = labels[k]
         fill = (out == IGNORE) & (mask != IGNORE)
         out[fill] = mask[fill]
+        tiers[fill] = tier
+    return out, tiers
+
+
+def merge_by_tier(labels: Sequence[tuple[int, np.ndarray]]) -> np.ndarray:
+    """The merged (h, w) uint8 mask of :func:`merge_with_tiers`."""
+    return merge_with_tiers(labels)[0]
+
+
+def encode_tiers(tiers: np.ndarray, own: int) -> dict[str, str]:
+    """The ``"tiers"`` entry of a merged label of tier ``own``: for every other tier in the
+    (h, w) tier map (-1 unlabelled), the COCO RLE counts of the pixels it labelled; empty
+    when every labelled pixel is the label's own.
+    """
+    present = np.unique(tiers)
+    return {str(t): _rle_counts(tiers == t) for t in present.tolist() if t not in (-1, own)}
+
+
+def pixel_tiers(encoded: dict, own: int) -> np.ndarray | None:
+    """The (h, w) int8 tier of each pixel of a label of tier ``own`` whose document carries
+    ``"tiers"`` (pixels a merge took from other tiers); None when it carries none, i.e.
+    every pixel is the label's own tier.
+
+    Raises:
+        MaskFormatError: a bad size, a tier that is not a number, undecodable counts.
+    """
+    listed = encoded.get("tiers")
+    if not listed:
+        return None
+    try:
+        h, w = (int(v) for v in encoded["size"])
+        others = {int(t): counts for t, counts in listed.items()}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MaskFormatError(f"the tiers of an inline mask are malformed ({exc!r})") from exc
+    out = np.full((h, w), own, np.int8)
+    for tier, counts in others.items():
+        out[_decode_binary(h, w, counts, f"tier {tier}")] = tier
     return out
 
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import PoolSlice, RegistryError
-from tomoloop.labels.masks import decode_class_mask, encode_class_mask, merge_by_tier
+from tomoloop.labels.masks import (
+    decode_class_mask,
+    encode_class_mask,
+    encode_tiers,
+    merge_with_tiers,
+)
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.services.context import Services
 from tomoloop.training.data import LabelledSlice, SliceRef, load_slices
@@ -72,7 +77,8 @@ def merged_label(
 ) -> dict[str, Any]:
     """A sparse label (inline document) merged by tier over the lower-tier labels of its
     slice (:meth:`Registry.lower_labels`): its classes where it is labelled, theirs
-    elsewhere; pixels none labels stay unlabelled."""
+    elsewhere; pixels none labels stay unlabelled. The pixels taken from lower tiers are
+    listed under ``"tiers"`` so training weighs them by their own tier."""
     lower = [
         (
             a.tier,
@@ -80,7 +86,10 @@ def merged_label(
         )
         for a in services.registry.lower_labels(annotation_id)
     ]
-    return encode_class_mask(merge_by_tier([*lower, (tier, decode_class_mask(sparse))]))
+    mask, tiers = merge_with_tiers([*lower, (tier, decode_class_mask(sparse))])
+    document = encode_class_mask(mask)
+    others = encode_tiers(tiers, tier)
+    return document | {"tiers": others} if others else document
 
 
 def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:

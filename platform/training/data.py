@@ -20,7 +20,7 @@ import torch
 
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import normalise
-from tomoloop.labels.masks import decode_class_mask
+from tomoloop.labels.masks import decode_class_mask, pixel_tiers
 from tomoloop.labels.phases import IGNORE
 from tomoloop.labels.tiers import Tier
 from tomoloop.networks.matphase import remove_rows_and_resize, smooth_labels_knn
@@ -38,14 +38,15 @@ class DatasetError(TomoloopError):
 @dataclass(frozen=True)
 class LabelledSlice:
     """image (H, W) float32 in [0, 1]; labels (H, W) uint8 class indices, :data:`IGNORE`
-    where unlabelled; weight ≥ 0;
+    where unlabelled; weight ≥ 0, one for the slice or an (H, W) float32 map (a label merged
+    from several tiers weighs each pixel by its tier);
     instances: the particles a person drew on the slice, inline (:mod:`tomoloop.labels.masks`
     form, decoded only by instance training; None where nobody drew).
     """
 
     image: np.ndarray
     labels: np.ndarray
-    weight: float = 1.0
+    weight: float | np.ndarray = 1.0
     split: str = "train"
     annotation_id: int | None = None
     instances: dict | None = None
@@ -108,7 +109,7 @@ def load_slices(
                         f"annotation {ref.annotation_id}: mask {labels.shape} does not fit "
                         f"{ref.axis} slice {ref.index} {image.shape} of {path}"
                     )
-                weight = tier_weight(ref.tier, weights)
+                weight = label_weight(ref.mask, ref.tier, weights)
                 out.setdefault(ref.split, []).append(
                     LabelledSlice(
                         image, labels, weight, ref.split, ref.annotation_id, ref.instances
@@ -159,6 +160,20 @@ def parse_tier_weights(text: str) -> dict[str, float]:
 def tier_weight(tier: int, weights: dict[str, float] | None = None) -> float:
     """The training weight of a label of registry tier ``tier`` (0 auto … 3 expert)."""
     return (weights or DEFAULT_TIER_WEIGHTS)[TIER_NAMES[tier]]
+
+
+def label_weight(
+    mask: dict, tier: int, weights: dict[str, float] | None = None
+) -> float | np.ndarray:
+    """The training weight of a label of tier ``tier`` with inline ``mask``: its tier's
+    weight, or, for a label merged over lower tiers (``"tiers"`` in the document), an
+    (H, W) float32 map weighing each pixel by the tier it came from.
+    """
+    tiers = pixel_tiers(mask, tier)
+    if tiers is None:
+        return tier_weight(tier, weights)
+    lut = np.array([tier_weight(t, weights) for t in range(len(TIER_NAMES))], np.float32)
+    return lut[tiers]
 
 
 def check_slices(slices: Sequence[LabelledSlice], n_classes: int, what: str) -> None:
@@ -305,6 +320,15 @@ def augment(
     return image, labels, weight
 
 
+def _weight_map(s: LabelledSlice, patch: int) -> np.ndarray:
+    """The slice's per-pixel weights (H', W') float32, padded as its labels are to at least
+    (patch, patch)."""
+    if isinstance(s.weight, np.ndarray):
+        return _pad_to(s.weight.astype(np.float32, copy=False), patch)
+    shape = tuple(max(n, patch) for n in s.labels.shape)
+    return np.full(shape, s.weight, dtype=np.float32)
+
+
 def sample_patches(
     slices: Sequence[LabelledSlice],
     count: int,
@@ -315,7 +339,7 @@ def sample_patches(
     aug: Augmentation = NO_AUGMENTATION,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``count`` random patches: images (N, 1, P, P) float32, labels (N, P, P) int64 and
-    per-pixel weights (N, P, P) float32 (the slice's tier weight).
+    per-pixel weights (N, P, P) float32 (the slice's tier weight, or its per-pixel map).
 
     With ``class_balanced`` each patch is centred near a pixel of a class drawn uniformly
     from the classes of its slice, so a rare phase is seen as often as a common one;
@@ -337,8 +361,8 @@ def sample_patches(
         centres = _patch_centres(label, rng, n_classes, class_balanced)
         y, x = _crop_origin(centres, label.shape, patch, rng)
         window = (slice(y, y + patch), slice(x, x + patch))
-        weight = np.full((patch, patch), s.weight, dtype=np.float32)
+        weight = _weight_map(s, patch)
         images[n, 0], labels[n], weights[n] = augment(
-            image[window], label[window], weight, rng, aug
+            image[window], label[window], weight[window], rng, aug
         )
     return torch.from_numpy(images), torch.from_numpy(labels), torch.from_numpy(weights)

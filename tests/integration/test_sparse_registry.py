@@ -65,11 +65,17 @@ def test_a_sparse_label_trains_merged_over_the_lower_tiers_and_a_dense_one_uncha
         [NewAnnotation(slices[0], Tier.AUTO, "auto:y", mask_rle=encode_class_mask(later))]
     )
 
-    train = {s.annotation_id: s.labels for s in dataset_slices(services, data)["train"]}
+    loaded = {s.annotation_id: s for s in dataset_slices(services, data)["train"]}
+    train = {k: s.labels for k, s in loaded.items()}
     expected = auto.copy()
     expected[2:4, 2:6] = 1  # the annotator's classes in the region, the auto label elsewhere
     np.testing.assert_array_equal(train[best[slices[0]]], expected)
     np.testing.assert_array_equal(train[best[slices[1]]], dense)  # a dense top label: as is
     np.testing.assert_array_equal(train[best[slices[2]]], region)  # nothing beneath: sparse
+    # each pixel weighs as the tier it came from: the annotator's region 2, the auto rest 1
+    weights = np.ones((8, 8), np.float32)
+    weights[2:4, 2:6] = 2.0
+    np.testing.assert_array_equal(loaded[best[slices[0]]].weight, weights)
+    assert loaded[best[slices[1]]].weight == 2.0  # one tier: one weight for the slice
     assert registry.dataset_labelled_px(data.id) == {"train": 8 + 64 + 8}
     services.close()

@@ -44,6 +44,17 @@ def test_patches_have_shapes_dtypes_and_tier_weights():
     assert (weights == 4.0).all()
 
 
+@pytest.mark.parametrize("side", [20, 40])  # padded to the patch, and cropped from the slice
+def test_a_per_pixel_weight_map_moves_with_its_labels(side):
+    """A label merged from several tiers weighs each pixel by its tier: the patch's weights
+    are the map's pixels under the patch's labels, through padding, crop and augmentation."""
+    s = _slice(side=side)
+    mapped = LabelledSlice(s.image, s.labels, 1.0 + s.labels.astype(np.float32))
+    rng = np.random.default_rng(3)
+    _, labels, weights = sample_patches([mapped], 8, 32, rng, 3, aug=Augmentation())
+    np.testing.assert_array_equal(weights.numpy(), 1.0 + labels.numpy())
+
+
 def test_small_slices_are_padded_to_a_patch():
     rng = np.random.default_rng(0)
     images, labels, _ = sample_patches([_slice(side=20)], 2, 32, rng, 3)

@@ -11,7 +11,10 @@ from tomoloop.labels.masks import (
     decode_instances,
     encode_class_mask,
     encode_instances,
+    encode_tiers,
     merge_by_tier,
+    merge_with_tiers,
+    pixel_tiers,
 )
 from tomoloop.labels.phases import IGNORE
 
@@ -95,6 +98,42 @@ def test_merge_by_tier_higher_tier_wins_lower_fills_rest_unlabelled_stays():
     annotator_new = np.array([[u, 2, u, u]], np.uint8)
     merged = merge_by_tier([(3, expert), (0, auto), (2, annotator_old), (2, annotator_new)])
     np.testing.assert_array_equal(merged, [[2, 2, 0, u]])
+
+
+def test_merge_with_tiers_says_which_tier_each_pixel_came_from():
+    u = IGNORE
+    auto = np.array([[1, 1, u, u]], np.uint8)
+    expert = np.array([[2, u, u, u]], np.uint8)
+    annotator = np.array([[u, 2, 0, u]], np.uint8)
+    merged, tiers = merge_with_tiers([(0, auto), (3, expert), (2, annotator)])
+    np.testing.assert_array_equal(merged, [[2, 2, 0, u]])
+    np.testing.assert_array_equal(tiers, [[3, 2, 2, -1]])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(np.uint8, (3, 7, 9), elements=st.sampled_from([0, 1, 2, IGNORE])),
+    st.lists(st.integers(0, 3), min_size=3, max_size=3),
+)
+def test_the_tiers_of_a_merged_label_round_trip_through_its_document(layers, tier_of):
+    """A merged label stored as (class document + "tiers" of the other tiers) gives back
+    the mask and, at every labelled pixel, the tier it came from."""
+    labels = list(zip(tier_of, layers, strict=True))
+    merged, tiers = merge_with_tiers(labels)
+    own = int(tiers.max()) if (tiers >= 0).any() else 0
+    document = encode_class_mask(merged) | {"tiers": encode_tiers(tiers, own)}
+    np.testing.assert_array_equal(decode_class_mask(document), merged)
+    read = pixel_tiers(document, own)
+    labelled = merged != IGNORE
+    if read is None:  # nothing from another tier: every labelled pixel is the label's own
+        assert set(np.unique(tiers[labelled]).tolist()) <= {own}
+    else:
+        np.testing.assert_array_equal(read[labelled], tiers[labelled])
+    for tier in np.unique(tiers[labelled]).tolist():  # a lower tier only fills what is left
+        higher = labelled & (tiers == tier)
+        for t, layer in labels:
+            if t > tier:
+                assert (layer[higher] == IGNORE).all()
 
 
 def test_merge_by_tier_of_dense_labels_is_the_highest_tier():
