@@ -257,13 +257,15 @@ class Strategy:
 
     ``scoring`` names the scoring method (:data:`tomoloop.active.METHODS`) whose scores the
     strategy ranks by; ``embed`` says whether it needs encoder embeddings; ``instances``
-    whether its score is the disagreement of an instance model with the semantic one.
+    which score of a registered Mask R-CNN it ranks by instead (None: none):
+    ``"disagreement"`` (its particles against the semantic model's) or ``"flips"`` (its
+    own detection confidence and flip-TTA disagreement).
     """
 
     name = ""
     scoring = "entropy"
     embed = False
-    instances = False
+    instances: str | None = None
 
     def select(
         self,

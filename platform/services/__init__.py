@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     )
     from tomoloop.services.instances import (
         disagreement_scores,
+        flip_scores,
+        instance_scores,
     )
     from tomoloop.services.labelstudio import (
         ParticleFinder,
@@ -232,10 +234,12 @@ __all__ = [
     "first_chosen",
     "fit_maskrcnn",
     "fit_semantic",
+    "flip_scores",
     "has_instances",
     "ingest_stacks",
     "initial_network",
     "instance_instructions",
+    "instance_scores",
     "instructions",
     "label_studio_up",
     "load_registered_model",
@@ -354,6 +358,8 @@ __getattr__, __dir__ = lazy_exports(
         "dataset_slices": "tomoloop.services.datasets",
         "demo_inputs": "tomoloop.services.demo",
         "disagreement_scores": "tomoloop.services.instances",
+        "instance_scores": "tomoloop.services.instances",
+        "flip_scores": "tomoloop.services.instances",
         "evaluate_registered": "tomoloop.services.training",
         "evaluation_metrics": "tomoloop.services.training",
         "every": "tomoloop.services.maskrcnn",

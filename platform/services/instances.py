@@ -1,5 +1,6 @@
-"""Mask R-CNN against the semantic model: how much a registered particle detector and a
-semantic network disagree on each pool slice (the ``disagreement`` strategy's score).
+"""Instance scores of the pool: how much a registered particle detector and a semantic
+network disagree on each slice (the ``disagreement`` strategy's score), or how unsure the
+detector is of its own particles (the ``maskal`` strategy's).
 """
 
 from __future__ import annotations
@@ -19,6 +20,42 @@ from tomoloop.services.context import Services
 from tomoloop.services.datasets import pool_groups
 from tomoloop.services.models import load_registered_model
 from tomoloop.stacks.tiff import Axis, open_stack, percentile_window
+
+
+def instance_scores(
+    services: Services,
+    pool: list[PoolSlice],
+    semantic: nn.Module,
+    spec: ModelSpec,
+    instance_id: int,
+    device: torch.device,
+    kind: str,
+) -> dict[int, float]:
+    """Per pool slice id, the registered Mask R-CNN's score of kind ``kind``
+    (:attr:`tomoloop.active.selection.Strategy.instances`): ``"disagreement"`` with the
+    semantic model, or ``"flips"``, its own uncertainty.
+    """
+    if kind == "flips":
+        return flip_scores(services, pool, instance_id, device)
+    return disagreement_scores(services, pool, semantic, spec, instance_id, device)
+
+
+def flip_scores(
+    services: Services, pool: list[PoolSlice], instance_id: int, device: torch.device
+) -> dict[int, float]:
+    """Per pool slice id, the registered Mask R-CNN's uncertainty in [0, 1]: the mean of its
+    detections' 1 − score and their flip-TTA disagreement
+    (:func:`tomoloop.adapters.detectron2.uncertainty`).
+    """
+    net, _ = load_registered_model(services, instance_id, device, "maskrcnn")
+    scores = {}
+    for (path, axis), ids in pool_groups(pool).items():
+        with open_stack(path) as stack:
+            window = percentile_window(stack)
+            for index, raw in stack.iter_slices(cast(Axis, axis), sorted(ids)):
+                image = grey_uint8(normalise(raw, window))
+                scores[ids[index]] = detectron2.uncertainty(net, [image])[0].score
+    return scores
 
 
 def disagreement_scores(

@@ -80,12 +80,12 @@ class OpenedRound:
 
 
 def strategy_for(name: str, instance_model: int | None) -> Strategy:
-    """Strategy ``name``, refused before scores or a round are written when it compares a
-    Mask R-CNN with the semantic model and none is given."""
+    """Strategy ``name``, refused before scores or a round are written when it ranks by a
+    Mask R-CNN's scores and none is given."""
     chooser = get(name)
     if chooser.instances and instance_model is None:
         raise RegistryError(
-            f"strategy {name} compares a Mask R-CNN with the semantic model: give "
+            f"strategy {name} ranks by a Mask R-CNN's scores: give "
             "its model version (--instance-model; train one with --arch maskrcnn)"
         )
     return chooser
@@ -128,7 +128,7 @@ def score_pool(
     device: torch.device,
 ) -> ScoredPool:
     """The dataset's pool scored by ``model`` (the champion unless given) as the strategy
-    ranks it — with ``instance_model``'s disagreement as the score when it compares one —
+    ranks it — with ``instance_model``'s score when the strategy ranks by one —
     and the scores recorded in the registry."""
     registry = services.registry
     version = registry.dataset(dataset)
@@ -148,11 +148,13 @@ def score_pool(
     label = options.label
     if chooser.instances and instance_model is not None:
         # imported here: detectron2 loads only for the strategy that needs it
-        from tomoloop.services.instances import disagreement_scores
+        from tomoloop.services.instances import instance_scores
 
-        scores = disagreement_scores(services, pool, network, spec, instance_model, device)
+        scores = instance_scores(
+            services, pool, network, spec, instance_model, device, chooser.instances
+        )
         features = {k: replace(f, score=scores[k]) for k, f in features.items()}
-        label = f"disagreement/{instance_model}"
+        label = f"{chooser.instances}/{instance_model}"
     registry.record_scores(model_id, {k: f.score for k, f in features.items()}, label)
     return ScoredPool(model_id, network, spec, pool, features, label)
 

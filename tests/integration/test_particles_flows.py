@@ -96,6 +96,18 @@ def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset)
     with pytest.raises(RegistryError, match="give its model version"):
         al_round("nmc", "disagreement", model=semantic["model_version"], push=False)
 
+    # the maskal strategy: the Mask R-CNN's own confidence and flip disagreement
+    unsure = al_round(
+        "nmc", "maskal", budget=2, min_gap=1, model=semantic["model_version"],
+        instance_model=model.id, push=False, device="cpu",
+    )  # fmt: skip
+    scores = [c["score"] for c in unsure["chosen"]]
+    assert len(scores) == 2 and all(0 <= s <= 1 for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    assert not {c["slice"] for c in unsure["chosen"]} & {
+        c["slice"] for c in chosen["chosen"]
+    }  # the disagreement round's slices are pending: never chosen twice
+
 
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from tomoloop.active.strategies.entropy import EntropyStrategy
 from tomoloop.active.strategies.foreground_random import ForegroundRandomStrategy
 from tomoloop.active.strategies.hybrid import HybridStrategy
 from tomoloop.active.strategies.margin import MarginStrategy
+from tomoloop.active.strategies.maskal import MaskalStrategy
 from tomoloop.active.strategies.random_slices import RandomStrategy
 from tomoloop.active.strategies.tta import TtaStrategy
 
@@ -29,6 +30,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         TtaStrategy,
         EnsembleStrategy,
         DisagreementStrategy,
+        MaskalStrategy,
         CoresetStrategy,
         HybridStrategy,
     )

@@ -12,4 +12,4 @@ class DisagreementStrategy(UncertaintyStrategy):
     """
 
     name = "disagreement"
-    instances = True
+    instances = "disagreement"
