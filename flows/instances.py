@@ -92,11 +92,13 @@ def particles(
     overwrite: bool = False,
     device: str = "auto",
     phase: str | None = None,
+    partial_rule: str = "slice",
 ) -> dict:
     """3D particles of a grey stack with a registered Mask R-CNN; the summary (also in
     ``out_dir/summary.json``). ``options`` hold :class:`tomoloop.particles.ReassemblyOptions`
     fields; ``bin_um`` is the size-distribution bin in µm; ``phase`` the model category
-    that makes the particles (needed when it finds more than one).
+    that makes the particles (needed when it finds more than one); ``partial_rule`` how
+    particles cut by the edge are told (:func:`tomoloop.particles.partial_particles`).
     """
     log = get_run_logger()
     reassembly = ReassemblyOptions.from_options(options or {})
@@ -116,12 +118,10 @@ def particles(
     labels = particle_labels(net, grey, axes, phase, reassembly)
     header = {"gray": gray, "model_version": model_id, "flaw_model_version": flaw_model_id}
     summary = particle_report(
-        grey, labels, classifier, header, bin_um, Path(out_dir), overwrite, torch_device
-    )
-    log.info(
-        "%d of %d particles kept; written to %s",
-        summary["kept"], summary["particles"], summary["out_dir"],
+        grey, labels, classifier, header | {"partial_rule": partial_rule}, bin_um,
+        Path(out_dir), overwrite, torch_device,
     )  # fmt: skip
+    log.info("%(kept)d of %(particles)d particles kept; written to %(out_dir)s", summary)
     return summary
 
 

@@ -35,6 +35,14 @@ def particles_command(
     phase: Annotated[
         str | None, typer.Option(help="The model's particle category, if it finds several.")
     ] = None,
+    partial_rule: Annotated[
+        str,
+        typer.Option(
+            help="Partial particles: slice (Daemi et al. 2022: over 20 % of a slice of the "
+            "particle's box on the volume's edge covered) or surface (over 20 % of its "
+            "surface on the edge)."
+        ),
+    ] = "slice",
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -43,9 +51,12 @@ def particles_command(
     """
     from tomoloop.flows.instances import particles
     from tomoloop.outputs import Output, check_outputs
+    from tomoloop.particles.reassembly import PARTIAL_RULES
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
+    if partial_rule not in PARTIAL_RULES:
+        raise TomoloopError(f"--partial-rule {partial_rule!r}: one of {', '.join(PARTIAL_RULES)}")
     check_outputs({"GRAY": gray}, [Output("--out", out_dir, folder=True, replaces=overwrite)])
     run(
         lambda: particles(
@@ -60,12 +71,12 @@ def particles_command(
             overwrite,
             device,
             phase,
+            partial_rule,
         ),
         as_json,
         partial(print_result, f"particles of {gray.name}"),
         children=True,
     )
-
 
 
 @flaws_app.command("train")

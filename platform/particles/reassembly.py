@@ -155,7 +155,8 @@ def reassemble(
 class Particle:
     """One 3D particle. Lengths in µm, box in voxels [z0, y0, x0, z1, y1, x1) (end
     exclusive); ``boundary_fraction``: the share of its surface voxels on the volume's
-    outer faces.
+    outer faces; ``face_coverage``: the largest share (0–1) of a slice of its box lying on
+    one of the volume's outer faces that the particle covers (0 when it touches none).
     """
 
     id: int
@@ -171,6 +172,7 @@ class Particle:
     x1: int
     touches_border: bool
     boundary_fraction: float
+    face_coverage: float = 0.0
 
     def as_row(self) -> dict:
         return asdict(self)
@@ -206,6 +208,7 @@ def particle_table(labels: np.ndarray, voxel_size_um: Sequence[float]) -> list[P
                 x1=box[2].stop,
                 touches_border=on_faces > 0,
                 boundary_fraction=on_faces / max(surface_voxels, 1),
+                face_coverage=_face_coverage(own, box, shape),
             )
         )
     return particles
@@ -225,17 +228,40 @@ def _face_voxels(own: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]
     return int((own & on_face).sum())
 
 
-# Daemi et al. 2022, §4: > 20 % of the surface on the boundary → partial particle
+def _face_coverage(own: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> float:
+    """The largest share of a box slice on one of the volume's outer faces that the
+    particle (``own``, its box's bool mask) covers; 0 when its box touches no face."""
+    shares = [0.0]
+    for axis, (part, size) in enumerate(zip(box, shape, strict=True)):
+        for end, touches in ((0, part.start == 0), (-1, part.stop == size)):
+            if touches:
+                face = np.take(own, end, axis=axis)
+                shares.append(float(face.mean()))
+    return max(shares)
+
+
+# Daemi et al. 2022, §4: "> 20 % of the surface of a slice covered by boundary pixels" →
+# partial particle
 PARTIAL_FRACTION = 0.2
+PARTIAL_RULES = ("slice", "surface")
 
 
 def partial_particles(
-    particles: Sequence[Particle], threshold: float = PARTIAL_FRACTION
+    particles: Sequence[Particle], threshold: float = PARTIAL_FRACTION, rule: str = "slice"
 ) -> set[int]:
-    """Ids of particles cut by the volume's edge: more than ``threshold`` of their surface
-    voxels on its outer faces (Daemi et al. 2022, §4).
+    """Ids of particles cut by the volume's edge. ``rule`` ``slice`` (Daemi et al. 2022,
+    §4): more than ``threshold`` of a slice of the particle's box on an outer face of the
+    volume is covered by the particle (:attr:`Particle.face_coverage`); ``surface``: more
+    than ``threshold`` of its surface voxels lie on the outer faces
+    (:attr:`Particle.boundary_fraction`).
+
+    Raises:
+        VolumeError: an unknown rule.
     """
-    return {p.id for p in particles if p.boundary_fraction > threshold}
+    if rule not in PARTIAL_RULES:
+        raise VolumeError(f"partial-particle rule {rule!r}: one of {', '.join(PARTIAL_RULES)}")
+    share = "face_coverage" if rule == "slice" else "boundary_fraction"
+    return {p.id for p in particles if getattr(p, share) > threshold}
 
 
 def artefact_features(particles: Sequence[Particle]) -> np.ndarray:
@@ -317,10 +343,14 @@ class ParticleAnalysis:
         return [p for p in self.particles if p.id not in dropped]
 
 
-def analyse(labels: np.ndarray, voxel_size_um: Sequence[float]) -> ParticleAnalysis:
-    """Measure every particle, then flag slice artefacts and partial particles."""
+def analyse(
+    labels: np.ndarray, voxel_size_um: Sequence[float], partial_rule: str = "slice"
+) -> ParticleAnalysis:
+    """Measure every particle, then flag slice artefacts and partial particles (by
+    ``partial_rule``, :func:`partial_particles`)."""
     particles = particle_table(labels, voxel_size_um)
-    return ParticleAnalysis(particles, slice_artefacts(particles), partial_particles(particles))
+    partial = partial_particles(particles, rule=partial_rule)
+    return ParticleAnalysis(particles, slice_artefacts(particles), partial)
 
 
 def particle_rows(

@@ -100,8 +100,8 @@ def particle_report(
     """Measure the particles, score the kept ones with ``classifier`` (None: no flaw
     figures), and write labels, particles.csv, the size distribution, the flaw volume and
     the summary (``header`` first) into ``out_dir`` (all or nothing); the summary, with
-    ``out_dir``."""
-    analysis = analyse(labels, grey.voxel_size)
+    ``out_dir``. Partial particles by ``header["partial_rule"]`` (default ``slice``)."""
+    analysis = analyse(labels, grey.voxel_size, header.get("partial_rule", "slice"))
     boxes = {p.id: (p.z0, p.z1) for p in analysis.kept}
     scores = (
         None

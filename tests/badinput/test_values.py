@@ -122,3 +122,11 @@ def test_a_coloured_imagej_multichannel_image_is_still_refused(tmp_path, electro
                      metadata={"axes": "CYX", "mode": "composite"})  # fmt: skip
     with pytest.raises(StackReadError, match=r"C=3.*one channel"):
         open_stack(path)
+
+
+def test_an_unknown_partial_particle_rule_is_refused_before_any_work(work):
+    _refused(
+        ["particles", "gray.tif", "--model", "1", "--out", "found", "--partial-rule", "volume"],
+        r"--partial-rule 'volume': one of slice, surface",
+    )
+    assert not (work / "found").exists() and not (work / "home").exists()

@@ -14,6 +14,7 @@ import pytest
 from tomoloop.particles.reassembly import (
     Particle,
     ReassemblyOptions,
+    VolumeError,
     clean,
     fuse,
     mahalanobis_outliers,
@@ -103,7 +104,21 @@ def test_a_particle_cut_by_the_edge_is_partial_and_a_grazing_one_is_not():
     by_id = {p.id: p for p in table}
     assert by_id[1].touches_border and by_id[1].boundary_fraction > 0.2
     assert by_id[2].touches_border and by_id[2].boundary_fraction < 0.2
-    assert partial_particles(table) == {1}
+    assert by_id[1].face_coverage > 0.6 and by_id[2].face_coverage == 1 / 17**2
+    assert partial_particles(table) == partial_particles(table, rule="surface") == {1}
+
+
+def test_a_rod_cut_by_the_edge_is_partial_by_the_papers_slice_rule_only():
+    """Daemi et al. 2022, §4 judge a slice of the particle's box on the edge (here fully
+    covered: the rod is cut there); the share of its surface on the edge is small."""
+    labels = np.zeros((30, 30, 30), np.uint32)
+    labels[13:18, 13:18, 0:25] = 1
+    (rod,) = particle_table(labels, (1, 1, 1))
+    assert rod.face_coverage == 1.0 and rod.boundary_fraction < 0.1
+    assert partial_particles([rod]) == {1}
+    assert partial_particles([rod], rule="surface") == set()
+    with pytest.raises(VolumeError, match="partial-particle rule 'volume'"):
+        partial_particles([rod], rule="volume")
 
 
 def _particle(pid: int, sides: tuple[int, int, int], voxels: int) -> Particle:
