@@ -74,6 +74,10 @@ class MaskRCNNConfig:
             from scratch only with a small ``lr`` and gradient clipping).
         weights: local detectron2/torchvision checkpoint path; "" starts from random init.
         iterations: optimiser steps.
+        heads_iterations: the first steps that train the heads only (FPN, RPN, box and mask
+            heads; the ResNet frozen), before every layer trains — the two-stage fine-tuning
+            of a pretrained checkpoint (Daemi et al. 2022, §4, train the heads of a
+            COCO-initialised model); 0 trains every layer from the start.
         lr: base learning rate (Daemi et al. 2022, §4: 1e-4).
         batch: images per step.
         min_size, max_size: shorter / longest image side the network sees.
@@ -91,6 +95,7 @@ class MaskRCNNConfig:
     norm: str = "GN"
     weights: str = ""
     iterations: int = 3000
+    heads_iterations: int = 0
     lr: float = 1e-4
     batch: int = 2
     min_size: int = 512
@@ -116,6 +121,11 @@ class MaskRCNNConfig:
             )
         if min(self.iterations, self.batch, self.min_size, self.checkpoint_every) < 1:
             raise Detectron2Error("iterations, batch, min_size and checkpoint_every must be ≥ 1")
+        if not 0 <= self.heads_iterations <= self.iterations:
+            raise Detectron2Error(
+                f"heads iterations {self.heads_iterations}: between 0 and the iterations "
+                f"({self.iterations})"
+            )
         if self.lr <= 0:
             raise Detectron2Error(f"lr {self.lr}: the learning rate must be > 0")
         if len(self.anchor_sizes) != 5:
@@ -257,10 +267,13 @@ def train(
     )
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    backbone = [p for p in model.backbone.bottom_up.parameters() if p.requires_grad]
     model.train()
     with EventStorage(start) as storage:
         for iteration, batch in zip(range(start, config.iterations), loader, strict=False):
             storage.iter = iteration
+            for p in backbone:  # the ResNet waits while the heads train first
+                p.requires_grad_(iteration >= config.heads_iterations)
             with torch.autocast(device.type, enabled=amp):
                 total = sum(model(batch).values())
             if not torch.isfinite(total):

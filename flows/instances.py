@@ -54,16 +54,17 @@ def train_maskrcnn(
     config: dict | None = None,
     instances: tuple[str, ...] = (),
     device: str = "auto",
+    parent: int | None = None,
 ) -> dict:
     """Train Mask R-CNN on a dataset version; ``{"model_version": id, "segm_AP": …}``.
 
     ``config`` holds :class:`tomoloop.adapters.detectron2.MaskRCNNConfig` fields;
     ``instances`` names the phases whose particles are instances (default: all but the
-    first phase).
+    first phase); ``parent`` a registered Mask R-CNN to start from.
     """
     log = get_run_logger()
     with Services.from_settings() as services:
-        plan = plan_maskrcnn(services, dataset_version_id, config, instances)
+        plan = plan_maskrcnn(services, dataset_version_id, config, instances, parent)
         torch_device = resolve_device(device)  # every option before the run folder is made
         if plan.folder.done is not None:
             log.info("this request already trained model %s", plan.folder.done.model_version)

@@ -38,7 +38,12 @@ def train(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: DeviceOpt = "auto",
     parent: Annotated[
-        int | None, typer.Option("--from", help="Fine-tune this registered model version.")
+        int | None,
+        typer.Option(
+            "--from",
+            help="Fine-tune this registered model version (maskrcnn: a Mask R-CNN of the "
+            "same --depth and --norm, e.g. trained on an earlier scan).",
+        ),
     ] = None,
     freeze: Annotated[
         list[str] | None, typer.Option(help="Freeze parameters with this name prefix.")
@@ -61,6 +66,13 @@ def train(
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: dataset).")] = None,
     iterations: Annotated[int, typer.Option(help="maskrcnn: optimiser steps.")] = 3000,
+    heads_iterations: Annotated[
+        int,
+        typer.Option(
+            help="maskrcnn: the first steps train the heads only (ResNet frozen), then all "
+            "layers: fine-tuning --weights, e.g. a model trained on an earlier scan."
+        ),
+    ] = 0,
     depth: Annotated[int, typer.Option(help="maskrcnn: ResNet depth 18, 34, 50 or 101.")] = 101,
     norm: Annotated[
         str, typer.Option(help="maskrcnn: GN (from scratch) or FrozenBN (with --weights).")
@@ -97,6 +109,7 @@ def train(
     if arch == "maskrcnn":
         maskrcnn = {
             "iterations": iterations,
+            "heads_iterations": heads_iterations,
             "depth": depth,
             "norm": norm,
             "weights": str(weights or ""),
@@ -105,7 +118,9 @@ def train(
             "seed": seed,
             **given,
         }
-        _train_maskrcnn(dataset, maskrcnn, tuple(instances or ()), name, device, as_json)
+        _train_maskrcnn(
+            dataset, maskrcnn, tuple(instances or ()), name, device, parent, as_json
+        )
         return
     if arch not in MODELS:
         raise TomoloopError(
@@ -161,13 +176,14 @@ def _train_maskrcnn(
     instances: tuple[str, ...],
     name: str | None,
     device: str,
+    parent: int | None,
     as_json: bool,
 ) -> None:
     from tomoloop.flows.instances import train_maskrcnn
 
     run(
         lambda: train_maskrcnn(
-            find_dataset(open_registry(), dataset).id, name, config, instances, device
+            find_dataset(open_registry(), dataset).id, name, config, instances, device, parent
         ),
         as_json,
         _show_model,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,22 +69,65 @@ def plan_maskrcnn(
     dataset_version_id: int,
     config: dict[str, Any] | None,
     instances: tuple[str, ...],
+    parent: int | None = None,
 ) -> MaskRCNNPlan:
     """The request (every option checked) and its run folder; ``instances`` names the
-    phases whose particles are instances (default: all but the first phase)."""
+    phases whose particles are instances (default: all but the first phase); ``parent`` a
+    registered Mask R-CNN whose weights training starts from (e.g. one trained on an
+    earlier scan), of the same depth and norm."""
     dataset = services.registry.dataset_version(dataset_version_id)
     phases = dataset_phases(services, dataset)
     classes = instance_classes(phases, instances)
     mask_config = detectron2.MaskRCNNConfig(**(config or {}))
+    if parent is not None:
+        check_parent(services, parent, mask_config)
     request = {
         "dataset_version": dataset.id,
         "arch": "maskrcnn",
         "instances": [phases.names[c] for c in classes],
         "train": asdict(mask_config),
-        "parent": None,
+        "parent": parent,
     }
     folder = run_folder(services, request)
     return MaskRCNNPlan(dataset, mask_config, request, folder, classes, phases.names)
+
+
+def check_parent(services: Services, parent: int, config: detectron2.MaskRCNNConfig) -> None:
+    """Refuse a start model that is not a Mask R-CNN of ``config``'s depth and norm, or
+    that comes with other starting weights.
+
+    Raises:
+        Detectron2Error: what does not fit, and the options that would.
+    """
+    model = services.registry.model(parent)
+    if model.architecture != "maskrcnn":
+        raise detectron2.Detectron2Error(
+            f"--from {parent} is a {model.architecture} model: give a Mask R-CNN's "
+            "model version"
+        )
+    trained = model.config.get("train", {})
+    shape = (trained.get("depth"), trained.get("norm"))
+    if shape != (config.depth, config.norm):
+        raise detectron2.Detectron2Error(
+            f"--from {parent} is a ResNet-{shape[0]} {shape[1]} Mask R-CNN: train with "
+            f"--depth {shape[0]} --norm {shape[1]}"
+        )
+    if config.weights:
+        raise detectron2.Detectron2Error("give --from or --weights, not both")
+
+
+def start_weights(services: Services, plan: MaskRCNNPlan) -> detectron2.MaskRCNNConfig:
+    """The plan's config, starting from its parent model's checkpoint (verified by
+    sha256, written into the run folder) when it names one."""
+    parent = plan.request["parent"]
+    if parent is None:
+        return plan.config
+    model = services.registry.model(parent)
+    if model.checkpoint_uri is None or model.checkpoint_sha256 is None:
+        raise detectron2.Detectron2Error(f"model {parent} has no checkpoint to start from")
+    start = plan.folder.path / "start.pt"
+    start.write_bytes(services.store.get_bytes(model.checkpoint_uri, model.checkpoint_sha256))
+    return replace(plan.config, weights=str(start))
 
 
 def coco_for_training(services: Services, plan: MaskRCNNPlan) -> CocoFolder:
@@ -123,7 +166,8 @@ def fit_maskrcnn(
     points and the COCO copy are removed afterwards."""
     folder, dataset_id = plan.folder.path, plan.dataset.id
     outcome = detectron2.train(
-        coco.files["train"], coco.images, plan.config, folder / "detectron2", device,
+        coco.files["train"], coco.images, start_weights(services, plan), folder / "detectron2",
+        device,
         on_iteration=every(50, lambda i, loss: log.info("iteration %d: loss %.4f", i, loss)),
     )  # fmt: skip
     net = detectron2.load(outcome.checkpoint, device)
@@ -147,6 +191,7 @@ def remove_resume_points(folder: Path) -> None:
     """A finished run's resume points and COCO copy: not needed any more."""
     for done_with in ("detectron2", "coco"):
         shutil.rmtree(folder / done_with, ignore_errors=True)
+    (folder / "start.pt").unlink(missing_ok=True)
 
 
 def has_instances(coco_file: Path | None) -> bool:

@@ -108,6 +108,21 @@ def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset)
         c["slice"] for c in chosen["chosen"]
     }  # the disagreement round's slices are pending: never chosen twice
 
+    # transfer: fine-tune the Mask R-CNN (heads first, then all layers) from the registered one
+    tuned = CliRunner().invoke(
+        app, ["train", "--dataset", "nmc", *TINY, "--from", str(model.id), "--heads-iterations",
+              "3", "--json"],
+    )  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    child = dataset.model(json.loads(tuned.output)["model_version"])
+    assert child.parent_id == model.id and child.config["train"]["heads_iterations"] == 3
+    for extra, message in (
+        (["--from", str(semantic["model_version"])], "is a unet model: give a Mask R-CNN"),
+        (["--from", str(model.id), "--depth", "34"], "train with --depth 18 --norm FrozenBN"),
+    ):
+        refused = CliRunner().invoke(app, ["train", "--dataset", "nmc", *TINY, *extra])
+        assert message in str(refused.exception), refused.output
+
 
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize(

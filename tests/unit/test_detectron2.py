@@ -4,6 +4,7 @@ bad inputs are refused with the reason.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -182,6 +183,37 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     again = d2.train(coco, tmp_path / "images", config, tmp_path / "run", torch.device("cpu"))
     assert first.resumed_after == 0 and again.resumed_after == 2
     assert again.losses[:2] == first.losses[:2] and len(again.losses) == 4
+
+
+def _backbone(checkpoint: bytes) -> dict[str, torch.Tensor]:
+    state = torch.load(io.BytesIO(checkpoint), weights_only=True)["model"]
+    return {k: v for k, v in state.items() if k.startswith("backbone.bottom_up.")}
+
+
+@pytest.mark.slow  # trains a network
+def test_the_heads_train_first_from_a_checkpoint_tomoloop_trained(tmp_path, trained):
+    """Two-stage fine-tuning (heads, then all layers) from a model trained before, e.g. on
+    an earlier scan: the ResNet stays as loaded while the heads train, then learns too."""
+    start = tmp_path / "earlier.pt"
+    start.write_bytes(trained.checkpoint)
+    images, labels = disc_slices(4, seed=1)
+    coco = write_coco(tmp_path, images, labels)
+    base = {**TINY.__dict__, "weights": str(start), "heads_iterations": 2}
+    heads = d2.train(
+        coco, tmp_path / "images", d2.MaskRCNNConfig(**{**base, "iterations": 2}),
+        tmp_path / "heads", torch.device("cpu"),
+    )  # fmt: skip
+    both = d2.train(
+        coco, tmp_path / "images", d2.MaskRCNNConfig(**{**base, "iterations": 3}),
+        tmp_path / "both", torch.device("cpu"),
+    )  # fmt: skip
+    loaded, after_heads, after_all = (
+        _backbone(c) for c in (trained.checkpoint, heads.checkpoint, both.checkpoint)
+    )
+    assert all(torch.equal(loaded[k], after_heads[k]) for k in loaded)
+    assert not all(torch.equal(loaded[k], after_all[k]) for k in loaded)
+    with pytest.raises(d2.Detectron2Error, match="heads iterations 5: between 0 and"):
+        d2.MaskRCNNConfig(iterations=4, heads_iterations=5)
 
 
 def test_a_missing_weights_file_is_named():
