@@ -89,18 +89,27 @@ def flaws_train(
     patience: Annotated[
         int, typer.Option(help="Epochs without a gain (Daemi et al. 2022: 15).")
     ] = 15,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="default (narrow, batch-normalised, global max pooling) or seed (Daemi et "
+            "al. 2022: VGG16 widths 64-512, a dense layer of 256, no batch norm)."
+        ),
+    ] = "default",
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Train the flaw classifier and register it; use its id with particles --flaw-model."""
     from tomoloop.flows.instances import train_flaw_classifier
     from tomoloop.names import check_name
+    from tomoloop.particles.flaws import SEED_FLAWS
 
     check_name(name, "--name")
+    if recipe not in ("default", "seed"):
+        raise TomoloopError(f"--recipe {recipe!r}: default or seed")
+    config = {"epochs": epochs, "patience": patience, **(SEED_FLAWS if recipe == "seed" else {})}
     run(
-        lambda: train_flaw_classifier(
-            str(slices), name, {"epochs": epochs, "patience": patience}, device=device
-        ),
+        lambda: train_flaw_classifier(str(slices), name, config, device=device),
         as_json,
         lambda result: print_result(f"flaw classifier {result['model_version']}", result),
         children=True,

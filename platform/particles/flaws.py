@@ -38,32 +38,43 @@ class FlawNet(nn.Module):
     """VGG16-style binary classifier of (B, 1, 128, 128) slices → (B,) logits.
 
     ``widths``: filters of each block of two 3 × 3 conv + ReLU layers, each block followed
-    by 2 × 2 max pooling (VGG16 uses 64 … 512; the default is narrower for CPU). Batch
-    normalisation after each convolution (VGG16-BN) lets it train from scratch on a few
-    hundred slices.
+    by 2 × 2 max pooling (VGG16 uses 64 … 512; the default is narrower for CPU);
+    ``batch_norm`` after each convolution (VGG16-BN) lets it train from scratch on a few
+    hundred slices. ``dense`` 0: global max pooling then the output (a flaw anywhere on the
+    slice counts); ``dense`` > 0: the published head (Daemi et al. 2022, §4) — the feature
+    map flattened into a dense layer of ``dense`` units (ReLU), then the output. Dropout
+    ``dropout`` before the output.
     """
 
-    def __init__(self, widths: Sequence[int] = (16, 32, 64, 128), dropout: float = 0.1):
+    def __init__(
+        self,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        dropout: float = 0.1,
+        dense: int = 0,
+        batch_norm: bool = True,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         channels = 1
         for width in widths:
-            layers += [
-                nn.Conv2d(channels, width, 3, padding=1),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(width, width, 3, padding=1),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2, 2),
-            ]
+            for into in (channels, width):
+                layers.append(nn.Conv2d(into, width, 3, padding=1))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(width))
+                layers.append(nn.ReLU(inplace=True))
+            layers.append(nn.MaxPool2d(2, 2))
             channels = width
         self.features = nn.Sequential(*layers)
+        side = INPUT_SIDE >> len(widths)
+        pooled: list[nn.Module] = (
+            [nn.Flatten(), nn.Linear(channels * side * side, dense), nn.ReLU(inplace=True)]
+            if dense
+            else [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+        )
         self.head = nn.Sequential(
-            nn.AdaptiveMaxPool2d(1),  # a flaw anywhere on the slice counts
-            nn.Flatten(),
+            *pooled,
             nn.Dropout(dropout),  # Daemi et al. 2022, §4: 10 % dropout
-            nn.Linear(channels, 1),
+            nn.Linear(dense or channels, 1),
         )
         self.widths = tuple(widths)
 
@@ -178,11 +189,27 @@ class FlawTrainConfig:
     lr: float = 1e-3
     batch: int = 16
     widths: tuple[int, ...] = (16, 32, 64, 128)
+    dense: int = 0
+    batch_norm: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.patience, self.batch) < 1 or self.lr <= 0:
             raise FlawError("epochs, patience and batch must be ≥ 1 and lr > 0")
+        if not self.widths or INPUT_SIDE >> len(self.widths) < 1 or self.dense < 0:
+            raise FlawError(
+                f"widths {self.widths}: 1 to {INPUT_SIDE.bit_length() - 1} blocks; dense ≥ 0"
+            )
+
+    def build(self) -> FlawNet:
+        """The network this configuration trains."""
+        return FlawNet(self.widths, dense=self.dense, batch_norm=self.batch_norm)
+
+
+# Daemi et al. 2022, §4: a VGG16 classifier (two 3 × 3 conv + ReLU per filter count, max
+# pooling, 10 % dropout, a dense layer, a sigmoid output); tomoloop's default is narrower,
+# batch-normalised and max-pooled globally (FlawNet).
+SEED_FLAWS = {"widths": (64, 128, 256, 512, 512), "dense": 256, "batch_norm": False}
 
 
 @dataclass(frozen=True)
@@ -256,7 +283,7 @@ def train_classifier(
         )
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = FlawNet(config.widths).to(device)
+    net = config.build().to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     loss_fn = nn.BCEWithLogitsLoss()
     best, best_state, since, history = -1.0, None, 0, []
@@ -300,6 +327,7 @@ def load_classifier(data: bytes, device: torch.device) -> FlawNet:
     saved = read_checkpoint(data, "the flaw classifier's checkpoint")
     if saved.get("kind") != "flawnet":
         raise FlawError("not a tomoloop flaw classifier: train one with tomoloop flaws train")
-    net = FlawNet(tuple(saved["config"]["widths"]))
+    config = saved["config"]
+    net = FlawTrainConfig(**{**config, "widths": tuple(config["widths"])}).build()
     net.load_state_dict(saved["state"])
     return net.to(device).eval()

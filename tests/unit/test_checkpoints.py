@@ -56,11 +56,14 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_unopened(load, tmp_pa
     assert not marker.exists()
 
 
-def test_our_flaw_classifier_checkpoint_loads_weights_only():
-    from tomoloop.particles.flaws import FlawNet, FlawTrainConfig, load_classifier, save_classifier
+@pytest.mark.parametrize(
+    "head", [{}, {"dense": 16, "batch_norm": False}]
+)  # tomoloop's head and the published dense one
+def test_our_flaw_classifier_checkpoint_loads_weights_only(head):
+    from tomoloop.particles.flaws import FlawTrainConfig, load_classifier, save_classifier
 
-    config = FlawTrainConfig(widths=(4, 8))
-    net = FlawNet(config.widths).eval()
+    config = FlawTrainConfig(widths=(4, 8), **head)
+    net = config.build().eval()
     again = load_classifier(save_classifier(net, config), torch.device("cpu"))
     image = torch.rand(2, 1, 128, 128)
     with torch.no_grad():

@@ -11,6 +11,7 @@ import torch
 
 from tomoloop.labels.synthetic import cracked_particles
 from tomoloop.particles.flaws import (
+    SEED_FLAWS,
     FlawError,
     FlawTrainConfig,
     classifier_input,
@@ -111,6 +112,27 @@ def test_the_flaw_classifier_learns_cracked_from_intact_particles():
     )
     with pytest.raises(FlawError, match="not a tomoloop flaw classifier"):
         load_classifier(_torch_bytes(), torch.device("cpu"))
+
+
+def test_the_published_classifier_is_vgg16_wide_with_a_dense_head():
+    """Daemi et al. 2022, §4: VGG16 filter counts, no batch norm, a dense layer, one output."""
+    net = FlawTrainConfig(**SEED_FLAWS).build()
+    convs = [m.out_channels for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    dense = [m for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert [(d.in_features, d.out_features) for d in dense] == [(512 * 4 * 4, 256), (256, 1)]
+    assert net(torch.rand(2, 1, 128, 128)).shape == (2,)
+
+
+@pytest.mark.slow  # trains a network
+def test_the_published_dense_head_learns_cracked_from_intact_particles_too():
+    train = _particle_set(8, seed=0)
+    val = _particle_set(4, seed=1)
+    config = FlawTrainConfig(
+        epochs=12, patience=12, batch=16, widths=(8, 16, 32), dense=32, batch_norm=False
+    )
+    assert train_classifier(train, val, config, torch.device("cpu")).val_accuracy >= 0.85
 
 
 def _torch_bytes() -> bytes:
