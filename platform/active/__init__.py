@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         region_features,
         region_seconds,
         score_regions,
+        score_stack_regions,
         tile_plane,
     )
     from tomoloop.active.review import (
@@ -178,6 +179,7 @@ __all__ = [
     "route",
     "score_regions",
     "score_stack",
+    "score_stack_regions",
     "shift_data",
     "slice_features",
     "stack_split",
@@ -228,6 +230,7 @@ __getattr__, __dir__ = lazy_exports(
         "region_features": "tomoloop.active.regions",
         "region_seconds": "tomoloop.active.regions",
         "score_regions": "tomoloop.active.regions",
+        "score_stack_regions": "tomoloop.active.regions",
         "tile_plane": "tomoloop.active.regions",
         "AGREEMENT_KINDS": "tomoloop.active.review",
         "Behaviour": "tomoloop.active.oracle",
