@@ -67,7 +67,6 @@ def particles_command(
     )
 
 
-
 @flaws_app.command("train")
 def flaws_train(
     slices: Annotated[
