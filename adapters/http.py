@@ -33,7 +33,7 @@ from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, pr
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.db.states import EventStatus
-from tomoloop.db.views import dataset_row, model_row, round_row, volume_row
+from tomoloop.db.views import dataset_row, model_row, round_rows, volume_row
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
 
@@ -171,6 +171,6 @@ def create_app(
 
     @app.get("/rounds", dependencies=reads)
     def rounds() -> list[dict]:
-        return [round_row(r, items) for r, items in registry.rounds()]
+        return round_rows(registry)
 
     return app

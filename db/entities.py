@@ -162,7 +162,9 @@ class ALRound:
 
 @dataclass(frozen=True)
 class RoundItem:
-    """A slice chosen in a round, its Label Studio task and the prediction shown in it."""
+    """A slice chosen in a round, its Label Studio task and the prediction shown in it; in a
+    region round the tile of the slice to label (top-left ``region_y0``, ``region_x0`` and
+    side ``region_size`` in pixels of the slice's image; all None for a whole slice)."""
 
     enums: ClassVar[dict[str, Any]] = {"state": ItemState}
     id: int
@@ -174,6 +176,16 @@ class RoundItem:
     state: ItemState
     annotation_seconds: float | None
     prediction_rle: dict | None
+    region_y0: int | None = None
+    region_x0: int | None = None
+    region_size: int | None = None
+
+    @property
+    def region(self) -> tuple[int, int, int] | None:
+        """``(y0, x0, size)`` of the item's tile, None for a whole slice."""
+        if self.region_size is None or self.region_y0 is None or self.region_x0 is None:
+            return None
+        return self.region_y0, self.region_x0, self.region_size
 
 
 @dataclass(frozen=True)

@@ -283,11 +283,20 @@ class ALRound(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+# a region is whole or absent (a NULL beside a value would pass a bare comparison)
+REGION_CHECK = (
+    "(region_y0 IS NULL AND region_x0 IS NULL AND region_size IS NULL) OR "
+    "(region_y0 IS NOT NULL AND region_x0 IS NOT NULL AND region_size IS NOT NULL "
+    "AND region_y0 >= 0 AND region_x0 >= 0 AND region_size >= 1)"
+)
+
+
 class RoundItem(Base):
     __tablename__ = "round_items"
     __table_args__ = (
         UniqueConstraint("round_id", "slice_id", name="uq_round_items_round_slice"),
         CheckConstraint(one_of("state", ItemState), name="state"),
+        CheckConstraint(REGION_CHECK, name="region"),
         Index("ix_round_items_slice_state", "slice_id", "state"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -301,6 +310,11 @@ class RoundItem(Base):
     # the model's mask pre-filled in the task (inline RLE as Annotation.mask_rle), kept to
     # tell how much the annotator changed it
     prediction_rle: Mapped[dict | None] = mapped_column(JSON)
+    # a region round's tile of the slice (its plane and index are the slice's): top-left
+    # row and column and side in pixels; all None for a whole slice
+    region_y0: Mapped[int | None]
+    region_x0: Mapped[int | None]
+    region_size: Mapped[int | None]
 
 
 class LabelStudioEvent(Base):

@@ -84,16 +84,27 @@ def run_row(run: TrainingRun) -> dict:
     }
 
 
-def round_row(round_: ALRound, items: dict[str, int]) -> dict:
-    """An active-learning round with its item count per state."""
+def round_rows(registry: Registry) -> list[dict]:
+    """Every active-learning round as :func:`round_row`, oldest first."""
+    pixels = registry.round_pixels()
+    return [round_row(r, items, pixels[r.id]) for r, items in registry.rounds()]
+
+
+def round_row(round_: ALRound, items: dict[str, int], pixels: tuple[str, int]) -> dict:
+    """An active-learning round with its item count per state, its ``unit`` (``slice`` or
+    ``region``; a region round's ``budget`` is in pixels, a slice round's in slices) and
+    the pixels people labelled in it (``pixels``: :meth:`Registry.round_pixels`)."""
+    unit, labelled_px = pixels
     return {
         "id": round_.id,
         "dataset": round_.dataset,
         "strategy": round_.strategy,
+        "unit": unit,
         "budget": round_.budget,
         "model": round_.model_version_id,
         "status": round_.status,
         "items": items,
+        "labelled_px": labelled_px,
     }
 
 

@@ -25,7 +25,9 @@ from tomoloop.flows.loop import al_round, retrain_on_labels
 class Schedule:
     """When the loop runs: ``round_cron`` (a new round), ``check_minutes`` (the
     new-label check), ``sync_minutes`` (polling Label Studio); ``threshold`` new labels
-    start a retraining.
+    start a retraining. A round's ``strategy`` and ``budget``, and its ``unit`` (``slice``,
+    or ``region``: tiles of ``region`` px for ``budget_px`` labelled pixels at least
+    ``min_distance`` voxels apart, as the al-round flow takes them).
     """
 
     round_cron: str = "0 2 * * *"
@@ -34,6 +36,22 @@ class Schedule:
     threshold: int = 8
     strategy: str = "bald"
     budget: int = 8
+    unit: str = "slice"
+    region: int = 32
+    budget_px: int | None = None
+    min_distance: float | None = None
+
+    def unit_parameters(self) -> dict[str, object]:
+        """The al-round flow's unit parameters: none for slices (its defaults), the region
+        ones for regions."""
+        if self.unit == "slice":
+            return {}
+        return {
+            "unit": self.unit,
+            "region": self.region,
+            "budget_px": self.budget_px,
+            "min_distance": self.min_distance,
+        }
 
 
 def deployment_names(dataset: str) -> dict[str, str]:
@@ -71,6 +89,7 @@ def deployments(dataset: str, when: Schedule = Schedule()) -> list[RunnerDeploym
                 "strategy": when.strategy,
                 "budget": when.budget,
                 "max_open": 1,
+                **when.unit_parameters(),
             },
             tags=["tomoloop", dataset],
         ),

@@ -18,7 +18,6 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tomoloop.active.policy import Decision, PromotionRules, StopRules, decide
-from tomoloop.active.selection import Constraints
 from tomoloop.flows.labelstudio import push_round, sync_annotations
 from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
 from tomoloop.flows.train import evaluate_model, train_semantic
@@ -28,20 +27,22 @@ from tomoloop.services import (
     NothingToLabel,
     OpenedRound,
     RoundRecord,
+    RoundRequest,
     ScoredPool,
+    ScoredRegions,
     Services,
     answer_reviews,
     answer_round,
     challenger_plan,
     champion_id,
     check_loop_options,
-    choose_slices,
+    chosen_row,
     contest_of,
     loop_start,
     open_chosen_round,
     promotion_outcome,
     registered_version,
-    score_pool,
+    score_and_choose,
     strategy_for,
 )
 from tomoloop.training.data import parse_tier_weights
@@ -63,16 +64,24 @@ def al_round(
     max_open: int | None = None,
     instance_model: int | None = None,
     device: str = "auto",
+    unit: str = "slice",
+    region: int = 32,
+    budget_px: int | None = None,
+    min_distance: float | None = None,
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
     the champion unless given; ``instance_model``: the Mask R-CNN the ``disagreement``
     strategy compares it with, whose particles the push pre-fills in the dataset's
     instance project) and push them to Label Studio as a new round — unless
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
-    nobody does).
+    nobody does). ``unit="region"`` chooses ``region`` px tiles instead, one per slice, for
+    ``budget_px`` labelled pixels (default ``budget`` tiles' worth) at least
+    ``min_distance`` voxels apart (default one region side): region tasks, sparse labels.
     """
-    chooser = strategy_for(strategy, instance_model)  # every option refused before writes
-    limits = Constraints(budget, per_volume, min_gap)
+    asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance,
+                            per_volume)  # fmt: skip
+    chooser = strategy_for(strategy, instance_model, asked.unit)  # options refused before writes
+    asked.limits()
     torch_device = resolve_device(device)
     with Services.from_settings() as services:
         if instance_model is not None:
@@ -81,9 +90,13 @@ def al_round(
         if max_open is not None and len(waiting) >= max_open:
             get_run_logger().info("no new round: rounds %s of %s are still open", waiting, dataset)
             return {"round": None, "open_rounds": waiting}
-        scored = score_pool(services, dataset, chooser, model, passes, instance_model, torch_device)
-        choice = choose_slices(services, dataset, chooser, scored, limits, cost_aware, seed)
-        opened = open_chosen_round(services, dataset, chooser, scored, choice, budget)
+        scored, choice = score_and_choose(
+            services, dataset, chooser, asked, model, passes, instance_model, cost_aware, seed,
+            torch_device,
+        )  # fmt: skip
+        opened = open_chosen_round(
+            services, dataset, chooser, scored, choice, asked.recorded_budget
+        )
     _publish_round(dataset, opened, scored, chooser.scoring, torch_device)
     result = opened.to_dict()
     if push:
@@ -92,18 +105,19 @@ def al_round(
 
 
 def _publish_round(
-    dataset: str, opened: OpenedRound, scored: ScoredPool, method: str, device: object
+    dataset: str,
+    opened: OpenedRound,
+    scored: ScoredPool | ScoredRegions,
+    method: str,
+    device: object,
 ) -> None:
     """The round's chosen slices as a table artifact, its top slice's prediction and
     ``method`` map as an image artifact, and a log line."""
     round_id, chosen = opened.round, opened.choice.chosen
     create_table_artifact(
-        [
-            {"rank": k, "slice": c.slice_id, "axis": c.axis, "index": c.index, "score": c.score}
-            for k, c in enumerate(chosen, start=1)
-        ],
+        [{"rank": k, "axis": c.axis, **chosen_row(c)} for k, c in enumerate(chosen, start=1)],
         key=f"round-{round_id}-chosen",
-        description=f"round {round_id} of {dataset}: slices chosen by {opened.strategy}",
+        description=f"round {round_id} of {dataset}: {opened.unit}s chosen by {opened.strategy}",
     )
     top = opened.choice.top(scored.pool)
     publish_image(
@@ -117,10 +131,11 @@ def _publish_round(
         f"round {round_id}: the top slice, its prediction and {method} map",
     )  # fmt: skip
     get_run_logger().info(
-        "round %s: %d of %d free slices by %s (%s)",
+        "round %s: %d of %d free %ss by %s (%s)",
         round_id,
         len(chosen),
         opened.choice.free,
+        opened.unit,
         opened.strategy,
         "cost-aware" if opened.choice.lead_time else "by score",
     )
@@ -314,12 +329,13 @@ def _labelled_round(
     with Services.from_settings() as services:
         # counted on the round, whether the webhook or this sync stored the labels
         answered = services.registry.close_round(round_id)["annotated"]
+        _, pixels = services.registry.round_pixels()[round_id]
     challenger, decision = _retrain_and_promote(dataset, how)
     score = decision["champion_score"]
     return RoundRecord(
         round_id, answered, reviewed, challenger["model_version"], challenger["version"],
         decision["promoted"], progress.history[-1] if score is None else score,
-        decision["reasons"],
+        decision["reasons"], pixels,
     )  # fmt: skip
 
 
@@ -344,6 +360,10 @@ def loop(
     tier_weights: str = "",
     seed: int = 0,
     device: str = "auto",
+    unit: str = "slice",
+    region: int = 32,
+    budget_px: int | None = None,
+    min_distance: float | None = None,
 ) -> dict:
     """Active-learning rounds on ``dataset`` until ``rounds`` are done, the label budget is
     spent or the champion stops improving.
@@ -352,26 +372,27 @@ def loop(
     through Label Studio; ``"human"`` stops after the first push and says where to label
     (run the loop again when the labels are in). ``reviewer="oracle"`` also answers the
     round's labels sent to review (exactly, from ``truth``) before retraining; None leaves
-    reviews to people.
+    reviews to people. ``unit="region"`` asks for regions as :func:`al_round` does; the
+    label budget and the learning curve then count labelled pixels.
     """
-    check_loop_options(annotator, reviewer, truth, strategy, budget, min_gap, behaviour, device)
-    stop = StopRules(label_budget, patience, min_gain)
+    asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance)
+    check_loop_options(annotator, reviewer, truth, asked, behaviour, device)
     how = _Retraining(
         config, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device
     )
     with Services.from_settings() as services:
         oracle = "oracle" in (annotator, reviewer)  # checked above: then truth is given
         version, start = loop_start(services, dataset, truth if oracle else None)
-    progress = LoopProgress((evaluate_model(start, version.id, "test", device)["mIoU"],))
+    progress = _first_progress(start, version.id, asked, device)
+    stop = StopRules(label_budget, patience, min_gain, progress.unit)
     reason = f"{rounds} rounds done"
     for k in range(rounds):
-        chosen, stopped = _next_round(progress, stop, dataset, strategy, budget, min_gap, seed + k,
-                                      device)  # fmt: skip
+        chosen, stopped = _next_round(progress, stop, dataset, asked, seed + k, device)
         if chosen is None:
             reason = stopped
             break
         if annotator == "human":
-            return {"waiting_for": chosen["round"], "annotate_at": chosen["push"]["url"]}
+            return {"waiting_for": chosen["round"], "annotate_at": _annotate_at(chosen["push"])}
         progress = progress.after(
             _labelled_round(progress, dataset, chosen["round"], truth or {}, behaviour,
                             reviewer, seed + k, how)
@@ -381,23 +402,39 @@ def loop(
         return progress.to_dict(dataset, reason, champion_id(services, dataset))
 
 
+def _first_progress(champion: int, version: int, asked: RoundRequest, device: str) -> LoopProgress:
+    """The loop's progress before its first round: the champion's test mIoU on the
+    dataset version, labels counted in the rounds' unit."""
+    score = evaluate_model(champion, version, "test", device)["mIoU"]
+    return LoopProgress((score,), regional=asked.unit.regional)
+
+
+def _annotate_at(pushed: dict) -> str:
+    """Where people label a pushed round: its project's data page (the region project's
+    for a region round)."""
+    return str(pushed["url"] if "url" in pushed else pushed["regions"]["url"])
+
+
 def _next_round(
     progress: LoopProgress,
     stop: StopRules,
     dataset: str,
-    strategy: str,
-    budget: int,
-    min_gap: int,
+    asked: RoundRequest,
     seed: int,
     device: str,
 ) -> tuple[dict | None, str]:
     """The next round pushed (the al-round flow's answer), or None and why the loop stops
-    before it (a stop rule, or no slice left to choose)."""
+    before it (a stop rule, or no slice or region left to choose)."""
     reason = progress.stop_reason(stop)
     if reason is not None:
         return None, reason
+    kind = asked.unit
     try:
-        return al_round(dataset, strategy, budget, None, min_gap, seed=seed, device=device), ""
+        return al_round(
+            dataset, asked.strategy, asked.budget, None, asked.min_gap, seed=seed,
+            device=device, unit=kind.name, region=kind.region, budget_px=kind.budget_px,
+            min_distance=kind.min_distance,
+        ), ""  # fmt: skip
     except NothingToLabel as exc:
         return None, str(exc)
 
@@ -405,7 +442,7 @@ def _next_round(
 def _publish_curve(dataset: str, progress: LoopProgress, rounds: int) -> None:
     """The loop's learning curve so far as an image artifact."""
     publish_image(
-        lambda path: plot_al_curve(progress.curve(), path),
+        lambda path: plot_al_curve(progress.curve(), path, progress.unit),
         artifact_name("loop", dataset, "learning-curve"),
-        f"{dataset}: champion test mIoU against slices labelled, after round {rounds}",
+        f"{dataset}: champion test mIoU against {progress.unit}, after round {rounds}",
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import func, select, update
 
@@ -19,6 +19,7 @@ from tomoloop.db.registry.annotations import _ranked_annotations
 from tomoloop.db.registry.store import Store
 from tomoloop.db.states import (
     ItemState,
+    Kind,
     RoundStatus,
 )
 from tomoloop.labels.tiers import Tier
@@ -52,10 +53,13 @@ class RoundStore(Store):
         model_id: int | None,
         chosen: Sequence[tuple[int, float]],
         budget: int | None = None,
+        regions: Mapping[int, tuple[int, int, int]] | None = None,
     ) -> int:
         """An open active-learning round of ``chosen`` ``(slice id, score)`` (best first,
-        ranked from 1), every item pending; its id.
+        ranked from 1), every item pending; its id. A region round names each slice's tile
+        in ``regions`` (slice id → ``(y0, x0, size)`` pixels) and its ``budget`` in pixels.
         """
+        regions = regions or {}
         with self.atomic(), self.session() as s:
             round_ = ALRound(
                 dataset=dataset,
@@ -67,7 +71,13 @@ class RoundStore(Store):
             s.add(round_)
             s.flush()
             s.add_all(
-                RoundItem(round_id=round_.id, slice_id=slice_id, score=score, rank=rank)
+                RoundItem(
+                    round_id=round_.id,
+                    slice_id=slice_id,
+                    score=score,
+                    rank=rank,
+                    **_region_columns(regions.get(slice_id)),
+                )
                 for rank, (slice_id, score) in enumerate(chosen, start=1)
             )
         return round_.id
@@ -108,6 +118,59 @@ class RoundStore(Store):
                 )
             )
         return None if found is None else frozen(found)
+
+    def region_items(self, dataset: str) -> list[entities.RoundItem]:
+        """The region items of the dataset's rounds still waiting or answered (a skipped
+        region frees its slice again), oldest first."""
+        with self.session() as s:
+            return frozen_all(
+                s.scalars(
+                    select(RoundItem)
+                    .join(ALRound, ALRound.id == RoundItem.round_id)
+                    .where(
+                        ALRound.dataset == dataset,
+                        RoundItem.region_size.is_not(None),
+                        RoundItem.state != ItemState.SKIPPED,
+                    )
+                    .order_by(RoundItem.id)
+                )
+            )
+
+    def round_pixels(self) -> dict[int, tuple[str, int]]:
+        """Per round id, its unit (``slice``, or ``region`` when its items name tiles) and
+        the pixels people labelled in it: the labelled pixels of each answered item's
+        largest tier-annotator label from its task, summed."""
+        per_item = (
+            select(
+                RoundItem.round_id,
+                func.max(Annotation.labelled_px).label("px"),
+            )
+            .join(Annotation, Annotation.ls_task_id == RoundItem.ls_task_id)
+            .where(
+                Annotation.tier == int(Tier.ANNOTATOR),
+                Annotation.kind == Kind.SEMANTIC.value,
+                RoundItem.state == ItemState.ANNOTATED,
+            )
+            .group_by(RoundItem.round_id, RoundItem.id)
+            .subquery()
+        )
+        with self.session() as s:
+            pixels = dict(
+                s.execute(
+                    select(per_item.c.round_id, func.sum(per_item.c.px)).group_by(
+                        per_item.c.round_id
+                    )
+                ).all()
+            )
+            regional = set(
+                s.scalars(
+                    select(RoundItem.round_id).where(RoundItem.region_size.is_not(None)).distinct()
+                )
+            )
+            return {
+                r: ("region" if r in regional else "slice", int(pixels.get(r) or 0))
+                for r in s.scalars(select(ALRound.id))
+            }
 
     def open_rounds(self, dataset: str) -> list[int]:
         """Ids of the dataset's rounds still waiting for labels, oldest first."""
@@ -194,3 +257,9 @@ class RoundStore(Store):
             query = query.where(RoundItem.state != ItemState.ANNOTATED)
         with self.session() as s:
             s.execute(query.values(state=state, annotation_seconds=seconds))
+
+
+def _region_columns(region: tuple[int, int, int] | None) -> dict[str, int | None]:
+    """A round item's region columns from ``(y0, x0, size)`` (None: a whole slice)."""
+    y0, x0, size = region or (None, None, None)
+    return {"region_y0": y0, "region_x0": x0, "region_size": size}

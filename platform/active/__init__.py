@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         region_features,
         region_seconds,
         score_regions,
+        score_stack_regions,
         tile_plane,
     )
     from tomoloop.active.review import (
@@ -183,6 +184,7 @@ __all__ = [
     "route",
     "score_regions",
     "score_stack",
+    "score_stack_regions",
     "shift_data",
     "slice_features",
     "stack_split",
@@ -236,6 +238,7 @@ __getattr__, __dir__ = lazy_exports(
         "region_features": "tomoloop.active.regions",
         "region_seconds": "tomoloop.active.regions",
         "score_regions": "tomoloop.active.regions",
+        "score_stack_regions": "tomoloop.active.regions",
         "tile_plane": "tomoloop.active.regions",
         "AGREEMENT_KINDS": "tomoloop.active.review",
         "Behaviour": "tomoloop.active.oracle",

@@ -99,22 +99,24 @@ def decide(challenger: dict, champion: dict | None, rules: PromotionRules) -> De
 
 @dataclass(frozen=True)
 class StopRules:
-    """Stop when ``label_budget`` labelled slices are spent (None: no budget), or when the
-    champion's score has not risen by more than ``min_gain`` over the last ``patience``
-    rounds (a flat score stops it).
+    """Stop when ``label_budget`` labels are spent (None: no budget; counted in ``unit``,
+    slices or labelled pixels), or when the champion's score has not risen by more than
+    ``min_gain`` over the last ``patience`` rounds (a flat score stops it).
     """
 
     label_budget: int | None = None
     patience: int = 2
     min_gain: float = 0.0
+    unit: str = "slices"
 
 
 def stop_reason(scores: Sequence[float], labelled: int, rules: StopRules) -> str | None:
     """Why the loop stops now, given the champion's score after each round so far (the
-    score before the first round first) and the slices labelled so far; None to go on.
+    score before the first round first) and the labels so far (in ``rules.unit``); None
+    to go on.
     """
     if rules.label_budget is not None and labelled >= rules.label_budget:
-        return f"label budget spent ({labelled} of {rules.label_budget} slices)"
+        return f"label budget spent ({labelled} of {rules.label_budget} {rules.unit})"
     if len(scores) > rules.patience:
         best_before = max(scores[: -rules.patience])
         if max(scores[-rules.patience :]) <= best_before + rules.min_gain:

@@ -13,7 +13,7 @@ sparse label: the classes inside the region, :data:`tomoloop.labels.IGNORE` outs
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,8 +27,10 @@ from tomoloop.active.scoring import (
     uncertainty_map,
 )
 from tomoloop.active.selection import SelectionError
+from tomoloop.cores import fitting_threads
+from tomoloop.inference.predict import normalise
 from tomoloop.labels.phases import IGNORE
-from tomoloop.stacks.tiff import AXES
+from tomoloop.stacks.tiff import AXES, Stack, axis_named, percentile_window
 
 
 @dataclass(frozen=True, order=True)
@@ -132,6 +134,16 @@ class RegionCandidate:
     def volume(self) -> int:
         return self.region.volume
 
+    @property
+    def axis(self) -> str:
+        """The plane of the slice the region lies on (as :attr:`Candidate.axis`)."""
+        return self.region.plane
+
+    @property
+    def index(self) -> int:
+        """The index of the slice the region lies on (as :attr:`Candidate.index`)."""
+        return self.region.index
+
 
 def region_features(
     unsure: np.ndarray,
@@ -179,14 +191,38 @@ def score_regions(
     return region_features(unsure, probs, regions, slice_id, options, embeddings)
 
 
+def score_stack_regions(
+    model: nn.Module,
+    stack: Stack,
+    options: ScoreOptions,
+    axis: str,
+    slices: Mapping[int, int],
+    size: int,
+    volume: int = 0,
+) -> Iterator[list[RegionCandidate]]:
+    """The candidates of every ``size`` px tile (:func:`tile_plane`) of the stack's slices
+    along ``axis`` named in ``slices`` (slice index → slice id), one list per slice,
+    streamed in index order; slices are normalised by the stack's percentile window, as
+    in training and :func:`tomoloop.active.score_stack`.
+    """
+    window = percentile_window(stack)
+    with fitting_threads():
+        for index, image in stack.iter_slices(axis_named(axis), sorted(slices)):
+            tiles = tile_plane(image.shape, size, volume, axis, index)
+            yield score_regions(model, normalise(image, window), tiles, slices[index], options)
+
+
 @dataclass(frozen=True)
 class RegionConstraints:
     """``budget_px`` labelled pixels per round (never exceeded) and chosen regions at least
-    ``min_distance`` voxels (between centres) from each other and from ``taken`` ones.
+    ``min_distance`` voxels (between centres) from each other and from ``taken`` ones;
+    with ``one_per_slice`` at most one region of a slice per round (a slice's label in the
+    registry is one sparse mask per task).
     """
 
     budget_px: int
     min_distance: float = 0.0
+    one_per_slice: bool = False
 
     def __post_init__(self) -> None:
         if self.budget_px < 1:
@@ -204,6 +240,8 @@ class RegionConstraints:
     ) -> bool:
         """Whether ``c`` fits in what is left of the budget and keeps its distance."""
         if sum(o.pixels for o in chosen) + c.pixels > self.budget_px:
+            return False
+        if self.one_per_slice and any(o.slice_id == c.slice_id for o in chosen):
             return False
         return all(
             region_distance(c.region, o.region) >= self.min_distance for o in (*chosen, *taken)

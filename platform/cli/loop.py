@@ -7,11 +7,15 @@ from typing import Annotated
 import typer
 
 from tomoloop.cli.options import (
+    BudgetPxOpt,
     DeviceOpt,
     JsonFlag,
     MarginOpt,
+    MinDistanceOpt,
+    RegionOpt,
     StrategyOpt,
     ToleranceOpt,
+    UnitOpt,
     parse_pairs,
 )
 from tomoloop.cli.output import print_result
@@ -39,15 +43,22 @@ def al_round_command(
         ),
     ] = None,
     device: DeviceOpt = "auto",
+    unit: UnitOpt = "slice",
+    region: RegionOpt = 32,
+    budget_px: BudgetPxOpt = None,
+    min_distance: MinDistanceOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Open an active-learning round: score, choose the slices worth labelling, push them."""
-    from tomoloop.active.selection import Constraints
-    from tomoloop.active.strategies import get
+    """Open an active-learning round: score, choose the slices (or regions of slices)
+    worth labelling, push them."""
     from tomoloop.flows.loop import al_round
+    from tomoloop.services.rounds import RoundRequest, strategy_for
 
-    get(strategy)
-    Constraints(budget, per_volume, min_gap)
+    asked = RoundRequest.of(
+        strategy, budget, min_gap, unit, region, budget_px, min_distance, per_volume
+    )
+    strategy_for(strategy, instance_model, asked.unit)
+    asked.limits()
     run(
         lambda: al_round(
             dataset,
@@ -61,6 +72,10 @@ def al_round_command(
             push=push,
             instance_model=instance_model,
             device=device,
+            unit=unit,
+            region=region,
+            budget_px=budget_px,
+            min_distance=min_distance,
         ),
         as_json,
         lambda result: print_result(f"round {result['round']} of {dataset}", result),
@@ -129,11 +144,18 @@ def loop_command(
         str | None,
         typer.Option(help="oracle: answer the review tasks from --truth too (default: people)."),
     ] = None,
-    label_budget: Annotated[int | None, typer.Option(help="Stop after this many labels.")] = None,
+    label_budget: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many labels (slices; pixels with --unit region)."),
+    ] = None,
     patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
     margin: MarginOpt = 0.0,
     fraction_tolerance: ToleranceOpt = 0.05,
     device: DeviceOpt = "auto",
+    unit: UnitOpt = "slice",
+    region: RegionOpt = 32,
+    budget_px: BudgetPxOpt = None,
+    min_distance: MinDistanceOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Run active-learning rounds: choose → label in Label Studio → retrain → promote."""
@@ -162,6 +184,10 @@ def loop_command(
             margin=margin,
             fraction_tolerance=fraction_tolerance,
             device=device,
+            unit=unit,
+            region=region,
+            budget_px=budget_px,
+            min_distance=min_distance,
         ),
         as_json,
         partial(print_result, f"active learning on {dataset}"),

@@ -32,6 +32,23 @@ StrategyOpt = Annotated[
         "coreset, hybrid."
     ),
 ]
+UnitOpt = Annotated[
+    str,
+    typer.Option(help="slice (whole slices) or region (square tiles: sparse labels)."),
+]
+RegionOpt = Annotated[int, typer.Option(help="Side of a region in pixels (--unit region).")]
+BudgetPxOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Labelled pixels per round with --unit region (default: --budget regions' worth)."
+    ),
+]
+MinDistanceOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Minimum distance in voxels between regions' centres (default: one region side)."
+    ),
+]
 MarginOpt = Annotated[float, typer.Option(help="mIoU gain the challenger must exceed.")]
 ToleranceOpt = Annotated[
     float, typer.Option(help="Largest |predicted − gold| phase volume fraction (0–1).")

@@ -71,14 +71,11 @@ def registry_models(as_json: JsonFlag = False) -> None:
 
 @registry_app.command("rounds")
 def registry_rounds(as_json: JsonFlag = False) -> None:
-    """Active-learning rounds with their items per state."""
-    from tomoloop.db.views import round_row
+    """Active-learning rounds with their items per state and the pixels labelled in each
+    (a region round's budget is in pixels)."""
+    from tomoloop.db.views import round_rows
 
-    run(
-        lambda: [round_row(r, items) for r, items in open_registry().rounds()],
-        as_json,
-        partial(print_rows, "rounds"),
-    )
+    run(lambda: round_rows(open_registry()), as_json, partial(print_rows, "rounds"))
 
 
 @registry_app.command("runs")
@@ -111,8 +108,8 @@ def registry_show(
         if kind == "volume":
             return [volume_row(registry.volume(int_ref(ref)))]
         if kind == "dataset":
-            found = registry.dataset_version(int(ref)) if ref.isdigit() else find_dataset(
-                registry, ref
+            found = (
+                registry.dataset_version(int(ref)) if ref.isdigit() else find_dataset(registry, ref)
             )
             return [dataset_row(registry, found)]
         if kind == "model":

@@ -5,7 +5,13 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import StrategyOpt
+from tomoloop.cli.options import (
+    BudgetPxOpt,
+    MinDistanceOpt,
+    RegionOpt,
+    StrategyOpt,
+    UnitOpt,
+)
 from tomoloop.cli.runner import run
 
 
@@ -40,15 +46,24 @@ def serve(
     threshold: Annotated[int, typer.Option(help="New labels that start a retraining.")] = 8,
     strategy: StrategyOpt = "bald",
     budget: Annotated[int, typer.Option(help="Slices per round.")] = 8,
+    unit: UnitOpt = "slice",
+    region: RegionOpt = 32,
+    budget_px: BudgetPxOpt = None,
+    min_distance: MinDistanceOpt = None,
 ) -> None:
     """Run the loop's deployments (sync, retrain on new labels, scheduled rounds) until
     stopped; needs a Prefect server (PREFECT_API_URL).
     """
     from prefect import serve as prefect_serve
 
-    from tomoloop.active.strategies import get
     from tomoloop.flows.deployments import Schedule, deployments
+    from tomoloop.services.rounds import RoundRequest, strategy_for
 
-    get(strategy)
-    when = Schedule(round_cron, check_minutes, sync_minutes, threshold, strategy, budget)
+    asked = RoundRequest.of(strategy, budget, 0, unit, region, budget_px, min_distance)
+    strategy_for(strategy, None, asked.unit)
+    asked.limits()
+    when = Schedule(
+        round_cron, check_minutes, sync_minutes, threshold, strategy, budget,
+        unit, region, budget_px, min_distance,
+    )  # fmt: skip
     run(lambda: prefect_serve(*deployments(dataset, when)), as_json=False, children=True)

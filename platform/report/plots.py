@@ -12,12 +12,15 @@ from matplotlib.figure import Figure
 from tomoloop.report.overlays import overlay
 
 
-def plot_al_curve(points: Sequence[tuple[int, float]], path: str | os.PathLike[str]) -> Path:
-    """The champion's test mIoU against the slices people labelled so far, as a PNG."""
+def plot_al_curve(
+    points: Sequence[tuple[int, float]], path: str | os.PathLike[str], unit: str = "slices"
+) -> Path:
+    """The champion's test mIoU against what people labelled so far (``unit``: slices, or
+    labelled pixels for region rounds), as a PNG."""
     fig = Figure(figsize=(5, 3.4), dpi=110)
     ax = fig.subplots()
     ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
-    ax.set(xlabel="slices labelled in Label Studio", ylabel="champion test mIoU")
+    ax.set(xlabel=f"{unit} labelled in Label Studio", ylabel="champion test mIoU")
     ax.set(title="active learning")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -11,7 +11,7 @@ from tomoloop.adapters.labelstudio_server import LocalLabelStudio
 from tomoloop.config import Settings
 from tomoloop.db.engine import make_engine, upgrade
 from tomoloop.db.entities import Slice, Volume
-from tomoloop.db.views import model_row, round_row
+from tomoloop.db.views import model_row, round_rows
 from tomoloop.demo import generate_sample
 from tomoloop.labels.synthetic import ELECTRODE_PHASES
 from tomoloop.services.context import Log, Services
@@ -84,7 +84,7 @@ def registry_summary(services: Services, dataset: str) -> RegistrySummary:
     """The registry as the demo's report shows it for ``dataset``."""
     registry = services.registry
     models = [_compact(model_row(registry, m)) for m in registry.models() if m.name == dataset]
-    rounds = [round_row(r, states) for r, states in registry.rounds()]
+    rounds = round_rows(registry)
     return RegistrySummary(models, rounds, registry.review_summary(dataset))
 
 

@@ -5,7 +5,6 @@ annotations, reviews and particle labels pulled back into the registry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -35,7 +34,7 @@ from tomoloop.adapters.labelstudio_registry import (
     slice_of,
     task_key,
 )
-from tomoloop.db.entities import ALRound, Review, Slice, Volume
+from tomoloop.db.entities import ALRound, Review, RoundItem, Slice, Volume
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry
 from tomoloop.db.states import EventVia
@@ -112,16 +111,24 @@ def particle_finder(
     return ParticleFinder(model_id, net, project, asked)
 
 
+def item_region(item: RoundItem, slice_: Slice) -> Region | None:
+    """The region a round item asks to label, on its slice (None: the whole slice)."""
+    if item.region is None:
+        return None
+    y0, x0, size = item.region
+    return Region(slice_.volume_id, slice_.axis, slice_.index, y0, x0, size)
+
+
 def round_tasks(
     services: Services,
     target: PushTarget,
     finder: ParticleFinder | None,
     context: int,
-    regions: Mapping[int, Region] | None = None,
 ) -> RoundTasks:
     """The round's slices as semantic tasks (the model's prediction pre-filled) and, with
-    ``finder``, as particle tasks (its detections, one region per particle). A slice with
-    a region in ``regions`` (by slice id) is a region task instead (:func:`region_task`)."""
+    ``finder``, as particle tasks (its detections, one region per particle). An item with
+    a region (a region round's) is a region task instead (:func:`region_task`); the same
+    round gives the same tasks each time (a re-push adds none)."""
     connection, round_id = services.label_studio, target.round.id
     items = services.registry.round_items(round_id)
     located = services.registry.slice_volumes(i.slice_id for i in items)
@@ -148,7 +155,7 @@ def round_tasks(
         prediction = None
         if target.model is not None:
             prediction = predicted_classes(target.model, image, target.device)
-        region = (regions or {}).get(slice_.id)
+        region = item_region(item, slice_)
         if region is not None:
             prediction = None if prediction is None else region.keep(prediction)
             shape = (image.shape[0], image.shape[1])

@@ -9,20 +9,19 @@ from typing import Any
 
 from tomoloop.active.oracle import Behaviour
 from tomoloop.active.policy import StopRules, stop_reason
-from tomoloop.active.selection import Constraints
-from tomoloop.active.strategies import get
 from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.context import Services
 from tomoloop.services.oracle import check_truth
-from tomoloop.services.rounds import champion_id
+from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for
 from tomoloop.training.trainer import resolve_device
 
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One finished round of the loop: labels in, the challenger trained on them, and
-    whether it became the champion (``champion_mIoU``: the champion's score after it)."""
+    """One finished round of the loop: labels in (``labelled`` items, ``labelled_px``
+    pixels), the challenger trained on them, and whether it became the champion
+    (``champion_mIoU``: the champion's score after it)."""
 
     round: int
     labelled: int
@@ -32,11 +31,13 @@ class RoundRecord:
     promoted: bool
     champion_mIoU: float
     reasons: list[str]
+    labelled_px: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "labelled": self.labelled,
+            "labelled_px": self.labelled_px,
             "reviewed": self.reviewed,
             "challenger": self.challenger,
             "dataset_version": self.dataset_version,
@@ -49,11 +50,18 @@ class RoundRecord:
 @dataclass(frozen=True)
 class LoopProgress:
     """The champion's test score before the first round and after each (``history``),
-    slices labelled so far after each (``counts``), and the rounds done."""
+    labels so far after each (``counts``: slices, or labelled pixels when ``regional``),
+    and the rounds done."""
 
     history: tuple[float, ...]
     counts: tuple[int, ...] = (0,)
     rounds: tuple[RoundRecord, ...] = ()
+    regional: bool = False
+
+    @property
+    def unit(self) -> str:
+        """What :attr:`counts` count."""
+        return "pixels" if self.regional else "slices"
 
     def stop_reason(self, rules: StopRules) -> str | None:
         """Why the loop stops before its next round (None: it goes on)."""
@@ -61,14 +69,16 @@ class LoopProgress:
 
     def after(self, record: RoundRecord) -> LoopProgress:
         """The progress once ``record``'s round is done."""
+        labelled = record.labelled_px if self.regional else record.labelled
         return LoopProgress(
             (*self.history, record.champion_mIoU),
-            (*self.counts, self.counts[-1] + record.labelled),
+            (*self.counts, self.counts[-1] + labelled),
             (*self.rounds, record),
+            self.regional,
         )
 
     def curve(self) -> list[tuple[int, float]]:
-        """(slices labelled, champion score) points of the learning curve."""
+        """(labels so far in :attr:`unit`, champion score) points of the learning curve."""
         return list(zip(self.counts, self.history, strict=True))
 
     def to_dict(self, dataset: str, stopped: str, champion: int) -> dict[str, Any]:
@@ -77,6 +87,7 @@ class LoopProgress:
             "rounds": [r.to_dict() for r in self.rounds],
             "stopped": stopped,
             "mIoU_history": list(self.history),
+            "curve": {"unit": self.unit, "points": [list(p) for p in self.curve()]},
             "champion": champion,
         }
 
@@ -85,9 +96,7 @@ def check_loop_options(
     annotator: str,
     reviewer: str | None,
     truth: dict[str, str] | None,
-    strategy: str,
-    budget: int,
-    min_gap: int,
+    asked: RoundRequest,
     behaviour: dict[str, Any] | None,
     device: str,
 ) -> None:
@@ -101,8 +110,8 @@ def check_loop_options(
         raise RegistryError(
             "the oracle annotator and reviewer need the ground-truth label stacks (truth)"
         )
-    get(strategy)
-    Constraints(budget, None, min_gap)
+    strategy_for(asked.strategy, None, asked.unit)
+    asked.limits()
     Behaviour(**(behaviour or {}))
     resolve_device(device)
 

@@ -5,6 +5,7 @@ round opened in the registry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -12,8 +13,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from tomoloop.active.regions import (
+    RegionCandidate,
+    RegionConstraints,
+    score_stack_regions,
+)
 from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
-from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, Strategy
+from tomoloop.active.selection import (
+    Candidate,
+    Constraints,
+    LeadTimeModel,
+    SelectionError,
+    Strategy,
+)
 from tomoloop.active.strategies import get
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.inference.predict import default_overlap
@@ -41,12 +53,99 @@ class ScoredPool:
     label: str
 
 
+UNITS = ("slice", "region")
+
+
+@dataclass(frozen=True)
+class RoundUnit:
+    """What a round asks people to label: whole slices (``slice``), or square tiles of
+    ``region`` pixels a side (``region``) under a budget of ``budget_px`` labelled pixels
+    (None: the slice budget's worth of tiles, budget × region²), chosen at least
+    ``min_distance`` voxels apart (None: one region side) and one per slice.
+    """
+
+    name: str = "slice"
+    region: int = 32
+    budget_px: int | None = None
+    min_distance: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in UNITS:
+            raise SelectionError(f"unit {self.name!r}: use one of {', '.join(UNITS)}")
+        if self.region < 1:
+            raise SelectionError(f"region size {self.region}: a region is at least 1 pixel")
+
+    @property
+    def regional(self) -> bool:
+        return self.name == "region"
+
+    def region_limits(self, budget: int) -> RegionConstraints:
+        """The constraints of a region round whose slice budget is ``budget``."""
+        pixels = budget * self.region**2 if self.budget_px is None else self.budget_px
+        distance = self.region if self.min_distance is None else self.min_distance
+        return RegionConstraints(pixels, distance, one_per_slice=True)
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """What a round asks for: ``strategy`` chooses ``budget`` slices at least ``min_gap``
+    apart (at most ``per_volume`` of a volume), or in ``unit`` region the tiles of its
+    :meth:`RoundUnit.region_limits`."""
+
+    strategy: str = "bald"
+    budget: int = 8
+    min_gap: int = 3
+    unit: RoundUnit = RoundUnit()
+    per_volume: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        strategy: str,
+        budget: int,
+        min_gap: int,
+        unit: str = "slice",
+        region: int = 32,
+        budget_px: int | None = None,
+        min_distance: float | None = None,
+        per_volume: int | None = None,
+    ) -> RoundRequest:
+        """From a flow's parameters (see :class:`RoundUnit` for the unit's)."""
+        kind = RoundUnit(unit, region, budget_px, min_distance)
+        return cls(strategy, budget, min_gap, kind, per_volume)
+
+    def limits(self) -> Constraints | RegionConstraints:
+        """The round's constraints (refusing bad values with a :class:`SelectionError`)."""
+        if self.unit.regional:
+            return self.unit.region_limits(self.budget)
+        return Constraints(self.budget, self.per_volume, self.min_gap)
+
+    @property
+    def recorded_budget(self) -> int:
+        """The budget the registry records: slices, or pixels for a region round."""
+        limits = self.limits()
+        return limits.budget_px if isinstance(limits, RegionConstraints) else self.budget
+
+
+@dataclass(frozen=True)
+class ScoredRegions:
+    """A dataset's pool scored tile by tile: every pool slice's tile candidates by slice
+    id (``regions``), with the model and the label the scores are recorded under."""
+
+    model_id: int
+    network: nn.Module
+    spec: ModelSpec
+    pool: list[PoolSlice]
+    regions: dict[int, list[RegionCandidate]]
+    label: str
+
+
 @dataclass(frozen=True)
 class Choice:
-    """The slices a strategy chose from the free ones (ranked), and the lead-time model
-    that weighed them (None: by score alone)."""
+    """The slices (or regions of slices) a strategy chose from the free ones (ranked), and
+    the lead-time model that weighed them (None: by score alone)."""
 
-    chosen: list[Candidate]
+    chosen: Sequence[Candidate | RegionCandidate]
     free: int
     lead_time: LeadTimeModel | None
 
@@ -64,25 +163,43 @@ class OpenedRound:
     strategy: str
     choice: Choice
 
+    @property
+    def unit(self) -> str:
+        """``region`` when the round chose regions of slices, else ``slice``."""
+        regional = any(isinstance(c, RegionCandidate) for c in self.choice.chosen)
+        return "region" if regional else "slice"
+
     def to_dict(self) -> dict[str, Any]:
         lead_time = self.choice.lead_time
         return {
             "round": self.round,
             "model_version": self.model_version,
             "strategy": self.strategy,
-            "chosen": [
-                {"slice": c.slice_id, "index": c.index, "score": c.score}
-                for c in self.choice.chosen
-            ],
+            "unit": self.unit,
+            "chosen": [chosen_row(c) for c in self.choice.chosen],
             "free": self.choice.free,
             "lead_time_model": asdict(lead_time) if lead_time else None,
         }
 
 
-def strategy_for(name: str, instance_model: int | None) -> Strategy:
+def chosen_row(c: Candidate | RegionCandidate) -> dict[str, Any]:
+    """A chosen slice as a round reports it (a region with its tile and pixels)."""
+    row: dict[str, Any] = {"slice": c.slice_id, "index": c.index, "score": c.score}
+    if isinstance(c, RegionCandidate):
+        r = c.region
+        row.update(plane=r.plane, y0=r.y0, x0=r.x0, size=r.size, pixels=c.pixels)
+    return row
+
+
+def strategy_for(name: str, instance_model: int | None, unit: RoundUnit = RoundUnit()) -> Strategy:
     """Strategy ``name``, refused before scores or a round are written when it ranks by a
-    Mask R-CNN's scores and none is given."""
+    Mask R-CNN's scores and none is given, or asks for them by region."""
     chooser = get(name)
+    if chooser.instances and unit.regional:
+        raise RegistryError(
+            f"strategy {name} ranks whole slices by their particles: use --unit slice with it, "
+            "or another strategy for regions"
+        )
     if chooser.instances and instance_model is None:
         raise RegistryError(
             f"strategy {name} ranks by a Mask R-CNN's scores: give "
@@ -118,6 +235,40 @@ def pool_features(
     return out
 
 
+@dataclass(frozen=True)
+class _Scorer:
+    """The model that scores a round (id, network, spec) and how it scores."""
+
+    model_id: int
+    network: nn.Module
+    spec: ModelSpec
+    options: ScoreOptions
+
+
+def _scorer(
+    services: Services,
+    dataset: str,
+    chooser: Strategy,
+    model: int | None,
+    passes: int,
+    device: torch.device,
+) -> _Scorer:
+    """``model`` (the champion unless given) loaded on ``device``, scoring as the strategy
+    ranks."""
+    model_id = model if model is not None else champion_id(services, dataset)
+    network, spec, _ = load_registered_model(services, model_id, str(device))
+    options = ScoreOptions(
+        chooser.scoring,
+        "mean",
+        passes,
+        spec.tile,
+        default_overlap(spec.tile),
+        device,
+        chooser.embed,
+    )
+    return _Scorer(model_id, network, spec, options)
+
+
 def score_pool(
     services: Services,
     dataset: str,
@@ -132,20 +283,11 @@ def score_pool(
     and the scores recorded in the registry."""
     registry = services.registry
     version = registry.dataset(dataset)
-    model_id = model if model is not None else champion_id(services, dataset)
-    network, spec, _ = load_registered_model(services, model_id, str(device))
-    options = ScoreOptions(
-        chooser.scoring,
-        "mean",
-        passes,
-        spec.tile,
-        default_overlap(spec.tile),
-        device,
-        chooser.embed,
-    )
+    scorer = _scorer(services, dataset, chooser, model, passes, device)
+    network, spec = scorer.network, scorer.spec
     pool = registry.pool(version.id)
-    features = pool_features(network, pool, options)
-    label = options.label
+    features = pool_features(network, pool, scorer.options)
+    label = scorer.options.label
     if chooser.instances and instance_model is not None:
         # imported here: detectron2 loads only for the strategy that needs it
         from tomoloop.services.instances import instance_scores
@@ -155,8 +297,8 @@ def score_pool(
         )
         features = {k: replace(f, score=scores[k]) for k, f in features.items()}
         label = f"{chooser.instances}/{instance_model}"
-    registry.record_scores(model_id, {k: f.score for k, f in features.items()}, label)
-    return ScoredPool(model_id, network, spec, pool, features, label)
+    registry.record_scores(scorer.model_id, {k: f.score for k, f in features.items()}, label)
+    return ScoredPool(scorer.model_id, network, spec, pool, features, label)
 
 
 def choose_slices(
@@ -197,20 +339,145 @@ def choose_slices(
     return Choice(chosen, len(free), lead_time)
 
 
+def score_pool_regions(
+    services: Services,
+    dataset: str,
+    chooser: Strategy,
+    model: int | None,
+    passes: int,
+    size: int,
+    device: torch.device,
+) -> ScoredRegions:
+    """Every tile of ``size`` px of the dataset's pool slices scored by ``model`` (the
+    champion unless given) as the strategy ranks them, one pass over each volume and axis;
+    each slice's best tile score recorded in the registry (as ``METHOD/mean/region SIZE``).
+    """
+    registry = services.registry
+    scorer = _scorer(services, dataset, chooser, model, passes, device)
+    pool = registry.pool(registry.dataset(dataset).id)
+    volume_of = {p.slice_id: p.volume_id for p in pool}
+    regions: dict[int, list[RegionCandidate]] = {}
+    for (path, axis), ids in pool_groups(pool).items():
+        volume = volume_of[next(iter(ids.values()))]
+        with open_stack(path) as stack:
+            for tiles in score_stack_regions(
+                scorer.network, stack, scorer.options, axis, ids, size, volume
+            ):
+                regions[tiles[0].slice_id] = tiles
+    label = f"{scorer.options.label}/region{size}"
+    best = {k: max(c.score for c in tiles) for k, tiles in regions.items()}
+    registry.record_scores(scorer.model_id, best, label)
+    return ScoredRegions(scorer.model_id, scorer.network, scorer.spec, pool, regions, label)
+
+
+def _overlaps(c: RegionCandidate, window: tuple[int, int, int]) -> bool:
+    """Whether a tile overlaps the ``(y0, x0, size)`` window of its slice."""
+    y0, x0, size = window
+    r = c.region
+    return r.y0 < y0 + size and y0 < r.y0 + r.size and r.x0 < x0 + size and x0 < r.x0 + r.size
+
+
+def choose_regions(
+    services: Services,
+    dataset: str,
+    chooser: Strategy,
+    scored: ScoredRegions,
+    limits: RegionConstraints,
+    cost_aware: bool,
+    seed: int,
+) -> Choice:
+    """The tiles of free pool slices the strategy chooses under ``limits``, away from the
+    taken ones: tiles overlapping a region of a round still waiting or answered, and every
+    tile of a slice labelled or pending as a whole. ``cost_aware`` weighs scores by the
+    lead times annotators showed on earlier regions of the same size.
+
+    Raises:
+        NothingToLabel: no region can be chosen.
+    """
+    items: dict[int, list[tuple[int, int, int]]] = {}
+    seconds: dict[tuple[int, tuple[int, int, int]], float] = {}
+    for item in services.registry.region_items(dataset):
+        if item.region is not None:
+            items.setdefault(item.slice_id, []).append(item.region)
+            if item.annotation_seconds is not None:
+                seconds[(item.slice_id, item.region)] = item.annotation_seconds
+    free: list[RegionCandidate] = []
+    taken: list[RegionCandidate] = []
+    for p in scored.pool:
+        tiles = scored.regions[p.slice_id]
+        if p.state == "free":
+            free += tiles
+        elif p.slice_id in items:
+            taken += [c for c in tiles if any(_overlaps(c, w) for w in items[p.slice_id])]
+        else:
+            taken += tiles
+    lead_time = None
+    if cost_aware:
+        known = [
+            (c.boundary, s)
+            for c in taken
+            if (s := seconds.get((c.slice_id, (c.region.y0, c.region.x0, c.region.size))))
+            is not None
+        ]
+        lead_time = LeadTimeModel.fit([b for b, _ in known], [s for _, s in known])
+    chosen = chooser.select(free, limits, taken, np.random.default_rng(seed), lead_time)
+    if not chosen:
+        raise NothingToLabel(
+            f"no region of {dataset!r} can be chosen: every training slice is labelled or "
+            f"pending, or its tiles lie closer than {limits.min_distance} voxels to a taken "
+            f"region, or one tile exceeds the {limits.budget_px} px budget"
+        )
+    return Choice(chosen, len(free), lead_time)
+
+
+def score_and_choose(
+    services: Services,
+    dataset: str,
+    chooser: Strategy,
+    asked: RoundRequest,
+    model: int | None,
+    passes: int,
+    instance_model: int | None,
+    cost_aware: bool,
+    seed: int,
+    device: torch.device,
+) -> tuple[ScoredPool | ScoredRegions, Choice]:
+    """The pool scored and the round's choice in its unit: slices (:func:`score_pool`,
+    :func:`choose_slices`) or regions (:func:`score_pool_regions`, :func:`choose_regions`).
+    """
+    limits = asked.limits()
+    if isinstance(limits, RegionConstraints):
+        regions = score_pool_regions(
+            services, dataset, chooser, model, passes, asked.unit.region, device
+        )
+        return regions, choose_regions(
+            services, dataset, chooser, regions, limits, cost_aware, seed
+        )
+    pool = score_pool(services, dataset, chooser, model, passes, instance_model, device)
+    return pool, choose_slices(services, dataset, chooser, pool, limits, cost_aware, seed)
+
+
 def open_chosen_round(
     services: Services,
     dataset: str,
     chooser: Strategy,
-    scored: ScoredPool,
+    scored: ScoredPool | ScoredRegions,
     choice: Choice,
     budget: int,
 ) -> OpenedRound:
-    """A new round of the dataset on the chosen slices with their scores."""
+    """A new round of the dataset on the chosen slices (or regions: their tiles recorded,
+    ``budget`` in pixels) with their scores."""
+    regions = {
+        c.slice_id: (c.region.y0, c.region.x0, c.region.size)
+        for c in choice.chosen
+        if isinstance(c, RegionCandidate)
+    }
     round_id = services.registry.open_round(
         dataset,
         chooser.name,
         scored.model_id,
         [(c.slice_id, c.score) for c in choice.chosen],
         budget,
+        regions,
     )
     return OpenedRound(round_id, scored.model_id, chooser.name, choice)

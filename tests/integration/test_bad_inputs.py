@@ -231,6 +231,26 @@ CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
         ["loop", "--dataset", "nmc", "--annotator", "human", "--budget", "0"],
         "budget 0: a round needs at least one slice",
     ),
+    "cli: round by an unknown unit": (
+        lambda w: None,
+        ["round", "--dataset", "nmc", "--unit", "voxel"],
+        "unit 'voxel': use one of slice, region",
+    ),
+    "cli: region round with a pixel budget of 0": (
+        lambda w: None,
+        ["round", "--dataset", "nmc", "--unit", "region", "--budget-px", "0"],
+        "pixel budget 0: a round needs at least one labelled pixel",
+    ),
+    "cli: region round by a strategy of whole slices' particles": (
+        lambda w: None,
+        ["round", "--dataset", "nmc", "--unit", "region", "--strategy", "disagreement"],
+        "use --unit slice with it",
+    ),
+    "cli: loop with regions of 0 pixels": (
+        lambda w: None,
+        ["loop", "--dataset", "nmc", "--annotator", "human", "--unit", "region", "--region", "0"],
+        "region size 0: a region is at least 1 pixel",
+    ),
     "cli: loop with truth that does not exist": (
         lambda w: None,
         ["loop", "--dataset", "nmc", "--truth", "nmc=missing.tif"],

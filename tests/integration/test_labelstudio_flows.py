@@ -291,14 +291,24 @@ def test_a_region_task_shows_the_slice_and_comes_back_as_a_sparse_label_of_the_r
     registry, client, name, volume = setup
     model = _tiny_model(registry, name)
     slices = registry.register_slices(volume, "z", [9, 14])
-    round_id = registry.open_round(name, "entropy", model, [(slices[9], 0.9), (slices[14], 0.5)])
     inside = Region(volume, "z", 9, 8, 12, 16)
     edge = Region(volume, "z", 14, 30, 40, 16)  # reaches past the 40 × 48 slice: 10 × 8 px
+    round_id = registry.open_round(
+        name,
+        "entropy",
+        model,
+        [(slices[9], 0.9), (slices[14], 0.5)],
+        16 * 16 + 80,
+        {slices[9]: (8, 12, 16), slices[14]: (30, 40, 16)},
+    )
     with Services.from_settings() as services:
         target = push_target(services, round_id, torch.device("cpu"))
-        tasks = round_tasks(services, target, None, 1, {slices[9]: inside, slices[14]: edge})
+        tasks = round_tasks(services, target, None, 1)
         pushed = push_round_tasks(services, target, tasks, 1)
     assert pushed["regions"]["tasks"] == 2 and "project" not in pushed  # no whole slice
+    repushed = CliRunner().invoke(app, ["push", "--round", str(round_id), "--json"])
+    assert json.loads(repushed.stdout)["regions"] == pushed["regions"]  # the same two tasks
+    assert len(client.task_ids(pushed["regions"]["project"])) == 2
     items = {i.slice_id: i for i in registry.round_items(round_id)}
     task_9 = items[slices[9]].ls_task_id
     task = client.sdk.tasks.get(id=task_9)
@@ -335,3 +345,6 @@ def test_a_region_task_shows_the_slice_and_comes_back_as_a_sparse_label_of_the_r
         np.testing.assert_array_equal(decode_class_mask(stored.mask_rle), expected)
         assert stored.labelled_px == region.pixels((40, 48)) == (expected != IGNORE).sum()
     assert best[slices[14]].labelled_px == 80
+    rounds = CliRunner().invoke(app, ["registry", "rounds", "--json"])
+    (row,) = [r for r in json.loads(rounds.stdout) if r["id"] == round_id]
+    assert (row["unit"], row["budget"], row["labelled_px"]) == ("region", 336, 16 * 16 + 80)

@@ -113,6 +113,65 @@ def test_rounds_answered_by_the_oracle_through_label_studio_retrain_and_stop_on_
     assert registry.champion(name) is not None
 
 
+def test_a_region_loop_asks_for_tiles_stores_sparse_labels_and_counts_pixels(champion):
+    from tomoloop.adapters.labelstudio_registry import regions_title
+    from tomoloop.flows.labelstudio import push_round
+    from tomoloop.flows.loop import loop
+    from tomoloop.labels.phases import IGNORE
+    from tomoloop.services import Services
+
+    registry, name, gold, _ = champion
+    result = loop(
+        name,
+        rounds=2,
+        strategy="entropy",
+        budget=2,
+        truth={name: gold},
+        fraction_tolerance=1.0,
+        config=TRAIN,
+        device="cpu",
+        unit="region",
+        region=16,
+    )
+    assert result["stopped"] == "2 rounds done"
+    truth = tifffile.imread(gold)
+    shape = truth.shape[1:]
+    units = registry.round_pixels()
+    total, seen = 0, set()
+    for entry in result["rounds"]:
+        items = registry.round_items(entry["round"])
+        assert all(i.state == "annotated" and i.region is not None for i in items)
+        assert len({i.slice_id for i in items}) == len(items)  # one region per slice
+        located = registry.slice_volumes(i.slice_id for i in items)
+        pixels = 0
+        for item in items:
+            slice_, _ = located[item.slice_id]
+            y0, x0, size = item.region
+            inside = np.zeros(shape, bool)
+            inside[y0 : y0 + size, x0 : x0 + size] = True
+            label = registry.best_annotations(slice_.volume_id)
+            (stored,) = [a for a in label if a.slice_id == item.slice_id]
+            assert stored.tier == Tier.ANNOTATOR and stored.labelled_px == inside.sum()
+            expected = np.where(inside, truth[slice_.index], IGNORE)  # the oracle paints truth
+            np.testing.assert_array_equal(decode_class_mask(stored.mask_rle), expected)
+            pixels += int(inside.sum())
+            seen.add(item.slice_id)
+        assert 0 < pixels <= 2 * 16 * 16  # the default pixel budget: --budget tiles' worth
+        assert entry["labelled_px"] == pixels and units[entry["round"]] == ("region", pixels)
+        total += pixels
+    assert len(seen) == sum(len(registry.round_items(r["round"])) for r in result["rounds"])
+    assert result["curve"]["unit"] == "pixels"
+    assert [p[0] for p in result["curve"]["points"]][-1] == total
+
+    first = result["rounds"][0]["round"]
+    with Services.from_settings() as services:
+        client = services.label_studio.client
+        project = client.find_project(regions_title(name))
+        before = len(client.task_ids(project))
+        assert push_round(first)["regions"]["tasks"] == len(registry.round_items(first))
+        assert len(client.task_ids(project)) == before  # a re-push rebuilds the same tasks
+
+
 def test_promotion_refuses_a_worse_challenger_and_one_that_fails_the_gate(champion):
     from tomoloop.flows.loop import promote
     from tomoloop.flows.train import train_semantic

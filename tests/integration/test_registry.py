@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, text, update
 from sqlalchemy.exc import IntegrityError
 
 from tomoloop.db.engine import current_revision, downgrade, make_engine, upgrade
@@ -32,10 +32,15 @@ def _check_names(engine, table):
 
 def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     engine = make_engine(registry_url)
-    assert current_revision(engine) == "0007"
+    assert current_revision(engine) == "0008"
     tables = {"volumes", "slices", "annotations", "round_items", "ls_events", "reviews"}
     assert tables | {"agreements"} <= set(inspect(engine).get_table_names())
     assert "ck_ls_events_via" in _check_names(engine, "ls_events")
+    assert "ck_round_items_region" in _check_names(engine, "round_items")
+    downgrade(engine)
+    assert current_revision(engine) == "0007"
+    assert "region_size" not in {c["name"] for c in inspect(engine).get_columns("round_items")}
+    assert "ck_round_items_region" not in _check_names(engine, "round_items")
     downgrade(engine)
     assert current_revision(engine) == "0006"
     assert "ck_ls_events_via" not in _check_names(engine, "ls_events")
@@ -56,8 +61,52 @@ def test_migrations_upgrade_from_empty_and_downgrade_a_step(registry_url):
     downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     upgrade(engine)
-    assert current_revision(engine) == "0007"
+    assert current_revision(engine) == "0008"
     engine.dispose()
+
+
+def test_round_regions_migrate_over_stored_rounds_and_block_a_lossy_downgrade(registry_url):
+    from tomoloop.errors import TomoloopError
+
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", [0, 4, 8])
+    downgrade(registry.engine, "0007")
+    with registry.engine.begin() as connection:  # a slice round stored before regions
+        connection.execute(
+            text(
+                "INSERT INTO al_rounds (dataset, strategy, budget, status, created_at) "
+                "VALUES ('nmc', 'bald', 1, 'open', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO round_items (round_id, slice_id, score, rank, state) "
+                "SELECT max(id), :slice, 0.5, 1, 'pending' FROM al_rounds"
+            ),
+            {"slice": slices[0]},
+        )
+    upgrade(registry.engine)
+    (old,) = registry.round_items(registry.open_rounds("nmc")[0])
+    assert (old.slice_id, old.region) == (slices[0], None)
+
+    regional = registry.open_round(
+        "nmc", "bald", None, [(slices[4], 0.9), (slices[8], 0.7)], 100, {slices[4]: (2, 3, 5)}
+    )
+    items = {i.slice_id: i.region for i in registry.round_items(regional)}
+    assert items == {slices[4]: (2, 3, 5), slices[8]: None}
+    assert [i.slice_id for i in registry.region_items("nmc")] == [slices[4]]
+    pixels = registry.round_pixels()
+    assert pixels[regional] == ("region", 0) and pixels[old.round_id] == ("slice", 0)
+    for partial in ("region_y0 = 1, region_x0 = NULL", "region_size = 0"):
+        with pytest.raises(IntegrityError), registry.engine.begin() as connection:
+            connection.execute(
+                text(f"UPDATE round_items SET {partial} WHERE round_id = :r"), {"r": regional}
+            )
+    with pytest.raises(TomoloopError, match=r"holds 1 region items.*stay at 0008"):
+        downgrade(registry.engine, "0007")
+    assert current_revision(registry.engine) == "0008"
+    assert {i.slice_id: i.region for i in registry.round_items(regional)} == items
+    registry.engine.dispose()
 
 
 def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(registry_url):
@@ -88,7 +137,7 @@ def test_instance_labels_migrate_over_stored_labels_and_block_a_lossy_downgrade(
     )
     with pytest.raises(TomoloopError, match=r"holds 1 instance labels.*stay at 0004"):
         downgrade(registry.engine, "0003")
-    assert current_revision(registry.engine) == "0007"  # all steps undone, or none
+    assert current_revision(registry.engine) == "0008"  # all steps undone, or none
     assert registry.refresh_dataset("nmc").version == 2
     registry.engine.dispose()
 

@@ -109,7 +109,7 @@ def test_migration_0007_round_trips_over_stored_rows_and_refuses_an_unknown_via(
     assert current_revision(engine) == "0006"
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM ls_events WHERE via = 'carrier-pigeon'"))
-    upgrade(engine)
+    upgrade(engine, "0007")
     assert current_revision(engine) == "0007"
     assert {t: _count(engine, t) for t in before} == before
     checks = inspect(engine).get_check_constraints("ls_events")

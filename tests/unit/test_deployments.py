@@ -45,3 +45,18 @@ def test_schedules_follow_the_settings():
     assert check.parameters["threshold"] == 3 and check.concurrency_limit == 1
     assert check.schedules[0].schedule.interval.total_seconds() == 60
     assert by_name["sync-cbd-study"].concurrency_limit == 1  # one sync pushes each review
+
+
+def test_a_region_schedule_opens_region_rounds_with_its_pixel_budget():
+    when = Schedule(unit="region", region=24, budget_px=2000, min_distance=30.0)
+    rounds = {d.name: d for d in deployments("nmc", when)}["al-round-nmc"]
+    assert rounds.parameters == {
+        "dataset": "nmc",
+        "strategy": "bald",
+        "budget": 8,
+        "max_open": 1,
+        "unit": "region",
+        "region": 24,
+        "budget_px": 2000,
+        "min_distance": 30.0,
+    }

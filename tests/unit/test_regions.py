@@ -16,6 +16,7 @@ from tomoloop.active.regions import (
     region_features,
     region_seconds,
     score_regions,
+    score_stack_regions,
     tile_plane,
 )
 from tomoloop.active.scoring import ScoreOptions, features_of
@@ -90,22 +91,32 @@ def _region_pool(scores, depth=6, side=24, size=8, seed=0):
     name=st.sampled_from(sorted(STRATEGIES)),
     taken_count=st.integers(0, 3),
     lead=st.booleans(),
+    one_per_slice=st.booleans(),
 )
 def test_every_strategy_keeps_the_pixel_budget_and_the_distance(
-    scores, budget, distance, name, taken_count, lead
+    scores, budget, distance, name, taken_count, lead, one_per_slice
 ):
     pool = _region_pool(scores)
     taken, free = pool[:taken_count], pool[taken_count:]
-    limits = RegionConstraints(budget, distance)
+    limits = RegionConstraints(budget, distance, one_per_slice)
     lead_time = LeadTimeModel(5.0, 30.0) if lead else None
     chosen = get(name).select(free, limits, taken, np.random.default_rng(1), lead_time)
     assert sum(c.pixels for c in chosen) <= budget
     assert len({c.region for c in chosen}) == len(chosen)
+    if one_per_slice:
+        assert len({c.slice_id for c in chosen}) == len(chosen)
     assert all(c in free for c in chosen)
     for a, b in itertools.combinations(chosen, 2):
         assert region_distance(a.region, b.region) >= distance
     for a in chosen:
         assert all(region_distance(a.region, t.region) >= distance for t in taken)
+
+
+def test_one_region_per_slice_passes_over_a_second_tile_of_a_chosen_slice():
+    pool = _region_pool([0.9, 0.8, 0.1] + [0.0] * 6 + [0.5])  # tiles 0-8 on z 0, 9 on z 1
+    assert [c.score for c in get("entropy").select(pool, RegionConstraints(128))] == [0.9, 0.8]
+    chosen = get("entropy").select(pool, RegionConstraints(128, one_per_slice=True))
+    assert [(c.score, c.axis, c.index) for c in chosen] == [(0.9, "z", 0), (0.5, "z", 1)]
 
 
 def test_uncertainty_takes_the_most_uncertain_regions_that_fit():
@@ -192,3 +203,28 @@ def test_score_regions_gives_every_tile_an_embedding_when_asked():
     assert np.isclose(np.linalg.norm(found[0].embedding), 1.0)
     chosen = get("hybrid").select(found, RegionConstraints(3 * 256), (), None)
     assert sum(c.pixels for c in chosen) <= 3 * 256 and len(chosen) >= 2
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_stack_is_scored_tile_by_tile_as_its_slices_are_one_by_one(tmp_path):
+    import tifffile
+
+    from tomoloop.inference.predict import normalise
+    from tomoloop.stacks.tiff import open_stack, percentile_window
+
+    torch.manual_seed(0)
+    model = build_model("unet", 1, 3, base=4, depth=2)
+    grey = np.random.default_rng(1).integers(0, 255, (5, 20, 24)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "grey.tif", grey)
+    options = ScoreOptions("entropy", tile=16, overlap=4)
+    with open_stack(tmp_path / "grey.tif") as stack:
+        streamed = list(score_stack_regions(model, stack, options, "z", {2: 70, 0: 50}, 16, 7))
+        window = percentile_window(stack)
+    assert [tiles[0].slice_id for tiles in streamed] == [50, 70]  # in index order
+    for tiles, z in zip(streamed, (0, 2), strict=True):
+        expected = score_regions(
+            model, normalise(grey[z], window), tile_plane((20, 24), 16, 7, "z", z), 0, options
+        )
+        assert [(c.region, c.pixels) for c in tiles] == [(c.region, c.pixels) for c in expected]
+        assert [c.score for c in tiles] == pytest.approx([c.score for c in expected])
+        assert {(c.volume, c.axis, c.index) for c in tiles} == {(7, "z", z)}

@@ -1,0 +1,81 @@
+"""What a round asks for, in slices or in regions: the constraints a region round keeps,
+its budget in pixels, and the loop's progress counted in labelled pixels."""
+
+import pytest
+
+from tomoloop.active.policy import StopRules
+from tomoloop.active.regions import Region, RegionCandidate, RegionConstraints
+from tomoloop.active.selection import Candidate, Constraints, SelectionError
+from tomoloop.db.registry import RegistryError
+from tomoloop.services.loop import LoopProgress, RoundRecord
+from tomoloop.services.rounds import (
+    Choice,
+    OpenedRound,
+    RoundRequest,
+    RoundUnit,
+    chosen_row,
+    strategy_for,
+)
+
+
+def test_a_region_round_defaults_to_the_slice_budget_in_tiles_one_side_apart():
+    asked = RoundRequest.of("bald", 4, 3, "region", 16)
+    assert asked.limits() == RegionConstraints(4 * 256, 16.0, one_per_slice=True)
+    assert asked.recorded_budget == 1024
+    given = RoundRequest.of("bald", 4, 3, "region", 16, budget_px=500, min_distance=0)
+    assert given.limits() == RegionConstraints(500, 0.0, one_per_slice=True)
+    assert given.recorded_budget == 500
+    slices = RoundRequest.of("bald", 4, 3, per_volume=2)
+    assert (slices.limits(), slices.recorded_budget) == (Constraints(4, 2, 3), 4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"unit": "voxel"}, "unit 'voxel': use one of slice, region"),
+        ({"unit": "region", "region": 0}, "region size 0"),
+        ({"unit": "region", "budget_px": 0}, "pixel budget 0"),
+        ({"unit": "region", "min_distance": -1.0}, "minimum region distance"),
+    ],
+)
+def test_bad_region_options_are_refused_before_anything_runs(kwargs, message):
+    with pytest.raises(SelectionError, match=message):
+        RoundRequest.of("bald", 4, 3, **kwargs).limits()
+
+
+def test_a_strategy_of_whole_slices_particles_is_refused_for_regions():
+    with pytest.raises(RegistryError, match="use --unit slice"):
+        strategy_for("disagreement", 3, RoundUnit("region"))
+    assert strategy_for("bald", None, RoundUnit("region")).name == "bald"
+
+
+def test_a_region_round_reports_its_tiles():
+    tile = RegionCandidate(Region(2, "y", 5, 16, 32, 16), 41, 200, score=0.25)
+    assert chosen_row(tile) == {
+        "slice": 41, "index": 5, "score": 0.25, "plane": "y", "y0": 16, "x0": 32, "size": 16,
+        "pixels": 200,
+    }  # fmt: skip
+    whole = Candidate(40, 2, "z", 7, score=0.5)
+    assert chosen_row(whole) == {"slice": 40, "index": 7, "score": 0.5}
+    assert OpenedRound(1, 2, "bald", Choice([tile], 9, None)).to_dict()["unit"] == "region"
+    assert OpenedRound(1, 2, "bald", Choice([whole], 9, None)).to_dict()["unit"] == "slice"
+
+
+def _record(round_id: int, labelled: int, pixels: int, score: float) -> RoundRecord:
+    return RoundRecord(round_id, labelled, 0, 10 + round_id, round_id, True, score, [], pixels)
+
+
+def test_a_region_loop_counts_labelled_pixels_and_stops_on_its_pixel_budget():
+    rules = StopRules(label_budget=600, patience=5, unit="pixels")
+    progress = LoopProgress((0.5,), regional=True)
+    progress = progress.after(_record(1, 2, 512, 0.6))
+    assert progress.stop_reason(rules) is None
+    progress = progress.after(_record(2, 1, 256, 0.7))
+    assert progress.curve() == [(0, 0.5), (512, 0.6), (768, 0.7)]
+    assert progress.stop_reason(rules) == "label budget spent (768 of 600 pixels)"
+    assert progress.to_dict("d", "", 12)["curve"] == {
+        "unit": "pixels",
+        "points": [[0, 0.5], [512, 0.6], [768, 0.7]],
+    }
+    slices = LoopProgress((0.5,)).after(_record(1, 2, 512, 0.6))
+    assert (slices.unit, slices.curve()) == ("slices", [(0, 0.5), (2, 0.6)])
