@@ -54,7 +54,8 @@ from tomoloop.inference.predict import default_overlap, predict_slice
 from tomoloop.labels.masks import merge_by_tier
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.networks.registry import ModelSpec
-from tomoloop.stacks.tiff import Stack, open_stack
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.stack import Stack
 from tomoloop.training.data import LabelledSlice, tier_weight
 from tomoloop.training.evaluation import evaluate
 from tomoloop.training.trainer import TrainConfig, train

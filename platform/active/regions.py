@@ -28,7 +28,7 @@ from tomoloop.active.scoring import (
 )
 from tomoloop.active.selection import SelectionError
 from tomoloop.labels.phases import IGNORE
-from tomoloop.stacks.tiff import AXES
+from tomoloop.stacks.stack import AXES
 
 
 @dataclass(frozen=True, order=True)

@@ -65,7 +65,7 @@ def benchmark_al(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.report.plots import plot_efficiency
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import TrainConfig, resolve_device
 
     if target is not None or source:

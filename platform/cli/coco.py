@@ -113,7 +113,9 @@ def coco_from_stack(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import parse_fractions
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.stacks.tiff import AXES, open_stack, scan_label_values
+    from tomoloop.stacks.checks import scan_label_values
+    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.stack import AXES
 
     if connectivity not in (4, 8):
         raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")

@@ -40,7 +40,7 @@ def demo(
     from tomoloop.flows.demo import demo as demo_flow
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     if (gray is None) != (labels is None):
         raise TomoloopError("give both --gray and --labels, or neither to use the generated sample")

@@ -41,7 +41,7 @@ def ingest(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import check_split_fills, parse_fractions
     from tomoloop.names import check_name
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     check_name(name, "--name")
     if add_to is not None:

@@ -43,7 +43,8 @@ def microstructure_command(
     from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
     from tomoloop.metrics.structure import microstructure
     from tomoloop.particles.reassembly import phase_size_distribution
-    from tomoloop.stacks.tiff import open_stack, scan_label_values
+    from tomoloop.stacks.checks import scan_label_values
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx"):

@@ -42,7 +42,7 @@ def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
     """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
     Each length must be finite, > 0 and at most 1e6 µm (1 m).
     """
-    from tomoloop.stacks.tiff import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
+    from tomoloop.stacks.stack import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
 
     if text is None:
         return None

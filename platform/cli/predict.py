@@ -32,7 +32,7 @@ def predict(
     from tomoloop.inference.predict import default_overlap, predict_volume
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.services import Services, load_registered_model
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):

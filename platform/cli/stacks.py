@@ -19,7 +19,7 @@ def stack_info(
     as_json: JsonFlag = False,
 ) -> None:
     """Shape, dtype and voxel size of a stack, read from its header only."""
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     def work() -> dict:
         with open_stack(path, parse_voxel_size(voxel_size)) as stack:

@@ -261,7 +261,7 @@ def test_a_read_only_run_folder_refuses_train_before_anything_is_registered(
 
 def _predict(gray: Path, out: Path, uncertainty: Path | None = None, axes=("z",)):
     from tomoloop.inference.predict import predict_volume
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     torch.manual_seed(0)
     with open_stack(gray) as stack:

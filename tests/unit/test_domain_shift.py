@@ -26,7 +26,7 @@ from tomoloop.active.domain_shift import (
 from tomoloop.active.label_efficiency import area_under
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.report.plots import plot_domain_shift
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
 
