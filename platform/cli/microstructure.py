@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import STACK_FORMATS, DeviceOpt, JsonFlag, VoxelOpt, parse_voxel_size
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def microstructure_command(
-    labels: Annotated[Path, typer.Argument(help="Label stack (TIFF).")],
+    labels: Annotated[Path, typer.Argument(help=f"Label stack: {STACK_FORMATS}.")],
     phases: Annotated[
         str | None, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2 (default: values).")
     ] = None,

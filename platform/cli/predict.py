@@ -7,14 +7,22 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import AggregationOpt, DeviceOpt, JsonFlag, MethodOpt, PassesOpt
+from tomoloop.cli.options import (
+    STACK_FORMATS,
+    AggregationOpt,
+    DeviceOpt,
+    JsonFlag,
+    MethodOpt,
+    PassesOpt,
+    stack_files,
+)
 from tomoloop.cli.output import out, progress_bar
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def predict(
-    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered model version id.")],
     out_path: Annotated[Path, typer.Option("--out", help="Label TIFF to write.")],
     uncertainty: Annotated[
@@ -42,7 +50,7 @@ def predict(
     outputs = [Output("--out", out_path)]
     if uncertainty is not None:
         outputs.append(Output("--uncertainty", uncertainty))
-    check_outputs({"GRAY": gray}, outputs)
+    check_outputs(stack_files({"GRAY": gray}), outputs)
     open_stack(gray).close()  # an unreadable stack: one line before the model loads
     torch_device = resolve_device(device)
 
