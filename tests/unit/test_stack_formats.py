@@ -6,6 +6,8 @@ input with one StackReadError line.
 
 from __future__ import annotations
 
+import tracemalloc
+
 import h5py
 import numpy as np
 import pytest
@@ -301,9 +303,8 @@ def _write(kind, path, volume):
             h5.create_dataset("exchange/data", data=volume, chunks=True)
         return path
     if kind == "zarr":
-        zarr.create_array(path, shape=volume.shape, dtype=volume.dtype, chunks=(1, 3, 3))[:] = (
-            volume
-        )
+        chunks = (1, -(-volume.shape[1] // 2), -(-volume.shape[2] // 2))  # 4 per slice
+        zarr.create_array(path, shape=volume.shape, dtype=volume.dtype, chunks=chunks)[:] = volume
         return path
     if kind == "raw":
         path.write_bytes(volume.tobytes())
@@ -333,3 +334,17 @@ def test_every_format_round_trips_exactly_and_reopens_from_its_source(
         again = stack.source
     with open_stack(again) as reopened:  # what the registry keeps
         np.testing.assert_array_equal(reopened.read(), volume)
+
+
+@pytest.mark.parametrize("kind", ["hdf5", "zarr", "raw", "folder"])
+def test_reading_one_slice_does_not_load_the_volume(tmp_path, kind):
+    volume = np.random.default_rng(5).integers(0, 60000, (32, 128, 128), dtype=np.uint16)
+    source = _write(kind, tmp_path / f"v.{kind}", volume)  # 1 MiB; a slice is 32 KiB
+    with open_stack(source) as stack:
+        stack.slice("z", 0)  # first reads open caches (HDF5 chunk cache, zarr codecs)
+        tracemalloc.start()
+        image = stack.slice("z", 20)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    np.testing.assert_array_equal(image, volume[20])
+    assert peak < 8 * image.nbytes, peak
