@@ -28,7 +28,7 @@ from skimage.measure import find_contours, label, regionprops
 
 from tomoloop.coco.convert import CocoOptions, convert_stack
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

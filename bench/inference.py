@@ -37,7 +37,8 @@ from measure import peak_rss_mib
 from tomoloop.inference.predict import normalise, predict_volume
 from tomoloop.labels.synthetic import forward_model
 from tomoloop.networks.registry import MODELS, build_model
-from tomoloop.stacks.tiff import open_stack, percentile_window
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.window import percentile_window
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -43,7 +43,8 @@ from tomoloop.services import (
     stored_network,
     volume_scoring,
 )
-from tomoloop.stacks.tiff import Window, open_stack
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.window import Window
 from tomoloop.training.trainer import resolve_device
 
 

@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.names import check_name
 from tomoloop.services import Services, add_gold_labels, ingest_stacks
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 
 @flow(name="ingest")

@@ -19,7 +19,8 @@ from tomoloop.active.scoring import ScoreOptions, uncertainty_map
 from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.networks.registry import ModelSpec
 from tomoloop.report.plots import uncertainty_figure
-from tomoloop.stacks.tiff import open_stack, percentile_window, to_uint8
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.window import percentile_window, to_uint8
 
 
 def slice_picture(

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 
 from tomoloop.active.scoring import score_stack
 from tomoloop.services import Services, record_volume_scores, volume_scoring
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 from tomoloop.training.trainer import resolve_device
 
 

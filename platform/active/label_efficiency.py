@@ -25,7 +25,9 @@ from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
 from tomoloop.networks.registry import ModelSpec
-from tomoloop.stacks.tiff import Stack, check_same_shape, percentile_window
+from tomoloop.stacks.checks import check_same_shape
+from tomoloop.stacks.stack import Stack
+from tomoloop.stacks.window import percentile_window
 from tomoloop.training.data import LabelledSlice
 from tomoloop.training.evaluation import evaluate
 from tomoloop.training.trainer import TrainConfig, train

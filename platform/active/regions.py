@@ -30,7 +30,8 @@ from tomoloop.active.selection import SelectionError
 from tomoloop.cores import fitting_threads
 from tomoloop.inference.predict import normalise
 from tomoloop.labels.phases import IGNORE
-from tomoloop.stacks.tiff import AXES, Stack, axis_named, percentile_window
+from tomoloop.stacks.stack import AXES, Stack, axis_named
+from tomoloop.stacks.window import percentile_window
 
 
 @dataclass(frozen=True, order=True)

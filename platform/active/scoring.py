@@ -35,7 +35,8 @@ from tomoloop.inference.uncertainty import (
     mutual_information,
     tta_variance,
 )
-from tomoloop.stacks.tiff import Stack, axis_named, percentile_window
+from tomoloop.stacks.stack import Stack, axis_named
+from tomoloop.stacks.window import percentile_window
 
 METHODS = ("entropy", "margin", "bald", "tta", "ensemble")
 BATCH = 64  # tiles per forward pass; MC-dropout masks are drawn 8 tiles at a time regardless

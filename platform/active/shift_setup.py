@@ -14,7 +14,8 @@ from tomoloop.active.self_training import SelfTraining
 from tomoloop.active.strategies import STRATEGIES
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.stacks.tiff import Stack, open_stack
+from tomoloop.stacks.opener import open_stack, source_path
+from tomoloop.stacks.stack import Stack
 from tomoloop.training.data import LabelledSlice
 from tomoloop.training.trainer import TrainConfig
 
@@ -173,13 +174,20 @@ def shift_data(
 
 
 def parse_pair(text: str) -> tuple[Path, Path]:
-    """``"GRAY:LABELS"`` → the two paths (split at the last colon).
+    """``"GRAY:LABELS"`` → the two stack sources. Sources may hold colons themselves
+    (``scan.h5:/exchange/data:scan.h5:/labels``): the pair splits at the first colon where
+    both sides name existing files, else at the last colon.
 
     Raises:
         BenchmarkError: not two non-empty paths.
     """
-    gray, sep, labels = text.rpartition(":")
-    if not sep or not gray or not labels:
+    cuts = [k for k, char in enumerate(text) if char == ":"]
+    found = next(
+        (k for k in cuts if source_path(text[:k]).exists() and source_path(text[k + 1 :]).exists()),
+        cuts[-1] if cuts else None,
+    )
+    gray, labels = (text[:found], text[found + 1 :]) if found is not None else ("", "")
+    if not gray or not labels:
         raise BenchmarkError(
             f"{text!r} is not GRAY:LABELS: give a grayscale stack and its label stack "
             "joined by a colon, e.g. scan2_gray.tif:scan2_labels.tif"

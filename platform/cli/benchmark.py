@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, parse_options
+from tomoloop.cli.options import DeviceOpt, JsonFlag, parse_options, stack_files
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -65,7 +65,7 @@ def benchmark_al(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.report.plots import plot_efficiency
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import TrainConfig, resolve_device
 
     if target is not None or source:
@@ -85,7 +85,7 @@ def benchmark_al(
         get(name)
     phase_map = PhaseMap.parse(phases)
     if plot is not None:
-        check_outputs({"--gray": gray, "--labels": labels}, [Output("--plot", plot)])
+        check_outputs(stack_files({"--gray": gray, "--labels": labels}), [Output("--plot", plot)])
     setup = EfficiencySetup(
         names,
         seeds,
@@ -150,7 +150,7 @@ def _benchmark_shift(
     goal = shift.parse_pair(target)
     inputs = {f"--source {k + 1}": p for k, pair in enumerate(pairs) for p in pair}
     inputs |= {"--target gray": goal[0], "--target labels": goal[1]}
-    check_outputs(inputs, [Output("--plot", plot)] if plot is not None else [])
+    check_outputs(stack_files(inputs), [Output("--plot", plot)] if plot is not None else [])
     setup = shift.ShiftSetup(
         shift.parse_arms(strategies or shift.DEFAULT_ARMS, unit),
         seeds=seeds,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from tomoloop.cli.lookup import find_dataset, open_registry
-from tomoloop.cli.options import JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import STACK_FORMATS, JsonFlag, VoxelOpt, parse_voxel_size, stack_files
 from tomoloop.cli.output import out, progress_bar
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -60,7 +60,8 @@ def _show_export(result: dict) -> None:
 @coco_app.command("from-stack")
 def coco_from_stack(
     labels: Annotated[
-        Path, typer.Option("--labels", help="Label stack (binarized or multiphase).")
+        Path,
+        typer.Option("--labels", help=f"Label stack (binarized or multiphase): {STACK_FORMATS}."),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new or empty).")],
     gray: Annotated[
@@ -113,7 +114,9 @@ def coco_from_stack(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import parse_fractions
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.stacks.tiff import AXES, open_stack, scan_label_values
+    from tomoloop.stacks.checks import scan_label_values
+    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.stack import AXES
 
     if connectivity not in (4, 8):
         raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")
@@ -125,7 +128,7 @@ def coco_from_stack(
     size = parse_voxel_size(voxel_size)
     phase_map = PhaseMap.parse(phases) if phases else None
     check_outputs(
-        {"--labels": labels, "--gray": gray},
+        stack_files({"--labels": labels, "--gray": gray}),
         [Output("--out", out_dir, folder=True, replaces=overwrite)],
     )
 

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, PortOpt, StrategyOpt
+from tomoloop.cli.options import DeviceOpt, JsonFlag, PortOpt, StrategyOpt, stack_files
 from tomoloop.cli.output import out, print_rows
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -40,7 +40,7 @@ def demo(
     from tomoloop.flows.demo import demo as demo_flow
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.outputs import Output, check_outputs
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     if (gray is None) != (labels is None):
         raise TomoloopError("give both --gray and --labels, or neither to use the generated sample")
@@ -54,7 +54,7 @@ def demo(
     for path in (p for p in (gray, labels, gold) if p is not None):
         open_stack(path).close()
     inputs = {"--gray": gray, "--labels": labels, "--gold": gold}
-    check_outputs(inputs, [Output("--out", out_dir, folder=True)])
+    check_outputs(stack_files(inputs), [Output("--out", out_dir, folder=True)])
     run(
         lambda: demo_flow(
             str(out_dir),

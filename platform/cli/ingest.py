@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import STACK_FORMATS, JsonFlag, VoxelOpt, parse_voxel_size
 from tomoloop.cli.output import print_result
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def ingest(
-    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     labels: Annotated[Path, typer.Option("--labels", help="Label stack of the same shape.")],
     name: Annotated[
         str, typer.Option("--name", help="Volume name (and dataset name without --add-to).")
@@ -41,7 +41,7 @@ def ingest(
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import check_split_fills, parse_fractions
     from tomoloop.names import check_name
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     check_name(name, "--name")
     if add_to is not None:
@@ -72,7 +72,9 @@ def ingest(
 
 
 def gold(
-    labels: Annotated[Path, typer.Argument(help="Gold label stack of the volume.")],
+    labels: Annotated[
+        Path, typer.Argument(help=f"Gold label stack of the volume: {STACK_FORMATS}.")
+    ],
     dataset: Annotated[str, typer.Option(help="Dataset name.")],
     volume: Annotated[str, typer.Option(help="Registered volume name.")],
     splits: Annotated[str, typer.Option(help="Splits to label, comma-separated.")] = "val,test",

@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import STACK_FORMATS, DeviceOpt, JsonFlag, VoxelOpt, parse_voxel_size
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def microstructure_command(
-    labels: Annotated[Path, typer.Argument(help="Label stack (TIFF).")],
+    labels: Annotated[Path, typer.Argument(help=f"Label stack: {STACK_FORMATS}.")],
     phases: Annotated[
         str | None, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2 (default: values).")
     ] = None,
@@ -43,7 +43,8 @@ def microstructure_command(
     from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
     from tomoloop.metrics.structure import microstructure
     from tomoloop.particles.reassembly import phase_size_distribution
-    from tomoloop.stacks.tiff import open_stack, scan_label_values
+    from tomoloop.stacks.checks import scan_label_values
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx"):

@@ -7,12 +7,19 @@ option and showing a value that works.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tomoloop.errors import TomoloopError
 
+STACK_FORMATS = (
+    "TIFF, HDF5 (FILE.h5[:/dataset]), Zarr / OME-Zarr, a folder of slices, or raw "
+    "FILE:ZxYxX:DTYPE (docs/formats.md)"
+)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 VoxelOpt = Annotated[
     str | None,
@@ -59,7 +66,7 @@ def parse_voxel_size(text: str | None) -> tuple[float, float, float] | None:
     """'0.5' → (0.5, 0.5, 0.5); '1,0.5,0.5' → (1, 0.5, 0.5); '64nm' → 0.064 µm each.
     Each length must be finite, > 0 and at most 1e6 µm (1 m).
     """
-    from tomoloop.stacks.tiff import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
+    from tomoloop.stacks.stack import MAX_VOXEL_UM, UM_PER_UNIT, voxel_length_ok
 
     if text is None:
         return None
@@ -101,3 +108,13 @@ def parse_options(items: list[str] | None) -> dict:
         except json.JSONDecodeError:
             options[key] = raw
     return options
+
+
+def stack_files(
+    sources: Mapping[str, str | os.PathLike[str] | None],
+) -> dict[str, Path | None]:
+    """The file or folder each stack source reads (``scan.h5:/exchange/data`` → ``scan.h5``):
+    the inputs :func:`tomoloop.outputs.check_outputs` keeps outputs away from."""
+    from tomoloop.stacks.opener import source_path
+
+    return {name: None if s is None else source_path(s) for name, s in sources.items()}

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, VoxelOpt, parse_options, parse_voxel_size
+from tomoloop.cli.options import (
+    STACK_FORMATS,
+    DeviceOpt,
+    JsonFlag,
+    VoxelOpt,
+    parse_options,
+    parse_voxel_size,
+    stack_files,
+)
 from tomoloop.cli.output import print_result
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -18,7 +26,7 @@ flaws_app = typer.Typer(
 
 
 def particles_command(
-    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered Mask R-CNN model version id.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new).")],
     flaw_model: Annotated[
@@ -57,7 +65,9 @@ def particles_command(
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
     if partial_rule not in PARTIAL_RULES:
         raise TomoloopError(f"--partial-rule {partial_rule!r}: one of {', '.join(PARTIAL_RULES)}")
-    check_outputs({"GRAY": gray}, [Output("--out", out_dir, folder=True, replaces=overwrite)])
+    check_outputs(
+        stack_files({"GRAY": gray}), [Output("--out", out_dir, folder=True, replaces=overwrite)]
+    )
     run(
         lambda: particles(
             str(gray),

@@ -7,14 +7,22 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import AggregationOpt, DeviceOpt, JsonFlag, MethodOpt, PassesOpt
+from tomoloop.cli.options import (
+    STACK_FORMATS,
+    AggregationOpt,
+    DeviceOpt,
+    JsonFlag,
+    MethodOpt,
+    PassesOpt,
+    stack_files,
+)
 from tomoloop.cli.output import out, progress_bar
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def predict(
-    gray: Annotated[Path, typer.Argument(help="Grayscale stack (TIFF).")],
+    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered model version id.")],
     out_path: Annotated[Path, typer.Option("--out", help="Label TIFF to write.")],
     uncertainty: Annotated[
@@ -32,7 +40,7 @@ def predict(
     from tomoloop.inference.predict import default_overlap, predict_volume
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.services import Services, load_registered_model
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
@@ -42,7 +50,7 @@ def predict(
     outputs = [Output("--out", out_path)]
     if uncertainty is not None:
         outputs.append(Output("--uncertainty", uncertainty))
-    check_outputs({"GRAY": gray}, outputs)
+    check_outputs(stack_files({"GRAY": gray}), outputs)
     open_stack(gray).close()  # an unreadable stack: one line before the model loads
     torch_device = resolve_device(device)
 

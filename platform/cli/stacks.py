@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import STACK_FORMATS, JsonFlag, VoxelOpt, parse_voxel_size
 from tomoloop.cli.output import out
 from tomoloop.cli.runner import run
 
@@ -14,17 +14,18 @@ stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_h
 
 @stack_app.command("info")
 def stack_info(
-    path: Annotated[Path, typer.Argument(help="TIFF stack (multipage, ImageJ or OME).")],
+    path: Annotated[Path, typer.Argument(help=f"Stack: {STACK_FORMATS}.")],
     voxel_size: VoxelOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Shape, dtype and voxel size of a stack, read from its header only."""
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     def work() -> dict:
         with open_stack(path, parse_voxel_size(voxel_size)) as stack:
             return {
                 "path": str(stack.path),
+                "source": stack.source,
                 "shape_zyx": list(stack.shape),
                 "dtype": str(stack.dtype),
                 "voxel_size_um": stack.voxel_size,

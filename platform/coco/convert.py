@@ -41,16 +41,10 @@ from tomoloop.errors import OutputError, PhaseMapError
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
 from tomoloop.outputs import temp_dir_beside, writing
+from tomoloop.stacks.checks import check_label_dtype, check_same_shape
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.tiff import (
-    Axis,
-    Stack,
-    Window,
-    check_label_dtype,
-    check_same_shape,
-    percentile_window,
-    to_uint8,
-)
+from tomoloop.stacks.stack import Axis, Stack
+from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from tomoloop.cores import fitting_threads
 from tomoloop.inference.uncertainty import enable_dropout, entropy
 from tomoloop.networks.layers import SIDE_MULTIPLE
 from tomoloop.outputs import temp_file_beside, writing
-from tomoloop.stacks.tiff import Stack, Window, axis_named, percentile_window
+from tomoloop.stacks.stack import Stack, axis_named
+from tomoloop.stacks.window import Window, percentile_window
 
 
 def blend_window(height: int, width: int | None = None) -> np.ndarray:

@@ -22,7 +22,8 @@ from pycocotools import mask as mask_utils
 
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import IGNORE, PhaseMap, check_declared, class_index_lut
-from tomoloop.stacks.tiff import Axis, Stack, check_label_dtype
+from tomoloop.stacks.checks import check_label_dtype
+from tomoloop.stacks.stack import Axis, Stack
 
 
 class MaskFormatError(TomoloopError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tomoloop.errors import PhaseMapError, StackValidationError
-from tomoloop.stacks.tiff import present_values
+from tomoloop.stacks.checks import present_values
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*$")
 # Label stacks are uint8 or uint16, and tables indexed by label value (value → class) are

@@ -22,7 +22,7 @@ from tomoloop.errors import TomoloopError
 from tomoloop.labels.masks import InstanceMasks, decode_instances
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.tiff import Window, to_uint8
+from tomoloop.stacks.window import Window, to_uint8
 from tomoloop.training.data import LabelledSlice
 
 

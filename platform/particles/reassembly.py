@@ -33,7 +33,8 @@ from tomoloop.metrics.structure import interface_area
 from tomoloop.outputs import writing
 from tomoloop.particles.flaws import is_flawed
 from tomoloop.report.plots import plot_size_distribution
-from tomoloop.stacks.tiff import VoxelSize, write_stack
+from tomoloop.stacks.stack import VoxelSize
+from tomoloop.stacks.tiff import write_stack
 
 
 class VolumeError(TomoloopError):

@@ -22,13 +22,9 @@ from tomoloop.labels.tiers import Tier
 from tomoloop.scratch import scratch_dir
 from tomoloop.services.context import Log, Services
 from tomoloop.stacks.archive import zip_folder
-from tomoloop.stacks.tiff import (
-    Stack,
-    check_same_shape,
-    check_volume_shape,
-    file_sha256,
-    open_stack,
-)
+from tomoloop.stacks.checks import check_same_shape, check_volume_shape
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.stack import Stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
 
@@ -110,7 +106,7 @@ def check_target(
                 f"{registry.dataset_phases(latest.id)}: a dataset's volumes share one phase map"
             )
         return
-    if file_sha256(gray.path) not in {v.sha256 for v in held}:
+    if gray.content_sha256() not in {v.sha256 for v in held}:
         raise RegistryError(
             f"dataset {name!r} holds volume {', '.join(repr(v.name) for v in held)}, not "
             f"{gray.path.name}: add it explicitly with `tomoloop ingest {gray.path.name} "
@@ -156,8 +152,8 @@ def register(
     with ``add_to`` that dataset's next version with this volume added."""
     volume_id = registry.register_volume(
         name,
-        str(gray.path.absolute()),  # flows run from anywhere: never relative to this one
-        file_sha256(gray.path),
+        gray.source,  # absolute (flows run from anywhere), with its dataset / raw layout
+        gray.content_sha256(),
         gray.shape,
         str(gray.dtype),
         str(phases),
@@ -165,7 +161,7 @@ def register(
         material=material,
     )
     slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
-    source = f"auto:{file_sha256(labels.path)}"
+    source = f"auto:{labels.content_sha256()}"
     masks = (
         NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
         for i, mask in stack_class_masks(labels, phases)
@@ -218,7 +214,7 @@ def add_gold_labels(
     with open_stack(labels) as stack:
         shape = (found.shape_z, found.shape_y, found.shape_x)
         check_volume_shape(stack, shape, volume, "gold labels")
-        source = f"gold:{file_sha256(stack.path)}"
+        source = f"gold:{stack.content_sha256()}"
         annotations = [
             NewAnnotation(wanted[i], Tier.EXPERT, source, mask_rle=mask)
             for i, mask in stack_class_masks(stack, phases)

@@ -19,7 +19,9 @@ from tomoloop.particles.instances import grey_uint8, particle_disagreement, part
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import pool_groups
 from tomoloop.services.models import load_registered_model
-from tomoloop.stacks.tiff import Axis, open_stack, percentile_window
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.stack import Axis
+from tomoloop.stacks.window import percentile_window
 
 
 def instance_scores(

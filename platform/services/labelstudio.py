@@ -44,8 +44,10 @@ from tomoloop.particles.instances import category_classes, detected_particles, g
 from tomoloop.services.context import LabelStudio, Services
 from tomoloop.services.datasets import dataset_phases, mask_document
 from tomoloop.services.models import SemanticModel, load_registered_model
+from tomoloop.stacks.opener import open_stack
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.tiff import Axis, Stack, Window, open_stack, percentile_window, to_uint8
+from tomoloop.stacks.stack import Axis, Stack
+from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 if TYPE_CHECKING:
     from tomoloop.adapters.detectron2 import MaskRCNN

@@ -22,7 +22,8 @@ from tomoloop.db.registry import RegistryError
 from tomoloop.labels.phases import check_declared, class_index_lut
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import dataset_phases
-from tomoloop.stacks.tiff import check_volume_shape, open_stack
+from tomoloop.stacks.checks import check_volume_shape
+from tomoloop.stacks.opener import open_stack
 
 
 def check_truth(services: Services, dataset_version_id: int, truth: dict[str, str]) -> None:

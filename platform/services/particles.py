@@ -36,7 +36,8 @@ from tomoloop.particles.reassembly import (
     write_particle_report,
 )
 from tomoloop.services.context import Services
-from tomoloop.stacks.tiff import open_stack, percentile_window
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.window import percentile_window
 
 
 @dataclass(frozen=True)

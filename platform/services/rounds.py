@@ -33,7 +33,7 @@ from tomoloop.networks.registry import ModelSpec
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import pool_groups
 from tomoloop.services.models import load_registered_model
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 
 class NothingToLabel(RegistryError):

@@ -13,7 +13,8 @@ from tomoloop.db.entities import Volume
 from tomoloop.inference.predict import default_overlap
 from tomoloop.services.context import Services
 from tomoloop.services.models import SemanticModel, load_registered_model
-from tomoloop.stacks.tiff import Window, open_stack, percentile_window
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.window import Window, percentile_window
 
 
 @dataclass(frozen=True)

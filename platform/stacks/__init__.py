@@ -1,4 +1,6 @@
-"""Files in and out: lazy TIFF stacks (z, y, x), PNG slices, deterministic zip archives."""
+"""Files in and out: lazy stacks (z, y, x) from TIFF, HDF5/NeXus, Zarr/OME-Zarr, slice
+folders and raw binary (one opener, :func:`open_stack`); grey-value windows; checks; PNG
+slices; deterministic zip archives."""
 
 from typing import TYPE_CHECKING
 
@@ -6,28 +8,27 @@ from tomoloop.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tomoloop.stacks.archive import unzip_to, zip_folder
+    from tomoloop.stacks.checks import (
+        check_label_dtype,
+        check_same_shape,
+        present_values,
+        scan_label_values,
+    )
+    from tomoloop.stacks.opener import open_stack, parse_source, source_path
     from tomoloop.stacks.png import write_png
-    from tomoloop.stacks.tiff import (
+    from tomoloop.stacks.stack import (
         AXES,
         MAX_VOXEL_UM,
         UM_PER_UNIT,
         Axis,
         Stack,
         VoxelSize,
-        Window,
         axis_named,
-        check_label_dtype,
-        check_same_shape,
         file_sha256,
-        open_stack,
-        percentile_window,
-        present_values,
-        scan_label_values,
-        to_uint8,
         voxel_length_ok,
-        voxel_size_from_metadata,
-        write_stack,
     )
+    from tomoloop.stacks.tiff import voxel_size_from_metadata, write_stack
+    from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 __all__ = [
     "AXES",
@@ -42,9 +43,11 @@ __all__ = [
     "check_same_shape",
     "file_sha256",
     "open_stack",
+    "parse_source",
     "percentile_window",
     "present_values",
     "scan_label_values",
+    "source_path",
     "to_uint8",
     "unzip_to",
     "voxel_length_ok",
@@ -57,24 +60,26 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        "AXES": "tomoloop.stacks.tiff",
-        "Axis": "tomoloop.stacks.tiff",
-        "MAX_VOXEL_UM": "tomoloop.stacks.tiff",
-        "Stack": "tomoloop.stacks.tiff",
-        "UM_PER_UNIT": "tomoloop.stacks.tiff",
-        "VoxelSize": "tomoloop.stacks.tiff",
-        "Window": "tomoloop.stacks.tiff",
-        "axis_named": "tomoloop.stacks.tiff",
-        "check_label_dtype": "tomoloop.stacks.tiff",
-        "check_same_shape": "tomoloop.stacks.tiff",
-        "file_sha256": "tomoloop.stacks.tiff",
-        "open_stack": "tomoloop.stacks.tiff",
-        "percentile_window": "tomoloop.stacks.tiff",
-        "present_values": "tomoloop.stacks.tiff",
-        "scan_label_values": "tomoloop.stacks.tiff",
-        "to_uint8": "tomoloop.stacks.tiff",
+        "AXES": "tomoloop.stacks.stack",
+        "Axis": "tomoloop.stacks.stack",
+        "MAX_VOXEL_UM": "tomoloop.stacks.stack",
+        "Stack": "tomoloop.stacks.stack",
+        "UM_PER_UNIT": "tomoloop.stacks.stack",
+        "VoxelSize": "tomoloop.stacks.stack",
+        "Window": "tomoloop.stacks.window",
+        "axis_named": "tomoloop.stacks.stack",
+        "check_label_dtype": "tomoloop.stacks.checks",
+        "check_same_shape": "tomoloop.stacks.checks",
+        "file_sha256": "tomoloop.stacks.stack",
+        "open_stack": "tomoloop.stacks.opener",
+        "parse_source": "tomoloop.stacks.opener",
+        "percentile_window": "tomoloop.stacks.window",
+        "present_values": "tomoloop.stacks.checks",
+        "scan_label_values": "tomoloop.stacks.checks",
+        "source_path": "tomoloop.stacks.opener",
+        "to_uint8": "tomoloop.stacks.window",
         "unzip_to": "tomoloop.stacks.archive",
-        "voxel_length_ok": "tomoloop.stacks.tiff",
+        "voxel_length_ok": "tomoloop.stacks.stack",
         "voxel_size_from_metadata": "tomoloop.stacks.tiff",
         "write_png": "tomoloop.stacks.png",
         "write_stack": "tomoloop.stacks.tiff",

@@ -24,7 +24,9 @@ from tomoloop.labels.masks import decode_class_mask, pixel_tiers
 from tomoloop.labels.phases import IGNORE
 from tomoloop.labels.tiers import Tier
 from tomoloop.networks.matphase import remove_rows_and_resize, smooth_labels_knn
-from tomoloop.stacks.tiff import axis_named, open_stack, percentile_window
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.stack import axis_named
+from tomoloop.stacks.window import percentile_window
 
 TIER_NAMES = tuple(t.label for t in Tier)  # tier index → name
 # Expert > annotator > auto (the issue); model predictions used as labels count least.

@@ -75,6 +75,23 @@ def _mkdir(name: str) -> Callable[[Path], str]:
     return make
 
 
+def _h5(work: Path) -> str:
+    """scan.h5 holding gray.tif's volume at /exchange/data."""
+    import h5py
+
+    with h5py.File(work / "scan.h5", "w") as h5:
+        h5.create_dataset("exchange/data", data=tifffile.imread(work / "gray.tif"))
+    return "scan.h5"
+
+
+def _slices(work: Path) -> str:
+    """slices/: labels.tif as one TIFF per z."""
+    (work / "slices").mkdir()
+    for i, plane in enumerate(tifffile.imread(work / "labels.tif")):
+        tifffile.imwrite(work / "slices" / f"z{i}.tif", plane)
+    return "slices"
+
+
 PREDICT = ["predict", "gray.tif", "--model", "1"]
 COCO = ["coco", "from-stack", "--labels", "labels.tif", "--phases", PHASES]
 NO_SETUP: Callable[[Path], str] = lambda work: ""  # noqa: E731
@@ -92,6 +109,10 @@ CASES: dict[str, tuple[Callable[[Path], str], list[str], str]] = {
     ),
     "predict --out is a hard link to the input": (
         _link("hardlink"), [*PREDICT, "--out", "{}"], "alias.tif is the input GRAY",
+    ),
+    "predict --out is the HDF5 file the input dataset is in": (
+        _h5, ["predict", "{}:/exchange/data", "--model", "1", "--out", "{}"],
+        r"--out scan.h5 is the input GRAY",
     ),
     "predict --uncertainty is the input": (
         NO_SETUP, [*PREDICT, "--out", "p.tif", "--uncertainty", "gray.tif"],
@@ -116,6 +137,10 @@ CASES: dict[str, tuple[Callable[[Path], str], list[str], str]] = {
     ),
     "coco from-stack --out is the input gray": (
         NO_SETUP, [*COCO, "--gray", "gray.tif", "--out", "gray.tif"], "is the input --gray",
+    ),
+    "coco from-stack --out the input slice folder --overwrite": (
+        _slices, [*COCO[:3], "{}", *COCO[4:], "--out", "{}", "--overwrite"],
+        "--out slices is the input --labels",
     ),
     "coco from-stack --out an existing file": (
         NO_SETUP, [*COCO, "--out", "note.txt"], "--out note.txt is a file: give a new folder",
@@ -261,7 +286,7 @@ def test_a_read_only_run_folder_refuses_train_before_anything_is_registered(
 
 def _predict(gray: Path, out: Path, uncertainty: Path | None = None, axes=("z",)):
     from tomoloop.inference.predict import predict_volume
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     torch.manual_seed(0)
     with open_stack(gray) as stack:

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from tomoloop.cli import app
 from tomoloop.errors import StackReadError, TomoloopError
 from tomoloop.labels.splits import split_slices
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 
 @pytest.fixture
@@ -60,8 +60,10 @@ def test_phase_values_beyond_the_label_type_are_refused(work, phases, message):
 @pytest.mark.parametrize("size", ["1e309", "inf", "-inf", "nan", "2e6", "1,1,inf", "1,nan,1",
                                   "1.5m", "0", "-0.5"])  # fmt: skip
 def test_voxel_sizes_that_are_not_lengths_are_refused(work, size):
-    _refused(["stack", "info", "labels.tif", "--voxel-size", size],
-             rf"--voxel-size '{re.escape(size)}': give one finite length > 0 and ≤ 1e\+06 µm")
+    _refused(
+        ["stack", "info", "labels.tif", "--voxel-size", size],
+        rf"--voxel-size '{re.escape(size)}': give one finite length > 0 and ≤ 1e\+06 µm",
+    )
 
 
 def test_the_largest_voxel_size_is_accepted(work):

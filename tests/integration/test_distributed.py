@@ -41,7 +41,7 @@ def test_a_local_dask_cluster_predicts_and_scores_as_one_process_does(trained, t
     from tomoloop.active.scoring import ScoreOptions, score_stack
     from tomoloop.inference.predict import predict_volume
     from tomoloop.services import Services, load_registered_model
-    from tomoloop.stacks.tiff import open_stack
+    from tomoloop.stacks.opener import open_stack
 
     registry, model = trained
     services = Services.from_settings()

@@ -184,3 +184,38 @@ def test_a_dataset_gains_a_volume_only_explicitly(tmp_path, home, registry_url, 
     assert paths == {str(tmp_path / "a" / "gray.tif"), str(tmp_path / "b" / "gray.tif")}
     assert sum(len(v) for v in slices.values()) == sum(len(v) for v in after.values())
     registry.engine.dispose()
+
+
+def test_ingest_from_hdf5_and_a_slice_folder_keeps_the_source_it_reopens(
+    tmp_path, monkeypatch, home, registry_url, electrode_volume
+):
+    import h5py
+
+    from tomoloop.flows.ingest import add_gold, ingest
+    from tomoloop.services import Services, dataset_slices
+    from tomoloop.stacks.opener import open_stack
+
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:  # gray and labels in one file
+        h5.create_dataset("exchange/data", data=(electrode_volume * 80 + 20).astype(np.uint8))
+        h5.create_dataset("labels", data=electrode_volume)
+    (tmp_path / "gold").mkdir()
+    for i, plane in enumerate(electrode_volume):
+        tifffile.imwrite(tmp_path / "gold" / f"z{i}.tif", plane)
+    monkeypatch.chdir(tmp_path)  # relative sources become absolute in the registry
+    args = dict(gray="scan.h5", labels="scan.h5:/labels", name="h5", phases="pore=0,nmc=1,cbd=2")
+    first = ingest(**args)
+    assert ingest(**args)["dataset_version_id"] == first["dataset_version_id"]  # same content
+    registry = Registry.from_url(registry_url)
+    volume = registry.volume(first["volume_id"])
+    assert volume.path == f"{tmp_path / 'scan.h5'}:/exchange/data"
+    with open_stack(volume.path) as gray:
+        assert volume.sha256 == gray.content_sha256()
+        np.testing.assert_array_equal(gray.slice("z", 3), electrode_volume[3] * 80 + 20)
+    services = Services.from_settings()
+    try:  # training reopens every slice from the registered source
+        slices = dataset_slices(services, registry.dataset("h5"))
+    finally:
+        services.close()
+    assert sum(len(v) for v in slices.values()) > 0
+    assert add_gold("h5", "h5", "gold")["added"] > 0  # gold labels from a slice folder
+    registry.engine.dispose()

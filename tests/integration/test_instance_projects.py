@@ -62,7 +62,8 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     from tomoloop.inference.predict import normalise
     from tomoloop.particles.instances import detected_particles, grey_uint8, write_coco_folder
     from tomoloop.services import Services, dataset_slices, load_registered_model
-    from tomoloop.stacks.tiff import open_stack, percentile_window
+    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.window import percentile_window
 
     name = f"nmc-{uuid.uuid4().hex[:8]}"
     ingest_electrode(tmp_path, electrode_volume, noise=8.0, name=name)

@@ -15,7 +15,7 @@ from tomoloop.db.models import Tier
 from tomoloop.db.registry import NewAnnotation, NewMetric, Registry
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.stacks.archive import zip_folder
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 pytestmark = pytest.mark.integration
 

@@ -309,3 +309,22 @@ def test_prefect_console_hides_tomoloop_errors_and_chatter_but_not_bugs():
     assert not shown_on_terminal(record(engine, logging.INFO, "Beginning flow run 'a'"))
     assert not shown_on_terminal(record(engine, logging.ERROR, "Finished in state Failed()"))
     assert shown_on_terminal(record("/src/flows/train.py", logging.INFO, "epoch 1: loss 0.3"))
+
+
+def test_stack_info_reads_an_hdf5_dataset_and_refuses_a_missing_one_in_one_line(tmp_path):
+    import h5py
+
+    volume = np.arange(4 * 5 * 6, dtype=np.uint16).reshape(4, 5, 6)
+    with h5py.File(tmp_path / "scan.h5", "w") as h5:
+        h5.create_dataset("entry/data/data", data=volume).attrs["element_size_um"] = [2, 1, 1]
+    result = tomoloop("stack", "info", f"{tmp_path}/scan.h5:/entry/data/data", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["shape_zyx"] == [4, 5, 6] and info["voxel_size_um"] == [2, 1, 1]
+    assert info["source"] == f"{tmp_path}/scan.h5:/entry/data/data"
+    missing = tomoloop("stack", "info", f"{tmp_path}/scan.h5:/entry/nothing", "--json")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    document = json.loads(missing.stdout)
+    assert document["kind"] == "StackReadError"
+    assert "has no dataset /entry/nothing" in document["error"]
+    assert "/entry/data/data" in document["error"]

@@ -25,7 +25,7 @@ from tomoloop.coco.particles import ParticleLinker, components, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError, StackValidationError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.metrics.coco import self_consistency_ap
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 # fill=st.nothing(): draw every pixel (hypothesis otherwise fills most of an array with one
 # value, which would leave touching objects, holes and bridges rare)

@@ -24,7 +24,7 @@ from tomoloop.active.shift_setup import (
 )
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.report.plots import plot_domain_shift
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
 
@@ -96,6 +96,15 @@ def test_a_source_is_a_gray_and_a_label_stack_joined_by_a_colon():
     for bad in ("gray.tif", ":l.tif", "g.tif:"):
         with pytest.raises(BenchmarkError, match="GRAY:LABELS"):
             parse_pair(bad)
+
+
+def test_a_pair_of_sources_that_hold_colons_splits_where_both_exist(tmp_path):
+    h5, raw = tmp_path / "scan.h5", tmp_path / "l.raw"
+    h5.touch()
+    raw.touch()
+    gray, labels = f"{h5}:/exchange/data", f"{raw}:2x3x4:uint8"
+    assert parse_pair(f"{gray}:{labels}") == (Path(gray), Path(labels))
+    assert parse_pair(f"{gray}:{h5}:/labels") == (Path(gray), Path(f"{h5}:/labels"))
 
 
 def test_a_setup_refuses_empty_rounds_and_tiny_regions():

@@ -13,7 +13,7 @@ from tomoloop.active.label_efficiency import (
     stack_split,
 )
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 from tomoloop.training.trainer import TrainConfig
 
 TINY = TrainConfig(epochs=1, patch=32, batch=4, patches_per_epoch=8, overlap=8, patience=0)

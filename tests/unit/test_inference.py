@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from tomoloop.inference.predict import blend_window, predict_slice, predict_volume, tile_origins
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 
 def _direct(model, image):
@@ -199,7 +199,7 @@ def test_batched_volume_prediction_gives_todays_labels(tmp_path, arch):
     """
     from tomoloop.inference.predict import normalise
     from tomoloop.networks.registry import build_model
-    from tomoloop.stacks.tiff import percentile_window
+    from tomoloop.stacks.window import percentile_window
 
     torch.manual_seed(0)
     model = build_model(arch, 1, 3, base=4) if arch == "unet" else build_model(arch, 1, 3)

@@ -210,7 +210,8 @@ def test_a_stack_is_scored_tile_by_tile_as_its_slices_are_one_by_one(tmp_path):
     import tifffile
 
     from tomoloop.inference.predict import normalise
-    from tomoloop.stacks.tiff import open_stack, percentile_window
+    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.window import percentile_window
 
     torch.manual_seed(0)
     model = build_model("unet", 1, 3, base=4, depth=2)

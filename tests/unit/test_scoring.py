@@ -6,7 +6,7 @@ from torch import nn
 
 from tomoloop.active.scoring import ScoreOptions, score_stack, slice_features
 from tomoloop.errors import TomoloopError
-from tomoloop.stacks.tiff import open_stack
+from tomoloop.stacks.opener import open_stack
 
 OPTIONS = {"tile": 32, "overlap": 8}
 

@@ -8,17 +8,11 @@ import tifffile
 
 from tomoloop.errors import StackReadError, StackValidationError
 from tomoloop.labels.phases import PhaseMap, check_declared
-from tomoloop.stacks.tiff import (
-    Window,
-    axis_named,
-    check_label_dtype,
-    check_same_shape,
-    open_stack,
-    percentile_window,
-    scan_label_values,
-    to_uint8,
-    write_stack,
-)
+from tomoloop.stacks.checks import check_label_dtype, check_same_shape, scan_label_values
+from tomoloop.stacks.opener import open_stack
+from tomoloop.stacks.stack import axis_named
+from tomoloop.stacks.tiff import write_stack
+from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 VOL = (np.random.default_rng(0).random((10, 32, 40)) * 255).astype(np.uint8)
 
@@ -60,8 +54,8 @@ def test_general_zarr_reader_agrees_with_the_page_reader(tmp_path, kind):
     path = tmp_path / f"{kind}.tif"
     WRITERS[kind](path, VOL)
     with open_stack(path) as fast, open_stack(path) as general:
-        assert fast._pages is not None  # these layouts are one page per slice
-        general._pages = None  # what a >4 GB single-IFD ImageJ file is read with
+        assert fast._reader.pages is not None  # these layouts are one page per slice
+        general._reader.pages = None  # what a >4 GB single-IFD ImageJ file is read with
         for axis, i in (("z", 3), ("y", 7), ("x", 11)):
             np.testing.assert_array_equal(general.slice(axis, i), fast.slice(axis, i))
         np.testing.assert_array_equal(general.read(), VOL)
@@ -251,7 +245,7 @@ def test_reading_a_page_per_slice_stack_does_not_import_zarr(tmp_path):
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, VOL)
     code = (
-        "import sys; from tomoloop.stacks.tiff import open_stack\n"
+        "import sys; from tomoloop.stacks.opener import open_stack\n"
         f"with open_stack({str(path)!r}) as s: s.read(); s.slice('x', 3)\n"
         "assert 'zarr' not in sys.modules, 'zarr imported'"
     )
