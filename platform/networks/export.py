@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -84,8 +85,9 @@ def to_torchscript(model: nn.Module, example: torch.Tensor) -> bytes:
 
 def to_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
     """The eval-mode ``model`` as an ONNX model (input ``image``, output ``logits``,
-    dynamic batch), serialised."""
-    with _plain_operations():
+    dynamic batch), serialised. The exporter's progress lines go to stderr, never into a
+    command's ``--json`` document on stdout."""
+    with _plain_operations(), contextlib.redirect_stdout(sys.stderr):
         program = torch.onnx.export(
             model.eval(),
             (example,),
