@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -184,3 +185,23 @@ def temp_dir_beside(target: Path) -> Path:
     name = tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.chmod(name, 0o777 & ~current_umask())
     return Path(name)
+
+
+@contextmanager
+def new_folder(flag: str, target: Path) -> Iterator[Path]:
+    """A hidden folder beside ``target`` to fill, renamed to ``target`` when the block ends
+    without error and removed when it does not: a folder output is there whole or not at all.
+
+    Raises:
+        OutputError: ``target`` exists, or the disk refuses the write (named by ``flag``).
+    """
+    check_new(target)
+    with writing(flag, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir_beside(target)
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

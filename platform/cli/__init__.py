@@ -26,6 +26,7 @@ from tomoloop.cli import (
     coco,
     db,
     demo,
+    export,
     ingest,
     labelstudio,
     loop,
@@ -59,6 +60,7 @@ app.add_typer(labelstudio.labelstudio_app, name="labelstudio")
 app.add_typer(review.review_app, name="review")
 app.add_typer(particles.flaws_app, name="flaws")
 app.add_typer(benchmark.benchmark_app, name="benchmark")
+app.add_typer(export.export_app, name="export")
 
 app.command()(ingest.ingest)
 app.command()(train.train)

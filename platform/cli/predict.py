@@ -24,10 +24,17 @@ from tomoloop.errors import TomoloopError
 def predict(
     gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered model version id.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Label TIFF to write.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Labels to write (TIFF or OME-Zarr).")],
     uncertainty: Annotated[
-        Path | None, typer.Option(help="Also write per-voxel entropy (float16 TIFF) here.")
+        Path | None,
+        typer.Option(help="Also write per-voxel entropy here (float16 TIFF, float32 OME-Zarr)."),
     ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="tiff, or ome-zarr (a multiscale pyramid; labels named by class)."
+        ),
+    ] = "tiff",
     axes: Annotated[str, typer.Option(help="z, or zyx to fuse XY, XZ and YZ slices.")] = "z",
     tile: Annotated[
         int | None,
@@ -37,8 +44,10 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """Segment a whole volume with a registered model (tiled, blended, streamed to disk)."""
+    from tomoloop.cli.export import check_volume_format
     from tomoloop.inference.predict import default_overlap, predict_volume
-    from tomoloop.outputs import Output, check_outputs
+    from tomoloop.inference.pyramids import predict_to_ome_zarr
+    from tomoloop.outputs import Output, check_new, check_outputs
     from tomoloop.services import Services, load_registered_model
     from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import resolve_device
@@ -47,9 +56,14 @@ def predict(
         raise TomoloopError(f"--axes {axes!r}: use z or zyx")
     if tile is not None and (tile < 16 or tile % 16):
         raise TomoloopError(f"--tile {tile}: use a multiple of 16")
-    outputs = [Output("--out", out_path)]
+    check_volume_format(fmt)
+    zarr = fmt == "ome-zarr"
+    outputs = [Output("--out", out_path, folder=zarr)]
     if uncertainty is not None:
-        outputs.append(Output("--uncertainty", uncertainty))
+        outputs.append(Output("--uncertainty", uncertainty, folder=zarr))
+    if zarr:
+        for output in outputs:
+            check_new(output.path)
     check_outputs(stack_files({"GRAY": gray}), outputs)
     open_stack(gray).close()  # an unreadable stack: one line before the model loads
     torch_device = resolve_device(device)
@@ -62,21 +76,26 @@ def predict(
             services.close()
         with open_stack(gray) as stack, progress_bar(disable=as_json) as bar:
             task = bar.add_task("slices", total=sum(stack.shape["zyx".index(a)] for a in axes))
-            result = predict_volume(
+            predict = partial(
+                predict_volume,
                 network,
                 stack,
-                out_path,
-                uncertainty,
                 axes=tuple(axes),
                 tile=tile or spec.tile,
                 overlap=default_overlap(spec.tile),
                 device=torch_device,
                 on_slice=lambda _axis, _index: bar.advance(task),
             )
+            if zarr:
+                classes = dict(enumerate(spec.class_names))
+                predict_to_ome_zarr(predict, stack, classes, out_path, uncertainty)
+            else:
+                predict(out_path, uncertainty)
         return {
             "model_version": model,
-            "labels": str(result.labels),
-            "uncertainty": None if result.uncertainty is None else str(result.uncertainty),
+            "format": fmt,
+            "labels": str(out_path),
+            "uncertainty": None if uncertainty is None else str(uncertainty),
             "classes": list(spec.class_names),
             "axes": axes,
         }

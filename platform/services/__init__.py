@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     )
     from tomoloop.services.datasets import (
         dataset_phases,
+        dataset_refs,
         dataset_slices,
         mask_document,
         merged_label,
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
         label_studio_up,
         registry_summary,
         upgrade_registry,
+    )
+    from tomoloop.services.exports import (
+        export_labels,
+        export_model,
+        export_nnunet,
     )
     from tomoloop.services.ingest import (
         GoldAdded,
@@ -239,6 +245,7 @@ __all__ = [
     "contest_of",
     "curve_metrics",
     "dataset_phases",
+    "dataset_refs",
     "dataset_slices",
     "demo_inputs",
     "disagreement_scores",
@@ -246,6 +253,9 @@ __all__ = [
     "evaluation_metrics",
     "every",
     "export_coco",
+    "export_labels",
+    "export_model",
+    "export_nnunet",
     "finish_run",
     "first_chosen",
     "fit_maskrcnn",
@@ -382,7 +392,11 @@ __getattr__, __dir__ = lazy_exports(
         "contest_of": "tomoloop.services.promotion",
         "curve_metrics": "tomoloop.services.training",
         "dataset_phases": "tomoloop.services.datasets",
+        "dataset_refs": "tomoloop.services.datasets",
         "dataset_slices": "tomoloop.services.datasets",
+        "export_labels": "tomoloop.services.exports",
+        "export_model": "tomoloop.services.exports",
+        "export_nnunet": "tomoloop.services.exports",
         "demo_inputs": "tomoloop.services.demo",
         "disagreement_scores": "tomoloop.services.instances",
         "instance_scores": "tomoloop.services.instances",

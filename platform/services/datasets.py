@@ -29,7 +29,13 @@ def dataset_phases(services: Services, dataset: DatasetVersion) -> PhaseMap:
 def dataset_slices(
     services: Services, dataset: DatasetVersion, weights: dict[str, float] | None = None
 ) -> dict[str, list[LabelledSlice]]:
-    """Every labelled slice of a dataset version, read and decoded, grouped by split.
+    """Every labelled slice of a dataset version, read and decoded, grouped by split
+    (the slices of :func:`dataset_refs`)."""
+    return load_slices(dataset_refs(services, dataset), weights)
+
+
+def dataset_refs(services: Services, dataset: DatasetVersion) -> list[SliceRef]:
+    """Where every labelled slice of a dataset version lives, with its mask document.
 
     Masks stored as artifacts are fetched and verified by sha256. A sparse label is merged
     over the lower-tier labels of its slice (:func:`merged_label`).
@@ -53,7 +59,7 @@ def dataset_slices(
                 member.instances_rle,
             )
         )
-    return load_slices(refs, weights)
+    return refs
 
 
 def mask_document(
