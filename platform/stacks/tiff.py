@@ -26,6 +26,7 @@ import tifffile
 
 from tomoloop.errors import StackReadError, StackValidationError
 from tomoloop.outputs import temp_file_beside
+from tomoloop.stacks.remote import RemoteFile, is_url, open_remote
 
 if TYPE_CHECKING:
     import zarr
@@ -240,20 +241,29 @@ def open_stack(path: str | os.PathLike[str], voxel_size: VoxelSize | None = None
     """Open a TIFF stack lazily.
 
     Args:
-        path: multipage TIFF, ImageJ hyperstack or OME-TIFF holding one channel.
+        path: multipage TIFF, ImageJ hyperstack or OME-TIFF holding one channel; or its
+            URL (``s3://bucket/key.tif``), read in byte ranges as slices are asked for
+            (:mod:`tomoloop.stacks.remote`; ``Stack.path`` is then ``bucket/key.tif``).
         voxel_size: (z, y, x) in µm; overrides what the file says.
 
     Raises:
         StackReadError: the file is missing, unreadable, corrupt, empty, or holds more than
             one channel / time point.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise StackReadError(f"stack {p} does not exist: check the path")
+    source: Path | RemoteFile
+    if is_url(path):
+        source = open_remote(os.fspath(path))
+        p = Path(source.path)
+    else:
+        source = p = Path(path)
+        if not p.is_file():
+            raise StackReadError(f"stack {p} does not exist: check the path")
     tif: tifffile.TiffFile | None = None
     with _tifffile_warnings() as warnings:
         try:
-            tif = tifffile.TiffFile(p)
+            # tifffile opens an object with .open() and closes it with the TIFF; its
+            # hints name only paths and open files
+            tif = tifffile.TiffFile(source)  # type: ignore[arg-type]
             series = tif.series  # parsing the page chain is where truncation shows
         except (tifffile.TiffFileError, ValueError, OSError, struct.error) as exc:
             warnings.append(str(exc))
