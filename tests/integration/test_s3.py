@@ -65,7 +65,8 @@ def test_ingest_stores_its_coco_artifact_in_the_bucket(
     assert result.exit_code == 0, result.output
     assert "tomoloop-secret-key" not in result.output
     coco = Registry.from_url(registry_url).dataset("nmc").artifacts["coco"]
-    assert coco["uri"] == json.loads(result.output)["coco_artifact"]
+    answer = json.loads(result.stdout.strip().splitlines()[-1])  # after Prefect's log lines
+    assert coco["uri"] == answer["coco_artifact"]
     objects = _objects(s3_env, prefix)
     assert list(objects) == [f"{prefix}/artifacts/{coco['uri']}"]  # no temporary left
     stored = objects[f"{prefix}/artifacts/{coco['uri']}"]
