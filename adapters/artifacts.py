@@ -8,7 +8,6 @@ temporary name and are renamed into place; reads are verified by sha256.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import uuid
@@ -63,7 +62,13 @@ class ArtifactStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._fs, self._root = fsspec.core.url_to_fs(url)  # folders come with the first put
+        try:
+            self._fs, self._root = fsspec.core.url_to_fs(url)  # folders come with a put
+        except ImportError as exc:
+            raise ArtifactError(
+                f"TOMOLOOP_ARTIFACTS_URL {url}: {exc} (for s3:// install tomoloop's s3 "
+                "extra: pip install 'tomoloop[s3]')"
+            ) from exc
 
     def _path(self, key: str) -> str:
         return f"{self._root.rstrip('/')}/{key}"
@@ -94,20 +99,30 @@ class ArtifactStore:
         key = artifact_key(sha, suffix)
         path = self._path(key)
         if self._fs.exists(path):
-            self._refresh(path)
+            if not self._touched(path):
+                self._write_into(path, write)
             return Artifact(key, sha, size)
         self._fs.makedirs(self._path(sha[:2]), exist_ok=True)
+        self._write_into(path, write)
+        return Artifact(key, sha, size, new=True)
+
+    def _write_into(self, path: str, write: Callable[[str], None]) -> None:
+        """Write through ``write(temporary path)``, then rename to ``path``: readers see
+        the whole old file or the whole new one, never part of one."""
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         write(tmp)
         self._fs.mv(tmp, path)
-        return Artifact(key, sha, size, new=True)
 
-    def _refresh(self, path: str) -> None:
+    def _touched(self, path: str) -> bool:
         """Mark existing content as just stored, so ``tomoloop db gc`` does not take an old
-        unreferenced file that a transaction is about to refer to again (a filesystem
-        that cannot change a file's time keeps the old one; the grace period covers it)."""
-        with contextlib.suppress(NotImplementedError):
+        unreferenced file that a transaction is about to refer to again. False when the
+        filesystem cannot change a file's time (S3 objects are immutable): the caller
+        writes the same content again, which makes its time now."""
+        try:
             self._fs.touch(path, truncate=False)
+        except (NotImplementedError, ValueError):
+            return False
+        return True
 
     def entries(self) -> list[StoredFile]:
         """Every file under the root, sorted by key; a root not created yet holds none."""

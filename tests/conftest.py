@@ -228,3 +228,53 @@ def label_studio_postgres(label_studio_env, postgres_server, monkeypatch):
     monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
     yield url
     drop_database(postgres_server, name)
+
+
+# ---------------------------------------------------------------- S3
+
+
+S3_BUCKET = "tomoloop-test"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto's server mode) on a free loopback port for the
+    whole session, holding the empty bucket :data:`S3_BUCKET`; yields its endpoint URL."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="tomoloop-test",
+        aws_secret_access_key="tomoloop-test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """The environment pointed at the session's S3 server the way users configure S3
+    (``AWS_ENDPOINT_URL`` + credentials); yields ``.client`` (boto3, to look at the
+    bucket behind tomoloop's back) and ``.bucket``."""
+    from types import SimpleNamespace
+
+    import boto3
+
+    for key, value in {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "tomoloop-key-id",
+        "AWS_SECRET_ACCESS_KEY": "tomoloop-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    return SimpleNamespace(client=boto3.client("s3"), bucket=S3_BUCKET)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tomoloop.errors import StackReadError
+from tomoloop.stacks.remote import is_url, open_remote
 from tomoloop.stacks.stack import Stack, VoxelSize
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nxs", ".nx5", ".cxi")
@@ -113,6 +114,10 @@ def open_stack(source: str | os.PathLike[str], voxel_size: VoxelSize | None = No
             not match its layout.
         StackValidationError: the voxel size is not three lengths in (0, 1 m].
     """
+    if is_url(source):  # a TIFF at a URL: read in byte ranges (tomoloop.stacks.remote)
+        from tomoloop.stacks.tiff import open_tiff
+
+        return open_tiff(open_remote(os.fspath(source)), voxel_size, os.fspath(source))
     parsed = parse_source(source)
     p = parsed.path
     if not p.exists():

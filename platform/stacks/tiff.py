@@ -23,6 +23,7 @@ import tifffile
 
 from tomoloop.errors import StackReadError
 from tomoloop.outputs import temp_file_beside
+from tomoloop.stacks.remote import RemoteFile
 from tomoloop.stacks.stack import (
     ArrayReader,
     Index,
@@ -89,21 +90,29 @@ def voxel_size_from_metadata(tif: tifffile.TiffFile) -> VoxelSize | None:
     return None
 
 
-def open_tiff(path: Path, voxel_size: VoxelSize | None = None) -> Stack:
+def open_tiff(
+    path: Path | RemoteFile, voxel_size: VoxelSize | None = None, source: str | None = None
+) -> Stack:
     """Open a TIFF stack lazily.
 
     Args:
-        path: an existing multipage TIFF, ImageJ hyperstack or OME-TIFF with one channel.
+        path: an existing multipage TIFF, ImageJ hyperstack or OME-TIFF with one channel;
+            or a remote one (:mod:`tomoloop.stacks.remote`), read in byte ranges as slices
+            are asked for (``Stack.path`` is then ``bucket/key.tif``).
         voxel_size: (z, y, x) in µm; overrides what the file says.
+        source: the source the registry keeps (default: the absolute path).
 
     Raises:
         StackReadError: the file is unreadable, corrupt, empty, or holds more than one
             channel / time point.
     """
+    local = Path(path.path) if isinstance(path, RemoteFile) else path
     tif: tifffile.TiffFile | None = None
     with _tifffile_warnings() as warnings:
         try:
-            tif = tifffile.TiffFile(path)
+            # tifffile opens an object with .open() and closes it with the TIFF; its
+            # hints name only paths and open files
+            tif = tifffile.TiffFile(path)  # type: ignore[arg-type]
             series = tif.series  # parsing the page chain is where truncation shows
         except (tifffile.TiffFileError, ValueError, OSError, struct.error) as exc:
             warnings.append(str(exc))
@@ -111,12 +120,12 @@ def open_tiff(path: Path, voxel_size: VoxelSize | None = None) -> Stack:
         if tif is not None:
             tif.close()
         raise StackReadError(
-            f"{path} is not a readable TIFF stack ({warnings[0]}): the file is corrupt or "
+            f"{local} is not a readable TIFF stack ({warnings[0]}): the file is corrupt or "
             "truncated; copy or re-export it from your reconstruction software"
         )
     tif.filehandle.set_lock(True)  # slices may be read from several threads
     try:
-        return _stack_from(tif, series, path, voxel_size)
+        return _stack_from(tif, series, local, voxel_size, source or str(local.absolute()))
     except Exception:
         tif.close()
         raise
@@ -139,7 +148,7 @@ def _tifffile_warnings() -> Iterator[list[str]]:
 
 
 def _stack_from(
-    tif: tifffile.TiffFile, all_series: list, p: Path, voxel_size: VoxelSize | None
+    tif: tifffile.TiffFile, all_series: list, p: Path, voxel_size: VoxelSize | None, source: str
 ) -> Stack:
     if not all_series:
         raise StackReadError(f"{p} holds no images: it is empty")
@@ -172,7 +181,7 @@ def _stack_from(
         shape=shape3,
         dtype=dtype,
         voxel_size=chosen_voxel_size(voxel_size, voxel_size_from_metadata(tif)),
-        source=str(p.absolute()),
+        source=source,
         _reader=reader,
     )
 
