@@ -63,13 +63,14 @@ def al_round(
     max_open: int | None = None,
     instance_model: int | None = None,
     device: str = "auto",
+    volumes: tuple[str, ...] = (),
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
     the champion unless given; ``instance_model``: the Mask R-CNN the ``disagreement``
     strategy compares it with, whose particles the push pre-fills in the dataset's
     instance project) and push them to Label Studio as a new round — unless
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
-    nobody does).
+    nobody does). With ``volumes`` (names) only their slices are scored and chosen.
     """
     chooser = strategy_for(strategy, instance_model)  # every option refused before writes
     limits = Constraints(budget, per_volume, min_gap)
@@ -81,7 +82,9 @@ def al_round(
         if max_open is not None and len(waiting) >= max_open:
             get_run_logger().info("no new round: rounds %s of %s are still open", waiting, dataset)
             return {"round": None, "open_rounds": waiting}
-        scored = score_pool(services, dataset, chooser, model, passes, instance_model, torch_device)
+        scored = score_pool(
+            services, dataset, chooser, model, passes, instance_model, torch_device, volumes
+        )
         choice = choose_slices(services, dataset, chooser, scored, limits, cost_aware, seed)
         opened = open_chosen_round(services, dataset, chooser, scored, choice, budget)
     _publish_round(dataset, opened, scored, chooser.scoring, torch_device)
@@ -344,9 +347,13 @@ def loop(
     tier_weights: str = "",
     seed: int = 0,
     device: str = "auto",
+    per_volume: int | None = None,
+    volumes: tuple[str, ...] = (),
 ) -> dict:
     """Active-learning rounds on ``dataset`` until ``rounds`` are done, the label budget is
-    spent or the champion stops improving.
+    spent or the champion stops improving. Rounds take at most ``per_volume`` slices of a
+    volume and, with ``volumes`` (names), only those volumes' slices; retraining uses every
+    label of the dataset.
 
     ``annotator="oracle"`` answers each round from ``truth`` (``{volume: labels path}``)
     through Label Studio; ``"human"`` stops after the first push and says where to label
@@ -355,18 +362,18 @@ def loop(
     reviews to people.
     """
     check_loop_options(annotator, reviewer, truth, strategy, budget, min_gap, behaviour, device)
+    ask = _Asking(strategy, Constraints(budget, per_volume, min_gap), tuple(volumes), device)
     stop = StopRules(label_budget, patience, min_gain)
     how = _Retraining(
         config, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device
     )
     with Services.from_settings() as services:
         oracle = "oracle" in (annotator, reviewer)  # checked above: then truth is given
-        version, start = loop_start(services, dataset, truth if oracle else None)
+        version, start = loop_start(services, dataset, truth if oracle else None, ask.volumes)
     progress = LoopProgress((evaluate_model(start, version.id, "test", device)["mIoU"],))
     reason = f"{rounds} rounds done"
     for k in range(rounds):
-        chosen, stopped = _next_round(progress, stop, dataset, strategy, budget, min_gap, seed + k,
-                                      device)  # fmt: skip
+        chosen, stopped = _next_round(progress, stop, dataset, ask, seed + k)
         if chosen is None:
             reason = stopped
             break
@@ -381,23 +388,31 @@ def loop(
         return progress.to_dict(dataset, reason, champion_id(services, dataset))
 
 
+@dataclass(frozen=True)
+class _Asking:
+    """What each round of the loop asks for: its strategy, constraints, the volumes it
+    chooses from (empty: all) and the device that scores."""
+
+    strategy: str
+    limits: Constraints
+    volumes: tuple[str, ...]
+    device: str
+
+
 def _next_round(
-    progress: LoopProgress,
-    stop: StopRules,
-    dataset: str,
-    strategy: str,
-    budget: int,
-    min_gap: int,
-    seed: int,
-    device: str,
+    progress: LoopProgress, stop: StopRules, dataset: str, ask: _Asking, seed: int
 ) -> tuple[dict | None, str]:
     """The next round pushed (the al-round flow's answer), or None and why the loop stops
     before it (a stop rule, or no slice left to choose)."""
     reason = progress.stop_reason(stop)
     if reason is not None:
         return None, reason
+    limits = ask.limits
     try:
-        return al_round(dataset, strategy, budget, None, min_gap, seed=seed, device=device), ""
+        return al_round(
+            dataset, ask.strategy, limits.budget, limits.per_volume, limits.min_gap, seed=seed,
+            device=ask.device, volumes=ask.volumes,
+        ), ""  # fmt: skip
     except NothingToLabel as exc:
         return None, str(exc)
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         labelled_pixels,
         merge_by_tier,
         stack_class_masks,
+        unlabelled_mask,
     )
     from tomoloop.labels.phases import (
         IGNORE,
@@ -65,6 +66,7 @@ __all__ = [
     "split_slices",
     "stack_class_masks",
     "undeclared_values",
+    "unlabelled_mask",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -97,5 +99,6 @@ __getattr__, __dir__ = lazy_exports(
         "split_slices": "tomoloop.labels.splits",
         "stack_class_masks": "tomoloop.labels.masks",
         "undeclared_values": "tomoloop.labels.phases",
+        "unlabelled_mask": "tomoloop.labels.masks",
     },
 )

@@ -9,9 +9,10 @@ from collections import defaultdict
 from typing import Any
 
 from tomoloop.db.entities import DatasetVersion
-from tomoloop.db.registry import PoolSlice, RegistryError
+from tomoloop.db.registry import DatasetSlice, PoolSlice, RegistryError
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask, merge_by_tier
 from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.tiers import Tier
 from tomoloop.services.context import Services
 from tomoloop.training.data import LabelledSlice, SliceRef, load_slices
 
@@ -27,10 +28,13 @@ def dataset_slices(
     """Every labelled slice of a dataset version, read and decoded, grouped by split.
 
     Masks stored as artifacts are fetched and verified by sha256. A sparse label is merged
-    over the lower-tier labels of its slice (:func:`merged_label`).
+    over the lower-tier labels of its slice (:func:`merged_label`). A slice nobody labelled
+    yet (:func:`nobody_labelled`) is left out: it can neither teach nor judge a network.
     """
     refs = []
     for member in services.registry.dataset_slices(dataset.id):
+        if nobody_labelled(member):
+            continue
         mask = mask_document(
             services, member.annotation_id, member.mask_rle, member.mask_uri, member.mask_sha256
         )
@@ -49,6 +53,12 @@ def dataset_slices(
             )
         )
     return load_slices(refs, weights)
+
+
+def nobody_labelled(member: DatasetSlice) -> bool:
+    """Whether a dataset slice's best label is the empty tier-auto one of a volume added
+    without labels (0 labelled pixels, and no lower tier to merge it over)."""
+    return member.labelled_px == 0 and member.tier == Tier.AUTO
 
 
 def mask_document(
@@ -81,6 +91,15 @@ def merged_label(
         for a in services.registry.lower_labels(annotation_id)
     ]
     return encode_class_mask(merge_by_tier([*lower, (tier, decode_class_mask(sparse))]))
+
+
+def slice_volumes(services: Services, dataset: DatasetVersion) -> dict[int | None, str]:
+    """Annotation id → the name of its slice's volume, for every slice of a version
+    (keyed as :attr:`LabelledSlice.annotation_id` is typed)."""
+    names = {v.id: v.name for v in services.registry.dataset_volumes(dataset.id)}
+    return {
+        m.annotation_id: names[m.volume_id] for m in services.registry.dataset_slices(dataset.id)
+    }
 
 
 def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:

@@ -5,6 +5,7 @@ round opened in the registry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 from tomoloop.active.scoring import ScoreOptions, SliceFeatures, score_stack
 from tomoloop.active.selection import Candidate, Constraints, LeadTimeModel, Strategy
 from tomoloop.active.strategies import get
+from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.inference.predict import default_overlap
 from tomoloop.networks.registry import ModelSpec
@@ -118,6 +120,30 @@ def pool_features(
     return out
 
 
+def volume_pool(
+    services: Services, version: DatasetVersion, volumes: Sequence[str] = ()
+) -> list[PoolSlice]:
+    """The training pool of a dataset version, only the slices of ``volumes`` (names)
+    when any are given.
+
+    Raises:
+        RegistryError: a named volume is not in the dataset version.
+    """
+    pool = services.registry.pool(version.id)
+    if not volumes:
+        return pool
+    held = {v.name: v.id for v in services.registry.dataset_volumes(version.id)}
+    missing = [name for name in volumes if name not in held]
+    if missing:
+        raise RegistryError(
+            f"--volume {missing[0]!r} is not in dataset {version.name}@{version.version}, "
+            f"which holds {', '.join(sorted(held))}: add it with `tomoloop ingest GRAY "
+            f"--name {missing[0]} --phases PHASES --add-to {version.name}`"
+        )
+    wanted = {held[name] for name in volumes}
+    return [p for p in pool if p.volume_id in wanted]
+
+
 def score_pool(
     services: Services,
     dataset: str,
@@ -126,12 +152,15 @@ def score_pool(
     passes: int,
     instance_model: int | None,
     device: torch.device,
+    volumes: Sequence[str] = (),
 ) -> ScoredPool:
-    """The dataset's pool scored by ``model`` (the champion unless given) as the strategy
-    ranks it — with ``instance_model``'s disagreement as the score when it compares one —
-    and the scores recorded in the registry."""
+    """The dataset's pool (only ``volumes``' slices when any are named) scored by ``model``
+    (the champion unless given) as the strategy ranks it — with ``instance_model``'s
+    disagreement as the score when it compares one — and the scores recorded in the
+    registry."""
     registry = services.registry
     version = registry.dataset(dataset)
+    pool = volume_pool(services, version, volumes)
     model_id = model if model is not None else champion_id(services, dataset)
     network, spec, _ = load_registered_model(services, model_id, str(device))
     options = ScoreOptions(
@@ -143,7 +172,6 @@ def score_pool(
         device,
         chooser.embed,
     )
-    pool = registry.pool(version.id)
     features = pool_features(network, pool, options)
     label = options.label
     if chooser.instances and instance_model is not None:
