@@ -12,6 +12,7 @@ from tomoloop.cli.options import (
     MarginOpt,
     StrategyOpt,
     ToleranceOpt,
+    VolumeOpt,
     parse_pairs,
 )
 from tomoloop.cli.output import print_result
@@ -38,6 +39,7 @@ def al_round_command(
             "push pre-fills its particles in the dataset's instance project."
         ),
     ] = None,
+    volume: VolumeOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
@@ -61,6 +63,7 @@ def al_round_command(
             push=push,
             instance_model=instance_model,
             device=device,
+            volumes=tuple(volume or ()),
         ),
         as_json,
         lambda result: print_result(f"round {result['round']} of {dataset}", result),
@@ -133,11 +136,16 @@ def loop_command(
     patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
     margin: MarginOpt = 0.0,
     fraction_tolerance: ToleranceOpt = 0.05,
+    per_volume: Annotated[
+        int | None, typer.Option(help="At most this many slices of one volume per round.")
+    ] = None,
+    volume: VolumeOpt = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Run active-learning rounds: choose → label in Label Studio → retrain → promote."""
     from tomoloop.active.oracle import Behaviour
+    from tomoloop.active.selection import Constraints
     from tomoloop.flows.loop import loop
 
     try:
@@ -146,6 +154,7 @@ def loop_command(
         raise TomoloopError(f"--bias {bias}: PIXELS must be an integer, e.g. cbd=-1") from None
     behaviour = {"bias": biases, "noise": noise}
     Behaviour(**behaviour)
+    Constraints(budget, per_volume, min_gap)
     run(
         lambda: loop(
             dataset,
@@ -162,6 +171,8 @@ def loop_command(
             margin=margin,
             fraction_tolerance=fraction_tolerance,
             device=device,
+            per_volume=per_volume,
+            volumes=tuple(volume or ()),
         ),
         as_json,
         partial(print_result, f"active learning on {dataset}"),

@@ -32,6 +32,14 @@ StrategyOpt = Annotated[
         "coreset, hybrid."
     ),
 ]
+VolumeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        help="Choose only from this volume's slices (repeat for several; default all). "
+        "Training still uses every label of the dataset.",
+    ),
+]
 MarginOpt = Annotated[float, typer.Option(help="mIoU gain the challenger must exceed.")]
 ToleranceOpt = Annotated[
     float, typer.Option(help="Largest |predicted − gold| phase volume fraction (0–1).")
