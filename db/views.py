@@ -13,7 +13,7 @@ from tomoloop.db.entities import (
     TrainingRun,
     Volume,
 )
-from tomoloop.db.registry import Registry
+from tomoloop.db.registry import VOLUME_METRIC, Registry
 
 
 def volume_row(volume: Volume) -> dict:
@@ -40,17 +40,27 @@ def dataset_row(registry: Registry, dataset: DatasetVersion) -> dict:
     }
 
 
-def _metric_key(metric: Metric, model: ModelVersion) -> str:
+def _metric_key(metric: Metric, model: ModelVersion, volumes: dict[int, str]) -> str:
     """``split/name[/class]``, with ``@dataset-version`` when the number was measured on
     another dataset version than the model was trained on (it must not hide the other).
+    A number of one volume's slices (stored as ``volume:<volume id>/<name>``) shows as
+    ``split/volume:<volume name>/name[/class]``.
     """
-    key = f"{metric.split}/{metric.name}" + (f"/{metric.class_name}" if metric.class_name else "")
+    name = metric.name
+    if name.startswith(VOLUME_METRIC):
+        volume_id, _, rest = name.removeprefix(VOLUME_METRIC).partition("/")
+        name = f"{VOLUME_METRIC}{volumes.get(int(volume_id), volume_id)}/{rest}"
+    key = f"{metric.split}/{name}" + (f"/{metric.class_name}" if metric.class_name else "")
     other = metric.dataset_version_id not in (None, model.dataset_version_id)
     return f"{key}@{metric.dataset_version_id}" if other else key
 
 
 def model_row(registry: Registry, model: ModelVersion) -> dict:
-    """A model version with its final metrics as ``{split/name[/class][@version]: value}``."""
+    """A model version with its final metrics as ``{split/name[/class][@version]: value}``
+    (``split/volume:<volume>/name[/class]`` for a volume's own scores)."""
+    metrics = [m for m in registry.metrics(model.id) if m.step is None]
+    per_volume = any(m.name.startswith(VOLUME_METRIC) for m in metrics)
+    volumes = {v.id: v.name for v in registry.volumes()} if per_volume else {}
     return {
         "id": model.id,
         "name": model.name,
@@ -59,10 +69,8 @@ def model_row(registry: Registry, model: ModelVersion) -> dict:
         "stage": model.stage,
         "dataset_version": model.dataset_version_id,
         "parent": model.parent_id,
-        "metrics": {
-            _metric_key(m, model): m.value
-            for m in registry.metrics(model.id)
-            if m.step is None  # final numbers; per-epoch curve points stay in the registry
+        "metrics": {  # final numbers; per-epoch curve points stay in the registry
+            _metric_key(m, model, volumes): m.value for m in metrics
         },
     }
 

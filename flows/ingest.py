@@ -8,6 +8,7 @@ failed ingest leaves nothing behind; running it again on the same input changes 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 
 from prefect import flow, get_run_logger
@@ -21,7 +22,7 @@ from tomoloop.stacks.opener import open_stack
 @flow(name="ingest")
 def ingest(
     gray: str,
-    labels: str,
+    labels: str | None,
     name: str,
     phases: str,
     voxel_size: tuple[float, float, float] | None = None,
@@ -34,7 +35,8 @@ def ingest(
     with ``add_to``, as volume ``name`` added to dataset ``add_to``'s next version instead
     (its members so far, and the new volume's slices split by ``split`` on their own).
 
-    A stack other than the ones a dataset holds never joins it without ``add_to``.
+    A stack other than the ones a dataset holds never joins it without ``add_to``. Without
+    ``labels`` (only with ``add_to``) the volume's slices join the splits unlabelled.
     """
     check_name(name)
     log = get_run_logger()
@@ -42,7 +44,7 @@ def ingest(
         phase_map = PhaseMap.parse(phases)
         with (
             open_stack(gray, voxel_size) as gray_stack,
-            open_stack(labels, voxel_size) as label_stack,
+            nullcontext() if labels is None else open_stack(labels, voxel_size) as label_stack,
         ):
             result = ingest_stacks(
                 services, gray_stack, label_stack, phase_map, name, split, instance_phases,

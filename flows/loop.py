@@ -68,6 +68,7 @@ def al_round(
     region: int = 32,
     budget_px: int | None = None,
     min_distance: float | None = None,
+    volumes: tuple[str, ...] = (),
 ) -> dict:
     """Choose ``budget`` unlabelled training slices of ``dataset`` with ``strategy`` (model:
     the champion unless given; ``instance_model``: the Mask R-CNN the ``disagreement``
@@ -77,9 +78,10 @@ def al_round(
     nobody does). ``unit="region"`` chooses ``region`` px tiles instead, one per slice, for
     ``budget_px`` labelled pixels (default ``budget`` tiles' worth) at least
     ``min_distance`` voxels apart (default one region side): region tasks, sparse labels.
+    With ``volumes`` (names) only their slices are scored and chosen.
     """
     asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance,
-                            per_volume)  # fmt: skip
+                            per_volume, volumes)  # fmt: skip
     chooser = strategy_for(strategy, instance_model, asked.unit)  # options refused before writes
     asked.limits()
     torch_device = resolve_device(device)
@@ -364,9 +366,15 @@ def loop(
     region: int = 32,
     budget_px: int | None = None,
     min_distance: float | None = None,
+    per_volume: int | None = None,
+    volumes: tuple[str, ...] = (),
 ) -> dict:
     """Active-learning rounds on ``dataset`` until ``rounds`` are done, the label budget is
-    spent or the champion stops improving.
+    spent or the champion stops improving. Rounds take at most ``per_volume`` slices of a
+    volume and, with ``volumes`` (names), only those volumes' slices; retraining uses every
+    label of the dataset. Rounds take at most ``per_volume`` slices of a
+    volume and, with ``volumes`` (names), only those volumes' slices; retraining uses every
+    label of the dataset.
 
     ``annotator="oracle"`` answers each round from ``truth`` (``{volume: labels path}``)
     through Label Studio; ``"human"`` stops after the first push and says where to label
@@ -375,14 +383,15 @@ def loop(
     reviews to people. ``unit="region"`` asks for regions as :func:`al_round` does; the
     label budget and the learning curve then count labelled pixels.
     """
-    asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance)
+    asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance,
+                            per_volume, volumes)  # fmt: skip
     check_loop_options(annotator, reviewer, truth, asked, behaviour, device)
     how = _Retraining(
         config, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device
     )
     with Services.from_settings() as services:
         oracle = "oracle" in (annotator, reviewer)  # checked above: then truth is given
-        version, start = loop_start(services, dataset, truth if oracle else None)
+        version, start = loop_start(services, dataset, truth if oracle else None, asked.volumes)
     progress = _first_progress(start, version.id, asked, device)
     stop = StopRules(label_budget, patience, min_gain, progress.unit)
     reason = f"{rounds} rounds done"
@@ -431,9 +440,9 @@ def _next_round(
     kind = asked.unit
     try:
         return al_round(
-            dataset, asked.strategy, asked.budget, None, asked.min_gap, seed=seed,
+            dataset, asked.strategy, asked.budget, asked.per_volume, asked.min_gap, seed=seed,
             device=device, unit=kind.name, region=kind.region, budget_px=kind.budget_px,
-            min_distance=kind.min_distance,
+            min_distance=kind.min_distance, volumes=asked.volumes,
         ), ""  # fmt: skip
     except NothingToLabel as exc:
         return None, str(exc)

@@ -29,7 +29,7 @@ from tomoloop.db.models import Annotation, DatasetVersion, ModelVersion, Trainin
 from tomoloop.db.registry.annotations import AnnotationStore, NewAnnotation
 from tomoloop.db.registry.datasets import DatasetSlice, DatasetStore, PoolSlice
 from tomoloop.db.registry.events import EventStore
-from tomoloop.db.registry.model_versions import Lineage, ModelStore, NewMetric
+from tomoloop.db.registry.model_versions import VOLUME_METRIC, Lineage, ModelStore, NewMetric
 from tomoloop.db.registry.reviews import REVIEW_STATES, ReviewStore
 from tomoloop.db.registry.rounds import RoundStore
 from tomoloop.db.registry.scores import ScoreStore
@@ -39,6 +39,7 @@ from tomoloop.db.registry.volumes import VolumeStore
 __all__ = [
     "ARTIFACT_KEY_COLUMNS",
     "REVIEW_STATES",
+    "VOLUME_METRIC",
     "DatasetSlice",
     "Lineage",
     "NewAnnotation",

@@ -48,6 +48,7 @@ class DatasetSlice:
     mask_uri: str | None
     mask_sha256: str | None
     instances_rle: dict | None = None
+    labelled_px: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,13 @@ class PoolSlice:
     state: str
 
 
-def _count_key(kind: str, tier: int) -> str:
+def _count_key(kind: str, tier: int, empty: bool) -> str:
     """What a label counts as: its tier's name (``auto`` … ``expert``) for a semantic
-    label, ``instances`` for an instance label of any tier."""
-    return Tier(tier).name.lower() if kind == Kind.SEMANTIC else "instances"
+    label, ``unlabelled`` for an empty one (0 labelled pixels: a slice nobody labelled
+    yet), ``instances`` for an instance label of any tier."""
+    if kind != Kind.SEMANTIC:
+        return "instances"
+    return "unlabelled" if empty else Tier(tier).name.lower()
 
 
 class DatasetStore(Store):
@@ -152,16 +156,18 @@ class DatasetStore(Store):
     def dataset_counts(self, dataset_version_id: int) -> dict[str, dict[str, int]]:
         """Labels of a dataset version per split: semantic ones per tier, and instance
         labels (any tier) as ``instances`` when there are any: ``{split: {tier: n}}``.
+        Slices nobody labelled yet (an empty label) count as ``unlabelled``.
         """
         counts: dict[str, dict[str, int]] = {}
+        empty = func.coalesce(Annotation.labelled_px, -1) == 0
         with self.session() as s:
-            for split, kind, tier, n in s.execute(
-                select(DatasetMember.split, Annotation.kind, Annotation.tier, func.count())
+            for split, kind, tier, is_empty, n in s.execute(
+                select(DatasetMember.split, Annotation.kind, Annotation.tier, empty, func.count())
                 .join(Annotation, Annotation.id == DatasetMember.annotation_id)
                 .where(DatasetMember.dataset_version_id == dataset_version_id)
-                .group_by(DatasetMember.split, Annotation.kind, Annotation.tier)
+                .group_by(DatasetMember.split, Annotation.kind, Annotation.tier, empty)
             ):
-                key = _count_key(kind, tier)
+                key = _count_key(kind, tier, bool(is_empty))
                 per_split = counts.setdefault(split, {})
                 per_split[key] = per_split.get(key, 0) + n
         return counts
@@ -221,6 +227,7 @@ class DatasetStore(Store):
                 Annotation.mask_uri,
                 Annotation.mask_sha256,
                 drawn.c.mask_rle,
+                Annotation.labelled_px,
             )
             .join(Annotation, Annotation.id == DatasetMember.annotation_id)
             .join(Slice, Slice.id == Annotation.slice_id)

@@ -32,9 +32,14 @@ from tomoloop.db.states import (
 from tomoloop.names import check_name
 from tomoloop.processes import ProcessId
 
+VOLUME_METRIC = "volume:"  # the name prefix of a number of one volume: volume:<id>/<name>
+
 
 @dataclass(frozen=True)
 class NewMetric:
+    """One number to record. ``name`` is the quantity (``mIoU``, ``iou`` …) over the whole
+    split, or ``volume:<volume id>/<quantity>`` over one volume's slices of it."""
+
     name: str
     value: float
     split: str = "test"
@@ -289,18 +294,23 @@ class ModelStore(Store):
             labelled_px = sum(self.dataset_labelled_px(model.dataset_version_id).values())
             with self.session() as s:
                 members = (
-                    select(Annotation.kind, Annotation.tier, Slice.volume_id)
+                    select(
+                        Annotation.kind,
+                        Annotation.tier,
+                        (func.coalesce(Annotation.labelled_px, -1) == 0).label("empty"),
+                        Slice.volume_id,
+                    )
                     .join(DatasetMember, DatasetMember.annotation_id == Annotation.id)
                     .join(Slice, Slice.id == Annotation.slice_id)
                     .where(DatasetMember.dataset_version_id == model.dataset_version_id)
                     .subquery()
                 )
-                for kind, tier, count in s.execute(
-                    select(members.c.kind, members.c.tier, func.count()).group_by(
-                        members.c.kind, members.c.tier
+                for kind, tier, empty, count in s.execute(
+                    select(members.c.kind, members.c.tier, members.c.empty, func.count()).group_by(
+                        members.c.kind, members.c.tier, members.c.empty
                     )
                 ):
-                    key = _count_key(kind, tier)
+                    key = _count_key(kind, tier, bool(empty))
                     by_tier[key] = by_tier.get(key, 0) + count
                 volume_ids = list(
                     s.scalars(select(members.c.volume_id).distinct().order_by(members.c.volume_id))

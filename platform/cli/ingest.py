@@ -14,11 +14,18 @@ from tomoloop.errors import TomoloopError
 
 def ingest(
     gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
-    labels: Annotated[Path, typer.Option("--labels", help="Label stack of the same shape.")],
     name: Annotated[
         str, typer.Option("--name", help="Volume name (and dataset name without --add-to).")
     ],
     phases: Annotated[str, typer.Option("--phases", help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Label stack of the same shape; leave it out with --add-to for a scan "
+            "nobody labelled yet (its slices join the splits unlabelled).",
+        ),
+    ] = None,
     phase: Annotated[
         list[str] | None, typer.Option(help="Instance phase(s) for COCO; default all but 0.")
     ] = None,
@@ -36,7 +43,7 @@ def ingest(
     as_json: JsonFlag = False,
 ) -> None:
     """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1 (or,
-    with --add-to, the dataset's next version with this volume added)."""
+    with --add-to, the dataset's next version with this volume added, labelled or not)."""
     from tomoloop.flows.ingest import ingest as ingest_flow
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import check_split_fills, parse_fractions
@@ -46,17 +53,23 @@ def ingest(
     check_name(name, "--name")
     if add_to is not None:
         check_name(add_to, "--add-to")
+    elif labels is None:
+        raise TomoloopError(
+            "--labels LABELS is missing: a volume without labels can only join an existing "
+            "dataset (--add-to DATASET)"
+        )
     PhaseMap.parse(phases)
     fractions = parse_fractions(split)
     size = parse_voxel_size(voxel_size)
     for path in (gray, labels):  # unreadable files: a clear line before the flow starts
-        open_stack(path).close()
+        if path is not None:
+            open_stack(path).close()
     with open_stack(gray) as stack:
         check_split_fills(stack.shape[0], fractions)
     run(
         lambda: ingest_flow(
             gray=str(gray),
-            labels=str(labels),
+            labels=None if labels is None else str(labels),
             name=name,
             phases=phases,
             voxel_size=size,

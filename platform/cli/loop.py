@@ -16,6 +16,7 @@ from tomoloop.cli.options import (
     StrategyOpt,
     ToleranceOpt,
     UnitOpt,
+    VolumeOpt,
     parse_pairs,
 )
 from tomoloop.cli.output import print_result
@@ -42,6 +43,7 @@ def al_round_command(
             "push pre-fills its particles in the dataset's instance project."
         ),
     ] = None,
+    volume: VolumeOpt = None,
     device: DeviceOpt = "auto",
     unit: UnitOpt = "slice",
     region: RegionOpt = 32,
@@ -76,6 +78,7 @@ def al_round_command(
             region=region,
             budget_px=budget_px,
             min_distance=min_distance,
+            volumes=tuple(volume or ()),
         ),
         as_json,
         lambda result: print_result(f"round {result['round']} of {dataset}", result),
@@ -151,6 +154,10 @@ def loop_command(
     patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
     margin: MarginOpt = 0.0,
     fraction_tolerance: ToleranceOpt = 0.05,
+    per_volume: Annotated[
+        int | None, typer.Option(help="At most this many slices of one volume per round.")
+    ] = None,
+    volume: VolumeOpt = None,
     device: DeviceOpt = "auto",
     unit: UnitOpt = "slice",
     region: RegionOpt = 32,
@@ -160,6 +167,7 @@ def loop_command(
 ) -> None:
     """Run active-learning rounds: choose → label in Label Studio → retrain → promote."""
     from tomoloop.active.oracle import Behaviour
+    from tomoloop.active.selection import Constraints
     from tomoloop.flows.loop import loop
 
     try:
@@ -168,6 +176,7 @@ def loop_command(
         raise TomoloopError(f"--bias {bias}: PIXELS must be an integer, e.g. cbd=-1") from None
     behaviour = {"bias": biases, "noise": noise}
     Behaviour(**behaviour)
+    Constraints(budget, per_volume, min_gap)
     run(
         lambda: loop(
             dataset,
@@ -188,6 +197,8 @@ def loop_command(
             region=region,
             budget_px=budget_px,
             min_distance=min_distance,
+            per_volume=per_volume,
+            volumes=tuple(volume or ()),
         ),
         as_json,
         partial(print_result, f"active learning on {dataset}"),

@@ -56,6 +56,14 @@ MinDistanceOpt = Annotated[
         help="Minimum distance in voxels between regions' centres (default: one region side)."
     ),
 ]
+VolumeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--volume",
+        help="Choose only from this volume's slices (repeat for several; default all). "
+        "Training still uses every label of the dataset.",
+    ),
+]
 MarginOpt = Annotated[float, typer.Option(help="mIoU gain the challenger must exceed.")]
 ToleranceOpt = Annotated[
     float, typer.Option(help="Largest |predicted − gold| phase volume fraction (0–1).")

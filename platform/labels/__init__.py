@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         merge_with_tiers,
         pixel_tiers,
         stack_class_masks,
+        unlabelled_mask,
     )
     from tomoloop.labels.phases import (
         IGNORE,
@@ -71,6 +72,7 @@ __all__ = [
     "split_slices",
     "stack_class_masks",
     "undeclared_values",
+    "unlabelled_mask",
 ]
 
 __getattr__, __dir__ = lazy_exports(
@@ -106,5 +108,6 @@ __getattr__, __dir__ = lazy_exports(
         "split_slices": "tomoloop.labels.splits",
         "stack_class_masks": "tomoloop.labels.masks",
         "undeclared_values": "tomoloop.labels.phases",
+        "unlabelled_mask": "tomoloop.labels.masks",
     },
 )

@@ -110,6 +110,13 @@ def decode_class_mask(encoded: dict) -> np.ndarray:
     return out
 
 
+def unlabelled_mask(h: int, w: int) -> dict:
+    """The inline document of an (h, w) slice nobody labelled yet: a sparse label whose
+    labelled region is empty (0 labelled pixels; every pixel :data:`IGNORE` decoded). It
+    holds a slice of a volume added without labels in its dataset's split."""
+    return encode_class_mask(np.full((h, w), IGNORE, np.uint8))
+
+
 def labelled_pixels(encoded: dict) -> int:
     """Pixels a class-index mask document labels: the area of its ``"labelled"`` region,
     or h × w for a dense one (no ``"labelled"`` key).

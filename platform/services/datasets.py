@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 from tomoloop.db.entities import DatasetVersion
-from tomoloop.db.registry import PoolSlice, RegistryError
+from tomoloop.db.registry import DatasetSlice, PoolSlice, RegistryError
 from tomoloop.labels.masks import (
     decode_class_mask,
     encode_class_mask,
@@ -17,6 +17,7 @@ from tomoloop.labels.masks import (
     merge_with_tiers,
 )
 from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.tiers import Tier
 from tomoloop.services.context import Services
 from tomoloop.training.data import LabelledSlice, SliceRef, load_slices
 
@@ -38,10 +39,13 @@ def dataset_refs(services: Services, dataset: DatasetVersion) -> list[SliceRef]:
     """Where every labelled slice of a dataset version lives, with its mask document.
 
     Masks stored as artifacts are fetched and verified by sha256. A sparse label is merged
-    over the lower-tier labels of its slice (:func:`merged_label`).
+    over the lower-tier labels of its slice (:func:`merged_label`). A slice nobody labelled
+    yet (:func:`nobody_labelled`) is left out: it can neither teach nor judge a network.
     """
     refs = []
     for member in services.registry.dataset_slices(dataset.id):
+        if nobody_labelled(member):
+            continue
         mask = mask_document(
             services, member.annotation_id, member.mask_rle, member.mask_uri, member.mask_sha256
         )
@@ -60,6 +64,12 @@ def dataset_refs(services: Services, dataset: DatasetVersion) -> list[SliceRef]:
             )
         )
     return refs
+
+
+def nobody_labelled(member: DatasetSlice) -> bool:
+    """Whether a dataset slice's best label is the empty tier-auto one of a volume added
+    without labels (0 labelled pixels, and no lower tier to merge it over)."""
+    return member.labelled_px == 0 and member.tier == Tier.AUTO
 
 
 def mask_document(
@@ -96,6 +106,15 @@ def merged_label(
     document = encode_class_mask(mask)
     others = encode_tiers(tiers, tier)
     return document | {"tiers": others} if others else document
+
+
+def slice_volumes(services: Services, dataset: DatasetVersion) -> dict[int | None, str]:
+    """Annotation id → the name of its slice's volume, for every slice of a version
+    (keyed as :attr:`LabelledSlice.annotation_id` is typed)."""
+    names = {v.id: v.name for v in services.registry.dataset_volumes(dataset.id)}
+    return {
+        m.annotation_id: names[m.volume_id] for m in services.registry.dataset_slices(dataset.id)
+    }
 
 
 def pool_groups(pool: list[PoolSlice]) -> dict[tuple[str, str], dict[int, int]]:

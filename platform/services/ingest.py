@@ -8,14 +8,14 @@ this run stored is removed if that fails).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tomoloop.adapters.artifacts import Artifact, ArtifactStore
 from tomoloop.coco.convert import CocoOptions, batches, convert_stack
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.labels.masks import stack_class_masks
+from tomoloop.labels.masks import stack_class_masks, unlabelled_mask
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.labels.splits import check_split_fills, split_slices
 from tomoloop.labels.tiers import Tier
@@ -27,6 +27,7 @@ from tomoloop.stacks.opener import open_stack
 from tomoloop.stacks.stack import Stack
 
 _BATCH = 64  # slices' auto labels per insert: memory flat in the volume's depth
+UNLABELLED = "unlabelled"  # the source of the empty labels of a volume added without labels
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class IngestResult:
     version: int
     slices: int
     annotations_added: int
-    coco_artifact: str
+    coco_artifact: str | None  # None: added without labels
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class GoldAdded:
 def ingest_stacks(
     services: Services,
     gray: Stack,
-    labels: Stack,
+    labels: Stack | None,
     phases: PhaseMap,
     name: str,
     split: tuple[float, float, float],
@@ -63,10 +64,19 @@ def ingest_stacks(
 ) -> IngestResult:
     """Check the stacks and the target dataset, export COCO + masks, register everything
     (one transaction); the COCO artifact this run stored is removed if registering fails.
+
+    Without ``labels`` (a scan nobody labelled yet, only with ``add_to``) nothing is
+    exported: each slice joins its split holding an empty label (:func:`unlabelled_mask`).
     """
-    check_same_shape(gray, labels)
+    check_unlabelled_target(labels, add_to)
+    if labels is not None:
+        check_same_shape(gray, labels)
     check_target(services.registry, gray, phases, name, add_to)
     check_split_fills(gray.shape[0], split)
+    if labels is None:
+        with services.registry.atomic():
+            return register(services.registry, gray, None, phases, name, split, material, None,
+                            add_to)  # fmt: skip
     log.info("exporting COCO + masks of %s", labels.path.name)
     home = services.settings.home
     coco = export_coco(gray, labels, phases, split, instance_phases, services.store, home)
@@ -79,6 +89,19 @@ def ingest_stacks(
         if coco.new:  # this run stored it, and nothing refers to it
             services.store.remove(coco.key)
         raise
+
+
+def check_unlabelled_target(labels: Stack | None, add_to: str | None) -> None:
+    """Refuse a volume without labels that would make a dataset of its own.
+
+    Raises:
+        RegistryError: naming ``--add-to``.
+    """
+    if labels is None and add_to is None:
+        raise RegistryError(
+            "a volume without labels joins an existing dataset: give --add-to DATASET "
+            "(or --labels LABELS to make a dataset of its own)"
+        )
 
 
 def check_target(
@@ -139,17 +162,19 @@ def export_coco(
 def register(
     registry: Registry,
     gray: Stack,
-    labels: Stack,
+    labels: Stack | None,
     phases: PhaseMap,
     name: str,
     split: tuple[float, float, float],
     material: str,
-    coco: Artifact,
+    coco: Artifact | None,
     add_to: str | None = None,
 ) -> IngestResult:
     """Volume, slices, tier-auto annotations and the frozen dataset version (one
     transaction): dataset ``name`` v1 (or its next version when the labels changed), or
-    with ``add_to`` that dataset's next version with this volume added."""
+    with ``add_to`` that dataset's next version with this volume added. Without
+    ``labels`` every slice's tier-auto annotation is empty (:func:`unlabelled_mask`,
+    source ``unlabelled``)."""
     volume_id = registry.register_volume(
         name,
         gray.source,  # absolute (flows run from anywhere), with its dataset / raw layout
@@ -161,10 +186,10 @@ def register(
         material=material,
     )
     slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
-    source = f"auto:{labels.content_sha256()}"
+    source = UNLABELLED if labels is None else f"auto:{labels.content_sha256()}"
     masks = (
         NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
-        for i, mask in stack_class_masks(labels, phases)
+        for i, mask in (empty_masks(gray) if labels is None else stack_class_masks(labels, phases))
     )
     added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
     by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
@@ -172,15 +197,23 @@ def register(
         part: [by_slice[slice_ids[i]] for i in indices]
         for part, indices in split_slices(gray.shape[0], split).items()
     }
-    artifacts = {"coco": {"uri": coco.key, "sha256": coco.sha256}}
+    artifacts = {} if coco is None else {"coco": {"uri": coco.key, "sha256": coco.sha256}}
     if add_to is not None:
         previous = registry.dataset(add_to)
         members = merge_members(registry.dataset_members(previous.id), members)
-        artifacts = {**previous.artifacts, f"coco:{name}": artifacts["coco"]}
+        artifacts = {**previous.artifacts, **{f"coco:{name}": a for a in artifacts.values()}}
     dataset = registry.freeze_dataset(add_to or name, members, artifacts)
     return IngestResult(
-        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added, coco.key
-    )
+        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added,
+        None if coco is None else coco.key,
+    )  # fmt: skip
+
+
+def empty_masks(gray: Stack) -> Iterator[tuple[int, dict]]:
+    """``(index, empty label)`` of every z slice of ``gray`` (:func:`unlabelled_mask`)."""
+    _, h, w = gray.shape
+    empty = unlabelled_mask(h, w)
+    return ((i, empty) for i in range(gray.shape[0]))
 
 
 def merge_members(

@@ -4,6 +4,7 @@ its progress over rounds (the champion's score against slices labelled).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.context import Services
 from tomoloop.services.oracle import check_truth
-from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for
+from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for, volume_pool
 from tomoloop.training.trainer import resolve_device
 
 
@@ -117,11 +118,12 @@ def check_loop_options(
 
 
 def loop_start(
-    services: Services, dataset: str, truth: dict[str, str] | None
+    services: Services, dataset: str, truth: dict[str, str] | None, volumes: Sequence[str] = ()
 ) -> tuple[DatasetVersion, int]:
     """The dataset's latest version and its champion, the oracle's ``truth`` (when given)
-    checked against the version's volumes."""
+    and the ``volumes`` rounds choose from checked against the version's volumes."""
     version = services.registry.dataset(dataset)
     if truth is not None:
         check_truth(services, version.id, truth)
+    volume_pool(services, version, volumes)
     return version, champion_id(services, dataset)

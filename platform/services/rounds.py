@@ -27,6 +27,7 @@ from tomoloop.active.selection import (
     Strategy,
 )
 from tomoloop.active.strategies import get
+from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import PoolSlice, RegistryError
 from tomoloop.inference.predict import default_overlap
 from tomoloop.networks.registry import ModelSpec
@@ -90,13 +91,14 @@ class RoundUnit:
 class RoundRequest:
     """What a round asks for: ``strategy`` chooses ``budget`` slices at least ``min_gap``
     apart (at most ``per_volume`` of a volume), or in ``unit`` region the tiles of its
-    :meth:`RoundUnit.region_limits`."""
+    :meth:`RoundUnit.region_limits`; only from ``volumes`` (names) when any are named."""
 
     strategy: str = "bald"
     budget: int = 8
     min_gap: int = 3
     unit: RoundUnit = RoundUnit()
     per_volume: int | None = None
+    volumes: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -109,10 +111,11 @@ class RoundRequest:
         budget_px: int | None = None,
         min_distance: float | None = None,
         per_volume: int | None = None,
+        volumes: Sequence[str] = (),
     ) -> RoundRequest:
         """From a flow's parameters (see :class:`RoundUnit` for the unit's)."""
         kind = RoundUnit(unit, region, budget_px, min_distance)
-        return cls(strategy, budget, min_gap, kind, per_volume)
+        return cls(strategy, budget, min_gap, kind, per_volume, tuple(volumes))
 
     def limits(self) -> Constraints | RegionConstraints:
         """The round's constraints (refusing bad values with a :class:`SelectionError`)."""
@@ -235,6 +238,30 @@ def pool_features(
     return out
 
 
+def volume_pool(
+    services: Services, version: DatasetVersion, volumes: Sequence[str] = ()
+) -> list[PoolSlice]:
+    """The training pool of a dataset version, only the slices of ``volumes`` (names)
+    when any are given.
+
+    Raises:
+        RegistryError: a named volume is not in the dataset version.
+    """
+    pool = services.registry.pool(version.id)
+    if not volumes:
+        return pool
+    held = {v.name: v.id for v in services.registry.dataset_volumes(version.id)}
+    missing = [name for name in volumes if name not in held]
+    if missing:
+        raise RegistryError(
+            f"--volume {missing[0]!r} is not in dataset {version.name}@{version.version}, "
+            f"which holds {', '.join(sorted(held))}: add it with `tomoloop ingest GRAY "
+            f"--name {missing[0]} --phases PHASES --add-to {version.name}`"
+        )
+    wanted = {held[name] for name in volumes}
+    return [p for p in pool if p.volume_id in wanted]
+
+
 @dataclass(frozen=True)
 class _Scorer:
     """The model that scores a round (id, network, spec) and how it scores."""
@@ -277,15 +304,16 @@ def score_pool(
     passes: int,
     instance_model: int | None,
     device: torch.device,
+    volumes: Sequence[str] = (),
 ) -> ScoredPool:
-    """The dataset's pool scored by ``model`` (the champion unless given) as the strategy
-    ranks it — with ``instance_model``'s score when the strategy ranks by one —
-    and the scores recorded in the registry."""
+    """The dataset's pool (only ``volumes``' slices when any are named) scored by ``model``
+    (the champion unless given) as the strategy ranks it — with ``instance_model``'s score
+    when the strategy ranks by one — and the scores recorded in the registry."""
     registry = services.registry
     version = registry.dataset(dataset)
+    pool = volume_pool(services, version, volumes)
     scorer = _scorer(services, dataset, chooser, model, passes, device)
     network, spec = scorer.network, scorer.spec
-    pool = registry.pool(version.id)
     features = pool_features(network, pool, scorer.options)
     label = scorer.options.label
     if chooser.instances and instance_model is not None:
@@ -347,14 +375,16 @@ def score_pool_regions(
     passes: int,
     size: int,
     device: torch.device,
+    volumes: Sequence[str] = (),
 ) -> ScoredRegions:
-    """Every tile of ``size`` px of the dataset's pool slices scored by ``model`` (the
-    champion unless given) as the strategy ranks them, one pass over each volume and axis;
-    each slice's best tile score recorded in the registry (as ``METHOD/mean/region SIZE``).
+    """Every tile of ``size`` px of the dataset's pool slices (only ``volumes``' when any
+    are named) scored by ``model`` (the champion unless given) as the strategy ranks them,
+    one pass over each volume and axis; each slice's best tile score recorded in the
+    registry (as ``METHOD/mean/region SIZE``).
     """
     registry = services.registry
+    pool = volume_pool(services, registry.dataset(dataset), volumes)
     scorer = _scorer(services, dataset, chooser, model, passes, device)
-    pool = registry.pool(registry.dataset(dataset).id)
     volume_of = {p.slice_id: p.volume_id for p in pool}
     regions: dict[int, list[RegionCandidate]] = {}
     for (path, axis), ids in pool_groups(pool).items():
@@ -448,12 +478,14 @@ def score_and_choose(
     limits = asked.limits()
     if isinstance(limits, RegionConstraints):
         regions = score_pool_regions(
-            services, dataset, chooser, model, passes, asked.unit.region, device
+            services, dataset, chooser, model, passes, asked.unit.region, device, asked.volumes
         )
         return regions, choose_regions(
             services, dataset, chooser, regions, limits, cost_aware, seed
         )
-    pool = score_pool(services, dataset, chooser, model, passes, instance_model, device)
+    pool = score_pool(
+        services, dataset, chooser, model, passes, instance_model, device, asked.volumes
+    )
     return pool, choose_slices(services, dataset, chooser, pool, limits, cost_aware, seed)
 
 

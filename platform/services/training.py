@@ -12,24 +12,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from tomoloop.db.entities import DatasetVersion
-from tomoloop.db.registry import NewMetric, RegistryError
+from tomoloop.db.entities import DatasetVersion, Volume
+from tomoloop.db.registry import VOLUME_METRIC, NewMetric, RegistryError
 from tomoloop.inference.predict import default_overlap
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.networks.registry import ModelSpec, freeze, save_model, transfer_weights
 from tomoloop.outputs import writing
 from tomoloop.scratch import scratch_dir
 from tomoloop.services.context import Log, Services
-from tomoloop.services.datasets import dataset_phases, dataset_slices
+from tomoloop.services.datasets import dataset_phases, dataset_slices, slice_volumes
 from tomoloop.services.models import load_registered_model
 from tomoloop.services.runs import Run, RunFolder, finish_run, run_folder
 from tomoloop.training.data import (
     Augmentation,
+    DatasetError,
     LabelledSlice,
     check_slices,
+    labelled_slices,
     parse_tier_weights,
 )
-from tomoloop.training.evaluation import Evaluation, evaluate
+from tomoloop.training.evaluation import Evaluation, evaluate_groups
 from tomoloop.training.trainer import EpochRecord, TrainConfig, plot_learning_curve, train
 
 
@@ -107,31 +109,122 @@ def curve_metrics(history: list[EpochRecord], dataset_version_id: int) -> list[N
 
 
 def evaluation_metrics(
-    result: Evaluation, class_names: tuple[str, ...], split: str, dataset_version_id: int
+    result: Evaluation,
+    class_names: tuple[str, ...],
+    split: str,
+    dataset_version_id: int,
+    volume_id: int | None = None,
 ) -> list[NewMetric]:
     """Evaluation scores as metrics: overall, then per class (IoU, Dice, volume fraction),
-    and the measured class's in-plane tortuosity (predicted and gold) when finite.
+    and the measured class's in-plane tortuosity (predicted and gold) when finite. With
+    ``volume_id`` the scores are of that volume's slices alone: each name is prefixed
+    ``volume:<volume id>/`` (:func:`volume_metric_name`).
     """
     overall = result.as_dict(class_names)
     per_class = overall.pop("per_class")
     tortuosity = overall.pop("tortuosity", None)
-    metrics = [
-        NewMetric(name, value, split, dataset_version_id=dataset_version_id)
-        for name, value in overall.items()
-    ]
+
+    def metric(name: str, value: float, class_name: str = "") -> NewMetric:
+        return NewMetric(
+            volume_metric_name(name, volume_id), value, split, class_name=class_name,
+            dataset_version_id=dataset_version_id,
+        )  # fmt: skip
+
+    metrics = [metric(name, value) for name, value in overall.items()]
     for name, values in per_class.items():
-        metrics.extend(
-            NewMetric(key, value, split, class_name=name, dataset_version_id=dataset_version_id)
-            for key, value in values.items()
-        )
+        metrics.extend(metric(key, value, name) for key, value in values.items())
     if tortuosity is not None:
         metrics.extend(
-            NewMetric(key, tortuosity[part], split, class_name=tortuosity["class"],
-                      dataset_version_id=dataset_version_id)
+            metric(key, tortuosity[part], tortuosity["class"])
             for key, part in (("tortuosity_x", "predicted"), ("tortuosity_x_truth", "truth"))
             if math.isfinite(tortuosity[part])
-        )  # fmt: skip
+        )
     return metrics
+
+
+def volume_metric_name(name: str, volume_id: int | None) -> str:
+    """A metric's registry name: ``name`` pooled over a split (``volume_id`` None), or
+    ``volume:<volume id>/<name>`` for one volume's slices of it."""
+    return name if volume_id is None else f"{VOLUME_METRIC}{volume_id}/{name}"
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """A model judged on a split of a dataset version: over all its labelled slices
+    (``pooled``) and per volume the version holds (``volumes``: by volume; None where
+    nobody labelled that volume's slices of the split yet)."""
+
+    split: str
+    slices: int
+    pooled: Evaluation
+    volumes: dict[Volume, Evaluation | None]
+
+    def metrics(self, class_names: tuple[str, ...], dataset_version_id: int) -> list[NewMetric]:
+        """The pooled scores as metrics; with more than one volume, also each scored
+        volume's (:func:`evaluation_metrics` with its id)."""
+        out = evaluation_metrics(self.pooled, class_names, self.split, dataset_version_id)
+        if len(self.volumes) > 1:
+            for volume, result in self.volumes.items():
+                if result is not None:
+                    out += evaluation_metrics(
+                        result, class_names, self.split, dataset_version_id, volume.id
+                    )
+        return out
+
+    def as_dict(self, class_names: tuple[str, ...]) -> dict[str, Any]:
+        """:meth:`Evaluation.as_dict` of the pooled scores with ``volumes``: per volume
+        name its scores and labelled pixels, or ``scored: false`` and why."""
+        volumes: dict[str, Any] = {}
+        for volume, result in self.volumes.items():
+            if result is None:
+                volumes[volume.name] = {
+                    "scored": False,
+                    "labelled_px": 0,
+                    "reason": f"nobody labelled its {self.split} slices yet",
+                }
+            else:
+                labelled = int(result.confusion.sum())
+                volumes[volume.name] = {
+                    "scored": True, "labelled_px": labelled, **result.as_dict(class_names)
+                }  # fmt: skip
+        return {**self.pooled.as_dict(class_names), "volumes": volumes}
+
+
+def unlabelled_split(dataset: DatasetVersion, split: str) -> DatasetError:
+    """The error of a split of ``dataset`` without a labelled pixel, saying how to label."""
+    return DatasetError(
+        f"{dataset.name}@{dataset.version} has no labelled pixel in its {split} split: "
+        f"label its {split} slices first (`tomoloop gold LABELS --dataset {dataset.name} "
+        f"--volume VOLUME --splits {split}`, or a round)"
+    )
+
+
+def score_split(
+    services: Services,
+    dataset: DatasetVersion,
+    model: nn.Module,
+    spec: ModelSpec,
+    slices: list[LabelledSlice],
+    split: str,
+    device: torch.device,
+    tortuosity_class: int | None = None,
+) -> SplitScores:
+    """``model`` judged on the labelled ``slices`` of ``split`` of ``dataset``, pooled and
+    per volume (every slice predicted once).
+
+    Raises:
+        DatasetError: no pixel of the split is labelled (nothing to score).
+    """
+    labelled = labelled_slices(slices)
+    if not labelled:
+        raise unlabelled_split(dataset, split)
+    owner = slice_volumes(services, dataset)
+    held = services.registry.dataset_volumes(dataset.id)
+    pooled, by_name = evaluate_groups(
+        model, labelled, [owner[s.annotation_id] for s in labelled], len(spec.class_names),
+        spec.tile, default_overlap(spec.tile), device, tortuosity_class,
+    )  # fmt: skip
+    return SplitScores(split, len(labelled), pooled, {v: by_name.get(v.name) for v in held})
 
 
 def train_config(values: dict[str, Any], phases: PhaseMap) -> TrainConfig:
@@ -185,6 +278,9 @@ def training_slices(services: Services, plan: SemanticPlan) -> dict[str, list[La
     registered."""
     weights = parse_tier_weights(plan.request["tier_weights"])
     slices = dataset_slices(services, plan.dataset, weights)
+    for split in ("train", "val"):
+        if not labelled_slices(slices[split]):
+            raise unlabelled_split(plan.dataset, split)
     check_slices(slices["train"], len(plan.phases), "train")
     check_slices(slices["val"], len(plan.phases), "val")
     return slices
@@ -226,13 +322,13 @@ def fit_semantic(
                 "epoch %d: loss %.4f, val mIoU %.4f", r.epoch, r.train_loss, r.val_miou
             ),
         )  # fmt: skip
-    split = "test" if slices["test"] else "val"
-    scored = evaluate(model, slices[split], classes, spec.tile, default_overlap(spec.tile), device)
+    split = "test" if labelled_slices(slices["test"]) else "val"
+    scored = score_split(services, plan.dataset, model, spec, slices[split], split, device)
     checkpoint = services.store.put_bytes(save_model(model, spec), ".pt")
     with scratch_dir(services.settings.home, "tomoloop-train") as tmp:
         curve = services.store.put_file(plot_learning_curve(result.history, tmp / "c.png"))
-    metrics = curve_metrics(result.history, plan.dataset.id) + evaluation_metrics(
-        scored, plan.phases.names, split, plan.dataset.id
+    metrics = curve_metrics(result.history, plan.dataset.id) + scored.metrics(
+        plan.phases.names, plan.dataset.id
     )
     finish_run(services, run, metrics, len(result.history), curve.key, checkpoint)
     return TrainedSemantic(
@@ -261,15 +357,9 @@ def evaluate_registered(
             f"{dataset.name}@{dataset.version} has phases {phases.names}"
         )
     slices = dataset_slices(services, dataset)[split]
-    if not slices:
-        raise RegistryError(f"{dataset.name}@{dataset.version} has no {split} slices")
-    result = evaluate(
-        model, slices, len(phases), spec.tile, default_overlap(spec.tile), device, tortuosity_class
-    )
-    services.registry.add_metrics(
-        model_id, evaluation_metrics(result, phases.names, split, dataset.id)
-    )
+    scored = score_split(services, dataset, model, spec, slices, split, device, tortuosity_class)
+    services.registry.add_metrics(model_id, scored.metrics(phases.names, dataset.id))
     return ModelEvaluation(
-        model_id, f"{dataset.name}@{dataset.version}", split, len(slices),
-        result.as_dict(phases.names),
+        model_id, f"{dataset.name}@{dataset.version}", split, scored.slices,
+        scored.as_dict(phases.names),
     )  # fmt: skip

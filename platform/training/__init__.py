@@ -23,7 +23,12 @@ if TYPE_CHECKING:
         sample_patches,
         tier_weight,
     )
-    from tomoloop.training.evaluation import Evaluation, TortuosityCheck, evaluate
+    from tomoloop.training.evaluation import (
+        Evaluation,
+        TortuosityCheck,
+        evaluate,
+        evaluate_groups,
+    )
     from tomoloop.training.trainer import (
         CHECKPOINT,
         EpochRecord,
@@ -56,6 +61,7 @@ __all__ = [
     "check_slices",
     "compute_loss",
     "evaluate",
+    "evaluate_groups",
     "labelled_slices",
     "load_slices",
     "mask_unlabelled",
@@ -89,6 +95,7 @@ __getattr__, __dir__ = lazy_exports(
         "check_slices": "tomoloop.training.data",
         "compute_loss": "tomoloop.training.trainer",
         "evaluate": "tomoloop.training.evaluation",
+        "evaluate_groups": "tomoloop.training.evaluation",
         "labelled_slices": "tomoloop.training.data",
         "load_slices": "tomoloop.training.data",
         "mask_unlabelled": "tomoloop.training.trainer",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -89,6 +89,63 @@ class Evaluation:
         return out
 
 
+@dataclass
+class _Tally:
+    """What :func:`evaluate` adds up over the slices of one group (mutable while it runs)."""
+
+    n_classes: int
+    tortuosity_class: int | None
+    confusion: np.ndarray = field(init=False)
+    accuracies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    patches: int = 0
+    taus: list[tuple[float, float]] = field(default_factory=list)
+    lost: int = 0
+
+    def __post_init__(self) -> None:
+        self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def add(
+        self, per_slice: np.ndarray, seconds: float, patches: int, tau: tuple[float, float] | None
+    ) -> None:
+        """One slice: its (n, n) confusion, prediction time and patches, and its
+        (predicted, true) tortuosity — (nan, τ) when the prediction lost the connection,
+        None when not compared."""
+        self.confusion += per_slice
+        if per_slice.sum():
+            self.accuracies.append(float(np.trace(per_slice) / per_slice.sum()))
+        self.seconds += seconds
+        self.patches += patches
+        if tau is not None and np.isfinite(tau[0]):
+            self.taus.append(tau)
+        elif tau is not None:
+            self.lost += 1
+
+    def result(self) -> Evaluation:
+        truth_counts = self.confusion.sum(axis=1).astype(np.float64)
+        predicted_counts = self.confusion.sum(axis=0).astype(np.float64)
+        best, lowest = best_and_lowest_accuracy(self.accuracies, k=5)
+        taus = self.taus
+        return Evaluation(
+            confusion=self.confusion,
+            scores=scores(self.confusion),
+            best_k_accuracy=best,
+            lowest_k_accuracy=lowest,
+            truth_fractions=truth_counts / max(truth_counts.sum(), 1),
+            predicted_fractions=predicted_counts / max(predicted_counts.sum(), 1),
+            seconds_per_patch=self.seconds / max(self.patches, 1),
+            tortuosity=None
+            if self.tortuosity_class is None
+            else TortuosityCheck(
+                self.tortuosity_class,
+                float(np.mean([t[0] for t in taus])) if taus else float("nan"),
+                float(np.mean([t[1] for t in taus])) if taus else float("nan"),
+                len(taus),
+                self.lost,
+            ),
+        )
+
+
 def evaluate(
     model: nn.Module,
     slices: Sequence[LabelledSlice],
@@ -104,51 +161,57 @@ def evaluate(
     the labelled pixels, a slice without any has no pixel accuracy, and tortuosity is
     compared on fully labelled slices only.
     """
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    truth_counts = np.zeros(n_classes)
-    predicted_counts = np.zeros(n_classes)
-    accuracies = []
-    seconds = 0.0
-    patches = 0
-    taus: list[tuple[float, float]] = []
-    lost = 0
-    for s in slices:
+    groups = [""] * len(slices)
+    pooled, _ = evaluate_groups(
+        model, slices, groups, n_classes, tile, overlap, device, tortuosity_class
+    )
+    return pooled
+
+
+def evaluate_groups(
+    model: nn.Module,
+    slices: Sequence[LabelledSlice],
+    groups: Sequence[str],
+    n_classes: int,
+    tile: int = 128,
+    overlap: int = 32,
+    device: str | torch.device = "cpu",
+    tortuosity_class: int | None = None,
+) -> tuple[Evaluation, dict[str, Evaluation]]:
+    """:func:`evaluate` over all slices together and over each group of them (``groups[k]``
+    names slice k's group, e.g. its volume), every slice predicted once: (pooled, {group:
+    evaluation}). A group's scores are those :func:`evaluate` gives its slices alone."""
+    if len(groups) != len(slices):
+        raise ValueError(f"{len(groups)} group names for {len(slices)} slices")
+    pooled = _Tally(n_classes, tortuosity_class)
+    tallies = {g: _Tally(n_classes, tortuosity_class) for g in groups}
+    for s, group in zip(slices, groups, strict=True):
         start = time.perf_counter()
         predicted = predict_slice(model, s.image, tile, overlap, device=device).argmax(axis=0)
-        seconds += time.perf_counter() - start
-        patches += _tiles_in(s.image.shape, tile, overlap)
+        seconds = time.perf_counter() - start
         per_slice = confusion_matrix(s.labels, predicted, n_classes)
-        confusion += per_slice
-        if per_slice.sum():
-            accuracies.append(np.trace(per_slice) / per_slice.sum())
-        truth_counts += per_slice.sum(axis=1)
-        predicted_counts += per_slice.sum(axis=0)
-        if tortuosity_class is not None and not (s.labels == IGNORE).any():
-            truth_tau = tortuosity((s.labels == tortuosity_class)[None], "x", device)
-            if np.isfinite(truth_tau):
-                tau = tortuosity((predicted == tortuosity_class)[None], "x", device)
-                lost += not np.isfinite(tau)
-                if np.isfinite(tau):
-                    taus.append((tau, truth_tau))
-    best, lowest = best_and_lowest_accuracy(accuracies, k=5)
-    return Evaluation(
-        confusion=confusion,
-        scores=scores(confusion),
-        best_k_accuracy=best,
-        lowest_k_accuracy=lowest,
-        truth_fractions=truth_counts / max(truth_counts.sum(), 1),
-        predicted_fractions=predicted_counts / max(predicted_counts.sum(), 1),
-        seconds_per_patch=seconds / max(patches, 1),
-        tortuosity=None
-        if tortuosity_class is None
-        else TortuosityCheck(
-            tortuosity_class,
-            float(np.mean([t[0] for t in taus])) if taus else float("nan"),
-            float(np.mean([t[1] for t in taus])) if taus else float("nan"),
-            len(taus),
-            lost,
-        ),
-    )
+        tau = _tortuosity_pair(s.labels, predicted, tortuosity_class, device)
+        patches = _tiles_in(s.image.shape, tile, overlap)
+        for tally in (pooled, tallies[group]):
+            tally.add(per_slice, seconds, patches, tau)
+    return pooled.result(), {g: t.result() for g, t in tallies.items()}
+
+
+def _tortuosity_pair(
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    class_index: int | None,
+    device: str | torch.device,
+) -> tuple[float, float] | None:
+    """(predicted, true) in-plane tortuosity of ``class_index`` on one fully labelled slice
+    whose truth connects the two faces (predicted nan: the prediction does not); None when
+    not compared."""
+    if class_index is None or (labels == IGNORE).any():
+        return None
+    truth_tau = tortuosity((labels == class_index)[None], "x", device)
+    if not np.isfinite(truth_tau):
+        return None
+    return tortuosity((predicted == class_index)[None], "x", device), truth_tau
 
 
 def _tiles_in(shape: tuple[int, ...], tile: int, overlap: int) -> int:

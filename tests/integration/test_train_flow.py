@@ -73,7 +73,7 @@ def test_a_run_that_failed_resumes_as_the_same_model(dataset, registry_url, monk
         raise RuntimeError("power cut")
 
     with monkeypatch.context() as patch:
-        patch.setattr(training_service, "evaluate", broken_evaluate)
+        patch.setattr(training_service, "evaluate_groups", broken_evaluate)
         with pytest.raises(RuntimeError, match="power cut"):
             train_module.train_semantic(dataset, "unet", config=CONFIG, options=OPTIONS)
     registry = Registry.from_url(registry_url)
