@@ -385,12 +385,11 @@ def loop(
     """
     asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance,
                             per_volume, volumes)  # fmt: skip
-    check_loop_options(annotator, reviewer, truth, asked, behaviour, device)
+    oracle = check_loop_options(annotator, reviewer, truth, asked, behaviour, device)
     how = _Retraining(
         config, margin, fraction_tolerance, tortuosity_tolerance, tier_weights, device
     )
-    with Services.from_settings() as services:
-        oracle = "oracle" in (annotator, reviewer)  # checked above: then truth is given
+    with Services.from_settings() as services:  # the oracle is checked to have truth
         version, start = loop_start(services, dataset, truth if oracle else None, asked.volumes)
     progress = _first_progress(start, version.id, asked, device)
     stop = StopRules(label_budget, patience, min_gain, progress.unit)

@@ -100,9 +100,10 @@ def check_loop_options(
     asked: RoundRequest,
     behaviour: dict[str, Any] | None,
     device: str,
-) -> None:
+) -> bool:
     """Refuse the loop's options before the champion is evaluated: who annotates and
-    reviews (the oracle needs ``truth``), and the options of its rounds."""
+    reviews (the oracle needs ``truth``), and the options of its rounds. Returns whether
+    the oracle answers (annotates or reviews)."""
     if annotator not in ("oracle", "human"):
         raise RegistryError(f"annotator {annotator!r}: use oracle or human")
     if reviewer not in (None, "oracle"):
@@ -115,6 +116,7 @@ def check_loop_options(
     asked.limits()
     Behaviour(**(behaviour or {}))
     resolve_device(device)
+    return "oracle" in (annotator, reviewer)
 
 
 def loop_start(
