@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from tomoloop.networks.layers import SIDE_MULTIPLE, check_sides, conv_block, decode, up_path
     from tomoloop.networks.losses import (
         LOSSES,
+        WEIGHTED_LOSSES,
         Loss,
         balanced_cross_entropy,
         cross_entropy,
@@ -62,6 +63,7 @@ __all__ = [
     "PATCH",
     "REFERENCE_SIDE",
     "SIDE_MULTIPLE",
+    "WEIGHTED_LOSSES",
     "DilatedConvolutionModule",
     "ENet",
     "EncoderBlock",
@@ -123,6 +125,7 @@ __getattr__, __dir__ = lazy_exports(
         "SIDE_MULTIPLE": "tomoloop.networks.layers",
         "TransforCNN": "tomoloop.networks.transforcnn",
         "UNet": "tomoloop.networks.unet",
+        "WEIGHTED_LOSSES": "tomoloop.networks.losses",
         "YNet": "tomoloop.networks.ynet",
         "balanced_cross_entropy": "tomoloop.networks.losses",
         "build_model": "tomoloop.networks.registry",

@@ -114,6 +114,9 @@ LOSSES: dict[str, Loss] = {
     "focal_tversky": focal_tversky,
 }
 
+# the losses that take ``class_weights`` (per-class weights of the cross-entropy)
+WEIGHTED_LOSSES = ("ce", "bce")
+
 
 def get_loss(name: str) -> Loss:
     """A loss by name (``--loss``): one of :data:`LOSSES`."""

@@ -30,7 +30,13 @@ from tomoloop.training.data import (
     parse_tier_weights,
 )
 from tomoloop.training.evaluation import Evaluation, evaluate
-from tomoloop.training.trainer import EpochRecord, TrainConfig, plot_learning_curve, train
+from tomoloop.training.trainer import (
+    EpochRecord,
+    TrainConfig,
+    class_weights,
+    plot_learning_curve,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,7 @@ def train_config(values: dict[str, Any], phases: PhaseMap) -> TrainConfig:
             )
     exclusive = tuple((phases.names.index(a), phases.names.index(b)) for a, b in pairs)
     config = TrainConfig(**values, exclusive=exclusive)
+    class_weights(config.class_weights, [], len(phases))  # one weight per phase
     if augmentation is not None:
         config = replace(config, augmentation=Augmentation(**augmentation))
     return config
