@@ -22,7 +22,7 @@ class Recipe:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-_QUENUM = Recipe({"loss": "bce", "patch": 128})  # Quenum et al. 2023, §3 and §4: BCE, 128²
+_QUENUM = Recipe({"loss": "bce"})  # Quenum et al. 2023, §4: BCE (128² patches: the default)
 
 SEED_RECIPES: dict[str, Recipe] = {
     # Tabassum et al. n.d., App. §II: weighted cross-entropy, k = 10 row-removed copies,

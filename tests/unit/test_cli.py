@@ -1,6 +1,7 @@
 """The command line as a user runs it: a subprocess, its stdout, stderr and exit code."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -309,3 +310,25 @@ def test_prefect_console_hides_tomoloop_errors_and_chatter_but_not_bugs():
     assert not shown_on_terminal(record(engine, logging.INFO, "Beginning flow run 'a'"))
     assert not shown_on_terminal(record(engine, logging.ERROR, "Finished in state Failed()"))
     assert shown_on_terminal(record("/src/flows/train.py", logging.INFO, "epoch 1: loss 0.3"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--recipe", "paper"], "unknown recipe 'paper': choose one of default, seed"),
+        (["--class-weights", "heavy"], "class_weights 'heavy' must be 'balanced' or numbers"),
+        (["--arch", "matphase", "--recipe", "seed", "--loss", "dice"], "needs --loss ce or bce"),
+    ],
+)
+def test_train_refuses_a_bad_recipe_or_class_weights_before_any_work(
+    tmp_path, monkeypatch, args, message
+):
+    from typer.testing import CliRunner
+
+    from tomoloop.cli import app
+    from tomoloop.errors import TomoloopError
+
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    with pytest.raises(TomoloopError, match=re.escape(message)):
+        CliRunner().invoke(app, ["train", "--dataset", "nmc", *args], catch_exceptions=False)
+    assert not (tmp_path / "runs").exists()
