@@ -124,6 +124,7 @@ def evaluation_metrics(
     metrics = [
         NewMetric(name, value, split, dataset_version_id=dataset_version_id)
         for name, value in overall.items()
+        if not isinstance(value, bool)  # a note on the numbers, not a number
     ]
     for name, values in per_class.items():
         metrics.extend(

@@ -16,9 +16,11 @@ from torch import nn
 from tomoloop.inference.predict import predict_slice, tile_origins
 from tomoloop.labels.phases import IGNORE
 from tomoloop.metrics.semantic import (
+    BestAndLowest,
     SegmentationScores,
-    best_and_lowest_accuracy,
+    best_and_lowest,
     confusion_matrix,
+    patch_scores,
     scores,
 )
 from tomoloop.metrics.structure import tortuosity
@@ -41,15 +43,17 @@ class TortuosityCheck:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Scores over all slices together (one confusion matrix), k best/lowest slice pixel
-    accuracies (k = 5, Tabassum et al. n.d., App. Table II), per-class volume fractions of truth and
-    prediction, and mean seconds per (tile × tile) patch on the device used.
+    """Scores over all slices together (one confusion matrix: pixels pooled over the split),
+    the mIoU and mDSC of every (tile × tile) patch (``patches`` (P, 2), averaged per patch as
+    Quenum et al. 2023 do), the k best/lowest slice pixel accuracies with their spread (k = 5,
+    Tabassum et al. n.d., App. Table II), per-class volume fractions of truth and prediction,
+    and mean seconds per (tile × tile) patch on the device used.
     """
 
     confusion: np.ndarray
     scores: SegmentationScores
-    best_k_accuracy: float
-    lowest_k_accuracy: float
+    patches: np.ndarray
+    extremes: BestAndLowest
     truth_fractions: np.ndarray
     predicted_fractions: np.ndarray
     seconds_per_patch: float
@@ -57,14 +61,26 @@ class Evaluation:
 
     def as_dict(self, class_names: Sequence[str]) -> dict:
         """Plain numbers keyed as the CLI's ``evaluate --json`` prints them."""
-        s = self.scores
+        s, e = self.scores, self.extremes
+        per_patch = {
+            f"{name}_per_patch{suffix}": float(reduce(self.patches[:, column]))
+            if len(self.patches)
+            else float("nan")
+            for column, name in enumerate(("mIoU", "mDSC"))
+            for suffix, reduce in (("", np.nanmean), ("_std", np.nanstd))
+        }
         out = {
             "mIoU": s.miou,
             "mDSC": s.mdsc,
+            **per_patch,
+            "patches": len(self.patches),
             "fIU": s.fiu,
             "pixel_accuracy": s.pixel_accuracy,
-            "best5_accuracy": self.best_k_accuracy,
-            "lowest5_accuracy": self.lowest_k_accuracy,
+            f"best{e.k}_accuracy": e.best,
+            f"best{e.k}_accuracy_std": e.best_std,
+            f"lowest{e.k}_accuracy": e.lowest,
+            f"lowest{e.k}_accuracy_std": e.lowest_std,
+            "best_lowest_overlap": e.overlap,
             "seconds_per_patch": self.seconds_per_patch,
             "per_class": {
                 name: {
@@ -108,15 +124,17 @@ def evaluate(
     truth_counts = np.zeros(n_classes)
     predicted_counts = np.zeros(n_classes)
     accuracies = []
+    patches = []
     seconds = 0.0
-    patches = 0
+    tiles = 0
     taus: list[tuple[float, float]] = []
     lost = 0
     for s in slices:
         start = time.perf_counter()
         predicted = predict_slice(model, s.image, tile, overlap, device=device).argmax(axis=0)
         seconds += time.perf_counter() - start
-        patches += _tiles_in(s.image.shape, tile, overlap)
+        tiles += _tiles_in(s.image.shape, tile, overlap)
+        patches.append(patch_scores(s.labels, predicted, n_classes, tile))
         per_slice = confusion_matrix(s.labels, predicted, n_classes)
         confusion += per_slice
         if per_slice.sum():
@@ -130,15 +148,14 @@ def evaluate(
                 lost += not np.isfinite(tau)
                 if np.isfinite(tau):
                     taus.append((tau, truth_tau))
-    best, lowest = best_and_lowest_accuracy(accuracies, k=5)
     return Evaluation(
         confusion=confusion,
         scores=scores(confusion),
-        best_k_accuracy=best,
-        lowest_k_accuracy=lowest,
+        patches=np.concatenate(patches) if patches else np.zeros((0, 2)),
+        extremes=best_and_lowest(accuracies, k=5),
         truth_fractions=truth_counts / max(truth_counts.sum(), 1),
         predicted_fractions=predicted_counts / max(predicted_counts.sum(), 1),
-        seconds_per_patch=seconds / max(patches, 1),
+        seconds_per_patch=seconds / max(tiles, 1),
         tortuosity=None
         if tortuosity_class is None
         else TortuosityCheck(
