@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from tomoloop.networks.layers import SIDE_MULTIPLE, check_sides, conv_block, decode, up_path
     from tomoloop.networks.losses import (
         LOSSES,
+        TVERSKY_LOSSES,
         WEIGHTED_LOSSES,
         Loss,
         balanced_cross_entropy,
@@ -63,6 +64,7 @@ __all__ = [
     "PATCH",
     "REFERENCE_SIDE",
     "SIDE_MULTIPLE",
+    "TVERSKY_LOSSES",
     "WEIGHTED_LOSSES",
     "DilatedConvolutionModule",
     "ENet",
@@ -107,6 +109,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "TVERSKY_LOSSES": "tomoloop.networks.losses",
         "DilatedConvolutionModule": "tomoloop.networks.ynet",
         "ENet": "tomoloop.networks.enet",
         "EncoderBlock": "tomoloop.networks.transforcnn",

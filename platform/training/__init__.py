@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         plot_learning_curve,
         resolve_device,
         train,
+        training_loss,
     )
 
 __all__ = [
@@ -76,11 +77,13 @@ __all__ = [
     "sample_patches",
     "tier_weight",
     "train",
+    "training_loss",
 ]
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "training_loss": "tomoloop.training.trainer",
         "Augmentation": "tomoloop.training.data",
         "CHECKPOINT": "tomoloop.training.trainer",
         "DEFAULT_TIER_WEIGHTS": "tomoloop.training.data",

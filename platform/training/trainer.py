@@ -30,7 +30,7 @@ from torch import nn
 
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import IGNORE
-from tomoloop.networks.losses import LOSSES, WEIGHTED_LOSSES, Loss, get_loss
+from tomoloop.networks.losses import LOSSES, TVERSKY_LOSSES, WEIGHTED_LOSSES, Loss, get_loss
 from tomoloop.outputs import temp_file_beside
 from tomoloop.training.data import (
     Augmentation,
@@ -71,6 +71,9 @@ class TrainConfig:
     row_removal: int = 0  # Tabassum et al. n.d., App. §II: k = 10 copies
     # "" (none), "balanced" or one weight per class "1,2,0.5" (ce/bce; Tabassum et al. n.d.)
     class_weights: str = ""
+    # Tversky / focal Tversky: the weight of the false positives (α = 1 − β on the false
+    # negatives), Quenum et al. 2023, eq. 1; docs/seeds.md says how the default was chosen
+    tversky_beta: float = 0.7
     # class pairs that cannot touch (Tabassum et al. n.d., App. §II)
     exclusive: tuple[tuple[int, int], ...] = ()
 
@@ -106,6 +109,12 @@ class TrainConfig:
                     self.row_removal,
                     self.row_removal >= 0,
                     "must be ≥ 0",
+                ),
+                (
+                    "tversky_beta",
+                    self.tversky_beta,
+                    0 < self.tversky_beta < 1,
+                    "must lie between 0 and 1",
                 ),
                 (
                     "class_weights",
@@ -219,6 +228,19 @@ def class_weights(spec: str, slices: Sequence[LabelledSlice], n_classes: int) ->
     return values
 
 
+def training_loss(config: TrainConfig, weights: np.ndarray | None, device: torch.device) -> Loss:
+    """The loss ``config`` asks for, with its settings bound: the class ``weights``
+    (n_classes,) for the cross-entropy, ``tversky_beta`` for the Tversky losses."""
+    loss = get_loss(config.loss)
+    if weights is not None:
+        loss = functools.partial(
+            loss, class_weights=torch.as_tensor(weights, dtype=torch.float32, device=device)
+        )
+    if config.loss in TVERSKY_LOSSES:
+        loss = functools.partial(loss, beta=config.tversky_beta)
+    return loss
+
+
 def mask_unlabelled(
     target: torch.Tensor, weight: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -314,11 +336,7 @@ def train(
     if channels not in (None, 1):
         raise TrainingError(f"the network takes {channels} input channels; slices have 1")
     device = torch.device(device)
-    loss_fn = get_loss(config.loss)
-    if weights is not None:
-        loss_fn = functools.partial(
-            loss_fn, class_weights=torch.as_tensor(weights, dtype=torch.float32, device=device)
-        )
+    loss_fn = training_loss(config, weights, device)
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint = config.fingerprint()
