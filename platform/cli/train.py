@@ -39,6 +39,10 @@ def train(
         str | None,
         typer.Option(help="ce/bce class weights: balanced (inverse frequency) or 1,2,0.5."),
     ] = None,
+    tversky_beta: Annotated[
+        float | None,
+        typer.Option(help="tversky/focal_tversky: weight of the false positives (0.7)."),
+    ] = None,
     recipe: Annotated[
         str,
         typer.Option(help="default, or seed: the paper's settings for --arch (docs/seeds.md)."),
@@ -113,6 +117,7 @@ def train(
             ("batch", batch),
             ("loss", loss),
             ("class_weights", class_weights),
+            ("tversky_beta", tversky_beta),
             ("patience", patience),
             ("row_removal", row_removal),
         )

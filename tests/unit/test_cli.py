@@ -318,6 +318,7 @@ def test_prefect_console_hides_tomoloop_errors_and_chatter_but_not_bugs():
         (["--recipe", "paper"], "unknown recipe 'paper': choose one of default, seed"),
         (["--class-weights", "heavy"], "class_weights 'heavy' must be 'balanced' or numbers"),
         (["--arch", "matphase", "--recipe", "seed", "--loss", "dice"], "needs --loss ce or bce"),
+        (["--loss", "tversky", "--tversky-beta", "1.5"], "tversky_beta 1.5 must lie between"),
     ],
 )
 def test_train_refuses_a_bad_recipe_or_class_weights_before_any_work(
