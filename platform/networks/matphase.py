@@ -172,6 +172,8 @@ class MatPhase(nn.Module):
     are 1024; its 128-wide per-pixel head costs two thirds of a dense training pass).
     """
 
+    encoder_prefixes = ("ugsm.down",)  # ``--freeze encoder``: the UGSM's encoder
+
     def __init__(
         self,
         in_channels: int = 1,
