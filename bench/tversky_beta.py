@@ -7,7 +7,7 @@ grey) trains a U-Net with ``--loss tversky`` at β = 0.7 (false positives weigh 
 (false negatives weigh 0.7), same budget and seeds; the binder's IoU, Dice, recall, precision and
 predicted volume fraction on the test slices decide (docs/seeds.md).
 
-Run: ``.venv/bin/python bench/tversky_beta.py [--epochs 8] [--seeds 0,1]``.
+Run: ``.venv/bin/python bench/tversky_beta.py [--epochs 8] [--seeds 0,1] [--base 16]``.
 Input: ``../shared/data/matbox_nmc_cbd_labels.tif``.
 """
 
@@ -32,10 +32,10 @@ from tomoloop.training.trainer import TrainConfig, train
 BINDER = 2
 
 
-def binder_scores(beta: float, seed: int, data: dict, epochs: int) -> dict:
+def binder_scores(beta: float, seed: int, data: dict, epochs: int, base: int) -> dict:
     """Train a U-Net with the Tversky loss at ``beta``; the binder's scores on the test slices."""
     torch.manual_seed(seed)
-    model = build_model("unet", 1, 3)
+    model = build_model("unet", 1, 3, base=base)
     config = TrainConfig(
         epochs=epochs, patch=64, batch=8, patches_per_epoch=128, patience=0, seed=seed,
         loss="tversky", tversky_beta=beta,
@@ -64,12 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--base", type=int, default=16, help="U-Net channels at full size")
     args = parser.parse_args()
     data = slices()
     rows = []
     for seed in map(int, args.seeds.split(",")):
         for beta in (0.7, 0.3):
-            rows.append(binder_scores(beta, seed, data, args.epochs))
+            rows.append(binder_scores(beta, seed, data, args.epochs, args.base))
             print(rows[-1], flush=True)
     print("\n| β (weight of false positives) | binder IoU | Dice | recall | precision "
           "| binder fraction (truth) | mIoU |")  # fmt: skip
