@@ -32,9 +32,24 @@ def train(
         ),
     ] = None,
     loss: Annotated[
-        str, typer.Option(help="ce, bce, balanced_ce, dice, tversky, focal_tversky.")
-    ] = "ce",
-    patience: Annotated[int, typer.Option(help="Epochs without val gain before stopping.")] = 8,
+        str | None,
+        typer.Option(help="ce (default), bce, balanced_ce, dice, tversky, focal_tversky."),
+    ] = None,
+    class_weights: Annotated[
+        str | None,
+        typer.Option(help="ce/bce class weights: balanced (inverse frequency) or 1,2,0.5."),
+    ] = None,
+    tversky_beta: Annotated[
+        float | None,
+        typer.Option(help="tversky/focal_tversky: weight of the false positives (0.7)."),
+    ] = None,
+    recipe: Annotated[
+        str,
+        typer.Option(help="default, or seed: the paper's settings for --arch (docs/seeds.md)."),
+    ] = "default",
+    patience: Annotated[
+        int | None, typer.Option(help="Epochs without val gain before stopping (8; 0 never).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: DeviceOpt = "auto",
     parent: Annotated[
@@ -56,8 +71,9 @@ def train(
     ] = None,
     no_augment: Annotated[bool, typer.Option(help="Switch augmentation off.")] = False,
     row_removal: Annotated[
-        int, typer.Option(help="Add K row-removed copies of each slice (Tabassum et al. n.d.: 10).")
-    ] = 0,
+        int | None,
+        typer.Option(help="Add K row-removed copies of each slice (Tabassum et al. n.d.: 10)."),
+    ] = None,
     exclusive: Annotated[
         list[str] | None,
         typer.Option(
@@ -100,13 +116,28 @@ def train(
     from tomoloop.networks.registry import MODELS
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.training.data import NO_AUGMENTATION
+    from tomoloop.training.recipes import apply_recipe
 
     if name is not None:
         check_name(name, "--name")
     runs = Output("the run folder", Settings().home / "runs", folder=True)
     check_outputs({"--weights": weights}, [runs])
-    given = {k: v for k, v in (("lr", lr), ("batch", batch)) if v is not None}  # else defaults
+    given = {
+        k: v
+        for k, v in (
+            ("lr", lr),
+            ("batch", batch),
+            ("loss", loss),
+            ("class_weights", class_weights),
+            ("tversky_beta", tversky_beta),
+            ("patience", patience),
+            ("row_removal", row_removal),
+        )
+        if v is not None
+    }  # else the recipe's or the defaults
     if arch == "maskrcnn":
+        if recipe != "default":
+            raise TomoloopError("--recipe is for the semantic networks; maskrcnn takes none")
         maskrcnn = {
             "iterations": iterations,
             "heads_iterations": heads_iterations,
@@ -116,7 +147,7 @@ def train(
             "min_size": min_size,
             "max_size": 2 * min_size,
             "seed": seed,
-            **given,
+            **{k: v for k, v in given.items() if k in ("lr", "batch")},
         }
         _train_maskrcnn(
             dataset, maskrcnn, tuple(instances or ()), name, device, parent, as_json
@@ -126,18 +157,20 @@ def train(
         raise TomoloopError(
             f"unknown architecture {arch!r}: choose one of {', '.join(MODELS)}, maskrcnn"
         )
-    config = {
-        "epochs": epochs,
-        "patch": patch,
-        "patches_per_epoch": patches_per_epoch,
-        "loss": loss,
-        "patience": patience,
-        "seed": seed,
-        "overlap": default_overlap(patch),
-        "row_removal": row_removal,
-        "exclusive": [pair.split(":") for pair in exclusive or []],
-        **given,
-    }
+    config, options = apply_recipe(
+        recipe,
+        arch,
+        {
+            "epochs": epochs,
+            "patch": patch,
+            "patches_per_epoch": patches_per_epoch,
+            "seed": seed,
+            "overlap": default_overlap(patch),
+            "exclusive": [pair.split(":") for pair in exclusive or []],
+            **given,
+        },
+        parse_options(option),
+    )
     if no_augment:
         config["augmentation"] = asdict(NO_AUGMENTATION)
     _check_train_options(config, device, tier_weights)
@@ -147,7 +180,7 @@ def train(
             arch,
             name=name,
             config=config,
-            options=parse_options(option),
+            options=options,
             device=device,
             parent=parent,
             freeze_prefixes=tuple(freeze or ()),

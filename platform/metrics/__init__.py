@@ -7,9 +7,11 @@ from tomoloop.lazy import lazy_exports
 if TYPE_CHECKING:
     from tomoloop.metrics.coco import instance_scores, mean_ap, self_consistency_ap
     from tomoloop.metrics.semantic import (
+        BestAndLowest,
         SegmentationScores,
-        best_and_lowest_accuracy,
+        best_and_lowest,
         confusion_matrix,
+        patch_scores,
         scores,
         volume_fractions,
     )
@@ -24,13 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AXES",
+    "BestAndLowest",
     "SegmentationScores",
-    "best_and_lowest_accuracy",
+    "best_and_lowest",
     "confusion_matrix",
     "instance_scores",
     "interface_area",
     "mean_ap",
     "microstructure",
+    "patch_scores",
     "percolates",
     "scores",
     "self_consistency_ap",
@@ -45,7 +49,9 @@ __getattr__, __dir__ = lazy_exports(
         "volume_fractions": "tomoloop.metrics.semantic",
         "AXES": "tomoloop.metrics.structure",
         "SegmentationScores": "tomoloop.metrics.semantic",
-        "best_and_lowest_accuracy": "tomoloop.metrics.semantic",
+        "BestAndLowest": "tomoloop.metrics.semantic",
+        "best_and_lowest": "tomoloop.metrics.semantic",
+        "patch_scores": "tomoloop.metrics.semantic",
         "confusion_matrix": "tomoloop.metrics.semantic",
         "instance_scores": "tomoloop.metrics.coco",
         "interface_area": "tomoloop.metrics.structure",

@@ -75,16 +75,57 @@ def scores(confusion: np.ndarray) -> SegmentationScores:
     )
 
 
-def best_and_lowest_accuracy(
-    per_slice_accuracy: Sequence[float], k: int = 5
-) -> tuple[float, float]:
-    """Mean pixel accuracy of the k best and the k lowest slices (Tabassum et al. n.d.,
-    App. Table II)."""
+@dataclass(frozen=True)
+class BestAndLowest:
+    """Mean and spread (population standard deviation) of the k best and the k lowest
+    per-slice pixel accuracies (Tabassum et al. n.d., App. Table II: "Best 5", "Lowest 5",
+    mean ± spread). ``overlap``: fewer than 2k slices, so some slices are in both groups.
+    """
+
+    k: int
+    best: float
+    best_std: float
+    lowest: float
+    lowest_std: float
+    overlap: bool
+
+
+def best_and_lowest(per_slice_accuracy: Sequence[float], k: int = 5) -> BestAndLowest:
+    """The k best and k lowest of the per-slice accuracies (all of them when fewer than k),
+    each group's mean and standard deviation; NaN without any slice."""
     ordered = np.sort(np.asarray(per_slice_accuracy, dtype=np.float64))
     if ordered.size == 0:
-        return float("nan"), float("nan")
-    k = min(k, ordered.size)
-    return float(ordered[-k:].mean()), float(ordered[:k].mean())
+        nan = float("nan")
+        return BestAndLowest(k, nan, nan, nan, nan, overlap=False)
+    best, lowest = ordered[-k:], ordered[:k]
+    return BestAndLowest(
+        k,
+        float(best.mean()),
+        float(best.std()),
+        float(lowest.mean()),
+        float(lowest.std()),
+        overlap=ordered.size < 2 * k,
+    )
+
+
+def patch_scores(
+    truth: np.ndarray, prediction: np.ndarray, n_classes: int, side: int
+) -> np.ndarray:
+    """mIoU and mDSC of every ``side`` × ``side`` patch of a slice, as Quenum et al. 2023
+    (§3, Table 1) average their scores over 128² test patches: truth and prediction (H, W)
+    integer → (P, 2) float64, one row (mIoU, mDSC) per patch with a labelled pixel. Patches
+    tile the slice from its top-left corner without overlap; those at the right and bottom
+    edges keep what is left (smaller), and a slice smaller than ``side`` is one patch.
+    """
+    rows = []
+    for top in range(0, truth.shape[0], side):
+        for left in range(0, truth.shape[1], side):
+            window = np.s_[top : top + side, left : left + side]
+            confusion = confusion_matrix(truth[window], prediction[window], n_classes)
+            if confusion.sum():
+                patch = scores(confusion)
+                rows.append((patch.miou, patch.mdsc))
+    return np.array(rows, dtype=np.float64).reshape(-1, 2)
 
 
 def volume_fractions(labels: np.ndarray, n_classes: int) -> np.ndarray:

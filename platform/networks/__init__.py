@@ -10,6 +10,8 @@ if TYPE_CHECKING:
     from tomoloop.networks.layers import SIDE_MULTIPLE, check_sides, conv_block, decode, up_path
     from tomoloop.networks.losses import (
         LOSSES,
+        TVERSKY_LOSSES,
+        WEIGHTED_LOSSES,
         Loss,
         balanced_cross_entropy,
         cross_entropy,
@@ -62,6 +64,8 @@ __all__ = [
     "PATCH",
     "REFERENCE_SIDE",
     "SIDE_MULTIPLE",
+    "TVERSKY_LOSSES",
+    "WEIGHTED_LOSSES",
     "DilatedConvolutionModule",
     "ENet",
     "EncoderBlock",
@@ -105,6 +109,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "TVERSKY_LOSSES": "tomoloop.networks.losses",
         "DilatedConvolutionModule": "tomoloop.networks.ynet",
         "ENet": "tomoloop.networks.enet",
         "EncoderBlock": "tomoloop.networks.transforcnn",
@@ -123,6 +128,7 @@ __getattr__, __dir__ = lazy_exports(
         "SIDE_MULTIPLE": "tomoloop.networks.layers",
         "TransforCNN": "tomoloop.networks.transforcnn",
         "UNet": "tomoloop.networks.unet",
+        "WEIGHTED_LOSSES": "tomoloop.networks.losses",
         "YNet": "tomoloop.networks.ynet",
         "balanced_cross_entropy": "tomoloop.networks.losses",
         "build_model": "tomoloop.networks.registry",

@@ -54,6 +54,15 @@ class ENet(nn.Module):
         self.members = nn.ModuleList(members)
         self.register_buffer("weights", _normalised(weights, len(self.members)))
 
+    @property
+    def encoder_prefixes(self) -> tuple[str, ...]:
+        """Every member's encoder (``--freeze encoder``)."""
+        return tuple(
+            f"members.{k}.{prefix}"
+            for k, member in enumerate(self.members)
+            for prefix in getattr(member, "encoder_prefixes", ())
+        )
+
     @classmethod
     def default(
         cls,

@@ -17,9 +17,7 @@ Loss = Callable[..., torch.Tensor]
 _EPS = 1e-6
 
 
-def _probabilities(
-    logits: torch.Tensor, target: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _probabilities(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     probs = logits.float().softmax(dim=1)
     onehot = F.one_hot(target, probs.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     return probs, onehot
@@ -113,6 +111,11 @@ LOSSES: dict[str, Loss] = {
     "tversky": tversky,
     "focal_tversky": focal_tversky,
 }
+
+# the losses that take ``class_weights`` (per-class weights of the cross-entropy)
+WEIGHTED_LOSSES = ("ce", "bce")
+# the losses that take ``beta`` (the Tversky weight of the false positives)
+TVERSKY_LOSSES = ("tversky", "focal_tversky")
 
 
 def get_loss(name: str) -> Loss:

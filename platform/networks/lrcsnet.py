@@ -57,6 +57,8 @@ class LRCSNet(nn.Module):
     unpooling (as the authors' ``LRCS13`` variant puts dropout on the decoder convolutions).
     """
 
+    encoder_prefixes = ("encoder",)  # ``--freeze encoder`` (the bottleneck stays free)
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -28,6 +28,7 @@ from tomoloop.networks.losses import Loss
 from tomoloop.networks.unet import UNet
 
 _SLOPE = 0.01  # LeakyReLU slope (Tabassum et al. n.d., App. §II: no value)
+SCHEDULES = ("joint", "two_stage")  # MatPhase training schedules (see MatPhase)
 
 
 class LCGAR(nn.Module):
@@ -159,12 +160,19 @@ class MatPhase(nn.Module):
     ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the admitted
     pixels the LCGAR trains on per batch (``None``: all of them).
 
-    Chosen where Tabassum et al. n.d. are silent: UGSM and LCGAR train together (the appendix trains
-    them separately, App. §II), the LCGAR sees the UGSM logits detached, so only the UGSM term
-    trains the UGSM; [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the LCGAR trains on at most
-    4096 random admitted pixels per batch (the appendix's pixel batches are 1024; its 128-wide
-    per-pixel head costs two thirds of a dense training pass).
+    ``schedule``: ``"joint"`` (tomoloop's default) trains UGSM and LCGAR together from the
+    start; ``"two_stage"`` is the appendix's (App. §II: UGSM 100 epochs, then LCGAR 15 on its
+    output): the first ``ugsm_share`` of training (default 100/115) trains only the UGSM, the
+    rest only the LCGAR on the outputs of the UGSM held fixed (inference mode, no gradient),
+    with the curriculum run over that second stage.
+
+    Chosen where Tabassum et al. n.d. are silent: the LCGAR sees the UGSM logits detached, so
+    only the UGSM term trains the UGSM; [0, 1] slices map to [−1, 1] by 2x − 1, clipped; the
+    LCGAR trains on at most 4096 random admitted pixels per batch (the appendix's pixel batches
+    are 1024; its 128-wide per-pixel head costs two thirds of a dense training pass).
     """
+
+    encoder_prefixes = ("ugsm.down",)  # ``--freeze encoder``: the UGSM's encoder
 
     def __init__(
         self,
@@ -178,8 +186,16 @@ class MatPhase(nn.Module):
         curriculum_start: float = 0.5,
         curriculum_ramp: float = 0.5,
         lcgar_pixels: int | None = 4096,
+        schedule: str = "joint",
+        ugsm_share: float = 100 / 115,
     ) -> None:
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if not 0 < ugsm_share < 1:
+            raise ValueError(f"ugsm_share {ugsm_share} must lie between 0 and 1")
+        self.schedule = schedule
+        self.ugsm_share = ugsm_share
         self.multiple = max(SIDE_MULTIPLE, 2**depth)
         self.ugsm = UNet(in_channels, n_classes, base=base, depth=depth, dropout=dropout)
         self.lcgar = LCGAR(in_channels, n_classes, patch=patch, dropout=lcgar_dropout)
@@ -224,10 +240,33 @@ class MatPhase(nn.Module):
     ) -> torch.Tensor:
         """UGSM loss on every pixel + LCGAR loss on the pixels the curriculum admits (at
         most ``lcgar_pixels``), those M pixels passed to ``loss`` as a (1, ·, M, 1) image.
-        Pixels of weight 0 (unlabelled ones) take no part in the curriculum.
+        Pixels of weight 0 (unlabelled ones) take no part in the curriculum. With the
+        two-stage schedule only one of the two terms, by ``progress`` (see the class).
         """
         check_sides(images, self.multiple)
-        ugsm_logits = self.ugsm(images)
+        if self.schedule == "joint":
+            ugsm_logits = self.ugsm(images)
+            lcgar_loss = self._lcgar_loss(images, ugsm_logits, target, weight, loss, progress)
+            return loss(ugsm_logits, target, weight) + lcgar_loss
+        if progress < self.ugsm_share:
+            return loss(self.ugsm(images), target, weight)
+        self.ugsm.eval()
+        with torch.no_grad():
+            ugsm_logits = self.ugsm(images)
+        self.ugsm.train(self.training)
+        stage = (progress - self.ugsm_share) / (1 - self.ugsm_share)
+        return self._lcgar_loss(images, ugsm_logits, target, weight, loss, stage)
+
+    def _lcgar_loss(
+        self,
+        images: torch.Tensor,
+        ugsm_logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        loss: Loss,
+        progress: float,
+    ) -> torch.Tensor:
+        """The LCGAR term of :meth:`training_loss`, the curriculum at ``progress``."""
         among = None if weight is None else weight > 0
         chosen = sample_pixels(
             self.admitted(ugsm_logits, target, progress, among), self.lcgar_pixels
@@ -236,8 +275,7 @@ class MatPhase(nn.Module):
         rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[chosen]
         lcgar_logits = self.lcgar.head(rows).T[None, :, :, None]
         lcgar_weight = None if weight is None else _column(weight, chosen)
-        lcgar_loss = loss(lcgar_logits, _column(target, chosen), lcgar_weight)
-        return loss(ugsm_logits, target, weight) + lcgar_loss
+        return loss(lcgar_logits, _column(target, chosen), lcgar_weight)
 
 
 def _column(values: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:

@@ -35,9 +35,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_model(
-    name: str, in_channels: int = 1, n_classes: int = 2, **options: Any
-) -> nn.Module:
+def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options: Any) -> nn.Module:
     """A network by registry name, e.g. ``build_model("unet", 1, 3)``."""
     if name not in MODELS:
         raise TomoloopError(
@@ -116,16 +114,29 @@ def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> list[s
     return sorted(set(own) - set(matching))
 
 
+ENCODER = "encoder"  # the --freeze name every network answers to (its ``encoder_prefixes``)
+
+
 def freeze(model: nn.Module, prefixes: tuple[str, ...]) -> int:
     """Stop gradients of parameters whose names start with any prefix (e.g. ``down`` for
     the U-Net encoder), and keep the running statistics of batch norm layers there fixed
-    (momentum 0); how many parameter tensors were frozen.
+    (momentum 0); how many parameter tensors were frozen. The prefix ``encoder`` means the
+    network's encoder, whatever its parameters are called (its ``encoder_prefixes``).
     """
+    prefixes = tuple(
+        name
+        for prefix in prefixes
+        for name in (
+            getattr(model, "encoder_prefixes", (prefix,)) if prefix == ENCODER else (prefix,)
+        )
+    )
     names = [name for name, _ in model.named_parameters()]
     for prefix in prefixes:
         if not any(name.startswith(prefix) for name in names):
             tops = sorted({name.split(".")[0] for name in names})
-            raise TomoloopError(f"no parameters start with {prefix!r}: try one of {tops}")
+            raise TomoloopError(
+                f"no parameters start with {prefix!r}: try {ENCODER} or one of {tops}"
+            )
     frozen = 0
     for name, parameter in model.named_parameters():
         if name.startswith(prefixes):

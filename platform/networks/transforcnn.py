@@ -115,6 +115,8 @@ class TransforCNN(nn.Module):
     last block's 8×8 map is read as 3×3 convolutions only (pooling would go below 8×8).
     """
 
+    encoder_prefixes = ("embed", "blocks")  # ``--freeze encoder``
+
     def __init__(
         self,
         in_channels: int = 1,

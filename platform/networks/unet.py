@@ -17,6 +17,8 @@ class UNet(nn.Module):
     encoder map of the same size. Dropout before each decoder level (MC dropout).
     """
 
+    encoder_prefixes = ("down",)  # what ``--freeze encoder`` freezes
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -113,6 +113,8 @@ class YNet(nn.Module):
     those are choices (bins that divide an 8×8 map; a decoder like the U-Net of §3.1).
     """
 
+    encoder_prefixes = ("regular", "dilated", "pyramid")  # ``--freeze encoder``
+
     def __init__(
         self,
         in_channels: int = 1,

@@ -32,7 +32,13 @@ from tomoloop.training.data import (
     parse_tier_weights,
 )
 from tomoloop.training.evaluation import Evaluation, evaluate_groups
-from tomoloop.training.trainer import EpochRecord, TrainConfig, plot_learning_curve, train
+from tomoloop.training.trainer import (
+    EpochRecord,
+    TrainConfig,
+    class_weights,
+    plot_learning_curve,
+    train,
+)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,11 @@ def evaluation_metrics(
             dataset_version_id=dataset_version_id,
         )  # fmt: skip
 
-    metrics = [metric(name, value) for name, value in overall.items()]
+    metrics = [
+        metric(name, value)
+        for name, value in overall.items()
+        if not isinstance(value, bool)  # a note on the numbers, not a number
+    ]
     for name, values in per_class.items():
         metrics.extend(metric(key, value, name) for key, value in values.items())
     if tortuosity is not None:
@@ -242,6 +252,7 @@ def train_config(values: dict[str, Any], phases: PhaseMap) -> TrainConfig:
             )
     exclusive = tuple((phases.names.index(a), phases.names.index(b)) for a, b in pairs)
     config = TrainConfig(**values, exclusive=exclusive)
+    class_weights(config.class_weights, [], len(phases))  # one weight per phase
     if augmentation is not None:
         config = replace(config, augmentation=Augmentation(**augmentation))
     return config

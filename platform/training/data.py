@@ -125,20 +125,22 @@ def prepare_training_slices(
     row_removal: int = 0,
     exclusive: Sequence[tuple[int, int]] = (),
 ) -> list[LabelledSlice]:
-    """Tabassum et al. n.d.'s preparation (App. §II) of training slices: labels smoothed by the
-    domain rule (classes of an ``exclusive`` pair cannot touch; kNN relabelling), then each slice
-    joined by ``row_removal`` versions with 1 … k top rows removed and stretched back.
+    """Tabassum et al. n.d.'s preparation (App. §II, Pre-processing) of training slices, in the
+    paper's order: each slice joined by ``row_removal`` versions with 1 … k top rows removed
+    and stretched back, then the labels of every version (the resized ground truth) smoothed
+    by the domain rule (classes of an ``exclusive`` pair cannot touch; kNN relabelling).
     """
-    out = []
+    versions = []
     for s in slices:
-        labels = smooth_labels_knn(s.labels, list(exclusive)) if exclusive else s.labels
-        out.append(replace(s, labels=labels))
+        versions.append(s)
         if row_removal:
-            out.extend(
+            versions.extend(
                 replace(s, image=image, labels=stretched)
-                for image, stretched in remove_rows_and_resize(s.image, labels, row_removal)
+                for image, stretched in remove_rows_and_resize(s.image, s.labels, row_removal)
             )
-    return out
+    if not exclusive:
+        return versions
+    return [replace(v, labels=smooth_labels_knn(v.labels, list(exclusive))) for v in versions]
 
 
 def parse_tier_weights(text: str) -> dict[str, float]:

@@ -16,9 +16,11 @@ from torch import nn
 from tomoloop.inference.predict import predict_slice, tile_origins
 from tomoloop.labels.phases import IGNORE
 from tomoloop.metrics.semantic import (
+    BestAndLowest,
     SegmentationScores,
-    best_and_lowest_accuracy,
+    best_and_lowest,
     confusion_matrix,
+    patch_scores,
     scores,
 )
 from tomoloop.metrics.structure import tortuosity
@@ -41,15 +43,17 @@ class TortuosityCheck:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Scores over all slices together (one confusion matrix), k best/lowest slice pixel
-    accuracies (k = 5, Tabassum et al. n.d., App. Table II), per-class volume fractions of truth and
-    prediction, and mean seconds per (tile × tile) patch on the device used.
+    """Scores over all slices together (one confusion matrix: pixels pooled over the split),
+    the mIoU and mDSC of every (tile × tile) patch (``patches`` (P, 2), averaged per patch as
+    Quenum et al. 2023 do), the k best/lowest slice pixel accuracies with their spread (k = 5,
+    Tabassum et al. n.d., App. Table II), per-class volume fractions of truth and prediction,
+    and mean seconds per (tile × tile) patch on the device used.
     """
 
     confusion: np.ndarray
     scores: SegmentationScores
-    best_k_accuracy: float
-    lowest_k_accuracy: float
+    patches: np.ndarray
+    extremes: BestAndLowest
     truth_fractions: np.ndarray
     predicted_fractions: np.ndarray
     seconds_per_patch: float
@@ -57,14 +61,26 @@ class Evaluation:
 
     def as_dict(self, class_names: Sequence[str]) -> dict:
         """Plain numbers keyed as the CLI's ``evaluate --json`` prints them."""
-        s = self.scores
+        s, e = self.scores, self.extremes
+        per_patch = {
+            f"{name}_per_patch{suffix}": float(reduce(self.patches[:, column]))
+            if len(self.patches)
+            else float("nan")
+            for column, name in enumerate(("mIoU", "mDSC"))
+            for suffix, reduce in (("", np.nanmean), ("_std", np.nanstd))
+        }
         out = {
             "mIoU": s.miou,
             "mDSC": s.mdsc,
+            **per_patch,
+            "patches": len(self.patches),
             "fIU": s.fiu,
             "pixel_accuracy": s.pixel_accuracy,
-            "best5_accuracy": self.best_k_accuracy,
-            "lowest5_accuracy": self.lowest_k_accuracy,
+            f"best{e.k}_accuracy": e.best,
+            f"best{e.k}_accuracy_std": e.best_std,
+            f"lowest{e.k}_accuracy": e.lowest,
+            f"lowest{e.k}_accuracy_std": e.lowest_std,
+            "best_lowest_overlap": e.overlap,
             "seconds_per_patch": self.seconds_per_patch,
             "per_class": {
                 name: {
@@ -99,6 +115,7 @@ class _Tally:
     accuracies: list[float] = field(default_factory=list)
     seconds: float = 0.0
     patches: int = 0
+    patch_rows: list[np.ndarray] = field(default_factory=list)
     taus: list[tuple[float, float]] = field(default_factory=list)
     lost: int = 0
 
@@ -106,12 +123,18 @@ class _Tally:
         self.confusion = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
     def add(
-        self, per_slice: np.ndarray, seconds: float, patches: int, tau: tuple[float, float] | None
+        self,
+        per_slice: np.ndarray,
+        seconds: float,
+        patches: int,
+        scored: np.ndarray,
+        tau: tuple[float, float] | None,
     ) -> None:
-        """One slice: its (n, n) confusion, prediction time and patches, and its
-        (predicted, true) tortuosity — (nan, τ) when the prediction lost the connection,
-        None when not compared."""
+        """One slice: its (n, n) confusion, prediction time and patches, its patches'
+        (P, 2) mIoU and mDSC, and its (predicted, true) tortuosity — (nan, τ) when the
+        prediction lost the connection, None when not compared."""
         self.confusion += per_slice
+        self.patch_rows.append(scored)
         if per_slice.sum():
             self.accuracies.append(float(np.trace(per_slice) / per_slice.sum()))
         self.seconds += seconds
@@ -124,13 +147,12 @@ class _Tally:
     def result(self) -> Evaluation:
         truth_counts = self.confusion.sum(axis=1).astype(np.float64)
         predicted_counts = self.confusion.sum(axis=0).astype(np.float64)
-        best, lowest = best_and_lowest_accuracy(self.accuracies, k=5)
         taus = self.taus
         return Evaluation(
             confusion=self.confusion,
             scores=scores(self.confusion),
-            best_k_accuracy=best,
-            lowest_k_accuracy=lowest,
+            patches=np.concatenate(self.patch_rows) if self.patch_rows else np.zeros((0, 2)),
+            extremes=best_and_lowest(self.accuracies, k=5),
             truth_fractions=truth_counts / max(truth_counts.sum(), 1),
             predicted_fractions=predicted_counts / max(predicted_counts.sum(), 1),
             seconds_per_patch=self.seconds / max(self.patches, 1),
@@ -192,8 +214,9 @@ def evaluate_groups(
         per_slice = confusion_matrix(s.labels, predicted, n_classes)
         tau = _tortuosity_pair(s.labels, predicted, tortuosity_class, device)
         patches = _tiles_in(s.image.shape, tile, overlap)
+        scored = patch_scores(s.labels, predicted, n_classes, tile)
         for tally in (pooled, tallies[group]):
-            tally.add(per_slice, seconds, patches, tau)
+            tally.add(per_slice, seconds, patches, scored, tau)
     return pooled.result(), {g: t.result() for g, t in tallies.items()}
 
 

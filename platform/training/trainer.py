@@ -13,6 +13,7 @@ same device, and a run resumed from its checkpoint continues exactly where it st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -29,7 +30,7 @@ from torch import nn
 
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import IGNORE
-from tomoloop.networks.losses import LOSSES, Loss, get_loss
+from tomoloop.networks.losses import LOSSES, TVERSKY_LOSSES, WEIGHTED_LOSSES, Loss, get_loss
 from tomoloop.outputs import temp_file_beside
 from tomoloop.training.data import (
     Augmentation,
@@ -68,6 +69,11 @@ class TrainConfig:
     augmentation: Augmentation = field(default_factory=Augmentation)
     overlap: int = 32
     row_removal: int = 0  # Tabassum et al. n.d., App. §II: k = 10 copies
+    # "" (none), "balanced" or one weight per class "1,2,0.5" (ce/bce; Tabassum et al. n.d.)
+    class_weights: str = ""
+    # Tversky / focal Tversky: the weight of the false positives (α = 1 − β on the false
+    # negatives), Quenum et al. 2023, eq. 1; docs/seeds.md: the measurement to settle it
+    tversky_beta: float = 0.7
     # class pairs that cannot touch (Tabassum et al. n.d., App. §II)
     exclusive: tuple[tuple[int, int], ...] = ()
 
@@ -104,6 +110,24 @@ class TrainConfig:
                     self.row_removal >= 0,
                     "must be ≥ 0",
                 ),
+                (
+                    "tversky_beta",
+                    self.tversky_beta,
+                    0 < self.tversky_beta < 1,
+                    "must lie between 0 and 1",
+                ),
+                (
+                    "class_weights",
+                    self.class_weights,
+                    _weights_spec_ok(self.class_weights),
+                    "must be 'balanced' or numbers ≥ 0 separated by commas",
+                ),
+                (
+                    "class_weights",
+                    self.class_weights,
+                    not self.class_weights or self.loss in WEIGHTED_LOSSES,
+                    f"needs --loss {' or '.join(WEIGHTED_LOSSES)} (the weighted cross-entropy)",
+                ),
             )
             if not ok
         ]
@@ -113,6 +137,21 @@ class TrainConfig:
     def fingerprint(self) -> str:
         """sha256 of the configuration, to refuse resuming a different run's checkpoint."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def _weight_values(spec: str) -> np.ndarray | None:
+    """Comma-separated class weights "1,2,0.5" → float64 array, None unless each is a
+    finite number ≥ 0."""
+    try:
+        values = np.array([float(v) for v in spec.split(",")])
+    except ValueError:
+        return None
+    return values if bool(np.all(np.isfinite(values) & (values >= 0))) else None
+
+
+def _weights_spec_ok(spec: str) -> bool:
+    """Whether ``spec`` reads as a ``--class-weights`` value ("", "balanced", "1,2,0.5")."""
+    return spec in ("", "balanced") or _weight_values(spec) is not None
 
 
 @dataclass(frozen=True)
@@ -151,6 +190,55 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"device {name!r} asked for, but this machine has no CUDA GPU")
     return device
+
+
+def balanced_class_weights(counts: np.ndarray) -> np.ndarray:
+    """Inverse-frequency class weights (n_classes,) float64 from labelled pixel counts
+    (n_classes,): total / (classes present · count), so a class's pixels weigh in all
+    together as much as any other present class's; 0 for absent classes. Tabassum et al.
+    n.d. (App. §II) train with weighted cross-entropy "due to heavy class imbalance" without
+    giving the weights; this is the usual choice (scikit-learn's ``class_weight="balanced"``).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    out = np.zeros_like(counts)
+    out[present] = counts.sum() / (present.sum() * counts[present])
+    return out
+
+
+def class_weights(spec: str, slices: Sequence[LabelledSlice], n_classes: int) -> np.ndarray | None:
+    """The class weights (n_classes,) float64 a ``--class-weights`` value asks for: None for
+    "", :func:`balanced_class_weights` of the slices' labelled pixels for "balanced", or the
+    comma-separated numbers, one per class, each ≥ 0.
+    """
+    if not spec:
+        return None
+    if spec == "balanced":
+        counts = np.zeros(n_classes, dtype=np.int64)
+        for s in slices:
+            labels = s.labels[s.labels != IGNORE].astype(np.int64)
+            counts += np.bincount(labels, minlength=n_classes)[:n_classes]
+        return balanced_class_weights(counts)
+    values = _weight_values(spec)
+    if values is None or values.size != n_classes:
+        raise TrainingError(
+            f"class weights {spec!r}: give 'balanced' or {n_classes} numbers ≥ 0, one per "
+            f"class in phase order, e.g. {','.join(['1'] * n_classes)}"
+        )
+    return values
+
+
+def training_loss(config: TrainConfig, weights: np.ndarray | None, device: torch.device) -> Loss:
+    """The loss ``config`` asks for, with its settings bound: the class ``weights``
+    (n_classes,) for the cross-entropy, ``tversky_beta`` for the Tversky losses."""
+    loss = get_loss(config.loss)
+    if weights is not None:
+        loss = functools.partial(
+            loss, class_weights=torch.as_tensor(weights, dtype=torch.float32, device=device)
+        )
+    if config.loss in TVERSKY_LOSSES:
+        loss = functools.partial(loss, beta=config.tversky_beta)
+    return loss
 
 
 def mask_unlabelled(
@@ -243,11 +331,12 @@ def train(
         labelled_slices(train_slices), config.row_removal, config.exclusive
     )
     val_slices = labelled_slices(val_slices)
+    weights = class_weights(config.class_weights, train_slices, n_classes)
     channels = _input_channels(model)
     if channels not in (None, 1):
         raise TrainingError(f"the network takes {channels} input channels; slices have 1")
     device = torch.device(device)
-    loss_fn = get_loss(config.loss)
+    loss_fn = training_loss(config, weights, device)
     folder = Path(checkpoint_dir)
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint = config.fingerprint()

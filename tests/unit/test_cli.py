@@ -1,6 +1,7 @@
 """The command line as a user runs it: a subprocess, its stdout, stderr and exit code."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -328,3 +329,24 @@ def test_stack_info_reads_an_hdf5_dataset_and_refuses_a_missing_one_in_one_line(
     assert document["kind"] == "StackReadError"
     assert "has no dataset /entry/nothing" in document["error"]
     assert "/entry/data/data" in document["error"]
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--recipe", "paper"], "unknown recipe 'paper': choose one of default, seed"),
+        (["--class-weights", "heavy"], "class_weights 'heavy' must be 'balanced' or numbers"),
+        (["--arch", "matphase", "--recipe", "seed", "--loss", "dice"], "needs --loss ce or bce"),
+        (["--loss", "tversky", "--tversky-beta", "1.5"], "tversky_beta 1.5 must lie between"),
+    ],
+)
+def test_train_refuses_a_bad_recipe_or_class_weights_before_any_work(
+    tmp_path, monkeypatch, args, message
+):
+    from typer.testing import CliRunner
+
+    from tomoloop.cli import app
+    from tomoloop.errors import TomoloopError
+
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    with pytest.raises(TomoloopError, match=re.escape(message)):
+        CliRunner().invoke(app, ["train", "--dataset", "nmc", *args], catch_exceptions=False)
+    assert not (tmp_path / "runs").exists()

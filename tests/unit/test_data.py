@@ -148,3 +148,15 @@ def test_seed_000_preparation_smooths_labels_and_adds_row_removed_copies():
     assert all(p.image.shape == p.labels.shape == (32, 32) for p in prepared)
     assert all((p.labels == 1).all() for p in prepared)
     assert prepare_training_slices([s]) == [s]
+
+
+def test_seed_000_preparation_smooths_the_resized_ground_truth():
+    from tomoloop.networks.matphase import remove_rows_and_resize, smooth_labels_knn
+    from tomoloop.training.data import prepare_training_slices
+
+    labels = np.random.default_rng(3).integers(0, 3, (24, 20)).astype(np.uint8)
+    s = LabelledSlice(labels / 2, labels)
+    prepared = prepare_training_slices([s], row_removal=4, exclusive=[(1, 2)])
+    resized = [labels] + [lab for _, lab in remove_rows_and_resize(s.image, labels, 4)]
+    for p, lab in zip(prepared, resized, strict=True):
+        np.testing.assert_array_equal(p.labels, smooth_labels_knn(lab, [(1, 2)]))

@@ -44,3 +44,26 @@ def test_dice_is_tversky_at_one_half_and_focal_focuses_on_hard_cases():
 def test_unknown_loss_names_the_choices():
     with pytest.raises(TomoloopError, match="focal_tversky"):
         get_loss("hinge")
+
+
+def test_tversky_beta_weighs_the_false_positives():
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, :2, :4] = 1  # a thin class 1 of 8 pixels
+    over = target.clone()
+    over[0, 2, :4] = 1  # class 1 called on 4 pixels too many
+    under = target.clone()
+    under[0, 1, :4] = 0  # 4 of its pixels missed
+    over_logits, under_logits = _logits(over, 30.0)[:, :2], _logits(under, 30.0)[:, :2]
+    assert tversky(over_logits, target, beta=0.7) > tversky(under_logits, target, beta=0.7)
+    assert tversky(over_logits, target, beta=0.3) < tversky(under_logits, target, beta=0.3)
+
+
+@pytest.mark.parametrize("name", ["tversky", "focal_tversky"])
+def test_the_training_configuration_binds_the_tversky_beta(name):
+    from tomoloop.training.trainer import TrainConfig, TrainingError, training_loss
+
+    logits = torch.randn(2, 3, 16, 16)
+    bound = training_loss(TrainConfig(loss=name, tversky_beta=0.3), None, torch.device("cpu"))
+    assert torch.equal(bound(logits, TARGET), get_loss(name)(logits, TARGET, beta=0.3))
+    with pytest.raises(TrainingError, match=r"tversky_beta 1\.0 must lie between 0 and 1"):
+        TrainConfig(loss=name, tversky_beta=1.0)

@@ -4,9 +4,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from tomoloop.labels.phases import IGNORE
 from tomoloop.metrics.semantic import (
-    best_and_lowest_accuracy,
+    best_and_lowest,
     confusion_matrix,
+    patch_scores,
     scores,
     volume_fractions,
 )
@@ -56,6 +58,30 @@ def test_bad_inputs():
         confusion_matrix(np.array([0, 2]), np.array([0, 1]), 2)
 
 
-def test_best_and_lowest_k_and_fractions():
-    assert best_and_lowest_accuracy([0.9, 0.1, 0.5, 0.7], k=2) == pytest.approx((0.8, 0.3))
+def test_best_and_lowest_k_with_spread_and_fractions():
+    four = best_and_lowest([0.9, 0.1, 0.5, 0.7], k=2)
+    assert (four.best, four.best_std, four.lowest, four.lowest_std) == pytest.approx(
+        (0.8, 0.1, 0.3, 0.2)
+    )
+    assert not four.overlap
+    three = best_and_lowest([0.9, 0.1, 0.5], k=2)  # 0.5 is among the best and the lowest
+    assert three.overlap and (three.best, three.lowest) == pytest.approx((0.7, 0.3))
     np.testing.assert_allclose(volume_fractions(np.array([0, 0, 1, 2]), 3), [0.5, 0.25, 0.25])
+
+
+def test_patch_scores_average_per_patch_where_pooling_does_not():
+    truth = np.zeros((4, 6), np.uint8)
+    truth[:, 2:] = 1
+    prediction = truth.copy()
+    prediction[:2, :2] = 1  # the top-left 2×2 patch: all four pore pixels called phase 1
+    rows = patch_scores(truth, prediction, 2, side=2)
+    # 2 × 3 patches, the right column 2 wide; only the top-left one is wrong
+    assert rows.shape == (6, 2)
+    assert rows[0].tolist() == [0.0, 0.0] and (rows[1:] == 1).all()
+    assert scores(confusion_matrix(truth, prediction, 2)).miou == pytest.approx(
+        (4 / 8 + 16 / 20) / 2
+    )  # pooled: not the per-patch mean 5/6
+    edge = patch_scores(truth, prediction, 2, side=4)
+    assert edge.shape == (2, 2)  # a 4×4 patch and the 4×2 rest
+    ignored = np.full((4, 6), IGNORE, np.uint8)
+    assert patch_scores(ignored, prediction, 2, side=2).shape == (0, 2)

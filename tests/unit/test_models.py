@@ -91,8 +91,8 @@ def test_transfer_keeps_matching_weights_and_reports_the_fresh_head():
     frozen = freeze(child, ("down",))
     assert frozen == sum(1 for n, _ in child.named_parameters() if n.startswith("down"))
     assert not child.down[0][0].weight.requires_grad and child.head.weight.requires_grad
-    with pytest.raises(TomoloopError, match="no parameters start with 'encoder'"):
-        freeze(child, ("encoder",))
+    with pytest.raises(TomoloopError, match="no parameters start with 'bottleneck': try encoder"):
+        freeze(child, ("bottleneck",))
     with pytest.raises(TomoloopError, match="shares no weights"):
         transfer_weights(child, {"other.weight": torch.zeros(1)})
 
@@ -110,3 +110,14 @@ def test_every_registered_architecture_keeps_the_contract(name):
 def test_an_option_a_network_does_not_take_is_named_with_the_ones_it_does():
     with pytest.raises(TomoloopError, match=r"unet does not take options \['widht'\].*'base'"):
         build_model("unet", 1, 3, widht=8)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_freeze_encoder_freezes_the_encoder_of_every_architecture(name):
+    from tomoloop.networks.registry import freeze
+
+    model = build_model(name, in_channels=1, n_classes=3)
+    frozen = freeze(model, ("encoder",))
+    training = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert 0 < frozen < len(list(model.parameters()))
+    assert any(n.split(".")[-2] == "head" for n in training)  # the class head trains on

@@ -143,6 +143,44 @@ def test_matphase_trains_the_ugsm_on_all_pixels_and_lcgar_on_admitted_ones(
     assert sorted(seen) == sorted([512, lcgar_seen])
 
 
+@pytest.mark.parametrize(
+    ("progress", "ugsm_grads", "lcgar_grads", "curriculum_progress"),
+    [(0.5, True, False, None), (0.9, False, True, (0.9 * 115 - 100) / 15)],
+)
+def test_two_stage_schedule_trains_the_ugsm_then_only_the_lcgar(
+    progress, ugsm_grads, lcgar_grads, curriculum_progress, monkeypatch
+):
+    torch.manual_seed(0)
+    model = _tiny_matphase(schedule="two_stage", ugsm_share=100 / 115).train()
+    images, target = torch.rand(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    stages = []
+    admitted = model.admitted
+
+    def recorded(ugsm_logits, labels, at, among=None):
+        stages.append(at)
+        return admitted(ugsm_logits, labels, at, among)
+
+    monkeypatch.setattr(model, "admitted", recorded)
+    before = model.ugsm.down[0][1].running_mean.clone()
+    model.training_loss(images, target, None, cross_entropy, progress).backward()
+    grads = {
+        part: any(p.grad is not None for p in getattr(model, part).parameters())
+        for part in ("ugsm", "lcgar")
+    }
+    assert grads == {"ugsm": ugsm_grads, "lcgar": lcgar_grads}
+    assert stages == ([] if curriculum_progress is None else [pytest.approx(curriculum_progress)])
+    # the fixed UGSM of the second stage keeps its batch-norm statistics
+    assert torch.equal(model.ugsm.down[0][1].running_mean, before) == lcgar_grads
+    assert model.ugsm.training
+
+
+def test_unknown_matphase_schedules_are_refused():
+    with pytest.raises(ValueError, match="joint, two_stage"):
+        MatPhase(1, 3, schedule="staged")
+    with pytest.raises(ValueError, match="ugsm_share 1"):
+        MatPhase(1, 3, schedule="two_stage", ugsm_share=1)
+
+
 @pytest.mark.slow  # trains a network
 def test_lrcsnet_overfits_a_tiny_batch(overfit):
     assert overfit(lambda: LRCSNet(1, 3, base=16)) > 0.95

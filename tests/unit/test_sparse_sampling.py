@@ -89,8 +89,27 @@ def test_evaluation_scores_labelled_pixels_only():
     result = evaluate(_Constant(), slices, 3, tile=32, overlap=0)
     assert result.confusion.sum() == 12 * 32
     assert result.scores.pixel_accuracy == pytest.approx(8 / 12)
-    assert result.best_k_accuracy == pytest.approx(8 / 12)  # the empty slice has no accuracy
+    assert result.extremes.best == pytest.approx(8 / 12)  # the empty slice has no accuracy
+    assert len(result.patches) == 1  # nor any scored patch
     np.testing.assert_allclose(result.truth_fractions, [1 / 3, 2 / 3, 0])
+
+
+def test_evaluation_reports_pooled_and_per_patch_scores_and_best_lowest_spread():
+    image = np.zeros((32, 32), np.float32)
+    right = np.ones((32, 32), np.uint8)  # class 1: the constant model is right
+    half = right.copy()
+    half[:16, :16] = 0  # one 16² patch of four all wrong
+    result = evaluate(
+        _Constant(), [LabelledSlice(image, right), LabelledSlice(image, half)], 3, 16, 0
+    )
+    scores = result.as_dict(("pore", "nmc", "cbd"))
+    assert scores["patches"] == 8
+    assert scores["mIoU_per_patch"] == pytest.approx(7 / 8)  # one patch scores 0, seven 1
+    assert scores["mIoU_per_patch_std"] == pytest.approx(np.std([0] + [1] * 7))
+    assert scores["mIoU"] == pytest.approx((0 + 1792 / 2048) / 2)  # pooled over the split
+    assert (scores["best5_accuracy"], scores["lowest5_accuracy"]) == (0.875, 0.875)
+    assert scores["best5_accuracy_std"] == pytest.approx(0.125)
+    assert scores["best_lowest_overlap"] is True  # 2 slices < 10: the groups share them
 
 
 def _half_labelled(seed):

@@ -4,13 +4,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import toy_batch
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tomoloop.labels.phases import IGNORE
 from tomoloop.networks.registry import build_model
 from tomoloop.training.data import NO_AUGMENTATION, DatasetError, LabelledSlice
 from tomoloop.training.trainer import (
     CHECKPOINT,
     TrainConfig,
     TrainingError,
+    balanced_class_weights,
+    class_weights,
     plot_learning_curve,
     resolve_device,
     train,
@@ -130,3 +135,61 @@ def test_learning_curve_png(tmp_path):
 def test_out_of_range_settings_are_refused_before_any_work():
     with pytest.raises(TrainingError, match=r"batch 0 must be ≥ 1; patch 40 must be a multiple"):
         TrainConfig(batch=0, patch=40)
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
+def test_balanced_class_weights_give_every_present_class_the_same_total_weight(counts):
+    weights = balanced_class_weights(np.array(counts))
+    present = [c for c in counts if c]
+    totals = [w * c for w, c in zip(weights, counts, strict=True) if c]
+    assert totals == pytest.approx([sum(present) / max(len(present), 1)] * len(present))
+    assert all(w == 0 for w, c in zip(weights, counts, strict=True) if not c)
+
+
+def test_class_weights_are_read_from_the_option_or_the_labelled_pixels():
+    labels = np.array([[0, 0, 0, 1], [0, 0, 0, 1], [IGNORE] * 4], np.uint8)
+    slices = [LabelledSlice(np.zeros(labels.shape, np.float32), labels)]
+    assert class_weights("", slices, 3) is None
+    assert class_weights("balanced", slices, 3).tolist() == [8 / 12, 8 / 4, 0]
+    assert class_weights("1,2.5,0", slices, 3).tolist() == [1, 2.5, 0]
+    with pytest.raises(TrainingError, match="3 numbers ≥ 0, one per class in phase order"):
+        class_weights("1,2", slices, 3)
+    with pytest.raises(TrainingError, match="class_weights 'heavy' must be 'balanced'"):
+        TrainConfig(class_weights="heavy")
+    with pytest.raises(TrainingError, match="needs --loss ce or bce"):
+        TrainConfig(class_weights="balanced", loss="dice")
+
+
+def test_class_weights_reach_the_loss_and_ones_change_nothing(tmp_path):
+    config = replace(CONFIG, epochs=1, augmentation=NO_AUGMENTATION)
+
+    def trained(weights, folder):
+        model = _model()
+        train(model, _slices(0), _slices(1), 3, replace(config, class_weights=weights), folder)
+        return model.state_dict()["head.weight"]
+
+    plain = trained("", tmp_path / "a")
+    assert torch.equal(trained("1,1,1", tmp_path / "b"), plain)
+    assert not torch.equal(trained("1,1,8", tmp_path / "c"), plain)
+
+
+def test_the_seed_recipe_sets_the_published_settings_and_given_options_win():
+    from tomoloop.errors import TomoloopError
+    from tomoloop.networks.registry import MODELS
+    from tomoloop.training.recipes import apply_recipe
+
+    config, options = apply_recipe("seed", "matphase", {"epochs": 115}, {"base": 8})
+    assert config == {
+        "loss": "ce", "class_weights": "balanced", "row_removal": 10, "patience": 0,
+        "epochs": 115,
+    }  # fmt: skip
+    assert options == {"schedule": "two_stage", "ugsm_share": 100 / 115, "base": 8}
+    TrainConfig(**config)
+    assert apply_recipe("seed", "lrcsnet", {}, {"kernel": 3})[1] == {"base": 80, "kernel": 3}
+    assert apply_recipe("default", "matphase", {"loss": "dice"}, {}) == ({"loss": "dice"}, {})
+    for arch in MODELS:  # every network has a published recipe that builds
+        config, options = apply_recipe("seed", arch, {}, {})
+        TrainConfig(**config)
+        build_model(arch, 1, 3, **options)
+    with pytest.raises(TomoloopError, match="unknown recipe 'paper': choose one of default, seed"):
+        apply_recipe("paper", "unet", {}, {})
