@@ -25,6 +25,10 @@ fi
 VPY=$VENV/bin/python
 "$VPY" -m pip install -qq --upgrade "pip>=25" wheel
 "$VPY" -m pip install -qq -e ".[dev,detectron2]"
+# nnU-Net's batchgenerators (its dataset check runs in the tests) pulls unittest2 and with
+# it PyPI's "argparse" 1.4, which shadows Python's own argparse (Prefect's server then fails
+# to start): Python's own is the one to keep.
+"$VPY" -m pip uninstall -qq -y argparse 2>/dev/null || true
 # detectron2: not on PyPI under its own name. A source build (GPU machines) wins when present.
 if ! "$VPY" -c "import detectron2" >/dev/null 2>&1; then
   purelib=$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')

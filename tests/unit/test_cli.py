@@ -174,10 +174,10 @@ def test_db_upgrade_downgrade_and_unreachable_server(tmp_path, monkeypatch):
     monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
     up = tomoloop("db", "upgrade", "--json")
     assert up.returncode == 0, up.stderr
-    assert json.loads(up.stdout)["revision"] == "0007"
+    assert json.loads(up.stdout)["revision"] == "0008"
     assert (tmp_path / "home" / "registry.sqlite").is_file()
     down = tomoloop("db", "downgrade", "--json")
-    assert json.loads(down.stdout)["revision"] == "0006"
+    assert json.loads(down.stdout)["revision"] == "0007"
     monkeypatch.setenv("TOMOLOOP_DATABASE_URL", "postgresql+psycopg://u:secret@127.0.0.1:1/x")
     unreachable = tomoloop("db", "upgrade")
     assert unreachable.returncode == 2 and "cannot reach the registry" in unreachable.stderr
