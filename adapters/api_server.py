@@ -48,7 +48,7 @@ class LocalApi:
         pid, url = state.get("pid"), state.get("url")
         return url if pid and alive(pid) and url and healthy(url) else None
 
-    def up(self, device: str = "auto", timeout: float = 120.0) -> str:
+    def up(self, device: str = "auto", timeout: float = 300.0) -> str:
         """Start the app on ``port`` (its ML backend predicting on ``device``) unless it
         runs already, wait for ``/health``; its URL.
 

@@ -65,16 +65,20 @@ def task_slice(volumes: Sequence[Volume], data: Mapping[str, Any]) -> TaskSlice:
         TaskNotPredictable: a field is missing or malformed, the volume is not one of
             ``volumes``, or the index lies outside it.
     """
-    named = {v.name: v for v in volumes}
-    try:
-        volume = named[str(data["volume"])]
-        axis = axis_named(str(data["axis"]))
-        index = int(data["index"])
-    except KeyError as exc:
+    missing = [key for key in ("volume", "axis", "index") if key not in data]
+    if missing:
         raise TaskNotPredictable(
-            f"the task's data lack {exc} (or name a volume not in the dataset: one of "
-            f"{', '.join(named)}): give volume, axis and index as tasks tomoloop pushes do"
-        ) from None
+            f"the task's data lack {', '.join(missing)}: give volume, axis and index as the "
+            "tasks tomoloop pushes do"
+        )
+    named = {v.name: v for v in volumes}
+    volume = named.get(str(data["volume"]))
+    if volume is None:
+        raise TaskNotPredictable(
+            f"volume {data['volume']!r} is not one of the dataset's: {', '.join(named)}"
+        )
+    try:
+        axis, index = axis_named(str(data["axis"])), int(data["index"])
     except (TypeError, ValueError) as exc:
         raise TaskNotPredictable(f"the task's slice is malformed ({exc})") from None
     depth = (volume.shape_z, volume.shape_y, volume.shape_x)["zyx".index(axis)]
