@@ -10,6 +10,18 @@
   stored annotation that brings the dataset's new labels to exactly the threshold calls
   the callback (after the response; the schedule catches any count past it) —
   ``tomoloop serve-api`` starts the dataset's ``retrain-on-labels`` deployment with it.
+- ``/ml/<dataset>/…``: Label Studio's ML-backend protocol for a dataset, with a
+  :class:`Predictions` given (``tomoloop serve-api`` gives the dataset's champion):
+  ``GET health`` (``{"status": "UP"}``), ``POST setup`` (``{"model_version"}``, the
+  champion's registry id), ``POST predict`` (``{"tasks": [{"id", "data"}, …]}`` →
+  ``{"results": [{"result", "score", "model_version"}, …]}``, one per task, in order),
+  ``POST webhook`` (Label Studio's events to the backend; ``START_TRAINING``, sent by the
+  project's *Start training*, calls ``on_train(dataset)`` after the response; other
+  events are acknowledged and ignored: annotations arrive through the webhook above)
+  and ``POST train`` (the same request from servers with the webhook flag off). With
+  ``TOMOLOOP_API_TOKEN`` set they need it as the password of HTTP basic auth (what Label
+  Studio sends to an ML backend) or as a bearer token.
+- ``GET /health``: ``{"status": "UP"}`` while the app answers.
 - ``GET /volumes``, ``/datasets``, ``/models``, ``/models/{id}``, ``/rounds``: the
   registry as the CLI's ``--json`` listings show it. OpenAPI docs at ``/docs``. With
   ``TOMOLOOP_API_TOKEN`` set they need ``Authorization: Bearer <token>`` (compared in
@@ -21,10 +33,12 @@ Run: ``uvicorn --factory tomoloop.adapters.http:create_app --host 127.0.0.1 --po
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Annotated, Any, Protocol
 
 from fastapi import BackgroundTasks, Body, Depends, FastAPI, Header, HTTPException
 
@@ -38,11 +52,63 @@ from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
+TRAINING_ACTION = "START_TRAINING"
 SECRET_HEADER = "X-Tomoloop-Secret"
 _BODY = (
     "expected annotation (with an integer id), task (id and data.key) and project "
     "(id and title), as Label Studio sends them"
 )
+
+
+class Predictions(Protocol):
+    """What answers Label Studio's ML-backend requests for a dataset."""
+
+    def model_version(self, dataset: str) -> str:
+        """The model version that predicts the dataset's tasks ("" without a model).
+
+        Raises:
+            RegistryError: no dataset is called ``dataset``.
+        """
+        ...
+
+    def predict(self, dataset: str, tasks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """One Label Studio prediction per task (given as its data), in order.
+
+        Raises:
+            RegistryError: no dataset is called ``dataset``.
+        """
+        ...
+
+
+def task_data(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The data of each task of an ML-backend ``/predict`` body, in order.
+
+    Raises:
+        ValueError: the body holds no list of tasks, or a task without a data object.
+    """
+    tasks = payload.get("tasks")
+    if not isinstance(tasks, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("data"), dict) for t in tasks
+    ):
+        raise ValueError(
+            'expected {"tasks": [{"id": …, "data": {…}}, …]} as Label Studio sends '
+            "to an ML backend's /predict"
+        )
+    return [t["data"] for t in tasks]
+
+
+def basic_password(authorization: str | None) -> str | None:
+    """The password of an HTTP basic ``Authorization`` header (None for another scheme or a
+    malformed header)."""
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _user, colon, password = decoded.partition(":")
+    return password if colon else None
 
 
 def pulled_from_payload(payload: dict[str, Any]) -> tuple[int, str, PulledAnnotation]:
@@ -90,11 +156,16 @@ def _is_loopback(host: str) -> bool:
 
 
 def create_app(
-    settings: Settings | None = None, on_new_labels: Callable[[str], None] | None = None
+    settings: Settings | None = None,
+    on_new_labels: Callable[[str], None] | None = None,
+    predictions: Predictions | None = None,
+    on_train: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The app over the registry and secret of ``settings`` (default: the environment);
     ``on_new_labels(dataset)`` runs when a webhook brings a dataset to the retraining
-    threshold.
+    threshold. With ``predictions`` the app is also Label Studio's ML backend of every
+    dataset (``/ml/<dataset>/…``), and ``on_train(dataset)`` runs when Label Studio asks
+    the backend to train.
     """
     settings = settings or Settings()
     registry = Registry.from_url(settings.registry_url)
@@ -112,6 +183,27 @@ def create_app(
             )
 
     reads = [Depends(authorised)]
+
+    @app.get("/health")
+    def health() -> dict:
+        """Whether the app answers (no registry access, no token)."""
+        return {"status": "UP"}
+
+    def backend_authorised(authorization: Annotated[str | None, Header()] = None) -> None:
+        """Refuse ML-backend calls without the token (basic-auth password or bearer) when
+        one is configured."""
+        token = settings.api_token
+        if token is None or not token.get_secret_value():
+            return
+        password = basic_password(authorization)
+        if password is not None and hmac.compare_digest(
+            password.encode(), token.get_secret_value().encode()
+        ):
+            return
+        authorised(authorization)
+
+    if predictions is not None:
+        backend_routes(app, predictions, on_train, [Depends(backend_authorised)])
 
     @app.post("/webhooks/labelstudio")
     def labelstudio_webhook(
@@ -174,3 +266,62 @@ def create_app(
         return round_rows(registry)
 
     return app
+
+
+def backend_routes(
+    app: FastAPI,
+    predictions: Predictions,
+    on_train: Callable[[str], None] | None,
+    dependencies: list[Any],
+) -> None:
+    """Label Studio's ML-backend protocol for each dataset under ``/ml/<dataset>/``."""
+
+    def version_of(dataset: str) -> str:
+        try:
+            return predictions.model_version(dataset)
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    @app.get("/ml/{dataset}/health", dependencies=dependencies)
+    def backend_health(dataset: str) -> dict:
+        """Label Studio's check that the backend is up."""
+        return {"status": "UP", "model_class": "tomoloop champion", "dataset": dataset}
+
+    @app.post("/ml/{dataset}/setup", dependencies=dependencies)
+    def backend_setup(dataset: str) -> dict:
+        """The model version that predicts (the champion's registry id)."""
+        return {"model_version": version_of(dataset)}
+
+    @app.post("/ml/{dataset}/predict", dependencies=dependencies)
+    def backend_predict(dataset: str, payload: Annotated[dict[str, Any], Body()]) -> dict:
+        """One prediction per task of the body, in order."""
+        try:
+            tasks = task_data(payload)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        try:
+            results = predictions.predict(dataset, tasks)
+        except RegistryError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return {"results": results, "model_version": version_of(dataset)}
+
+    def train(dataset: str, background: BackgroundTasks) -> dict:
+        version_of(dataset)
+        if on_train is None:
+            return {"status": "ignored", "reason": "this app starts no training"}
+        background.add_task(on_train, dataset)
+        return {"status": "training", "dataset": dataset}
+
+    @app.post("/ml/{dataset}/webhook", dependencies=dependencies, status_code=201)
+    def backend_webhook(
+        dataset: str, payload: Annotated[dict[str, Any], Body()], background: BackgroundTasks
+    ) -> dict:
+        """Start the dataset's retraining on START_TRAINING; acknowledge other events."""
+        if payload.get("action") != TRAINING_ACTION:
+            return {"status": "ignored", "reason": f"action {payload.get('action')!r}"}
+        return train(dataset, background)
+
+    @app.post("/ml/{dataset}/train", dependencies=dependencies, status_code=201)
+    def backend_train(dataset: str, background: BackgroundTasks) -> dict:
+        """Start the dataset's retraining (Label Studio without the training webhook)."""
+        return train(dataset, background)

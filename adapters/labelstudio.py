@@ -496,6 +496,84 @@ class LabelStudioClient:
             )
         return {t.key: existing[t.key] for t in tasks}
 
+    def connect_ml_backend(
+        self, project_id: int, url: str, title: str, password: str | None = None
+    ) -> int:
+        """Register the ML backend at ``url`` with the project (or update the one already
+        registered there) and let the project ask it for a prediction of every task opened
+        without one; the backend's id. Label Studio checks the backend's ``/health`` and
+        ``/setup`` before it accepts it. ``password``: sent as HTTP basic auth (user
+        ``tomoloop``).
+        """
+        auth: dict[str, Any] = {"auth_method": "NONE"}
+        if password is not None:
+            auth = {
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": "tomoloop",
+                "basic_auth_pass": password,
+            }
+        existing = self.call("list ML backends", lambda: list(self.sdk.ml.list(project=project_id)))
+        same = [b.id for b in existing if b.url == url]
+        # Label Studio checks the backend with every field it validates (an update without
+        # the project fails with a server error)
+        settings = {
+            "project": project_id,
+            "url": url,
+            "title": title,
+            "is_interactive": False,
+            "auto_update": True,
+            **auth,
+        }
+        if same:
+            backend = self.call("update the ML backend", self.sdk.ml.update, id=same[0], **settings)
+        else:
+            backend = self.call(
+                "connect the ML backend (is `tomoloop serve-api` running where Label Studio "
+                "can reach it?)",
+                self.sdk.ml.create,
+                **settings,
+            )
+        self.call(
+            "switch on predictions of opened tasks",
+            self.sdk.projects.update,
+            id=project_id,
+            evaluate_predictions_automatically=True,
+            show_collab_predictions=True,
+        )
+        return int(backend.id)
+
+    def show_model_version(self, project_id: int, model_version: str) -> bool:
+        """Make ``model_version`` the project's model version (the one its queue ranks and
+        its labelling stream shows) if the project holds a prediction of it, as Label
+        Studio requires; whether it is now."""
+        project = self.call("read a project", self.sdk.projects.get, id=project_id)
+        if project.model_version == model_version:
+            return True
+        predictions = self.call(
+            "list predictions", lambda: list(self.sdk.predictions.list(project=project_id))
+        )
+        if not any(p.model_version == model_version for p in predictions):
+            return False
+        self.call(
+            "set the project's model version",
+            self.sdk.projects.update,
+            id=project_id,
+            model_version=model_version,
+        )
+        return True
+
+    def retrieve_predictions(self, project_id: int, task_ids: Sequence[int]) -> None:
+        """Ask the project's ML backend for predictions of these tasks, as Data Manager's
+        *Retrieve predictions* action does (Label Studio stores them as the tasks'
+        predictions; tasks holding one of the backend's model version are skipped)."""
+        self.call(
+            "retrieve predictions",
+            self.sdk.actions.create,
+            id="retrieve_tasks_predictions",
+            project=project_id,
+            selected_items={"all": False, "included": list(task_ids)},
+        )
+
     def unanswered(self, project_id: int) -> list[tuple[int, dict[str, Any]]]:
         """``(task id, task data)`` of the project's tomoloop tasks nobody answered yet."""
         return [(t.id, t.data) for t in self._pushed_tasks(project_id) if not t.annotations]

@@ -56,12 +56,12 @@ def default_venv() -> Path:
     return Path.home() / ".cache" / "tomoloop" / f"label-studio-{VERSION}"
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=3) as response:
             return json.loads(response.read()).get("status") == "UP"
@@ -69,7 +69,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -127,12 +127,7 @@ class LocalLabelStudio:
         return json.loads(self.state_file.read_text())
 
     def _write_state(self, state: dict) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        temp = self.state_file.with_suffix(".tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(state, f)
-        os.replace(temp, self.state_file)
+        write_private_json(self.state_file, state)
 
     def credentials(self) -> tuple[str, str]:
         """(url, token) of the local server, as recorded by :meth:`up`."""
@@ -148,7 +143,7 @@ class LocalLabelStudio:
         state = self._state() or {}
         pid = state.get("pid")
         url = state.get("url")
-        running = bool(pid and _alive(pid) and url and _healthy(url))
+        running = bool(pid and alive(pid) and url and healthy(url))
         return ServerInfo(
             running,
             url,
@@ -166,7 +161,7 @@ class LocalLabelStudio:
         if current.running:
             return current
         self.install()
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise LabelStudioServerError(
                 f"port {self.port} on 127.0.0.1 is taken: stop what uses it or pass --port"
             )
@@ -203,47 +198,85 @@ class LocalLabelStudio:
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self._write_state({"pid": process.pid, "url": url, "token": token, "password": password})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise LabelStudioServerError(
-                    f"Label Studio exited with code {process.returncode} while starting: "
-                    f"see {self.log_file}"
-                )
-            if _healthy(url):
-                return self.status()
-            time.sleep(1.0)
-        self.down()
-        raise LabelStudioServerError(
-            f"Label Studio did not answer {url}/health within {timeout:.0f} s: see {self.log_file}"
-        )
+        try:
+            code = await_health(process, url, timeout)
+        except TimeoutError:
+            self.down()
+            raise LabelStudioServerError(
+                f"Label Studio did not answer {url}/health within {timeout:.0f} s: see "
+                f"{self.log_file}"
+            ) from None
+        if code is not None:
+            raise LabelStudioServerError(
+                f"Label Studio exited with code {code} while starting: see {self.log_file}"
+            )
+        return self.status()
 
     def down(self, timeout: float = 30.0) -> None:
         """Stop the server (its whole process group); a no-op when it is not running."""
         state = self._state()
         pid = state.get("pid") if state else None
-        if pid and _alive(pid) and _is_label_studio(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
-                _reap(pid)
-                time.sleep(0.2)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                _reap(pid)
+        if pid:
+            stop_group(pid, b"label-studio", timeout)
         if state:
             self._write_state({**state, "pid": None})
 
 
-def _is_label_studio(pid: int) -> bool:
-    """Whether ``pid`` is a Label Studio process leading its own group (after a reboot
-    the recorded pid may belong to something else, which must not be signalled).
+def await_health(
+    process: subprocess.Popen, url: str, timeout: float, poll_s: float = 1.0
+) -> int | None:
+    """Poll ``url``'s ``/health`` until it answers UP (None) or ``process`` ends first
+    (its exit code).
+
+    Raises:
+        TimeoutError: neither within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return process.returncode
+        if healthy(url):
+            return None
+        time.sleep(poll_s)
+    raise TimeoutError(f"{url}/health did not answer within {timeout:.0f} s")
+
+
+def write_private_json(path: Path, document: dict) -> None:
+    """``document`` as JSON at ``path`` (mode 0600, written to a temporary name and
+    renamed; the folder is created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_suffix(".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(document, f)
+    os.replace(temp, path)
+
+
+def stop_group(pid: int, marker: bytes, timeout: float = 30.0) -> None:
+    """Stop the process group led by ``pid`` (SIGTERM, SIGKILL after ``timeout`` s) if
+    ``pid`` is alive and its command line holds ``marker``; a no-op otherwise."""
+    if not (alive(pid) and _leads_group_of(pid, marker)):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _leads_group_of(pid: int, marker: bytes) -> bool:
+    """Whether ``pid`` leads its own process group and its command line holds ``marker``
+    (after a reboot the recorded pid may belong to something else, which must not be
+    signalled).
     """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        return b"label-studio" in cmdline and os.getpgid(pid) == pid
+        return marker in cmdline and os.getpgid(pid) == pid
     except (OSError, ProcessLookupError):
         return False
 

@@ -28,6 +28,7 @@ from tomoloop.services import (
     first_chosen,
     label_studio_up,
     load_registered_model,
+    ml_backend_up,
     registry_summary,
     upgrade_registry,
 )
@@ -65,10 +66,12 @@ def demo(
     config: dict | None = None,
     options: dict | None = None,
     port: int = 8080,
+    api_port: int = 8700,
     annotator: str = "oracle",
     device: str = "auto",
 ) -> dict:
-    """Run the active-learning loop end to end into ``out``; the summary.
+    """Run the active-learning loop end to end into ``out``; the summary. Label Studio and
+    tomoloop's HTTP app (on ``api_port``, the ML backend of the dataset's project) stay up.
 
     ``annotator="human"`` stops after the first round is pushed and says where to label;
     `tomoloop loop` (or the `retrain-on-labels` deployment of `tomoloop serve`) carries on
@@ -98,7 +101,8 @@ def demo(
         fraction_tolerance=fraction_tolerance, tortuosity_tolerance=tortuosity_tolerance,
         config=config or DEMO_TRAIN, tier_weights=DEMO_TIER_WEIGHTS, device=device,
     )  # fmt: skip
-    where = {"home": str(settings.home), "label_studio": label_studio}
+    backend = ml_backend_up(settings, name, api_port, device, log)
+    where = {"home": str(settings.home), "label_studio": label_studio, "ml_backend": backend}
     if "waiting_for" in result:
         return {**result, **where, "dataset": name}
     return {**_report(folder, ingested, first, result, strategy), **where}

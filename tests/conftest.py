@@ -178,26 +178,34 @@ def label_studio_env(tmp_path, monkeypatch, label_studio):
 
 @pytest.fixture
 def serve_http():
-    """A function ``(**env) -> URL`` serving tomoloop's HTTP app (built from the
-    environment at the call, plus ``env``) with uvicorn on a free loopback port; every
-    server started is stopped at teardown.
+    """A function ``(backend=False, on_train=None, **env) -> URL`` serving tomoloop's HTTP
+    app (built from the environment at the call, plus ``env``; with ``backend``, the ML
+    backend of every dataset, its champion predicting on the CPU, and ``on_train`` called
+    when Label Studio asks it to train) with uvicorn on a free loopback port; every server
+    started is stopped at teardown.
     """
     import threading
     import time
 
+    import torch
     import uvicorn
 
     from tomoloop.adapters.http import create_app
     from tomoloop.config import Settings
+    from tomoloop.services import ChampionBackend, Services
 
-    servers = []
+    servers, opened = [], []
 
-    def serve(**env: str) -> str:
+    def serve(backend: bool = False, on_train=None, **env: str) -> str:
         port = _free_port()
+        settings = Settings(**env)
+        predictions = None
+        if backend:
+            opened.append(Services.from_settings(settings))
+            predictions = ChampionBackend(opened[-1], torch.device("cpu"))
+        app = create_app(settings, predictions=predictions, on_train=on_train)
         server = uvicorn.Server(
-            uvicorn.Config(
-                create_app(Settings(**env)), host="127.0.0.1", port=port, log_level="warning"
-            )
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -210,6 +218,8 @@ def serve_http():
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+    for services in opened:
+        services.close()
 
 
 @pytest.fixture

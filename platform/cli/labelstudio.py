@@ -66,6 +66,37 @@ def labelstudio_status(as_json: JsonFlag = False) -> None:
     run(lambda: asdict(_local_label_studio().status()), as_json, _show_server)
 
 
+@labelstudio_app.command("connect")
+def labelstudio_connect(
+    dataset: Annotated[str, typer.Option(help="Dataset whose project gets the ML backend.")],
+    url: Annotated[
+        str,
+        typer.Option(
+            help="Where Label Studio reaches `tomoloop serve-api` (start it first).",
+        ),
+    ] = "http://127.0.0.1:8700",
+    as_json: JsonFlag = False,
+) -> None:
+    """Register tomoloop's HTTP app as the ML backend of the dataset's project: every task
+    opened without a prediction gets the champion's, and Start training retrains."""
+    from tomoloop.services import Services, connect_backend
+
+    def work() -> dict:
+        with Services.from_settings(create=False) as services:
+            return connect_backend(services, dataset, url)
+
+    run(work, as_json, _show_connected)
+
+
+def _show_connected(result: dict) -> None:
+    champion = result["model_version"]
+    model = f"champion model {champion}" if champion else "no champion yet"
+    out.print(
+        f"[green]✓[/] ML backend {result['backend_url']} connected to project "
+        f"{result['project']} ({model}); annotate at {result['url']}"
+    )
+
+
 def push_command(
     round_id: Annotated[int, typer.Option("--round", help="Active-learning round id.")],
     context: Annotated[int, typer.Option(help="Neighbour slices shown on each side.")] = 1,

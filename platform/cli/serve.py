@@ -7,11 +7,13 @@ import typer
 
 from tomoloop.cli.options import (
     BudgetPxOpt,
+    DeviceOpt,
     MinDistanceOpt,
     RegionOpt,
     StrategyOpt,
     UnitOpt,
 )
+from tomoloop.cli.output import out
 from tomoloop.cli.runner import run
 
 
@@ -20,22 +22,54 @@ def serve_api(
     host: Annotated[
         str, typer.Option(help="Interface to bind; beyond loopback needs TOMOLOOP_API_TOKEN.")
     ] = "127.0.0.1",
+    device: DeviceOpt = "auto",
+    background: Annotated[
+        bool,
+        typer.Option(
+            "--background",
+            help="Start it on 127.0.0.1 in the background (it outlives this command).",
+        ),
+    ] = False,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="Stop the app started with --background.")
+    ] = False,
 ) -> None:
-    """Serve the HTTP app: Label Studio webhooks and the read-only registry API (/docs)."""
+    """Serve the HTTP app: Label Studio webhooks, the ML backend of every dataset (its
+    champion predicts on --device; /ml/<dataset>) and the read-only registry API (/docs)."""
+    from tomoloop.config import Settings
+
+    settings = Settings()
+    if background or stop:
+        from tomoloop.adapters.api_server import LocalApi
+
+        local = LocalApi(settings.home, port)
+        if stop:
+            run(lambda: local.down(), as_json=False)
+            return
+        run(lambda: local.up(device), as_json=False, show=lambda url: out.print(f"✓ {url}"))
+        return
+
     import uvicorn
 
     from tomoloop.adapters.http import check_exposure, create_app
-    from tomoloop.config import Settings
     from tomoloop.flows.deployments import start_retrain
+    from tomoloop.services import ChampionBackend, Services
+    from tomoloop.training.trainer import resolve_device
 
-    check_exposure(host, Settings())
-    run(
-        lambda: uvicorn.run(
-            create_app(on_new_labels=start_retrain), host=host, port=port, log_level="info"
-        ),
-        as_json=False,
-        children=True,
-    )
+    check_exposure(host, settings)
+    torch_device = resolve_device(device)
+
+    def work() -> None:
+        with Services.from_settings(settings) as services:
+            app = create_app(
+                settings,
+                on_new_labels=start_retrain,
+                predictions=ChampionBackend(services, torch_device),
+                on_train=start_retrain,
+            )
+            uvicorn.run(app, host=host, port=port, log_level="info")
+
+    run(work, as_json=False, children=True)
 
 
 def serve(

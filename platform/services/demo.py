@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tomoloop.adapters.api_server import LocalApi
 from tomoloop.adapters.labelstudio_server import LocalLabelStudio
 from tomoloop.config import Settings
 from tomoloop.db.engine import make_engine, upgrade
@@ -15,6 +16,7 @@ from tomoloop.db.views import model_row, round_rows
 from tomoloop.demo import generate_sample
 from tomoloop.labels.synthetic import ELECTRODE_PHASES
 from tomoloop.services.context import Log, Services
+from tomoloop.services.mlbackend import connect_backend, predict_project
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,19 @@ def label_studio_up(settings: Settings, port: int, log: Log) -> str | None:
     url = LocalLabelStudio(settings.home, port=port).up().url
     log.info("Label Studio at %s", url)
     return url
+
+
+def ml_backend_up(settings: Settings, dataset: str, port: int, device: str, log: Log) -> str:
+    """Leave the HTTP app running in the background on ``port`` as the ML backend of the
+    dataset's project (connected, the champion's predictions of its tasks retrieved and
+    shown), so a person opening any task sees the champion's prediction; the backend's
+    URL."""
+    api = LocalApi(settings.home, port).up(device)
+    with Services.from_settings(settings) as services:
+        connected = connect_backend(services, dataset, api)
+        predict_project(services, dataset)
+    log.info("ML backend %s connected to Label Studio", connected["backend_url"])
+    return str(connected["backend_url"])
 
 
 def upgrade_registry(settings: Settings) -> None:

@@ -191,12 +191,19 @@ def region_task(
     )
 
 
+def predicted_probabilities(
+    model: SemanticModel, image: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """The model's (C, H, W) float32 class probabilities of a normalised (H, W) slice
+    (tiles of the model's training tile side)."""
+    spec = model.spec
+    return predict_slice(model.network, image, spec.tile, default_overlap(spec.tile), 8, device)
+
+
 def predicted_classes(model: SemanticModel, image: np.ndarray, device: torch.device) -> np.ndarray:
     """The model's class per pixel of a normalised slice (uint8, (H, W))."""
-    spec = model.spec
-    probs = predict_slice(model.network, image, spec.tile, default_overlap(spec.tile), 8, device)
-    classes: np.ndarray = probs.argmax(axis=0).astype(np.uint8)
-    return classes
+    classes: np.ndarray = predicted_probabilities(model, image, device).argmax(axis=0)
+    return classes.astype(np.uint8)
 
 
 def particle_task(

@@ -1,6 +1,7 @@
 """`tomoloop demo`'s flow end to end, tiny: through the real Label Studio of the session."""
 
 import json
+import os
 
 import pytest
 
@@ -11,12 +12,30 @@ pytestmark = [
 ]
 
 
-def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio_env):
+@pytest.fixture
+def api_port(label_studio_env):
+    """A free port for the HTTP app the demo leaves running, stopped at teardown."""
+    import socket
+    from pathlib import Path
+
+    from tomoloop.adapters.api_server import LocalApi
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield port
+    LocalApi(Path(os.environ["TOMOLOOP_HOME"])).down()
+
+
+def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio_env, api_port):
     from tomoloop.flows.demo import demo
 
     out = tmp_path / "out"
     tiny = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
-    result = demo(str(out), rounds=1, budget=2, config=tiny, options={"base": 4, "depth": 2})
+    result = demo(
+        str(out), rounds=1, budget=2, config=tiny, options={"base": 4, "depth": 2},
+        api_port=api_port,
+    )  # fmt: skip
     (done,) = result["loop"]["rounds"]
     assert done["labelled"] == 2 and done["dataset_version"] == 3  # v1 rough, v2 gold, v3 round
     assert result["loop"]["stopped"] == "1 rounds done"
@@ -33,9 +52,31 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     # to review, and the exact oracle reviewer corrected them into tier expert
     assert done["reviewed"] == 2 and summary["reviews"]["states"]["corrected"] == 2
     assert "model" in summary["reviews"]["reasons"] and "Reviews: 2 corrected" in report
+    _backend_left_connected(result)
 
 
-def test_with_a_human_annotator_the_demo_stops_after_the_push(tmp_path, label_studio_env):
+def _backend_left_connected(result: dict) -> None:
+    """The demo's project asks the running HTTP app for predictions and shows the
+    champion's: every task holds one."""
+    from tomoloop.adapters.labelstudio import LabelStudioClient
+    from tomoloop.adapters.labelstudio_registry import project_title
+    from tomoloop.config import Settings
+    from tomoloop.db.registry import Registry
+    from tomoloop.services.context import connect
+
+    client: LabelStudioClient = connect(Settings()).client
+    project = client.find_project(project_title(result["dataset"]))
+    (backend,) = client.sdk.ml.list(project=project)
+    assert backend.url == result["ml_backend"] and backend.state == "CO"
+    champion = Registry.from_url(Settings().registry_url).champion(result["dataset"])
+    champion = str(champion.id)
+    assert client.sdk.projects.get(id=project).model_version == champion
+    for task in client.task_ids(project).values():
+        versions = [p.model_version for p in client.sdk.predictions.list(task=task)]
+        assert champion in versions
+
+
+def test_with_a_human_annotator_the_demo_stops_after_the_push(tmp_path, label_studio_env, api_port):
     from tomoloop.flows.demo import demo
 
     tiny = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
@@ -46,7 +87,9 @@ def test_with_a_human_annotator_the_demo_stops_after_the_push(tmp_path, label_st
         config=tiny,
         options={"base": 4, "depth": 2},
         annotator="human",
+        api_port=api_port,
     )
     assert waiting["annotate_at"].startswith("http://127.0.0.1") and waiting["waiting_for"]
     assert waiting["dataset"] == "human-demo"
     assert not (tmp_path / "out" / "report.md").exists()
+    _backend_left_connected(waiting)

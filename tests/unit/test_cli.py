@@ -153,6 +153,16 @@ def test_serve_api_refuses_the_network_without_a_token(tmp_path, monkeypatch):
     assert result.stderr.count("\n") == 1 and "TOMOLOOP_API_TOKEN" in result.stderr
 
 
+def test_connecting_the_ml_backend_of_an_unknown_dataset_is_one_line(tmp_path, monkeypatch):
+    from tomoloop.db.engine import make_engine, upgrade
+
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
+    upgrade(make_engine(f"sqlite:///{tmp_path / 'registry.sqlite'}"))
+    result = tomoloop("labelstudio", "connect", "--dataset", "nobody", "--json")
+    assert result.returncode == 2 and result.stdout.count("\n") == 1
+    assert "nobody" in json.loads(result.stdout)["error"] and "Traceback" not in result.stderr
+
+
 def test_stack_info_reads_voxel_size(tmp_path):
     path = tmp_path / "v.tif"
     tifffile.imwrite(
