@@ -87,7 +87,7 @@ class Sizes:
 
 
 FULL = Sizes(1024, 512, 8, 32, 2, 128, 32, 100, 4, 256, 50, "GN", 40, 4, 256, 96)
-QUICK = Sizes(128, 6, 2, 2, 1, 32, 2, 3, 2, 64, 18, "FrozenBN", 2, 2, 24, 24)
+QUICK = Sizes(128, 6, 2, 2, 1, 32, 2, 3, 2, 64, 18, "FrozenBN", 1, 1, 24, 24)
 
 
 @dataclass(frozen=True)
