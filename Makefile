@@ -8,7 +8,7 @@ DEMO_ARGS := --out $(OUT) $(if $(GRAY),--gray $(GRAY)) $(if $(LABELS),--labels $
              $(if $(GOLD),--gold $(GOLD)) $(if $(PHASES),--phases $(PHASES)) \
              $(if $(ROUNDS),--rounds $(ROUNDS))
 
-.PHONY: venv demo test test-fast lint bench
+.PHONY: venv demo test test-fast lint bench bench-gpu
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -36,3 +36,7 @@ bench: venv
 	$(PY) bench/cli_start.py
 	$(PY) bench/coco_convert.py
 	$(PY) bench/coco_process.py
+
+# The GPU run (issue 20, target 7) on a machine with one CUDA GPU; see README.md.
+bench-gpu: venv
+	bash bench/gpu.sh

@@ -4,7 +4,14 @@ import tifffile
 import torch
 from torch import nn
 
-from tomoloop.inference.predict import blend_window, predict_slice, predict_volume, tile_origins
+from tomoloop.inference.predict import (
+    blend_window,
+    predict_slice,
+    predict_volume,
+    running,
+    tile_origins,
+    to_device,
+)
 from tomoloop.stacks.opener import open_stack
 
 
@@ -161,6 +168,24 @@ def test_dropout_sampling_varies_and_plain_prediction_does_not():
     np.testing.assert_array_equal(*plain)
     assert not np.allclose(*sampled)
     assert not model.training and not model[1].training
+
+
+def test_inference_turns_the_cudnn_autotuner_on_and_puts_the_callers_setting_back():
+    model = nn.Conv2d(1, 2, 3)
+    for before in (False, True):
+        torch.backends.cudnn.benchmark = before
+        with running(model):
+            assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark is before
+    torch.backends.cudnn.benchmark = False
+
+
+def test_tiles_go_to_the_device_with_a_channel_axis_and_their_values():
+    tiles = np.random.default_rng(0).random((3, 16, 24), dtype=np.float32)
+    moved = to_device(tiles, torch.device("cpu"))
+    assert moved.shape == (3, 1, 16, 24) and moved.dtype == torch.float32
+    assert moved.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(moved[:, 0].numpy(), tiles)
 
 
 @torch.inference_mode()
