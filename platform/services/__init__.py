@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         disagreement_scores,
         flip_scores,
         instance_scores,
+        pool_images,
     )
     from tomoloop.services.labelstudio import (
         ParticleFinder,
@@ -319,6 +320,7 @@ __all__ = [
     "plan_semantic",
     "pool_features",
     "pool_groups",
+    "pool_images",
     "predict_project",
     "predicted_classes",
     "predicted_probabilities",
@@ -445,6 +447,7 @@ __getattr__, __dir__ = lazy_exports(
         "disagreement_scores": "tomoloop.services.instances",
         "instance_scores": "tomoloop.services.instances",
         "flip_scores": "tomoloop.services.instances",
+        "pool_images": "tomoloop.services.instances",
         "empty_masks": "tomoloop.services.ingest",
         "evaluate_registered": "tomoloop.services.training",
         "evaluation_metrics": "tomoloop.services.training",

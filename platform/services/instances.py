@@ -5,6 +5,7 @@ detector is of its own particles (the ``maskal`` strategy's).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import cast
 
 import numpy as np
@@ -50,14 +51,20 @@ def flip_scores(
     (:func:`tomoloop.adapters.detectron2.uncertainty`).
     """
     net, _ = load_registered_model(services, instance_id, device, "maskrcnn")
-    scores = {}
+    return {
+        slice_id: detectron2.uncertainty(net, [grey_uint8(image)])[0].score
+        for slice_id, image in pool_images(pool)
+    }
+
+
+def pool_images(pool: list[PoolSlice]) -> Iterator[tuple[int, np.ndarray]]:
+    """(slice id, (H, W) float32 image in [0, 1] normalised by its volume's percentile
+    window) of every pool slice, each stack opened once."""
     for (path, axis), ids in pool_groups(pool).items():
         with open_stack(path) as stack:
             window = percentile_window(stack)
             for index, raw in stack.iter_slices(cast(Axis, axis), sorted(ids)):
-                image = grey_uint8(normalise(raw, window))
-                scores[ids[index]] = detectron2.uncertainty(net, [image])[0].score
-    return scores
+                yield ids[index], normalise(raw, window)
 
 
 def disagreement_scores(
@@ -80,17 +87,10 @@ def disagreement_scores(
         )
     particle_classes = [spec.class_names.index(c) for c in net.categories]
     scores = {}
-    for (path, axis), ids in pool_groups(pool).items():
-        with open_stack(path) as stack:
-            window = percentile_window(stack)
-            for index, raw in stack.iter_slices(cast(Axis, axis), sorted(ids)):
-                image = normalise(raw, window)
-                probs = predict_slice(
-                    semantic, image, spec.tile, default_overlap(spec.tile), 8, device
-                )
-                found = detectron2.predict(net, [grey_uint8(image)])[0]
-                scores[ids[index]] = particle_disagreement(
-                    np.isin(probs.argmax(0), particle_classes),
-                    particle_mask(found, image.shape),
-                )
+    for slice_id, image in pool_images(pool):
+        probs = predict_slice(semantic, image, spec.tile, default_overlap(spec.tile), 8, device)
+        found = detectron2.predict(net, [grey_uint8(image)])[0]
+        scores[slice_id] = particle_disagreement(
+            np.isin(probs.argmax(0), particle_classes), particle_mask(found, image.shape)
+        )
     return scores
