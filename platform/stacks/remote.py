@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import IO
-
-import fsspec
-from fsspec.spec import AbstractFileSystem
+from typing import IO, TYPE_CHECKING
 
 from tomoloop.errors import StackReadError
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 # Bytes fetched past each read (fsspec "readahead" cache): one request covers a TIFF
 # directory or a whole page's data; a slice costs about its own bytes plus this.
@@ -50,6 +50,8 @@ def open_remote(url: str, block_bytes: int = REMOTE_BLOCK_BYTES) -> RemoteFile:
         StackReadError: no filesystem for the scheme, the object does not exist, or the
             store refused access.
     """
+    import fsspec  # only when a URL is opened: every local stack would pay its import
+
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError as exc:
