@@ -168,6 +168,7 @@ if TYPE_CHECKING:
         score_pool,
         score_pool_regions,
         strategy_for,
+        volume_ids,
         volume_pool,
     )
     from tomoloop.services.runs import (
@@ -368,6 +369,7 @@ __all__ = [
     "training_slices",
     "unlabelled_split",
     "upgrade_registry",
+    "volume_ids",
     "volume_metric_name",
     "volume_pool",
     "volume_scoring",
@@ -536,6 +538,7 @@ __getattr__, __dir__ = lazy_exports(
         "unlabelled_split": "tomoloop.services.training",
         "upgrade_registry": "tomoloop.services.demo",
         "volume_metric_name": "tomoloop.services.training",
+        "volume_ids": "tomoloop.services.rounds",
         "volume_pool": "tomoloop.services.rounds",
         "volume_scoring": "tomoloop.services.scores",
     },

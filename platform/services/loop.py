@@ -14,7 +14,7 @@ from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.context import Services
 from tomoloop.services.oracle import check_truth
-from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for, volume_pool
+from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for, volume_ids
 from tomoloop.training.trainer import resolve_device
 
 
@@ -127,5 +127,5 @@ def loop_start(
     version = services.registry.dataset(dataset)
     if truth is not None:
         check_truth(services, version.id, truth)
-    volume_pool(services, version, volumes)
+    volume_ids(services, version, volumes)
     return version, champion_id(services, dataset)

@@ -247,9 +247,22 @@ def volume_pool(
     Raises:
         RegistryError: a named volume is not in the dataset version.
     """
+    wanted = volume_ids(services, version, volumes)
     pool = services.registry.pool(version.id)
+    return pool if wanted is None else [p for p in pool if p.volume_id in wanted]
+
+
+def volume_ids(
+    services: Services, version: DatasetVersion, volumes: Sequence[str] = ()
+) -> set[int] | None:
+    """The ids of the named ``volumes`` of a dataset version; None when none is named (every
+    volume).
+
+    Raises:
+        RegistryError: a named volume is not in the dataset version.
+    """
     if not volumes:
-        return pool
+        return None
     held = {v.name: v.id for v in services.registry.dataset_volumes(version.id)}
     missing = [name for name in volumes if name not in held]
     if missing:
@@ -258,8 +271,7 @@ def volume_pool(
             f"which holds {', '.join(sorted(held))}: add it with `tomoloop ingest GRAY "
             f"--name {missing[0]} --phases PHASES --add-to {version.name}`"
         )
-    wanted = {held[name] for name in volumes}
-    return [p for p in pool if p.volume_id in wanted]
+    return {held[name] for name in volumes}
 
 
 @dataclass(frozen=True)
