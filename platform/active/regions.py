@@ -79,22 +79,18 @@ class Region:
         out[self.window] = mask[self.window]
         return out
 
-    @property
-    def centre(self) -> tuple[float, float, float]:
-        """The tile's centre in (z, y, x) voxels of its volume."""
-        row, column = self.y0 + self.size / 2, self.x0 + self.size / 2
-        if self.plane == "z":
-            return float(self.index), row, column
-        if self.plane == "y":
-            return row, float(self.index), column
-        return row, column, float(self.index)
-
 
 def region_distance(a: Region, b: Region) -> float:
-    """Euclidean distance (voxels) between two tiles' centres; infinite across volumes."""
-    if a.volume != b.volume:
+    """Euclidean distance (pixels) between the centres of two tiles of one slice; infinite
+    between tiles of different slices (another index, plane or volume).
+
+    Measured within the slice, not in 3D: a 3D distance of one region side lets each tile
+    position of a thin target (54 slices) hold only two regions over its whole depth, and a
+    region round then runs out of admissible tiles while unlabelled ones remain.
+    """
+    if (a.volume, a.plane, a.index) != (b.volume, b.plane, b.index):
         return math.inf
-    return math.dist(a.centre, b.centre)
+    return math.hypot(a.y0 + a.size / 2 - b.y0 - b.size / 2, a.x0 + a.size / 2 - b.x0 - b.size / 2)
 
 
 def tile_plane(
@@ -216,7 +212,8 @@ def score_stack_regions(
 @dataclass(frozen=True)
 class RegionConstraints:
     """``budget_px`` labelled pixels per round (never exceeded) and chosen regions at least
-    ``min_distance`` voxels (between centres) from each other and from ``taken`` ones;
+    ``min_distance`` pixels (between centres, :func:`region_distance`) from each other and
+    from ``taken`` ones of the same slice;
     with ``one_per_slice`` at most one region of a slice per round (a slice's label in the
     registry is one sparse mask per task).
     """

@@ -83,10 +83,10 @@ def _strategy_names() -> list[str]:
 @dataclass(frozen=True)
 class ShiftSetup:
     """The simulated rounds: ``rounds`` of ``budget_px`` labelled target pixels per arm and
-    seed; regions of ``region``² pixels at least ``min_distance`` voxels apart (None: one
-    region side); chosen slices ``min_gap`` apart; an ``arch`` with ``options`` trained by
-    ``initial_train`` on the sources and fine-tuned by ``fine_tune`` each round, on
-    ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
+    seed; regions of ``region``² pixels at least ``min_distance`` pixels apart within a
+    slice (None: one region side); chosen slices ``min_gap`` apart; an ``arch`` with
+    ``options`` trained by ``initial_train`` on the sources and fine-tuned by ``fine_tune``
+    each round, on ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
     ``self_slices`` pool slices spread over the target.
     """
 

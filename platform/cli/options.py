@@ -53,7 +53,8 @@ BudgetPxOpt = Annotated[
 MinDistanceOpt = Annotated[
     float | None,
     typer.Option(
-        help="Minimum distance in voxels between regions' centres (default: one region side)."
+        help="Minimum distance in pixels between the centres of two regions of one slice"
+        " (default: one region side)."
     ),
 ]
 VolumeOpt = Annotated[

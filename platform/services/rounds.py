@@ -62,7 +62,7 @@ class RoundUnit:
     """What a round asks people to label: whole slices (``slice``), or square tiles of
     ``region`` pixels a side (``region``) under a budget of ``budget_px`` labelled pixels
     (None: the slice budget's worth of tiles, budget × region²), chosen at least
-    ``min_distance`` voxels apart (None: one region side) and one per slice.
+    ``min_distance`` pixels apart within a slice (None: one region side) and one per slice.
     """
 
     name: str = "slice"
@@ -466,7 +466,7 @@ def choose_regions(
     if not chosen:
         raise NothingToLabel(
             f"no region of {dataset!r} can be chosen: every training slice is labelled or "
-            f"pending, or its tiles lie closer than {limits.min_distance} voxels to a taken "
+            f"pending, or its tiles lie closer than {limits.min_distance} px to a taken "
             f"region, or one tile exceeds the {limits.budget_px} px budget"
         )
     return Choice(chosen, len(free), lead_time)

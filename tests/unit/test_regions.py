@@ -42,12 +42,16 @@ def test_tiles_cover_the_plane_exactly_once(h, w, size):
     assert len(set(tiles)) == len(tiles)
 
 
-def test_centre_puts_the_tile_in_volume_coordinates():
-    assert Region(0, "z", 7, 0, 10, 4).centre == (7.0, 2.0, 12.0)
-    assert Region(0, "y", 7, 0, 10, 4).centre == (2.0, 7.0, 12.0)
-    assert Region(0, "x", 7, 0, 10, 4).centre == (2.0, 12.0, 7.0)
-    assert region_distance(Region(0, "z", 0, 0, 0, 4), Region(0, "z", 3, 4, 0, 4)) == 5.0
-    assert region_distance(Region(0, "z", 0, 0, 0, 4), Region(1, "z", 0, 0, 0, 4)) == np.inf
+def test_distance_is_measured_within_a_slice_and_infinite_across_slices():
+    a = Region(0, "z", 7, 0, 0, 4)
+    assert region_distance(a, Region(0, "z", 7, 3, 4, 4)) == 5.0
+    assert region_distance(a, a) == 0.0
+    for other in (
+        Region(0, "z", 8, 0, 0, 4),
+        Region(0, "y", 7, 0, 0, 4),
+        Region(1, "z", 7, 0, 0, 4),
+    ):
+        assert region_distance(a, other) == np.inf
 
 
 @pytest.mark.parametrize("kwargs", [{"plane": "q"}, {"size": 0}, {"y0": -1}, {"index": -2}])
