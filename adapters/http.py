@@ -42,7 +42,6 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import BackgroundTasks, Body, Depends, FastAPI, Header, HTTPException
 
-from tomoloop.adapters.labelstudio import PulledAnnotation
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, project_of
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry, RegistryError
@@ -50,6 +49,7 @@ from tomoloop.db.states import EventStatus
 from tomoloop.db.views import dataset_row, model_row, round_rows, volume_row
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.studio_json import PulledAnnotation
 
 ANNOTATION_ACTIONS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED"}
 TRAINING_ACTION = "START_TRAINING"

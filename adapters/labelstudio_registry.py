@@ -25,12 +25,6 @@ import numpy as np
 from tomoloop.active.regions import Region
 from tomoloop.active.review import ReviewPolicy, class_dice, route
 from tomoloop.active.selection import SelectionError
-from tomoloop.adapters.labelstudio import (
-    AnnotationRejected,
-    PulledAnnotation,
-    instances_from_results,
-    mask_from_results,
-)
 from tomoloop.db.entities import NewAgreement, NewEvent, Review
 from tomoloop.db.models import Kind, Tier
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
@@ -40,6 +34,12 @@ from tomoloop.labels.masks import (
     decode_class_mask,
     encode_class_mask,
     encode_instances,
+)
+from tomoloop.labels.studio_json import (
+    AnnotationRejected,
+    PulledAnnotation,
+    instances_from_results,
+    mask_from_results,
 )
 
 PROJECT_SUFFIX = " · semantic"

@@ -40,7 +40,6 @@ import httpx
 import numpy as np
 from sqlalchemy import func, select
 
-from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import project_title
 from tomoloop.adapters.local_postgres import create_database, local_postgres
 from tomoloop.db.engine import make_engine, upgrade
@@ -48,6 +47,7 @@ from tomoloop.db.models import Annotation, Tier
 from tomoloop.db.registry import NewAnnotation, Registry
 from tomoloop.labels.masks import encode_class_mask
 from tomoloop.labels.phases import PhaseMap
+from tomoloop.labels.studio_json import brush_results
 from tomoloop.labels.synthetic import make_electrode
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -131,7 +131,7 @@ def decode_figures(labels: np.ndarray) -> list[dict]:
     """
     from label_studio_sdk.converter import brush
 
-    from tomoloop.adapters.labelstudio import decode_brush_rle
+    from tomoloop.labels.studio_json import decode_brush_rle
 
     figures = []
     for side in (128, 512, 1000):

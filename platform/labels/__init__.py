@@ -1,5 +1,5 @@
 """Labels: phase maps, tiers (who made a label), class/instance masks (RLE), train/val/test
-splits, synthetic electrodes with exact labels."""
+splits, synthetic electrodes with exact labels; their Label Studio forms (``studio_json``)."""
 
 from typing import TYPE_CHECKING
 

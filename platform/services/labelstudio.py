@@ -13,15 +13,7 @@ import numpy as np
 import torch
 
 from tomoloop.active.regions import Region
-from tomoloop.adapters.labelstudio import (
-    LabelStudioClient,
-    LabelStudioRefused,
-    TaskSpec,
-    brush_results,
-    instance_results,
-    labeling_config,
-    region_rectangle,
-)
+from tomoloop.adapters.labelstudio import LabelStudioClient, LabelStudioRefused
 from tomoloop.adapters.labelstudio_registry import (
     Intake,
     event_key,
@@ -40,6 +32,13 @@ from tomoloop.db.registry import Registry
 from tomoloop.db.states import EventVia
 from tomoloop.inference.predict import default_overlap, normalise, predict_slice
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask
+from tomoloop.labels.studio_json import (
+    TaskSpec,
+    brush_results,
+    instance_results,
+    labeling_config,
+    region_rectangle,
+)
 from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
 from tomoloop.services.context import LabelStudio, Services
 from tomoloop.services.datasets import dataset_phases, mask_document

@@ -23,12 +23,12 @@ from urllib.parse import quote
 import numpy as np
 import torch
 
-from tomoloop.adapters.labelstudio import brush_results, labeling_config, queue_score
 from tomoloop.adapters.labelstudio_registry import project_title
 from tomoloop.db.entities import Volume
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import normalise
 from tomoloop.inference.uncertainty import entropy, mean_score
+from tomoloop.labels.studio_json import brush_results, labeling_config, queue_score
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import dataset_phases
 from tomoloop.services.labelstudio import instructions, predicted_probabilities

@@ -11,7 +11,6 @@ import numpy as np
 
 from tomoloop.active.oracle import Behaviour, answer
 from tomoloop.active.regions import Region, answer_region, region_seconds
-from tomoloop.adapters.labelstudio import brush_results
 from tomoloop.adapters.labelstudio_registry import (
     project_title,
     regions_title,
@@ -20,6 +19,7 @@ from tomoloop.adapters.labelstudio_registry import (
 )
 from tomoloop.db.registry import RegistryError
 from tomoloop.labels.phases import check_declared, class_index_lut
+from tomoloop.labels.studio_json import brush_results
 from tomoloop.services.context import Services
 from tomoloop.services.datasets import dataset_phases
 from tomoloop.stacks.checks import check_volume_shape

@@ -25,12 +25,12 @@ from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from tomoloop.adapters.http import create_app
-from tomoloop.adapters.labelstudio import PulledAnnotation, brush_results
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, project_title
 from tomoloop.cli import app
 from tomoloop.config import Settings
 from tomoloop.db.registry import Registry
 from tomoloop.errors import TomoloopError
+from tomoloop.labels.studio_json import PulledAnnotation, brush_results
 from tomoloop.particles.instances import coco_from_slices
 
 pytestmark = pytest.mark.integration

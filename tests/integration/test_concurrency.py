@@ -7,10 +7,11 @@ import httpx
 import numpy as np
 import pytest
 
-from tomoloop.adapters.labelstudio import LabelStudioClient, brush_results
+from tomoloop.adapters.labelstudio import LabelStudioClient
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
 from tomoloop.labels.masks import decode_class_mask
+from tomoloop.labels.studio_json import brush_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 NAMES = ("pore", "nmc", "cbd")

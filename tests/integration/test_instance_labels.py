@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 
-from tomoloop.adapters.labelstudio import PulledAnnotation, instance_results
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, review_key, task_key
 from tomoloop.db.models import Kind, Tier
 from tomoloop.db.registry import NewAnnotation, Registry
 from tomoloop.labels.masks import InstanceMasks, decode_instances, encode_class_mask
+from tomoloop.labels.studio_json import PulledAnnotation, instance_results
 
 pytestmark = pytest.mark.integration
 NAMES = ("pore", "nmc", "cbd")

@@ -13,15 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tomoloop.adapters.labelstudio import (
-    LabelStudioClient,
-    instance_results,
-    instances_from_results,
-)
+from tomoloop.adapters.labelstudio import LabelStudioClient
 from tomoloop.cli import app
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.labels.masks import InstanceMasks, decode_instances
+from tomoloop.labels.studio_json import instance_results, instances_from_results
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 NAMES = ("pore", "nmc", "cbd")

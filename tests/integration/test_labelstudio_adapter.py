@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tomoloop.adapters.labelstudio import (
-    LabelStudioClient,
-    LabelStudioUnavailable,
+from tomoloop.adapters.labelstudio import LabelStudioClient, LabelStudioUnavailable
+from tomoloop.labels.studio_json import (
     TaskSpec,
     brush_results,
     labeling_config,

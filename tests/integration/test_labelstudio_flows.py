@@ -8,16 +8,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tomoloop.adapters.labelstudio import (
-    LabelStudioClient,
-    brush_results,
-    labeling_config,
-    mask_from_results,
-)
+from tomoloop.adapters.labelstudio import LabelStudioClient
 from tomoloop.cli import app
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
 from tomoloop.labels.masks import decode_class_mask
+from tomoloop.labels.studio_json import brush_results, labeling_config, mask_from_results
 
 pytestmark = [
     pytest.mark.integration,
@@ -283,9 +279,9 @@ def test_a_region_task_shows_the_slice_and_comes_back_as_a_sparse_label_of_the_r
     import torch
 
     from tomoloop.active.regions import Region
-    from tomoloop.adapters.labelstudio import decode_brush_rle, rectangle_window
     from tomoloop.flows.labelstudio import sync_annotations
     from tomoloop.labels.phases import IGNORE
+    from tomoloop.labels.studio_json import decode_brush_rle, rectangle_window
     from tomoloop.services import Services, answer_round, push_round_tasks, push_target, round_tasks
 
     registry, client, name, volume = setup

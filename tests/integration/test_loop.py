@@ -245,10 +245,10 @@ def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(cham
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
     from tomoloop.adapters.http import create_app
-    from tomoloop.adapters.labelstudio import brush_results
     from tomoloop.adapters.labelstudio_registry import project_title, task_key
     from tomoloop.config import Settings
     from tomoloop.flows.deployments import deployment_names, deployments, start_retrain
+    from tomoloop.labels.studio_json import brush_results
 
     registry, name, gold, _ = champion
     deployments(name)[1].apply()  # what `tomoloop serve` registers

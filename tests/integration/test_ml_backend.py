@@ -13,9 +13,10 @@ import pytest
 import tifffile
 from typer.testing import CliRunner
 
-from tomoloop.adapters.labelstudio import LabelStudioClient, LabelStudioRefused, mask_from_results
+from tomoloop.adapters.labelstudio import LabelStudioClient, LabelStudioRefused
 from tomoloop.cli import app
 from tomoloop.db.registry import Registry
+from tomoloop.labels.studio_json import mask_from_results
 
 pytestmark = [
     pytest.mark.integration,

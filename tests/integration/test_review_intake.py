@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from tomoloop.active.review import ReviewPolicy
-from tomoloop.adapters.labelstudio import PulledAnnotation, brush_results
 from tomoloop.adapters.labelstudio_registry import Intake, handle_annotation, review_key, task_key
 from tomoloop.db.models import Tier
 from tomoloop.db.registry import Registry
 from tomoloop.labels.masks import decode_class_mask, encode_class_mask
+from tomoloop.labels.studio_json import PulledAnnotation, brush_results
 
 pytestmark = pytest.mark.integration
 NAMES = ("pore", "nmc", "cbd")

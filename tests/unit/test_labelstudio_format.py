@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from label_studio_sdk.converter import brush
 
-from tomoloop.adapters.labelstudio import (
+from tomoloop.labels.masks import InstanceMasks
+from tomoloop.labels.studio_json import (
     AnnotationRejected,
     brush_results,
     decode_brush_rle,
@@ -18,7 +19,6 @@ from tomoloop.adapters.labelstudio import (
     labeling_config,
     mask_from_results,
 )
-from tomoloop.labels.masks import InstanceMasks
 
 NAMES = ("pore", "nmc", "cbd", "crack")
 

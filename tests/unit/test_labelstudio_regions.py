@@ -7,7 +7,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tomoloop.active.regions import Region
-from tomoloop.adapters.labelstudio import (
+from tomoloop.labels.masks import decode_class_mask, encode_class_mask, labelled_pixels
+from tomoloop.labels.phases import IGNORE
+from tomoloop.labels.studio_json import (
     PulledAnnotation,
     brush_results,
     labeling_config,
@@ -15,8 +17,6 @@ from tomoloop.adapters.labelstudio import (
     rectangle_window,
     region_rectangle,
 )
-from tomoloop.labels.masks import decode_class_mask, encode_class_mask, labelled_pixels
-from tomoloop.labels.phases import IGNORE
 
 NAMES = ("pore", "nmc", "cbd")
 
