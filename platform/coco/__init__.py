@@ -49,26 +49,4 @@ __all__ = [
     "slice_name",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "CocoOptions": "tomoloop.coco.convert",
-        "CocoSummary": "tomoloop.coco.convert",
-        "Connectivity": "tomoloop.coco.instances",
-        "ParticleLinker": "tomoloop.coco.particles",
-        "Runs": "tomoloop.coco.instances",
-        "SliceInstances": "tomoloop.coco.instances",
-        "batch_instances": "tomoloop.coco.instances",
-        "batches": "tomoloop.coco.convert",
-        "check_out": "tomoloop.coco.convert",
-        "compress": "tomoloop.coco.instances",
-        "convert_stack": "tomoloop.coco.convert",
-        "instance_annotations": "tomoloop.coco.convert",
-        "label_runs": "tomoloop.coco.instances",
-        "mask_polygons": "tomoloop.coco.instances",
-        "prepare_out": "tomoloop.coco.convert",
-        "publish": "tomoloop.coco.convert",
-        "slice_instances": "tomoloop.coco.instances",
-        "slice_name": "tomoloop.coco.convert",
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

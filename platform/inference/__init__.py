@@ -48,25 +48,4 @@ __all__ = [
     "tta_variance",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "AGGREGATIONS": "tomoloop.inference.uncertainty",
-        "FLIPS": "tomoloop.inference.uncertainty",
-        "VolumePrediction": "tomoloop.inference.predict",
-        "blend_window": "tomoloop.inference.predict",
-        "enable_dropout": "tomoloop.inference.uncertainty",
-        "entropy": "tomoloop.inference.uncertainty",
-        "foreground_weighted_score": "tomoloop.inference.uncertainty",
-        "margin": "tomoloop.inference.uncertainty",
-        "mean_score": "tomoloop.inference.uncertainty",
-        "mutual_information": "tomoloop.inference.uncertainty",
-        "normalise": "tomoloop.inference.predict",
-        "predict_slice": "tomoloop.inference.predict",
-        "predict_volume": "tomoloop.inference.predict",
-        "tile_origins": "tomoloop.inference.predict",
-        "tile_side": "tomoloop.inference.predict",
-        "top_percentile_score": "tomoloop.inference.uncertainty",
-        "tta_variance": "tomoloop.inference.uncertainty",
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

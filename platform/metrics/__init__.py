@@ -43,24 +43,4 @@ __all__ = [
     "volume_fractions",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "volume_fractions": "tomoloop.metrics.semantic",
-        "AXES": "tomoloop.metrics.structure",
-        "SegmentationScores": "tomoloop.metrics.semantic",
-        "BestAndLowest": "tomoloop.metrics.semantic",
-        "best_and_lowest": "tomoloop.metrics.semantic",
-        "patch_scores": "tomoloop.metrics.semantic",
-        "confusion_matrix": "tomoloop.metrics.semantic",
-        "instance_scores": "tomoloop.metrics.coco",
-        "interface_area": "tomoloop.metrics.structure",
-        "mean_ap": "tomoloop.metrics.coco",
-        "microstructure": "tomoloop.metrics.structure",
-        "percolates": "tomoloop.metrics.structure",
-        "scores": "tomoloop.metrics.semantic",
-        "self_consistency_ap": "tomoloop.metrics.coco",
-        "specific_surface_area": "tomoloop.metrics.structure",
-        "tortuosity": "tomoloop.metrics.structure",
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

@@ -24,15 +24,4 @@ __all__ = [
     "uncertainty_figure",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "instance_colours": "tomoloop.report.overlays",
-        "overlay": "tomoloop.report.overlays",
-        "plot_al_curve": "tomoloop.report.plots",
-        "plot_domain_shift": "tomoloop.report.plots",
-        "plot_efficiency": "tomoloop.report.plots",
-        "plot_size_distribution": "tomoloop.report.plots",
-        "uncertainty_figure": "tomoloop.report.plots",
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)

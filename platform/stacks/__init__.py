@@ -57,32 +57,4 @@ __all__ = [
     "zip_folder",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "AXES": "tomoloop.stacks.stack",
-        "Axis": "tomoloop.stacks.stack",
-        "MAX_VOXEL_UM": "tomoloop.stacks.stack",
-        "Stack": "tomoloop.stacks.stack",
-        "UM_PER_UNIT": "tomoloop.stacks.stack",
-        "VoxelSize": "tomoloop.stacks.stack",
-        "Window": "tomoloop.stacks.window",
-        "axis_named": "tomoloop.stacks.stack",
-        "check_label_dtype": "tomoloop.stacks.checks",
-        "check_same_shape": "tomoloop.stacks.checks",
-        "file_sha256": "tomoloop.stacks.stack",
-        "open_stack": "tomoloop.stacks.opener",
-        "parse_source": "tomoloop.stacks.opener",
-        "percentile_window": "tomoloop.stacks.window",
-        "present_values": "tomoloop.stacks.checks",
-        "scan_label_values": "tomoloop.stacks.checks",
-        "source_path": "tomoloop.stacks.opener",
-        "to_uint8": "tomoloop.stacks.window",
-        "unzip_to": "tomoloop.stacks.archive",
-        "voxel_length_ok": "tomoloop.stacks.stack",
-        "voxel_size_from_metadata": "tomoloop.stacks.tiff",
-        "write_png": "tomoloop.stacks.png",
-        "write_stack": "tomoloop.stacks.tiff",
-        "zip_folder": "tomoloop.stacks.archive",
-    },
-)
+__getattr__, __dir__ = lazy_exports(__name__, __file__)
