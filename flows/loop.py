@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from tomoloop.active.policy import Decision, PromotionRules, StopRules, decide
+from tomoloop.active.requests import RoundRequest
 from tomoloop.flows.labelstudio import push_round, sync_annotations
 from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
 from tomoloop.flows.train import evaluate_model, train_semantic
@@ -27,7 +28,6 @@ from tomoloop.services import (
     NothingToLabel,
     OpenedRound,
     RoundRecord,
-    RoundRequest,
     ScoredPool,
     ScoredRegions,
     Services,

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 from tomoloop.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tomoloop.active.domain_shift import domain_shift, summarise
+    from tomoloop.active.domain_shift import summarise
     from tomoloop.active.label_efficiency import (
         Curve,
         EfficiencySetup,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         score_stack_regions,
         tile_plane,
     )
+    from tomoloop.active.requests import UNITS, WHOLE_SLICES, RoundRequest, RoundUnit
     from tomoloop.active.review import (
         AGREEMENT_KINDS,
         ReviewPolicy,
@@ -114,6 +115,8 @@ __all__ = [
     "METHODS",
     "MIN_GAIN",
     "STRATEGIES",
+    "UNITS",
+    "WHOLE_SLICES",
     "Arm",
     "BaldStrategy",
     "Behaviour",
@@ -141,6 +144,8 @@ __all__ = [
     "RegionCandidate",
     "RegionConstraints",
     "ReviewPolicy",
+    "RoundRequest",
+    "RoundUnit",
     "Routing",
     "ScoreOptions",
     "SelectionError",
@@ -163,7 +168,6 @@ __all__ = [
     "class_thresholds",
     "confident_labels",
     "decide",
-    "domain_shift",
     "efficiency",
     "encoder_embedding",
     "features_of",

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tomoloop.active.label_efficiency import Split, stack_split
+from tomoloop.active.requests import UNITS
 from tomoloop.active.self_training import SelfTraining
 from tomoloop.active.strategies import STRATEGIES
 from tomoloop.errors import TomoloopError
@@ -19,7 +20,6 @@ from tomoloop.stacks.stack import Stack
 from tomoloop.training.data import LabelledSlice
 from tomoloop.training.trainer import TrainConfig
 
-UNITS = ("slice", "region")
 MIN_GAIN = 0.05
 """The smallest mIoU gain (full − initial) that makes the benchmark valid."""
 SELF = "+self"

@@ -53,8 +53,9 @@ def al_round_command(
 ) -> None:
     """Open an active-learning round: score, choose the slices (or regions of slices)
     worth labelling, push them."""
+    from tomoloop.active.requests import RoundRequest
     from tomoloop.flows.loop import al_round
-    from tomoloop.services.rounds import RoundRequest, strategy_for
+    from tomoloop.services.rounds import strategy_for
 
     asked = RoundRequest.of(
         strategy, budget, min_gap, unit, region, budget_px, min_distance, per_volume

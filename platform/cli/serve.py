@@ -90,8 +90,9 @@ def serve(
     """
     from prefect import serve as prefect_serve
 
+    from tomoloop.active.requests import RoundRequest
     from tomoloop.flows.deployments import Schedule, deployments
-    from tomoloop.services.rounds import RoundRequest, strategy_for
+    from tomoloop.services.rounds import strategy_for
 
     asked = RoundRequest.of(strategy, budget, 0, unit, region, budget_px, min_distance)
     strategy_for(strategy, None, asked.unit)

@@ -10,11 +10,12 @@ from typing import Any
 
 from tomoloop.active.oracle import Behaviour
 from tomoloop.active.policy import StopRules, stop_reason
+from tomoloop.active.requests import RoundRequest
 from tomoloop.db.entities import DatasetVersion
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.context import Services
 from tomoloop.services.oracle import check_truth
-from tomoloop.services.rounds import RoundRequest, champion_id, strategy_for, volume_ids
+from tomoloop.services.rounds import champion_id, strategy_for, volume_ids
 from tomoloop.training.trainer import resolve_device
 
 

@@ -32,6 +32,16 @@ def test_each_declared_name_is_the_object_of_its_module(name):
         package.not_exported  # noqa: B018
 
 
+@pytest.mark.parametrize("name", PACKAGES)
+def test_no_export_is_named_like_a_module_of_its_package(name):
+    # once the module is imported it would shadow the export: `from tomoloop.active import
+    # domain_shift` gave the function or the module depending on what ran before
+    package = importlib.import_module(f"tomoloop.{name}")
+    modules = {p.stem for p in Path(package.__file__).parent.glob("*.py")}
+    modules |= {p.parent.name for p in Path(package.__file__).parent.glob("*/__init__.py")}
+    assert not set(declared_exports(package.__file__)) & modules
+
+
 def test_declared_exports_reads_only_the_type_checking_imports(tmp_path):
     init = tmp_path / "__init__.py"
     init.write_text(

@@ -5,14 +5,13 @@ import pytest
 
 from tomoloop.active.policy import StopRules
 from tomoloop.active.regions import Region, RegionCandidate, RegionConstraints
+from tomoloop.active.requests import RoundRequest, RoundUnit
 from tomoloop.active.selection import Candidate, Constraints, SelectionError
 from tomoloop.db.registry import RegistryError
 from tomoloop.services.loop import LoopProgress, RoundRecord
 from tomoloop.services.rounds import (
     Choice,
     OpenedRound,
-    RoundRequest,
-    RoundUnit,
     chosen_row,
     strategy_for,
 )

@@ -19,10 +19,6 @@ def test_every_exported_name_resolves_to_a_step_never_to_a_module():
         assert not isinstance(getattr(services, name), types.ModuleType), name
 
 
-def test_no_exported_name_is_also_a_module_name():
-    assert not set(services.__all__) & MODULES
-
-
 def test_every_public_step_of_the_modules_is_exported():
     for module in MODULES:
         tree = ast.parse((Path(services.__file__).parent / f"{module}.py").read_text())
