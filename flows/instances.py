@@ -24,6 +24,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from tomoloop.coco.convert import check_out
+from tomoloop.flows.tasks import fit_instances
 from tomoloop.particles.flaws import (
     FlawTrainConfig,
     read_examples,
@@ -34,7 +35,6 @@ from tomoloop.particles.reassembly import ReassemblyOptions, VolumeError
 from tomoloop.services import (
     Services,
     coco_for_training,
-    fit_maskrcnn,
     load_registered_model,
     particle_labels,
     particle_report,
@@ -74,7 +74,7 @@ def train_maskrcnn(
         with training_run(
             services, folder, plan.request, model_name, "maskrcnn", "detectron2", str(torch_device)
         ) as run:
-            trained = fit_maskrcnn(services, plan, coco, run, torch_device, log)
+            trained = fit_instances(services, plan, coco, run, torch_device, log)
         remove_resume_points(folder)
         log.info("model %s: %s segm AP %.4f", run.model_id, coco.split, trained.scores["segm_AP"])
         return trained.to_dict()

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tomoloop.flows.tasks import push_tasks
 from tomoloop.services import (
     Services,
     particle_finder,
     push_particle_tasks,
-    push_round_tasks,
     push_target,
     round_tasks,
     sync_particles,
@@ -47,7 +47,7 @@ def push_round(
         if instance_model is not None:  # refused before anything is sent
             finder = particle_finder(services, instance_model, target, context)
         tasks = round_tasks(services, target, finder, context)
-        result = push_round_tasks(services, target, tasks, context)
+        result = push_tasks(services, target, tasks, context)
         if finder is not None:
             result["instances"] = push_particle_tasks(services, finder, tasks)
     get_run_logger().info("round %s pushed: %s", round_id, result)

@@ -21,6 +21,7 @@ from tomoloop.active.policy import Decision, PromotionRules, StopRules, decide
 from tomoloop.active.requests import RoundRequest
 from tomoloop.flows.labelstudio import push_round, sync_annotations
 from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
+from tomoloop.flows.tasks import score_choose
 from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.report.plots import plot_al_curve
 from tomoloop.services import (
@@ -42,7 +43,6 @@ from tomoloop.services import (
     open_chosen_round,
     promotion_outcome,
     registered_version,
-    score_and_choose,
     strategy_for,
 )
 from tomoloop.training.data import parse_tier_weights
@@ -77,7 +77,7 @@ def al_round(
     ``max_open`` rounds of the dataset are still open (a schedule must not pile up work
     nobody does). ``unit="region"`` chooses ``region`` px tiles instead, one per slice, for
     ``budget_px`` labelled pixels (default ``budget`` tiles' worth) at least
-    ``min_distance`` voxels apart (default one region side): region tasks, sparse labels.
+    ``min_distance`` px apart within a slice (default one region side): region tasks, sparse labels.
     With ``volumes`` (names) only their slices are scored and chosen.
     """
     asked = RoundRequest.of(strategy, budget, min_gap, unit, region, budget_px, min_distance,
@@ -92,7 +92,7 @@ def al_round(
         if max_open is not None and len(waiting) >= max_open:
             get_run_logger().info("no new round: rounds %s of %s are still open", waiting, dataset)
             return {"round": None, "open_rounds": waiting}
-        scored, choice = score_and_choose(
+        scored, choice = score_choose(
             services, dataset, chooser, asked, model, passes, instance_model, cost_aware, seed,
             torch_device,
         )  # fmt: skip

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from tomoloop.flows.tasks import fit
 from tomoloop.names import check_name
 from tomoloop.services import (
     Services,
     evaluate_registered,
-    fit_semantic,
     initial_network,
     plan_semantic,
     training_run,
@@ -62,7 +62,7 @@ def train_semantic(
         with training_run(
             services, folder, plan.request, model_name, arch, "torch", str(torch_device)
         ) as run:
-            trained = fit_semantic(services, plan, network, slices, run, torch_device, log)
+            trained = fit(services, plan, network, slices, run, torch_device, log)
         (folder / "last.pt").unlink(missing_ok=True)
         log.info("model %s: %s mIoU %.4f", run.model_id, trained.split, trained.scores["mIoU"])
         return trained.to_dict()

@@ -18,6 +18,16 @@ CONFIG = {"epochs": 3, "patch": 32, "batch": 4, "patches_per_epoch": 16, "overla
 OPTIONS = {"base": 4, "depth": 2}
 
 
+def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+
+
 @pytest.fixture
 def dataset(tmp_path, monkeypatch, registry_url, electrode_volume):
     """The electrode volume ingested as dataset ``nmc`` v1; its dataset version id."""
@@ -42,7 +52,15 @@ def dataset(tmp_path, monkeypatch, registry_url, electrode_volume):
 def test_training_registers_model_run_curve_and_scores(dataset, registry_url):
     from tomoloop.flows.train import train_semantic
 
-    result = train_semantic(dataset, "unet", config=CONFIG, options=OPTIONS, device="cpu")
+    state = train_semantic(
+        dataset, "unet", config=CONFIG, options=OPTIONS, device="cpu", return_state=True
+    )
+    result = state.result()
+    # the fit is a task of the flow run, tagged for a concurrency limit on training
+    (fit,) = _task_runs(state.state_details.flow_run_id)
+    assert (fit.name.split("-")[0], fit.tags, fit.state.type.value) == (
+        "fit", ["training"], "COMPLETED"
+    )
     registry = Registry.from_url(registry_url)
     model = registry.model(result["model_version"])
     assert (model.architecture, model.backend, model.stage) == ("unet", "torch", "candidate")
