@@ -39,11 +39,13 @@ from tomoloop.services import (
     check_loop_options,
     chosen_row,
     contest_of,
+    followed_score,
     loop_start,
     open_chosen_round,
     promotion_outcome,
     registered_version,
     strategy_for,
+    volume_scores,
 )
 from tomoloop.training.data import parse_tier_weights
 from tomoloop.training.trainer import resolve_device
@@ -318,6 +320,7 @@ def _labelled_round(
     reviewer: str | None,
     seed: int,
     how: _Retraining,
+    volumes: tuple[str, ...],
 ) -> RoundRecord:
     """One round after its push: the oracle answers it (and the reviews, with the oracle
     reviewer), the labels come in, the round closes, a challenger is retrained and judged."""
@@ -333,11 +336,11 @@ def _labelled_round(
         answered = services.registry.close_round(round_id)["annotated"]
         _, pixels = services.registry.round_pixels()[round_id]
     challenger, decision = _retrain_and_promote(dataset, how)
-    score = decision["champion_score"]
+    pooled, per_volume = decision["champion_score"], decision["champion_volumes"]
+    score = progress.history[-1] if pooled is None else followed_score(pooled, per_volume, volumes)
     return RoundRecord(
         round_id, answered, reviewed, challenger["model_version"], challenger["version"],
-        decision["promoted"], progress.history[-1] if score is None else score,
-        decision["reasons"], pixels,
+        decision["promoted"], score, decision["reasons"], pixels,
     )  # fmt: skip
 
 
@@ -371,10 +374,10 @@ def loop(
 ) -> dict:
     """Active-learning rounds on ``dataset`` until ``rounds`` are done, the label budget is
     spent or the champion stops improving. Rounds take at most ``per_volume`` slices of a
-    volume and, with ``volumes`` (names), only those volumes' slices; retraining uses every
-    label of the dataset. Rounds take at most ``per_volume`` slices of a
-    volume and, with ``volumes`` (names), only those volumes' slices; retraining uses every
-    label of the dataset.
+    volume and, with ``volumes`` (names: the new scan), only those volumes' slices, and the
+    loop then follows the champion's test mIoU on those volumes (its curve and stop rules);
+    retraining uses every label of the dataset and promotion judges on every volume's test
+    slices, so what earlier scans taught is kept.
 
     ``annotator="oracle"`` answers each round from ``truth`` (``{volume: labels path}``)
     through Label Studio; ``"human"`` stops after the first push and says where to label
@@ -403,7 +406,7 @@ def loop(
             return {"waiting_for": chosen["round"], "annotate_at": _annotate_at(chosen["push"])}
         progress = progress.after(
             _labelled_round(progress, dataset, chosen["round"], truth or {}, behaviour,
-                            reviewer, seed + k, how)
+                            reviewer, seed + k, how, asked.volumes)
         )  # fmt: skip
         _publish_curve(dataset, progress, k + 1)
     with Services.from_settings() as services:
@@ -412,8 +415,10 @@ def loop(
 
 def _first_progress(champion: int, version: int, asked: RoundRequest, device: str) -> LoopProgress:
     """The loop's progress before its first round: the champion's test mIoU on the
-    dataset version, labels counted in the rounds' unit."""
-    score = evaluate_model(champion, version, "test", device)["mIoU"]
+    dataset version (the named volumes' own, :func:`followed_score`), labels counted in
+    the rounds' unit."""
+    scores = evaluate_model(champion, version, "test", device)
+    score = followed_score(scores["mIoU"], volume_scores(scores), asked.volumes)
     return LoopProgress((score,), regional=asked.unit.regional)
 
 

@@ -93,6 +93,7 @@ if TYPE_CHECKING:
         LoopProgress,
         RoundRecord,
         check_loop_options,
+        followed_score,
         loop_start,
     )
     from tomoloop.services.maskrcnn import (
@@ -149,6 +150,7 @@ if TYPE_CHECKING:
         challenger_plan,
         contest_of,
         promotion_outcome,
+        volume_scores,
     )
     from tomoloop.services.rounds import (
         Choice,
@@ -290,6 +292,7 @@ __all__ = [
     "fit_maskrcnn",
     "fit_semantic",
     "flip_scores",
+    "followed_score",
     "has_instances",
     "ingest_stacks",
     "initial_network",
@@ -368,6 +371,7 @@ __all__ = [
     "volume_ids",
     "volume_metric_name",
     "volume_pool",
+    "volume_scores",
     "volume_scoring",
 ]
 

@@ -4,7 +4,7 @@ its progress over rounds (the champion's score against slices labelled).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,8 @@ from tomoloop.training.trainer import resolve_device
 class RoundRecord:
     """One finished round of the loop: labels in (``labelled`` items, ``labelled_px``
     pixels), the challenger trained on them, and whether it became the champion
-    (``champion_mIoU``: the champion's score after it)."""
+    (``champion_mIoU``: the champion's score after it that the loop follows,
+    :func:`followed_score`)."""
 
     round: int
     labelled: int
@@ -92,6 +93,28 @@ class LoopProgress:
             "curve": {"unit": self.unit, "points": [list(p) for p in self.curve()]},
             "champion": champion,
         }
+
+
+def followed_score(
+    pooled: float, per_volume: Mapping[str, float | None], volumes: Sequence[str] = ()
+) -> float:
+    """The score the loop follows (its curve and stop rules): the champion's test mIoU over
+    every volume, or with ``volumes`` named (the new scan), the mean of their own test mIoU
+    (``per_volume``: :func:`tomoloop.services.promotion.volume_scores`).
+
+    Raises:
+        RegistryError: no named volume has labelled test slices to be scored on.
+    """
+    if not volumes:
+        return pooled
+    scored = [s for v in volumes if (s := per_volume.get(v)) is not None]
+    if not scored:
+        raise RegistryError(
+            f"the loop follows volume(s) {', '.join(volumes)}, but none has labelled test "
+            "slices: add gold labels for their val and test slices first (`tomoloop gold "
+            "LABELS --dataset DATASET --volume VOLUME`)"
+        )
+    return sum(scored) / len(scored)
 
 
 def check_loop_options(

@@ -41,13 +41,15 @@ class Contest:
 @dataclass(frozen=True)
 class Promotion:
     """The outcome of a contest: promoted or not, why, and the champion's score after it
-    (None: still no champion)."""
+    (None: still no champion), pooled and per volume (``champion_volumes``,
+    :func:`volume_scores`)."""
 
     challenger: int
     champion_before: int | None
     promoted: bool
     reasons: list[str] = field(default_factory=list)
     champion_score: float | None = None
+    champion_volumes: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,7 +58,18 @@ class Promotion:
             "promoted": self.promoted,
             "reasons": list(self.reasons),
             "champion_score": self.champion_score,
+            "champion_volumes": dict(self.champion_volumes),
         }
+
+
+def volume_scores(evaluation: dict[str, Any], metric: str = "mIoU") -> dict[str, float | None]:
+    """Volume name → ``metric`` on that volume's slices of the split, from an evaluation
+    (the evaluate flow's answer); None for a volume whose slices of the split nobody
+    labelled."""
+    return {
+        name: result[metric] if result["scored"] else None
+        for name, result in evaluation.get("volumes", {}).items()
+    }
 
 
 def challenger_plan(
@@ -99,7 +112,9 @@ def promotion_outcome(
     metric: str,
 ) -> Promotion:
     """The outcome of a decided contest (``new``/``old``: the evaluations)."""
-    score = new[metric] if decision.promote else None if old is None else old[metric]
+    after = new if decision.promote else old
     return Promotion(
-        contest.challenger, contest.champion, decision.promote, list(decision.reasons), score
-    )
+        contest.challenger, contest.champion, decision.promote, list(decision.reasons),
+        None if after is None else after[metric],
+        {} if after is None else volume_scores(after, metric),
+    )  # fmt: skip

@@ -3,7 +3,7 @@ its budget in pixels, and the loop's progress counted in labelled pixels."""
 
 import pytest
 
-from tomoloop.active.policy import StopRules
+from tomoloop.active.policy import Decision, StopRules
 from tomoloop.active.regions import Region, RegionCandidate, RegionConstraints
 from tomoloop.active.requests import RoundRequest, RoundUnit
 from tomoloop.active.selection import Candidate, Constraints, SelectionError
@@ -78,3 +78,31 @@ def test_a_region_loop_counts_labelled_pixels_and_stops_on_its_pixel_budget():
     }
     slices = LoopProgress((0.5,)).after(_record(1, 2, 512, 0.6))
     assert (slices.unit, slices.curve()) == ("slices", [(0, 0.5), (2, 0.6)])
+
+
+def test_the_loop_follows_the_new_scans_own_score_when_it_names_it():
+    from tomoloop.services.loop import followed_score
+    from tomoloop.services.promotion import Contest, promotion_outcome, volume_scores
+
+    evaluation = {
+        "mIoU": 0.8,
+        "volumes": {
+            "first": {"scored": True, "mIoU": 0.9},
+            "second": {"scored": True, "mIoU": 0.5},
+            "third": {"scored": False, "labelled_px": 0},
+        },
+    }
+    per_volume = volume_scores(evaluation)
+    assert per_volume == {"first": 0.9, "second": 0.5, "third": None}
+    assert followed_score(0.8, per_volume) == 0.8
+    assert followed_score(0.8, per_volume, ["second"]) == 0.5
+    assert followed_score(0.8, per_volume, ["first", "second", "third"]) == pytest.approx(0.7)
+    with pytest.raises(RegistryError, match="none has labelled test slices"):
+        followed_score(0.8, per_volume, ["third"])
+
+    # the champion after a contest: the challenger's scores if promoted, else the old ones
+    worse = {"mIoU": 0.7, "volumes": {"second": {"scored": True, "mIoU": 0.4}}}
+    kept = promotion_outcome(Contest(2, 1, 1), worse, evaluation, Decision(False, ["no"]), "mIoU")
+    assert (kept.champion_score, kept.champion_volumes["second"]) == (0.8, 0.5)
+    won = promotion_outcome(Contest(2, 1, 1), worse, evaluation, Decision(True, ["yes"]), "mIoU")
+    assert (won.champion_score, won.to_dict()["champion_volumes"]["second"]) == (0.7, 0.4)
