@@ -43,26 +43,13 @@ from tomoloop.active.shift_setup import (
     read_shift_data,
 )
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.labels.synthetic import forward_model
+from tomoloop.labels.synthetic import beam_hardening, forward_model
 from tomoloop.report.plots import plot_domain_shift
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # --data for a checkout elsewhere
 OUT = ROOT / "bench" / "out"
 CONTROLS = ("random/slice", "random/region", "foreground_random/region")
-
-
-def beam_hardening(gray: np.ndarray, cupping: float, drift: float) -> np.ndarray:
-    """(z, y, x) grey values darkened towards each slice's centre by up to ``cupping``
-    (a fraction; the cupping artefact of a polychromatic beam) and scaled along z by a
-    linear drift of ``drift`` (fraction, from the first slice to the last).
-    """
-    _, h, w = gray.shape
-    yy, xx = np.mgrid[:h, :w]
-    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
-    radial = 1.0 - cupping * (1.0 - r2)
-    along_z = 1.0 + drift * np.linspace(0.0, 1.0, gray.shape[0])
-    return gray * radial[None] * along_z[:, None, None]
 
 
 def nmc(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

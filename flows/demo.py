@@ -23,6 +23,7 @@ from tomoloop.flows.pictures import slice_picture
 from tomoloop.flows.train import train_semantic
 from tomoloop.report.plots import plot_al_curve
 from tomoloop.services import (
+    DemoInputs,
     Services,
     demo_inputs,
     first_chosen,
@@ -48,6 +49,9 @@ DEMO_ANNOTATOR = {"noise": 0.1}
 # wind). 50 % still refuses a model that closes or opens the pore network wholesale; the
 # platform default (20 %) would refuse every challenger of so short a training.
 DEMO_TORTUOSITY_TOLERANCE = 0.5
+# The new scan's rounds ask for 32² px regions: ``budget`` of them a round, a quarter of a
+# 128² slice for the default budget of 4.
+NEW_SCAN_REGION = 32
 
 
 @flow(name="demo")
@@ -95,17 +99,38 @@ def demo(
     )  # fmt: skip
     gilded = add_gold(name, name, inputs.gold)
     first = _first_champion(name, gilded["dataset_version"], config, options, device)
+    how = {"behaviour": DEMO_ANNOTATOR, "fraction_tolerance": fraction_tolerance, "device": device,
+           "tortuosity_tolerance": tortuosity_tolerance, "config": config or DEMO_TRAIN,
+           "tier_weights": DEMO_TIER_WEIGHTS}  # fmt: skip
     result = loop(
         name, rounds, strategy, budget, min_gap=2, annotator=annotator, truth={name: inputs.gold},
-        behaviour=DEMO_ANNOTATOR, reviewer="oracle" if annotator == "oracle" else None,
-        fraction_tolerance=fraction_tolerance, tortuosity_tolerance=tortuosity_tolerance,
-        config=config or DEMO_TRAIN, tier_weights=DEMO_TIER_WEIGHTS, device=device,
+        reviewer="oracle" if annotator == "oracle" else None, **how,
     )  # fmt: skip
+    scan = None if "waiting_for" in result else _new_scan_loop(name, inputs, rounds, budget,
+                                                                 strategy, how)  # fmt: skip
     backend = ml_backend_up(settings, name, api_port, device, log)
     where = {"home": str(settings.home), "label_studio": label_studio, "ml_backend": backend}
     if "waiting_for" in result:
         return {**result, **where, "dataset": name}
-    return {**_report(folder, ingested, first, result, strategy), **where}
+    return {**_report(folder, ingested, first, result, strategy, scan), **where}
+
+
+def _new_scan_loop(
+    name: str, inputs: DemoInputs, rounds: int, budget: int, strategy: str, how: dict
+) -> dict | None:
+    """The demo's new scan (None without one) added to the dataset without labels, gold
+    for its val and test slices, and ``rounds`` region rounds on it alone, answered by the
+    oracle through Label Studio: the loop's answer, its curve in labelled pixels and the
+    new scan's own test mIoU."""
+    if inputs.new_scan is None:
+        return None
+    scan = f"{name}-new-scan"
+    ingest(gray=inputs.new_scan, labels=None, name=scan, phases=inputs.phases,
+           split=(0.7, 0.15, 0.15), add_to=name)  # fmt: skip
+    add_gold(name, scan, inputs.gold)
+    truth = {name: inputs.gold, scan: inputs.gold}  # the same electrode, scanned again
+    return loop(name, rounds, strategy, budget, annotator="oracle", truth=truth, reviewer="oracle",
+                unit="region", region=NEW_SCAN_REGION, volumes=(scan,), **how)  # fmt: skip
 
 
 def _first_champion(
@@ -128,13 +153,20 @@ def _first_champion(
     return first
 
 
-def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: str) -> dict:
-    """report.md, al_curve.png, uncertainty.png and summary.json in ``folder``."""
+def _report(
+    folder: Path, ingested: dict, first: dict, result: dict, strategy: str, scan: dict | None
+) -> dict:
+    """report.md, al_curve.png, uncertainty.png and summary.json in ``folder``; with the new
+    scan's loop, new_scan_curve.png (its test mIoU against labelled pixels)."""
     labelled = np.cumsum([0] + [r["labelled"] for r in result["rounds"]])
     curve = plot_al_curve(
         list(zip(labelled.tolist(), result["mIoU_history"], strict=False)),
         folder / "al_curve.png",
     )
+    scan_curve = None
+    if scan is not None:
+        points = [tuple(p) for p in scan["curve"]["points"]]
+        scan_curve = str(plot_al_curve(points, folder / "new_scan_curve.png", "pixels"))
     with Services.from_settings() as services:
         shown = registry_summary(services, result["dataset"])
         picture = None
@@ -165,6 +197,8 @@ def _report(folder: Path, ingested: dict, first: dict, result: dict, strategy: s
         "reviews": shown.reviews,
         "al_curve": str(curve),
         "uncertainty": None if picture is None else str(picture),
+        "new_scan": scan,
+        "new_scan_curve": scan_curve,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     report = folder / "report.md"
@@ -210,4 +244,32 @@ def report_markdown(summary: dict) -> str:
     ]
     if summary["uncertainty"]:
         lines += ["", "![a slice chosen in the last round](uncertainty.png)"]
+    if summary["new_scan"] is not None:
+        lines += ["", *new_scan_markdown(summary["new_scan"])]
     return "\n".join(lines) + "\n"
+
+
+def new_scan_markdown(scan: dict) -> list[str]:
+    """The report's section on the new scan's region rounds: labelled pixels and the
+    champion's test mIoU on the new scan after each."""
+    history = scan["mIoU_history"]
+    lines = [
+        "## A new scan of the same electrode",
+        "",
+        "Imaged differently (less binder contrast, a wider PSF, more noise, beam hardening) "
+        "and added to the dataset without labels; gold for its val and test slices only. "
+        f"Rounds ask for {NEW_SCAN_REGION}² px regions of its slices; the annotator paints "
+        "only inside them (sparse labels).",
+        "",
+        f"Champion's test mIoU on the new scan before its first round: {history[0]:.4f}.",
+        "",
+        "| round | regions labelled | pixels labelled | challenger | promoted "
+        "| champion mIoU on the new scan |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['round']} | {r['labelled']} | {r['labelled_px']} | {r['challenger']} "
+        f"| {'yes' if r['promoted'] else 'no'} | {r['champion_mIoU']:.4f} |"
+        for r in scan["rounds"]
+    ]
+    return [*lines, "", f"Stopped: {scan['stopped']}.", "", "![new scan](new_scan_curve.png)"]

@@ -17,7 +17,12 @@ import numpy as np
 
 from tomoloop.active.oracle import Behaviour, answer
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.labels.synthetic import ELECTRODE_PHASES, make_electrode
+from tomoloop.labels.synthetic import (
+    ELECTRODE_PHASES,
+    beam_hardening,
+    forward_model,
+    make_electrode,
+)
 from tomoloop.stacks.tiff import write_stack
 
 ROUGH_BIAS = {"cbd": -1}
@@ -33,9 +38,24 @@ def rough_labels(
     return np.stack([answer(s, phases.names, how) for s in gold]).astype(gold.dtype)
 
 
-def generate_sample(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
+def new_scan(labels: np.ndarray, seed: int = 1) -> np.ndarray:
+    """(Z, Y, X) uint16 grey values of the electrode ``labels`` scanned again, imaged
+    differently (as the ``nmc`` target of ``bench/al_efficiency.py``): less binder contrast
+    (grey levels 9000 / 30000 / 12500 against 9000 / 36000 / 16000), a wider PSF (σ 1.6
+    voxels), more noise (σ 3000) and beam hardening (25 % radial cupping, 15 % drift along
+    z). A model trained on the first scan meets it and is wrong in places.
+    """
+    shifted = forward_model(
+        labels, grey_levels=(9000.0, 30000.0, 12500.0), psf_sigma=1.6, noise_sigma=3000.0,
+        seed=seed,
+    ).astype(np.float32)  # fmt: skip
+    return np.clip(beam_hardening(shifted, 0.25, 0.15), 0, 65535).astype(np.uint16)
+
+
+def generate_sample(folder: Path, seed: int = 0) -> tuple[Path, Path, Path, Path]:
     """Write a synthetic NMC electrode into ``folder``: ``gray.tif`` (uint16),
-    ``rough.tif`` (biased labels, uint8) and ``gold.tif`` (exact labels, uint8).
+    ``rough.tif`` (biased labels, uint8), ``gold.tif`` (exact labels, uint8) and
+    ``new_scan.tif`` (uint16, the same electrode imaged differently, :func:`new_scan`).
     """
     electrode = make_electrode(seed=seed)
     gray = write_stack(folder / "gray.tif", electrode.gray, electrode.voxel_size)
@@ -43,4 +63,6 @@ def generate_sample(folder: Path, seed: int = 0) -> tuple[Path, Path, Path]:
         folder / "rough.tif", rough_labels(electrode.labels, ELECTRODE_PHASES), electrode.voxel_size
     )
     gold = write_stack(folder / "gold.tif", electrode.labels, electrode.voxel_size)
-    return gray, rough, gold
+    again = new_scan(electrode.labels, seed + 1)
+    second = write_stack(folder / "new_scan.tif", again, electrode.voxel_size)
+    return gray, rough, gold, second

@@ -93,6 +93,20 @@ def region_distance(a: Region, b: Region) -> float:
     return math.hypot(a.y0 + a.size / 2 - b.y0 - b.size / 2, a.x0 + a.size / 2 - b.x0 - b.size / 2)
 
 
+def labelled_tile(mask: np.ndarray) -> tuple[int, int, int] | None:
+    """``(y0, x0, size)`` of the square tile a sparse (H, W) uint8 label was painted in
+    (its labelled pixels' bounding box, the side of its longer edge: a region task's answer
+    is its tile cut at the slice's edges); None for a label without :data:`IGNORE` pixels,
+    or without labelled ones.
+    """
+    labelled = mask != IGNORE
+    if labelled.all() or not labelled.any():
+        return None
+    rows, columns = np.flatnonzero(labelled.any(axis=1)), np.flatnonzero(labelled.any(axis=0))
+    size = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
+    return int(rows[0]), int(columns[0]), int(size)
+
+
 def tile_plane(
     shape: tuple[int, int], size: int, volume: int = 0, plane: str = "z", index: int = 0
 ) -> list[Region]:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from tomoloop.labels.synthetic import (
         ELECTRODE_PHASES,
         Electrode,
+        beam_hardening,
         carbon_binder,
         cracked_particles,
         forward_model,
@@ -51,6 +52,7 @@ __all__ = [
     "MaskFormatError",
     "PhaseMap",
     "Tier",
+    "beam_hardening",
     "carbon_binder",
     "check_declared",
     "check_split_fills",

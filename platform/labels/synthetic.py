@@ -95,6 +95,19 @@ def forward_model(
     return np.clip(image, 0, 65535).round().astype(np.uint16)
 
 
+def beam_hardening(gray: np.ndarray, cupping: float, drift: float) -> np.ndarray:
+    """(z, y, x) grey values darkened towards each slice's centre by up to ``cupping``
+    (a fraction; the cupping artefact of a polychromatic beam) and scaled along z by a
+    linear drift of ``drift`` (fraction, from the first slice to the last).
+    """
+    _, h, w = gray.shape
+    yy, xx = np.mgrid[:h, :w]
+    r2 = ((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / ((h / 2) ** 2 + (w / 2) ** 2)
+    radial = 1.0 - cupping * (1.0 - r2)
+    along_z = 1.0 + drift * np.linspace(0.0, 1.0, gray.shape[0])
+    return gray * radial[None] * along_z[:, None, None]
+
+
 def make_electrode(
     shape: tuple[int, int, int] = (48, 128, 128),
     voxel_size: tuple[float, float, float] = (0.5, 0.5, 0.5),

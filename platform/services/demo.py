@@ -22,12 +22,14 @@ from tomoloop.services.mlbackend import connect_backend, predict_project
 @dataclass(frozen=True)
 class DemoInputs:
     """The demo's grey stack, its labels, the gold labels the oracle answers from and
-    models are judged on, and the phase map (paths as strings)."""
+    models are judged on, the phase map, and a new scan of the same sample (no labels; its
+    gold is ``gold``; None with the user's stacks) (paths as strings)."""
 
     gray: str
     labels: str | None
     gold: str | None
     phases: str | None
+    new_scan: str | None = None
 
 
 def demo_inputs(
@@ -35,11 +37,11 @@ def demo_inputs(
 ) -> DemoInputs:
     """The user's stacks (``gold`` defaults to ``labels``), or — without ``gray`` — a
     synthetic electrode generated into ``folder/sample`` with exact (gold) and rough
-    labels."""
+    labels, and a new scan of it (:func:`tomoloop.demo.new_scan`)."""
     folder.mkdir(parents=True, exist_ok=True)
     if gray is None:
-        gray, labels, gold = (str(p) for p in generate_sample(folder / "sample"))
-        phases = str(ELECTRODE_PHASES)
+        gray, labels, gold, scan = (str(p) for p in generate_sample(folder / "sample"))
+        return DemoInputs(gray, labels, gold, str(ELECTRODE_PHASES), scan)
     return DemoInputs(gray, labels, gold or labels, phases)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from tomoloop.active.regions import Region
+from tomoloop.active.regions import Region, labelled_tile
 from tomoloop.adapters.labelstudio import LabelStudioClient, LabelStudioRefused
 from tomoloop.adapters.labelstudio_registry import (
     Intake,
@@ -377,7 +377,8 @@ def review_instructions(names: tuple[str, ...]) -> str:
     return (
         f"Review. Phases: {', '.join(f'{i + 1} = {n}' for i, n in enumerate(names))}. An "
         "annotator's label is pre-filled: submit it unchanged to approve it, or correct it "
-        "first. Unpainted pixels count as the first phase."
+        "first. Unpainted pixels count as the first phase. A label of a region is reviewed "
+        "inside its orange rectangle only."
     )
 
 
@@ -440,7 +441,8 @@ def sync_reviews(services: Services, dataset: str) -> dict[str, Any]:
         if claimed:
             if project is None:
                 project = client.ensure_project(
-                    review_title(dataset), labeling_config(names, 1, review_instructions(names))
+                    review_title(dataset),
+                    labeling_config(names, 1, review_instructions(names), region=True),
                 )
             tasks = {r.id: review_task(services, r, names) for r in claimed}
             ids = push(connection, project, list(tasks.values()))
@@ -460,11 +462,12 @@ def review_task(services: Services, review: Review, names: tuple[str, ...]) -> T
     """
     registry, connection = services.registry, services.label_studio
     label = registry.annotation(review.annotation_id)
-    mask = mask_document(services, label.id, label.mask_rle, label.mask_uri, label.mask_sha256)
+    document = mask_document(services, label.id, label.mask_rle, label.mask_uri, label.mask_sha256)
+    mask = decode_class_mask(document)
     slice_, volume = registry.slice_volumes([review.slice_id])[review.slice_id]
     with open_stack(volume.path) as stack:
         images = task_images(connection, stack, percentile_window(stack), slice_, volume, 1)
-    return TaskSpec(
+    task = TaskSpec(
         key=review_key(review.slice_id, review.id),
         images=images,
         meta={
@@ -476,6 +479,11 @@ def review_task(services: Services, review: Review, names: tuple[str, ...]) -> T
             "reasons": review.reasons,
             "annotator": label.author,
         },
-        prediction=brush_results(decode_class_mask(mask), names),
+        prediction=brush_results(mask, names),
         model_version="annotator",
     )
+    tile = labelled_tile(mask)  # a region's label is reviewed as a region task
+    if tile is None:
+        return task
+    region = Region(volume.id, slice_.axis, slice_.index, *tile)
+    return region_task(task, region, mask.shape, mask, names)

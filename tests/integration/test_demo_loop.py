@@ -39,20 +39,51 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     (done,) = result["loop"]["rounds"]
     assert done["labelled"] == 2 and done["dataset_version"] == 3  # v1 rough, v2 gold, v3 round
     assert result["loop"]["stopped"] == "1 rounds done"
-    assert [m["id"] for m in result["models"]] == [result["first_model"], done["challenger"]]
-    assert result["rounds"][0]["status"] == "closed"
-    for name in ("report.md", "al_curve.png", "uncertainty.png", "summary.json"):
+    (region,) = result["new_scan"]["rounds"]  # the new scan's region round
+    first, challengers = result["first_model"], [done["challenger"], region["challenger"]]
+    assert [m["id"] for m in result["models"]] == [first, *challengers]
+    assert [r["status"] for r in result["rounds"]] == ["closed", "closed"]
+    assert 0 < region["labelled_px"] <= 2 * 32**2 and region["labelled"] <= 2  # 2 regions' worth
+    assert region["dataset_version"] == 6  # v4 the new scan added, v5 its gold, v6 the round
+    curve = result["new_scan"]["curve"]
+    assert curve["unit"] == "pixels" and [p[0] for p in curve["points"]] == [
+        0, region["labelled_px"]
+    ]
+    names = ("report.md", "al_curve.png", "uncertainty.png", "summary.json", "new_scan_curve.png")
+    for name in names:
         assert (out / name).stat().st_size > 100, name
     report = (out / "report.md").read_text()
     row = f"| {done['round']} | 2 | {done['reviewed']} | {done['challenger']} | v3 |"
     assert row in report
+    assert f"| {region['round']} | {region['labelled']} | {region['labelled_px']} |" in report
     summary = json.loads((out / "summary.json").read_text())
     assert summary["loop"] == result["loop"]
     # the ragged oracle annotator rewrote the 1-epoch model's prediction: both labels went
     # to review, and the exact oracle reviewer corrected them into tier expert
-    assert done["reviewed"] == 2 and summary["reviews"]["states"]["corrected"] == 2
-    assert "model" in summary["reviews"]["reasons"] and "Reviews: 2 corrected" in report
+    assert done["reviewed"] == 2 and region["reviewed"] == region["labelled"]
+    corrected = done["reviewed"] + region["reviewed"]
+    states = summary["reviews"]["states"]
+    assert {state: n for state, n in states.items() if n} == {"corrected": corrected}
+    assert "model" in summary["reviews"]["reasons"] and f"Reviews: {corrected} corrected" in report
+    _reviewed_regions_stay_sparse(result["dataset"])
     _backend_left_connected(result)
+
+
+def _reviewed_regions_stay_sparse(dataset: str) -> None:
+    """The reviewer corrected the new scan's region labels inside their regions only: the
+    expert labels of its training slices are as sparse as the regions asked for."""
+    from tomoloop.config import Settings
+    from tomoloop.db.registry import Registry
+    from tomoloop.labels.tiers import Tier
+
+    registry = Registry.from_url(Settings().registry_url)
+    scan = registry.volume_named(f"{dataset}-new-scan")
+    reviewed = [
+        a
+        for a in registry.best_annotations(scan.id)
+        if a.tier == Tier.EXPERT and not a.source.startswith("gold:")
+    ]
+    assert reviewed and all(0 < a.labelled_px <= 32**2 for a in reviewed)
 
 
 def _backend_left_connected(result: dict) -> None:

@@ -12,6 +12,7 @@ from tomoloop.active.regions import (
     RegionCandidate,
     RegionConstraints,
     answer_region,
+    labelled_tile,
     region_distance,
     region_features,
     region_seconds,
@@ -40,6 +41,31 @@ def test_tiles_cover_the_plane_exactly_once(h, w, size):
     assert (counts == 1).all()
     assert sum(r.pixels((h, w)) for r in tiles) == h * w
     assert len(set(tiles)) == len(tiles)
+
+
+@given(
+    h=st.integers(1, 50),
+    w=st.integers(1, 50),
+    y0=st.integers(0, 49),
+    x0=st.integers(0, 49),
+    size=st.integers(1, 40),
+    seed=st.integers(0, 5),
+)
+def test_a_regions_label_gives_back_its_tile(h, w, y0, x0, size, seed):
+    truth = np.random.default_rng(seed).integers(0, 3, (h, w)).astype(np.uint8)
+    region = Region(0, "z", 0, y0 % h, x0 % w, size)
+    sparse = region.keep(truth)
+    tile = labelled_tile(sparse)
+    if region.pixels((h, w)) == h * w:  # the tile covers the slice: a dense label
+        assert tile is None
+        return
+    again = Region(0, "z", 0, *tile)
+    np.testing.assert_array_equal(again.keep(truth), sparse)  # the same pixels asked for
+    assert again.size <= size
+
+
+def test_a_label_without_labelled_pixels_has_no_tile():
+    assert labelled_tile(np.full((4, 4), IGNORE, np.uint8)) is None
 
 
 def test_distance_is_measured_within_a_slice_and_infinite_across_slices():
