@@ -87,10 +87,8 @@ def demo(
     With the user's stacks, ``gold`` (default: the labels themselves) is what the oracle
     answers from and what models are judged on.
     """
-    log = get_run_logger()
-    folder = Path(out)
+    log, folder, settings = get_run_logger(), Path(out), Settings()
     inputs = demo_inputs(folder, gray, labels, gold, phases)
-    settings = Settings()
     label_studio = label_studio_up(settings, port, log)
     upgrade_registry(settings)
     ingested = ingest(
@@ -99,9 +97,7 @@ def demo(
     )  # fmt: skip
     gilded = add_gold(name, name, inputs.gold)
     first = _first_champion(name, gilded["dataset_version"], config, options, device)
-    how = {"behaviour": DEMO_ANNOTATOR, "fraction_tolerance": fraction_tolerance, "device": device,
-           "tortuosity_tolerance": tortuosity_tolerance, "config": config or DEMO_TRAIN,
-           "tier_weights": DEMO_TIER_WEIGHTS}  # fmt: skip
+    how = _loop_settings(fraction_tolerance, tortuosity_tolerance, config, device)
     result = loop(
         name, rounds, strategy, budget, min_gap=2, annotator=annotator, truth={name: inputs.gold},
         reviewer="oracle" if annotator == "oracle" else None, **how,
@@ -113,6 +109,21 @@ def demo(
     if "waiting_for" in result:
         return {**result, **where, "dataset": name}
     return {**_report(folder, ingested, first, result, strategy, scan), **where}
+
+
+def _loop_settings(
+    fraction_tolerance: float, tortuosity_tolerance: float, config: dict | None, device: str
+) -> dict:
+    """What both of the demo's loops share: the annotator's behaviour, the promotion gates,
+    training settings and tier weights, the device (keyword arguments of the loop flow)."""
+    return {
+        "behaviour": DEMO_ANNOTATOR,
+        "fraction_tolerance": fraction_tolerance,
+        "tortuosity_tolerance": tortuosity_tolerance,
+        "config": config or DEMO_TRAIN,
+        "tier_weights": DEMO_TIER_WEIGHTS,
+        "device": device,
+    }
 
 
 def _new_scan_loop(
