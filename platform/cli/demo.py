@@ -88,6 +88,13 @@ def _show_demo(result: dict) -> None:
     print_rows("models", result["models"])
     print_rows("rounds", result["rounds"])
     out.print(f"stopped: {result['loop']['stopped']}; champion: model {result['loop']['champion']}")
+    scan = result["new_scan"]
+    if scan is not None:
+        history = scan["mIoU_history"]
+        out.print(
+            f"new scan: {len(scan['rounds'])} region rounds, {scan['curve']['points'][-1][0]} px "
+            f"labelled; its test mIoU {history[0]:.4f} → {history[-1]:.4f}; {scan['stopped']}"
+        )
     out.print(f"[green]✓[/] report: {result['report']}")
     out.print(
         f"Label Studio stays up at {result['label_studio']} (`tomoloop labelstudio down` stops "
