@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import uuid
 
@@ -12,7 +14,9 @@ import pytest
 # Prefect offline and quiet; its temporary server may take long to migrate the first time
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tomoloop-prefect-"))
+if "PREFECT_HOME" not in os.environ:  # the session's own, removed when the session ends
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tomoloop-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
 
 def balls(shape: tuple[int, int, int], centres, radii) -> np.ndarray:
