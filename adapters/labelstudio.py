@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from xml.etree import ElementTree
 
 import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from tomoloop.errors import TomoloopError
-from tomoloop.labels.studio_json import FROM_NAME, PulledAnnotation, TaskSpec, queue_score
+from tomoloop.labels.studio_json import PulledAnnotation, TaskSpec, queue_score
 
 
 class LabelStudioUnavailable(TomoloopError):
@@ -100,16 +99,10 @@ class LabelStudioClient:
                 return project.id
         return None
 
-    def offered_labels(self, project_id: int) -> list[str]:
-        """The brush labels the project's labelling view offers, in its order."""
+    def label_config(self, project_id: int) -> str:
+        """The project's labelling view (XML; read it with :mod:`tomoloop.labels.studio_json`)."""
         project = self.call("read a project", self.sdk.projects.get, id=project_id)
-        root = ElementTree.fromstring(project.label_config)
-        return [
-            label.get("value", "")
-            for brushes in root.iter("BrushLabels")
-            if brushes.get("name") == FROM_NAME
-            for label in brushes.iter("Label")
-        ]
+        return str(project.label_config)
 
     def allow_local_files(self, project_id: int, folder: str) -> None:
         """Let the project show images from ``folder`` (under the server's local-files

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
@@ -72,6 +73,25 @@ def labeling_config(
   </BrushLabels>
 {rectangle}  <Image name="{TO_NAME}" value="$image" zoom="true" zoomControl="true"/>
 </View>"""
+
+
+def offered_labels(label_config: str) -> list[str]:
+    """The brush labels a labelling view (XML) offers, in its order."""
+    return [
+        label.get("value", "")
+        for brushes in ElementTree.fromstring(label_config).iter("BrushLabels")
+        if brushes.get("name") == FROM_NAME
+        for label in brushes.iter("Label")
+    ]
+
+
+def draws_regions(label_config: str) -> bool:
+    """Whether a labelling view (XML) can show a region task's rectangle (its
+    ``RectangleLabels`` control, :func:`labeling_config` with ``region``)."""
+    return any(
+        control.get("name") == REGION_NAME
+        for control in ElementTree.fromstring(label_config).iter("RectangleLabels")
+    )
 
 
 def _region(region_id: str, binary: np.ndarray, label: str) -> dict:

@@ -35,8 +35,10 @@ from tomoloop.labels.masks import decode_class_mask, encode_class_mask
 from tomoloop.labels.studio_json import (
     TaskSpec,
     brush_results,
+    draws_regions,
     instance_results,
     labeling_config,
+    offered_labels,
     region_rectangle,
 )
 from tomoloop.particles.instances import category_classes, detected_particles, grey_uint8
@@ -178,15 +180,17 @@ def region_task(
     shape: tuple[int, int],
     prediction: np.ndarray | None,
     names: tuple[str, ...],
+    drawn: bool = True,
 ) -> TaskSpec:
-    """A slice's task as a region task: the region in its data and drawn on the slice (a
-    read-only rectangle), the model's prediction inside it pre-filled (``prediction``: a
-    sparse (H, W) class mask, or None without a model)."""
+    """A slice's task as a region task: the region in its data and (``drawn``) drawn on
+    the slice as a read-only rectangle, the model's prediction inside it pre-filled
+    (``prediction``: a sparse (H, W) class mask, or None without a model)."""
     painted = [] if prediction is None else brush_results(prediction, names)
+    rectangle = [region_rectangle(region.window, shape)] if drawn else []
     return replace(
         task,
         meta={**task.meta, "region": {"y0": region.y0, "x0": region.x0, "size": region.size}},
-        prediction=[*painted, region_rectangle(region.window, shape)],
+        prediction=[*painted, *rectangle],
     )
 
 
@@ -275,7 +279,7 @@ def particle_project(
         instances_title(dataset),
         labeling_config(categories, context, instance_instructions(categories)),
     )
-    offered = client.offered_labels(project)
+    offered = offered_labels(client.label_config(project))
     asked = [c for c in categories if c in offered]
     if not asked:
         raise LabelStudioRefused(
@@ -444,7 +448,8 @@ def sync_reviews(services: Services, dataset: str) -> dict[str, Any]:
                     review_title(dataset),
                     labeling_config(names, 1, review_instructions(names), region=True),
                 )
-            tasks = {r.id: review_task(services, r, names) for r in claimed}
+            drawn = draws_regions(client.label_config(project))  # a view made before may not
+            tasks = {r.id: review_task(services, r, names, drawn) for r in claimed}
             ids = push(connection, project, list(tasks.values()))
             registry.set_review_tasks({r: ids[t.key] for r, t in tasks.items()})
     except BaseException:
@@ -456,9 +461,12 @@ def sync_reviews(services: Services, dataset: str) -> dict[str, Any]:
     return {"project": project, "sent": len(claimed), **counts}
 
 
-def review_task(services: Services, review: Review, names: tuple[str, ...]) -> TaskSpec:
+def review_task(
+    services: Services, review: Review, names: tuple[str, ...], drawn: bool = True
+) -> TaskSpec:
     """The review task of a review: the slice as its labelling task showed it, the
-    annotator's label pre-filled.
+    annotator's label pre-filled; a region's label as a region task, its rectangle drawn
+    when the review project's view can show one (``drawn``).
     """
     registry, connection = services.registry, services.label_studio
     label = registry.annotation(review.annotation_id)
@@ -486,4 +494,4 @@ def review_task(services: Services, review: Review, names: tuple[str, ...]) -> T
     if tile is None:
         return task
     region = Region(volume.id, slice_.axis, slice_.index, *tile)
-    return region_task(task, region, mask.shape, mask, names)
+    return region_task(task, region, mask.shape, mask, names, drawn)

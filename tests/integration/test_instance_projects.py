@@ -18,7 +18,7 @@ from tomoloop.cli import app
 from tomoloop.db.models import Kind
 from tomoloop.db.registry import Registry, RegistryError
 from tomoloop.labels.masks import InstanceMasks, decode_instances
-from tomoloop.labels.studio_json import instance_results, instances_from_results
+from tomoloop.labels.studio_json import instance_results, instances_from_results, offered_labels
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 NAMES = ("pore", "nmc", "cbd")
@@ -81,7 +81,7 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     assert push_round(round_id, instance_model=first, device="cpu")["instances"]["tasks"] == 2
     project = client.find_project(instances_title(name))
     assert project == pushed["instances"]["project"]
-    assert client.offered_labels(project) == ["nmc"]
+    assert offered_labels(client.label_config(project)) == ["nmc"]
     tasks = {t.data["key"]: t for t in client.sdk.tasks.list(project=project, fields="all")}
     assert len(tasks) == 2  # the re-push duplicated nothing
 

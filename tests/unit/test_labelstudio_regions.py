@@ -11,9 +11,12 @@ from tomoloop.labels.masks import decode_class_mask, encode_class_mask, labelled
 from tomoloop.labels.phases import IGNORE
 from tomoloop.labels.studio_json import (
     PulledAnnotation,
+    TaskSpec,
     brush_results,
+    draws_regions,
     labeling_config,
     mask_from_results,
+    offered_labels,
     rectangle_window,
     region_rectangle,
 )
@@ -83,6 +86,23 @@ def test_a_region_task_names_its_region_and_a_whole_slice_task_none():
 def test_the_region_view_draws_the_region_and_the_slice_view_does_not():
     assert '<RectangleLabels name="region" toName="image"' in labeling_config(NAMES, region=True)
     assert "RectangleLabels" not in labeling_config(NAMES)
+    # read back from a project's view: what a push may draw, and the labels offered
+    assert draws_regions(labeling_config(NAMES, region=True))
+    assert not draws_regions(labeling_config(NAMES))
+    assert offered_labels(labeling_config(NAMES, region=True)) == list(NAMES)
+
+
+def test_a_region_task_without_its_rectangle_still_names_its_region():
+    from tomoloop.services.labelstudio import region_task
+
+    task = TaskSpec("slice-1:round-1", {"image": "i.png"}, {"volume": "v"})
+    region = Region(0, "z", 0, 2, 3, 4)
+    label = region.keep(np.ones((8, 8), np.uint8))
+    drawn = region_task(task, region, (8, 8), label, NAMES)
+    bare = region_task(task, region, (8, 8), label, NAMES, drawn=False)
+    assert drawn.meta["region"] == bare.meta["region"] == {"y0": 2, "x0": 3, "size": 4}
+    assert [r["from_name"] for r in drawn.prediction] == ["phase", "region"]
+    assert [r["from_name"] for r in bare.prediction] == ["phase"]
 
 
 def test_pull_says_how_many_of_its_labels_came_from_region_tasks(capsys):
