@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from tomoloop.coco.convert import check_out
-from tomoloop.flows.tasks import fit_instances
 from tomoloop.particles.flaws import (
     FlawTrainConfig,
     read_examples,
@@ -35,6 +35,7 @@ from tomoloop.particles.reassembly import ReassemblyOptions, VolumeError
 from tomoloop.services import (
     Services,
     coco_for_training,
+    fit_maskrcnn,
     load_registered_model,
     particle_labels,
     particle_report,
@@ -45,6 +46,9 @@ from tomoloop.services import (
     training_run,
 )
 from tomoloop.training.trainer import resolve_device
+
+# Tagged like the semantic fit (`flows/train.py`) for the same concurrency limit.
+fit_instances = task(fit_maskrcnn, name="fit-maskrcnn", tags=["training"], cache_policy=NO_CACHE)
 
 
 @flow(name="train-maskrcnn")

@@ -16,13 +16,14 @@ training prefers to connected components of the class mask.
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from tomoloop.flows.tasks import push_tasks
 from tomoloop.services import (
     Services,
     particle_finder,
     push_particle_tasks,
+    push_round_tasks,
     push_target,
     round_tasks,
     sync_particles,
@@ -30,6 +31,12 @@ from tomoloop.services import (
     sync_reviews,
 )
 from tomoloop.training.trainer import resolve_device
+
+# Retried as a task: a push that failed half-way (Label Studio restarted after the client's
+# own retries gave up) imports only the tasks still missing, so running it again is safe.
+push_tasks = task(
+    push_round_tasks, name="push-tasks", retries=2, retry_delay_seconds=10, cache_policy=NO_CACHE
+)
 
 
 @flow(name="push-round")

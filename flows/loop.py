@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from tomoloop.active.policy import Decision, PromotionRules, StopRules, decide
 from tomoloop.active.requests import RoundRequest
 from tomoloop.flows.labelstudio import push_round, sync_annotations
 from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
-from tomoloop.flows.tasks import score_choose
 from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.report.plots import plot_al_curve
 from tomoloop.services import (
@@ -44,11 +44,18 @@ from tomoloop.services import (
     open_chosen_round,
     promotion_outcome,
     registered_version,
+    score_and_choose,
     strategy_for,
     volume_scores,
 )
 from tomoloop.training.data import parse_tier_weights
 from tomoloop.training.trainer import resolve_device
+
+# Scoring the pool, the longest step of a round, as its own task run tagged for a
+# concurrency limit (`prefect concurrency-limit create scoring 2`).
+score_choose = task(
+    score_and_choose, name="score-and-choose", tags=["scoring"], cache_policy=NO_CACHE
+)
 
 
 @flow(name="al-round")

@@ -11,19 +11,24 @@ checkpoint folder is keyed by the request); after success it returns the model i
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from tomoloop.flows.tasks import fit
 from tomoloop.names import check_name
 from tomoloop.services import (
     Services,
     evaluate_registered,
+    fit_semantic,
     initial_network,
     plan_semantic,
     training_run,
     training_slices,
 )
 from tomoloop.training.trainer import resolve_device
+
+# Its own task run, tagged for a concurrency limit (`prefect concurrency-limit create
+# training 1`: one fit at a time on a one-GPU machine); not cached — its inputs are live.
+fit = task(fit_semantic, name="fit", tags=["training"], cache_policy=NO_CACHE)
 
 
 @flow(name="train")
