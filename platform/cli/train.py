@@ -41,7 +41,7 @@ def train(
     ] = None,
     tversky_beta: Annotated[
         float | None,
-        typer.Option(help="tversky/focal_tversky: weight of the false positives (0.7)."),
+        typer.Option(help="tversky/focal_tversky: weight of the false positives (0.3)."),
     ] = None,
     recipe: Annotated[
         str,

@@ -72,8 +72,8 @@ class TrainConfig:
     # "" (none), "balanced" or one weight per class "1,2,0.5" (ce/bce; Tabassum et al. n.d.)
     class_weights: str = ""
     # Tversky / focal Tversky: the weight of the false positives (α = 1 − β on the false
-    # negatives), Quenum et al. 2023, eq. 1; docs/seeds.md: the measurement to settle it
-    tversky_beta: float = 0.7
+    # negatives), Quenum et al. 2023, eq. 1; 0.3 by the binder measurement in docs/seeds.md
+    tversky_beta: float = 0.3
     # class pairs that cannot touch (Tabassum et al. n.d., App. §II)
     exclusive: tuple[tuple[int, int], ...] = ()
 
