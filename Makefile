@@ -20,11 +20,13 @@ demo: venv
 
 test: venv lint
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_display.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything but the tests marked slow (those that train a network): lint + the rest.
 test-fast: venv lint
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_display.sh
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: venv

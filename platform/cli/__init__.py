@@ -38,6 +38,7 @@ from tomoloop.cli import (
     serve,
     stacks,
     train,
+    view,
 )
 from tomoloop.cli.options import parse_voxel_size
 from tomoloop.cli.output import emit_json, report_error
@@ -68,6 +69,7 @@ app.command()(train.evaluate)
 app.command()(predict.predict)
 app.command()(predict.score)
 app.command("predict-distributed")(predict.predict_distributed)
+app.command()(view.view)
 app.command("push")(labelstudio.push_command)
 app.command("pull")(labelstudio.pull_command)
 app.command("serve-api")(serve.serve_api)

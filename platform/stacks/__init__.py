@@ -1,6 +1,6 @@
 """Files in and out: lazy stacks (z, y, x) from TIFF, HDF5/NeXus, Zarr/OME-Zarr, slice
-folders and raw binary (one opener, :func:`open_stack`); grey-value windows; checks; PNG
-slices; deterministic zip archives."""
+folders and raw binary (one opener, :func:`open_stack`), also as array-likes for viewers;
+grey-value windows; checks; PNG slices; deterministic zip archives."""
 
 from typing import TYPE_CHECKING
 
@@ -8,6 +8,7 @@ from tomoloop.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from tomoloop.stacks.archive import unzip_to, zip_folder
+    from tomoloop.stacks.array import StackArray
     from tomoloop.stacks.checks import (
         check_label_dtype,
         check_same_shape,
@@ -36,6 +37,7 @@ __all__ = [
     "UM_PER_UNIT",
     "Axis",
     "Stack",
+    "StackArray",
     "VoxelSize",
     "Window",
     "axis_named",

@@ -8,11 +8,12 @@ from tomoloop.errors import StackValidationError
 from tomoloop.stacks.stack import Stack
 
 
-def check_same_shape(gray: Stack, labels: Stack) -> None:
-    """Raise StackValidationError unless the grayscale and label stacks have one shape."""
+def check_same_shape(gray: Stack, labels: Stack, what: str = "labels") -> None:
+    """Raise StackValidationError unless the grayscale stack and ``labels`` (``what``: e.g.
+    "prediction") have one shape."""
     if gray.shape != labels.shape:
         raise StackValidationError(
-            f"grayscale {gray.path.name} is {gray.shape} (z,y,x) but labels {labels.path.name} "
+            f"grayscale {gray.path.name} is {gray.shape} (z,y,x) but {what} {labels.path.name} "
             f"are {labels.shape}: both stacks must cover the same voxels"
         )
 

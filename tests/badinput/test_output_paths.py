@@ -191,6 +191,14 @@ CASES: dict[str, tuple[Callable[[Path], str], list[str], str]] = {
          "--plot", "gray.tif"],
         "--plot gray.tif is the input --gray",
     ),
+    "view --screenshot is the input labels": (
+        NO_SETUP, ["view", "gray.tif", "--labels", "labels.tif", "--screenshot", "labels.tif"],
+        "--screenshot labels.tif is the input --labels",
+    ),
+    "view --screenshot an existing folder": (
+        _mkdir("shots"), ["view", "gray.tif", "--screenshot", "{}"],
+        "--screenshot shots is a folder: give a file",
+    ),
     "train with the run folder below a file": (
         lambda work: (work / "home").write_text("not a folder") and "",
         ["train", "--dataset", "nmc"],

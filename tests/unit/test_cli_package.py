@@ -17,7 +17,7 @@ from tomoloop.cli import json_requested
 from tomoloop.cli.runner import Entry, run
 
 HEAVY = {"torch", "sqlalchemy", "prefect", "detectron2", "fastapi", "label_studio_sdk",
-         "skimage", "matplotlib", "numpy", "alembic", "uvicorn"}  # fmt: skip
+         "skimage", "matplotlib", "numpy", "alembic", "uvicorn", "napari", "qtpy"}  # fmt: skip
 
 LOADED = """
 import runpy, sys
@@ -49,6 +49,7 @@ def loaded(*args: str) -> list[str]:
         ["--help"],
         ["train", "--help"],
         ["registry", "--help"],
+        ["view", "--help"],
         ["train", "--bogus"],  # a usage error
         ["predict"],  # a missing option
     ],
