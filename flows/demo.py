@@ -261,26 +261,30 @@ def report_markdown(summary: dict) -> str:
 
 
 def new_scan_markdown(scan: dict) -> list[str]:
-    """The report's section on the new scan's region rounds: labelled pixels and the
-    champion's test mIoU on the new scan after each."""
+    """The report's section on the new scan's region rounds: labelled pixels, each
+    challenger's test mIoU on the new scan (what the round's labels taught) and the
+    champion's after the promotion decision."""
     history = scan["mIoU_history"]
     lines = [
         "## A new scan of the same electrode",
         "",
-        "Imaged differently (less binder contrast, a wider PSF, more noise, beam hardening) "
-        "and added to the dataset without labels; gold for its val and test slices only. "
-        f"Rounds ask for {NEW_SCAN_REGION}² px regions of its slices; the annotator paints "
-        "only inside them (sparse labels).",
+        "Imaged differently (a harder beam: strong cupping and a drift along z; a wider PSF; "
+        "less binder contrast) and added to the dataset without labels; gold for its val and "
+        f"test slices only. Rounds ask for {NEW_SCAN_REGION}² px regions of its slices; the "
+        "annotator paints only inside them (sparse labels). A challenger is promoted on the "
+        "test slices of both scans together, so one that learns the new scan while "
+        "forgetting the first is kept out.",
         "",
         f"Champion's test mIoU on the new scan before its first round: {history[0]:.4f}.",
         "",
-        "| round | regions labelled | pixels labelled | challenger | promoted "
-        "| champion mIoU on the new scan |",
-        "|---|---|---|---|---|---|",
+        "| round | regions labelled | pixels labelled | challenger | challenger mIoU on the "
+        "new scan | promoted | champion mIoU on the new scan |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['round']} | {r['labelled']} | {r['labelled_px']} | {r['challenger']} "
-        f"| {'yes' if r['promoted'] else 'no'} | {r['champion_mIoU']:.4f} |"
+        f"| {r['challenger_mIoU']:.4f} | {'yes' if r['promoted'] else 'no'} "
+        f"| {r['champion_mIoU']:.4f} |"
         for r in scan["rounds"]
     ]
     return [*lines, "", f"Stopped: {scan['stopped']}.", "", "![new scan](new_scan_curve.png)"]

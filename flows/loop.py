@@ -345,9 +345,10 @@ def _labelled_round(
     challenger, decision = _retrain_and_promote(dataset, how)
     pooled, per_volume = decision["champion_score"], decision["champion_volumes"]
     score = progress.history[-1] if pooled is None else followed_score(pooled, per_volume, volumes)
+    taught = followed_score(decision["challenger_score"], decision["challenger_volumes"], volumes)
     return RoundRecord(
         round_id, answered, reviewed, challenger["model_version"], challenger["version"],
-        decision["promoted"], score, decision["reasons"], pixels,
+        decision["promoted"], score, decision["reasons"], pixels, taught,
     )  # fmt: skip
 
 

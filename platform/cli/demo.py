@@ -91,9 +91,11 @@ def _show_demo(result: dict) -> None:
     scan = result["new_scan"]
     if scan is not None:
         history = scan["mIoU_history"]
+        taught = ", ".join(f"{r['challenger_mIoU']:.4f}" for r in scan["rounds"])
         out.print(
             f"new scan: {len(scan['rounds'])} region rounds, {scan['curve']['points'][-1][0]} px "
-            f"labelled; its test mIoU {history[0]:.4f} → {history[-1]:.4f}; {scan['stopped']}"
+            f"labelled; champion's test mIoU on it {history[0]:.4f} → {history[-1]:.4f} "
+            f"(challengers {taught}); {scan['stopped']}"
         )
     out.print(f"[green]✓[/] report: {result['report']}")
     out.print(

@@ -24,7 +24,8 @@ class RoundRecord:
     """One finished round of the loop: labels in (``labelled`` items, ``labelled_px``
     pixels), the challenger trained on them, and whether it became the champion
     (``champion_mIoU``: the champion's score after it that the loop follows,
-    :func:`followed_score`)."""
+    :func:`followed_score`; ``challenger_mIoU``: the challenger's own, followed the same
+    way — what the round's labels taught, promoted or not)."""
 
     round: int
     labelled: int
@@ -35,6 +36,7 @@ class RoundRecord:
     champion_mIoU: float
     reasons: list[str]
     labelled_px: int = 0
+    challenger_mIoU: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class RoundRecord:
             "dataset_version": self.dataset_version,
             "promoted": self.promoted,
             "champion_mIoU": self.champion_mIoU,
+            "challenger_mIoU": self.challenger_mIoU,
             "reasons": list(self.reasons),
         }
 

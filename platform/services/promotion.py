@@ -40,9 +40,9 @@ class Contest:
 
 @dataclass(frozen=True)
 class Promotion:
-    """The outcome of a contest: promoted or not, why, and the champion's score after it
+    """The outcome of a contest: promoted or not, why, the champion's score after it
     (None: still no champion), pooled and per volume (``champion_volumes``,
-    :func:`volume_scores`)."""
+    :func:`volume_scores`), and the challenger's own, pooled and per volume."""
 
     challenger: int
     champion_before: int | None
@@ -50,6 +50,8 @@ class Promotion:
     reasons: list[str] = field(default_factory=list)
     champion_score: float | None = None
     champion_volumes: dict[str, float | None] = field(default_factory=dict)
+    challenger_score: float | None = None
+    challenger_volumes: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,8 @@ class Promotion:
             "reasons": list(self.reasons),
             "champion_score": self.champion_score,
             "champion_volumes": dict(self.champion_volumes),
+            "challenger_score": self.challenger_score,
+            "challenger_volumes": dict(self.challenger_volumes),
         }
 
 
@@ -117,4 +121,5 @@ def promotion_outcome(
         contest.challenger, contest.champion, decision.promote, list(decision.reasons),
         None if after is None else after[metric],
         {} if after is None else volume_scores(after, metric),
+        new[metric], volume_scores(new, metric),
     )  # fmt: skip

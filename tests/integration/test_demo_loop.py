@@ -55,7 +55,11 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     report = (out / "report.md").read_text()
     row = f"| {done['round']} | 2 | {done['reviewed']} | {done['challenger']} | v3 |"
     assert row in report
-    assert f"| {region['round']} | {region['labelled']} | {region['labelled_px']} |" in report
+    assert (
+        f"| {region['round']} | {region['labelled']} | {region['labelled_px']} "
+        f"| {region['challenger']} | {region['challenger_mIoU']:.4f} |"
+    ) in report
+    assert 0 <= region["challenger_mIoU"] <= 1  # the challenger's own mIoU on the new scan
     summary = json.loads((out / "summary.json").read_text())
     assert summary["loop"] == result["loop"]
     # the ragged oracle annotator rewrote the 1-epoch model's prediction: both labels went

@@ -106,3 +106,6 @@ def test_the_loop_follows_the_new_scans_own_score_when_it_names_it():
     assert (kept.champion_score, kept.champion_volumes["second"]) == (0.8, 0.5)
     won = promotion_outcome(Contest(2, 1, 1), worse, evaluation, Decision(True, ["yes"]), "mIoU")
     assert (won.champion_score, won.to_dict()["champion_volumes"]["second"]) == (0.7, 0.4)
+    # the challenger's own scores, promoted or not: what the round's labels taught
+    for outcome in (kept, won):
+        assert (outcome.challenger_score, outcome.challenger_volumes) == (0.7, {"second": 0.4})
