@@ -1,6 +1,6 @@
 """Benchmark: label efficiency of the query arms when a model meets a new scan (issue 18).
 
-Two source → target scenarios from ../shared/data, each a model trained on one scan meeting
+Three source → target scenarios from ../shared/data, each a model trained on one scan meeting
 another part of the material imaged differently:
 
 * ``nmc``: MATBOX NMC cathode labels (pore, NMC, carbon binder). Source: a 128² crop of
@@ -8,6 +8,10 @@ another part of the material imaged differently:
   another crop (z 120–215, y/x 160–287) imaged with less binder contrast, a wider PSF
   (σ 1.6), more noise (σ 3000) and beam-hardening drift (radial cupping of 25 % and a
   15 % intensity drift along z).
+* ``cupping``: the same crops as ``nmc``; the target imaged as ``make demo``'s new scan
+  (``tomoloop.demo.new_scan``): a harder beam (radial cupping of 35 %, a 20 % drift along
+  z), a wider PSF (σ 1.2) and less binder contrast at the source's noise (σ 1800). The
+  shifted model is wrong mostly where the cupping moves grey values (the slices' centres).
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
@@ -42,6 +46,7 @@ from tomoloop.active.shift_setup import (
     quick,
     read_shift_data,
 )
+from tomoloop.demo import new_scan
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.labels.synthetic import beam_hardening, forward_model
 from tomoloop.report.plots import plot_domain_shift
@@ -52,16 +57,26 @@ OUT = ROOT / "bench" / "out"
 CONTROLS = ("random/slice", "random/region", "foreground_random/region")
 
 
-def nmc(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _nmc_crops(data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The source and target label crops of the MATBOX NMC labels (z, y, x) uint8."""
     labels = tifffile.imread(data / "matbox_nmc_cbd_labels.tif")
     source = np.ascontiguousarray(labels[0:96, 0:128, 0:128])
-    target = np.ascontiguousarray(labels[120:216, 160:288, 160:288])
+    return source, np.ascontiguousarray(labels[120:216, 160:288, 160:288])
+
+
+def nmc(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    source, target = _nmc_crops(data)
     source_gray = forward_model(source, seed=1)
     shifted = forward_model(
         target, grey_levels=(9000.0, 30000.0, 12500.0), psf_sigma=1.6, noise_sigma=3000.0, seed=2
     ).astype(np.float32)
     target_gray = np.clip(beam_hardening(shifted, 0.25, 0.15), 0, 65535).astype(np.uint16)
     return (source_gray, source), (target_gray, target)
+
+
+def cupping(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    source, target = _nmc_crops(data)
+    return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
 
 
 def weave(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -79,6 +94,7 @@ def weave(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, 
 
 SCENARIOS = {
     "nmc": (nmc, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
+    "cupping": (cupping, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
     "weave": (weave, PhaseMap.parse("background=0,phase1=1,phase2=2")),
 }
 

@@ -26,6 +26,8 @@ def test_the_new_scan_images_the_same_electrode_with_less_binder_contrast(tmp_pa
     assert contrast(again) < 0.7 * contrast(first)
     centre, edge = again[:, 56:72, 56:72], again[:, :8, :8]  # radial cupping darkens the centre
     assert centre[g[:, 56:72, 56:72] == 1].mean() < edge[g[:, :8, :8] == 1].mean()
+    first_half, last_half = again[: len(g) // 2], again[len(g) // 2 :]  # drift along z
+    assert last_half[g[len(g) // 2 :] == 1].mean() > first_half[g[: len(g) // 2] == 1].mean()
 
 
 def test_rough_labels_are_drawn_slice_by_slice():
