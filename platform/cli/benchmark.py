@@ -16,9 +16,9 @@ benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True
 @benchmark_app.command("al")
 def benchmark_al(
     phases: Annotated[str, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
-    gray: Annotated[Path | None, typer.Option(help="Grayscale stack (slice mode).")] = None,
+    gray: Annotated[str | None, typer.Option(help="Grayscale stack (slice mode).")] = None,
     labels: Annotated[
-        Path | None, typer.Option(help="Gold label stack (the direct oracle; slice mode).")
+        str | None, typer.Option(help="Gold label stack (the direct oracle; slice mode).")
     ] = None,
     source: Annotated[
         list[str] | None,

@@ -60,12 +60,12 @@ def _show_export(result: dict) -> None:
 @coco_app.command("from-stack")
 def coco_from_stack(
     labels: Annotated[
-        Path,
+        str,
         typer.Option("--labels", help=f"Label stack (binarized or multiphase): {STACK_FORMATS}."),
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new or empty).")],
     gray: Annotated[
-        Path | None, typer.Option("--gray", help="Grayscale stack: exported as 8-bit PNG images.")
+        str | None, typer.Option("--gray", help="Grayscale stack: exported as 8-bit PNG images.")
     ] = None,
     phase: Annotated[
         list[str] | None,
@@ -115,7 +115,7 @@ def coco_from_stack(
     from tomoloop.labels.splits import parse_fractions
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.stacks.checks import scan_label_values
-    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.opener import open_stack, source_name
     from tomoloop.stacks.stack import AXES
 
     if connectivity not in (4, 8):
@@ -156,7 +156,7 @@ def coco_from_stack(
                 )
                 n = label_stack.shape["zyx".index(axis)]
                 with progress_bar(disable=as_json) as bar:
-                    task = bar.add_task(f"{labels.name} → COCO", total=n)
+                    task = bar.add_task(f"{source_name(labels)} → COCO", total=n)
                     return convert_stack(
                         label_stack,
                         out_dir,

@@ -13,12 +13,12 @@ from tomoloop.errors import TomoloopError
 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where results go.")] = Path("demo-out"),
-    gray: Annotated[Path | None, typer.Option(help="Your grayscale stack (with --labels).")] = None,
+    gray: Annotated[str | None, typer.Option(help="Your grayscale stack (with --labels).")] = None,
     labels: Annotated[
-        Path | None, typer.Option(help="Your rough label stack (with --gray).")
+        str | None, typer.Option(help="Your rough label stack (with --gray).")
     ] = None,
     gold: Annotated[
-        Path | None, typer.Option(help="Exact labels the oracle answers from (default --labels).")
+        str | None, typer.Option(help="Exact labels the oracle answers from (default --labels).")
     ] = None,
     phases: Annotated[
         str | None, typer.Option(help="Phase map of your stacks, e.g. 'pore=0,nmc=1,cbd=2'.")
@@ -58,9 +58,9 @@ def demo(
     run(
         lambda: demo_flow(
             str(out_dir),
-            None if gray is None else str(gray),
-            None if labels is None else str(labels),
-            None if gold is None else str(gold),
+            gray,
+            labels,
+            gold,
             phases,
             rounds=rounds,
             budget=budget,

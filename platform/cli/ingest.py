@@ -1,25 +1,30 @@
 """``tomoloop ingest`` and ``tomoloop gold``: stacks and gold labels into the registry."""
 
 from functools import partial
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import STACK_FORMATS, JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import (
+    STACK_FORMATS,
+    DatasetOpt,
+    JsonFlag,
+    VoxelOpt,
+    parse_voxel_size,
+)
 from tomoloop.cli.output import print_result
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
 
 
 def ingest(
-    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
+    gray: Annotated[str, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     name: Annotated[
         str, typer.Option("--name", help="Volume name (and dataset name without --add-to).")
     ],
     phases: Annotated[str, typer.Option("--phases", help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
     labels: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--labels",
             help="Label stack of the same shape; leave it out with --add-to for a scan "
@@ -68,8 +73,8 @@ def ingest(
         check_split_fills(stack.shape[0], fractions)
     run(
         lambda: ingest_flow(
-            gray=str(gray),
-            labels=None if labels is None else str(labels),
+            gray=gray,
+            labels=labels,
             name=name,
             phases=phases,
             voxel_size=size,
@@ -86,9 +91,9 @@ def ingest(
 
 def gold(
     labels: Annotated[
-        Path, typer.Argument(help=f"Gold label stack of the volume: {STACK_FORMATS}.")
+        str, typer.Argument(help=f"Gold label stack of the volume: {STACK_FORMATS}.")
     ],
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     volume: Annotated[str, typer.Option(help="Registered volume name.")],
     splits: Annotated[str, typer.Option(help="Splits to label, comma-separated.")] = "val,test",
     as_json: JsonFlag = False,
@@ -100,7 +105,7 @@ def gold(
     if not chosen or not set(chosen) <= {"train", "val", "test"}:
         raise TomoloopError(f"--splits {splits!r}: a comma-separated subset of train,val,test")
     run(
-        lambda: add_gold(dataset, volume, str(labels), chosen),
+        lambda: add_gold(dataset, volume, labels, chosen),
         as_json,
         partial(print_result, f"gold labels for {dataset}"),
         children=True,

@@ -1,7 +1,6 @@
 """``tomoloop microstructure``: phase volume fractions, specific surface areas,
 tortuosity factors and particle-size distributions of a label stack."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,7 @@ from tomoloop.errors import TomoloopError
 
 
 def microstructure_command(
-    labels: Annotated[Path, typer.Argument(help=f"Label stack: {STACK_FORMATS}.")],
+    labels: Annotated[str, typer.Argument(help=f"Label stack: {STACK_FORMATS}.")],
     phases: Annotated[
         str | None, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2 (default: values).")
     ] = None,
@@ -44,7 +43,7 @@ def microstructure_command(
     from tomoloop.metrics.structure import microstructure
     from tomoloop.particles.reassembly import phase_size_distribution
     from tomoloop.stacks.checks import scan_label_values
-    from tomoloop.stacks.opener import open_stack
+    from tomoloop.stacks.opener import open_stack, source_name
     from tomoloop.training.trainer import resolve_device
 
     if not axes or set(axes) - set("zyx"):
@@ -57,7 +56,7 @@ def microstructure_command(
             )
             volume = stack.read()
             size = stack.voxel_size
-        check_declared(volume, phase_map, labels.name)
+        check_declared(volume, phase_map, source_name(labels))
         if size is None:
             err.print("no voxel size in the file or --voxel-size: lengths and areas are in voxels")
         unknown = [p for p in particles or () if p not in phase_map.names]
@@ -81,7 +80,7 @@ def microstructure_command(
             )
         return result
 
-    run(work, as_json, lambda result: _show_structure(labels.name, axes, result))
+    run(work, as_json, lambda result: _show_structure(source_name(labels), axes, result))
 
 
 def _show_structure(stack_name: str, axes: str, result: dict) -> None:

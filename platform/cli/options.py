@@ -17,8 +17,8 @@ import typer
 from tomoloop.errors import TomoloopError
 
 STACK_FORMATS = (
-    "TIFF, HDF5 (FILE.h5[:/dataset]), Zarr / OME-Zarr, a folder of slices, or raw "
-    "FILE:ZxYxX:DTYPE (docs/formats.md)"
+    "TIFF (a path or a URL such as s3://bucket/scan.tif), HDF5 (FILE.h5[:/dataset]), Zarr / "
+    "OME-Zarr, a folder of slices, or raw FILE:ZxYxX:DTYPE (docs/formats.md)"
 )
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 VoxelOpt = Annotated[
@@ -27,7 +27,12 @@ VoxelOpt = Annotated[
         "--voxel-size", help="Voxel size in µm: one value or 'z,y,x' (overrides metadata)."
     ),
 ]
+DatasetOpt = Annotated[str, typer.Option(help="Dataset name.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+MinGapOpt = Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")]
+PerVolumeOpt = Annotated[
+    int | None, typer.Option(help="At most this many slices of one volume per round.")
+]
 PortOpt = Annotated[int, typer.Option(help="Port on 127.0.0.1.")]
 MethodOpt = Annotated[str, typer.Option(help="entropy, margin, bald, tta or ensemble.")]
 AggregationOpt = Annotated[str, typer.Option(help="mean, top_percentile or foreground_weighted.")]
@@ -122,8 +127,10 @@ def parse_options(items: list[str] | None) -> dict:
 def stack_files(
     sources: Mapping[str, str | os.PathLike[str] | None],
 ) -> dict[str, Path | None]:
-    """The file or folder each stack source reads (``scan.h5:/exchange/data`` → ``scan.h5``):
-    the inputs :func:`tomoloop.outputs.check_outputs` keeps outputs away from."""
+    """The local file or folder each stack source reads (``scan.h5:/exchange/data`` →
+    ``scan.h5``; ``None`` for a URL, which no local output can overwrite): the inputs
+    :func:`tomoloop.outputs.check_outputs` keeps outputs away from."""
     from tomoloop.stacks.opener import source_path
+    from tomoloop.stacks.remote import is_url
 
-    return {name: None if s is None else source_path(s) for name, s in sources.items()}
+    return {name: None if s is None or is_url(s) else source_path(s) for name, s in sources.items()}

@@ -26,7 +26,7 @@ flaws_app = typer.Typer(
 
 
 def particles_command(
-    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
+    gray: Annotated[str, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered Mask R-CNN model version id.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (must be new).")],
     flaw_model: Annotated[
@@ -60,6 +60,7 @@ def particles_command(
     from tomoloop.flows.instances import particles
     from tomoloop.outputs import Output, check_outputs
     from tomoloop.particles.reassembly import PARTIAL_RULES
+    from tomoloop.stacks.opener import source_name
 
     if not axes or set(axes) - set("zyx") or len(set(axes)) != len(axes):
         raise TomoloopError(f"--axes {axes!r}: a subset of zyx, e.g. --axes zyx")
@@ -70,7 +71,7 @@ def particles_command(
     )
     run(
         lambda: particles(
-            str(gray),
+            gray,
             model,
             str(out_dir),
             axes,
@@ -84,7 +85,7 @@ def particles_command(
             partial_rule,
         ),
         as_json,
-        partial(print_result, f"particles of {gray.name}"),
+        partial(print_result, f"particles of {source_name(gray)}"),
         children=True,
     )
 

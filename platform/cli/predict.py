@@ -22,7 +22,7 @@ from tomoloop.errors import TomoloopError
 
 
 def predict(
-    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
+    gray: Annotated[str, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     model: Annotated[int, typer.Option(help="Registered model version id.")],
     out_path: Annotated[Path, typer.Option("--out", help="Labels to write (TIFF or OME-Zarr).")],
     uncertainty: Annotated[

@@ -1,6 +1,5 @@
 """``tomoloop stack``: inspect grayscale and label stacks."""
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ stack_app = typer.Typer(help="Inspect grayscale and label stacks.", no_args_is_h
 
 @stack_app.command("info")
 def stack_info(
-    path: Annotated[Path, typer.Argument(help=f"Stack: {STACK_FORMATS}.")],
+    path: Annotated[str, typer.Argument(help=f"Stack: {STACK_FORMATS}.")],
     voxel_size: VoxelOpt = None,
     as_json: JsonFlag = False,
 ) -> None:

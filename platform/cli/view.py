@@ -14,16 +14,16 @@ SAME_SHAPE = "same shape as the grey stack"
 
 
 def view(
-    gray: Annotated[Path, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
+    gray: Annotated[str, typer.Argument(help=f"Grayscale stack: {STACK_FORMATS}.")],
     labels: Annotated[
-        Path | None, typer.Option(help=f"Label stack (phase values), {SAME_SHAPE}.")
+        str | None, typer.Option(help=f"Label stack (phase values), {SAME_SHAPE}.")
     ] = None,
     prediction: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help=f"Predicted classes (tomoloop predict --out), {SAME_SHAPE}."),
     ] = None,
     uncertainty: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help=f"Per-voxel uncertainty (tomoloop predict --uncertainty), {SAME_SHAPE}."),
     ] = None,
     phases: Annotated[

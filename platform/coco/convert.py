@@ -411,8 +411,8 @@ def _convert_into(
         particle_of_node = linker.particle_ids() if linker is not None else None
         info = {
             "description": f"tomoloop COCO export of {labels.path.name}",
-            "labels": str(labels.path),
-            "gray": str(gray.path) if gray is not None else None,
+            "labels": labels.source,  # absolute, with its dataset / layout, or a URL
+            "gray": gray.source if gray is not None else None,
             "phases": str(phases),
             "axis": options.axis,
             "connectivity": options.connectivity,

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
         present_values,
         scan_label_values,
     )
-    from tomoloop.stacks.opener import open_stack, parse_source, source_path
+    from tomoloop.stacks.opener import open_stack, parse_source, source_name, source_path
     from tomoloop.stacks.png import write_png
     from tomoloop.stacks.stack import (
         AXES,
@@ -49,6 +49,7 @@ __all__ = [
     "percentile_window",
     "present_values",
     "scan_label_values",
+    "source_name",
     "source_path",
     "to_uint8",
     "unzip_to",

@@ -11,6 +11,8 @@ A stack source is a path, optionally followed by where the volume is inside it:
 - ``slices/`` — a folder of 2D TIFF or PNG slices, in natural order (2 before 10);
 - ``scan.raw:ZxYxX:DTYPE[:OFFSET]`` — raw binary (C order, ``DTYPE`` a NumPy name such as
   ``uint16`` or ``>u2`` for big-endian, ``OFFSET`` header bytes to skip).
+- ``s3://bucket/scan.tif`` (any fsspec URL) — a TIFF stack in an object store, read in
+  byte ranges as slices are asked for (:mod:`tomoloop.stacks.remote`).
 
 The whole source is what the registry keeps, so every command and flow reopens the same
 volume from it.
@@ -21,12 +23,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from tomoloop.errors import StackReadError
 from tomoloop.stacks.remote import is_url, open_remote
 from tomoloop.stacks.stack import Stack, VoxelSize
 
+URL_SUFFIXES = (".tif", ".tiff")  # the format read from URLs
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nxs", ".nx5", ".cxi")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
@@ -101,6 +105,15 @@ def source_path(source: str | os.PathLike[str]) -> Path:
     return parse_source(source).path
 
 
+def source_name(source: str | os.PathLike[str]) -> str:
+    """The name of the file a stack source reads, for messages: ``scan.h5`` for
+    ``/d/scan.h5:/exchange/data``, ``scan.tif`` for ``s3://bucket/run/scan.tif``."""
+    text = os.fspath(source)
+    if is_url(text):
+        return PurePosixPath(urlsplit(text).path).name
+    return source_path(text).name
+
+
 def open_stack(source: str | os.PathLike[str], voxel_size: VoxelSize | None = None) -> Stack:
     """Open a stack lazily, whatever its format (see the module docstring for sources).
 
@@ -117,7 +130,13 @@ def open_stack(source: str | os.PathLike[str], voxel_size: VoxelSize | None = No
     if is_url(source):  # a TIFF at a URL: read in byte ranges (tomoloop.stacks.remote)
         from tomoloop.stacks.tiff import open_tiff
 
-        return open_tiff(open_remote(os.fspath(source)), voxel_size, os.fspath(source))
+        url = os.fspath(source)
+        if not source_name(url).lower().endswith(URL_SUFFIXES):
+            raise StackReadError(
+                f"stack {url}: only TIFF stacks (.tif, .tiff) are read from URLs; copy the "
+                "file to a local disk, or convert it to TIFF"
+            )
+        return open_tiff(open_remote(url), voxel_size, url)
     parsed = parse_source(source)
     p = parsed.path
     if not p.exists():

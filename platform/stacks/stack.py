@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from tomoloop.errors import StackReadError, StackValidationError
+from tomoloop.stacks.remote import is_url
 
 Axis = Literal["z", "y", "x"]
 AXES: tuple[Axis, ...] = ("z", "y", "x")
@@ -112,9 +113,13 @@ def zyx_voxel_size(sizes: dict[str, float | None]) -> VoxelSize | None:
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """sha256 (hex) of a file, read in 4 MiB chunks."""
+    """sha256 (hex) of a file, or of the object at a URL (``s3://bucket/key``), read in
+    4 MiB chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    remote = is_url(path)
+    if remote:
+        import fsspec  # only for a URL: every local file would pay its import
+    with fsspec.open(os.fspath(path), "rb") if remote else open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
@@ -312,9 +317,12 @@ class Stack:
 
     def content_sha256(self) -> str:
         """sha256 (hex) naming this stack's content: the file's own sha256 for a whole file
-        (a TIFF), else a digest of every file read plus the dataset / layout in the source
-        (two datasets of one HDF5 file, or two layouts of one raw file, differ).
+        (a TIFF, local or at a URL), else a digest of every file read plus the dataset /
+        layout in the source (two datasets of one HDF5 file, or two layouts of one raw file,
+        differ).
         """
+        if is_url(self.source):  # a remote TIFF: the object's own sha256
+            return file_sha256(self.source)
         files = self._reader.files()
         inner = self.source[len(str(self.path.absolute())) :]
         if files == [self.path] and not inner:

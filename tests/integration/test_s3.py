@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
+import sys
 import time
 import uuid
 import zipfile
@@ -145,3 +147,93 @@ def test_a_stack_on_s3_is_read_slice_by_slice_in_byte_ranges(s3_env, prefix, tmp
 def test_a_missing_stack_on_s3_is_one_clear_error(s3_env, prefix):
     with pytest.raises(StackReadError, match=f"stack s3://{s3_env.bucket}/{prefix}/no.tif does"):
         open_stack(f"s3://{s3_env.bucket}/{prefix}/no.tif")
+
+
+def _upload(s3, prefix: str, name: str, volume: np.ndarray, local_dir) -> tuple[str, str]:
+    """Write ``volume`` as a TIFF in ``local_dir`` and upload it: (its URL, its sha256)."""
+    local = write_stack(local_dir / name, volume, (0.5, 0.25, 0.25))
+    s3.client.upload_file(str(local), s3.bucket, f"{prefix}/{name}")
+    return f"s3://{s3.bucket}/{prefix}/{name}", hashlib.sha256(local.read_bytes()).hexdigest()
+
+
+def test_stack_info_reads_a_stack_at_an_s3_url_through_the_cli(s3_env, prefix, tmp_path):
+    volume = np.random.default_rng(1).integers(0, 255, (6, 20, 24), dtype=np.uint8)
+    url, _ = _upload(s3_env, prefix, "scan.tif", volume, tmp_path)
+
+    result = CliRunner().invoke(app, ["stack", "info", url, "--json"])
+
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["source"] == url  # the URL kept whole, not collapsed to s3:/bucket
+    assert (info["shape_zyx"], info["dtype"], info["voxel_size_um"]) == (
+        [6, 20, 24],
+        "uint8",
+        [0.5, 0.25, 0.25],
+    )
+
+
+def test_a_stack_at_an_s3_url_in_another_format_is_one_clear_line(s3_env, prefix):
+    url = f"s3://{s3_env.bucket}/{prefix}/scan.h5"
+
+    done = subprocess.run(  # the command as a process: exit status and output as users see
+        [sys.executable, "-m", "tomoloop.cli", "stack", "info", url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 2, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error.startswith(f"stack {url}: only TIFF stacks (.tif, .tiff) are read from URLs")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_ingest_and_coco_read_their_stacks_from_s3_urls(
+    s3_env, prefix, tmp_path, monkeypatch, electrode_volume
+):
+    registry_url = f"sqlite:///{tmp_path / 'registry.sqlite'}"
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", registry_url)
+    gray = (electrode_volume * 80 + 20).astype(np.uint8)
+    gray_url, gray_sha = _upload(s3_env, prefix, "gray.tif", gray, tmp_path)
+    labels_url, _ = _upload(s3_env, prefix, "labels.tif", electrode_volume, tmp_path)
+    runner = CliRunner()
+
+    ingested = runner.invoke(
+        app,
+        ["ingest", gray_url, "--labels", labels_url, "--name", "s3scan",
+         "--phases", "pore=0,nmc=1,cbd=2", "--json"],
+    )  # fmt: skip
+
+    assert ingested.exit_code == 0, ingested.output
+    volume = Registry.from_url(registry_url).volume_named("s3scan")
+    assert (volume.path, volume.sha256) == (gray_url, gray_sha)  # the object's own sha256
+    assert (volume.shape_z, volume.shape_y, volume.shape_x) == gray.shape
+
+    from_s3, local = tmp_path / "coco-s3", tmp_path / "coco-local"
+    for labels, out in ((labels_url, from_s3), (str(tmp_path / "labels.tif"), local)):
+        done = runner.invoke(
+            app,
+            ["coco", "from-stack", "--labels", labels, "--out", str(out),
+             "--phases", "pore=0,nmc=1,cbd=2", "--json"],
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+    files = _files(local)
+    assert files and files == _files(from_s3)
+    for name in files:  # the same instances, whatever the stack was read from
+        if name.suffix != ".json":
+            assert (from_s3 / name).read_bytes() == (local / name).read_bytes(), name
+            continue
+        remote, here = (
+            json.loads((from_s3 / name).read_text()),
+            json.loads((local / name).read_text()),
+        )
+        assert remote["info"].pop("labels") == labels_url  # where it was read from
+        here["info"].pop("labels")
+        assert remote == here, name
+
+
+def _files(folder) -> list:
+    """Every file under ``folder``, relative to it, sorted."""
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())

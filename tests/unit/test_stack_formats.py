@@ -19,7 +19,13 @@ from PIL import Image
 
 from tomoloop.errors import StackReadError
 from tomoloop.stacks.folder import natural_key
-from tomoloop.stacks.opener import RawLayout, StackSource, open_stack, parse_source
+from tomoloop.stacks.opener import (
+    RawLayout,
+    StackSource,
+    open_stack,
+    parse_source,
+    source_name,
+)
 from tomoloop.stacks.stack import file_sha256
 
 VOL = np.random.default_rng(3).integers(0, 4000, (6, 9, 11), dtype=np.uint16)
@@ -294,6 +300,31 @@ def test_parse_source(tmp_path):
     )
     assert parse_source("missing.zarr:/0") == StackSource(parse_source("missing.zarr").path, "/0")
     assert parse_source("plain.tif").inner is None
+
+
+def test_source_name_is_the_file_a_source_reads(tmp_path):
+    h5 = tmp_path / "scan.h5"
+    h5.touch()
+    assert source_name(f"{h5}:/exchange/data") == "scan.h5"
+    assert source_name("v.raw:8x64x64:uint16") == "v.raw"
+    assert source_name("s3://bucket/run 7/scan.tif") == "scan.tif"
+
+
+def test_a_url_is_no_local_input_for_the_output_check(tmp_path):
+    from tomoloop.cli.options import stack_files
+
+    local = tmp_path / "a.h5"
+    local.touch()
+    assert stack_files({"GRAY": "s3://b/scan.tif", "LABELS": f"{local}:/l", "X": None}) == {
+        "GRAY": None,
+        "LABELS": local,
+        "X": None,
+    }
+
+
+def test_a_url_to_a_format_other_than_tiff_is_refused_before_any_request():
+    with pytest.raises(StackReadError, match=r"only TIFF stacks \(\.tif, \.tiff\) are read"):
+        open_stack("s3://bucket/scan.zarr")
 
 
 def _write(kind, path, volume):
