@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tomoloop.cli.options import DeviceOpt, JsonFlag, PortOpt
+from tomoloop.cli.options import DatasetOpt, DeviceOpt, JsonFlag, PortOpt
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
 
@@ -131,7 +131,7 @@ def _show_push(result: dict) -> None:
 
 
 def pull_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     as_json: JsonFlag = False,
 ) -> None:
     """Pull new annotations of a dataset's project into the registry (tier annotator), send

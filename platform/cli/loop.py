@@ -8,10 +8,13 @@ import typer
 
 from tomoloop.cli.options import (
     BudgetPxOpt,
+    DatasetOpt,
     DeviceOpt,
     JsonFlag,
     MarginOpt,
     MinDistanceOpt,
+    MinGapOpt,
+    PerVolumeOpt,
     RegionOpt,
     StrategyOpt,
     ToleranceOpt,
@@ -25,11 +28,11 @@ from tomoloop.errors import TomoloopError
 
 
 def al_round_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     strategy: StrategyOpt = "bald",
     budget: Annotated[int, typer.Option(help="Slices in the round.")] = 8,
-    per_volume: Annotated[int | None, typer.Option(help="At most this many per volume.")] = None,
-    min_gap: Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")] = 3,
+    per_volume: PerVolumeOpt = None,
+    min_gap: MinGapOpt = 3,
     model: Annotated[int | None, typer.Option(help="Scoring model (default champion).")] = None,
     cost_aware: Annotated[
         bool, typer.Option(help="Rank by score per expected second of annotation.")
@@ -88,7 +91,7 @@ def al_round_command(
 
 
 def retrain_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     fine_tune: Annotated[bool, typer.Option(help="Start from the champion's weights.")] = True,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
@@ -129,11 +132,11 @@ def promote_command(
 
 
 def loop_command(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     rounds: Annotated[int, typer.Option(help="Most rounds to run.")] = 3,
     strategy: StrategyOpt = "bald",
     budget: Annotated[int, typer.Option(help="Slices per round.")] = 8,
-    min_gap: Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")] = 3,
+    min_gap: MinGapOpt = 3,
     annotator: Annotated[
         str, typer.Option(help="oracle (answers from --truth) or human (stop after the push).")
     ] = "oracle",
@@ -155,9 +158,7 @@ def loop_command(
     patience: Annotated[int, typer.Option(help="Stop after this many rounds without gain.")] = 2,
     margin: MarginOpt = 0.0,
     fraction_tolerance: ToleranceOpt = 0.05,
-    per_volume: Annotated[
-        int | None, typer.Option(help="At most this many slices of one volume per round.")
-    ] = None,
+    per_volume: PerVolumeOpt = None,
     volume: VolumeOpt = None,
     device: DeviceOpt = "auto",
     unit: UnitOpt = "slice",

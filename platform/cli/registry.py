@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from tomoloop.cli.lookup import find_dataset, int_ref, open_registry
-from tomoloop.cli.options import JsonFlag
+from tomoloop.cli.options import DatasetOpt, JsonFlag
 from tomoloop.cli.output import print_rows
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -42,7 +42,7 @@ def registry_datasets(as_json: JsonFlag = False) -> None:
 
 @registry_app.command("refresh")
 def registry_refresh(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     as_json: JsonFlag = False,
 ) -> None:
     """Freeze the next version of a dataset: its slices and splits, each slice with its

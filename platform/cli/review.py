@@ -1,11 +1,9 @@
 """``tomoloop review``: the review tier, labels a second person approves or corrects."""
 
-from typing import Annotated
-
 import typer
 
 from tomoloop.cli.lookup import open_registry
-from tomoloop.cli.options import JsonFlag
+from tomoloop.cli.options import DatasetOpt, JsonFlag
 from tomoloop.cli.output import out, print_rows
 from tomoloop.cli.runner import run
 
@@ -16,7 +14,7 @@ review_app = typer.Typer(
 
 @review_app.command("status")
 def review_status(
-    dataset: Annotated[str, typer.Option(help="Dataset name.")],
+    dataset: DatasetOpt,
     as_json: JsonFlag = False,
 ) -> None:
     """Reviews of a dataset by state and reason, and inter-annotator agreement (mean Dice
