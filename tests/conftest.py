@@ -18,6 +18,14 @@ if "PREFECT_HOME" not in os.environ:  # the session's own, removed when the sess
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tomoloop-prefect-")
     atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 
+# Prefect sets up its logging (console handlers bound to the sys.stderr of the moment) when
+# ``prefect.main`` is first imported. Imported first inside a CliRunner invocation (commands
+# import flows lazily), the handlers would keep that invocation's buffer, closed after it,
+# and every later flow's log line would print "--- Logging error ---" with a traceback into
+# the next command's output. A user's process sets it up with the real stderr; so does the
+# test session, here.
+import prefect.main  # noqa: F401
+
 
 def balls(shape: tuple[int, int, int], centres, radii) -> np.ndarray:
     """uint8 (z, y, x) volume with value 1 inside each ball."""
