@@ -77,12 +77,7 @@ def al_round_command(
             seed,
             push=push,
             instance_model=instance_model,
-            device=device,
-            unit=unit,
-            region=region,
-            budget_px=budget_px,
-            min_distance=min_distance,
-            volumes=tuple(volume or ()),
+            **_query(volume, device, unit, region, budget_px, min_distance),
         ),
         as_json,
         lambda result: print_result(f"round {result['round']} of {dataset}", result),
@@ -194,15 +189,30 @@ def loop_command(
             patience,
             margin=margin,
             fraction_tolerance=fraction_tolerance,
-            device=device,
-            unit=unit,
-            region=region,
-            budget_px=budget_px,
-            min_distance=min_distance,
             per_volume=per_volume,
-            volumes=tuple(volume or ()),
+            **_query(volume, device, unit, region, budget_px, min_distance),
         ),
         as_json,
         partial(print_result, f"active learning on {dataset}"),
         children=True,
     )
+
+
+def _query(
+    volume: list[str] | None,
+    device: str,
+    unit: str,
+    region: int,
+    budget_px: int | None,
+    min_distance: int | None,
+) -> dict:
+    """The options ``round`` and ``loop`` pass on alike: where to choose, on which device,
+    and the unit (slices, or regions of ``region``² px for ``budget_px`` pixels a round)."""
+    return {
+        "volumes": tuple(volume or ()),
+        "device": device,
+        "unit": unit,
+        "region": region,
+        "budget_px": budget_px,
+        "min_distance": min_distance,
+    }

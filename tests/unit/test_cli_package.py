@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from tomoloop import lifeline
-from tomoloop.cli import json_requested
+from tomoloop.cli import app, json_requested
 from tomoloop.cli.runner import Entry, run
 
 HEAVY = {"torch", "sqlalchemy", "prefect", "detectron2", "fastapi", "label_studio_sdk",
@@ -136,3 +136,36 @@ def test_the_embedded_prefect_sends_no_telemetry_unless_the_user_asks(monkeypatc
     assert Settings().server.analytics_enabled is False
     assert is_telemetry_enabled() is False
     assert Settings().server.ephemeral.startup_timeout_seconds == 300
+
+
+@pytest.mark.parametrize(
+    "args, flow, expected",
+    [
+        (
+            ["round", "--dataset", "d", "--unit", "region", "--region", "16", "--budget-px",
+             "512", "--min-distance", "20", "--volume", "scan2", "--device", "cpu",
+             "--no-push", "--seed", "4"],
+            "al_round",
+            {"volumes": ("scan2",), "device": "cpu", "unit": "region", "region": 16,
+             "budget_px": 512, "min_distance": 20, "push": False},
+        ),
+        (
+            ["loop", "--dataset", "d", "--annotator", "human", "--unit", "region",
+             "--budget-px", "1024", "--volume", "a", "--volume", "b", "--per-volume", "2",
+             "--margin", "0.01"],
+            "loop",
+            {"volumes": ("a", "b"), "device": "auto", "unit": "region", "region": 32,
+             "budget_px": 1024, "min_distance": None, "per_volume": 2, "margin": 0.01},
+        ),
+    ],
+)  # fmt: skip
+def test_round_and_loop_hand_their_options_to_the_flow(monkeypatch, args, flow, expected):
+    """What the command line says reaches the flow (the flow itself is tested for real in
+    tests/integration/test_loop.py); here it only records what it was given."""
+    import tomoloop.flows.loop as flows
+
+    given: dict = {}
+    monkeypatch.setattr(flows, flow, lambda *a, **kw: given.update(kw) or {"rounds": []})
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    assert {k: given[k] for k in expected} == expected
