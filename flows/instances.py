@@ -45,6 +45,7 @@ from tomoloop.services import (
     remove_resume_points,
     training_run,
 )
+from tomoloop.stacks.opener import source_name
 from tomoloop.training.trainer import resolve_device
 
 # Tagged like the semantic fit (`flows/train.py`) for the same concurrency limit.
@@ -119,7 +120,7 @@ def particles(
     grey = read_grey(gray, voxel_size)
     if not grey.has_voxel_size:
         log.warning("%s has no voxel size (give --voxel-size): lengths are in voxels", gray)
-    log.info("predicting %s slices of %s", "/".join(axes), Path(gray).name)
+    log.info("predicting %s slices of %s", "/".join(axes), source_name(gray))
     labels = particle_labels(net, grey, axes, phase, reassembly)
     header = {"gray": gray, "model_version": model_id, "flaw_model_version": flaw_model_id}
     summary = particle_report(

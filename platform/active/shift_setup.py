@@ -16,6 +16,7 @@ from tomoloop.active.strategies import STRATEGIES
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.stacks.opener import open_stack, source_path
+from tomoloop.stacks.remote import is_url
 from tomoloop.stacks.stack import Stack
 from tomoloop.training.data import LabelledSlice
 from tomoloop.training.trainer import TrainConfig
@@ -179,8 +180,14 @@ def parse_pair(text: str) -> tuple[Path, Path]:
     both sides name existing files, else at the last colon.
 
     Raises:
-        BenchmarkError: not two non-empty paths.
+        BenchmarkError: not two non-empty paths, or a URL (the pairs are local files: a
+            colon cannot tell a URL's scheme from the pair's separator).
     """
+    if is_url(text):
+        raise BenchmarkError(
+            f"{text!r}: --source and --target pairs read local files, not URLs; copy the "
+            "scans to a local disk (--gray and --labels take URLs)"
+        )
     cuts = [k for k, char in enumerate(text) if char == ":"]
     found = next(
         (k for k in cuts if source_path(text[:k]).exists() and source_path(text[k + 1 :]).exists()),

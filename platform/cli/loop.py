@@ -204,7 +204,7 @@ def _query(
     unit: str,
     region: int,
     budget_px: int | None,
-    min_distance: int | None,
+    min_distance: float | None,
 ) -> dict:
     """The options ``round`` and ``loop`` pass on alike: where to choose, on which device,
     and the unit (slices, or regions of ``region``² px for ``budget_px`` pixels a round)."""

@@ -30,7 +30,7 @@ from tomoloop.errors import StackReadError
 from tomoloop.stacks.remote import is_url, open_remote
 from tomoloop.stacks.stack import Stack, VoxelSize
 
-URL_SUFFIXES = (".tif", ".tiff")  # the format read from URLs
+URL_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")  # TIFF and BigTIFF: read from URLs
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nxs", ".nx5", ".cxi")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
@@ -133,7 +133,7 @@ def open_stack(source: str | os.PathLike[str], voxel_size: VoxelSize | None = No
         url = os.fspath(source)
         if not source_name(url).lower().endswith(URL_SUFFIXES):
             raise StackReadError(
-                f"stack {url}: only TIFF stacks (.tif, .tiff) are read from URLs; copy the "
+                f"stack {url}: only TIFF stacks (.tif, .tiff, .btf) are read from URLs; copy the "
                 "file to a local disk, or convert it to TIFF"
             )
         return open_tiff(open_remote(url), voxel_size, url)

@@ -184,7 +184,7 @@ def test_a_stack_at_an_s3_url_in_another_format_is_one_clear_line(s3_env, prefix
 
     assert done.returncode == 2, done.stderr
     error = json.loads(done.stdout)["error"]
-    assert error.startswith(f"stack {url}: only TIFF stacks (.tif, .tiff) are read from URLs")
+    assert error.startswith(f"stack {url}: only TIFF stacks (.tif, .tiff, .btf) are read from URLs")
     assert "Traceback" not in done.stderr
 
 

@@ -93,6 +93,8 @@ def test_a_bad_arm_is_refused_with_what_to_write(text, says):
 
 def test_a_source_is_a_gray_and_a_label_stack_joined_by_a_colon():
     assert parse_pair("a/g.tif:b/l.tif") == (Path("a/g.tif"), Path("b/l.tif"))
+    with pytest.raises(BenchmarkError, match="pairs read local files, not URLs"):
+        parse_pair("s3://b/g.tif:s3://b/l.tif")
     for bad in ("gray.tif", ":l.tif", "g.tif:"):
         with pytest.raises(BenchmarkError, match="GRAY:LABELS"):
             parse_pair(bad)

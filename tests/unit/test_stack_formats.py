@@ -323,7 +323,7 @@ def test_a_url_is_no_local_input_for_the_output_check(tmp_path):
 
 
 def test_a_url_to_a_format_other_than_tiff_is_refused_before_any_request():
-    with pytest.raises(StackReadError, match=r"only TIFF stacks \(\.tif, \.tiff\) are read"):
+    with pytest.raises(StackReadError, match=r"only TIFF stacks \(\.tif, \.tiff, \.btf\) are read"):
         open_stack("s3://bucket/scan.zarr")
 
 
