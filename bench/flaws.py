@@ -29,7 +29,7 @@ from tomoloop.particles.flaws import (
     SEED_FLAWS,
     FlawTrainConfig,
     is_flawed,
-    particle_inputs,
+    labelled_inputs,
     slice_scores,
     train_classifier,
 )
@@ -57,15 +57,7 @@ def particle_set(
     every other one cracked."""
     cracked = [i % 2 == 0 for i in range(n)]
     grey, labels, _ = cracked_particles((28, 28, 28 * n), 11, cracked, seed=seed)
-    grey = harder(grey, seed, blur, noise)
-    images, targets, counts = [], [], []
-    for pid, crack in enumerate(cracked, start=1):
-        zs = np.nonzero((labels == pid).any(axis=(1, 2)))[0]
-        inputs = particle_inputs(grey, labels, pid, (int(zs.min()), int(zs.max()) + 1))
-        images.append(inputs)
-        targets += [int(crack)] * len(inputs)
-        counts.append(len(inputs))
-    return np.concatenate(images), np.array(targets), counts
+    return labelled_inputs(harder(grey, seed, blur, noise), labels, cracked)
 
 
 def accuracies(net, test, device) -> tuple[float, float]:

@@ -118,6 +118,22 @@ def particle_inputs(
     return np.stack([classifier_input(grey[z], labels[z] == pid) for z in chosen])
 
 
+def labelled_inputs(
+    grey: np.ndarray, labels: np.ndarray, flawed: Sequence[bool]
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Classifier examples of particles ``1..len(flawed)`` of (Z, Y, X) ``labels`` over the
+    uint8 ``grey`` volume, particle ``i + 1`` flawed when ``flawed[i]``: inputs (k, 128,
+    128), their 0/1 labels (k,), and how many slices each particle gave (in id order)."""
+    images, targets, counts = [], [], []
+    for pid, flaw in enumerate(flawed, start=1):
+        zs = np.nonzero((labels == pid).any(axis=(1, 2)))[0]
+        inputs = particle_inputs(grey, labels, pid, (int(zs.min()), int(zs.max()) + 1))
+        images.append(inputs)
+        targets += [int(flaw)] * len(inputs)
+        counts.append(len(inputs))
+    return np.concatenate(images), np.array(targets), counts
+
+
 def particle_scores(
     net: FlawNet,
     grey: np.ndarray,

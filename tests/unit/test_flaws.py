@@ -17,8 +17,8 @@ from tomoloop.particles.flaws import (
     classifier_input,
     flaw_volume,
     is_flawed,
+    labelled_inputs,
     load_classifier,
-    particle_inputs,
     save_classifier,
     slice_indices,
     slice_scores,
@@ -88,13 +88,8 @@ def test_flaw_volume_maps_only_the_flawed_particles():
 def _particle_set(n_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     cracked = [i % 2 == 0 for i in range(n_particles)]
     grey, labels, _ = cracked_particles((28, 28, 28 * n_particles), 11, cracked, seed=seed)
-    images, targets = [], []
-    for pid, crack in enumerate(cracked, start=1):
-        zs = np.nonzero((labels == pid).any(axis=(1, 2)))[0]
-        inputs = particle_inputs(grey, labels, pid, (int(zs.min()), int(zs.max()) + 1))
-        images.append(inputs)
-        targets += [int(crack)] * len(inputs)
-    return np.concatenate(images), np.array(targets)
+    images, targets, _ = labelled_inputs(grey, labels, cracked)
+    return images, targets
 
 
 @pytest.mark.slow  # trains a network
