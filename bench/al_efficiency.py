@@ -144,6 +144,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the shared/data folder")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="a CI-sized run")
+    parser.add_argument(
+        "--replay", action="store_true", help="fine-tune on source slices too (half the patches)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, target = write_scenario(args.scenario, args.data)
@@ -153,6 +156,7 @@ def main() -> None:
         rounds=args.rounds,
         budget_px=args.budget_px,
         region=args.region,
+        replay=args.replay,
     )
     if args.quick:
         setup = quick(setup)
@@ -168,7 +172,8 @@ def main() -> None:
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)
-    stem = OUT / f"al_shift_{args.scenario}{'_quick' if args.quick else ''}"
+    tags = ("_replay" if args.replay else "") + ("_quick" if args.quick else "")
+    stem = OUT / f"al_shift_{args.scenario}{tags}"
     document["plot"] = str(plot_domain_shift(document, stem.with_suffix(".png")))
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2))
     print(

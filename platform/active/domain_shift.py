@@ -141,8 +141,30 @@ def full_data_model(seed: int, start: dict, data: ShiftData, setup: ShiftSetup) 
     weight = tier_weight(ANNOTATOR)
     pool = [replace(s, weight=weight) for s in data.target.pool]
     for round_ in range(setup.rounds):
-        fine_tune(model, pool, data, replace(setup.fine_tune, seed=seed * 1000 + round_), setup)
+        slices = _replayed(pool, data, setup, seed, round_)
+        fine_tune(model, slices, data, replace(setup.fine_tune, seed=seed * 1000 + round_), setup)
     return _test_miou(model, data, setup)
+
+
+def with_replay(
+    slices: Sequence[LabelledSlice], sources: Sequence[LabelledSlice], rng: np.random.Generator
+) -> list[LabelledSlice]:
+    """``slices`` and as many of ``sources`` (fewer if there are fewer), drawn without
+    replacement: patches are drawn per slice, so the sources get half of a fine-tune's
+    patches whatever the number of target slices."""
+    count = min(len(slices), len(sources))
+    drawn = rng.choice(len(sources), size=count, replace=False)
+    return [*slices, *(sources[int(k)] for k in np.sort(drawn))]
+
+
+def _replayed(
+    slices: list[LabelledSlice], data: ShiftData, setup: ShiftSetup, seed: int, round_: int
+) -> list[LabelledSlice]:
+    """A round's fine-tuning slices: ``slices``, with source slices when the setup
+    replays them (their own random stream, so the arms' queries do not change)."""
+    if not setup.replay:
+        return slices
+    return with_replay(slices, data.source_train, np.random.default_rng([seed, 2, round_]))
 
 
 def _options(strategy: str, model: _Model, setup: ShiftSetup) -> ScoreOptions:
@@ -273,7 +295,7 @@ def arm_curve(
         extra = pseudo_labels(model, data, labels, setup) if arm.self_training else []
         slices = [replace(data.target.pool[i], labels=m, weight=weight) for i, m in labels.items()]
         config = replace(setup.fine_tune, seed=seed * 1000 + round_)
-        fine_tune(model, slices + extra, data, config, setup)
+        fine_tune(model, _replayed(slices + extra, data, setup, seed, round_), data, config, setup)
         curve.append((labelled_count(labels), _test_miou(model, data, setup)))
     return curve
 
@@ -339,6 +361,7 @@ def domain_shift(
         "region": setup.region,
         "rounds": setup.rounds,
         "seeds": setup.seeds,
+        "replay": setup.replay,
         "pool_slices": len(pool),
         "pool_pixels": int(sum(s.labels.size for s in pool)),
     }

@@ -31,6 +31,12 @@ def benchmark_al(
     region: Annotated[int, typer.Option(help="Region side in pixels.")] = 32,
     budget_px: Annotated[int, typer.Option(help="Labelled target pixels per round.")] = 4096,
     quick: Annotated[bool, typer.Option("--quick", help="A CI-sized domain-shift run.")] = False,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay", help="Domain-shift mode: fine-tune on source slices too (half the patches)."
+        ),
+    ] = False,
     strategies: Annotated[
         str | None,
         typer.Option(
@@ -70,7 +76,7 @@ def benchmark_al(
 
     if target is not None or source:
         _benchmark_shift(
-            phases, source or [], target, unit, region, budget_px, quick, strategies,
+            phases, source or [], target, unit, region, budget_px, quick, replay, strategies,
             seeds, rounds, plot, str(resolve_device(device)), as_json,
         )  # fmt: skip
         return
@@ -130,6 +136,7 @@ def _benchmark_shift(
     region: int,
     budget_px: int,
     quick: bool,
+    replay: bool,
     strategies: str | None,
     seeds: int,
     rounds: int,
@@ -157,6 +164,7 @@ def _benchmark_shift(
         rounds=rounds,
         budget_px=budget_px,
         region=region,
+        replay=replay,
         device=device,
     )
     setup = shift.quick(setup) if quick else setup

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from tomoloop.active.domain_shift import domain_shift, pseudo_labels, summarise
+from tomoloop.active.domain_shift import domain_shift, pseudo_labels, summarise, with_replay
 from tomoloop.active.label_efficiency import area_under
 from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
@@ -25,6 +25,7 @@ from tomoloop.active.shift_setup import (
 from tomoloop.labels.phases import IGNORE, PhaseMap
 from tomoloop.report.plots import plot_domain_shift
 from tomoloop.stacks.opener import open_stack
+from tomoloop.training.data import LabelledSlice
 
 PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
 
@@ -147,6 +148,23 @@ def test_shift_data_refuses_no_source(tmp_path, electrode_volume):
         shift_data([], (g, lab), PHASES)
 
 
+def _labelled(value: int) -> LabelledSlice:
+    return LabelledSlice(np.full((4, 4), value / 10, np.float32), np.full((4, 4), value, np.uint8))
+
+
+def test_replay_gives_the_sources_as_many_slices_as_the_target_has_and_keeps_the_target():
+    target = [_labelled(1), _labelled(2)]
+    sources = [_labelled(v) for v in range(3, 9)]
+    mixed = with_replay(target, sources, np.random.default_rng(0))
+    assert mixed[:2] == target and len(mixed) == 4
+    drawn = [s.labels[0, 0] for s in mixed[2:]]
+    assert len(set(drawn)) == 2 and set(drawn) <= set(range(3, 9))  # no slice twice
+    many = [_labelled(1)] * 9  # more target slices than sources: every source once
+    assert sorted(
+        s.labels[0, 0] for s in with_replay(many, sources, np.random.default_rng(0))[9:]
+    ) == list(range(3, 9))
+
+
 @pytest.mark.usefixtures("one_thread")
 def test_pseudo_labels_never_cover_what_a_person_painted(data):
     setup = quick(ShiftSetup(region=16))
@@ -211,12 +229,13 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
     result = _cli(
         "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
         "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice,bald,bald+self",
-        "--region", "16", "--budget-px", "512", "--quick", "--device", "cpu",
+        "--region", "16", "--budget-px", "512", "--quick", "--replay", "--device", "cpu",
         "--plot", tmp_path / "shift.png", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
+    assert doc["replay"] is True
     assert set(doc["strategies"]) == {"random/slice", "bald/region", "bald+self/region"}
     gain = doc["full_data_miou"] - doc["initial_miou"]
     assert doc["valid"] == (gain >= 0.05)
