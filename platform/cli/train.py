@@ -69,7 +69,9 @@ def train(
     option: Annotated[
         list[str] | None, typer.Option(help="Network option KEY=VALUE, e.g. base=8.")
     ] = None,
-    no_augment: Annotated[bool, typer.Option(help="Switch augmentation off.")] = False,
+    no_augment: Annotated[
+        bool, typer.Option("--no-augment", help="Switch augmentation off.")
+    ] = False,
     row_removal: Annotated[
         int | None,
         typer.Option(help="Add K row-removed copies of each slice (Tabassum et al. n.d.: 10)."),

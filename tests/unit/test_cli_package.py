@@ -119,6 +119,22 @@ def test_every_command_help_renders():
         assert "Usage" in done.output, path
 
 
+def test_no_flag_reads_as_a_double_negation():
+    """A bool option named ``no_x`` gets typer's ``--no-no-x`` as its off switch unless its
+    flag is spelled out; no command may offer such a flag."""
+    from tomoloop.cli import app
+
+    root = typer.main.get_command(app)
+    flags = []
+    for path in _command_paths(root):
+        command = root
+        for name in path:
+            command = command.commands[name]
+        flags += [f for p in command.params for f in (*p.opts, *p.secondary_opts)]
+    assert "--no-augment" in flags
+    assert not [f for f in flags if f.startswith("--no-no-")]
+
+
 def test_the_embedded_prefect_sends_no_telemetry_unless_the_user_asks(monkeypatch):
     """Prefect reads the names tomoloop sets: its server's telemetry service is off and its
     client does not track."""
