@@ -29,32 +29,42 @@ from tomoloop.networks.unet import UNet
 
 _SLOPE = 0.01  # LeakyReLU slope (Tabassum et al. n.d., App. §II: no value)
 SCHEDULES = ("joint", "two_stage")  # MatPhase training schedules (see MatPhase)
+PADDINGS = ("neighbours", "zero")  # what LCGAR's 3×3 convolutions read past the window
+WINDOW_CHUNK = 8192  # windows through the zero-padded LCGAR trunk at a time
 
 
 class LCGAR(nn.Module):
     """LCGAR (Tabassum et al. n.d., App. Table I) at every pixel of an image or on given patches.
 
-    Table I pads its 3×3 convolutions with zeros inside a ``patch``² window; here the
-    window's neighbouring pixels take the place of those zeros, so a pixel's decision reads
-    a (patch + 12)² window: the ``patch``² window whose pooled grid is flattened, plus the
-    6-pixel ring its four 3×3 convolutions reach. That keeps the dense pass exact
-    (:meth:`forward` equals :meth:`classify_patches` on the cut-out windows). The pixel sits
-    at row and column ``patch // 2`` of its ``patch``² window.
+    Table I pads its 3×3 convolutions with zeros inside a ``patch``² window
+    (``padding="zero"``, each pixel's window run through the layers on its own). By default
+    (``padding="neighbours"``) the window's neighbouring pixels take the place of those
+    zeros, so a pixel's decision reads a (patch + 12)² window: the ``patch``² window whose
+    pooled grid is flattened, plus the 6-pixel ring its four 3×3 convolutions reach; the
+    dense pass is then a few convolutions over the whole image. Either way :meth:`forward`
+    equals :meth:`classify_patches` on the cut-out windows. The pixel sits at row and
+    column ``patch // 2`` of its ``patch``² window.
 
     The layers after the flatten (FC 128, dropout, batch norm, FC n_classes) are one
     :attr:`head` on rows of features, one row per pixel: the pixels are the batch, as in
     Tabassum et al. n.d. (App. §II), who train LCGAR on batches of 1024 pixels.
     """
 
-    context = 6  # pixels the 3×3 convolutions reach around the window: 1 + 1 + 2 · (1 + 1)
-
     def __init__(
-        self, in_channels: int = 1, n_classes: int = 2, patch: int = 8, dropout: float = 0.2
+        self,
+        in_channels: int = 1,
+        n_classes: int = 2,
+        patch: int = 8,
+        dropout: float = 0.2,
+        padding: str = "neighbours",
     ) -> None:
         super().__init__()
         if patch < 4 or patch % 4:
             raise ValueError(f"LCGAR patch side {patch} must be a positive multiple of 4")
+        if padding not in PADDINGS:
+            raise ValueError(f"LCGAR padding {padding!r}: choose one of {', '.join(PADDINGS)}")
         self.patch = patch
+        self.padding = padding
         self.grid = patch // 4  # side of the pooled grid that is flattened
         self.conv1 = nn.ModuleList([nn.Conv2d(in_channels, 32, 3), nn.Conv2d(32, 32, 3)])
         self.conv2 = nn.ModuleList([nn.Conv2d(32, 16, 3), nn.Conv2d(16, 16, 3)])
@@ -68,21 +78,30 @@ class LCGAR(nn.Module):
         )
 
     @property
+    def context(self) -> int:
+        """Pixels the 3×3 convolutions reach around the window: 1 + 1 + 2 · (1 + 1), or 0
+        where they read zeros there."""
+        return 6 if self.padding == "neighbours" else 0
+
+    @property
     def window(self) -> int:
         """Side of the input a pixel's decision reads: patch + 2 · context."""
         return self.patch + 2 * self.context
 
     def _trunk(self, x: torch.Tensor, dense: bool) -> torch.Tensor:
-        """Table I up to the flatten, unpadded. On windows (``dense=False``): 2×2 pooling
-        of stride 2, (M, C, window, window) → (M, 8, grid, grid). Dense: stride-1 pooling
-        and dilations doubling after each pooling, (N, C, h, w) → (N, 8, h − 15, w − 15),
-        the pooled grid of a window at offsets 4·(i, j) from its first cell.
+        """Table I up to the flatten, unpadded (zero-padded with ``padding="zero"``). On
+        windows (``dense=False``): 2×2 pooling of stride 2, (M, C, window, window) → (M, 8,
+        grid, grid). Dense (neighbours only): stride-1 pooling and dilations doubling after
+        each pooling, (N, C, h, w) → (N, 8, h − 15, w − 15), the pooled grid of a window at
+        offsets 4·(i, j) from its first cell.
         """
+        zeros = int(self.padding == "zero")
         for level, convs in enumerate((self.conv1, self.conv2)):
             dilation = 2**level if dense else 1
             for conv in convs:
                 conv = cast(nn.Conv2d, conv)  # nn.ModuleList is not generic
-                x = F.leaky_relu(F.conv2d(x, conv.weight, conv.bias, dilation=dilation), _SLOPE)
+                x = F.conv2d(x, conv.weight, conv.bias, padding=zeros, dilation=dilation)
+                x = F.leaky_relu(x, _SLOPE)
             x = F.max_pool2d(x, 2, stride=1, dilation=dilation) if dense else F.max_pool2d(x, 2)
         for conv in self.conv3:
             x = F.leaky_relu(conv(x), _SLOPE)
@@ -95,15 +114,46 @@ class LCGAR(nn.Module):
         :meth:`classify_patches` flattens.
         """
         height, width = images.shape[-2:]
-        before = self.patch // 2 + self.context
-        after = self.window - 1 - before
-        x = self._trunk(F.pad(images, (before, after, before, after), mode="reflect"), True)
+        if self.padding == "zero":
+            rows = self._window_rows(images, None)
+            grids = rows.reshape(images.shape[0], height, width, -1).permute(0, 3, 1, 2)
+            return torch.cat([grids, ugsm_logits], dim=1)
+        x = self._trunk(self._reflected(images), True)
         cells = [
             x[..., 4 * i : 4 * i + height, 4 * j : 4 * j + width]
             for i in range(self.grid)
             for j in range(self.grid)
         ]
         return torch.cat([torch.stack(cells, dim=2).flatten(1, 2), ugsm_logits], dim=1)
+
+    def rows(
+        self, images: torch.Tensor, ugsm_logits: torch.Tensor, chosen: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`features` of the ``chosen`` pixels only, (M,) flat indices into (N, H, W)
+        → (M, 8·grid² + n_classes); with zero padding only their windows are computed."""
+        if self.padding == "neighbours":
+            features = self.features(images, ugsm_logits)
+            return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[chosen]
+        logits = ugsm_logits.permute(0, 2, 3, 1).reshape(-1, ugsm_logits.shape[1])[chosen]
+        return torch.cat([self._window_rows(images, chosen), logits], dim=1)
+
+    def _reflected(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) reflected at the borders so that every pixel has its whole window."""
+        before = self.patch // 2 + self.context
+        after = self.window - 1 - before
+        return F.pad(images, (before, after, before, after), mode="reflect")
+
+    def _window_rows(self, images: torch.Tensor, chosen: torch.Tensor | None) -> torch.Tensor:
+        """Each pixel's (or each ``chosen`` flat pixel's) window through the trunk on its own,
+        (N, C, H, W) → (M, 8·grid²), M = N·H·W or len(chosen); the windows in chunks of
+        :data:`WINDOW_CHUNK`."""
+        channels = images.shape[1]
+        columns = F.unfold(self._reflected(images), self.window).transpose(1, 2)
+        windows = columns.reshape(-1, channels, self.window, self.window)
+        if chosen is not None:
+            windows = windows[chosen]
+        parts = [self._trunk(part, dense=False).flatten(1) for part in windows.split(WINDOW_CHUNK)]
+        return torch.cat(parts) if parts else windows.new_zeros(0, 8 * self.grid**2)
 
     def forward(self, images: torch.Tensor, ugsm_logits: torch.Tensor) -> torch.Tensor:
         """Dense LCGAR: images (N, C, H, W) in [−1, 1] and UGSM logits (N, n_classes, H, W)
@@ -160,6 +210,9 @@ class MatPhase(nn.Module):
     ``curriculum_ramp`` the curriculum (:func:`curriculum_mask`); ``lcgar_pixels`` caps the admitted
     pixels the LCGAR trains on per batch (``None``: all of them).
 
+    ``lcgar_padding``: what the LCGAR's 3×3 convolutions read past a pixel's window, its
+    real ``"neighbours"`` (tomoloop's default) or Table I's ``"zero"`` s (see :class:`LCGAR`).
+
     ``schedule``: ``"joint"`` (tomoloop's default) trains UGSM and LCGAR together from the
     start; ``"two_stage"`` is the appendix's (App. §II: UGSM 100 epochs, then LCGAR 15 on its
     output): the first ``ugsm_share`` of training (default 100/115) trains only the UGSM, the
@@ -188,6 +241,7 @@ class MatPhase(nn.Module):
         lcgar_pixels: int | None = 4096,
         schedule: str = "joint",
         ugsm_share: float = 100 / 115,
+        lcgar_padding: str = "neighbours",
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
@@ -198,7 +252,9 @@ class MatPhase(nn.Module):
         self.ugsm_share = ugsm_share
         self.multiple = max(SIDE_MULTIPLE, 2**depth)
         self.ugsm = UNet(in_channels, n_classes, base=base, depth=depth, dropout=dropout)
-        self.lcgar = LCGAR(in_channels, n_classes, patch=patch, dropout=lcgar_dropout)
+        self.lcgar = LCGAR(
+            in_channels, n_classes, patch=patch, dropout=lcgar_dropout, padding=lcgar_padding
+        )
         self.curriculum_start = curriculum_start
         self.curriculum_ramp = curriculum_ramp
         self.lcgar_pixels = lcgar_pixels
@@ -271,8 +327,7 @@ class MatPhase(nn.Module):
         chosen = sample_pixels(
             self.admitted(ugsm_logits, target, progress, among), self.lcgar_pixels
         )
-        features = self.lcgar.features(self.scale_input(images), ugsm_logits.detach())
-        rows = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])[chosen]
+        rows = self.lcgar.rows(self.scale_input(images), ugsm_logits.detach(), chosen)
         lcgar_logits = self.lcgar.head(rows).T[None, :, :, None]
         lcgar_weight = None if weight is None else _column(weight, chosen)
         return loss(lcgar_logits, _column(target, chosen), lcgar_weight)

@@ -66,10 +66,11 @@ def test_lrcsnet_depths_are_options_either_side_may_be_the_deeper():
     assert model(torch.zeros(1, 1, 16, 16)).shape == (1, 3, 16, 16)
 
 
+@pytest.mark.parametrize("padding", ["neighbours", "zero"])
 @pytest.mark.parametrize("patch", [4, 8, 12])
-def test_dense_lcgar_equals_table_i_on_a_cut_out_patch(patch):
+def test_dense_lcgar_equals_table_i_on_a_cut_out_patch(patch, padding):
     torch.manual_seed(0)
-    lcgar = LCGAR(in_channels=1, n_classes=3, patch=patch).eval()
+    lcgar = LCGAR(in_channels=1, n_classes=3, patch=patch, padding=padding).eval()
     norm = next(m for m in lcgar.modules() if isinstance(m, nn.BatchNorm1d))
     norm.running_mean.normal_()
     norm.running_var.uniform_(0.5, 2.0)
@@ -82,9 +83,47 @@ def test_dense_lcgar_equals_table_i_on_a_cut_out_patch(patch):
         padded = torch.nn.functional.pad(images, (before, after, before, after), mode="reflect")
         for y, x in [(0, 0), (5, 17), (16, 16), (31, 30)]:
             window = padded[:, :, y : y + lcgar.window, x : x + lcgar.window]
-            assert window.shape[-2:] == (patch + 12, patch + 12)
+            side = patch + 12 if padding == "neighbours" else patch
+            assert window.shape[-2:] == (side, side)
             single = lcgar.classify_patches(window, ugsm_logits[:, :, y, x])
             torch.testing.assert_close(single, dense[:, :, y, x], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", ["neighbours", "zero"])
+def test_lcgar_rows_are_the_dense_features_of_the_chosen_pixels(padding):
+    torch.manual_seed(0)
+    lcgar = LCGAR(in_channels=1, n_classes=3, patch=8, padding=padding)
+    images, logits = torch.rand(2, 1, 16, 16) * 2 - 1, torch.randn(2, 3, 16, 16)
+    chosen = torch.tensor([0, 17, 255, 256, 511])
+    dense = lcgar.features(images, logits).permute(0, 2, 3, 1).reshape(-1, 8 * 4 + 3)
+    torch.testing.assert_close(lcgar.rows(images, logits, chosen), dense[chosen])
+
+
+def test_zero_padded_lcgar_reads_only_its_window_and_the_default_reads_the_ring_around_it():
+    torch.manual_seed(0)
+    images, logits = torch.rand(1, 1, 32, 32) * 2 - 1, torch.randn(1, 3, 32, 32)
+    changed = images.clone()
+    changed[:, :, 16 - 4 - 3, :] = 0.5  # 3 rows above pixel (16, 16)'s 8² window
+    for padding, moves in (("zero", False), ("neighbours", True)):
+        lcgar = LCGAR(in_channels=1, n_classes=3, patch=8, padding=padding).eval()
+        with torch.no_grad():
+            before, after = lcgar(images, logits), lcgar(changed, logits)
+        assert bool((before[..., 16, 16] != after[..., 16, 16]).any()) is moves, padding
+
+
+def test_zero_padded_matphase_trains_its_lcgar_on_the_chosen_pixels_windows():
+    torch.manual_seed(0)
+    model = _tiny_matphase(lcgar_pixels=64, lcgar_padding="zero")
+    images, target = torch.rand(2, 1, 16, 16), torch.randint(0, 3, (2, 16, 16))
+    model.training_loss(images, target, None, cross_entropy, 1.0).backward()
+    grads = [p.grad for p in model.lcgar.conv1.parameters()]
+    assert all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert model(images).shape == (2, 3, 16, 16)
+
+
+def test_lcgar_padding_must_be_known():
+    with pytest.raises(ValueError, match="neighbours, zero"):
+        LCGAR(padding="same")
 
 
 def test_lcgar_patch_must_be_a_multiple_of_4():
