@@ -32,6 +32,24 @@ def dataset(tmp_path, monkeypatch, registry_url, electrode_volume, ingest_electr
     return Registry.from_url(registry_url)
 
 
+@pytest.mark.slow  # builds and trains a ResNet-50 FPN
+@pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
+def test_the_r50_mask_rcnn_goes_through_train_and_particles(tmp_path, dataset):
+    """The depth the issue and Detectron2's model zoo name, through the front door: two
+    iterations, registered with its AP, then `particles` with it on the stack."""
+    r50 = [*TINY, "--depth", "50", "--iterations", "2"]  # the last --depth wins
+    result = CliRunner().invoke(app, ["train", "--dataset", "nmc", *r50, "--json"])
+    assert result.exit_code == 0, result.output
+    trained = json.loads(result.output)
+    model = dataset.model(trained["model_version"])
+    assert model.config["train"]["depth"] == 50 and 0 <= trained["segm_AP"] <= 1
+    out = tmp_path / "particles"
+    args = ["particles", str(tmp_path / "gray.tif"), "--model", str(model.id), "--out", str(out)]
+    found = CliRunner().invoke(app, [*args, "--json"])
+    assert found.exit_code == 0, found.output
+    assert tifffile.imread(out / "labels.tif").shape == (20, 40, 48)
+
+
 @pytest.mark.slow  # trains a network
 @pytest.mark.parametrize("registry_url", ["sqlite"], indirect=True)
 def test_maskrcnn_trains_registers_its_ap_and_finds_particles(tmp_path, dataset):
