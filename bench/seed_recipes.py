@@ -12,7 +12,7 @@ II), and the paper's own figures (other data, same protocol) are printed beside 
 Run: ``.venv/bin/python bench/seed_recipes.py [--runs matphase:default,matphase:seed,…]
 [--epochs 8] [--patches-per-epoch 128] [--patch 64]``; a run is ``ARCH:RECIPE`` with
 ``:KEY=VALUE`` network options after it (``matphase:default:lcgar_padding=zero``). Output:
-``bench/out/seed_recipes.json``.
+``bench/out/seed_recipes.json`` (``--out``).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--patches-per-epoch", type=int, default=128)
     parser.add_argument("--patch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT / "seed_recipes.json")
     args = parser.parse_args()
     budget = ("--epochs", str(args.epochs), "--patches-per-epoch", str(args.patches_per_epoch),
               "--patch", str(args.patch), "--seed", str(args.seed), "--device", "cpu")  # fmt: skip
@@ -119,9 +120,9 @@ def main() -> None:
                               "--recipe", recipe, *budget, *extra)  # fmt: skip
             rows.append(row(run, result, time.perf_counter() - start))
             print(json.dumps(rows[-1]), flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     document = {"budget": budget, "rows": rows, "paper": PAPER}
-    (OUT / "seed_recipes.json").write_text(json.dumps(document, indent=2))
+    args.out.write_text(json.dumps(document, indent=2))
     print("\n| run | mIoU | mDSC | mIoU per patch | fIU | F1 pore / nmc / cbd "
           "| best 5 acc | lowest 5 acc | s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
