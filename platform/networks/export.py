@@ -11,7 +11,9 @@ dynamic batch.
 
 Not exportable: LRCS-Net to TorchScript — its max-unpooling checks its output size with
 ``torch._check_value``, which fails under tracing (torch 2.14) and scripting cannot compile
-the network; its ONNX export works. Everything else exports to both.
+the network; its ONNX export works. A MatPhase with ``lcgar_padding=zero`` to neither — its
+LCGAR runs each pixel's window in chunks, a loop a traced graph fixes to the example's size.
+Everything else exports to both.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def check_exportable(spec: ModelSpec, fmt: str) -> None:
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}: choose {' or '.join(FORMATS)}")
     reason = NOT_EXPORTABLE.get((spec.architecture, fmt))
+    if spec.options.get("lcgar_padding") == "zero":
+        raise ExportError(
+            "a MatPhase with lcgar_padding=zero cannot be exported (its LCGAR runs each "
+            "pixel's window in chunks, which a traced graph fixes to the example's size): "
+            "train it with the default lcgar_padding to export it"
+        )
     if reason is not None:
         raise ExportError(
             f"a {spec.architecture} cannot be exported to {fmt} ({reason}): export it as "

@@ -109,7 +109,7 @@ class LCGAR(nn.Module):
 
     def features(self, images: torch.Tensor, ugsm_logits: torch.Tensor) -> torch.Tensor:
         """Every pixel's flattened pooled grid ⊕ its UGSM logits: images (N, C, H, W) in
-        [−1, 1] (reflected at the borders, so H and W > patch/2 + 6) and logits
+        [−1, 1] (reflected at the borders, so H and W > patch/2 + :attr:`context`) and logits
         (N, n_classes, H, W) → (N, 8·grid² + n_classes, H, W), in the order
         :meth:`classify_patches` flattens.
         """

@@ -140,6 +140,13 @@ def test_lrcsnet_is_refused_as_torchscript_with_the_reason():
         export_network(model, spec, "torchscript")
 
 
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_zero_padded_matphase_is_refused_before_a_graph_fixed_to_one_size(fmt):
+    spec = ModelSpec("matphase", 1, 3, {"base": 4, "lcgar_padding": "zero"}, tile=32)
+    with pytest.raises(ExportError, match="lcgar_padding=zero cannot be exported"):
+        export_network(spec.build().eval(), spec, fmt)
+
+
 @pytest.mark.slow  # the dynamo ONNX exporter takes 10–60 s per network here
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_every_architecture_exports_to_onnx_equal_to_pytorch(arch):

@@ -104,11 +104,15 @@ def test_zero_padded_lcgar_reads_only_its_window_and_the_default_reads_the_ring_
     images, logits = torch.rand(1, 1, 32, 32) * 2 - 1, torch.randn(1, 3, 32, 32)
     changed = images.clone()
     changed[:, :, 16 - 4 - 3, :] = 0.5  # 3 rows above pixel (16, 16)'s 8² window
+    inside = images.clone()
+    inside[:, :, 16 - 4, :] = 0.5  # the window's first row
     for padding, moves in (("zero", False), ("neighbours", True)):
         lcgar = LCGAR(in_channels=1, n_classes=3, patch=8, padding=padding).eval()
         with torch.no_grad():
             before, after = lcgar(images, logits), lcgar(changed, logits)
+            within = lcgar(inside, logits)
         assert bool((before[..., 16, 16] != after[..., 16, 16]).any()) is moves, padding
+        assert bool((before[..., 16, 16] != within[..., 16, 16]).any()), padding
 
 
 def test_zero_padded_matphase_trains_its_lcgar_on_the_chosen_pixels_windows():
