@@ -43,6 +43,8 @@ def test_the_r50_mask_rcnn_goes_through_train_and_particles(tmp_path, dataset):
     trained = json.loads(result.output)
     model = dataset.model(trained["model_version"])
     assert model.config["train"]["depth"] == 50 and 0 <= trained["segm_AP"] <= 1
+    registered = {m.name: m.value for m in dataset.metrics(model.id) if m.split == "test"}
+    assert registered["segm_AP"] == trained["segm_AP"]
     out = tmp_path / "particles"
     args = ["particles", str(tmp_path / "gray.tif"), "--model", str(model.id), "--out", str(out)]
     found = CliRunner().invoke(app, [*args, "--json"])
