@@ -55,7 +55,7 @@ PAPER = {
 def write_scan(folder: Path) -> tuple[Path, Path]:
     """The forward-modelled grey stack (uint16) and its labels, (251, 128, 128) each."""
     labels = tifffile.imread(DATA / "matbox_nmc_cbd_labels.tif")[:, :SIDE, :SIDE]
-    gray = np.clip(forward_model(labels), 0, 65535).astype(np.uint16)
+    gray = forward_model(labels)  # uint16 already
     paths = folder / "gray.tif", folder / "labels.tif"
     tifffile.imwrite(paths[0], gray)
     tifffile.imwrite(paths[1], labels.astype(np.uint8))
@@ -79,11 +79,11 @@ def row(run: str, result: dict, seconds: float) -> dict:
     """The figures both papers report, from ``train --json``."""
     f1 = {name: c["dice"] for name, c in result["per_class"].items()}
     keys = ("mIoU", "mDSC", "mIoU_per_patch", "mIoU_per_patch_std", "mDSC_per_patch", "fIU")
-    extremes = ("best5_accuracy", "best5_accuracy_std", "lowest5_accuracy")
+    extremes = ("best5_accuracy", "best5_accuracy_std", "lowest5_accuracy", "lowest5_accuracy_std")
     return {
         "run": run,
         "model_version": result["model_version"],
-        **{k: result[k] for k in (*keys, *extremes, "lowest5_accuracy_std")},
+        **{k: result[k] for k in (*keys, *extremes)},
         "F1": f1,
         "seconds": seconds,
     }
