@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument(
         "--replay", action="store_true", help="fine-tune on source slices too (half the patches)"
     )
+    parser.add_argument(
+        "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     source, target = write_scenario(args.scenario, args.data)
@@ -169,11 +172,14 @@ def main() -> None:
             f"{name} seed {seed} ({seconds:.0f} s): " + ", ".join(f"{n}→{m:.3f}" for n, m in curve),
             flush=True,
         ),
+        on_reference=lambda initial, full: print(
+            f"sources only {initial:.4f}, full data {full:.4f}", flush=True
+        ),
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)
     tags = ("_replay" if args.replay else "") + ("_quick" if args.quick else "")
-    stem = OUT / f"al_shift_{args.scenario}{tags}"
+    stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"
     document["plot"] = str(plot_domain_shift(document, stem.with_suffix(".png")))
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2))
     print(

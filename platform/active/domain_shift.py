@@ -332,16 +332,19 @@ def domain_shift(
     data: ShiftData,
     setup: ShiftSetup,
     on_curve: Callable[[str, int, Curve, float], None] = lambda *_: None,
+    on_reference: Callable[[float, float], None] = lambda *_: None,
 ) -> dict:
     """Run every arm for every seed; the :func:`summarise` document plus the setup's unit
-    figures, the pool's size and the seconds each arm took (``on_curve(arm, seed, curve,
-    seconds)`` after each).
+    figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
+    once both seed-mean mIoUs are known, before any arm; ``on_curve(arm, seed, curve,
+    seconds)`` after each arm's seed).
     """
     starts = {seed: initial_model(seed, data, setup) for seed in range(setup.seeds)}
     full = float(
         np.mean([full_data_model(s, starts[s][0], data, setup) for s in range(setup.seeds)])
     )
     initial = float(np.mean([starts[s][1] for s in range(setup.seeds)]))
+    on_reference(initial, full)
     curves: dict[str, list[Curve]] = {}
     seconds: dict[str, float] = {}
     for arm in setup.arms:

@@ -177,6 +177,9 @@ def _benchmark_shift(
                 f"[cyan]•[/] {name} seed {seed} ({seconds:.0f} s): "
                 + ", ".join(f"{n}→{m:.3f}" for n, m in curve)
             ),
+            on_reference=lambda initial, full: err.print(
+                f"[cyan]•[/] sources only {initial:.4f}, all target labels {full:.4f}"
+            ),
         )
         if plot is not None:
             document["plot"] = str(plot_domain_shift(document, plot))

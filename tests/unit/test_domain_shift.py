@@ -188,8 +188,13 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
     arms = parse_arms("random/slice,random,bald+self,hybrid")
     setup = quick(ShiftSetup(arms, rounds=2, budget_px=2 * 16 * 16, region=16))
     seen = []
-    doc = domain_shift(data, setup, on_curve=lambda *a: seen.append(a[:2]))
-    assert seen == [(a.name, 0) for a in arms]
+    doc = domain_shift(
+        data,
+        setup,
+        on_curve=lambda *a: seen.append(a[:2]),
+        on_reference=lambda *a: seen.append(a),
+    )
+    assert seen == [(doc["initial_miou"], doc["full_data_miou"])] + [(a.name, 0) for a in arms]
     slice_px = data.target.pool[0].labels.size
     for name, result in doc["strategies"].items():
         xs = [n for n, _ in result["curve"]]
@@ -236,6 +241,9 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
     doc = json.loads(result.stdout)
     assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
     assert doc["replay"] is True
+    reference = f"sources only {doc['initial_miou']:.4f}, all target labels "
+    assert reference + f"{doc['full_data_miou']:.4f}" in result.stderr  # before the arms' lines
+    assert result.stderr.index(reference) < result.stderr.index("random/slice seed 0")
     assert set(doc["strategies"]) == {"random/slice", "bald/region", "bald+self/region"}
     gain = doc["full_data_miou"] - doc["initial_miou"]
     assert doc["valid"] == (gain >= 0.05)
