@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -100,14 +101,18 @@ SCENARIOS = {
 
 
 def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
-    """The scenario's source and target (gray, labels) TIFFs under bench/out/<name>/."""
+    """The scenario's source and target (gray, labels) TIFFs under bench/out/<name>/, each
+    written beside and renamed into place: runs of one scenario side by side never read a
+    half-written file."""
     folder = OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
     for role, (gray, labels) in zip(("source", "target"), SCENARIOS[name][0](data), strict=True):
         paths = folder / f"{role}_gray.tif", folder / f"{role}_labels.tif"
-        tifffile.imwrite(paths[0], gray)
-        tifffile.imwrite(paths[1], labels)
+        for path, stack in zip(paths, (gray, labels), strict=True):
+            part = path.with_suffix(f".{os.getpid()}.part")
+            tifffile.imwrite(part, stack)
+            part.replace(path)
         pairs.append(paths)
     return pairs[0], pairs[1]
 
