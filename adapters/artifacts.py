@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from tomoloop.errors import TomoloopError
-from tomoloop.paths import artifact_key, check_artifact_key
+from tomoloop.paths import artifact_key, check_artifact_key, store_file_kind
 
 _CHUNK = 1 << 22
 
@@ -48,6 +50,20 @@ class StoredFile:
     key: str
     size: int
     mtime: float
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def _linked(source: str, path: str) -> bool:
+    """Whether ``path`` could be made a hard link of ``source`` (not across file systems,
+    nor where links are not allowed)."""
+    try:
+        os.link(source, path)
+    except OSError:
+        return False
+    return True
 
 
 def _mtime(info: dict) -> float:
@@ -132,6 +148,29 @@ class ArtifactStore:
             StoredFile(path[len(root) :].lstrip("/"), int(info["size"]), _mtime(info))
             for path, info in found.items()
         )
+
+    def fork(self, url: str) -> ArtifactStore:
+        """The store at ``url`` (a new one) holding every artifact of this one: hard links
+        where both are folders on one local file system (no bytes copied: an artifact is
+        never changed in place), copies otherwise. What either stores later, the other
+        never sees. Files the store did not write and leftovers of killed writes stay
+        behind."""
+        target = ArtifactStore(url)
+        linkable = _is_local(self._fs) and _is_local(target._fs)
+        for entry in self.entries():
+            if store_file_kind(entry.key) != "artifact":
+                continue
+            source, path = self._path(entry.key), target._path(entry.key)
+            target._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            if linkable and _linked(source, path):
+                continue
+            target._write_into(path, lambda tmp, source=source: self._copy_out(source, target, tmp))
+        return target
+
+    def _copy_out(self, source: str, target: ArtifactStore, path: str) -> None:
+        """The file ``source`` of this store streamed into ``path`` of ``target``."""
+        with self._fs.open(source, "rb") as read, target._fs.open(path, "wb") as write:
+            shutil.copyfileobj(read, write, _CHUNK)
 
     def remove(self, key: str) -> None:
         """Delete an artifact (undoing a put whose transaction failed, or ``db gc``)."""

@@ -16,7 +16,7 @@ import numpy as np
 from prefect import flow, get_run_logger
 
 from tomoloop.active.review import AGREEMENT_KINDS
-from tomoloop.config import Settings
+from tomoloop.config import Settings, settings_env
 from tomoloop.flows.ingest import add_gold, ingest
 from tomoloop.flows.loop import loop, promote
 from tomoloop.flows.pictures import slice_picture
@@ -27,6 +27,7 @@ from tomoloop.services import (
     Services,
     demo_inputs,
     first_chosen,
+    fork_control,
     label_studio_up,
     load_registered_model,
     ml_backend_up,
@@ -56,6 +57,8 @@ DEMO_TORTUOSITY_TOLERANCE = 0.5
 # The new scan's rounds ask for 32² px regions: ``budget`` of them a round, a quarter of a
 # 128² slice for the default budget of 4.
 NEW_SCAN_REGION = 32
+# The control beside the new scan's rounds: the same budget, regions chosen at random.
+CONTROL_STRATEGY = "random"
 
 
 @flow(name="demo")
@@ -137,16 +140,31 @@ def _new_scan_loop(
     """The demo's new scan (None without one) added to the dataset without labels, gold
     for its val and test slices, and ``rounds`` region rounds on it alone, answered by the
     oracle through Label Studio: the loop's answer, its curve in labelled pixels and the
-    new scan's own test mIoU."""
+    new scan's own test mIoU; under ``random_control`` the same rounds with regions chosen
+    at random, run on a fork of the registry taken before the first of them
+    (:func:`tomoloop.services.fork_control`), so both start from one champion and one
+    dataset and neither sees the other's labels."""
     if inputs.new_scan is None:
         return None
     scan = f"{name}-new-scan"
     ingest(gray=inputs.new_scan, labels=None, name=scan, phases=inputs.phases,
            split=(0.7, 0.15, 0.15), add_to=name)  # fmt: skip
     add_gold(name, scan, inputs.gold)
-    truth = {name: inputs.gold, scan: inputs.gold}  # the same electrode, scanned again
-    return loop(name, rounds, strategy, budget, annotator="oracle", truth=truth, reviewer="oracle",
-                unit="region", region=NEW_SCAN_REGION, volumes=(scan,), **how)  # fmt: skip
+    with Services.from_settings() as services:
+        control = fork_control(services, name, CONTROL_STRATEGY)
+    rounds_on = {
+        "rounds": rounds, "budget": budget, "annotator": "oracle", "reviewer": "oracle",
+        "truth": {name: inputs.gold, scan: inputs.gold},  # the same electrode, scanned again
+        "unit": "region", "region": NEW_SCAN_REGION, "volumes": (scan,), **how,
+    }  # fmt: skip
+    ours = loop(name, strategy=strategy, **rounds_on)
+    with settings_env(control.env):
+        theirs = loop(control.dataset, strategy=CONTROL_STRATEGY, **rounds_on)
+    return {
+        **ours,
+        "strategy": strategy,
+        "random_control": {**theirs, "registry": str(control.folder)},
+    }
 
 
 def _first_champion(
@@ -173,16 +191,20 @@ def _report(
     folder: Path, ingested: dict, first: dict, result: dict, strategy: str, scan: dict | None
 ) -> dict:
     """report.md, al_curve.png, uncertainty.png and summary.json in ``folder``; with the new
-    scan's loop, new_scan_curve.png (its test mIoU against labelled pixels)."""
+    scan's loop, new_scan_curve.png (its test mIoU against labelled pixels, beside the
+    random control's)."""
     labelled = np.cumsum([0] + [r["labelled"] for r in result["rounds"]])
     curve = plot_al_curve(
-        list(zip(labelled.tolist(), result["mIoU_history"], strict=False)),
+        {strategy: list(zip(labelled.tolist(), result["mIoU_history"], strict=False))},
         folder / "al_curve.png",
     )
     scan_curve = None
     if scan is not None:
-        points = [tuple(p) for p in scan["curve"]["points"]]
-        scan_curve = str(plot_al_curve(points, folder / "new_scan_curve.png", "pixels"))
+        curves = {
+            strategy: scan["curve"]["points"],
+            f"{CONTROL_STRATEGY} (control)": scan["random_control"]["curve"]["points"],
+        }
+        scan_curve = str(plot_al_curve(curves, folder / "new_scan_curve.png", "pixels"))
     with Services.from_settings() as services:
         shown = registry_summary(services, result["dataset"])
         picture = None
@@ -268,8 +290,9 @@ def report_markdown(summary: dict) -> str:
 def new_scan_markdown(scan: dict) -> list[str]:
     """The report's section on the new scan's region rounds: labelled pixels, each
     challenger's test mIoU on the new scan (what the round's labels taught) and the
-    champion's after the promotion decision."""
-    history = scan["mIoU_history"]
+    champion's after the promotion decision; then the random control's rounds on the same
+    budget and both loops' champion on the new scan side by side."""
+    history, control = scan["mIoU_history"], scan["random_control"]
     lines = [
         "## A new scan of the same electrode",
         "",
@@ -282,14 +305,45 @@ def new_scan_markdown(scan: dict) -> list[str]:
         "",
         f"Champion's test mIoU on the new scan before its first round: {history[0]:.4f}.",
         "",
+        *_scan_rounds(scan["rounds"]),
+        "",
+        f"Stopped: {scan['stopped']}.",
+        "",
+        f"**Random control, the same budget**: the same rounds with regions chosen at random, "
+        f"run on a fork of the registry taken before the first of them ({control['registry']}, "
+        f"dataset {control['dataset']}; its Label Studio projects carry that name): the same "
+        "champion, labels, oracle, training and promotion rules.",
+        "",
+        *_scan_rounds(control["rounds"]),
+        "",
+        f"Stopped: {control['stopped']}.",
+        "",
+        f"| after round | {scan['strategy']}: pixels labelled | champion mIoU on the new scan "
+        f"| {CONTROL_STRATEGY} control: pixels labelled | champion mIoU on the new scan |",
+        "|---|---|---|---|---|",
+    ]
+    ours, theirs = scan["curve"]["points"], control["curve"]["points"]
+    for k in range(max(len(ours), len(theirs))):
+        cells = [f"{p[0]} | {p[1]:.4f}" if p else "— | —" for p in _at(k, ours, theirs)]
+        lines.append(f"| {k} | {cells[0]} | {cells[1]} |")
+    return [*lines, "", "![new scan](new_scan_curve.png)"]
+
+
+def _at(k: int, *curves: list) -> list:
+    """Point ``k`` of each curve (None where a loop stopped sooner)."""
+    return [curve[k] if k < len(curve) else None for curve in curves]
+
+
+def _scan_rounds(rounds: list[dict]) -> list[str]:
+    """A table of region rounds on the new scan."""
+    return [
         "| round | regions labelled | pixels labelled | challenger | challenger mIoU on the "
         "new scan | promoted | champion mIoU on the new scan |",
         "|---|---|---|---|---|---|---|",
+        *(
+            f"| {r['round']} | {r['labelled']} | {r['labelled_px']} | {r['challenger']} "
+            f"| {r['challenger_mIoU']:.4f} | {'yes' if r['promoted'] else 'no'} "
+            f"| {r['champion_mIoU']:.4f} |"
+            for r in rounds
+        ),
     ]
-    lines += [
-        f"| {r['round']} | {r['labelled']} | {r['labelled_px']} | {r['challenger']} "
-        f"| {r['challenger_mIoU']:.4f} | {'yes' if r['promoted'] else 'no'} "
-        f"| {r['champion_mIoU']:.4f} |"
-        for r in scan["rounds"]
-    ]
-    return [*lines, "", f"Stopped: {scan['stopped']}.", "", "![new scan](new_scan_curve.png)"]

@@ -463,7 +463,7 @@ def _next_round(
 def _publish_curve(dataset: str, progress: LoopProgress, rounds: int) -> None:
     """The loop's learning curve so far as an image artifact."""
     publish_image(
-        lambda path: plot_al_curve(progress.curve(), path, progress.unit),
+        lambda path: plot_al_curve({dataset: progress.curve()}, path, progress.unit),
         artifact_name("loop", dataset, "learning-curve"),
         f"{dataset}: champion test mIoU against {progress.unit}, after round {rounds}",
     )

@@ -6,6 +6,9 @@ never written to the registry, logs or git.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -71,3 +74,20 @@ class Settings(BaseSettings):
     @property
     def artifact_root(self) -> str:
         return self.artifacts_url or str(self.home / "artifacts")
+
+
+@contextmanager
+def settings_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Inside the block the process environment holds ``values`` (``TOMOLOOP_`` variables),
+    so every :class:`Settings` made there reads them (a flow run on a control's registry);
+    the earlier values, or their absence, come back after."""
+    earlier = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in earlier.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -29,6 +29,7 @@ from tomoloop.db.models import Annotation, DatasetVersion, ModelVersion, Trainin
 from tomoloop.db.registry.annotations import AnnotationStore, NewAnnotation
 from tomoloop.db.registry.datasets import DatasetSlice, DatasetStore, PoolSlice
 from tomoloop.db.registry.events import EventStore
+from tomoloop.db.registry.forks import check_fork, fork_rows
 from tomoloop.db.registry.model_versions import VOLUME_METRIC, Lineage, ModelStore, NewMetric
 from tomoloop.db.registry.reviews import REVIEW_STATES, ReviewStore
 from tomoloop.db.registry.rounds import RoundStore
@@ -85,6 +86,26 @@ class Registry(
             engine.dispose()
             raise
         return cls(engine)
+
+    def fork(self, url: str, dataset: str, name: str) -> Registry:
+        """A new registry at ``url`` (a SQLite file is created; a PostgreSQL database must be
+        empty and at the head revision, ``tomoloop db upgrade``) holding
+        every row of this one, with ``dataset`` named ``name`` there
+        (:func:`tomoloop.db.registry.forks.fork_rows`): a loop run in the fork leaves this
+        registry as it was. Nothing is created when the names are refused.
+
+        Raises:
+            RegistryError: ``dataset`` unknown, ``name`` taken, or ``url`` holds rows.
+            NameRuleError: ``name`` breaks the naming rule.
+        """
+        check_fork(self.engine, dataset, name)
+        fork = Registry.from_url(url)
+        try:
+            fork_rows(self.engine, fork.engine, dataset, name)
+        except BaseException:
+            fork.engine.dispose()
+            raise
+        return fork
 
     def artifact_keys(self) -> set[str]:
         """The key of every artifact a row refers to: the :data:`ARTIFACT_KEY_COLUMNS` and

@@ -97,6 +97,12 @@ def _show_demo(result: dict) -> None:
             f"labelled; champion's test mIoU on it {history[0]:.4f} → {history[-1]:.4f} "
             f"(challengers {taught}); {scan['stopped']}"
         )
+        control = scan["random_control"]
+        out.print(
+            f"random control on the same budget: {control['curve']['points'][-1][0]} px "
+            f"labelled; {control['mIoU_history'][0]:.4f} → {control['mIoU_history'][-1]:.4f} "
+            f"(its registry: {control['registry']})"
+        )
     out.print(f"[green]✓[/] report: {result['report']}")
     out.print(
         f"Label Studio stays up at {result['label_studio']} (`tomoloop labelstudio down` stops "

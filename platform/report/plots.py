@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +13,21 @@ from tomoloop.report.overlays import overlay
 
 
 def plot_al_curve(
-    points: Sequence[tuple[int, float]], path: str | os.PathLike[str], unit: str = "slices"
+    curves: Mapping[str, Sequence[tuple[int, float]]],
+    path: str | os.PathLike[str],
+    unit: str = "slices",
 ) -> Path:
     """The champion's test mIoU against what people labelled so far (``unit``: slices, or
-    labelled pixels for region rounds), as a PNG."""
+    labelled pixels for region rounds), one line per named curve (a legend when there are
+    several: a strategy beside its control), as a PNG."""
     fig = Figure(figsize=(5, 3.4), dpi=110)
     ax = fig.subplots()
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    for name, points in curves.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     ax.set(xlabel=f"{unit} labelled in Label Studio", ylabel="champion test mIoU")
     ax.set(title="active learning")
+    if len(curves) > 1:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)

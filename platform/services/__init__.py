@@ -15,6 +15,7 @@ if TYPE_CHECKING:
         Services,
         connect,
     )
+    from tomoloop.services.controls import Control, fork_control
     from tomoloop.services.datasets import (
         dataset_phases,
         dataset_refs,
@@ -218,6 +219,7 @@ __all__ = [
     "ChosenSlice",
     "CocoFolder",
     "Contest",
+    "Control",
     "DemoInputs",
     "FlawClassifierTrained",
     "FlawModel",
@@ -293,6 +295,7 @@ __all__ = [
     "fit_semantic",
     "flip_scores",
     "followed_score",
+    "fork_control",
     "has_instances",
     "ingest_stacks",
     "initial_network",

@@ -31,6 +31,7 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     from tomoloop.flows.demo import demo
 
     out = tmp_path / "out"
+    settings_before = {k: v for k, v in os.environ.items() if k.startswith("TOMOLOOP_")}
     tiny = {"epochs": 1, "patch": 32, "batch": 4, "patches_per_epoch": 8, "overlap": 8}
     result = demo(
         str(out), rounds=1, budget=2, config=tiny, options={"base": 4, "depth": 2},
@@ -47,7 +48,8 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     assert region["dataset_version"] == 6  # v4 the new scan added, v5 its gold, v6 the round
     curve = result["new_scan"]["curve"]
     assert curve["unit"] == "pixels" and [p[0] for p in curve["points"]] == [
-        0, region["labelled_px"]
+        0,
+        region["labelled_px"],
     ]
     names = ("report.md", "al_curve.png", "uncertainty.png", "summary.json", "new_scan_curve.png")
     for name in names:
@@ -71,6 +73,39 @@ def test_the_demo_runs_ingest_training_rounds_and_reports(tmp_path, label_studio
     assert "model" in summary["reviews"]["reasons"] and f"Reviews: {corrected} corrected" in report
     _reviewed_regions_stay_sparse(result["dataset"])
     _backend_left_connected(result)
+    assert {k: v for k, v in os.environ.items() if k.startswith("TOMOLOOP_")} == settings_before
+    _random_control_ran_on_its_own_fork(result, report)
+
+
+def _random_control_ran_on_its_own_fork(result: dict, report: str) -> None:
+    """The random control spent the same budget on the new scan from the same champion, in
+    a fork of the registry with its own Label Studio projects: the demo's registry holds
+    none of its rounds or models (the model and round lists above)."""
+    from tomoloop.adapters.labelstudio_registry import regions_title
+    from tomoloop.config import Settings
+    from tomoloop.db.registry import Registry
+    from tomoloop.services.context import connect
+
+    scan, control = result["new_scan"], result["new_scan"]["random_control"]
+    (region,) = control["rounds"]
+    assert control["dataset"] == f"{result['dataset']}-random"
+    assert 0 < region["labelled_px"] <= 2 * 32**2
+    assert [p[0] for p in control["curve"]["points"]] == [0, region["labelled_px"]]
+    assert control["mIoU_history"][0] == pytest.approx(scan["mIoU_history"][0], abs=1e-6)
+    fork = Registry.from_url(f"sqlite:///{control['registry']}/registry.sqlite", create=False)
+    rounds = [r for r, _ in fork.rounds() if r.dataset == control["dataset"]]
+    assert [(r.id, r.strategy, r.status) for r in rounds][-1] == (
+        region["round"],
+        "random",
+        "closed",
+    )
+    assert fork.model(region["challenger"]).parent_id == result["loop"]["champion"]
+    client = connect(Settings()).client
+    assert client.find_project(regions_title(control["dataset"])) != client.find_project(
+        regions_title(result["dataset"])
+    )
+    assert "Random control, the same budget" in report
+    assert f"| 1 | {scan['curve']['points'][1][0]} | " in report
 
 
 def _reviewed_regions_stay_sparse(dataset: str) -> None:

@@ -85,3 +85,34 @@ def test_storing_existing_content_again_marks_it_fresh(tmp_path):
     os.utime(tmp_path / artifact.key, (0, 0))
     store.put_bytes(b"weights", ".pt")
     assert store.entries()[0].mtime > 1e9
+
+
+def test_a_local_fork_links_every_artifact_and_then_goes_its_own_way(tmp_path):
+    store = ArtifactStore(str(tmp_path / "home" / "artifacts"))
+    kept = [store.put_bytes(b"weights", ".pt"), store.put_bytes(b'{"images": []}', ".json")]
+    leftover = tmp_path / "home" / "artifacts" / f"{kept[0].key}.tmp-{'0' * 32}"
+    leftover.write_bytes(b"half")  # a killed write
+    fork = store.fork(str(tmp_path / "fork"))
+    assert [e.key for e in fork.entries()] == sorted(a.key for a in kept)  # no leftover
+    for artifact in kept:
+        assert fork.get_bytes(artifact.key, artifact.sha256) == store.get_bytes(
+            artifact.key, artifact.sha256
+        )
+        original, linked = (
+            root / artifact.key for root in (tmp_path / "home/artifacts", tmp_path / "fork")
+        )
+        assert original.stat().st_ino == linked.stat().st_ino  # a hard link: no bytes copied
+    later = fork.put_bytes(b"the control's model", ".pt")
+    assert later.new and later.key not in {e.key for e in store.entries()}
+    store.remove(kept[0].key)  # the original's `db gc` leaves the fork whole
+    assert fork.get_bytes(kept[0].key, kept[0].sha256) == b"weights"
+
+
+def test_a_fork_of_a_non_local_store_copies_each_artifact():
+    store = ArtifactStore("memory://forks/source")
+    artifact = store.put_bytes(b"weights", ".pt")
+    fork = store.fork("memory://forks/fork")
+    assert [e.key for e in fork.entries()] == [artifact.key]
+    assert fork.get_bytes(artifact.key, artifact.sha256) == b"weights"
+    store.remove(artifact.key)
+    assert fork.get_bytes(artifact.key, artifact.sha256) == b"weights"
