@@ -121,3 +121,18 @@ def test_a_fork_is_refused_before_anything_is_created(registry_url, tmp_path):
     with pytest.raises(RegistryError, match="holds rows already: fork into a new database"):
         source.fork(taken, "nmc", "nmc-random")
     assert _counts(Registry.from_url(taken)) == _counts(source)
+
+
+def test_every_column_holding_a_dataset_name_is_renamed_by_a_fork():
+    """A new table with a ``dataset`` column must join ``DATASET_NAME_COLUMNS``, or a fork
+    would leave its rows under the original's name."""
+    from tomoloop.db.registry.forks import DATASET_NAME_COLUMNS
+
+    named = {
+        f"{c.table.name}.{c.name}"
+        for t in Base.metadata.sorted_tables
+        for c in t.columns
+        if c.name == "dataset"
+    }
+    renamed = {f"{c.table.name}.{c.name}" for c in DATASET_NAME_COLUMNS}
+    assert named | {"dataset_versions.name", "model_versions.name"} == renamed
