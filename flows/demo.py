@@ -3,8 +3,10 @@
 Label Studio up → a generated electrode (or the user's stacks) ingested with its rough
 labels → gold labels for the val/test slices → a first model trained and made champion →
 active-learning rounds answered by the oracle annotator through Label Studio, each followed
-by retraining and promotion → a report (markdown, the learning curve over rounds, the
-uncertainty of a slice chosen in the last round) and a registry summary.
+by retraining and promotion → a new scan of the sample added, region rounds on it, and the
+same rounds with random regions on a fork of the registry (the control) → a report
+(markdown, the learning curves, the uncertainty of a slice chosen in the last round) and a
+registry summary.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def _new_scan_loop(
     rounds_on = {
         "rounds": rounds, "budget": budget, "annotator": "oracle", "reviewer": "oracle",
         "truth": {name: inputs.gold, scan: inputs.gold},  # the same electrode, scanned again
-        "unit": "region", "region": NEW_SCAN_REGION, "volumes": (scan,), **how,
+        "unit": "region", "region": NEW_SCAN_REGION, "volumes": (scan,),
+        "patience": rounds, **how,  # every round runs: both loops spend the same budget
     }  # fmt: skip
     ours = loop(name, strategy=strategy, **rounds_on)
     with settings_env(control.env):

@@ -89,21 +89,27 @@ class Registry(
 
     def fork(self, url: str, dataset: str, name: str) -> Registry:
         """A new registry at ``url`` (a SQLite file is created; a PostgreSQL database must be
-        empty and at the head revision, ``tomoloop db upgrade``) holding
-        every row of this one, with ``dataset`` named ``name`` there
+        empty and at the head revision, ``tomoloop db upgrade``) holding every row of this
+        one, with ``dataset`` named ``name`` there
         (:func:`tomoloop.db.registry.forks.fork_rows`): a loop run in the fork leaves this
-        registry as it was. Nothing is created when the names are refused.
+        registry as it was. Nothing is created when the fork is refused, and a SQLite file
+        it created is removed again when copying fails.
 
         Raises:
-            RegistryError: ``dataset`` unknown, ``name`` taken, or ``url`` holds rows.
+            RegistryError: ``dataset`` unknown or with work open in Label Studio, ``name``
+                taken, or ``url`` holds rows (:func:`tomoloop.db.registry.forks.check_fork`).
             NameRuleError: ``name`` breaks the naming rule.
         """
         check_fork(self.engine, dataset, name)
+        path = sqlite_file(url)
+        created = path is not None and not path.exists()
         fork = Registry.from_url(url)
         try:
             fork_rows(self.engine, fork.engine, dataset, name)
         except BaseException:
             fork.engine.dispose()
+            if created and path is not None:
+                path.unlink(missing_ok=True)
             raise
         return fork
 

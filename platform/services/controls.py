@@ -36,8 +36,9 @@ class Control:
 def fork_control(services: Services, dataset: str, arm: str) -> Control:
     """The registry and artifact store of ``services`` forked into
     ``home/controls/<dataset>-<arm>`` with ``dataset`` named ``<dataset>-<arm>`` there
-    (:meth:`tomoloop.db.registry.Registry.fork`, :meth:`ArtifactStore.fork`); both originals
-    are only read. A failed fork leaves no folder behind.
+    (:meth:`tomoloop.db.registry.Registry.fork`, then :meth:`ArtifactStore.fork`, so the
+    store holds every artifact a forked row names); both originals are only read. A failed
+    fork leaves no folder behind.
 
     Raises:
         TomoloopError: the folder exists already (an earlier fork of that name).
@@ -52,8 +53,8 @@ def fork_control(services: Services, dataset: str, arm: str) -> Control:
         )
     env = control.env
     try:
-        services.store.fork(env["TOMOLOOP_ARTIFACTS_URL"])
         services.registry.fork(env["TOMOLOOP_DATABASE_URL"], dataset, name).engine.dispose()
+        services.store.fork(env["TOMOLOOP_ARTIFACTS_URL"])  # holds all the fork refers to
     except BaseException:
         shutil.rmtree(control.folder, ignore_errors=True)
         raise

@@ -101,11 +101,14 @@ def _random_control_ran_on_its_own_fork(result: dict, report: str) -> None:
     )
     assert fork.model(region["challenger"]).parent_id == result["loop"]["champion"]
     client = connect(Settings()).client
-    assert client.find_project(regions_title(control["dataset"])) != client.find_project(
-        regions_title(result["dataset"])
-    )
+    theirs = client.find_project(regions_title(control["dataset"]))
+    assert theirs is not None and theirs != client.find_project(regions_title(result["dataset"]))
+    demo_registry = Registry.from_url(Settings().registry_url)
+    assert control["dataset"] not in {d.name for d in demo_registry.datasets()}
+    assert control["dataset"] not in {m.name for m in demo_registry.models()}
     assert "Random control, the same budget" in report
-    assert f"| 1 | {scan['curve']['points'][1][0]} | " in report
+    ours, random = scan["curve"]["points"][1], control["curve"]["points"][1]
+    assert f"| 1 | {ours[0]} | {ours[1]:.4f} | {random[0]} | {random[1]:.4f} |" in report
 
 
 def _reviewed_regions_stay_sparse(dataset: str) -> None:

@@ -2,12 +2,15 @@
 demo's random control runs its loop there. Both backends as the source, both as the fork."""
 
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 
-from tomoloop.db.models import Base
-from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
+from tomoloop.db.entities import NewAgreement, NewEvent
+from tomoloop.db.models import Annotation, Base
+from tomoloop.db.registry import NewAnnotation, NewMetric, Registry, RegistryError
+from tomoloop.db.states import EventStatus, EventVia, ItemState, ReviewState
 from tomoloop.labels.tiers import Tier
 from tomoloop.names import NameRuleError
 
@@ -15,57 +18,101 @@ pytestmark = pytest.mark.integration
 
 
 def _populated(url: str) -> Registry:
-    """A registry with two datasets; ``nmc`` has two versions, a champion, a candidate
-    child of it, an annotation made by the champion and an open region round."""
+    """A registry with a row in every table and two datasets: ``nmc`` has two versions, a
+    champion with a training run, metrics and slice scores, a candidate child of it, a
+    label made in Label Studio (an event) that was reviewed with an agreement, and a
+    closed region round; a stored label's JSON document is set, another's is NULL."""
     registry = Registry.from_url(url)
     volume = registry.register_volume(
         "scan-1", "/data/scan-1.tif", "a" * 64, (4, 8, 8), "uint8", "pore=0,nmc=1"
     )
-    slices = registry.register_slices(volume, "z", range(4))
-    rough = [
-        NewAnnotation(s, Tier.AUTO, "rough", mask_uri=f"{s}.json", labelled_px=64)
-        for s in slices.values()
-    ]
-    registry.add_annotations(rough)
-    ids = [registry.annotation_id(s, Tier.AUTO, "rough") for s in slices.values()]
+    slices = list(registry.register_slices(volume, "z", range(4)).values())
+    rle = {"size": [8, 8], "counts": "0" * 4, "classes": [0, 1]}
+    registry.add_annotations(
+        [NewAnnotation(s, Tier.AUTO, "rough", mask_uri=f"{s}.json", labelled_px=64) for s in slices]
+        + [NewAnnotation(slices[2], Tier.MODEL, "self", mask_rle=rle, labelled_px=64)]
+    )
+    ids = [registry.annotation_id(s, Tier.AUTO, "rough") for s in slices]
     first = registry.freeze_dataset("nmc", {"train": ids[:2], "val": ids[2:3], "test": ids[3:]})
-    champion = registry.register_model("nmc", "unet", "torch", first.id, checkpoint_uri="m1.pt")
+    champion = registry.register_model(
+        "nmc", "unet", "torch", first.id, checkpoint_uri="m1.pt",
+        metrics=[NewMetric("mIoU", 0.7, dataset_version_id=first.id)],
+    )  # fmt: skip
+    registry.start_training(champion, "cpu")
     registry.promote(champion)
+    registry.record_scores(champion, {slices[1]: 0.5, slices[2]: 0.25}, "bald")
+    round_id = registry.open_round("nmc", "bald", champion, [(slices[1], 0.5)], 16,
+                                   {slices[1]: (0, 0, 4)})  # fmt: skip
+    registry.set_round_tasks(round_id, {slices[1]: 101})
     painted = NewAnnotation(
-        slices[0], Tier.ANNOTATOR, "ls", mask_uri="a.json", labelled_px=16,
-        model_version_id=champion,
+        slices[1], Tier.ANNOTATOR, "ls", mask_uri="a.json", labelled_px=16,
+        model_version_id=champion, ls_task_id=101, ls_annotation_id=7,
     )  # fmt: skip
     registry.add_annotations([painted])
-    painted = registry.annotation_id(slices[0], Tier.ANNOTATOR, "ls")
-    second = registry.freeze_dataset(
-        "nmc", {"train": [painted, ids[1]], "val": ids[2:3], "test": ids[3:]}
-    )
+    label = registry.annotation_id(slices[1], Tier.ANNOTATOR, "ls")
+    registry.record_ls_event(NewEvent("7@now", EventVia.WEBHOOK, "ANNOTATION_CREATED", 1, 101, 7,
+                                      EventStatus.STORED, annotation_id=label))  # fmt: skip
+    registry.resolve_task(101, ItemState.ANNOTATED)
+    registry.close_round(round_id)
+    registry.add_review(label, "nmc", ["model"], 0.5)
+    registry.add_annotations([NewAnnotation(slices[1], Tier.EXPERT, "review", mask_uri="e.json",
+                                            labelled_px=16)])  # fmt: skip
+    expert = registry.annotation_id(slices[1], Tier.EXPERT, "review")
+    (review,) = registry.reviews("nmc")
+    registry.resolve_review(review.id, ReviewState.CORRECTED, expert)
+    registry.add_agreements([NewAgreement(slices[1], "nmc", label, expert, "review", "nmc", 0.9)])
+    second = registry.freeze_dataset("nmc", {"train": [expert, ids[0]], "val": ids[2:3],
+                                             "test": ids[3:]})  # fmt: skip
     registry.register_model("nmc", "unet", "torch", second.id, parent_id=champion)
-    registry.open_round("nmc", "bald", champion, [(slices[1], 0.5)], 16, {slices[1]: (0, 0, 4)})
     registry.freeze_dataset("other", {"train": ids[:1]})
     return registry
 
 
-def _counts(registry: Registry) -> dict[str, int]:
+def _rows(registry: Registry) -> dict[str, list[dict]]:
+    """Every row of every table, by primary key, with dataset names left out and times as
+    UTC (SQLite hands them back without their zone)."""
+    from tomoloop.db.registry.forks import DATASET_NAME_COLUMNS
+
+    renamed = {(c.table.name, c.key) for c in DATASET_NAME_COLUMNS}
+    out = {}
     with registry.engine.connect() as read:
-        return {
-            t.name: read.scalar(select(func.count()).select_from(t))
-            for t in Base.metadata.sorted_tables
-        }
+        for table in Base.metadata.sorted_tables:
+            rows = read.execute(select(table).order_by(*table.primary_key.columns)).mappings()
+            out[table.name] = [
+                {k: _utc(v) for k, v in row.items() if (table.name, k) not in renamed}
+                for row in rows
+            ]
+    return out
+
+
+def _utc(value):
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    return value
 
 
 def _check_fork(source: Registry, fork: Registry) -> None:
-    """The fork holds every row of the source, ``nmc`` named ``nmc-random`` there, and what
-    happens in the fork afterwards never reaches the source."""
-    assert _counts(fork) == _counts(source)
+    """The fork holds every row of the source, value for value, ``nmc`` named
+    ``nmc-random`` there, and what happens in the fork afterwards never reaches the
+    source."""
+    before = _rows(source)
+    assert all(before.values())  # a row in every table
+    assert _rows(fork) == before
+    with fork.engine.connect() as read:  # a SQL NULL stays NULL, not JSON null
+        nulls = read.scalar(select(func.count()).where(Annotation.mask_rle.is_(None)))
+    with source.engine.connect() as read:
+        assert nulls == read.scalar(select(func.count()).where(Annotation.mask_rle.is_(None)))
+    assert nulls == 6
     for version in (1, 2):
         old, new = source.dataset("nmc", version), fork.dataset("nmc-random", version)
         assert (new.id, new.content_hash) == (old.id, old.content_hash)
-        assert fork.dataset_slices(new.id) == source.dataset_slices(old.id)
     assert fork.champion("nmc-random").id == source.champion("nmc").id
-    assert [m.name for m in fork.models()] == ["nmc-random", "nmc-random"]
+    assert {m.name for m in fork.models()} == {"nmc-random"}
     ((round_, _),) = fork.rounds()
-    assert round_.dataset == "nmc-random" and fork.open_rounds("nmc-random") == [round_.id]
+    assert round_.dataset == "nmc-random"
+    assert [r.dataset for r in fork.reviews("nmc-random")] == ["nmc-random"]
+    summary = fork.review_summary("nmc-random")
+    assert summary == {**source.review_summary("nmc"), "dataset": "nmc-random"}
     assert fork.dataset("other").id == source.dataset("other").id
     with pytest.raises(RegistryError, match="no dataset 'nmc'"):
         fork.dataset("nmc")
@@ -75,7 +122,7 @@ def _check_fork(source: Registry, fork: Registry) -> None:
     model = fork.register_model("nmc-random", "unet", "torch", third.id)
     fork.promote(model)
     assert model == max(m.id for m in source.models()) + 1
-    assert source.champion("nmc").id != model and len(source.datasets()) == 3
+    assert _rows(source) == before
     with pytest.raises(RegistryError, match="no dataset 'nmc-random'"):
         source.dataset("nmc-random")
 
@@ -117,10 +164,21 @@ def test_a_fork_is_refused_before_anything_is_created(registry_url, tmp_path):
             source.fork(f"sqlite:///{path}", dataset, name)
         assert not path.exists()
     taken = f"sqlite:///{tmp_path / 'taken.sqlite'}"
-    _populated(taken)
+    before = _rows(_populated(taken))
     with pytest.raises(RegistryError, match="holds rows already: fork into a new database"):
         source.fork(taken, "nmc", "nmc-random")
-    assert _counts(Registry.from_url(taken)) == _counts(source)
+    assert _rows(Registry.from_url(taken)) == before  # untouched
+
+
+def test_a_dataset_with_work_open_in_label_studio_is_not_forked(tmp_path):
+    source = _populated(f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    (scan,) = source.volumes()
+    slice_id = next(iter(source.register_slices(scan.id, "z", [3]).values()))
+    source.open_round("nmc", "random", None, [(slice_id, 0.0)])
+    path = tmp_path / "fork.sqlite"
+    with pytest.raises(RegistryError, match=r"has open rounds \[2\] and 0 unanswered reviews"):
+        source.fork(f"sqlite:///{path}", "nmc", "nmc-random")
+    assert not path.exists()
 
 
 def test_every_column_holding_a_dataset_name_is_renamed_by_a_fork():

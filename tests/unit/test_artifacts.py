@@ -116,3 +116,20 @@ def test_a_fork_of_a_non_local_store_copies_each_artifact():
     assert fork.get_bytes(artifact.key, artifact.sha256) == b"weights"
     store.remove(artifact.key)
     assert fork.get_bytes(artifact.key, artifact.sha256) == b"weights"
+
+
+def test_a_fork_copies_where_a_hard_link_cannot_be_made(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    def cross_device(source, path):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    artifact = store.put_bytes(b"weights", ".pt")
+    monkeypatch.setattr(os, "link", cross_device)
+    fork = store.fork(str(tmp_path / "fork"))
+    assert fork.get_bytes(artifact.key, artifact.sha256) == b"weights"
+    original, copied = tmp_path / "store" / artifact.key, tmp_path / "fork" / artifact.key
+    assert original.stat().st_ino != copied.stat().st_ino
+    assert not list((tmp_path / "fork").rglob("*.tmp-*"))

@@ -54,7 +54,17 @@ def test_a_control_is_a_fork_in_the_home_that_the_settings_point_at(services):
         fork_control(services, "nmc", "random")
 
 
-def test_a_refused_control_leaves_no_folder(services):
+def test_a_refused_or_failed_control_leaves_no_folder(services, monkeypatch):
+    from tomoloop.adapters.artifacts import ArtifactError, ArtifactStore
+
     with pytest.raises(RegistryError, match="no dataset 'mnc' to fork"):
         fork_control(services, "mnc", "random")
-    assert list((services.settings.home / "controls").iterdir()) == []  # the artifacts too
+    assert not (services.settings.home / "controls").exists()
+
+    def unreachable(store, url):
+        raise ArtifactError("the store went away")
+
+    monkeypatch.setattr(ArtifactStore, "fork", unreachable)
+    with pytest.raises(ArtifactError, match="went away"):
+        fork_control(services, "nmc", "random")
+    assert list((services.settings.home / "controls").iterdir()) == []  # the registry too
