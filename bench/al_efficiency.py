@@ -150,7 +150,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--quick", action="store_true", help="a CI-sized run")
     parser.add_argument(
-        "--replay", action="store_true", help="fine-tune on source slices too (half the patches)"
+        "--no-replay",
+        dest="replay",
+        action="store_false",
+        help="fine-tune on the target only (default: source slices too, half the patches)",
     )
     parser.add_argument(
         "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
@@ -183,7 +186,7 @@ def main() -> None:
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)
-    tags = ("_replay" if args.replay else "") + ("_quick" if args.quick else "")
+    tags = ("" if args.replay else "_no_replay") + ("_quick" if args.quick else "")
     stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"
     document["plot"] = str(plot_domain_shift(document, stem.with_suffix(".png")))
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2))

@@ -88,9 +88,10 @@ class ShiftSetup:
     slice (None: one region side); chosen slices ``min_gap`` apart; an ``arch`` with
     ``options`` trained by ``initial_train`` on the sources and fine-tuned by ``fine_tune``
     each round, on ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
-    ``self_slices`` pool slices spread over the target. With ``replay`` each fine-tune also
-    trains on source slices, as many as it has target slices (half the patches), as the
-    platform's loop trains on every scan of a dataset; without it, on the target only.
+    ``self_slices`` pool slices spread over the target. With ``replay`` (the default) each
+    fine-tune also trains on source slices, as many as it has target slices (half the
+    patches), as the platform's loop trains on every scan of a dataset; without it, on the
+    target only.
     """
 
     arms: tuple[Arm, ...] = field(default_factory=lambda: parse_arms(DEFAULT_ARMS))
@@ -114,7 +115,7 @@ class ShiftSetup:
     )
     self_training: SelfTraining = field(default_factory=lambda: SelfTraining(enabled=True))
     self_slices: int = 8
-    replay: bool = False
+    replay: bool = True
     device: str = "cpu"
 
     def __post_init__(self) -> None:

@@ -34,9 +34,11 @@ def benchmark_al(
     replay: Annotated[
         bool,
         typer.Option(
-            "--replay", help="Domain-shift mode: fine-tune on source slices too (half the patches)."
+            "--replay/--no-replay",
+            help="Domain-shift mode: fine-tune on source slices too (half the patches), as the "
+            "platform's loop trains on every scan; --no-replay: on the target only.",
         ),
-    ] = False,
+    ] = True,
     strategies: Annotated[
         str | None,
         typer.Option(

@@ -234,13 +234,13 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
     result = _cli(
         "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
         "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice,bald,bald+self",
-        "--region", "16", "--budget-px", "512", "--quick", "--replay", "--device", "cpu",
+        "--region", "16", "--budget-px", "512", "--quick", "--device", "cpu",
         "--plot", tmp_path / "shift.png", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
-    assert doc["replay"] is True
+    assert doc["replay"] is True  # the default: fine-tunes replay the sources
     reference = f"sources only {doc['initial_miou']:.4f}, all target labels "
     assert reference + f"{doc['full_data_miou']:.4f}" in result.stderr  # before the arms' lines
     assert result.stderr.index(reference) < result.stderr.index("random/slice seed 0")
@@ -269,7 +269,9 @@ def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypat
         "pseudo_labels",
         lambda m, d, labels, s: seen.append(dict(labels)) or real(m, d, labels, s),
     )
-    setup = quick(ShiftSetup(parse_arms("random+self"), rounds=1, budget_px=256, region=16))
+    setup = quick(
+        ShiftSetup(parse_arms("random+self"), rounds=1, budget_px=256, region=16, replay=False)
+    )  # the target alone: the --no-replay path
     torch.manual_seed(0)
     start = (shift._state(shift._build(data, setup)), 0.5)
     curve = shift.arm_curve(setup.arms[0], 0, data, setup, start)
