@@ -84,10 +84,13 @@ def saved_run(
 
 
 def run_folder(services: Services, request: dict[str, Any]) -> RunFolder:
-    """The request's checkpoint folder under ``home/runs``, and — when a run of this very
-    request already finished — the model it made, so a repeated request trains nothing.
+    """The request's checkpoint folder under ``home/runs`` (one per registry: a fork of it
+    in the same home, whose ids line up with the original's, never resumes the original's
+    run), and — when a run of this very request already finished — the model it made, so
+    a repeated request trains nothing.
     """
-    folder = services.settings.home / "runs" / request_key(request)
+    registry = services.registry.engine.url.render_as_string(hide_password=True)
+    folder = services.settings.home / "runs" / request_key({**request, "registry": registry})
     saved = saved_run(services, folder, request)
     if saved is not None and saved[2] == RunStatus.FINISHED:
         return RunFolder(folder, AlreadyTrained(saved[0]))

@@ -97,3 +97,10 @@ def test_a_failed_run_is_marked_failed_resumes_as_the_same_model_and_then_answer
     assert registry.model(failed.model_id).checkpoint_sha256 == checkpoint.sha256
     assert run_folder(services, request).done == AlreadyTrained(failed.model_id)
     assert run_folder(services, {**request, "arch": "ynet"}).done is None
+    # another registry in the same home (a control's fork: its ids line up with these) has
+    # folders of its own, so it never resumes this registry's runs
+    other_url = f"sqlite:///{services.settings.home / 'controls' / 'registry.sqlite'}"
+    with Services.from_settings(
+        Settings(home=services.settings.home, database_url=other_url)
+    ) as other:
+        assert run_folder(other, request).path != folder.path
