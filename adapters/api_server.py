@@ -86,11 +86,12 @@ class LocalApi:
             )
         return url
 
-    def down(self) -> None:
-        """Stop the background app (a no-op when it does not run)."""
+    def down(self) -> int | None:
+        """Stop the background app; the pid it stopped, or None when it did not run."""
         if not self.state_file.exists():
-            return
+            return None
         state = json.loads(self.state_file.read_text())
-        if state.get("pid"):
-            stop_group(state["pid"], MARKER)
+        pid = state.get("pid")
+        stopped = pid if pid and stop_group(pid, MARKER) else None
         write_private_json(self.state_file, {**state, "pid": None})
+        return stopped

@@ -212,14 +212,15 @@ class LocalLabelStudio:
             )
         return self.status()
 
-    def down(self, timeout: float = 30.0) -> None:
-        """Stop the server (its whole process group); a no-op when it is not running."""
+    def down(self, timeout: float = 30.0) -> int | None:
+        """Stop the server (its whole process group); the pid it stopped, or None when it
+        was not running."""
         state = self._state()
         pid = state.get("pid") if state else None
-        if pid:
-            stop_group(pid, b"label-studio", timeout)
+        stopped = pid if pid and stop_group(pid, b"label-studio", timeout) else None
         if state:
             self._write_state({**state, "pid": None})
+        return stopped
 
 
 def await_health(
@@ -252,11 +253,12 @@ def write_private_json(path: Path, document: dict) -> None:
     os.replace(temp, path)
 
 
-def stop_group(pid: int, marker: bytes, timeout: float = 30.0) -> None:
+def stop_group(pid: int, marker: bytes, timeout: float = 30.0) -> bool:
     """Stop the process group led by ``pid`` (SIGTERM, SIGKILL after ``timeout`` s) if
-    ``pid`` is alive and its command line holds ``marker``; a no-op otherwise."""
+    ``pid`` is alive and its command line holds ``marker``; whether it did (a no-op
+    otherwise)."""
     if not (alive(pid) and _leads_group_of(pid, marker)):
-        return
+        return False
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -267,6 +269,7 @@ def stop_group(pid: int, marker: bytes, timeout: float = 30.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         _reap(pid)
+    return True
 
 
 def _leads_group_of(pid: int, marker: bytes) -> bool:

@@ -54,10 +54,17 @@ def labelstudio_down(as_json: JsonFlag = False) -> None:
     server = _local_label_studio()
 
     def work() -> dict:
-        server.down()
-        return asdict(server.status())
+        stopped = server.down()
+        return {**asdict(server.status()), "stopped": stopped}
 
-    run(work, as_json, _show_server)
+    def show(info: dict) -> None:
+        if info["stopped"]:
+            out.print(f"[green]✓[/] stopped Label Studio (pid {info['stopped']}); its data stays")
+            out.print(f"  in {info['data_dir']}; `tomoloop labelstudio up` starts it again")
+        else:
+            out.print(f"Label Studio was not running (data {info['data_dir']})")
+
+    run(work, as_json, show)
 
 
 @labelstudio_app.command("status")

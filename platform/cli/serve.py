@@ -44,7 +44,7 @@ def serve_api(
 
         local = LocalApi(settings.home, port)
         if stop:
-            run(lambda: local.down(), as_json=False)
+            run(local.down, as_json=False, show=_show_stopped)
             return
         run(lambda: local.up(device), as_json=False, show=lambda url: out.print(f"✓ {url}"))
         return
@@ -102,3 +102,10 @@ def serve(
         unit, region, budget_px, min_distance,
     )  # fmt: skip
     run(lambda: prefect_serve(*deployments(dataset, when)), as_json=False, children=True)
+
+
+def _show_stopped(pid: int | None) -> None:
+    if pid:
+        out.print(f"✓ stopped the background HTTP app (pid {pid})")
+    else:
+        out.print("the background HTTP app was not running")

@@ -39,11 +39,17 @@ def test_the_local_server_is_healthy_and_its_token_works(label_studio, monkeypat
     assert token not in status.stdout
 
 
-def test_down_stops_and_up_restarts_with_the_same_token_and_projects(label_studio):
+def test_down_stops_and_up_restarts_with_the_same_token_and_projects(label_studio, monkeypatch):
     url, token = label_studio.credentials()
     kept = LabelStudio(base_url=url, api_key=token).projects.create(title="survives a restart")
-    label_studio.down()
+    pid = label_studio.status().pid
+    monkeypatch.setenv("TOMOLOOP_HOME", str(label_studio.root.parent))
+    down = CliRunner().invoke(app, ["labelstudio", "down", "--json"])
+    assert down.exit_code == 0, down.output
+    assert json.loads(down.stdout) | {"stopped": pid, "running": False} == json.loads(down.stdout)
     assert not label_studio.status().running
+    again = CliRunner().invoke(app, ["labelstudio", "down"])
+    assert again.exit_code == 0 and "Label Studio was not running" in again.stdout
     info = label_studio.up()
     assert info.running and label_studio.credentials()[1] == token
     client = LabelStudio(base_url=info.url, api_key=token)
