@@ -25,6 +25,7 @@ from tomoloop.flows.pictures import artifact_name, publish_image, slice_picture
 from tomoloop.flows.train import evaluate_model, train_semantic
 from tomoloop.report.plots import plot_al_curve
 from tomoloop.services import (
+    Contest,
     LoopProgress,
     NothingToLabel,
     OpenedRound,
@@ -127,7 +128,7 @@ def _publish_round(
     round_id, chosen = opened.round, opened.choice.chosen
     create_table_artifact(
         [{"rank": k, "axis": c.axis, **chosen_row(c)} for k, c in enumerate(chosen, start=1)],
-        key=f"round-{round_id}-chosen",
+        key=artifact_name("round", dataset, round_id, "chosen"),
         description=f"round {round_id} of {dataset}: {opened.unit}s chosen by {opened.strategy}",
     )
     top = opened.choice.top(scored.pool)
@@ -138,7 +139,7 @@ def _publish_round(
             f"model {opened.model_version}",
             path, device,
         ),
-        f"round-{round_id}-uncertainty",
+        artifact_name("round", dataset, round_id, "uncertainty"),
         f"round {round_id}: the top slice, its prediction and {method} map",
     )  # fmt: skip
     get_run_logger().info(
@@ -236,7 +237,7 @@ def promote(
     new = evaluate_model(challenger, version, "test", device, transport)
     old = None if contest.rival is None else evaluate_model(contest.rival, version, "test", device)
     decision = decide(new, old, rules)
-    _publish_contest(challenger, contest.champion, new, old, decision)
+    _publish_contest(contest, new, old, decision)
     if decision.promote:
         with Services.from_settings() as services:
             services.registry.promote(challenger)
@@ -249,17 +250,16 @@ def promote(
     return promotion_outcome(contest, new, old, decision, metric).to_dict()
 
 
-def _publish_contest(
-    challenger: int, champion: int | None, new: dict, old: dict | None, decision: Decision
-) -> None:
+def _publish_contest(contest: Contest, new: dict, old: dict | None, decision: Decision) -> None:
     """The contest's scores as a table artifact, the decision's reasons as its description."""
+    models = ((contest.challenger, "challenger", new), (contest.champion, "champion", old))
     create_table_artifact(
         [
             {"model": m, "role": role, **{k: e[k] for k in ("mIoU", "mDSC", "pixel_accuracy")}}
-            for m, role, e in ((challenger, "challenger", new), (champion, "champion", old))
+            for m, role, e in models
             if e is not None
         ],
-        key=f"promotion-{challenger}",
+        key=artifact_name("promotion", contest.name, contest.challenger),
         description="; ".join(decision.reasons),
     )
 

@@ -26,11 +26,13 @@ class ChallengerPlan:
 
 @dataclass(frozen=True)
 class Contest:
-    """A challenger, the dataset version it is judged on, and the champion it meets."""
+    """A challenger, the dataset version it is judged on, the champion it meets, and the
+    model name (the dataset's) both carry."""
 
     challenger: int
     dataset_version_id: int
     champion: int | None
+    name: str
 
     @property
     def rival(self) -> int | None:
@@ -105,7 +107,8 @@ def contest_of(services: Services, challenger: int) -> Contest:
     champion = services.registry.champion(model.name)
     if model.dataset_version_id is None:
         raise RegistryError(f"model {challenger} has no training dataset version to judge it on")
-    return Contest(challenger, model.dataset_version_id, None if champion is None else champion.id)
+    rival = None if champion is None else champion.id
+    return Contest(challenger, model.dataset_version_id, rival, model.name)
 
 
 def promotion_outcome(

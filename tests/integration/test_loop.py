@@ -2,6 +2,7 @@
 its API, retraining, promotion and the stop rules.
 """
 
+import json
 import uuid
 
 import numpy as np
@@ -174,6 +175,7 @@ def test_a_region_loop_asks_for_tiles_stores_sparse_labels_and_counts_pixels(cha
 
 def test_promotion_refuses_a_worse_challenger_and_one_that_fails_the_gate(champion):
     from tomoloop.flows.loop import promote
+    from tomoloop.flows.pictures import artifact_name
     from tomoloop.flows.train import train_semantic
 
     registry, name, _, first = champion
@@ -192,6 +194,10 @@ def test_promotion_refuses_a_worse_challenger_and_one_that_fails_the_gate(champi
         ("pore" in r and "tortuosity" in r) or "stops connecting" in r for r in winding["reasons"]
     )
     assert registry.champion(name).id == first
+    key = artifact_name("promotion", name, weak)  # the dataset's: never another's contest
+    table = json.loads(_latest_artifacts([key])[key].data)
+    roles = [(row["model"], row["role"]) for row in table]
+    assert roles == [(weak, "challenger"), (first, "champion")]
 
 
 def test_a_human_annotator_loop_stops_after_the_push_and_says_where(champion):
@@ -286,23 +292,29 @@ def test_a_webhook_that_reaches_the_threshold_starts_the_retrain_deployment(cham
     assert "webhook" in run.tags and run.parameters["dataset"] == name
 
 
+def _latest_artifacts(keys: list[str]) -> dict:
+    """The latest Prefect artifact of each of ``keys`` that exists, by key."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    return {a.key: a for a in found}
+
+
 def _assert_round_artifacts(dataset: str, rounds: list[int]) -> None:
     """Each round left its chosen-slices table and uncertainty picture in Prefect, and the
     loop its learning curve — real PNGs the Prefect UI shows."""
     import base64
 
-    from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
     from tomoloop.flows.pictures import artifact_name
 
-    keys = [f"round-{r}-{kind}" for r in rounds for kind in ("chosen", "uncertainty")]
+    kinds = ("chosen", "uncertainty")
+    keys = [artifact_name("round", dataset, r, kind) for r in rounds for kind in kinds]
     keys.append(artifact_name("loop", dataset, "learning-curve"))
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
-        )
-    latest = {a.key: a for a in found}
+    latest = _latest_artifacts(keys)
     assert set(latest) == set(keys)
     for key, artifact in latest.items():
         if key.endswith("chosen"):

@@ -102,9 +102,10 @@ def test_the_loop_follows_the_new_scans_own_score_when_it_names_it():
 
     # the champion after a contest: the challenger's scores if promoted, else the old ones
     worse = {"mIoU": 0.7, "volumes": {"second": {"scored": True, "mIoU": 0.4}}}
-    kept = promotion_outcome(Contest(2, 1, 1), worse, evaluation, Decision(False, ["no"]), "mIoU")
+    contest = Contest(2, 1, 1, "nmc")
+    kept = promotion_outcome(contest, worse, evaluation, Decision(False, ["no"]), "mIoU")
     assert (kept.champion_score, kept.champion_volumes["second"]) == (0.8, 0.5)
-    won = promotion_outcome(Contest(2, 1, 1), worse, evaluation, Decision(True, ["yes"]), "mIoU")
+    won = promotion_outcome(contest, worse, evaluation, Decision(True, ["yes"]), "mIoU")
     assert (won.champion_score, won.to_dict()["champion_volumes"]["second"]) == (0.7, 0.4)
     # the challenger's own scores, promoted or not: what the round's labels taught
     for outcome in (kept, won):
