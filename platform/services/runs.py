@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,7 +115,6 @@ def open_run(
     if saved is not None:
         model_id, run_id, _ = saved
         registry.resume_training(run_id, owner)
-        start_heartbeat(registry, run_id)
         return Run(model_id, run_id)
     folder.mkdir(parents=True, exist_ok=True)
     with registry.atomic():
@@ -132,7 +130,6 @@ def open_run(
     temp = folder / ".run.json"
     temp.write_text(json.dumps({"model_version": model_id, "training_run": run_id}))
     temp.replace(folder / "run.json")
-    start_heartbeat(registry, run_id)
     return Run(model_id, run_id)
 
 
@@ -146,15 +143,19 @@ def training_run(
     backend: str,
     device: str,
 ) -> Iterator[Run]:
-    """The request's run (:func:`open_run`), marked failed if the block raises anything
-    (a kill leaves it running until its heartbeat stops, and the next open fails it)."""
+    """The request's run (:func:`open_run`), beating while the block runs, marked failed
+    if the block raises anything (a kill leaves it running until its heartbeat stops, and
+    the next open fails it)."""
     with writing("the run folder", folder):
         run = open_run(services, folder, request, name, arch, backend, device)
+    heartbeat = start_heartbeat(services.registry, run.run_id)
     try:
         yield run
     except BaseException:
         services.registry.update_training(run.run_id, RunStatus.FAILED)
         raise
+    finally:
+        heartbeat.set()
 
 
 def finish_run(
@@ -175,13 +176,16 @@ def finish_run(
         )
 
 
-def start_heartbeat(registry: Registry, run_id: int, every_s: float = HEARTBEAT_S) -> None:
-    """Beat for a run every ``every_s`` seconds from a daemon thread, until the run is no
-    longer ``running`` (it ends with the process, which is what a heartbeat is for)."""
+def start_heartbeat(
+    registry: Registry, run_id: int, every_s: float = HEARTBEAT_S
+) -> threading.Event:
+    """Beat for a run every ``every_s`` seconds from a daemon thread, until the returned
+    event is set or the run is no longer ``running`` (it ends with the process, which is
+    what a heartbeat is for)."""
+    stop = threading.Event()
 
     def beat() -> None:
-        while True:
-            time.sleep(every_s)
+        while not stop.wait(every_s):
             try:
                 if not registry.beat(run_id):
                     return
@@ -189,3 +193,4 @@ def start_heartbeat(registry: Registry, run_id: int, every_s: float = HEARTBEAT_
                 continue
 
     threading.Thread(target=beat, name=f"heartbeat-run-{run_id}", daemon=True).start()
+    return stop

@@ -2,6 +2,8 @@
 a model of the wrong kind before it loads anything, and the training-run lifecycle marks
 a failed block failed, resumes it as the same model and answers a finished request."""
 
+import threading
+
 import pytest
 
 from tomoloop.adapters.artifacts import ArtifactStore
@@ -90,8 +92,11 @@ def test_a_failed_run_is_marked_failed_resumes_as_the_same_model_and_then_answer
 
     with training_run(services, folder.path, request, "m", "unet", "torch", "cpu") as again:
         assert again == failed  # the folder remembers the run: same model, same run
+        (heartbeat,) = _heartbeats(again.run_id)  # beats while the run runs
         checkpoint = ArtifactStore(services.settings.artifact_root).put_bytes(b"weights", ".pt")
         finish_run(services, again, [], 1, None, checkpoint)
+    heartbeat.join(timeout=5)
+    assert not _heartbeats(again.run_id)  # and stops with the block, not a beat later
     (finished,) = registry.training_runs(failed.model_id)
     assert finished.status == "finished"
     assert registry.model(failed.model_id).checkpoint_sha256 == checkpoint.sha256
@@ -104,3 +109,8 @@ def test_a_failed_run_is_marked_failed_resumes_as_the_same_model_and_then_answer
         Settings(home=services.settings.home, database_url=other_url)
     ) as other:
         assert run_folder(other, request).path != folder.path
+
+
+def _heartbeats(run_id: int) -> list[threading.Thread]:
+    """The live heartbeat threads of training run ``run_id``."""
+    return [t for t in threading.enumerate() if t.name == f"heartbeat-run-{run_id}"]
