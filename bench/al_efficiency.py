@@ -177,7 +177,7 @@ def main() -> None:
         data,
         setup,
         on_curve=lambda name, seed, curve, seconds: print(
-            f"{name} seed {seed} ({seconds:.0f} s): " + ", ".join(f"{n}→{m:.3f}" for n, m in curve),
+            f"{name} seed {seed} ({seconds:.0f} s): " + ", ".join(f"{n}→{m:.4f}" for n, m in curve),
             flush=True,
         ),
         on_reference=lambda initial, full: print(
