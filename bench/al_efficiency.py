@@ -147,7 +147,15 @@ def main() -> None:
     parser.add_argument("--budget-px", type=int, default=4096)
     parser.add_argument("--region", type=int, default=32)
     parser.add_argument("--data", type=Path, default=DATA, help="the shared/data folder")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (split between workers, one each at least)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes running seeds and arms side by side"
+    )
     parser.add_argument("--quick", action="store_true", help="a CI-sized run")
     parser.add_argument(
         "--no-replay",
@@ -183,6 +191,7 @@ def main() -> None:
         on_reference=lambda initial, full: print(
             f"sources only {initial:.4f}, full data {full:.4f}", flush=True
         ),
+        workers=args.workers,
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)

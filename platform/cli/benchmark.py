@@ -39,6 +39,14 @@ def benchmark_al(
             "platform's loop trains on every scan; --no-replay: on the target only.",
         ),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Domain-shift mode: processes that run seeds and arms side by side (the "
+            "same figures, sooner; one per core).",
+        ),
+    ] = 1,
     strategies: Annotated[
         str | None,
         typer.Option(
@@ -78,8 +86,8 @@ def benchmark_al(
 
     if target is not None or source:
         _benchmark_shift(
-            phases, source or [], target, unit, region, budget_px, quick, replay, strategies,
-            seeds, rounds, plot, str(resolve_device(device)), as_json,
+            phases, source or [], target, unit, region, budget_px, quick, replay, workers,
+            strategies, seeds, rounds, plot, str(resolve_device(device)), as_json,
         )  # fmt: skip
         return
     if gray is None or labels is None:
@@ -139,6 +147,7 @@ def _benchmark_shift(
     budget_px: int,
     quick: bool,
     replay: bool,
+    workers: int,
     strategies: str | None,
     seeds: int,
     rounds: int,
@@ -182,6 +191,7 @@ def _benchmark_shift(
             on_reference=lambda initial, full: err.print(
                 f"[cyan]•[/] sources only {initial:.4f}, all target labels {full:.4f}"
             ),
+            workers=workers,
         )
         if plot is not None:
             document["plot"] = str(plot_domain_shift(document, plot))

@@ -187,13 +187,7 @@ def test_pseudo_labels_never_cover_what_a_person_painted(data):
 def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(data, tmp_path):
     arms = parse_arms("random/slice,random,bald+self,hybrid")
     setup = quick(ShiftSetup(arms, rounds=2, budget_px=2 * 16 * 16, region=16))
-    seen = []
-    doc = domain_shift(
-        data,
-        setup,
-        on_curve=lambda *a: seen.append(a[:2]),
-        on_reference=lambda *a: seen.append(a),
-    )
+    doc, seen = _watched(data, setup)
     assert seen == [(doc["initial_miou"], doc["full_data_miou"])] + [(a.name, 0) for a in arms]
     slice_px = data.target.pool[0].labels.size
     for name, result in doc["strategies"].items():
@@ -207,6 +201,35 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
+
+
+@pytest.mark.slow  # the benchmark twice, once in two worker processes
+@pytest.mark.usefixtures("one_thread")
+def test_worker_processes_give_the_same_document_as_one_process(data):
+    setup = quick(ShiftSetup(parse_arms("random/slice,bald"), rounds=1, budget_px=512, region=16))
+    alone = domain_shift(data, setup)
+    side_by_side, seen = _watched(data, setup, workers=2)
+    for document in (alone, side_by_side):
+        for result in document["strategies"].values():
+            del result["seconds"]
+    assert side_by_side == alone  # every figure, curve and seed, to the last bit
+    assert sorted(seen, key=str) == sorted(
+        [(alone["initial_miou"], alone["full_data_miou"]), ("random/slice", 0), ("bald/region", 0)],
+        key=str,
+    )
+
+
+def _watched(data, setup, workers=1):
+    """The benchmark's document, and its calls back in order: (initial, full) and (arm, seed)."""
+    seen = []
+    document = domain_shift(
+        data,
+        setup,
+        on_curve=lambda *a: seen.append(a[:2]),
+        on_reference=lambda *a: seen.append(a),
+        workers=workers,
+    )
+    return document, seen
 
 
 def _cli(*args):
