@@ -24,16 +24,19 @@ from pathlib import Path
 from tomoloop.errors import OutputError
 
 # errno values of a write that the user can fix (space, permissions, a wrong path)
-_WRITE_ERRNOS: dict[int | None, str] = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is exceeded",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EISDIR: "it is a folder",
-    errno.ENAMETOOLONG: "the name is too long",
+_ELSEWHERE = "choose another place"
+_WRITE_ERRNOS: dict[int | None, tuple[str, str]] = {
+    errno.ENOSPC: ("the disk is full", "free space or choose another place"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space or choose another place"),
+    errno.EROFS: ("the file system is read-only", _ELSEWHERE),
+    errno.EACCES: ("permission denied", _ELSEWHERE),
+    errno.EPERM: ("permission denied", _ELSEWHERE),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", _ELSEWHERE),
+    errno.EISDIR: ("it is a folder", _ELSEWHERE),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter name"),
+    errno.ENOENT: ("a folder on the path cannot be made there", _ELSEWHERE),
 }
+"""What a failed write's errno means, and what to do about it."""
 
 
 @dataclass(frozen=True)
@@ -138,12 +141,11 @@ def writing(flag: str, path: str | os.PathLike[str]) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        reason = _WRITE_ERRNOS.get(exc.errno)
-        if reason is None:
+        if exc.errno not in _WRITE_ERRNOS:
             raise
+        reason, advice = _WRITE_ERRNOS[exc.errno]
         raise OutputError(
-            f"cannot write {flag} {path}: {reason} ({exc.strerror}); nothing was written: "
-            "free space or choose another place"
+            f"cannot write {flag} {path}: {reason} ({exc.strerror}); nothing was written: {advice}"
         ) from exc
 
 

@@ -165,6 +165,12 @@ def _stack_from(
     if len(extra) == 1 and extra[0][0] == "C" and _channels_are_slices(tif, p, extra[0][1]):
         axes = axes.replace("C", "Z")
         extra = [("Z", extra[0][1])]
+    if len(extra) == 1 and extra[0][0] == "S":
+        raise StackReadError(
+            f"{p} holds {extra[0][1]} colour samples per pixel ({axes} {shape}), not z slices; "
+            "if they are slices (tifffile.imwrite stores a 3- or 4-slice array as RGB), "
+            "write it with photometric='minisblack'"
+        )
     if len(extra) > 1 or (extra and extra[0][0] not in _DEPTH_AXES):
         desc = ", ".join(f"{a}={n}" for a, n in extra)
         raise StackReadError(

@@ -285,6 +285,14 @@ def test_an_output_in_a_read_only_place_is_refused_before_any_work(args, work, r
     assert _snapshot(work) == before
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux: /proc takes no folders")
+def test_an_output_where_no_folder_can_be_made_is_one_line_not_a_traceback(work):
+    before = _snapshot(work)
+    _refused([*COCO, "--out", "/proc/tomoloop-out"], r"cannot write --out /proc/tomoloop-out: "
+             r"a folder on the path cannot be made there .*choose another place")  # fmt: skip
+    assert _snapshot(work) == before
+
+
 def test_a_read_only_run_folder_refuses_train_before_anything_is_registered(
     work, read_only, monkeypatch
 ):

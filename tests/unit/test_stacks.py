@@ -214,6 +214,17 @@ def test_multichannel_hyperstack_is_refused_with_advice(tmp_path):
         open_stack(path)
 
 
+@pytest.mark.parametrize("depth", [3, 4])
+def test_a_few_slices_saved_as_colour_planes_are_refused_with_how_to_save_them(tmp_path, depth):
+    path = tmp_path / "few.tif"
+    tifffile.imwrite(path, VOL[:depth])  # tifffile's default for 3 or 4 planes: RGB(A)
+    with pytest.raises(StackReadError, match=rf"{depth} colour samples.*photometric='minisblack'"):
+        open_stack(path)
+    tifffile.imwrite(path, VOL[:depth], photometric="minisblack")  # what the message says
+    with open_stack(path) as stack:
+        assert stack.shape == VOL[:depth].shape
+
+
 def test_shape_mismatch_float_labels_and_undeclared_values(tmp_path):
     a, b, f = tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "f.tif"
     tifffile.imwrite(a, VOL)
