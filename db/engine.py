@@ -88,6 +88,27 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def check_registry_place(path: Path) -> None:
+    """Refuse a SQLite registry file that could never be created: a file stands where a
+    folder of its path should be (a ``TOMOLOOP_HOME`` that names a file).
+
+    Raises:
+        RegistryDatabaseError: naming the file in the way.
+    """
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and path.is_dir():
+        raise _unusable(path, "it is a folder")
+    if existing != path and not existing.is_dir():
+        raise _unusable(path, f"{existing} is a file, not a folder")
+
+
+def _unusable(path: Path, why: str) -> RegistryDatabaseError:
+    return RegistryDatabaseError(
+        f"the registry {path} cannot be used: {why}; set TOMOLOOP_HOME (or "
+        "TOMOLOOP_DATABASE_URL) to a place you can write"
+    )
+
+
 def _create_engine(url: URL, **kwargs: object) -> Engine:
     """``create_engine``; a driver that is not installed is a one-line error."""
     try:
@@ -115,7 +136,10 @@ def make_engine(url: str, connect_attempts: int = CONNECT_ATTEMPTS) -> Engine:
         return engine
     path = sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unusable(path, f"{exc.strerror} ({exc.filename})") from None
         engine = _create_engine(parsed, connect_args={"timeout": 30})
     else:  # in memory: one connection, or each would see its own empty database
         engine = _create_engine(

@@ -7,6 +7,7 @@ never written to the registry, logs or git.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tomoloop.active.review import ReviewPolicy
+from tomoloop.errors import RegistryDatabaseError
+
+_IN_MEMORY = re.compile(r"sqlite(\+\w+)?://(/(:memory:)?)?(\?.*)?")
+"""SQLite URLs of a database in memory: ``sqlite://``, ``sqlite:///:memory:``."""
 
 
 class Settings(BaseSettings):
@@ -69,6 +74,18 @@ class Settings(BaseSettings):
 
     @property
     def registry_url(self) -> str:
+        """``database_url``, default the SQLite file ``home/registry.sqlite``.
+
+        Raises:
+            RegistryDatabaseError: ``database_url`` is an in-memory SQLite one (everything
+                stored would be gone when the command ends).
+        """
+        if self.database_url and _IN_MEMORY.fullmatch(self.database_url):
+            raise RegistryDatabaseError(
+                f"TOMOLOOP_DATABASE_URL {self.database_url} is a registry in memory: what a "
+                "command stores would be lost when it ends; use sqlite:////abs/path/registry"
+                ".sqlite (or unset it for TOMOLOOP_HOME's)"
+            )
         return self.database_url or f"sqlite:///{self.home / 'registry.sqlite'}"
 
     @property

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from tomoloop.db.engine import make_engine, schema_at_head, sqlite_file
+from tomoloop.db.engine import check_registry_place, make_engine, schema_at_head, sqlite_file
 from tomoloop.db.models import Annotation, DatasetVersion, ModelVersion, TrainingRun
 from tomoloop.db.registry.annotations import AnnotationStore, NewAnnotation
 from tomoloop.db.registry.datasets import DatasetSlice, DatasetStore, PoolSlice
@@ -77,6 +77,8 @@ class Registry(
         created (nor its folder); they see an empty registry held in memory instead.
         """
         path = sqlite_file(url)
+        if path is not None:
+            check_registry_place(path)
         if not create and path is not None and not path.exists():
             url = "sqlite://"
         engine = make_engine(url)

@@ -35,7 +35,9 @@ class VolumeStore(Store):
 
         Raises:
             NameRuleError: ``name`` breaks :func:`tomoloop.names.check_name`'s rule.
-            RegistryError: ``name`` is taken by a volume with other content.
+            RegistryError: ``name`` is taken by a volume with other content, or the volume
+                is registered with other ``phases`` (its labels would be read by the wrong
+                map).
         """
         check_name(name, "volume name")
         vz, vy, vx = voxel_size if voxel_size is not None else (None, None, None)
@@ -57,11 +59,17 @@ class VolumeStore(Store):
         with self.session() as s:
             s.execute(self._insert(Volume).values(**row).on_conflict_do_nothing())
             found = s.execute(
-                select(Volume.id, Volume.sha256).where(
+                select(Volume.id, Volume.sha256, Volume.name, Volume.phases).where(
                     (Volume.sha256 == sha256) | (Volume.name == name)
                 )
             ).all()
-        for volume_id, found_sha in found:
+        for volume_id, found_sha, found_name, found_phases in found:
+            if found_sha == sha256 and found_phases != phases:
+                raise RegistryError(
+                    f"volume {found_name!r} (this stack) is registered with --phases "
+                    f"{found_phases}, not {phases}: a volume keeps one phase map; ingest its "
+                    f"labels with --phases {found_phases}"
+                )
             if found_sha == sha256:
                 return volume_id
         raise RegistryError(

@@ -77,11 +77,19 @@ def db_downgrade(
 def db_current(as_json: JsonFlag = False) -> None:
     """The registry's schema revision (an embedded registry not created yet: none)."""
     from tomoloop.config import Settings
-    from tomoloop.db.engine import make_engine, sqlite_file
+    from tomoloop.db.engine import check_registry_place, sqlite_file
 
-    path = sqlite_file(Settings().registry_url)
-    absent = path is not None and not path.exists()
-    _report_revision(make_engine("sqlite://") if absent else registry_engine(), as_json)
+    url = Settings().registry_url
+    path = sqlite_file(url)
+    if path is None or path.exists():
+        _report_revision(registry_engine(), as_json)
+        return
+
+    def absent() -> dict:
+        check_registry_place(path)
+        return {"url": url, "revision": None}
+
+    run(absent, as_json, _show_revision)
 
 
 @db_app.command("gc")

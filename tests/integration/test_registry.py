@@ -236,6 +236,9 @@ def test_volume_registration_is_idempotent_by_content(registry_url):
     assert _volume(registry, name="renamed") == first  # same content, same volume
     with pytest.raises(RegistryError, match="already used by another stack"):
         _volume(registry, sha="b" * 64)
+    with pytest.raises(RegistryError, match=r"'nmc-1' .* --phases pore=0,nmc=1,cbd=2, not"):
+        registry.register_volume("nmc-1", "/data/nmc-1.tif", "a" * 64, (10, 8, 8), "uint8",
+                                 "pore=0,nmc=1,binder=5")  # fmt: skip
     assert [v.name for v in registry.volumes()] == ["nmc-1"]
     assert registry.volume(first).voxel_z_um == 0.5
 

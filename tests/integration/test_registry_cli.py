@@ -171,6 +171,25 @@ def test_unusable_database_urls_are_one_line(tmp_path, monkeypatch, url, message
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_registry_in_memory_is_refused_for_it_would_keep_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        monkeypatch.setenv("TOMOLOOP_DATABASE_URL", url)
+        for args in (("registry", "volumes", "--json"), ("db", "upgrade")):
+            _refused(tomoloop(*args), "is a registry in memory", "sqlite:////abs/path")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_home_that_is_a_file_is_named_not_taken_for_an_empty_registry(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("TOMOLOOP_HOME", str(home))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    for args in (("registry", "volumes", "--json"), ("db", "current"), ("db", "upgrade")):
+        _refused(tomoloop(*args), f"the registry {home / 'registry.sqlite'} cannot be used")
+    assert home.read_text() == "not a folder"
+
+
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])
 def test_a_corrupt_sqlite_registry_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, damage):
     monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path))
