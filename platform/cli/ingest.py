@@ -49,10 +49,10 @@ def ingest(
 ) -> None:
     """Register stacks in the registry: volume, slices, auto labels, COCO, dataset v1 (or,
     with --add-to, the dataset's next version with this volume added, labelled or not)."""
-    from tomoloop.flows.ingest import ingest as ingest_flow
     from tomoloop.labels.phases import PhaseMap
     from tomoloop.labels.splits import check_split_fills, parse_fractions
     from tomoloop.names import check_name
+    from tomoloop.stacks.checks import check_same_shape
     from tomoloop.stacks.opener import open_stack
 
     check_name(name, "--name")
@@ -66,11 +66,13 @@ def ingest(
     PhaseMap.parse(phases)
     fractions = parse_fractions(split)
     size = parse_voxel_size(voxel_size)
-    for path in (gray, labels):  # unreadable files: a clear line before the flow starts
-        if path is not None:
-            open_stack(path).close()
-    with open_stack(gray) as stack:
+    with open_stack(gray) as stack:  # unreadable or mismatched files: before the flow
+        if labels is not None:
+            with open_stack(labels) as label_stack:
+                check_same_shape(stack, label_stack)
         check_split_fills(stack.shape[0], fractions)
+    from tomoloop.flows.ingest import ingest as ingest_flow  # Prefect: after the checks
+
     run(
         lambda: ingest_flow(
             gray=gray,
