@@ -122,8 +122,13 @@ def coco_from_stack(
         raise TomoloopError(f"--connectivity {connectivity}: use 4 or 8")
     if axis not in AXES:
         raise TomoloopError(f"--axis {axis!r}: use z, y or x")
-    if min_area < 0 or gap < 0 or (workers is not None and workers < 1):
-        raise TomoloopError("--min-area and --gap must be ≥ 0, --workers ≥ 1")
+    for flag, value, least in (
+        ("--min-area", min_area, 0),
+        ("--gap", gap, 0),
+        ("--workers", workers, 1),
+    ):
+        if value is not None and value < least:
+            raise TomoloopError(f"{flag} {value}: must be ≥ {least}")
     fractions = parse_fractions(split) if split else None
     size = parse_voxel_size(voxel_size)
     phase_map = PhaseMap.parse(phases) if phases else None

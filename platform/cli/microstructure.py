@@ -5,7 +5,14 @@ from typing import Annotated
 
 import typer
 
-from tomoloop.cli.options import STACK_FORMATS, DeviceOpt, JsonFlag, VoxelOpt, parse_voxel_size
+from tomoloop.cli.options import (
+    STACK_FORMATS,
+    BinOpt,
+    DeviceOpt,
+    JsonFlag,
+    VoxelOpt,
+    parse_voxel_size,
+)
 from tomoloop.cli.output import err, out
 from tomoloop.cli.runner import run
 from tomoloop.errors import TomoloopError
@@ -32,7 +39,7 @@ def microstructure_command(
         list[str] | None,
         typer.Option(help="Phase whose particle-size distribution to add (watershed)."),
     ] = None,
-    bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
+    bin_um: BinOpt = 0.5,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
 ) -> None:

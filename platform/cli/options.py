@@ -28,6 +28,15 @@ VoxelOpt = Annotated[
     ),
 ]
 DatasetOpt = Annotated[str, typer.Option(help="Dataset name.")]
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise typer.BadParameter(f"{value}: must be > 0")
+    return value
+
+
+BinOpt = Annotated[float, typer.Option(help="Size-distribution bin, µm (> 0).", callback=_positive)]
 DeviceOpt = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 MinGapOpt = Annotated[int, typer.Option(help="Minimum index gap between chosen slices.")]
 PerVolumeOpt = Annotated[

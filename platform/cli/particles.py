@@ -9,6 +9,7 @@ import typer
 
 from tomoloop.cli.options import (
     STACK_FORMATS,
+    BinOpt,
     DeviceOpt,
     JsonFlag,
     VoxelOpt,
@@ -38,7 +39,7 @@ def particles_command(
         list[str] | None,
         typer.Option(help="Reassembly option KEY=VALUE, e.g. erosion=0, watershed=false."),
     ] = None,
-    bin_um: Annotated[float, typer.Option(help="Size-distribution bin, µm.")] = 0.5,
+    bin_um: BinOpt = 0.5,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     phase: Annotated[
         str | None, typer.Option(help="The model's particle category, if it finds several.")

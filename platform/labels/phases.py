@@ -64,9 +64,11 @@ class PhaseMap:
         for item in (part.strip() for part in text.split(",")):
             name, sep, value = item.partition("=")
             if not sep or not name.strip() or not value.strip().isdigit():
+                negative = value.strip().startswith("-") and value.strip()[1:].isdigit()
                 raise PhaseMapError(
-                    f"cannot read phase {item!r} in {text!r}: write NAME=VALUE pairs "
-                    "separated by commas, e.g. 'pore=0,nmc=1,cbd=2'"
+                    f"cannot read phase {item!r} in {text!r}: "
+                    + ("label values are ≥ 0; " if negative else "")
+                    + "write NAME=VALUE pairs separated by commas, e.g. 'pore=0,nmc=1,cbd=2'"
                 )
             names.append(name.strip())
             values.append(int(value))

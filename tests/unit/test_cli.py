@@ -87,6 +87,8 @@ def test_coco_from_stack_people_output_is_a_summary_line(tmp_path, stacks):
         (["--labels", "labels.tif", "--phases", "pore=0,nmc=1"], "label values [2]"),
         (["--labels", "labels.tif", "--gray", "short.tif"], "same voxels"),
         (["--labels", "labels.tif", "--connectivity", "6"], "use 4 or 8"),
+        (["--labels", "labels.tif", "--min-area", "-1"], "--min-area -1: must be ≥ 0"),
+        (["--labels", "labels.tif", "--workers", "0"], "--workers 0: must be ≥ 1"),
         (["--labels", "labels.tif", "--split", "0.9,0.2,0.1"], "three fractions"),
         (
             ["--labels", "labels.tif", "--phases", "pore=0,nmc=1,cbd=2", "--phase", "sei"],
@@ -277,6 +279,8 @@ def test_microstructure_adds_the_particle_size_distribution_of_a_phase(stacks):
     assert psd["mean_equivalent_radius_um"] == pytest.approx(0.5 * 7.5, rel=0.05)
     bad = tomoloop(*args, "--particles", "nickel")
     assert bad.returncode != 0 and "--particles nickel: name one of pore, nmc, cbd" in bad.stderr
+    no_bin = tomoloop(*args, "--particles", "nmc", "--bin-um", "0")  # before any tortuosity
+    assert no_bin.returncode == 2 and "'--bin-um': 0.0: must be > 0" in no_bin.stderr
 
 
 @pytest.mark.slow  # trains a network

@@ -18,7 +18,7 @@ def test_parse_keeps_order_and_resolves_names_and_values():
     "text, fragment",
     [
         ("pore=0,nmc", "NAME=VALUE"),
-        ("pore=0,nmc=-1", "NAME=VALUE"),
+        ("pore=0,nmc=-1", "label values are ≥ 0; write NAME=VALUE"),
         ("pore=0,pore=1", "names repeat"),
         ("pore=0,nmc=0", "values repeat"),
         ("1pore=0", "not valid"),
