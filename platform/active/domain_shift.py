@@ -345,7 +345,8 @@ def domain_shift(
     figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
     once both seed-mean mIoUs are known; ``on_curve(arm, seed, curve, seconds)`` after each
     arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
-    processes (:func:`tomoloop.active.jobs.run_jobs`): the same document, sooner.
+    processes (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when
+    each job computes with as many threads as here.
     """
     seeds = range(setup.seeds)
     begun = run_jobs([(s, initial_model, (s, data, setup)) for s in seeds], workers)

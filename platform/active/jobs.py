@@ -2,8 +2,9 @@
 another in this process or side by side in worker processes.
 
 Workers are spawned (never forked: a fork of a process whose OpenMP threads already ran
-can hang) and share this process's torch threads between them, at least one each; a job
-reads nothing but its arguments, so its result is the same wherever it runs.
+can hang) and share this process's torch threads between them, at least one each. A job
+reads nothing but its arguments, so its result is the same wherever it runs with the same
+number of threads (floating-point sums split over other threads round differently).
 """
 
 from __future__ import annotations

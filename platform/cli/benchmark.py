@@ -43,8 +43,8 @@ def benchmark_al(
         int,
         typer.Option(
             min=1,
-            help="Domain-shift mode: processes that run seeds and arms side by side (the "
-            "same figures, sooner; one per core).",
+            help="Domain-shift mode: processes that run seeds and arms side by side, one "
+            "per core (sooner; the same figures as one process with one torch thread).",
         ),
     ] = 1,
     strategies: Annotated[
