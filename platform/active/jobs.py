@@ -60,9 +60,8 @@ def _torch_threads() -> int:
 
 
 def _use_threads(threads: int) -> None:
-    """A worker's initializer: ``threads`` torch threads, whether torch is loaded yet
-    (spawning re-imports the main module) or only by a job."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+    """A worker's initializer: ``threads`` torch threads, set before any job runs (an
+    environment variable is read too late once a library has loaded OpenMP)."""
+    import torch
+
+    torch.set_num_threads(threads)
