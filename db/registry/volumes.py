@@ -64,14 +64,15 @@ class VolumeStore(Store):
                 )
             ).all()
         for volume_id, found_sha, found_name, found_phases in found:
-            if found_sha == sha256 and found_phases != phases:
+            if found_sha != sha256:
+                continue
+            if found_phases != phases:
                 raise RegistryError(
                     f"volume {found_name!r} (this stack) is registered with --phases "
                     f"{found_phases}, not {phases}: a volume keeps one phase map; ingest its "
                     f"labels with --phases {found_phases}"
                 )
-            if found_sha == sha256:
-                return volume_id
+            return volume_id
         raise RegistryError(
             f"volume name {name!r} is already used by another stack ({found[0][1][:12]}…): "
             "choose another --name"
