@@ -146,15 +146,32 @@ def full_data_model(seed: int, start: dict, data: ShiftData, setup: ShiftSetup) 
     return _test_miou(model, data, setup)
 
 
+def patch_pixels(slices: Sequence[LabelledSlice], patch: int) -> float:
+    """The labelled pixels a ``patch``² training patch of ``slices`` holds on average,
+    estimated per slice as its labelled pixels up to ``patch``² (a patch is centred on a
+    labelled pixel, so it holds a sparse label's region whole)."""
+    return float(np.mean([min(int((s.labels != IGNORE).sum()), patch * patch) for s in slices]))
+
+
 def with_replay(
-    slices: Sequence[LabelledSlice], sources: Sequence[LabelledSlice], rng: np.random.Generator
+    slices: Sequence[LabelledSlice],
+    sources: Sequence[LabelledSlice],
+    rng: np.random.Generator,
+    patch: int,
 ) -> list[LabelledSlice]:
     """``slices`` and as many of ``sources`` (fewer if there are fewer), drawn without
-    replacement: patches are drawn per slice, so the sources get half of a fine-tune's
-    patches whatever the number of target slices."""
+    replacement, their weight scaled by the ratio of labelled pixels per patch
+    (:func:`patch_pixels`, ``slices`` over the drawn sources), so that a source patch
+    counts in the loss as a patch of ``slices`` does (their tier weights apart). Patches
+    are drawn per slice, so the sources get half of a fine-tune's patches whatever the
+    number of target slices; the loss averages over labelled pixels, so without the
+    scaling a dense source patch outweighed a patch around one painted 32² region four
+    to one.
+    """
     count = min(len(slices), len(sources))
-    drawn = rng.choice(len(sources), size=count, replace=False)
-    return [*slices, *(sources[int(k)] for k in np.sort(drawn))]
+    drawn = [sources[int(k)] for k in np.sort(rng.choice(len(sources), size=count, replace=False))]
+    scale = patch_pixels(slices, patch) / patch_pixels(drawn, patch) if drawn else 1.0
+    return [*slices, *(replace(s, weight=s.weight * scale) for s in drawn)]
 
 
 def _replayed(
@@ -164,7 +181,8 @@ def _replayed(
     replays them (their own random stream, so the arms' queries do not change)."""
     if not setup.replay:
         return slices
-    return with_replay(slices, data.source_train, np.random.default_rng([seed, 2, round_]))
+    rng = np.random.default_rng([seed, 2, round_])
+    return with_replay(slices, data.source_train, rng, setup.fine_tune.patch)
 
 
 def _options(strategy: str, model: _Model, setup: ShiftSetup) -> ScoreOptions:

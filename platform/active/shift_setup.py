@@ -90,8 +90,8 @@ class ShiftSetup:
     each round, on ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
     ``self_slices`` pool slices spread over the target. With ``replay`` (the default) each
     fine-tune also trains on source slices, as many as it has target slices (half the
-    patches), as the platform's loop trains on every scan of a dataset; without it, on the
-    target only.
+    patches, each weighted as a target patch is per labelled pixel), as the platform's loop
+    trains on every scan of a dataset; without it, on the target only.
     """
 
     arms: tuple[Arm, ...] = field(default_factory=lambda: parse_arms(DEFAULT_ARMS))

@@ -35,7 +35,8 @@ def benchmark_al(
         bool,
         typer.Option(
             "--replay/--no-replay",
-            help="Domain-shift mode: fine-tune on source slices too (half the patches), as the "
+            help="Domain-shift mode: fine-tune on source slices too (half the patches, weighted "
+            "as the target's per labelled pixel), as the "
             "platform's loop trains on every scan; --no-replay: on the target only.",
         ),
     ] = True,

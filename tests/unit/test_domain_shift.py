@@ -10,7 +10,13 @@ import pytest
 import tifffile
 import torch
 
-from tomoloop.active.domain_shift import domain_shift, pseudo_labels, summarise, with_replay
+from tomoloop.active.domain_shift import (
+    domain_shift,
+    patch_pixels,
+    pseudo_labels,
+    summarise,
+    with_replay,
+)
 from tomoloop.active.label_efficiency import area_under
 from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
@@ -155,14 +161,35 @@ def _labelled(value: int) -> LabelledSlice:
 def test_replay_gives_the_sources_as_many_slices_as_the_target_has_and_keeps_the_target():
     target = [_labelled(1), _labelled(2)]
     sources = [_labelled(v) for v in range(3, 9)]
-    mixed = with_replay(target, sources, np.random.default_rng(0))
+    mixed = with_replay(target, sources, np.random.default_rng(0), patch=16)
     assert mixed[:2] == target and len(mixed) == 4
     drawn = [s.labels[0, 0] for s in mixed[2:]]
     assert len(set(drawn)) == 2 and set(drawn) <= set(range(3, 9))  # no slice twice
+    assert [s.weight for s in mixed[2:]] == [1.0, 1.0]  # dense target: sources as they were
     many = [_labelled(1)] * 9  # more target slices than sources: every source once
     assert sorted(
-        s.labels[0, 0] for s in with_replay(many, sources, np.random.default_rng(0))[9:]
+        s.labels[0, 0] for s in with_replay(many, sources, np.random.default_rng(0), 16)[9:]
     ) == list(range(3, 9))
+
+
+def _sparse(painted: int, side: int = 64) -> LabelledSlice:
+    labels = np.full((side, side), IGNORE, np.uint8)
+    labels.ravel()[:painted] = 1
+    return LabelledSlice(np.zeros((side, side), np.float32), labels, weight=2.0)
+
+
+def test_replay_weighs_a_source_patch_as_a_patch_of_the_sparse_target():
+    # target patches of 32² hold 256 and 768 labelled pixels (512 on average), a dense
+    # source patch 1,024: each source pixel weighs half, so a patch of either weighs the
+    # same in the loss (pixels x weight, the loss's denominator)
+    target = [_sparse(256), _sparse(768)]
+    sources = [LabelledSlice(np.zeros((64, 64), np.float32), np.ones((64, 64), np.uint8), 2.0)]
+    mixed = with_replay(target, sources, np.random.default_rng(0), patch=32)
+    assert mixed[:2] == target and mixed[2].weight == pytest.approx(1.0)
+    assert patch_pixels(target, 32) * 2.0 == patch_pixels(mixed[2:], 32) * mixed[2].weight
+    map_weight = replace(sources[0], weight=np.full((64, 64), 4.0, np.float32))
+    (scaled,) = with_replay(target, [map_weight], np.random.default_rng(0), 32)[2:]
+    assert np.array_equal(scaled.weight, np.full((64, 64), 2.0, np.float32))
 
 
 @pytest.mark.usefixtures("one_thread")
