@@ -35,7 +35,7 @@ def serve_api(
     ] = False,
 ) -> None:
     """Serve the HTTP app: Label Studio webhooks, the ML backend of every dataset (its
-    champion predicts on --device; /ml/<dataset>) and the read-only registry API (/docs)."""
+    champion predicts on --device; /ml/DATASET) and the read-only registry API (/docs)."""
     from tomoloop.config import Settings
 
     settings = Settings()

@@ -119,6 +119,25 @@ def test_every_command_help_renders():
         assert "Usage" in done.output, path
 
 
+def test_the_command_list_gives_each_summary_as_written_not_broken_at_source_lines(
+    monkeypatch,
+):
+    """``tomoloop --help`` lists each command with the first paragraph of its docstring;
+    the line breaks of the source are not line breaks of the summary (on a terminal wide
+    enough, each summary is one line)."""
+    import inspect
+
+    import typer.rich_utils
+
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 1000)
+    listed = CliRunner().invoke(app, ["--help"]).output
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        summary = inspect.cleandoc(command.help or "").split("\n\n")[0]
+        line = " ".join(summary.replace("`", "").replace("\\[", "[").split())
+        assert line in listed, name
+
+
 def test_no_flag_reads_as_a_double_negation():
     """A bool option named ``no_x`` gets typer's ``--no-no-x`` as its off switch unless its
     flag is spelled out; no command may offer such a flag."""
