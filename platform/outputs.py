@@ -108,12 +108,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _check_creatable(out: Output) -> None:
-    """Refuse an output of the wrong kind, below a file, or in a folder we cannot write."""
+    """Refuse an output of the wrong kind, a file that exists, an output below a file, or in
+    a folder we cannot write."""
     path = out.path
     if path.is_dir() and not out.folder:
         raise OutputError(f"{out.flag} {path} is a folder: give a file name, e.g. {path}/out.tif")
     if path.exists() and not path.is_dir() and out.folder:
         raise OutputError(f"{out.flag} {path} is a file: give a new folder")
+    if path.exists() and not out.folder:
+        raise OutputError(f"{out.flag} {path} exists: choose a new file (nothing is overwritten)")
     parent = path.absolute().parent
     while not parent.exists():
         parent = parent.parent

@@ -293,11 +293,13 @@ class DatasetStore(Store):
                 )
             ]
 
-    def refresh_dataset(self, name: str) -> entities.DatasetVersion:
+    def refresh_dataset(
+        self, name: str, artifacts: dict | None = None
+    ) -> entities.DatasetVersion:
         """A version of dataset ``name`` with the same slices and splits as its latest, each
         slice now with its best label of each kind (higher tiers supersede): its semantic
         label, and its instance label where a person drew one; the latest itself when
-        nothing changed.
+        nothing changed. ``artifacts``: the version's (default the latest's).
         """
         latest = self.dataset(name)
         ranked = (
@@ -328,7 +330,9 @@ class DatasetStore(Store):
                 .where(ranked.c.rank == 1)
             ):
                 members[split].append(annotation_id)
-        return self.freeze_dataset(name, members, latest.artifacts)
+        return self.freeze_dataset(
+            name, members, latest.artifacts if artifacts is None else artifacts
+        )
 
     def dataset_volumes(self, dataset_version_id: int) -> list[entities.Volume]:
         """The volumes whose slices a dataset version holds, by id."""

@@ -108,8 +108,8 @@ def check_target(
     registry: Registry, gray: Stack, phases: PhaseMap, name: str, add_to: str | None
 ) -> None:
     """Refuse, before anything is stored, a stack that would change which volumes a
-    dataset holds without ``--add-to``, and an ``--add-to`` dataset that does not exist or
-    has other phases.
+    dataset holds without ``--add-to``, an ``--add-to`` dataset that does not exist or
+    has other phases, and with ``--add-to`` a stack registered under another volume name.
 
     Raises:
         RegistryError: naming the explicit command.
@@ -127,6 +127,13 @@ def check_target(
             raise RegistryError(
                 f"--phases {phases} differ from dataset {add_to!r}'s "
                 f"{registry.dataset_phases(latest.id)}: a dataset's volumes share one phase map"
+            )
+        sha = gray.content_sha256()
+        known = next((v for v in registry.volumes() if v.sha256 == sha), None)
+        if known is not None and known.name != name:
+            raise RegistryError(
+                f"{gray.path.name} is registered as volume {known.name!r}, not {name!r}: "
+                f"give --name {known.name} (adding it again replaces its labels)"
             )
         return
     if gray.content_sha256() not in {v.sha256 for v in held}:
@@ -172,7 +179,8 @@ def register(
 ) -> IngestResult:
     """Volume, slices, tier-auto annotations and the frozen dataset version (one
     transaction): dataset ``name`` v1 (or its next version when the labels changed), or
-    with ``add_to`` that dataset's next version with this volume added. Without
+    with ``add_to`` that dataset's next version with this volume added (a volume it holds
+    already keeps its slices' splits, each slice with its best label now). Without
     ``labels`` every slice's tier-auto annotation is empty (:func:`unlabelled_mask`,
     source ``unlabelled``)."""
     volume_id = registry.register_volume(
@@ -198,11 +206,17 @@ def register(
         for part, indices in split_slices(gray.shape[0], split).items()
     }
     artifacts = {} if coco is None else {"coco": {"uri": coco.key, "sha256": coco.sha256}}
-    if add_to is not None:
+    if add_to is None:
+        dataset = registry.freeze_dataset(name, members, artifacts)
+    else:
         previous = registry.dataset(add_to)
-        members = merge_members(registry.dataset_members(previous.id), members)
         artifacts = {**previous.artifacts, **{f"coco:{name}": a for a in artifacts.values()}}
-    dataset = registry.freeze_dataset(add_to or name, members, artifacts)
+        if volume_id in {v.id for v in registry.dataset_volumes(previous.id)}:
+            # added again (new labels): its slices keep their splits, now with their best label
+            dataset = registry.refresh_dataset(add_to, artifacts)
+        else:
+            members = merge_members(registry.dataset_members(previous.id), members)
+            dataset = registry.freeze_dataset(add_to, members, artifacts)
     return IngestResult(
         volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added,
         None if coco is None else coco.key,

@@ -199,6 +199,23 @@ CASES: dict[str, tuple[Callable[[Path], str], list[str], str]] = {
         _mkdir("shots"), ["view", "gray.tif", "--screenshot", "{}"],
         "--screenshot shots is a folder: give a file",
     ),
+    "predict --out an existing file": (
+        NO_SETUP, [*PREDICT, "--out", "note.txt"], "--out note.txt exists: choose a new file",
+    ),
+    "predict --uncertainty an existing file": (
+        NO_SETUP, [*PREDICT, "--out", "p.tif", "--uncertainty", "note.txt"],
+        "--uncertainty note.txt exists",
+    ),
+    "view --screenshot an existing file (another volume's stack)": (
+        NO_SETUP, ["view", "gray.tif", "--screenshot", "labels.tif"],
+        "--screenshot labels.tif exists",
+    ),
+    "benchmark --plot an existing file": (
+        NO_SETUP,
+        ["benchmark", "al", "--gray", "gray.tif", "--labels", "labels.tif", "--phases", PHASES,
+         "--plot", "note.txt"],
+        "--plot note.txt exists",
+    ),
     "train with the run folder below a file": (
         lambda work: (work / "home").write_text("not a folder") and "",
         ["train", "--dataset", "nmc"],

@@ -174,6 +174,28 @@ def test_a_dataset_gains_a_volume_only_explicitly(tmp_path, home, registry_url, 
     assert set(v2.artifacts) == {"coco", "coco:B"}
     again = ingest(gray=b[0], labels=b[1], name="B", phases=phases, split=split, add_to="A")
     assert again["version"] == 2  # adding it twice changes nothing
+    with pytest.raises(RegistryError, match=r"registered as volume 'B', not 'B2'.*--name B"):
+        ingest(gray=b[0], labels=b[1], name="B2", phases=phases, split=split, add_to="A")
+
+    relabelled = electrode_volume[:, ::-1].copy()
+    relabelled[relabelled == 2] = 0  # new labels of B, and another --split asked for
+    tifffile.imwrite(tmp_path / "b" / "labels-2.tif", relabelled)
+    third = ingest(gray=b[0], labels=str(tmp_path / "b" / "labels-2.tif"), name="B",
+                   phases=phases, split=(0.3, 0.3, 0.4), add_to="A")  # fmt: skip
+    v3 = registry.dataset("A")
+    assert third["version"] == 3 and v3.parent_id == v2.id
+
+    def splits_of(version):
+        return {s: sorted(p.slice_id for p in registry.pool(version.id, s)) for s in after}
+
+    assert splits_of(v3) == splits_of(v2)  # every slice once, in the split it had
+    b_volume = registry.volume_named("B").id
+    masks = [m for m in registry.dataset_slices(v3.id) if m.volume_id == b_volume]
+    assert masks and all(
+        np.array_equal(decode_class_mask(m.mask_rle), relabelled[m.index]) for m in masks
+    )
+    assert v3.artifacts["coco:B"] != v2.artifacts["coco:B"]
+    assert v3.artifacts["coco"] == v2.artifacts["coco"]
 
     services = Services.from_settings()
     try:  # training reads each slice from its own volume
