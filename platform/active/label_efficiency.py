@@ -21,6 +21,7 @@ import torch
 from tomoloop.active.scoring import ScoreOptions, slice_features
 from tomoloop.active.selection import Candidate, Constraints
 from tomoloop.active.strategies import get
+from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import split_slices
@@ -34,6 +35,24 @@ from tomoloop.training.trainer import TrainConfig, train
 
 Curve = list[tuple[int, float]]
 Fitted = tuple[torch.nn.Module, ModelSpec, float]  # (model, its spec, test mIoU)
+
+
+class BenchmarkError(TomoloopError):
+    """A benchmark that cannot run as asked (unknown arm or unit, empty split, a count
+    out of range)."""
+
+
+def check_at_least(values: Sequence[tuple[str, int, int]]) -> None:
+    """Refuse, in one message, every ``(name, value, least)`` whose value is below least.
+
+    Raises:
+        BenchmarkError: ``"seeds 0 must be ≥ 1; rounds 0 must be ≥ 1"``.
+    """
+    problems = [
+        f"{name} {value} must be ≥ {least}" for name, value, least in values if value < least
+    ]
+    if problems:
+        raise BenchmarkError("; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,17 @@ class EfficiencySetup:
     options: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, patience=0))
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_at_least(
+            (
+                ("seeds", self.seeds, 1),
+                ("rounds", self.rounds, 1),
+                ("budget", self.budget, 1),
+                ("initial", self.initial, 1),
+                ("min_gap", self.min_gap, 0),
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -208,7 +238,15 @@ def efficiency(
     """The label-efficiency document: ``{"full_data_miou": x, "strategies": {name:
     {"labels_to_95": n or None, "auc": x, "curve": [[labelled, mIoU], ...],
     "seeds": [curve, ...]}}}``.
+
+    Raises:
+        BenchmarkError: more ``initial`` slices than the pool holds (before any training).
     """
+    if setup.initial > len(split.pool):
+        raise BenchmarkError(
+            f"initial {setup.initial} is more than the {len(split.pool)} slices of the "
+            f"training pool: ask for at most {len(split.pool)} (or use a deeper stack)"
+        )
     full = float(np.mean([_fit(split.pool, split, setup, seed)[2] for seed in range(setup.seeds)]))
     starts = {
         seed: _fit([split.pool[i] for i in initial_slices(seed, split, setup)], split, setup, seed)

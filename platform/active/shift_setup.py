@@ -9,11 +9,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tomoloop.active.label_efficiency import Split, stack_split
+from tomoloop.active.label_efficiency import BenchmarkError, Split, check_at_least, stack_split
 from tomoloop.active.requests import UNITS
 from tomoloop.active.self_training import SelfTraining
 from tomoloop.active.strategies import STRATEGIES
-from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import PhaseMap
 from tomoloop.stacks.opener import open_stack, source_path
 from tomoloop.stacks.remote import is_url
@@ -28,10 +27,6 @@ DEFAULT_ARMS = "random/slice,random,foreground_random,entropy,bald,hybrid,bald+s
 """Controls (random slices, random and foreground-random regions), the uncertainty and
 diversity arms by the default unit, and BALD with self-training."""
 ANNOTATOR = 2  # registry tier of a person's label
-
-
-class BenchmarkError(TomoloopError):
-    """A benchmark that cannot run as asked (unknown arm or unit, empty split)."""
 
 
 @dataclass(frozen=True)
@@ -119,18 +114,16 @@ class ShiftSetup:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        problems = [
-            f"{what} {value} must be ≥ {least}"
-            for what, value, least in (
+        regions = any(arm.unit == "region" for arm in self.arms)
+        check_at_least(
+            (
                 ("seeds", self.seeds, 1),
                 ("rounds", self.rounds, 1),
-                ("budget_px", self.budget_px, 1),
                 ("region", self.region, 16),
+                # a region arm's round labels whole regions: one at least
+                ("budget_px", self.budget_px, self.region**2 if regions else 1),
             )
-            if value < least
-        ]
-        if problems:
-            raise BenchmarkError("; ".join(problems))
+        )
 
     @property
     def distance(self) -> float:

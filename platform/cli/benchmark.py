@@ -13,8 +13,37 @@ from tomoloop.errors import TomoloopError
 benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True)
 
 
+SLICE_MODE = ("gray", "labels", "budget", "initial", "min_gap", "arch", "option", "epochs",
+              "patch", "patches_per_epoch")  # fmt: skip
+SHIFT_MODE = ("source", "target", "unit", "region", "budget_px", "quick", "replay", "workers")
+
+
+def given_options(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
+    """The flags (``--epochs``) of the parameters ``names`` the user gave on the command
+    line (not left at their defaults)."""
+    flags = {p.name: p.opts[0] for p in ctx.command.params}
+    left = ("DEFAULT", "DEFAULT_MAP")
+    given = [n for n in names if getattr(ctx.get_parameter_source(n), "name", left[0]) not in left]
+    return [flags[n] for n in given]
+
+
+def check_mode_options(ctx: typer.Context, shift_mode: bool) -> None:
+    """Refuse options of the other mode of ``benchmark al`` (they would be ignored).
+
+    Raises:
+        TomoloopError: naming them and the mode they belong to.
+    """
+    wrong = given_options(ctx, SLICE_MODE if shift_mode else SHIFT_MODE)
+    if wrong:
+        mode, other = ("--gray/--labels", "--source/--target")[:: -1 if shift_mode else 1]
+        raise TomoloopError(
+            f"{', '.join(wrong)} only apply with {other}, not with {mode}: leave them out"
+        )
+
+
 @benchmark_app.command("al")
 def benchmark_al(
+    ctx: typer.Context,
     phases: Annotated[str, typer.Option(help="Phase map, e.g. pore=0,nmc=1,cbd=2.")],
     gray: Annotated[str | None, typer.Option(help="Grayscale stack (slice mode).")] = None,
     labels: Annotated[
@@ -28,8 +57,10 @@ def benchmark_al(
         str | None, typer.Option(help="Domain-shift mode: the new scan GRAY:LABELS.")
     ] = None,
     unit: Annotated[str, typer.Option(help="Domain-shift unit: slice or region.")] = "region",
-    region: Annotated[int, typer.Option(help="Region side in pixels.")] = 32,
-    budget_px: Annotated[int, typer.Option(help="Labelled target pixels per round.")] = 4096,
+    region: Annotated[int, typer.Option(help="Domain-shift region side in pixels.")] = 32,
+    budget_px: Annotated[
+        int, typer.Option(help="Domain-shift mode: labelled target pixels per round.")
+    ] = 4096,
     quick: Annotated[bool, typer.Option("--quick", help="A CI-sized domain-shift run.")] = False,
     replay: Annotated[
         bool,
@@ -57,16 +88,22 @@ def benchmark_al(
     ] = None,
     seeds: Annotated[int, typer.Option(help="Repetitions with different seeds.")] = 3,
     rounds: Annotated[int, typer.Option(help="Rounds after the initial slices.")] = 4,
-    budget: Annotated[int, typer.Option(help="Slices per round.")] = 4,
-    initial: Annotated[int, typer.Option(help="Random slices labelled at the start.")] = 4,
-    min_gap: Annotated[int, typer.Option(help="Minimum z gap between chosen slices.")] = 2,
-    arch: Annotated[str, typer.Option(help="Architecture trained each round.")] = "unet",
+    budget: Annotated[int, typer.Option(help="Slice mode: slices per round.")] = 4,
+    initial: Annotated[
+        int, typer.Option(help="Slice mode: random slices labelled at the start.")
+    ] = 4,
+    min_gap: Annotated[
+        int, typer.Option(help="Slice mode: minimum z gap between chosen slices.")
+    ] = 2,
+    arch: Annotated[
+        str, typer.Option(help="Slice mode: architecture trained each round.")
+    ] = "unet",
     option: Annotated[
-        list[str] | None, typer.Option(help="Network option KEY=VALUE (repeatable).")
+        list[str] | None, typer.Option(help="Slice mode: network option KEY=VALUE (repeatable).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs per training.")] = 6,
-    patch: Annotated[int, typer.Option(help="Training patch side.")] = 64,
-    patches_per_epoch: Annotated[int, typer.Option(help="Patches per epoch.")] = 128,
+    epochs: Annotated[int, typer.Option(help="Slice mode: epochs per training.")] = 6,
+    patch: Annotated[int, typer.Option(help="Slice mode: training patch side.")] = 64,
+    patches_per_epoch: Annotated[int, typer.Option(help="Slice mode: patches per epoch.")] = 128,
     plot: Annotated[Path | None, typer.Option(help="Write the curves as a PNG.")] = None,
     device: DeviceOpt = "auto",
     as_json: JsonFlag = False,
@@ -85,7 +122,9 @@ def benchmark_al(
     from tomoloop.stacks.opener import open_stack
     from tomoloop.training.trainer import TrainConfig, resolve_device
 
-    if target is not None or source:
+    shift_mode = target is not None or bool(source)
+    check_mode_options(ctx, shift_mode)
+    if shift_mode:
         _benchmark_shift(
             phases, source or [], target, unit, region, budget_px, quick, replay, workers,
             strategies, seeds, rounds, plot, str(resolve_device(device)), as_json,

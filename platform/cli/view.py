@@ -70,7 +70,6 @@ def view(
     if screenshot is not None:
         inputs = stack_files({"GRAY": gray, **sources})
         check_outputs(inputs, [Output("--screenshot", screenshot)])
-    napari_ready()  # not installed, or no display: one line before any stack is read
 
     def work() -> dict:
         with ExitStack() as opened:
@@ -87,6 +86,7 @@ def view(
             z = base.shape[0] // 2 if index is None else index
             if not 0 <= z < base.shape[0]:
                 raise TomoloopError(f"--slice {z}: {gray} has z slices 0–{base.shape[0] - 1}")
+            napari_ready()  # not installed, or no display: one line once the inputs are good
             layers = volume_layers(
                 base, stacks["--labels"], stacks["--prediction"], stacks["--uncertainty"], phase_map
             )

@@ -36,20 +36,54 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_model(name: str, in_channels: int = 1, n_classes: int = 2, **options: Any) -> nn.Module:
-    """A network by registry name, e.g. ``build_model("unet", 1, 3)``."""
+    """A network by registry name, e.g. ``build_model("unet", 1, 3)``.
+
+    Raises:
+        TomoloopError: an unknown architecture or option, or an option value of another
+            kind than its default (``base=abc`` where an integer goes).
+    """
     if name not in MODELS:
         raise TomoloopError(
             f"unknown architecture {name!r}: choose one of {', '.join(sorted(MODELS))}"
         )
+    check_options(name, options)
     try:
         return MODELS[name](in_channels=in_channels, n_classes=n_classes, **options)
-    except TypeError as exc:
-        accepted = [
-            p for p in inspect.signature(MODELS[name]).parameters if p not in ("self", "cls")
-        ]
-        raise TomoloopError(
-            f"{name} does not take options {sorted(options)} ({exc}); it takes {accepted}"
-        ) from None
+    except (TypeError, ValueError) as exc:  # a value the network itself refuses
+        raise TomoloopError(f"{name} options {options}: {exc}") from None
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _fits(value: Any, default: Any) -> bool:
+    """Whether ``value`` is of the kind of ``default`` (an int is a float; a bool no int)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def check_options(name: str, options: dict) -> None:
+    """Refuse options network ``name`` does not take, and values of another kind than the
+    option's default (options without a plain default are left to the network).
+
+    Raises:
+        TomoloopError: naming the option and what it takes.
+    """
+    parameters = inspect.signature(MODELS[name]).parameters
+    accepted = [p for p in parameters if p not in ("self", "cls", "in_channels", "n_classes")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TomoloopError(f"{name} does not take options {unknown}; it takes {accepted}")
+    for key, value in options.items():
+        default = parameters[key].default
+        if type(default) in _KINDS and not _fits(value, default):
+            raise TomoloopError(
+                f"{name} option {key}={value!r}: give {_KINDS[type(default)]} (the default "
+                f"is {default!r})"
+            )
 
 
 @dataclass(frozen=True)

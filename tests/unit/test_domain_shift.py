@@ -121,6 +121,9 @@ def test_a_setup_refuses_empty_rounds_and_tiny_regions():
         ShiftSetup(rounds=0)
     with pytest.raises(BenchmarkError, match="region 8"):
         ShiftSetup(region=8)
+    with pytest.raises(BenchmarkError, match="budget_px 100 must be ≥ 1024"):
+        ShiftSetup(budget_px=100)  # less than one 32² region: region arms would ask nothing
+    assert ShiftSetup(parse_arms("random/slice"), budget_px=100).budget_px == 100
 
 
 def _pair(folder, labels, name, offset):
@@ -267,6 +270,25 @@ def _cli(*args):
         timeout=600,
         env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
+
+
+@pytest.mark.parametrize(
+    ("mode", "other", "says"),
+    [
+        (["--source", "a:b", "--target", "c:d"], ["--epochs", "1", "--patch", "32"],
+         "--epochs, --patch only apply with --gray/--labels, not with --source/--target"),
+        (["--gray", "g.tif", "--labels", "l.tif"], ["--region", "16", "--quick"],
+         "--region, --quick only apply with --source/--target, not with --gray/--labels"),
+    ],
+)  # fmt: skip
+def test_benchmark_al_refuses_the_options_of_the_other_mode_before_any_work(mode, other, says):
+    from typer.testing import CliRunner
+
+    from tomoloop.cli import app
+    from tomoloop.errors import TomoloopError
+
+    done = CliRunner().invoke(app, ["benchmark", "al", "--phases", "pore=0,nmc=1", *mode, *other])
+    assert isinstance(done.exception, TomoloopError) and says in str(done.exception)
 
 
 @pytest.mark.slow  # two CLI processes: over 20 s on a loaded machine

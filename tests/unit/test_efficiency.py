@@ -5,6 +5,7 @@ import pytest
 import tifffile
 
 from tomoloop.active.label_efficiency import (
+    BenchmarkError,
     EfficiencySetup,
     area_under,
     efficiency,
@@ -61,3 +62,19 @@ def test_every_strategy_starts_alike_and_labels_budget_slices_per_round(split):
         assert result["auc"] == pytest.approx(area_under([tuple(p) for p in result["curve"]]))
     assert len(firsts) == 1  # one shared starting model per seed
     json.dumps(document)  # the document is plain JSON
+
+
+def test_a_setup_refuses_counts_out_of_range_all_in_one_message():
+    with pytest.raises(BenchmarkError, match="seeds 0 must be ≥ 1; rounds 0 must be ≥ 1"):
+        EfficiencySetup(seeds=0, rounds=0)
+    with pytest.raises(BenchmarkError, match="budget 0 must be ≥ 1; initial 0 must be ≥ 1"):
+        EfficiencySetup(budget=0, initial=0)
+
+
+def test_more_initial_slices_than_the_pool_is_refused_before_any_training(split, monkeypatch):
+    import tomoloop.active.label_efficiency as efficiency_module
+
+    monkeypatch.setattr(efficiency_module, "train", None)  # a training would fail otherwise
+    setup = EfficiencySetup(("random",), seeds=1, initial=len(split.pool) + 1, train=TINY)
+    with pytest.raises(BenchmarkError, match=f"at most {len(split.pool)}"):
+        efficiency(split, setup)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -110,6 +112,21 @@ def test_every_registered_architecture_keeps_the_contract(name):
 def test_an_option_a_network_does_not_take_is_named_with_the_ones_it_does():
     with pytest.raises(TomoloopError, match=r"unet does not take options \['widht'\].*'base'"):
         build_model("unet", 1, 3, widht=8)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"base": "abc"}, "unet option base='abc': give an integer (the default is 16)"),
+        ({"base": 8.5}, "unet option base=8.5: give an integer"),
+        ({"dropout": "high"}, "unet option dropout='high': give a number"),
+    ],
+)
+def test_an_option_value_of_the_wrong_kind_is_named_with_what_it_takes(options, says):
+    with pytest.raises(TomoloopError, match=re.escape(says)):
+        build_model("unet", 1, 3, **options)
+    small = build_model("unet", 1, 3, base=4, depth=2, dropout=0)  # 0 does for a float
+    assert small.head.out_channels == 3
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -214,6 +214,9 @@ def test_view_without_a_display_says_to_use_a_virtual_screen(view_stacks):
     error = json.loads(done.stdout)
     assert error["kind"] == "ViewerUnavailable"
     assert "xvfb-run -a tomoloop view" in error["error"]
+    empty = write(view_stacks["gray"].parent / "short.tif", np.zeros((3, 40, 48), np.uint8))
+    bad = tomoloop_view(view_stacks["gray"], "--labels", empty, "--json", env=env, xvfb=False)
+    assert "but labels short.tif are (3, 40, 48)" in json.loads(bad.stdout)["error"]  # first
 
 
 def test_view_names_the_stack_whose_shape_differs(tmp_path, view_stacks):
