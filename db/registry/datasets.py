@@ -137,7 +137,7 @@ class DatasetStore(Store):
             found = s.scalar(query)
         if found is None:
             raise RegistryError(
-                f"no dataset {name!r}{'' if version is None else f'@{version}'}: "
+                f"no dataset {name if version is None else f'{name}@{version}'!r}: "
                 "`tomoloop registry datasets` lists them; `tomoloop ingest` makes one"
             )
         return frozen(found)
@@ -293,9 +293,7 @@ class DatasetStore(Store):
                 )
             ]
 
-    def refresh_dataset(
-        self, name: str, artifacts: dict | None = None
-    ) -> entities.DatasetVersion:
+    def refresh_dataset(self, name: str, artifacts: dict | None = None) -> entities.DatasetVersion:
         """A version of dataset ``name`` with the same slices and splits as its latest, each
         slice now with its best label of each kind (higher tiers supersede): its semantic
         label, and its instance label where a person drew one; the latest itself when

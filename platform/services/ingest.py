@@ -125,8 +125,8 @@ def check_target(
     if add_to is not None:
         if registry.dataset_phases(latest.id) != str(phases):
             raise RegistryError(
-                f"--phases {phases} differ from dataset {add_to!r}'s "
-                f"{registry.dataset_phases(latest.id)}: a dataset's volumes share one phase map"
+                f"--phases {phases} differ from {registry.dataset_phases(latest.id)}, the "
+                f"phases of dataset {add_to!r}: a dataset's volumes share one phase map"
             )
         sha = gray.content_sha256()
         known = next((v for v in registry.volumes() if v.sha256 == sha), None)

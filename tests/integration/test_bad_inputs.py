@@ -204,7 +204,7 @@ CLI_CASES: dict[str, tuple[Callable[[Path], None], list[str], str]] = {
     "cli: dataset version beyond the integer range": (
         lambda w: None,
         ["registry", "show", "dataset", "nmc@99999999999999999999999"],
-        "no dataset 'nmc'@99999999999999999999999",
+        "no dataset 'nmc@99999999999999999999999'",
     ),
     "cli: unknown strategy": (
         lambda w: None,

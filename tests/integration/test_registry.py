@@ -674,7 +674,7 @@ def test_ids_beyond_the_integer_range_are_unknown_ids_on_both_backends(registry_
     ):
         with pytest.raises(RegistryError, match=f"no {what} with id {huge}"):
             lookup(huge)
-    with pytest.raises(RegistryError, match="no dataset 'nmc'@"):
+    with pytest.raises(RegistryError, match="no dataset 'nmc@"):
         registry.dataset("nmc", huge)
     registry.engine.dispose()
 
