@@ -22,9 +22,8 @@ def given_options(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
     """The flags (``--epochs``) of the parameters ``names`` the user gave on the command
     line (not left at their defaults)."""
     flags = {p.name: p.opts[0] for p in ctx.command.params}
-    left = ("DEFAULT", "DEFAULT_MAP")
-    given = [n for n in names if getattr(ctx.get_parameter_source(n), "name", left[0]) not in left]
-    return [flags[n] for n in given]
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return [flags[n] for n, s in sources.items() if s and s.name not in ("DEFAULT", "DEFAULT_MAP")]
 
 
 def check_mode_options(ctx: typer.Context, shift_mode: bool) -> None:
