@@ -265,6 +265,7 @@ class Stack:
     voxel_size: VoxelSize | None
     source: str
     _reader: Reader = field(repr=False)
+    _sha256: str | None = field(default=None, repr=False, compare=False)
 
     def _select(self, z: Index, y: Index, x: Index) -> np.ndarray:
         return self._reader.select(z, y, x)
@@ -319,8 +320,13 @@ class Stack:
         """sha256 (hex) naming this stack's content: the file's own sha256 for a whole file
         (a TIFF, local or at a URL), else a digest of every file read plus the dataset /
         layout in the source (two datasets of one HDF5 file, or two layouts of one raw file,
-        differ).
+        differ). Read once per open stack: every later call returns the first digest.
         """
+        if self._sha256 is None:
+            self._sha256 = self._digest()
+        return self._sha256
+
+    def _digest(self) -> str:
         if is_url(self.source):  # a remote TIFF: the object's own sha256
             return file_sha256(self.source)
         files = self._reader.files()

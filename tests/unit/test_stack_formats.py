@@ -111,6 +111,18 @@ def test_element_size_um_and_two_volumes_in_one_file(tmp_path):
         assert gray.content_sha256() != file_sha256(path)
 
 
+def test_an_open_stack_reads_its_files_for_the_digest_once(tmp_path, monkeypatch):
+    import tomoloop.stacks.stack as stack_module
+
+    tifffile.imwrite(tmp_path / "v.tif", VOL)
+    reads = []
+    real = stack_module.file_sha256
+    monkeypatch.setattr(stack_module, "file_sha256", lambda p: reads.append(p) or real(p))
+    with open_stack(tmp_path / "v.tif") as stack:
+        assert stack.content_sha256() == stack.content_sha256() == real(tmp_path / "v.tif")
+    assert reads == [tmp_path / "v.tif"]  # ingest asks for it more than once
+
+
 def test_hdf5_faults_are_one_line(tmp_path):
     path = tmp_path / "scan.h5"
     _data_exchange(path, VOL)
