@@ -74,7 +74,10 @@ def test_a_setup_refuses_counts_out_of_range_all_in_one_message():
 def test_more_initial_slices_than_the_pool_is_refused_before_any_training(split, monkeypatch):
     import tomoloop.active.label_efficiency as efficiency_module
 
-    monkeypatch.setattr(efficiency_module, "train", None)  # a training would fail otherwise
+    def no_training(*_args, **_kwargs):
+        pytest.fail("a network was trained before the refusal")
+
+    monkeypatch.setattr(efficiency_module, "train", no_training)
     setup = EfficiencySetup(("random",), seeds=1, initial=len(split.pool) + 1, train=TINY)
     with pytest.raises(BenchmarkError, match=f"at most {len(split.pool)}"):
         efficiency(split, setup)
