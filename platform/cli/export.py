@@ -90,6 +90,7 @@ def export_nnunet_command(
         lambda r: out.print(
             f"[green]✓[/] {r['dataset']}@{r['version']} → {r['out_dir']} "
             f"({', '.join(f'{n} {s}' for s, n in r['cases'].items())} slices)"
+            + ("" if r["splits_final"] else "; no val slices: nnU-Net makes its own folds")
         ),
     )
 

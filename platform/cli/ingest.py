@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from tomoloop.cli.lookup import find_dataset, open_registry
 from tomoloop.cli.options import (
     STACK_FORMATS,
     DatasetOpt,
@@ -58,6 +59,7 @@ def ingest(
     check_name(name, "--name")
     if add_to is not None:
         check_name(add_to, "--add-to")
+        find_dataset(open_registry(), add_to)  # one that does not exist: said first
     elif labels is None:
         raise TomoloopError(
             "--labels LABELS is missing: a volume without labels can only join an existing "

@@ -112,7 +112,9 @@ def to_onnx(model: nn.Module, example: torch.Tensor) -> bytes:
 
 def run_torchscript(data: bytes, images: np.ndarray) -> np.ndarray:
     """Logits of a saved TorchScript network for (N, C, H, W) float32 images, on the CPU."""
-    loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    with warnings.catch_warnings():  # TorchScript is the format asked for, not a mistake
+        warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu")
     with torch.no_grad():
         return loaded(torch.from_numpy(images)).numpy()
 

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from tomoloop.db.entities import DatasetVersion, Volume
+from tomoloop.errors import TomoloopError
 from tomoloop.labels.masks import decode_class_mask
 from tomoloop.labels.volume_labels import label_dtype, paint_slice, unlabelled_value
 from tomoloop.networks.export import export_network
@@ -57,16 +58,16 @@ def export_labels(
 ) -> dict:
     """A new folder ``out_dir`` with one (z, y, x) label volume per volume of the dataset
     version (``NAME.ome.zarr`` or ``NAME.tif``): each labelled slice's best label in the
-    phase map's values, every other voxel :func:`unlabelled_value`; the voxel size from
-    the registry. Returns what was written."""
+    phase map's values, every other voxel :func:`unlabelled_value` (a volume nobody
+    labelled yet is written all unlabelled, ``slices`` 0); the voxel size from the
+    registry. Returns what was written."""
     phases = dataset_phases(services, dataset)
-    refs = dataset_refs(services, dataset)
-    volumes = _volumes_of(services, refs)
+    groups = _grouped(dataset_refs(services, dataset))
     unlabelled = unlabelled_value(phases)
     written = []
     with new_folder("--out", out_dir) as tmp:
-        for path, group in _grouped(refs).items():
-            volume = volumes[path]
+        for volume in services.registry.dataset_volumes(dataset.id):
+            group = groups.get(volume.path, [])
             shape = (volume.shape_z, volume.shape_y, volume.shape_x)
             with tempfile.TemporaryDirectory(dir=tmp) as scratch:
                 labels = np.lib.format.open_memmap(
@@ -99,10 +100,12 @@ def export_nnunet(services: Services, dataset: DatasetVersion, out_dir: Path) ->
     """A new nnU-Net v2 raw dataset folder ``out_dir`` (named ``DatasetNNN_Name``) from a
     dataset version (:mod:`tomoloop.training.nnunet`): one 2D case per labelled slice,
     train and val slices in ``imagesTr``/``labelsTr`` (``splits_final.json`` keeps them
-    apart), test slices in ``imagesTs``/``labelsTs``. Returns what was written."""
+    apart; without val slices it is not written, and nnU-Net makes its own folds), test
+    slices in ``imagesTs``/``labelsTs``. Returns what was written."""
     check_folder_name(out_dir.name)
     phases = dataset_phases(services, dataset)
     refs = dataset_refs(services, dataset)
+    check_training_cases(dataset, refs)
     volumes = _volumes_of(services, refs)
     splits: dict[str, list[str]] = defaultdict(list)
     sparse = False
@@ -124,15 +127,31 @@ def export_nnunet(services: Services, dataset: DatasetVersion, out_dir: Path) ->
         description = f"tomoloop dataset {dataset.name}@{dataset.version}"
         document = dataset_json(phases, training, sparse, modality, description)
         (tmp / "dataset.json").write_text(json.dumps(document, indent=2))
-        folds = [{"train": sorted(splits["train"]), "val": sorted(splits["val"])}]
-        (tmp / "splits_final.json").write_text(json.dumps(folds, indent=2))
+        if splits["val"]:
+            folds = [{"train": sorted(splits["train"]), "val": sorted(splits["val"])}]
+            (tmp / "splits_final.json").write_text(json.dumps(folds, indent=2))
     return {
         "dataset": dataset.name,
         "version": dataset.version,
         "out_dir": str(out_dir),
         "labels": document["labels"],
-        "cases": {split: len(cases) for split, cases in sorted(splits.items())},
+        "cases": {split: len(splits[split]) for split in ("train", "val", "test")},
+        "splits_final": bool(splits["val"]),
     }
+
+
+def check_training_cases(dataset: DatasetVersion, refs: list[SliceRef]) -> None:
+    """Refuse a dataset version without a labelled train or val slice: nnU-Net trains on
+    ``imagesTr`` and cannot plan without a case there.
+
+    Raises:
+        TomoloopError: naming the dataset version and what to label.
+    """
+    if not any(ref.split in ("train", "val") for ref in refs):
+        raise TomoloopError(
+            f"dataset {dataset.name}@{dataset.version} has no labelled train or val slice, "
+            "and nnU-Net trains on those: label some of its train slices first"
+        )
 
 
 def _grouped(refs: list[SliceRef]) -> dict[str, list[SliceRef]]:

@@ -37,7 +37,7 @@ class IngestResult:
     dataset: str
     version: int
     slices: int
-    annotations_added: int
+    annotations_added: int  # labels added; 0 without labels (the slices' empty ones do not count)
     coco_artifact: str | None  # None: added without labels
 
 
@@ -218,8 +218,8 @@ def register(
             members = merge_members(registry.dataset_members(previous.id), members)
             dataset = registry.freeze_dataset(add_to, members, artifacts)
     return IngestResult(
-        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids), added,
-        None if coco is None else coco.key,
+        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids),
+        0 if labels is None else added, None if coco is None else coco.key,
     )  # fmt: skip
 
 

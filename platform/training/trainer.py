@@ -78,6 +78,7 @@ class TrainConfig:
     exclusive: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self) -> None:
+        patch_ok = self.patch >= 16 and self.patch % 16 == 0
         problems = [
             f"{name} {value!r} {rule}"
             for name, value, ok, rule in (
@@ -86,8 +87,8 @@ class TrainConfig:
                 (
                     "patch",
                     self.patch,
-                    self.patch >= 16 and self.patch % 16 == 0,
-                    "must be a multiple of 16",
+                    patch_ok,
+                    "must be a multiple of 16 from 16 on (16, 32, 64, …)",
                 ),
                 (
                     "patches_per_epoch",
@@ -101,7 +102,7 @@ class TrainConfig:
                 (
                     "overlap",
                     self.overlap,
-                    0 <= self.overlap < self.patch,
+                    not patch_ok or 0 <= self.overlap < self.patch,  # judged on a valid patch
                     "must be ≥ 0 and below the patch",
                 ),
                 (

@@ -71,7 +71,7 @@ def test_a_scan_without_labels_joins_every_split_unlabelled(scans):
 
     registry, folder, added = scans
     assert (added["dataset"], added["version"], added["slices"]) == ("first", 2, 20)
-    assert added["coco_artifact"] is None and added["annotations_added"] == 20
+    assert added["coco_artifact"] is None and added["annotations_added"] == 0  # no label yet
     v1, v2 = registry.dataset("first", 1), registry.dataset("first", 2)
     assert [v.name for v in registry.dataset_volumes(v2.id)] == ["first", "cell-2"]
     counts = registry.dataset_counts(v2.id)
@@ -92,6 +92,26 @@ def test_a_scan_without_labels_joins_every_split_unlabelled(scans):
     with pytest.raises(RegistryError, match="give --add-to DATASET"):
         ingest(gray=str(folder / "second.tif"), labels=None, name="alone", phases=PHASES)
     assert len(registry.volumes()) == 2
+
+
+def test_label_export_writes_the_scan_nobody_labelled_all_unlabelled(scans, tmp_path):
+    from tomoloop.services import Services
+    from tomoloop.services.exports import export_labels
+
+    registry, folder, _ = scans
+    with Services.from_settings() as services:
+        out = export_labels(services, registry.dataset("first", 2), tmp_path / "labels", "tiff")
+    (first_out, second_out) = out["volumes"]
+    assert (first_out["volume"], second_out["volume"], second_out["slices"]) == (
+        "first", "cell-2", 0
+    )  # fmt: skip
+    first = tifffile.imread(tmp_path / "labels" / "first.tif")
+    labelled = [z for z in range(len(first)) if (first[z] != out["unlabelled"]).all()]
+    assert len(labelled) == first_out["slices"] > 0  # the slices between splits: unlabelled
+    truth = tifffile.imread(folder / "first-labels.tif")
+    assert (first[labelled] == truth[labelled]).all()
+    second = tifffile.imread(tmp_path / "labels" / "cell-2.tif")
+    assert second.shape == first.shape and (second == out["unlabelled"]).all()
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,22 @@ def test_a_volume_without_labels_needs_a_dataset_to_join(tmp_path):
     assert result.stderr == f"error: {document['error']}\n"
 
 
+def test_a_dataset_to_join_that_does_not_exist_is_named_first(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TOMOLOOP_DATABASE_URL", raising=False)
+    tifffile.imwrite(tmp_path / "scan.tif", np.zeros((4, 8, 8), np.uint8))  # too short to split
+    result = _tomoloop(
+        "ingest", str(tmp_path / "scan.tif"), "--name", "second", "--phases", "pore=0,nmc=1",
+        "--add-to", "nosuch",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: no dataset 'nosuch': `tomoloop registry datasets` lists them; "
+        "`tomoloop ingest` makes one\n"
+    )
+    assert not (tmp_path / "home").exists()  # nothing made for a refused command
+
+
 def test_a_loop_with_a_per_volume_quota_of_zero_is_refused():
     result = _tomoloop("loop", "--dataset", "d", "--per-volume", "0", "--volume", "scan2")
     assert result.returncode == 2

@@ -2,6 +2,7 @@
 by the tool it is for: ome-zarr-py's reader, nnU-Net's own dataset check, ONNX Runtime."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -18,6 +19,17 @@ PHASES = {0: "pore", 1: "nmc", 2: "cbd"}
 def ingested(tmp_path, monkeypatch, electrode_volume):
     """tmp_path with the electrode (gray.tif, labels.tif) ingested as dataset nmc (split
     0.6/0.2/0.2) into a SQLite registry there, through the ingest service (no Prefect)."""
+    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.sqlite'}")
+    assert run("db", "upgrade").exit_code == 0
+    ingest_as(tmp_path, "nmc", (0.6, 0.2, 0.2), electrode_volume * 80 + 20, electrode_volume)
+    return tmp_path
+
+
+def ingest_as(folder, name, split, gray, labels) -> None:
+    """Grey values and labels (z, y, x) written as folder/NAME-gray.tif (the one named
+    gray.tif for dataset nmc; voxel size 0.5 × 0.25 × 0.25 µm) and labels.tif, ingested as
+    dataset ``name`` with ``split`` through the ingest service."""
     import logging
 
     from tomoloop.labels.phases import PhaseMap
@@ -25,21 +37,18 @@ def ingested(tmp_path, monkeypatch, electrode_volume):
     from tomoloop.stacks.opener import open_stack
     from tomoloop.stacks.tiff import write_stack
 
-    monkeypatch.setenv("TOMOLOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TOMOLOOP_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.sqlite'}")
-    assert run("db", "upgrade").exit_code == 0
     size = (0.5, 0.25, 0.25)  # µm, in the grey stack's metadata
-    write_stack(tmp_path / "gray.tif", (electrode_volume * 80 + 20).astype(np.uint8), size)
-    tifffile.imwrite(tmp_path / "labels.tif", electrode_volume)
+    stem = "" if name == "nmc" else f"{name}-"
+    write_stack(folder / f"{stem}gray.tif", gray.astype(np.uint8), size)
+    tifffile.imwrite(folder / f"{stem}labels.tif", labels)
     with (
         Services.from_settings() as services,
-        open_stack(tmp_path / "gray.tif") as gray,
-        open_stack(tmp_path / "labels.tif", size) as labels,
+        open_stack(folder / f"{stem}gray.tif") as grey,
+        open_stack(folder / f"{stem}labels.tif", size) as label_stack,
     ):
         phases = PhaseMap.parse("pore=0,nmc=1,cbd=2")
         log = logging.getLogger("test")
-        ingest_stacks(services, gray, labels, phases, "nmc", (0.6, 0.2, 0.2), (), "", None, log)
-    return tmp_path
+        ingest_stacks(services, grey, label_stack, phases, name, split, (), "", None, log)
 
 
 def register_untrained_unet() -> int:
@@ -123,6 +132,28 @@ def test_nnunet_dataset_passes_nnunets_own_check(ingested, electrode_volume):
         run("export", "nnunet", "--dataset", "nmc", "--out", ingested / "nmc_nnunet")
 
 
+def test_nnunet_export_without_val_slices_leaves_the_folds_to_nnunet(ingested, electrode_volume):
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    grey = electrode_volume * 70 + 30  # another scan: its own volume
+    ingest_as(ingested, "all", (1.0, 0.0, 0.0), grey, electrode_volume)
+    folder = ingested / "Dataset502_all"
+    result = json.loads(
+        run("export", "nnunet", "--dataset", "all", "--out", folder, "--json").stdout
+    )
+    assert result["cases"] == {"train": len(electrode_volume), "val": 0, "test": 0}
+    assert result["splits_final"] is False and not (folder / "splits_final.json").exists()
+    verify_dataset_integrity(str(folder), num_processes=1)
+    told = run("export", "nnunet", "--dataset", "all", "--out", ingested / "Dataset504_all")
+    said = " ".join(told.stdout.split())  # rich wraps at the terminal width
+    assert "(20 train, 0 val, 0 test slices); no val slices: nnU-Net makes its own" in said
+
+    ingest_as(ingested, "judge", (0.0, 0.0, 1.0), grey + 10, electrode_volume)
+    with pytest.raises(TomoloopError, match="judge@1 has no labelled train or val slice"):
+        run("export", "nnunet", "--dataset", "judge", "--out", ingested / "Dataset503_judge")
+    assert not (ingested / "Dataset503_judge").exists()
+
+
 def test_prediction_as_ome_zarr_equals_the_tiff_prediction(ingested):
     model = register_untrained_unet()
     predicted = run(
@@ -151,7 +182,10 @@ def test_model_to_onnx_and_torchscript_read_by_onnx_runtime(ingested):
 
     model = register_untrained_unet()
 
-    exported = run("export", "model", "--model", model, "--out", ingested / "m", "--json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exported = run("export", "model", "--model", model, "--out", ingested / "m", "--json")
+    assert [str(w.message) for w in caught] == []  # a user sees no deprecation chatter
     document = json.loads(exported.stdout)
     assert document["files"] == {"torchscript": "model.pt", "onnx": "model.onnx"}
     n, c, h, w = 5, *document["input"][1:]

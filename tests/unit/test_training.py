@@ -135,6 +135,11 @@ def test_learning_curve_png(tmp_path):
 def test_out_of_range_settings_are_refused_before_any_work():
     with pytest.raises(TrainingError, match=r"batch 0 must be ≥ 1; patch 40 must be a multiple"):
         TrainConfig(batch=0, patch=40)
+    with pytest.raises(TrainingError) as refused:  # the patch alone: the overlap fits 16 on
+        TrainConfig(patch=0, overlap=0)
+    assert str(refused.value) == "patch 0 must be a multiple of 16 from 16 on (16, 32, 64, …)"
+    with pytest.raises(TrainingError, match=r"^overlap 32 must be ≥ 0 and below the patch$"):
+        TrainConfig(patch=32, overlap=32)
 
 
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
