@@ -9,14 +9,18 @@ from tomoloop.labels.phases import IGNORE, PhaseMap
 
 
 def unlabelled_value(phases: PhaseMap) -> int:
-    """The value of unlabelled voxels: 255 (uint8 volumes) unless a phase uses it or a
-    larger value, then 65535 (uint16)."""
-    return IGNORE if max(phases.values) < IGNORE else np.iinfo(np.uint16).max
+    """The value of unlabelled voxels: the largest value of the smallest unsigned type
+    above every phase value — 255 (uint8 volumes), 65535 (uint16) when a phase uses 255 or
+    more, 2³² − 1 (uint32) when a phase is 65535 itself."""
+    top = max(phases.values)
+    return next(
+        int(np.iinfo(t).max) for t in (np.uint8, np.uint16, np.uint32) if top < np.iinfo(t).max
+    )
 
 
 def label_dtype(phases: PhaseMap) -> np.dtype:
-    """uint8 when :func:`unlabelled_value` is 255, else uint16."""
-    return np.dtype(np.uint8 if unlabelled_value(phases) == IGNORE else np.uint16)
+    """The unsigned type whose largest value is :func:`unlabelled_value`."""
+    return np.min_scalar_type(unlabelled_value(phases))
 
 
 def paint_slice(

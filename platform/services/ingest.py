@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tomoloop.adapters.artifacts import Artifact, ArtifactStore
 from tomoloop.coco.convert import CocoOptions, batches, convert_stack
+from tomoloop.db.entities import DatasetVersion, Volume
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
 from tomoloop.labels.masks import stack_class_masks, unlabelled_mask
 from tomoloop.labels.phases import PhaseMap
@@ -33,6 +34,7 @@ UNLABELLED = "unlabelled"  # the source of the empty labels of a volume added wi
 @dataclass(frozen=True)
 class IngestResult:
     volume_id: int
+    volume: str  # the registered name: a stack registered before keeps its first name
     dataset_version_id: int
     dataset: str
     version: int
@@ -110,10 +112,14 @@ def check_target(
     """Refuse, before anything is stored, a stack that would change which volumes a
     dataset holds without ``--add-to``, an ``--add-to`` dataset that does not exist or
     has other phases, and with ``--add-to`` a stack registered under another volume name.
+    (Without ``--add-to`` a registered stack may make a dataset of another name: it joins
+    as the volume it is, named in the result.)
 
     Raises:
-        RegistryError: naming the explicit command.
+        RegistryError: naming the explicit command; or the volume registered from the same
+            file when that file's content has changed (volumes are read from their files).
     """
+    check_same_file(registry, gray)
     target = add_to or name
     try:
         latest = registry.dataset(target)
@@ -128,12 +134,11 @@ def check_target(
                 f"--phases {phases} differ from {registry.dataset_phases(latest.id)}, the "
                 f"phases of dataset {add_to!r}: a dataset's volumes share one phase map"
             )
-        sha = gray.content_sha256()
-        known = next((v for v in registry.volumes() if v.sha256 == sha), None)
+        known = registered_as(registry, gray)
         if known is not None and known.name != name:
             raise RegistryError(
                 f"{gray.path.name} is registered as volume {known.name!r}, not {name!r}: "
-                f"give --name {known.name} (adding it again replaces its labels)"
+                f"give --name {known.name} (adding it again with --labels replaces its labels)"
             )
         return
     if gray.content_sha256() not in {v.sha256 for v in held}:
@@ -142,6 +147,30 @@ def check_target(
             f"{gray.path.name}: add it explicitly with `tomoloop ingest {gray.path.name} "
             f"--labels LABELS --name NEW-VOLUME --add-to {name}`, or give another --name"
         )
+
+
+def check_same_file(registry: Registry, gray: Stack) -> None:
+    """Refuse a stack whose source a registered volume was read from with other content:
+    tomoloop reads a volume's slices from its file whenever it trains, scores or exports,
+    so a file replaced in place would turn the old volume into the new scan.
+
+    Raises:
+        RegistryError: naming the volume and what to do.
+    """
+    sha = gray.content_sha256()
+    old = next((v for v in registry.volumes() if v.path == gray.source and v.sha256 != sha), None)
+    if old is not None:
+        raise RegistryError(
+            f"{gray.path.name} is the file volume {old.name!r} was registered from, and its "
+            f"content has changed since: volumes are read from their files, so put the new "
+            f"scan in a file of its own and {old.name!r}'s scan back in this one"
+        )
+
+
+def registered_as(registry: Registry, gray: Stack) -> Volume | None:
+    """The registered volume with ``gray``'s content, if any."""
+    sha = gray.content_sha256()
+    return next((v for v in registry.volumes() if v.sha256 == sha), None)
 
 
 def export_coco(
@@ -182,7 +211,11 @@ def register(
     with ``add_to`` that dataset's next version with this volume added (a volume it holds
     already keeps its slices' splits, each slice with its best label now). Without
     ``labels`` every slice's tier-auto annotation is empty (:func:`unlabelled_mask`,
-    source ``unlabelled``)."""
+    source ``unlabelled``) — unless the volume is registered already: its slices keep the
+    labels they have (an empty label would outrank them, being newer). Without ``add_to``,
+    re-ingesting a volume of a dataset of many volumes refreshes that dataset (every
+    volume stays, as with ``add_to``)."""
+    known = registered_as(registry, gray)
     volume_id = registry.register_volume(
         name,
         gray.source,  # absolute (flows run from anywhere), with its dataset / raw layout
@@ -195,10 +228,11 @@ def register(
     )
     slice_ids = registry.register_slices(volume_id, "z", range(gray.shape[0]))
     source = UNLABELLED if labels is None else f"auto:{labels.content_sha256()}"
-    masks = (
-        NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask)
-        for i, mask in (empty_masks(gray) if labels is None else stack_class_masks(labels, phases))
-    )
+    if labels is not None:
+        found: Iterator[tuple[int, dict]] = stack_class_masks(labels, phases)
+    else:
+        found = iter(()) if known is not None else empty_masks(gray)
+    masks = (NewAnnotation(slice_ids[i], Tier.AUTO, source, mask_rle=mask) for i, mask in found)
     added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
     by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
     members: dict[str, Sequence[int]] = {
@@ -206,21 +240,35 @@ def register(
         for part, indices in split_slices(gray.shape[0], split).items()
     }
     artifacts = {} if coco is None else {"coco": {"uri": coco.key, "sha256": coco.sha256}}
-    if add_to is None:
+    joined = add_to
+    if joined is None and _holds_others(registry, name, volume_id):
+        joined = name  # re-ingested into a dataset of many volumes: the others stay
+    if joined is None:
         dataset = registry.freeze_dataset(name, members, artifacts)
     else:
-        previous = registry.dataset(add_to)
-        artifacts = {**previous.artifacts, **{f"coco:{name}": a for a in artifacts.values()}}
+        previous = registry.dataset(joined)
+        key = "coco" if add_to is None else f"coco:{name}"
+        artifacts = {**previous.artifacts, **({} if coco is None else {key: artifacts["coco"]})}
         if volume_id in {v.id for v in registry.dataset_volumes(previous.id)}:
             # added again (new labels): its slices keep their splits, now with their best label
-            dataset = registry.refresh_dataset(add_to, artifacts)
+            dataset = registry.refresh_dataset(joined, artifacts)
         else:
             members = merge_members(registry.dataset_members(previous.id), members)
-            dataset = registry.freeze_dataset(add_to, members, artifacts)
+            dataset = registry.freeze_dataset(joined, members, artifacts)
     return IngestResult(
-        volume_id, dataset.id, dataset.name, dataset.version, len(slice_ids),
+        volume_id, name if known is None else known.name, dataset.id, dataset.name,
+        dataset.version, len(slice_ids),
         0 if labels is None else added, None if coco is None else coco.key,
     )  # fmt: skip
+
+
+def _holds_others(registry: Registry, name: str, volume_id: int) -> bool:
+    """Whether dataset ``name`` exists and holds a volume besides ``volume_id``."""
+    try:
+        latest = registry.dataset(name)
+    except RegistryError:
+        return False
+    return any(v.id != volume_id for v in registry.dataset_volumes(latest.id))
 
 
 def empty_masks(gray: Stack) -> Iterator[tuple[int, dict]]:
@@ -242,6 +290,33 @@ def merge_members(
     }
 
 
+def check_gold_target(
+    registry: Registry,
+    version: DatasetVersion,
+    volume: Volume,
+    splits: tuple[str, ...],
+    found_slices: bool,
+) -> None:
+    """Refuse gold labels that could label nothing: a volume the dataset version does not
+    hold, or splits without a slice of it.
+
+    Raises:
+        RegistryError: naming the volumes the version holds, or its splits' slices.
+    """
+    held = registry.dataset_volumes(version.id)
+    where = f"dataset {version.name}@{version.version}"
+    if volume.id not in {v.id for v in held}:
+        raise RegistryError(
+            f"volume {volume.name!r} is not in {where}, which holds "
+            f"{', '.join(repr(v.name) for v in held)}: give one of those as --volume"
+        )
+    if not found_slices:
+        raise RegistryError(
+            f"{where} has no {' or '.join(splits)} slice of volume {volume.name!r} (its "
+            f"split left none there): give --splits of the splits it has"
+        )
+
+
 def add_gold_labels(
     services: Services, dataset: str, volume: str, labels: str, splits: tuple[str, ...]
 ) -> GoldAdded:
@@ -258,6 +333,7 @@ def add_gold_labels(
         for p in registry.pool(version.id, split)
         if p.volume_id == found.id and p.axis == "z"
     }
+    check_gold_target(registry, version, found, splits, bool(wanted))
     with open_stack(labels) as stack:
         shape = (found.shape_z, found.shape_y, found.shape_x)
         check_volume_shape(stack, shape, volume, "gold labels")

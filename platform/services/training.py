@@ -200,10 +200,19 @@ class SplitScores:
         return {**self.pooled.as_dict(class_names), "volumes": volumes}
 
 
-def unlabelled_split(dataset: DatasetVersion, split: str) -> DatasetError:
-    """The error of a split of ``dataset`` without a labelled pixel, saying how to label."""
+def unlabelled_split(services: Services, dataset: DatasetVersion, split: str) -> DatasetError:
+    """The error of a split of ``dataset`` without a labelled pixel, saying how to label
+    it — or, when the split holds no slice at all (e.g. ingested with ``--split 1,0,0``),
+    that no label can fill it."""
+    where = f"{dataset.name}@{dataset.version}"
+    if not services.registry.pool(dataset.id, split):
+        return DatasetError(
+            f"{where} has no {split} slices at all (its --split gave it none): training "
+            f"needs train and val slices and models are judged on test; ingest the scan "
+            f"as a new dataset (another --name) with a --split that has them, e.g. 0.8,0.1,0.1"
+        )
     return DatasetError(
-        f"{dataset.name}@{dataset.version} has no labelled pixel in its {split} split: "
+        f"{where} has no labelled pixel in its {split} split: "
         f"label its {split} slices first (`tomoloop gold LABELS --dataset {dataset.name} "
         f"--volume VOLUME --splits {split}`, or a round)"
     )
@@ -227,7 +236,7 @@ def score_split(
     """
     labelled = labelled_slices(slices)
     if not labelled:
-        raise unlabelled_split(dataset, split)
+        raise unlabelled_split(services, dataset, split)
     owner = slice_volumes(services, dataset)
     held = services.registry.dataset_volumes(dataset.id)
     pooled, by_name = evaluate_groups(
@@ -291,7 +300,7 @@ def training_slices(services: Services, plan: SemanticPlan) -> dict[str, list[La
     slices = dataset_slices(services, plan.dataset, weights)
     for split in ("train", "val"):
         if not labelled_slices(slices[split]):
-            raise unlabelled_split(plan.dataset, split)
+            raise unlabelled_split(services, plan.dataset, split)
     check_slices(slices["train"], len(plan.phases), "train")
     check_slices(slices["val"], len(plan.phases), "val")
     return slices

@@ -253,7 +253,8 @@ class Stack:
     Attributes:
         path: the file (or folder, for slice folders and Zarr stores) the stack is in.
         shape: (nz, ny, nx) in voxels.
-        dtype: NumPy dtype of the stored values.
+        dtype: NumPy dtype of the values handed out: the stored one, but uint8 (0/1) for
+            a bool stack.
         voxel_size: (z, y, x) in µm, from metadata or given; None if unknown.
         source: what :func:`tomoloop.stacks.opener.open_stack` reopens this stack from,
             with an absolute path (``/d/scan.h5:/exchange/data``, ``/d/v.raw:8x64x64:uint16``).
@@ -267,8 +268,13 @@ class Stack:
     _reader: Reader = field(repr=False)
     _sha256: str | None = field(default=None, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.dtype == np.bool_:  # a binarized mask saved as such (seg > t): 0/1 uint8
+            self.dtype = np.dtype(np.uint8)
+
     def _select(self, z: Index, y: Index, x: Index) -> np.ndarray:
-        return self._reader.select(z, y, x)
+        out = self._reader.select(z, y, x)
+        return out.view(np.uint8) if out.dtype == np.bool_ else out
 
     def slice(self, axis: Axis, index: int) -> np.ndarray:
         """One 2D slice: axis "z" → (ny, nx), "y" → (nz, nx), "x" → (nz, ny)."""

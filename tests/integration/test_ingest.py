@@ -197,6 +197,29 @@ def test_a_dataset_gains_a_volume_only_explicitly(tmp_path, home, registry_url, 
     assert v3.artifacts["coco:B"] != v2.artifacts["coco:B"]
     assert v3.artifacts["coco"] == v2.artifacts["coco"]
 
+    def labels_of(version, volume):  # {z: class mask} of a volume's slices in a version
+        held = registry.dataset_slices(version.id)
+        return {m.index: decode_class_mask(m.mask_rle) for m in held if m.volume_id == volume}
+
+    another = ingest(gray=b[0], labels=b[1], name="C", phases=phases, split=split)
+    assert (another["dataset"], another["volume"]) == ("C", "B")  # a stack is one volume
+    unlabelled = ingest(gray=b[0], labels=None, name="B", phases=phases, add_to="A")
+    assert (unlabelled["version"], unlabelled["annotations_added"]) == (3, 0)  # labels kept
+    assert all(np.array_equal(m, relabelled[z]) for z, m in labels_of(v3, b_volume).items())
+
+    a_volume = registry.volume_named("A").id
+    fixed = electrode_volume.copy()
+    fixed[fixed == 1] = 2  # new labels of A, ingested as A's first scan was (no --add-to)
+    tifffile.imwrite(tmp_path / "a" / "labels-2.tif", fixed)
+    fourth = ingest(gray=a[0], labels=str(tmp_path / "a" / "labels-2.tif"), name="A",
+                    phases=phases, split=split)  # fmt: skip
+    v4 = registry.dataset("A")
+    assert fourth["version"] == 4 and splits_of(v4) == splits_of(v3)  # B stays in A
+    assert all(np.array_equal(m, fixed[z]) for z, m in labels_of(v4, a_volume).items())
+    assert labels_of(v4, b_volume).keys() == labels_of(v3, b_volume).keys()
+    assert v4.artifacts["coco"] != v3.artifacts["coco"]
+    assert v4.artifacts["coco:B"] == v3.artifacts["coco:B"]
+
     services = Services.from_settings()
     try:  # training reads each slice from its own volume
         slices = dataset_slices(services, v2)
@@ -240,4 +263,39 @@ def test_ingest_from_hdf5_and_a_slice_folder_keeps_the_source_it_reopens(
         services.close()
     assert sum(len(v) for v in slices.values()) > 0
     assert add_gold("h5", "h5", "gold")["added"] > 0  # gold labels from a slice folder
+    registry.engine.dispose()
+
+
+def test_gold_labels_that_could_label_nothing_are_refused(
+    tmp_path, home, registry_url, electrode_volume
+):
+    from tomoloop.flows.ingest import add_gold, ingest
+
+    phases = "pore=0,nmc=1,cbd=2"
+    for folder, volume in (("a", electrode_volume), ("b", electrode_volume[:, ::-1].copy())):
+        (tmp_path / folder).mkdir()
+        _stacks(tmp_path / folder, volume)
+    a, b = (str(tmp_path / f / "gray.tif") for f in "ab")
+    labels = str(tmp_path / "a" / "labels.tif")
+    ingest(gray=a, labels=labels, name="solo", phases=phases, split=(1.0, 0.0, 0.0))
+    ingest(gray=b, labels=str(tmp_path / "b" / "labels.tif"), name="other", phases=phases)
+    registry = Registry.from_url(registry_url)
+    versions = len(registry.datasets())
+    with pytest.raises(RegistryError, match=r"volume 'other' is not in dataset solo@1, which "):
+        add_gold("solo", "other", labels)  # a typo of --volume or --dataset
+    with pytest.raises(RegistryError, match=r"solo@1 has no val or test slice of volume 'solo'"):
+        add_gold("solo", "solo", labels)  # a train-only dataset: nothing to gild there
+    assert add_gold("solo", "solo", labels, ("train",))["added"] == len(electrode_volume)
+    assert len(registry.datasets()) == versions + 1
+
+    from tomoloop.flows.train import train_semantic
+    from tomoloop.training.data import DatasetError
+
+    with pytest.raises(DatasetError, match=r"solo@2 has no val slices at all \(its --split"):
+        train_semantic(registry.dataset("solo").id, "unet", device="cpu")
+
+    tifffile.imwrite(b, (electrode_volume * 50).astype(np.uint8))  # a new scan, same file
+    with pytest.raises(RegistryError, match=r"gray.tif is the file volume 'other' was regis"):
+        ingest(gray=b, labels=labels, name="third", phases=phases, add_to="other")
+    assert len(registry.volumes()) == 2
     registry.engine.dispose()

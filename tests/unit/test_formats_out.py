@@ -89,6 +89,11 @@ def test_painted_slices_keep_values_and_leave_unlabelled_voxels():
     assert (volume[:, [0, 1, 3]] == 255).all()
     wide = PhaseMap.parse("a=0,b=255")
     assert unlabelled_value(wide) == 65535 and label_dtype(wide) == np.uint16
+    widest = PhaseMap.parse("pore=0,solid=65535")  # a phase at uint16's top: never unlabelled
+    assert unlabelled_value(widest) == 2**32 - 1 and label_dtype(widest) == np.uint32
+    top = np.full((2, 3, 3), unlabelled_value(widest), label_dtype(widest))
+    paint_slice(top, "z", 0, np.array([[0, 1, IGNORE]] * 3, dtype=np.uint8), widest)
+    assert top[0].tolist() == [[0, 65535, 2**32 - 1]] * 3 and (top[1] == 2**32 - 1).all()
     with pytest.raises(ValueError, match="does not fit"):
         paint_slice(volume, "z", 0, classes, phases)
 

@@ -123,6 +123,33 @@ def test_an_open_stack_reads_its_files_for_the_digest_once(tmp_path, monkeypatch
     assert reads == [tmp_path / "v.tif"]  # ingest asks for it more than once
 
 
+@pytest.mark.parametrize("fmt", ["tiff", "hdf5"])
+def test_a_bool_mask_reads_as_0_1_uint8_and_converts_to_coco(tmp_path, fmt):
+    import json
+
+    from pycocotools import mask as coco_mask
+
+    from tomoloop.coco.convert import convert_stack
+    from tomoloop.labels.phases import PhaseMap
+
+    mask = np.zeros((3, 16, 20), bool)
+    mask[:, 2:9, 3:12] = True  # what `tifffile.imwrite(f, seg > t)` saves
+    if fmt == "tiff":
+        tifffile.imwrite(tmp_path / "m.tif", mask)
+        source = tmp_path / "m.tif"
+    else:
+        with h5py.File(tmp_path / "m.h5", "w") as f:
+            f["seg"] = mask
+        source = f"{tmp_path / 'm.h5'}:/seg"
+    with open_stack(source) as stack:
+        assert stack.dtype == np.uint8 and stack.slice("z", 1).dtype == np.uint8
+        assert (stack.read() == mask).all() and (stack.slice("x", 5) == mask[:, :, 5]).all()
+        convert_stack(stack, tmp_path / "coco", PhaseMap.parse("pore=0,solid=1"))
+    document = json.loads((tmp_path / "coco" / "annotations.json").read_text())
+    found = [coco_mask.decode(a["segmentation"]) for a in document["annotations"]]
+    assert len(found) == 3 and all((m == mask[0]).all() for m in found)
+
+
 def test_hdf5_faults_are_one_line(tmp_path):
     path = tmp_path / "scan.h5"
     _data_exchange(path, VOL)
