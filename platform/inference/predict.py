@@ -131,12 +131,13 @@ def running(model: nn.Module, dropout: bool = False) -> Iterator[nn.Module]:
     (measured 1.4× at batch 32 on CPU) — with cuDNN's autotuner on (``cudnn.benchmark``:
     the first batch of each tile shape times the convolution algorithms and the fastest is
     kept; tiles repeat one shape); put back to eval, contiguous weights and the caller's
-    autotuner setting after.
+    autotuner setting after. The weights are re-laid outside inference mode, also when
+    called inside it: they stay ordinary tensors, so the model can be trained after.
     """
     model.eval()
     if dropout:
         enable_dropout(model)
-    model.to(memory_format=torch.channels_last)
+    _lay_out(model, torch.channels_last)
     autotune = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
@@ -144,7 +145,13 @@ def running(model: nn.Module, dropout: bool = False) -> Iterator[nn.Module]:
     finally:
         torch.backends.cudnn.benchmark = autotune
         model.eval()
-        model.to(memory_format=torch.contiguous_format)
+        _lay_out(model, torch.contiguous_format)
+
+
+def _lay_out(model: nn.Module, form: torch.memory_format) -> None:
+    """``model``'s weights in memory format ``form``, as ordinary (trainable) tensors."""
+    with torch.inference_mode(False):
+        model.to(memory_format=form)
 
 
 def to_device(tiles: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -180,6 +180,19 @@ def test_mc_dropout_samples_are_the_sequential_passes_with_a_dropout_left_off():
     assert np.abs(np.diff(samples, axis=0)).max() > 0.01  # the passes differ
 
 
+def test_a_model_scored_with_mc_dropout_can_be_trained_after():
+    from tomoloop.inference.predict import mc_dropout_slice
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Dropout2d(0.5), nn.Conv2d(4, 3, 1))
+    image = np.random.default_rng(2).random((32, 32), dtype=np.float32)
+    mc_dropout_slice(model, image, 2, 32, 8)  # BALD's passes: inside inference mode
+    assert not any(p.is_inference() for p in model.parameters())
+    model.train()
+    model(torch.rand(2, 1, 32, 32)).square().mean().backward()  # a fine-tune's first step
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_scoring_and_prediction_use_the_idle_cores_and_give_the_threads_back(tmp_path, monkeypatch):
     from tomoloop import cores
     from tomoloop.inference.predict import predict_volume
