@@ -105,7 +105,7 @@ def export_nnunet(services: Services, dataset: DatasetVersion, out_dir: Path) ->
     check_folder_name(out_dir.name)
     phases = dataset_phases(services, dataset)
     refs = dataset_refs(services, dataset)
-    check_training_cases(dataset, refs)
+    _check_training_cases(dataset, refs)
     volumes = _volumes_of(services, refs)
     splits: dict[str, list[str]] = defaultdict(list)
     sparse = False
@@ -140,7 +140,7 @@ def export_nnunet(services: Services, dataset: DatasetVersion, out_dir: Path) ->
     }
 
 
-def check_training_cases(dataset: DatasetVersion, refs: list[SliceRef]) -> None:
+def _check_training_cases(dataset: DatasetVersion, refs: list[SliceRef]) -> None:
     """Refuse a dataset version without a labelled train or val slice: nnU-Net trains on
     ``imagesTr`` and cannot plan without a case there.
 

@@ -119,7 +119,7 @@ def check_target(
         RegistryError: naming the explicit command; or the volume registered from the same
             file when that file's content has changed (volumes are read from their files).
     """
-    check_same_file(registry, gray)
+    _check_same_file(registry, gray)
     target = add_to or name
     try:
         latest = registry.dataset(target)
@@ -134,7 +134,7 @@ def check_target(
                 f"--phases {phases} differ from {registry.dataset_phases(latest.id)}, the "
                 f"phases of dataset {add_to!r}: a dataset's volumes share one phase map"
             )
-        known = registered_as(registry, gray)
+        known = _registered_as(registry, gray)
         if known is not None and known.name != name:
             raise RegistryError(
                 f"{gray.path.name} is registered as volume {known.name!r}, not {name!r}: "
@@ -149,7 +149,7 @@ def check_target(
         )
 
 
-def check_same_file(registry: Registry, gray: Stack) -> None:
+def _check_same_file(registry: Registry, gray: Stack) -> None:
     """Refuse a stack whose source a registered volume was read from with other content:
     tomoloop reads a volume's slices from its file whenever it trains, scores or exports,
     so a file replaced in place would turn the old volume into the new scan.
@@ -167,7 +167,7 @@ def check_same_file(registry: Registry, gray: Stack) -> None:
         )
 
 
-def registered_as(registry: Registry, gray: Stack) -> Volume | None:
+def _registered_as(registry: Registry, gray: Stack) -> Volume | None:
     """The registered volume with ``gray``'s content, if any."""
     sha = gray.content_sha256()
     return next((v for v in registry.volumes() if v.sha256 == sha), None)
@@ -215,7 +215,7 @@ def register(
     labels they have (an empty label would outrank them, being newer). Without ``add_to``,
     re-ingesting a volume of a dataset of many volumes refreshes that dataset (every
     volume stays, as with ``add_to``)."""
-    known = registered_as(registry, gray)
+    known = _registered_as(registry, gray)
     volume_id = registry.register_volume(
         name,
         gray.source,  # absolute (flows run from anywhere), with its dataset / raw layout
@@ -290,7 +290,7 @@ def merge_members(
     }
 
 
-def check_gold_target(
+def _check_gold_target(
     registry: Registry,
     version: DatasetVersion,
     volume: Volume,
@@ -333,7 +333,7 @@ def add_gold_labels(
         for p in registry.pool(version.id, split)
         if p.volume_id == found.id and p.axis == "z"
     }
-    check_gold_target(registry, version, found, splits, bool(wanted))
+    _check_gold_target(registry, version, found, splits, bool(wanted))
     with open_stack(labels) as stack:
         shape = (found.shape_z, found.shape_y, found.shape_x)
         check_volume_shape(stack, shape, volume, "gold labels")

@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -16,6 +18,7 @@ def test_stop_group_stops_a_marked_group_leader_once():
         [sys.executable, "-c", "import time; time.sleep(60)", MARKER], start_new_session=True
     )
     try:
+        _wait_for_command_line(server.pid)
         assert not stop_group(server.pid, b"another-marker", timeout=5)  # never a stranger
         assert alive(server.pid)
         assert stop_group(server.pid, MARKER.encode(), timeout=5)
@@ -24,6 +27,16 @@ def test_stop_group_stops_a_marked_group_leader_once():
     finally:
         server.kill()
         server.wait()
+
+
+def _wait_for_command_line(pid: int) -> None:
+    """Until the child's /proc command line holds the marker: right after Popen returns
+    it can still read empty (the exec not visible yet), as a long-running server's never
+    does."""
+    deadline = time.monotonic() + 10
+    while MARKER.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the child never showed its command line"
+        time.sleep(0.01)
 
 
 def test_stopping_servers_that_never_ran_says_so(tmp_path, monkeypatch):
