@@ -51,6 +51,13 @@ def train(
         int | None, typer.Option(help="Epochs without val gain before stopping (8; 0 never).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    average: Annotated[
+        float | None,
+        typer.Option(
+            help="Decay of a moving average of the weights (e.g. 0.99; 0 none): validation "
+            "and the kept model use the average."
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     parent: Annotated[
         int | None,
@@ -134,6 +141,7 @@ def train(
             ("tversky_beta", tversky_beta),
             ("patience", patience),
             ("row_removal", row_removal),
+            ("average", average),
         )
         if v is not None
     }  # else the recipe's or the defaults

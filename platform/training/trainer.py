@@ -13,6 +13,7 @@ same device, and a run resumed from its checkpoint continues exactly where it st
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -53,7 +54,9 @@ class TrainingError(TomoloopError):
 class TrainConfig:
     """What a training run does. ``patience``: epochs without a validation-mIoU gain
     before stopping early (0 = never stop early). ``patches_per_epoch`` random patches of
-    ``patch``² pixels make an epoch.
+    ``patch``² pixels make an epoch. ``average``: the decay of an exponential moving average
+    of the weights, updated after every step (0 = none); when set, validation scores the
+    averaged weights and the run ends with the best of them.
     """
 
     epochs: int = 30
@@ -76,6 +79,7 @@ class TrainConfig:
     tversky_beta: float = 0.3
     # class pairs that cannot touch (Tabassum et al. n.d., App. §II)
     exclusive: tuple[tuple[int, int], ...] = ()
+    average: float = 0.0
 
     def __post_init__(self) -> None:
         patch_ok = self.patch >= 16 and self.patch % 16 == 0
@@ -99,6 +103,7 @@ class TrainConfig:
                 ("lr", self.lr, self.lr >= 0, "must be ≥ 0"),
                 ("loss", self.loss, self.loss in LOSSES, f"is not one of {', '.join(LOSSES)}"),
                 ("patience", self.patience, self.patience >= 0, "must be ≥ 0"),
+                ("average", self.average, 0 <= self.average < 1, "must be ≥ 0 and below 1"),
                 (
                     "overlap",
                     self.overlap,
@@ -309,6 +314,20 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
+    """``average`` ← decay · ``average`` + (1 − decay) · ``model``, in place, for every
+    floating-point weight and buffer (BatchNorm statistics too); integer buffers (batch
+    counts) are copied. Both modules have the same architecture.
+    """
+    live = model.state_dict()
+    with torch.no_grad():
+        for key, value in average.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.lerp_(live[key], 1 - decay)
+            else:
+                value.copy_(live[key])
+
+
 def train(
     model: nn.Module,
     train_slices: Sequence[LabelledSlice],
@@ -319,7 +338,8 @@ def train(
     device: str | torch.device = "cpu",
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
+    """Train ``model`` in place; at the end it holds the weights of the best validation epoch
+    (with ``config.average``, the best of the averaged weights).
 
     After every epoch the full state (weights, optimiser, AMP scaler, random generators,
     history, best weights) is written atomically to ``checkpoint_dir/last.pt``; calling
@@ -355,11 +375,15 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     history: list[EpochRecord] = []
     best_state, best_miou, best_epoch = _clone_state(model), -math.inf, 0
+    average = copy.deepcopy(model).requires_grad_(False) if config.average else None
+    scored = model if average is None else average  # the weights validation judges
 
     saved = _load_checkpoint(folder / CHECKPOINT, fingerprint)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
+        if average is not None:
+            average.load_state_dict(saved["average"])
         scaler.load_state_dict(saved["scaler"])
         rng.bit_generator.state = saved["numpy_rng"]
         torch.set_rng_state(saved["torch_rng"])
@@ -401,8 +425,10 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optimiser)
             scaler.update()
+            if average is not None:
+                update_average(average, model, config.average)
             losses.append(loss.item())
-        result = evaluate(model, val_slices, n_classes, config.patch, config.overlap, device)
+        result = evaluate(scored, val_slices, n_classes, config.patch, config.overlap, device)
         record = EpochRecord(
             epoch=epoch,
             train_loss=float(np.mean(losses)),
@@ -413,12 +439,13 @@ def train(
         )
         history.append(record)
         if record.val_miou > best_miou:
-            best_state, best_miou, best_epoch = _clone_state(model), record.val_miou, epoch
+            best_state, best_miou, best_epoch = _clone_state(scored), record.val_miou, epoch
         _atomic_save(
             {
                 "fingerprint": fingerprint,
                 "model": model.state_dict(),
                 "optimiser": optimiser.state_dict(),
+                "average": {} if average is None else average.state_dict(),
                 "scaler": scaler.state_dict(),
                 "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),

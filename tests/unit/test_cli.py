@@ -350,6 +350,7 @@ def test_stack_info_reads_an_hdf5_dataset_and_refuses_a_missing_one_in_one_line(
         (["--class-weights", "heavy"], "class_weights 'heavy' must be 'balanced' or numbers"),
         (["--arch", "matphase", "--recipe", "seed", "--loss", "dice"], "needs --loss ce or bce"),
         (["--loss", "tversky", "--tversky-beta", "1.5"], "tversky_beta 1.5 must lie between"),
+        (["--average", "1"], "average 1.0 must be ≥ 0 and below 1"),
     ],
 )
 def test_train_refuses_a_bad_recipe_or_class_weights_before_any_work(

@@ -19,6 +19,7 @@ from tomoloop.training.trainer import (
     plot_learning_curve,
     resolve_device,
     train,
+    update_average,
 )
 
 CONFIG = TrainConfig(
@@ -55,9 +56,11 @@ def test_training_learns_and_keeps_the_best_epoch(tmp_path):
 
 
 @pytest.mark.slow  # trains a network
-def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("average", [0.0, 0.9])
+def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path, average):
+    config = replace(CONFIG, average=average)
     whole = _model()
-    reference = train(whole, _slices(0), _slices(1), 3, CONFIG, tmp_path / "a")
+    reference = train(whole, _slices(0), _slices(1), 3, config, tmp_path / "a")
 
     def crash_after_second_epoch(record):
         if record.epoch == 2:
@@ -69,13 +72,13 @@ def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path):
             _slices(0),
             _slices(1),
             3,
-            CONFIG,
+            config,
             tmp_path / "b",
             "cpu",
             crash_after_second_epoch,
         )
     resumed_model = _model()
-    resumed = train(resumed_model, _slices(0), _slices(1), 3, CONFIG, tmp_path / "b")
+    resumed = train(resumed_model, _slices(0), _slices(1), 3, config, tmp_path / "b")
     assert resumed.resumed_after == 2
     assert resumed.history == [
         replace(r, seconds=s.seconds)
@@ -83,6 +86,29 @@ def test_a_crashed_run_resumes_exactly_where_it_stopped(tmp_path):
     ]
     for key, value in whole.state_dict().items():
         assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+def test_the_average_moves_by_one_minus_the_decay_and_copies_counts():
+    average, live = _model(), build_model("unet", 1, 3, base=8, depth=2)
+    before = {k: v.clone() for k, v in average.state_dict().items()}
+    update_average(average, live, 0.75)
+    for key, value in average.state_dict().items():
+        expected = live.state_dict()[key]
+        if value.dtype.is_floating_point:
+            expected = 0.75 * before[key] + 0.25 * expected
+        assert torch.allclose(value, expected, atol=1e-7), key
+
+
+@pytest.mark.slow  # trains a network
+def test_with_an_average_the_run_keeps_the_averaged_weights(tmp_path):
+    start = {k: v.clone() for k, v in _model().state_dict().items()}
+    moved, held = _model(), _model()
+    train(moved, _slices(0), _slices(1), 3, replace(CONFIG, epochs=1), tmp_path / "a")
+    train(held, _slices(0), _slices(1), 3, replace(CONFIG, epochs=1, average=0.9999), tmp_path / "b")
+    weight = "down.0.0.weight"
+    assert not torch.allclose(moved.state_dict()[weight], start[weight], atol=1e-3)
+    # four steps at decay 0.9999 move the average by 0.04 % of the way at most
+    assert torch.allclose(held.state_dict()[weight], start[weight], atol=1e-4)
 
 
 @pytest.mark.slow  # trains a network
@@ -140,6 +166,8 @@ def test_out_of_range_settings_are_refused_before_any_work():
     assert str(refused.value) == "patch 0 must be a multiple of 16 from 16 on (16, 32, 64, …)"
     with pytest.raises(TrainingError, match=r"^overlap 32 must be ≥ 0 and below the patch$"):
         TrainConfig(patch=32, overlap=32)
+    with pytest.raises(TrainingError, match=r"^average -0.5 must be ≥ 0 and below 1$"):
+        TrainConfig(average=-0.5)
 
 
 @given(st.lists(st.integers(0, 10**6), min_size=1, max_size=6))
