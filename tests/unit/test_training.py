@@ -104,7 +104,8 @@ def test_with_an_average_the_run_keeps_the_averaged_weights(tmp_path):
     start = {k: v.clone() for k, v in _model().state_dict().items()}
     moved, held = _model(), _model()
     train(moved, _slices(0), _slices(1), 3, replace(CONFIG, epochs=1), tmp_path / "a")
-    train(held, _slices(0), _slices(1), 3, replace(CONFIG, epochs=1, average=0.9999), tmp_path / "b")
+    averaged = replace(CONFIG, epochs=1, average=0.9999)
+    train(held, _slices(0), _slices(1), 3, averaged, tmp_path / "b")
     weight = "down.0.0.weight"
     assert not torch.allclose(moved.state_dict()[weight], start[weight], atol=1e-3)
     # four steps at decay 0.9999 move the average by 0.04 % of the way at most
