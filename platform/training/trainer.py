@@ -55,8 +55,8 @@ class TrainConfig:
     """What a training run does. ``patience``: epochs without a validation-mIoU gain
     before stopping early (0 = never stop early). ``patches_per_epoch`` random patches of
     ``patch``² pixels make an epoch. ``average``: the decay of an exponential moving average
-    of the weights, updated after every step (0 = none); when set, validation scores the
-    averaged weights and the run ends with the best of them.
+    of the weights, updated after every step (0 = none; :func:`average_decay`); when set,
+    validation scores the averaged weights and the run ends with the best of them.
     """
 
     epochs: int = 30
@@ -314,6 +314,14 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
+def average_decay(decay: float, step: int) -> float:
+    """The moving average's decay after optimiser step ``step`` (0-based): ``decay``, but
+    at most (1 + step) / (10 + step) early on, so the average follows the first steps
+    instead of lingering at the starting weights for about 1 / (1 − decay) steps.
+    """
+    return min(decay, (1 + step) / (10 + step))
+
+
 def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
     """``average`` ← decay · ``average`` + (1 − decay) · ``model``, in place, for every
     floating-point weight and buffer (BatchNorm statistics too); integer buffers (batch
@@ -413,7 +421,8 @@ def train(
                 config.augmentation,
             )
             images, target, weight = (t.to(device) for t in (images, target, weight))
-            progress = ((epoch - 1) * steps + step) / (config.epochs * steps)
+            step_index = (epoch - 1) * steps + step
+            progress = step_index / (config.epochs * steps)
             optimiser.zero_grad(set_to_none=True)
             with torch.autocast(device.type, enabled=amp):
                 loss = compute_loss(model, images, target, weight, loss_fn, progress)
@@ -426,7 +435,7 @@ def train(
             scaler.step(optimiser)
             scaler.update()
             if average is not None:
-                update_average(average, model, config.average)
+                update_average(average, model, average_decay(config.average, step_index))
             losses.append(loss.item())
         result = evaluate(scored, val_slices, n_classes, config.patch, config.overlap, device)
         record = EpochRecord(

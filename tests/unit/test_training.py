@@ -14,6 +14,7 @@ from tomoloop.training.trainer import (
     CHECKPOINT,
     TrainConfig,
     TrainingError,
+    average_decay,
     balanced_class_weights,
     class_weights,
     plot_learning_curve,
@@ -100,16 +101,30 @@ def test_the_average_moves_by_one_minus_the_decay_and_copies_counts():
 
 
 @pytest.mark.slow  # trains a network
-def test_with_an_average_the_run_keeps_the_averaged_weights(tmp_path):
-    start = {k: v.clone() for k, v in _model().state_dict().items()}
-    moved, held = _model(), _model()
-    train(moved, _slices(0), _slices(1), 3, replace(CONFIG, epochs=1), tmp_path / "a")
-    averaged = replace(CONFIG, epochs=1, average=0.9999)
-    train(held, _slices(0), _slices(1), 3, averaged, tmp_path / "b")
-    weight = "down.0.0.weight"
-    assert not torch.allclose(moved.state_dict()[weight], start[weight], atol=1e-3)
-    # four steps at decay 0.9999 move the average by 0.04 % of the way at most
-    assert torch.allclose(held.state_dict()[weight], start[weight], atol=1e-4)
+def test_with_an_average_the_run_ends_with_the_average_of_the_steps_weights(tmp_path):
+    live, averaged = _model(), _model()
+    seen = []  # the weights each training forward sees: before steps 0, 1, 2, 3
+
+    def record(module, _):
+        if module.training:
+            seen.append({k: v.clone() for k, v in module.state_dict().items()})
+
+    live.register_forward_pre_hook(record)
+    config = replace(CONFIG, epochs=1)  # four steps, one epoch: the one kept
+    train(live, _slices(0), _slices(1), 3, config, tmp_path / "a")
+    seen.append(live.state_dict())  # after step 3
+    train(averaged, _slices(0), _slices(1), 3, replace(config, average=0.2), tmp_path / "b")
+    expected = dict(seen[0])
+    for step, weights in enumerate(seen[1:]):
+        decay = average_decay(0.2, step)
+        expected = {
+            k: v.lerp(weights[k], 1 - decay) if v.dtype.is_floating_point else weights[k]
+            for k, v in expected.items()
+        }
+    assert [average_decay(0.2, s) for s in range(4)] == [0.1, 2 / 11, 0.2, 0.2]
+    for key, value in averaged.state_dict().items():
+        assert torch.allclose(value, expected[key], atol=1e-6), key
+    assert not torch.allclose(averaged.state_dict()["down.0.0.weight"], seen[-1]["down.0.0.weight"])
 
 
 @pytest.mark.slow  # trains a network
