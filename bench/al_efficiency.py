@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,12 @@ def main() -> None:
         help="fine-tune on the target only (default: source slices too, half the patches)",
     )
     parser.add_argument(
+        "--average",
+        type=float,
+        default=0.0,
+        help="every training keeps a moving average of its weights of this decay (0 none)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
     )
     args = parser.parse_args()
@@ -179,6 +186,12 @@ def main() -> None:
     )
     if args.quick:
         setup = quick(setup)
+    if args.average:
+        setup = replace(
+            setup,
+            initial_train=replace(setup.initial_train, average=args.average),
+            fine_tune=replace(setup.fine_tune, average=args.average),
+        )
     start = time.perf_counter()
     data = read_shift_data([source], target, SCENARIOS[args.scenario][1])
     document = domain_shift(
@@ -195,7 +208,11 @@ def main() -> None:
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)
-    tags = ("" if args.replay else "_no_replay") + ("_quick" if args.quick else "")
+    tags = (
+        ("" if args.replay else "_no_replay")
+        + (f"_average{args.average}" if args.average else "")
+        + ("_quick" if args.quick else "")
+    )
     stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"
     document["plot"] = str(plot_domain_shift(document, stem.with_suffix(".png")))
     stem.with_suffix(".json").write_text(json.dumps(document, indent=2))

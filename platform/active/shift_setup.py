@@ -27,9 +27,6 @@ DEFAULT_ARMS = "random/slice,random,foreground_random,entropy,bald,hybrid,bald+s
 """Controls (random slices, random and foreground-random regions), the uncertainty and
 diversity arms by the default unit, and BALD with self-training."""
 ANNOTATOR = 2  # registry tier of a person's label
-AVERAGE = 0.99
-"""Decay of the moving average of the weights every training of the benchmark keeps (about
-the last hundred steps): the kept model does not carry the last steps' noise."""
 
 
 @dataclass(frozen=True)
@@ -103,25 +100,12 @@ class ShiftSetup:
     options: dict = field(default_factory=lambda: {"base": 8, "depth": 3})
     initial_train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=30,
-            patch=64,
-            batch=8,
-            patches_per_epoch=128,
-            overlap=16,
-            patience=4,
-            average=AVERAGE,
+            epochs=30, patch=64, batch=8, patches_per_epoch=128, overlap=16, patience=4
         )
     )
     fine_tune: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            epochs=30,
-            patch=64,
-            batch=8,
-            patches_per_epoch=256,
-            overlap=16,
-            patience=5,
-            lr=5e-4,
-            average=AVERAGE,
+            epochs=30, patch=64, batch=8, patches_per_epoch=256, overlap=16, patience=5, lr=5e-4
         )
     )
     self_training: SelfTraining = field(default_factory=lambda: SelfTraining(enabled=True))
