@@ -144,7 +144,7 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint(
         sys.executable, "-m", "tomoloop.cli", "train", "--dataset", "nmc", "--arch", "unet",
         "--epochs", "15", "--patience", "15", "--patch", "32", "--batch", "4",
         "--patches-per-epoch", "16", "--option", "base=4", "--option", "depth=2",
-        "--device", "cpu", "--json",
+        "--average", "0.9", "--device", "cpu", "--json",
     ]  # fmt: skip
     from prefect.settings import PREFECT_API_URL
 
@@ -172,3 +172,4 @@ def test_a_training_killed_with_sigkill_resumes_from_its_checkpoint(
     (run,) = registry.training_runs(model.id)
     assert (run.status, run.epochs) == ("finished", 15)
     assert registry.model(model.id).checkpoint_sha256
+    assert registry.model(model.id).config["train"]["average"] == 0.9
