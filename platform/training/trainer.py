@@ -33,6 +33,7 @@ from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import IGNORE
 from tomoloop.networks.losses import LOSSES, TVERSKY_LOSSES, WEIGHTED_LOSSES, Loss, get_loss
 from tomoloop.outputs import temp_file_beside
+from tomoloop.training.averaging import average_decay, update_average
 from tomoloop.training.data import (
     Augmentation,
     LabelledSlice,
@@ -312,28 +313,6 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
 
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def average_decay(decay: float, step: int) -> float:
-    """The moving average's decay after optimiser step ``step`` (0-based): ``decay``, but
-    at most (1 + step) / (10 + step) early on, so the average follows the first steps
-    instead of lingering at the starting weights for about 1 / (1 − decay) steps.
-    """
-    return min(decay, (1 + step) / (10 + step))
-
-
-def update_average(average: nn.Module, model: nn.Module, decay: float) -> None:
-    """``average`` ← decay · ``average`` + (1 − decay) · ``model``, in place, for every
-    floating-point weight and buffer (BatchNorm statistics too); integer buffers (batch
-    counts) are copied. Both modules have the same architecture.
-    """
-    live = model.state_dict()
-    with torch.no_grad():
-        for key, value in average.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.lerp_(live[key], 1 - decay)
-            else:
-                value.copy_(live[key])
 
 
 def train(

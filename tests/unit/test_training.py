@@ -9,18 +9,17 @@ from hypothesis import strategies as st
 
 from tomoloop.labels.phases import IGNORE
 from tomoloop.networks.registry import build_model
+from tomoloop.training.averaging import average_decay, update_average
 from tomoloop.training.data import NO_AUGMENTATION, DatasetError, LabelledSlice
 from tomoloop.training.trainer import (
     CHECKPOINT,
     TrainConfig,
     TrainingError,
-    average_decay,
     balanced_class_weights,
     class_weights,
     plot_learning_curve,
     resolve_device,
     train,
-    update_average,
 )
 
 CONFIG = TrainConfig(
