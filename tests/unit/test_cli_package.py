@@ -16,8 +16,10 @@ from tomoloop import lifeline
 from tomoloop.cli import app, json_requested
 from tomoloop.cli.runner import Entry, run
 
+# pydantic: typer 0.29 builds a pydantic adapter per option (+0.3 s a command); 0.28 does not
 HEAVY = {"torch", "sqlalchemy", "prefect", "detectron2", "fastapi", "label_studio_sdk",
-         "skimage", "matplotlib", "numpy", "alembic", "uvicorn", "napari", "qtpy"}  # fmt: skip
+         "skimage", "matplotlib", "numpy", "alembic", "uvicorn", "napari", "qtpy",
+         "pydantic"}  # fmt: skip
 
 LOADED = """
 import runpy, sys
