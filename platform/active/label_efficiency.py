@@ -24,7 +24,7 @@ from tomoloop.active.strategies import get
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import default_overlap, normalise
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
-from tomoloop.labels.splits import split_slices
+from tomoloop.labels.splits import balanced_split
 from tomoloop.networks.registry import ModelSpec
 from tomoloop.stacks.checks import check_same_shape
 from tomoloop.stacks.stack import Stack
@@ -108,21 +108,25 @@ def stack_split(
     fractions: tuple[float, float, float] = (0.6, 0.15, 0.25),
 ) -> Split:
     """Pool / val / test z slices of a grayscale and label stack pair (interleaved blocks
-    with gaps, :func:`tomoloop.labels.split_slices`), grey values normalised by the stack's
-    percentile window, labels as class indices.
+    with gaps, none short of a class: :func:`tomoloop.labels.balanced_split`), grey values
+    normalised by the stack's percentile window, labels as class indices.
     """
     check_same_shape(gray, labels)
     window = percentile_window(gray)
     lut = class_index_lut(phases)
-    parts = split_slices(gray.shape[0], fractions)
+    counts = np.zeros((gray.shape[0], len(phases)), dtype=np.int64)
+    for z, raw in labels.iter_slices("z"):
+        check_declared(raw, phases, f"{labels.path.name} z={z}")
+        counts[z] = np.bincount(lut[raw].ravel(), minlength=len(phases))
+    parts = balanced_split(counts, fractions)
     out: dict[str, list[LabelledSlice]] = {}
     for name, indices in parts.items():
-        out[name] = []
-        for (_, image), (z, raw) in zip(
-            gray.iter_slices("z", indices), labels.iter_slices("z", indices), strict=True
-        ):
-            check_declared(raw, phases, f"{labels.path.name} z={z}")
-            out[name].append(LabelledSlice(normalise(image, window), lut[raw]))
+        out[name] = [
+            LabelledSlice(normalise(image, window), lut[raw])
+            for (_, image), (_, raw) in zip(
+                gray.iter_slices("z", indices), labels.iter_slices("z", indices), strict=True
+            )
+        ]
     return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
 
 

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
         class_index_lut,
         undeclared_values,
     )
-    from tomoloop.labels.splits import SPLIT_NAMES, check_split_fills, parse_fractions, split_slices
+    from tomoloop.labels.splits import (
+        SPLIT_NAMES,
+        balanced_split,
+        check_split_fills,
+        class_share_ratio,
+        parse_fractions,
+        split_slices,
+    )
     from tomoloop.labels.synthetic import (
         ELECTRODE_PHASES,
         Electrode,
@@ -52,11 +59,13 @@ __all__ = [
     "MaskFormatError",
     "PhaseMap",
     "Tier",
+    "balanced_split",
     "beam_hardening",
     "carbon_binder",
     "check_declared",
     "check_split_fills",
     "class_index_lut",
+    "class_share_ratio",
     "cracked_particles",
     "decode_class_mask",
     "decode_instances",

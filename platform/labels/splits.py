@@ -4,7 +4,9 @@ Neighbouring CT slices are nearly identical, so splitting slice by slice leaks t
 set into training. Slices are grouped into contiguous blocks; blocks are dealt to the
 splits by a seeded shuffle in proportion to the fractions; and ``gap`` slices are left
 out wherever two splits meet, so any two kept slices of different splits are more than
-``gap`` slices apart.
+``gap`` slices apart. :func:`balanced_split` picks, among such shuffles, one that leaves no
+split short of a class the stack holds (a phase found only at the ends of a stack must not
+be all but missing from the test slices).
 """
 
 from __future__ import annotations
@@ -114,3 +116,56 @@ def split_slices(
     return {
         name: np.flatnonzero(keep & (owner == k)).tolist() for k, name in enumerate(SPLIT_NAMES)
     }
+
+
+def class_share_ratio(class_counts: np.ndarray, parts: dict[str, list[int]]) -> float:
+    """The smallest, over the non-empty splits and the classes the stack holds, of a
+    class's share of a split's pixels divided by its share of the whole stack's (1 = every
+    split mirrors the stack; 0 = a split without a class the stack has); 1 for a stack
+    without a labelled pixel.
+
+    Args:
+        class_counts: (n_slices, n_classes) labelled pixels of each class in each slice.
+        parts: a split of the slice indices (:func:`split_slices`).
+    """
+    counts = np.asarray(class_counts, dtype=np.float64)
+    stack = counts.sum(axis=0) / max(counts.sum(), 1.0)
+    held = stack > 0
+    if not held.any():
+        return 1.0
+    ratios = [
+        float(np.min(split[held] / max(split.sum(), 1.0) / stack[held]))
+        for split in (counts[indices].sum(axis=0) for indices in parts.values() if indices)
+    ]
+    return min(ratios, default=1.0)
+
+
+def balanced_split(
+    class_counts: np.ndarray,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    gap: int = 2,
+    least: float = 0.5,
+    tries: int = 64,
+) -> dict[str, list[int]]:
+    """:func:`split_slices` of ``len(class_counts)`` slices under the first shuffle seed
+    (0, 1, …) whose every split holds at least ``least`` of its fair share of every class
+    (:func:`class_share_ratio` ≥ ``least``); if none of ``tries`` seeds does, the seed with
+    the largest ratio (the first of equals). Deterministic; seed 0 whenever it qualifies.
+
+    Args:
+        class_counts: (n_slices, n_classes) labelled pixels of each class in each slice.
+        fractions: train, val, test shares of the blocks.
+        gap: slices dropped at each boundary between different splits.
+        least: the smallest acceptable share ratio, 0–1.
+        tries: seeds tried, ≥ 1.
+    """
+    best: dict[str, list[int]] = {}
+    best_ratio = -1.0
+    for seed in range(max(tries, 1)):
+        parts = split_slices(len(class_counts), fractions, gap=gap, seed=seed)
+        ratio = class_share_ratio(class_counts, parts)
+        if ratio >= least:
+            return parts
+        if ratio > best_ratio:
+            best, best_ratio = parts, ratio
+    return best

@@ -39,6 +39,18 @@ def split(tmp_path, electrode_volume):
         return stack_split(g, lab, PhaseMap.parse("pore=0,nmc=1,cbd=2"))
 
 
+def test_a_phase_found_only_at_the_stack_ends_is_in_the_val_and_test_slices(tmp_path):
+    labels = np.zeros((54, 16, 16), np.uint8)
+    labels[:, :, 8:] = 1
+    labels[:14, :4, :4] = labels[47:, :4, :4] = 2  # as the PuMA weave's phase 2
+    tifffile.imwrite(tmp_path / "gray.tif", labels * 60)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    with open_stack(tmp_path / "gray.tif") as g, open_stack(tmp_path / "labels.tif") as lab:
+        split = stack_split(g, lab, PhaseMap.parse("a=0,b=1,c=2"))
+    for part in (split.val, split.test):
+        assert sum(int((s.labels == 2).sum()) for s in part) > 0
+
+
 def test_every_strategy_starts_alike_and_labels_budget_slices_per_round(split):
     assert len(split.pool) + len(split.val) + len(split.test) <= 20 and split.test
     setup = EfficiencySetup(
