@@ -19,7 +19,8 @@ another part of the material imaged differently:
 The direct oracle answers from the labels. Reports per arm the labelled target pixels to
 reach 95 % of the gain (``full − initial``) and the ratios the issue's target names: the
 best tomoloop arm against the best random control, and the best region arm against the
-best slice arm.
+best slice arm. Also every arm's AUC over the labelled range all arms share, against the
+control with the highest AUC seed by seed (mean difference ± standard error, seeds ahead).
 
 Run: ``.venv/bin/python bench/al_efficiency.py --scenario nmc [--seeds 3] [--rounds 5]``
 (``--quick`` for a CI-sized run); writes ``bench/out/al_shift_<scenario>.json`` and ``.png``.
@@ -138,6 +139,33 @@ def ratios(document: dict) -> dict:
     }
 
 
+def against_best_control(document: dict) -> dict:
+    """Every other arm's AUC against the control with the highest AUC, seed by seed (the
+    seeds share their initial models, so a seed's difference leaves its own luck out):
+    ``{arm: {"control", "difference", "standard_error", "seeds_ahead", "seeds"}}``, the
+    difference the mean over seeds, its standard error None for one seed.
+    """
+    arms = document["strategies"]
+    controls = [n for n in arms if n in CONTROLS]
+    if not controls:
+        return {}
+    control = max(controls, key=lambda n: arms[n]["auc"])
+    out = {}
+    for name, result in arms.items():
+        if name == control:
+            continue
+        differences = np.subtract(result["auc_seeds"], arms[control]["auc_seeds"])
+        n = len(differences)
+        out[name] = {
+            "control": control,
+            "difference": float(differences.mean()),
+            "standard_error": float(differences.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+            "seeds_ahead": int((differences > 0).sum()),
+            "seeds": n,
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="nmc")
@@ -208,6 +236,7 @@ def main() -> None:
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
     document |= ratios(document)
+    document["auc_vs_best_control"] = against_best_control(document)
     tags = (
         ("" if args.replay else "_no_replay")
         + (f"_average{args.average}" if args.average else "")
@@ -225,6 +254,14 @@ def main() -> None:
     for name, result in document["strategies"].items():
         per_seed = result["seconds"] / setup.seeds
         print(f"{name:<26} {result['pixels_to_95']!s:>14} {result['auc']:>8.4f} {per_seed:>8.0f}")
+    print(f"AUC over 0..{document['auc_pixels']} px, each arm against the best control:")
+    for name, paired in document["auc_vs_best_control"].items():
+        error = paired["standard_error"]
+        print(
+            f"  {name:<26} {paired['difference']:+.4f}"
+            + ("" if error is None else f" ± {error:.4f}")
+            + f" vs {paired['control']} ({paired['seeds_ahead']}/{paired['seeds']} seeds ahead)"
+        )
     print({k: document[k] for k in ("best_arm_vs_best_control", "best_region_vs_best_slice")})
     print(f"saved {stem.with_suffix('.json')} ({document['seconds']:.0f} s)")
 

@@ -321,18 +321,26 @@ def arm_curve(
 def summarise(initial: float, full: float, curves: Mapping[str, Sequence[Curve]]) -> dict:
     """The benchmark document from the initial and full-data mIoU and every arm's seed
     curves: ``{"initial_miou", "full_data_miou", "gain", "target_miou", "valid",
-    "strategies": {arm: {"pixels_to_95", "auc", "curve", "seeds"}}}``; ``pixels_to_95``
-    is None for every arm when the benchmark is not valid.
+    "auc_pixels", "strategies": {arm: {"pixels_to_95", "auc", "auc_seeds", "curve",
+    "seeds"}}}``; ``pixels_to_95`` is None for every arm when the benchmark is not valid.
+
+    ``auc`` is the mean test mIoU of the arm's mean curve over the same labelled range
+    for every arm, 0 to ``auc_pixels`` (the fewest labelled pixels any seed of any arm
+    ended with), so arms that label more pixels in their rounds are not credited for it;
+    ``auc_seeds`` the same figure for each seed's own curve (seed order), to compare two
+    arms seed by seed — the seeds share their initial models.
     """
     gain = full - initial
     valid = gain >= MIN_GAIN
     target = initial + 0.95 * gain
+    common = min((c[-1][0] for seeds in curves.values() for c in seeds), default=0)
     strategies = {}
     for name, seeds in curves.items():
         mean = mean_curve(seeds)
         strategies[name] = {
             "pixels_to_95": labels_to_reach(mean, target) if valid else None,
-            "auc": area_under(mean),
+            "auc": area_under(mean, common),
+            "auc_seeds": [area_under(c, common) for c in seeds],
             "curve": [list(p) for p in mean],
             "seeds": [[list(p) for p in c] for c in seeds],
         }
@@ -342,6 +350,7 @@ def summarise(initial: float, full: float, curves: Mapping[str, Sequence[Curve]]
         "gain": gain,
         "target_miou": target,
         "valid": valid,
+        "auc_pixels": common,
         "strategies": strategies,
     }
 

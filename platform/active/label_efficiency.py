@@ -224,14 +224,18 @@ def labels_to_reach(curve: Curve, target: float) -> int | None:
     return next((n for n, score in curve if score >= target), None)
 
 
-def area_under(curve: Curve) -> float:
-    """Mean score over the curve's labelled-slice range (trapezoids); the single score for
-    a one-point curve.
+def area_under(curve: Curve, upto: float | None = None) -> float:
+    """Mean score over the curve's labelled range, from its first x to ``upto`` (default:
+    its last x; the curve is cut there, interpolated linearly), by trapezoids; for a
+    range of zero width, the mean score at the first x.
     """
     xs, ys = np.array([p[0] for p in curve], float), np.array([p[1] for p in curve], float)
-    if len(curve) == 1 or xs[-1] == xs[0]:
-        return float(ys.mean())
-    return float(np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(xs)) / (xs[-1] - xs[0]))
+    end = xs[-1] if upto is None else min(float(upto), xs[-1])
+    if end <= xs[0]:
+        return float(ys[xs == xs[0]].mean())
+    inside = xs < end
+    xs, ys = np.append(xs[inside], end), np.append(ys[inside], np.interp(end, xs, ys))
+    return float(np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(xs)) / (end - xs[0]))
 
 
 def efficiency(

@@ -53,6 +53,20 @@ def test_pixels_to_95_is_read_against_the_gain_on_the_mean_curve():
     json.dumps(doc)
 
 
+def test_auc_covers_the_same_labelled_range_for_every_arm_and_each_seed():
+    # Whole slices label 16,384 px a round, regions 8,192: the slice arm's plateau beyond
+    # 16,384 px must not raise its AUC over the region arm's, which is as good up to there.
+    slices = [[(0, 0.5), (16384, 0.6), (32768, 0.7)]] * 2
+    regions = [[(0, 0.5), (8192, 0.55), (16384, 0.6)], [(0, 0.5), (8192, 0.57), (16384, 0.62)]]
+    doc = summarise(0.5, 0.7, {"random/slice": slices, "bald/region": regions})
+    assert doc["auc_pixels"] == 16384
+    arm_slices, arm_regions = doc["strategies"]["random/slice"], doc["strategies"]["bald/region"]
+    assert arm_slices["auc"] == pytest.approx(0.55)  # (0.5 + 0.6) / 2 over 0..16,384
+    assert arm_regions["auc_seeds"] == [pytest.approx(0.55), pytest.approx(0.565)]
+    assert arm_regions["auc"] == pytest.approx(0.5575)
+    assert arm_regions["auc"] > arm_slices["auc"]  # over their own ranges: 0.5575 against 0.6
+
+
 def test_a_benchmark_without_gain_is_not_valid_and_no_arm_claims_anything():
     curves = {"bald": [[(0, 0.70), (500, 0.74)]], "random": [[(0, 0.70), (500, 0.71)]]}
     doc = summarise(0.70, 0.74, curves)  # gain 0.04 < 0.05

@@ -27,6 +27,9 @@ def test_curve_arithmetic():
     assert area_under([(0, 0.0), (10, 1.0)]) == pytest.approx(0.5)
     assert area_under(a) == pytest.approx(0.7)
     assert area_under([(3, 0.4)]) == 0.4
+    assert area_under([(0, 0.0), (10, 1.0)], upto=5) == pytest.approx(0.25)  # cut at 0.5
+    assert area_under(a, upto=4) == pytest.approx(0.6) and area_under(a, upto=99) == area_under(a)
+    assert area_under(a, upto=2) == 0.5
 
 
 @pytest.fixture
