@@ -114,19 +114,19 @@ def stack_split(
     check_same_shape(gray, labels)
     window = percentile_window(gray)
     lut = class_index_lut(phases)
-    counts = np.zeros((gray.shape[0], len(phases)), dtype=np.int64)
+    classes: dict[int, np.ndarray] = {}
     for z, raw in labels.iter_slices("z"):
         check_declared(raw, phases, f"{labels.path.name} z={z}")
-        counts[z] = np.bincount(lut[raw].ravel(), minlength=len(phases))
+        classes[z] = lut[raw]
+    counts = np.stack([np.bincount(c.ravel(), minlength=len(phases)) for c in classes.values()])
     parts = balanced_split(counts, fractions)
-    out: dict[str, list[LabelledSlice]] = {}
-    for name, indices in parts.items():
-        out[name] = [
-            LabelledSlice(normalise(image, window), lut[raw])
-            for (_, image), (_, raw) in zip(
-                gray.iter_slices("z", indices), labels.iter_slices("z", indices), strict=True
-            )
+    out = {
+        name: [
+            LabelledSlice(normalise(image, window), classes[z])
+            for z, image in gray.iter_slices("z", indices)
         ]
+        for name, indices in parts.items()
+    }
     return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
 
 
