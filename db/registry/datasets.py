@@ -200,6 +200,30 @@ class DatasetStore(Store):
                 out[split].append(annotation_id)
         return out
 
+    def volume_split(self, volume_id: int) -> dict[str, list[int]] | None:
+        """The z indices of a volume's slices in each split of the newest dataset version
+        that holds it (``{"train": [...], "val": [...], "test": [...]}``, each sorted; slices
+        in no split are left out), or None when no dataset version holds it. A volume's
+        slices keep their split in every dataset version after the first.
+        """
+        held = (
+            select(DatasetMember.dataset_version_id, DatasetMember.split, Slice.index)
+            .join(Annotation, Annotation.id == DatasetMember.annotation_id)
+            .join(Slice, Slice.id == Annotation.slice_id)
+            .where(Slice.volume_id == volume_id, Annotation.kind == Kind.SEMANTIC.value)
+        )
+        with self.session() as s:
+            newest = s.scalar(select(func.max(held.subquery().c.dataset_version_id)))
+            if newest is None:
+                return None
+            rows = s.execute(
+                held.where(DatasetMember.dataset_version_id == newest).order_by(Slice.index)
+            )
+            out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+            for _, split, index in rows:
+                out[split].append(index)
+        return out
+
     def dataset_slices(self, dataset_version_id: int) -> list[DatasetSlice]:
         """Every slice of a dataset version with its volume, its semantic label's mask and
         its instance label's (None where it has none), in split and annotation order.

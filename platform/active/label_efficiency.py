@@ -23,6 +23,7 @@ from tomoloop.active.selection import Candidate, Constraints
 from tomoloop.active.strategies import get
 from tomoloop.errors import TomoloopError
 from tomoloop.inference.predict import default_overlap, normalise
+from tomoloop.labels.masks import class_counts
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
 from tomoloop.labels.splits import balanced_split
 from tomoloop.networks.registry import ModelSpec
@@ -118,7 +119,7 @@ def stack_split(
     for z, raw in labels.iter_slices("z"):
         check_declared(raw, phases, f"{labels.path.name} z={z}")
         classes[z] = lut[raw]
-    counts = np.stack([np.bincount(c.ravel(), minlength=len(phases)) for c in classes.values()])
+    counts = np.stack([class_counts(c, len(phases)) for c in classes.values()])
     parts = balanced_split(counts, fractions)
     out = {
         name: [

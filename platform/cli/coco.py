@@ -89,7 +89,13 @@ def coco_from_stack(
         str | None, typer.Option(help="train,val,test fractions, e.g. 0.8,0.1,0.1.")
     ] = None,
     gap: Annotated[int, typer.Option(help="Slices left out where two splits meet.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the split's block shuffle.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the split's block shuffle. Default: the first (0, 1, …) that leaves "
+            "no split short of a phase, as `tomoloop ingest` does.",
+        ),
+    ] = None,
     axis: Annotated[str, typer.Option(help="Slice along z (XY), y (XZ) or x (YZ).")] = "z",
     polygons: Annotated[
         bool, typer.Option("--polygons", help="Write polygons (approximate) instead of RLE.")
@@ -126,6 +132,7 @@ def coco_from_stack(
         ("--min-area", min_area, 0),
         ("--gap", gap, 0),
         ("--workers", workers, 1),
+        ("--seed", seed, 0),
     ):
         if value is not None and value < least:
             raise TomoloopError(f"{flag} {value}: must be ≥ {least}")
@@ -180,9 +187,10 @@ def coco_from_stack(
 
 def _show_summary(summary: "CocoSummary") -> None:
     counts = ", ".join(f"{k} {v}" for k, v in summary.instances.items())
+    shuffle = "" if summary.split_seed is None else f", split shuffle {summary.split_seed}"
     out.print(
         f"[green]✓[/] {summary.slices} slices → {sum(summary.instances.values())} instances "
         f"({counts}) of {', '.join(summary.categories)} in {summary.out_dir} "
         f"[dim]({summary.to_dict()['slices_per_s']:.0f} slices/s, "
-        f"{summary.removed_by_min_area} removed by --min-area)[/]"
+        f"{summary.removed_by_min_area} removed by --min-area{shuffle})[/]"
     )

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from itertools import islice, pairwise, repeat
@@ -38,12 +38,13 @@ from tomoloop.coco.instances import (
 )
 from tomoloop.coco.particles import ParticleLinker, touching_pairs
 from tomoloop.errors import OutputError, PhaseMapError
+from tomoloop.labels.masks import stack_class_counts
 from tomoloop.labels.phases import PhaseMap, check_declared, class_index_lut
-from tomoloop.labels.splits import split_slices
+from tomoloop.labels.splits import balanced_seed, split_slices
 from tomoloop.outputs import temp_dir_beside, writing
 from tomoloop.stacks.checks import check_label_dtype, check_same_shape
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.stack import Axis, Stack
+from tomoloop.stacks.stack import AXES, Axis, Stack
 from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 
@@ -62,7 +63,11 @@ class CocoOptions:
         axis: slicing axis, "z" (XY slices), "y" (XZ) or "x" (YZ).
         split: train/val/test fractions, or None for a single ``annotations.json``.
         gap: slices left out between splits.
-        seed: seed of the block shuffle of the split.
+        seed: seed of the block shuffle of the split; None: the first seed that leaves no
+            split short of a phase (:func:`tomoloop.labels.splits.balanced_seed`, after a
+            pass over the labels that counts them).
+        members: the slice indices of each split, given (a registered volume's split), in
+            place of ``split``, ``gap`` and ``seed``.
         semantic_masks: write class-index mask PNGs to ``masks/``.
         workers: threads computing instances (None: one per CPU core). The output does
             not depend on it.
@@ -76,7 +81,8 @@ class CocoOptions:
     axis: Axis = "z"
     split: tuple[float, float, float] | None = None
     gap: int = 2
-    seed: int = 0
+    seed: int | None = None
+    members: Mapping[str, Sequence[int]] | None = None
     semantic_masks: bool = True
     workers: int | None = None
 
@@ -93,6 +99,7 @@ class CocoSummary:
     instances: dict[str, int]
     removed_by_min_area: int
     categories: list[str]
+    split_seed: int | None = None  # the block shuffle of the split (None: no split)
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -349,6 +356,23 @@ def _with_particle_ids(items: bytes, ids: list[int]) -> bytes:
     )
 
 
+def _split(
+    labels: Stack, phases: PhaseMap, options: CocoOptions
+) -> tuple[dict[str, list[int]], int | None]:
+    """The slice indices of each annotation file (``{"annotations": every slice}`` without
+    a split) and the block shuffle that dealt them (None when none did)."""
+    if options.members is not None:
+        return {name: list(indices) for name, indices in options.members.items()}, None
+    n = labels.shape[AXES.index(options.axis)]
+    if options.split is None:
+        return {"annotations": list(range(n))}, None
+    seed = options.seed
+    if seed is None:
+        counts = stack_class_counts(labels, phases, options.axis)
+        seed = balanced_seed(counts, options.split, gap=options.gap)
+    return split_slices(n, options.split, gap=options.gap, seed=seed), seed
+
+
 def _convert_into(
     tmp: Path,
     labels: Stack,
@@ -361,10 +385,7 @@ def _convert_into(
 ) -> CocoSummary:
     order = "zyx".index(options.axis)
     n = labels.shape[order]
-    if options.split is None:
-        members = {"annotations": list(range(n))}
-    else:
-        members = split_slices(n, options.split, gap=options.gap, seed=options.seed)
+    members, seed = _split(labels, phases, options)
     split_of = {i: name for name, idx in members.items() for i in idx}
     if gray is not None:
         (tmp / "images").mkdir()
@@ -448,5 +469,6 @@ def _convert_into(
         instances=instances,
         removed_by_min_area=removed,
         categories=[phases.name(v) for v in values],
+        split_seed=seed,
         seconds=0.0,
     )

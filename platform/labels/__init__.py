@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from tomoloop.labels.masks import (
         InstanceMasks,
         MaskFormatError,
+        class_counts,
         decode_class_mask,
         decode_instances,
         encode_class_mask,
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
         merge_by_tier,
         merge_with_tiers,
         pixel_tiers,
+        stack_class_counts,
         stack_class_masks,
         unlabelled_mask,
     )
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     )
     from tomoloop.labels.splits import (
         SPLIT_NAMES,
+        balanced_seed,
         balanced_split,
         check_split_fills,
         class_share_ratio,
@@ -59,11 +62,13 @@ __all__ = [
     "MaskFormatError",
     "PhaseMap",
     "Tier",
+    "balanced_seed",
     "balanced_split",
     "beam_hardening",
     "carbon_binder",
     "check_declared",
     "check_split_fills",
+    "class_counts",
     "class_index_lut",
     "class_share_ratio",
     "cracked_particles",
@@ -81,6 +86,7 @@ __all__ = [
     "particle_packing",
     "pixel_tiers",
     "split_slices",
+    "stack_class_counts",
     "stack_class_masks",
     "undeclared_values",
     "unlabelled_mask",

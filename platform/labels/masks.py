@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.phases import IGNORE, PhaseMap, check_declared, class_index_lut
 from tomoloop.stacks.checks import check_label_dtype
-from tomoloop.stacks.stack import Axis, Stack
+from tomoloop.stacks.stack import AXES, Axis, Stack
 
 
 class MaskFormatError(TomoloopError):
@@ -280,3 +280,24 @@ def stack_class_masks(
     for i, image in labels.iter_slices(axis):
         check_declared(image, phases, f"{labels.path.name} {axis}={i}")
         yield i, encode_class_mask(lut[image])
+
+
+def class_counts(classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """(n_classes,) int64: pixels of each class in a class-index array (values < n_classes)."""
+    return np.bincount(classes.ravel(), minlength=n_classes)
+
+
+def stack_class_counts(labels: Stack, phases: PhaseMap, axis: Axis = "z") -> np.ndarray:
+    """(n_slices, len(phases)) int64: pixels of each class (phase-map position) in each
+    slice of a label stack along ``axis``, read slice by slice.
+
+    Raises:
+        StackValidationError: a slice holds a value the phase map does not declare.
+    """
+    check_label_dtype(labels)
+    lut = class_index_lut(phases)
+    counts = np.zeros((labels.shape[AXES.index(axis)], len(phases)), np.int64)
+    for i, image in labels.iter_slices(axis):
+        check_declared(image, phases, f"{labels.path.name} {axis}={i}")
+        counts[i] = class_counts(lut[image], len(phases))
+    return counts

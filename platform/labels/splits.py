@@ -140,17 +140,18 @@ def class_share_ratio(class_counts: np.ndarray, parts: dict[str, list[int]]) -> 
     return min(ratios, default=1.0)
 
 
-def balanced_split(
+def balanced_seed(
     class_counts: np.ndarray,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     gap: int = 2,
     least: float = 0.5,
     tries: int = 64,
-) -> dict[str, list[int]]:
-    """:func:`split_slices` of ``len(class_counts)`` slices under the first shuffle seed
-    (0, 1, …) whose every split holds at least ``least`` of its fair share of every class
-    (:func:`class_share_ratio` ≥ ``least``); if none of ``tries`` seeds does, the seed with
-    the largest ratio (the first of equals). Deterministic; seed 0 whenever it qualifies.
+) -> int:
+    """The first shuffle seed (0, 1, …) under which every split of
+    :func:`split_slices` of ``len(class_counts)`` slices holds at least ``least`` of its
+    fair share of every class (:func:`class_share_ratio` ≥ ``least``); if none of ``tries``
+    seeds does, the seed with the largest ratio (the first of equals). Deterministic; 0
+    whenever seed 0 qualifies.
 
     Args:
         class_counts: (n_slices, n_classes) labelled pixels of each class in each slice.
@@ -159,13 +160,25 @@ def balanced_split(
         least: the smallest acceptable share ratio, 0–1.
         tries: seeds tried, ≥ 1.
     """
-    best: dict[str, list[int]] = {}
-    best_ratio = -1.0
+    best, best_ratio = 0, -1.0
     for seed in range(max(tries, 1)):
         parts = split_slices(len(class_counts), fractions, gap=gap, seed=seed)
         ratio = class_share_ratio(class_counts, parts)
         if ratio >= least:
-            return parts
+            return seed
         if ratio > best_ratio:
-            best, best_ratio = parts, ratio
+            best, best_ratio = seed, ratio
     return best
+
+
+def balanced_split(
+    class_counts: np.ndarray,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    gap: int = 2,
+    least: float = 0.5,
+    tries: int = 64,
+) -> dict[str, list[int]]:
+    """:func:`split_slices` of ``len(class_counts)`` slices under :func:`balanced_seed`
+    (same arguments)."""
+    seed = balanced_seed(class_counts, fractions, gap=gap, least=least, tries=tries)
+    return split_slices(len(class_counts), fractions, gap=gap, seed=seed)

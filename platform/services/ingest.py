@@ -16,9 +16,9 @@ from tomoloop.adapters.artifacts import Artifact, ArtifactStore
 from tomoloop.coco.convert import CocoOptions, batches, convert_stack
 from tomoloop.db.entities import DatasetVersion, Volume
 from tomoloop.db.registry import NewAnnotation, Registry, RegistryError
-from tomoloop.labels.masks import stack_class_masks, unlabelled_mask
+from tomoloop.labels.masks import stack_class_counts, stack_class_masks, unlabelled_mask
 from tomoloop.labels.phases import PhaseMap
-from tomoloop.labels.splits import check_split_fills, split_slices
+from tomoloop.labels.splits import balanced_seed, check_split_fills, split_slices
 from tomoloop.labels.tiers import Tier
 from tomoloop.scratch import scratch_dir
 from tomoloop.services.context import Log, Services
@@ -67,6 +67,9 @@ def ingest_stacks(
     """Check the stacks and the target dataset, export COCO + masks, register everything
     (one transaction); the COCO artifact this run stored is removed if registering fails.
 
+    The slices are split as :func:`volume_parts` says; the COCO export and the registered
+    dataset version share that split.
+
     Without ``labels`` (a scan nobody labelled yet, only with ``add_to``) nothing is
     exported: each slice joins its split holding an empty label (:func:`unlabelled_mask`).
     """
@@ -75,22 +78,49 @@ def ingest_stacks(
         check_same_shape(gray, labels)
     check_target(services.registry, gray, phases, name, add_to)
     check_split_fills(gray.shape[0], split)
+    parts = volume_parts(services.registry, gray, labels, phases, split, log)
     if labels is None:
         with services.registry.atomic():
-            return register(services.registry, gray, None, phases, name, split, material, None,
+            return register(services.registry, gray, None, phases, name, parts, material, None,
                             add_to)  # fmt: skip
     log.info("exporting COCO + masks of %s", labels.path.name)
     home = services.settings.home
-    coco = export_coco(gray, labels, phases, split, instance_phases, services.store, home)
+    coco = export_coco(gray, labels, phases, parts, instance_phases, services.store, home)
     try:
         with services.registry.atomic():
             return register(
-                services.registry, gray, labels, phases, name, split, material, coco, add_to
+                services.registry, gray, labels, phases, name, parts, material, coco, add_to
             )
     except BaseException:
         if coco.new:  # this run stored it, and nothing refers to it
             services.store.remove(coco.key)
         raise
+
+
+def volume_parts(
+    registry: Registry,
+    gray: Stack,
+    labels: Stack | None,
+    phases: PhaseMap,
+    split: tuple[float, float, float],
+    log: Log,
+) -> dict[str, list[int]]:
+    """The z indices of ``gray``'s slices in each split: those its slices have when the
+    volume is registered (a slice never changes split, so no test slice of one version
+    trains the next), else ``split`` dealt by the first block shuffle that leaves no split
+    short of a phase ``labels`` hold (:func:`balanced_seed`: a phase found only at the
+    ends of the stack still reaches val and test; shuffle 0 without labels).
+
+    Raises:
+        StackValidationError: a slice of ``labels`` holds a value ``phases`` does not declare.
+    """
+    known = _registered_as(registry, gray)
+    held = None if known is None else registry.volume_split(known.id)
+    if held is not None:
+        return held
+    seed = 0 if labels is None else balanced_seed(stack_class_counts(labels, phases), split)
+    log.info("splitting %s's slices by block shuffle %d", gray.path.name, seed)
+    return split_slices(gray.shape[0], split, seed=seed)
 
 
 def check_unlabelled_target(labels: Stack | None, add_to: str | None) -> None:
@@ -177,18 +207,18 @@ def export_coco(
     gray: Stack,
     labels: Stack,
     phases: PhaseMap,
-    split: tuple[float, float, float],
+    parts: Mapping[str, Sequence[int]],
     instance_phases: tuple[str, ...],
     store: ArtifactStore,
     home: Path,
 ) -> Artifact:
     """The COCO folder (annotations, 8-bit images, class masks) as one zip artifact, made in
-    a scratch folder under ``home``.
+    a scratch folder under ``home``; the slices split as ``parts`` (``{split: [z index]}``).
     """
     with scratch_dir(home, "tomoloop-ingest") as tmp:
         options = CocoOptions(
             instance_phases=tuple(phases.value(p) for p in instance_phases),
-            split=split,
+            members=parts,
             particle_ids=True,
         )
         convert_stack(labels, Path(tmp) / "coco", phases, options, gray=gray)
@@ -201,15 +231,16 @@ def register(
     labels: Stack | None,
     phases: PhaseMap,
     name: str,
-    split: tuple[float, float, float],
+    parts: Mapping[str, Sequence[int]],
     material: str,
     coco: Artifact | None,
     add_to: str | None = None,
 ) -> IngestResult:
     """Volume, slices, tier-auto annotations and the frozen dataset version (one
-    transaction): dataset ``name`` v1 (or its next version when the labels changed), or
-    with ``add_to`` that dataset's next version with this volume added (a volume it holds
-    already keeps its slices' splits, each slice with its best label now). Without
+    transaction), the slices split as ``parts`` (``{split: [z index]}``): dataset ``name``
+    v1 (or its next version when the labels changed), or with ``add_to`` that dataset's
+    next version with this volume added (a volume it holds already keeps its slices'
+    splits, each slice with its best label now). Without
     ``labels`` every slice's tier-auto annotation is empty (:func:`unlabelled_mask`,
     source ``unlabelled``) — unless the volume is registered already: its slices keep the
     labels they have (an empty label would outrank them, being newer). Without ``add_to``,
@@ -236,8 +267,7 @@ def register(
     added = sum(registry.add_annotations(batch) for batch in batches(masks, _BATCH))
     by_slice = {s: a for s, (a, _) in registry.best_labels(volume_id).items()}
     members: dict[str, Sequence[int]] = {
-        part: [by_slice[slice_ids[i]] for i in indices]
-        for part, indices in split_slices(gray.shape[0], split).items()
+        part: [by_slice[slice_ids[i]] for i in indices] for part, indices in parts.items()
     }
     artifacts = {} if coco is None else {"coco": {"uri": coco.key, "sha256": coco.sha256}}
     joined = add_to

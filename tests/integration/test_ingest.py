@@ -9,6 +9,7 @@ from tomoloop.errors import StackValidationError
 from tomoloop.labels.masks import decode_class_mask
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+SPLITS = ("train", "val", "test")
 
 
 @pytest.fixture
@@ -91,6 +92,98 @@ def test_a_registry_refusal_after_the_export_removes_the_new_artifact(
         ingest(gray=gray2, labels=labels2, name="nmc", phases="pore=0,nmc=1,cbd=2", add_to="nmc")
     assert _artifact_files(home) == before
     assert len(Registry.from_url(registry_url).volumes()) == 1
+
+
+def _ends_volume():
+    """(54, 12, 12) labels: pore and nmc in every slice, cbd only in z 0-13 and 47-53. Block
+    shuffle 0 of 54 slices puts val at z 43-46 and test at 32-35, where it has no cbd."""
+    volume = np.zeros((54, 12, 12), np.uint8)
+    volume[:, :, 6:] = 1
+    volume[:14, :4, :4] = volume[47:, :4, :4] = 2
+    return volume
+
+
+def _split_z(registry, version, volume_id):
+    """{split: sorted z} of a volume's slices in a dataset version."""
+    held = [m for m in registry.dataset_slices(version) if m.volume_id == volume_id]
+    return {part: sorted(m.index for m in held if m.split == part) for part in SPLITS}
+
+
+def _coco_split_z(home, uri):
+    """{split: sorted z} of the images of a COCO zip artifact."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(home / "artifacts" / uri) as coco:
+        return {
+            part: sorted(i["index"] for i in json.loads(coco.read(f"{part}.json"))["images"])
+            for part in SPLITS
+        }
+
+
+def test_a_phase_found_only_at_the_ends_of_the_stack_reaches_val_and_test_alike(
+    tmp_path, home, registry_url
+):
+    """Ingest takes the first shuffle that gives every split its share of every phase, and
+    the COCO export splits the slices as the registered dataset does."""
+    import json
+    import zipfile
+
+    from tomoloop.flows.ingest import ingest
+
+    volume = _ends_volume()
+    gray, labels = _stacks(tmp_path, volume)
+    done = ingest(gray=gray, labels=labels, name="ends", phases="pore=0,nmc=1,cbd=2")
+    registry = Registry.from_url(registry_url)
+    split_z = _split_z(registry, done["dataset_version_id"], done["volume_id"])
+    assert all((volume[split_z[part]] == 2).any() for part in ("train", "val", "test"))
+    assert registry.volume_split(done["volume_id"]) == split_z
+    uri = registry.dataset_version(done["dataset_version_id"]).artifacts["coco"]["uri"]
+    assert _coco_split_z(home, uri) == split_z
+    with zipfile.ZipFile(home / "artifacts" / uri) as coco:
+        for part in ("train", "val", "test"):
+            document = json.loads(coco.read(f"{part}.json"))
+            cbd = next(c["id"] for c in document["categories"] if c["name"] == "cbd")
+            assert any(a["category_id"] == cbd for a in document["annotations"])
+
+
+def test_a_volumes_slices_keep_their_split_whatever_labels_it_gets_later(
+    tmp_path, home, registry_url, electrode_volume
+):
+    """A scan added unlabelled (shuffle 0) and labelled later, and a scan relabelled, keep
+    the split their slices have, in the registry and in the COCO export alike: a slice
+    never moves between splits (no test slice of one version trains the next)."""
+    from tomoloop.flows.ingest import ingest
+
+    phases = "pore=0,nmc=1,cbd=2"
+    base, ends = tmp_path / "base", tmp_path / "ends"
+    base.mkdir(), ends.mkdir()
+    _stacks(base, electrode_volume)
+    gray, labels = _stacks(ends, _ends_volume())
+    ingest(gray=str(base / "gray.tif"), labels=str(base / "labels.tif"), name="base", phases=phases)
+    unlabelled = ingest(gray=gray, labels=None, name="ends", phases=phases, add_to="base")
+    registry = Registry.from_url(registry_url)
+    first = _split_z(registry, unlabelled["dataset_version_id"], unlabelled["volume_id"])
+    assert first["test"] == [32, 33, 34, 35]  # shuffle 0: no labels to balance
+    labelled = ingest(gray=gray, labels=labels, name="ends", phases=phases, add_to="base")
+    assert _split_z(registry, labelled["dataset_version_id"], labelled["volume_id"]) == first
+    uri = registry.dataset_version(labelled["dataset_version_id"]).artifacts["coco:ends"]["uri"]
+    assert _coco_split_z(home, uri) == first
+
+    everywhere = _ends_volume()
+    everywhere[:, :4, :4] = 2  # cbd in every slice: shuffle 0 qualifies
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    gray, labels = _stacks(solo, everywhere)
+    v1 = ingest(gray=gray, labels=labels, name="solo", phases=phases)
+    before = _split_z(registry, v1["dataset_version_id"], v1["volume_id"])
+    assert before["test"] == [32, 33, 34, 35]
+    tifffile.imwrite(solo / "labels-2.tif", _ends_volume())  # alone, it would be shuffled
+    v2 = ingest(gray=gray, labels=str(solo / "labels-2.tif"), name="solo", phases=phases)
+    assert v2["version"] == 2
+    assert _split_z(registry, v2["dataset_version_id"], v2["volume_id"]) == before
+    uri = registry.dataset_version(v2["dataset_version_id"]).artifacts["coco"]["uri"]
+    assert _coco_split_z(home, uri) == before
 
 
 @pytest.mark.slow  # > 40 s

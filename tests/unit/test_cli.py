@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,6 +74,30 @@ def test_coco_from_stack_json_is_one_document(tmp_path, stacks):
     assert len(list((out / "images").glob("z*.png"))) == summary["images_written"]
 
 
+def test_coco_from_stack_splits_so_that_a_phase_at_the_stack_ends_reaches_every_split(tmp_path):
+    """Block shuffle 0 of 54 slices puts val at 43-46 and test at 32-35, where this stack
+    has no cbd: by default the split takes the first shuffle that leaves no split short
+    of a phase; ``--seed 0`` still gives shuffle 0."""
+    volume = np.zeros((54, 12, 12), np.uint8)
+    volume[:, :, 6:] = 1
+    volume[:14, :4, :4] = volume[47:, :4, :4] = 2  # cbd at the two ends only
+    tifffile.imwrite(tmp_path / "labels.tif", volume)
+    args = ["--labels", tmp_path / "labels.tif", "--phases", "pore=0,nmc=1,cbd=2",
+            "--split", "0.8,0.1,0.1", "--no-masks", "--json"]  # fmt: skip
+    cbd_in = {}
+    for name, extra in (("balanced", []), ("zero", ["--seed", "0"])):
+        result = tomoloop("coco", "from-stack", *args, *extra, "--out", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        cbd_in[name] = {
+            part: any(a["category_id"] == 2 for a in json.loads(Path(f).read_text())["annotations"])
+            for part, f in summary["annotation_files"].items()
+        }
+        cbd_in[name]["seed"] = summary["split_seed"]
+    assert cbd_in["balanced"] == {"train": True, "val": True, "test": True, "seed": 3}
+    assert cbd_in["zero"] == {"train": True, "val": False, "test": False, "seed": 0}
+
+
 def test_coco_from_stack_people_output_is_a_summary_line(tmp_path, stacks):
     _, labels = stacks
     result = tomoloop("coco", "from-stack", "--labels", labels, "--out", tmp_path / "c")
@@ -89,6 +114,7 @@ def test_coco_from_stack_people_output_is_a_summary_line(tmp_path, stacks):
         (["--labels", "labels.tif", "--connectivity", "6"], "use 4 or 8"),
         (["--labels", "labels.tif", "--min-area", "-1"], "--min-area -1: must be ≥ 0"),
         (["--labels", "labels.tif", "--workers", "0"], "--workers 0: must be ≥ 1"),
+        (["--labels", "labels.tif", "--seed", "-1"], "--seed -1: must be ≥ 0"),
         (["--labels", "labels.tif", "--split", "0.9,0.2,0.1"], "three fractions"),
         (
             ["--labels", "labels.tif", "--phases", "pore=0,nmc=1,cbd=2", "--phase", "sei"],
@@ -306,7 +332,6 @@ def test_benchmark_al_json_is_the_documented_document(tmp_path, stacks):
 
 def test_prefect_console_hides_tomoloop_errors_and_chatter_but_not_bugs():
     import logging
-    from pathlib import Path
 
     import prefect
 

@@ -15,8 +15,9 @@ from tomoloop.labels.masks import (
     merge_by_tier,
     merge_with_tiers,
     pixel_tiers,
+    stack_class_counts,
 )
-from tomoloop.labels.phases import IGNORE
+from tomoloop.labels.phases import IGNORE, PhaseMap
 
 
 @settings(max_examples=100, deadline=None)
@@ -201,3 +202,48 @@ def test_instance_masks_round_trip_exactly_in_order_overlaps_included(masks, dat
 def test_a_malformed_instance_mask_is_refused_with_what_is_wrong(encoded, message):
     with pytest.raises(MaskFormatError, match=message):
         decode_instances(encoded)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    volume=hnp.arrays(
+        st.sampled_from([np.uint8, np.int16, np.uint16, np.int32, np.uint32]),
+        st.tuples(st.integers(1, 6), st.integers(1, 9), st.integers(1, 9)),
+        elements=st.sampled_from([0, 3, 120]),
+    ),
+    axis=st.sampled_from(["z", "y", "x"]),
+)
+def test_stack_class_counts_counts_each_phase_of_each_slice_by_its_map_position(volume, axis):
+    import tempfile
+    from pathlib import Path
+
+    import tifffile
+
+    from tomoloop.stacks.opener import open_stack
+
+    phases = PhaseMap.parse("pore=0,cbd=120,nmc=3")  # positions 0, 1, 2
+    order = "zyx".index(axis)
+    expected = np.stack(
+        [[(np.take(volume, i, order) == v).sum() for v in (0, 120, 3)]
+         for i in range(volume.shape[order])]
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "labels.tif"
+        tifffile.imwrite(path, volume, photometric="minisblack", metadata={"axes": "ZYX"})
+        with open_stack(path) as labels:
+            np.testing.assert_array_equal(stack_class_counts(labels, phases, axis), expected)
+
+
+def test_stack_class_counts_names_the_slice_with_an_undeclared_value(tmp_path):
+    import tifffile
+
+    from tomoloop.errors import StackValidationError
+    from tomoloop.stacks.opener import open_stack
+
+    volume = np.zeros((4, 5, 5), np.uint8)
+    volume[2, 1, 1] = 9
+    tifffile.imwrite(tmp_path / "labels.tif", volume, photometric="minisblack")
+    with open_stack(tmp_path / "labels.tif") as labels, pytest.raises(
+        StackValidationError, match=r"labels.tif z=2 holds label values \[9\]"
+    ):
+        stack_class_counts(labels, PhaseMap.parse("pore=0,nmc=1"))

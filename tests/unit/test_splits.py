@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from tomoloop.errors import TomoloopError
 from tomoloop.labels.splits import (
+    balanced_seed,
     balanced_split,
     class_share_ratio,
     parse_fractions,
@@ -99,9 +100,7 @@ def test_balanced_split_is_seed_zero_when_it_qualifies_else_the_first_that_does_
     tries = 8
     candidates = [split_slices(len(counts), fractions, seed=s) for s in range(tries)]
     ratios = [class_share_ratio(counts, c) for c in candidates]
-    chosen = balanced_split(counts, fractions, least=least, tries=tries)
-    qualifying = [c for c, r in zip(candidates, ratios, strict=True) if r >= least]
-    if qualifying:
-        assert chosen == qualifying[0]
-    else:
-        assert chosen == candidates[int(np.argmax(ratios))]
+    seed = balanced_seed(counts, fractions, least=least, tries=tries)
+    qualifying = [s for s, r in enumerate(ratios) if r >= least]
+    assert seed == (qualifying[0] if qualifying else int(np.argmax(ratios)))
+    assert balanced_split(counts, fractions, least=least, tries=tries) == candidates[seed]
