@@ -38,3 +38,15 @@ def test_unzipping_never_writes_over_an_existing_folder(tmp_path):
     with pytest.raises(OutputError, match="exists"):
         unzip_to(archive.read_bytes(), tmp_path / "coco")
     assert [p.name for p in (tmp_path / "coco").iterdir()] == ["train.json"]
+
+
+def test_pngs_are_stored_as_they_are_and_the_rest_deflated(tmp_path):
+    import zipfile
+
+    (tmp_path / "coco" / "images").mkdir(parents=True)
+    (tmp_path / "coco" / "images" / "z00000.PNG").write_bytes(b"\x89PNG" + bytes(4000))
+    (tmp_path / "coco" / "train.json").write_text('{"images": []}' * 300)
+    with zipfile.ZipFile(zip_folder(tmp_path / "coco", tmp_path / "coco.zip")) as archive:
+        kinds = {i.filename: i.compress_type for i in archive.infolist()}
+        assert archive.read("images/z00000.PNG") == b"\x89PNG" + bytes(4000)
+    assert kinds == {"images/z00000.PNG": zipfile.ZIP_STORED, "train.json": zipfile.ZIP_DEFLATED}
