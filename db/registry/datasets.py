@@ -30,6 +30,11 @@ from tomoloop.labels.tiers import Tier
 from tomoloop.names import check_name
 
 
+def _digest(content: object) -> str:
+    """sha256 hex of ``content`` as JSON (keys sorted)."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class DatasetSlice:
     """One slice of a dataset version with what is needed to read its image and masks:
@@ -80,26 +85,36 @@ class DatasetStore(Store):
     def freeze_dataset(
         self, name: str, members: dict[str, Sequence[int]], artifacts: dict | None = None
     ) -> entities.DatasetVersion:
-        """Freeze annotations (``{"train": [ids], "val": [...], "test": [...]}``) as a version.
+        """Freeze annotations (``{"train": [ids], "val": [...], "test": [...]}``) and the
+        artifacts made from them (``{"coco": {"uri", "sha256"}, ...}``) as a version.
 
-        The content hash covers the (split, annotation id) pairs; freezing the same content
-        again returns the existing version. A new content becomes version n + 1 with the
-        latest version as parent.
+        The content hash covers the (split, annotation id) pairs; freezing the same pairs
+        again returns the existing version (without ``artifacts``, whatever it holds). A
+        new content becomes version n + 1 with the latest version as parent — also the same
+        pairs with other ``artifacts`` (an export made with other options: training reads a
+        version's artifacts), whose hash then covers the artifacts too.
 
         Raises:
             NameRuleError: ``name`` breaks :func:`tomoloop.names.check_name`'s rule.
         """
         check_name(name, "dataset name")
         pairs = sorted((split, int(a)) for split, ids in members.items() for a in ids)
-        digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+        digest = _digest(pairs)
         with self.session() as s:
-            existing = s.scalar(
+            same = s.scalars(
                 select(DatasetVersion).where(
-                    DatasetVersion.name == name, DatasetVersion.content_hash == digest
+                    DatasetVersion.name == name,
+                    DatasetVersion.content_hash.in_([digest, _digest([pairs, artifacts or {}])]),
                 )
+                .order_by(DatasetVersion.version)
+            ).all()
+            existing = next(
+                (v for v in same if artifacts is None or (v.artifacts or {}) == artifacts), None
             )
             if existing is not None:
                 return frozen(existing)
+            if same:  # these members, frozen before with other artifacts
+                digest = _digest([pairs, artifacts])
             latest = s.scalar(
                 select(DatasetVersion)
                 .where(DatasetVersion.name == name)

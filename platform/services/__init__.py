@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         ingest_stacks,
         merge_members,
         register,
+        volume_parts,
     )
     from tomoloop.services.instances import (
         disagreement_scores,
@@ -373,6 +374,7 @@ __all__ = [
     "upgrade_registry",
     "volume_ids",
     "volume_metric_name",
+    "volume_parts",
     "volume_pool",
     "volume_scores",
     "volume_scoring",

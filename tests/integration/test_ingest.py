@@ -63,6 +63,30 @@ def test_ingest_registers_everything_and_twice_changes_nothing(
     assert len(registry.volumes()) == 1 and _artifact_files(home) == files
 
 
+def test_an_export_made_with_other_options_is_a_new_version_holding_it(
+    tmp_path, home, registry_url, electrode_volume
+):
+    """The same labels ingested with other instance phases: a new version (same slices)
+    holds the new COCO export, which training reads; no stored artifact is left
+    unreferenced (it was: the new zip was stored, reported, and never used)."""
+    from tomoloop.flows.ingest import ingest
+
+    gray, labels = _stacks(tmp_path, electrode_volume)
+    args = dict(gray=gray, labels=labels, name="d", phases="pore=0,nmc=1,cbd=2")
+    nmc = ingest(**args, instance_phases=("nmc",))
+    cbd = ingest(**args, instance_phases=("cbd",))
+    assert (cbd["version"], cbd["annotations_added"]) == (2, 0)
+    registry = Registry.from_url(registry_url)
+    v1, v2 = registry.dataset("d", 1), registry.dataset("d", 2)
+    assert v2.artifacts["coco"]["uri"] == cbd["coco_artifact"] != nmc["coco_artifact"]
+    assert v1.artifacts["coco"]["uri"] == nmc["coco_artifact"] and v2.parent_id == v1.id
+    assert registry.dataset_members(v1.id) == registry.dataset_members(v2.id)
+    assert ingest(**args, instance_phases=("cbd",))["version"] == 2  # again: nothing new
+    assert ingest(**args, instance_phases=("nmc",))["version"] == 1  # v1 holds that export
+    held = [a["uri"] for v in registry.datasets() for a in v.artifacts.values()]
+    assert _artifact_files(home) == sorted({uri.split("/")[-1] for uri in held})
+
+
 def test_failed_ingest_leaves_no_rows_and_no_artifacts(
     tmp_path, home, registry_url, electrode_volume
 ):

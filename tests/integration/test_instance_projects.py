@@ -68,7 +68,8 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     client = LabelStudioClient(*label_studio.credentials())
     v1 = registry.dataset(name)
     first = train_maskrcnn(v1.id, config=TINY, instances=("nmc",), device="cpu")["model_version"]
-    chosen = registry.pool(v1.id)[:2]
+    pool = registry.pool(v1.id)  # the two train slices with the most nmc
+    chosen = sorted(pool, key=lambda p: -(electrode_volume[p.index] == 1).sum())[:2]
     round_id = registry.open_round(name, "disagreement", None, [(p.slice_id, 0.5) for p in chosen])
 
     semantic = registry.register_model(name, "unet", "torch", v1.id)
@@ -125,7 +126,7 @@ def test_particles_go_out_pre_filled_and_a_drawn_split_trains_mask_rcnn(
     (member,) = [s for s in slices["train"] if s.instances is not None]
     files = write_coco_folder(slices, NAMES, (1,), tmp_path / "coco")
     document = json.loads(files["train"].read_text())
-    image_id = slices["train"].index(member) + 1
+    image_id = next(k for k, s in enumerate(slices["train"]) if s is member) + 1
     areas = [a["area"] for a in document["annotations"] if a["image_id"] == image_id]
     assert areas == [int(m.sum()) for m in drawn.masks]
     # connectedComponents counts the background too: so this is one more than the label

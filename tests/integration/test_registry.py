@@ -334,6 +334,22 @@ def test_dataset_versions_are_content_hashed_and_chained(registry_url):
         registry.dataset("nmc", 7)
 
 
+def test_the_same_members_with_other_artifacts_are_a_new_version(registry_url):
+    registry = Registry.from_url(registry_url)
+    slices = registry.register_slices(_volume(registry), "z", range(3))
+    registry.add_annotations([NewAnnotation(s, Tier.AUTO, "auto") for s in slices.values()])
+    members = {"train": [a.id for a in registry.best_annotations()]}
+    nmc, cbd = ({"coco": {"uri": f"ab/{n}.zip", "sha256": n * 64}} for n in "01")
+    v1 = registry.freeze_dataset("nmc", members, nmc)
+    assert registry.freeze_dataset("nmc", members).id == v1.id  # no artifacts: any will do
+    v2 = registry.freeze_dataset("nmc", members, cbd)
+    assert (v2.version, v2.parent_id, v2.artifacts) == (2, v1.id, cbd)
+    assert v2.content_hash != v1.content_hash
+    assert registry.dataset_members(v2.id) == registry.dataset_members(v1.id)
+    assert registry.freeze_dataset("nmc", members, cbd).id == v2.id
+    assert registry.freeze_dataset("nmc", members, nmc).id == v1.id
+
+
 def test_lineage_both_ways(registry_url):
     registry = Registry.from_url(registry_url)
     slices = registry.register_slices(_volume(registry), "z", range(3))
