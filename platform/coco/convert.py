@@ -44,7 +44,7 @@ from tomoloop.labels.splits import balanced_seed, split_slices
 from tomoloop.outputs import temp_dir_beside, writing
 from tomoloop.stacks.checks import check_label_dtype, check_same_shape
 from tomoloop.stacks.png import write_png
-from tomoloop.stacks.stack import AXES, Axis, Stack
+from tomoloop.stacks.stack import Axis, Stack
 from tomoloop.stacks.window import Window, percentile_window, to_uint8
 
 
@@ -357,13 +357,13 @@ def _with_particle_ids(items: bytes, ids: list[int]) -> bytes:
 
 
 def _split(
-    labels: Stack, phases: PhaseMap, options: CocoOptions
+    labels: Stack, n: int, phases: PhaseMap, options: CocoOptions
 ) -> tuple[dict[str, list[int]], int | None]:
     """The slice indices of each annotation file (``{"annotations": every slice}`` without
-    a split) and the block shuffle that dealt them (None when none did)."""
+    a split) of ``labels``' ``n`` slices along ``options.axis``, and the block shuffle that
+    dealt them (None when none did)."""
     if options.members is not None:
         return {name: list(indices) for name, indices in options.members.items()}, None
-    n = labels.shape[AXES.index(options.axis)]
     if options.split is None:
         return {"annotations": list(range(n))}, None
     seed = options.seed
@@ -385,7 +385,7 @@ def _convert_into(
 ) -> CocoSummary:
     order = "zyx".index(options.axis)
     n = labels.shape[order]
-    members, seed = _split(labels, phases, options)
+    members, seed = _split(labels, n, phases, options)
     split_of = {i: name for name, idx in members.items() for i in idx}
     if gray is not None:
         (tmp / "images").mkdir()
