@@ -11,14 +11,25 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from torch import nn
 
 _EPS = 1e-12
 
 
+def entropy_map(probs: torch.Tensor) -> torch.Tensor:
+    """Softmax entropy −Σ_c p log p of (C, H, W) probabilities, on their device and in their
+    dtype; 0 (sure) … log C. Class by class into one map (no (C, H, W) temporaries).
+    """
+    total = torch.zeros_like(probs[0])
+    for p in probs:
+        total -= p * torch.log(p + _EPS)
+    return total
+
+
 def entropy(probs: np.ndarray) -> np.ndarray:
-    """Softmax entropy −Σ_c p log p of (C, H, W) probabilities; 0 (sure) … log C."""
-    return -(probs * np.log(probs + _EPS)).sum(axis=0)
+    """:func:`entropy_map` of (C, H, W) NumPy probabilities, as NumPy."""
+    return entropy_map(torch.from_numpy(np.ascontiguousarray(probs))).numpy()
 
 
 def margin(probs: np.ndarray) -> np.ndarray:

@@ -2,14 +2,20 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from tomoloop.inference.predict import (
+    blend,
     blend_window,
+    class_labels,
     predict_slice,
     predict_volume,
     running,
     tile_origins,
+    tiling,
     to_device,
 )
 from tomoloop.stacks.opener import open_stack
@@ -247,3 +253,40 @@ def test_batched_volume_prediction_gives_todays_labels(tmp_path, arch):
     assert np.bincount(labels.ravel(), minlength=3).min() > 0.02 * labels.size
     assert not model.training
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5)),
+        elements=st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # few values: many ties
+    )
+)
+def test_class_labels_are_argmax_with_the_first_of_equals(probs):
+    labels = class_labels(torch.from_numpy(probs))
+    assert labels.dtype == torch.uint8
+    np.testing.assert_array_equal(labels.numpy(), probs.argmax(axis=0))
+
+
+def test_class_labels_of_more_than_256_classes_are_int32():
+    probs = np.random.default_rng(6).random((300, 3, 4)).astype(np.float32)
+    labels = class_labels(torch.from_numpy(probs))
+    assert labels.dtype == torch.int32
+    np.testing.assert_array_equal(labels.numpy(), probs.argmax(axis=0))
+
+
+def test_blending_sums_the_tiles_under_the_window_in_tile_order_bit_for_bit():
+    """The blend on torch tensors gives the NumPy sum of the code before it to the last bit,
+    so the labels of a volume prediction are unchanged."""
+    t = tiling((50, 37), 16, 4)
+    probs = np.random.default_rng(7).random((len(t.origins), 3, 16, 16)).astype(np.float32)
+    weights = blend_window(16)
+    total = np.zeros((3, t.ph, t.pw), dtype=np.float32)
+    norm = np.zeros((t.ph, t.pw), dtype=np.float32)
+    for (y, x), p in zip(t.origins, probs, strict=True):
+        total[:, y : y + 16, x : x + 16] += p * weights
+        norm[y : y + 16, x : x + 16] += weights
+    got = blend(torch.from_numpy(probs), t)
+    assert got.shape == (3, 50, 37) and got.device.type == "cpu"
+    np.testing.assert_array_equal(got.numpy(), (total / norm)[:, :50, :37])

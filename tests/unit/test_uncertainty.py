@@ -75,3 +75,24 @@ def test_mc_dropout_samples_of_the_unet_differ_only_with_dropout():
     steady = build_model("unet", base=4, dropout=0.0)
     same = [predict_slice(steady, image, tile=32, overlap=0, dropout=True) for _ in "ab"]
     np.testing.assert_allclose(*same, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 5), st.integers(1, 6), st.integers(1, 6)),
+        elements=st.floats(0, 1, width=32),
+    )
+)
+def test_entropy_is_the_sum_over_classes_of_minus_p_log_p(probs):
+    expected = -(probs * np.log(probs + 1e-12)).sum(axis=0)
+    got = entropy(probs)
+    assert got.dtype == np.float32 and got.shape == probs.shape[1:]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_entropy_of_a_flipped_view_is_the_flipped_entropy():
+    probs = _softmax(np.random.default_rng(5).normal(size=(3, 4, 6)), axis=0).astype(np.float32)
+    flipped = probs[:, ::-1, ::-1]
+    np.testing.assert_array_equal(entropy(flipped), entropy(probs)[::-1, ::-1])
