@@ -93,13 +93,24 @@ def _fit(
         train(model.module, slices, val, n_classes, config, folder, setup.device)
 
 
+@dataclass(frozen=True)
+class FineTune:
+    """What one fine-tuning did: the target val mIoU of the weights it started from, of
+    each epoch (``epoch_val``), and whether it ``kept`` its best epoch (False: no epoch beat
+    the starting weights, which the model got back)."""
+
+    start_val: float
+    epoch_val: tuple[float, ...]
+    kept: bool
+
+
 def fine_tune(
     model: _Model,
     slices: Sequence[LabelledSlice],
     data: ShiftData,
     config: TrainConfig,
     setup: ShiftSetup,
-) -> None:
+) -> FineTune:
     """Fine-tune ``model`` in place on ``slices`` with early stopping on the target's val
     split, the starting weights counting as epoch 0: when no epoch beats them on val, the
     model keeps them (a round that teaches nothing does not make the model worse).
@@ -109,8 +120,10 @@ def fine_tune(
     start = evaluate(model.module, val, n_classes, config.patch, config.overlap, setup.device)
     with tempfile.TemporaryDirectory() as folder:
         result = train(model.module, slices, val, n_classes, config, folder, setup.device)
-    if result.best_miou < start.scores.miou:
+    kept = result.best_miou >= start.scores.miou
+    if not kept:
         model.module.load_state_dict(before)
+    return FineTune(start.scores.miou, tuple(r.val_miou for r in result.history), kept)
 
 
 def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> tuple[dict, float]:
@@ -294,9 +307,11 @@ def arm_curve(
     data: ShiftData,
     setup: ShiftSetup,
     start: tuple[dict, float],
+    on_round: Callable[[int, FineTune, float], None] = lambda *_: None,
 ) -> Curve:
     """``[(labelled target pixels, target test mIoU), ...]`` of one arm and seed, from the
-    initial model's ``(weights, mIoU)`` at 0 pixels; one point per round.
+    initial model's ``(weights, mIoU)`` at 0 pixels; one point per round
+    (``on_round(round, fine-tuning, test mIoU)`` after each).
     """
     rng = np.random.default_rng([seed, 1])
     model = _from(start[0], data, setup)
@@ -313,8 +328,11 @@ def arm_curve(
         extra = pseudo_labels(model, data, labels, setup) if arm.self_training else []
         slices = [replace(data.target.pool[i], labels=m, weight=weight) for i, m in labels.items()]
         config = replace(setup.fine_tune, seed=seed * 1000 + round_)
-        fine_tune(model, _replayed(slices + extra, data, setup, seed, round_), data, config, setup)
+        tuned = fine_tune(
+            model, _replayed(slices + extra, data, setup, seed, round_), data, config, setup
+        )
         curve.append((labelled_count(labels), _test_miou(model, data, setup)))
+        on_round(round_, tuned, curve[-1][1])
     return curve
 
 

@@ -383,8 +383,9 @@ def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_
     model = shift._build(data, setup)
     before = shift._state(model)
     monkeypatch.setattr(shift, "train", ruin)
-    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    refused = shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
+    assert not refused.kept and refused.epoch_val == () and 0 <= refused.start_val <= 1
 
     def improve(module, *args, **kwargs):
         with torch.no_grad():
@@ -392,5 +393,22 @@ def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_
         return TrainResult([], 1, 1.0, False, 0)
 
     monkeypatch.setattr(shift, "train", improve)
-    shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    kept = shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
     assert not torch.equal(before[next(iter(before))], next(model.module.parameters()))
+    assert kept.kept and kept.start_val == refused.start_val
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_each_round_reports_its_fine_tuning_and_the_test_miou_it_ends_with(data):
+    import tomoloop.active.domain_shift as shift
+
+    setup = quick(ShiftSetup(parse_arms("random"), rounds=2, budget_px=256, region=16))
+    torch.manual_seed(0)
+    start = (shift._state(shift._build(data, setup)), 0.5)
+    seen = []
+    curve = shift.arm_curve(setup.arms[0], 0, data, setup, start, lambda *a: seen.append(a))
+    assert [r for r, _, _ in seen] == [0, 1]
+    assert [test for _, _, test in seen] == [m for _, m in curve[1:]]
+    for _, tuned, _ in seen:
+        assert len(tuned.epoch_val) == setup.fine_tune.epochs  # quick: no early stop in 2
+        assert tuned.kept == (max(tuned.epoch_val) >= tuned.start_val)

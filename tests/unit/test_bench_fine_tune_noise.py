@@ -1,0 +1,54 @@
+"""``bench/fine_tune_noise.py``'s figures from the rounds it recorded."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def noise():
+    sys.path.insert(0, str(BENCH))  # it imports its neighbour al_efficiency
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "fine_tune_noise", BENCH / "fine_tune_noise.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _round(kept, start, epochs, before, test, last=False):
+    return {
+        "kept": kept,
+        "start_val": start,
+        "epoch_val": epochs,
+        "test_before": before,
+        "test": test,
+        "last": last,
+    }
+
+
+def test_kept_rounds_swing_and_the_val_test_correlation(noise):
+    rounds = [
+        _round(True, 0.50, [0.52, 0.60], 0.40, 0.50),  # val +0.10, test +0.10
+        _round(True, 0.60, [0.62, 0.58], 0.50, 0.52),  # val +0.02, test +0.02
+        _round(False, 0.62, [0.40, 0.61], 0.52, 0.52),  # refused: not in the correlation
+        _round(True, 0.62, [0.66, 0.64], 0.52, 0.56, last=True),  # val +0.04, test +0.04
+    ]
+    figures = noise.summary(rounds)
+    assert figures["rounds"] == 4 and figures["kept"] == 3
+    assert figures["epoch_swing"] == pytest.approx((0.08 + 0.04 + 0.21 + 0.02) / 4)
+    assert figures["val_test_correlation"] == pytest.approx(1.0)
+    assert figures["final_test"] == [0.56]
+
+
+def test_no_correlation_from_fewer_than_three_kept_rounds(noise):
+    rounds = [_round(True, 0.5, [0.6], 0.4, 0.5), _round(False, 0.6, [0.5], 0.5, 0.5, True)]
+    figures = noise.summary(rounds)
+    assert figures["val_test_correlation"] is None and figures["epoch_swing"] is None
