@@ -199,6 +199,9 @@ def main() -> None:
         help="every training keeps a moving average of its weights of this decay (0 none)",
     )
     parser.add_argument(
+        "--lr", type=float, help="the rounds' fine-tuning learning rate (default the setup's 5e-4)"
+    )
+    parser.add_argument(
         "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
     )
     args = parser.parse_args()
@@ -220,6 +223,8 @@ def main() -> None:
             initial_train=replace(setup.initial_train, average=args.average),
             fine_tune=replace(setup.fine_tune, average=args.average),
         )
+    if args.lr is not None:
+        setup = replace(setup, fine_tune=replace(setup.fine_tune, lr=args.lr))
     start = time.perf_counter()
     data = read_shift_data([source], target, SCENARIOS[args.scenario][1])
     document = domain_shift(
@@ -240,6 +245,7 @@ def main() -> None:
     tags = (
         ("" if args.replay else "_no_replay")
         + (f"_average{args.average}" if args.average else "")
+        + (f"_lr{args.lr:g}" if args.lr is not None else "")
         + ("_quick" if args.quick else "")
     )
     stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"

@@ -108,7 +108,7 @@ def main() -> None:
     setup = ShiftSetup((arm,), args.seeds, args.rounds, args.budget_px)
     setup = quick(setup) if args.quick else setup
     tuning = replace(setup.fine_tune, average=args.average)
-    setup = replace(setup, fine_tune=replace(tuning, lr=args.lr) if args.lr else tuning)
+    setup = replace(setup, fine_tune=tuning if args.lr is None else replace(tuning, lr=args.lr))
     source, target = write_scenario(args.scenario, args.data)
     data = read_shift_data([source], target, SCENARIOS[args.scenario][1])
     started = time.perf_counter()

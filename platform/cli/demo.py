@@ -106,5 +106,6 @@ def _show_demo(result: dict) -> None:
     out.print(f"[green]✓[/] report: {result['report']}")
     out.print(
         f"Label Studio stays up at {result['label_studio']} (`tomoloop labelstudio down` stops "
-        f"it); query the registry with TOMOLOOP_HOME={result['home']} tomoloop registry models"
+        f"it), its ML backend at {result['ml_backend']} (`tomoloop serve-api --stop`); query "
+        f"the registry with TOMOLOOP_HOME={result['home']} tomoloop registry models"
     )

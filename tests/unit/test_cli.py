@@ -390,3 +390,25 @@ def test_train_refuses_a_bad_recipe_or_class_weights_before_any_work(
     with pytest.raises(TomoloopError, match=re.escape(message)):
         CliRunner().invoke(app, ["train", "--dataset", "nmc", *args], catch_exceptions=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_demos_last_line_says_how_to_stop_what_it_leaves_running(capsys, monkeypatch):
+    from tomoloop.cli import demo as demo_cli
+    from tomoloop.cli import output
+
+    monkeypatch.setattr(output.out, "width", 400)  # one line, however narrow the terminal
+    demo_cli._show_demo(
+        {
+            "models": [],
+            "rounds": [],
+            "loop": {"stopped": "3 rounds done", "champion": 4},
+            "new_scan": None,
+            "report": "demo-out/report.md",
+            "label_studio": "http://127.0.0.1:8080",
+            "ml_backend": "http://127.0.0.1:8700/ml/nmc-demo",
+            "home": "/h",
+        }
+    )
+    said = capsys.readouterr().out
+    assert "Label Studio stays up at http://127.0.0.1:8080 (`tomoloop labelstudio down`" in said
+    assert "ML backend at http://127.0.0.1:8700/ml/nmc-demo (`tomoloop serve-api --stop`)" in said
