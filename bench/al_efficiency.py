@@ -249,8 +249,10 @@ def main() -> None:
         + ("_quick" if args.quick else "")
     )
     stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"
-    document["plot"] = str(plot_domain_shift(document, stem.with_suffix(".png")))
-    stem.with_suffix(".json").write_text(json.dumps(document, indent=2))
+    # appended, not with_suffix: a tag such as _lr0.0001 holds a dot
+    png, saved = (stem.parent / f"{stem.name}{ext}" for ext in (".png", ".json"))
+    document["plot"] = str(plot_domain_shift(document, png))
+    saved.write_text(json.dumps(document, indent=2))
     print(
         f"\ninitial (sources only) {document['initial_miou']:.4f}, full data "
         f"{document['full_data_miou']:.4f}, gain {document['gain']:+.4f} → "
@@ -269,7 +271,7 @@ def main() -> None:
             + f" vs {paired['control']} ({paired['seeds_ahead']}/{paired['seeds']} seeds ahead)"
         )
     print({k: document[k] for k in ("best_arm_vs_best_control", "best_region_vs_best_slice")})
-    print(f"saved {stem.with_suffix('.json')} ({document['seconds']:.0f} s)")
+    print(f"saved {saved} ({document['seconds']:.0f} s)")
 
 
 if __name__ == "__main__":
