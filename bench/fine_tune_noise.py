@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from tomoloop.active.domain_shift import FineTune, arm_curve, initial_model
 from tomoloop.active.shift_setup import ShiftSetup, parse_arms, quick, read_shift_data
 
 
-def swing(values: tuple[float, ...]) -> list[float]:
+def swing(values: Sequence[float]) -> list[float]:
     """|differences| between consecutive epochs' val mIoU."""
     return np.abs(np.diff(values)).tolist() if len(values) > 1 else []
 
@@ -46,7 +46,7 @@ def summary(rounds: list[dict]) -> dict:
     """The run's figures from its rounds (``kept``, ``start_val``, ``epoch_val``,
     ``test_before``, ``test``)."""
     kept = [r for r in rounds if r["kept"]]
-    swings = [d for r in rounds for d in swing(tuple(r["epoch_val"]))]
+    swings = [d for r in rounds for d in swing(r["epoch_val"])]
     val_gain = [max(r["epoch_val"]) - r["start_val"] for r in kept]
     test_gain = [r["test"] - r["test_before"] for r in kept]
     enough = len(kept) > 2 and np.std(val_gain) > 0 and np.std(test_gain) > 0

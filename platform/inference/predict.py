@@ -424,7 +424,8 @@ def _write_prediction(
             fused = ((z, torch.from_numpy(total[:, z] / len(axes))) for z in range(stack.shape[0]))
         for z, probs in fused:
             dtype = np.uint8 if probs.shape[0] <= 256 else np.uint16
-            writers[0].write(class_labels(probs).cpu().numpy().astype(dtype), contiguous=True)
+            labels = class_labels(probs).cpu().numpy().astype(dtype, copy=False)
+            writers[0].write(labels, contiguous=True)
             if len(writers) > 1:
                 uncertainty = entropy_map(probs).half().cpu().numpy()
                 writers[1].write(uncertainty, contiguous=True)
