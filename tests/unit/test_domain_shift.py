@@ -243,6 +243,7 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
             assert len(xs) == 3 and 0 < xs[1] <= 512 < xs[2] <= 1024
         assert result["seconds"] > 0
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
+    assert len(doc["full_data_rounds"]) == 1 and 1 <= doc["full_data_rounds"][0] <= 2
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
 
@@ -412,3 +413,33 @@ def test_each_round_reports_its_fine_tuning_and_the_test_miou_it_ends_with(data)
     for _, tuned, _ in seen:
         assert len(tuned.epoch_val) == setup.fine_tune.epochs  # quick: no early stop in 2
         assert tuned.kept == (max(tuned.epoch_val) >= tuned.start_val)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_full_data_reference_fine_tunes_until_fine_tunings_in_a_row_change_nothing(
+    data, monkeypatch
+):
+    import tomoloop.active.domain_shift as shift
+
+    verdicts: list[bool] = []
+    seeds = []
+
+    def scripted(model, slices, d, config, setup):
+        seeds.append(config.seed)
+        return shift.FineTune(0.5, (), verdicts.pop(0))
+
+    monkeypatch.setattr(shift, "fine_tune", scripted)
+    monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.6)
+    setup = replace(quick(ShiftSetup(region=16)), reference_rounds=30)
+    torch.manual_seed(0)
+    start = shift._state(shift._build(data, setup))
+    verdicts += [True, False, True, True, False, False, True]
+    # a refusal between kept rounds is not convergence; two in a row are
+    assert shift.full_data_model(3, start, data, setup) == (0.6, 6)
+    assert seeds == [3000, 3001, 3002, 3003, 3004, 3005]  # the arms' seeds, round by round
+    verdicts[:] = [True] * 9
+    assert shift.full_data_model(0, start, data, replace(setup, reference_rounds=4)) == (0.6, 4)
+    verdicts[:] = [False] * 3
+    assert shift.full_data_model(0, start, data, replace(setup, reference_patience=3)) == (0.6, 3)
+    with pytest.raises(BenchmarkError, match="reference_patience 0"):
+        replace(setup, reference_patience=0)
