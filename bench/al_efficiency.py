@@ -41,6 +41,7 @@ import tifffile
 import torch
 from scipy import ndimage
 
+from tomoloop import lifeline
 from tomoloop.active.domain_shift import domain_shift
 from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
@@ -205,6 +206,8 @@ def main() -> None:
         "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
     )
     args = parser.parse_args()
+    if args.workers > 1:
+        lifeline.start()  # the workers end with this process, even when it is killed
     torch.set_num_threads(args.threads)
     source, target = write_scenario(args.scenario, args.data)
     setup = ShiftSetup(

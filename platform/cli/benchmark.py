@@ -236,7 +236,7 @@ def _benchmark_shift(
             document["plot"] = str(plot_domain_shift(document, plot))
         return document
 
-    run(work, as_json, _show_shift)
+    run(work, as_json, _show_shift, children=workers > 1)  # workers end with it
 
 
 def _show_shift(document: dict) -> None:

@@ -1,7 +1,9 @@
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -312,6 +314,52 @@ def test_the_cli_refuses_a_target_without_sources_and_a_pair_without_colon(tmp_p
     assert bad.returncode == 2 and "GRAY:LABELS" in bad.stderr and "Traceback" not in bad.stderr
     lonely = _cli("--phases", "pore=0,nmc=1,cbd=2", "--target", "g.tif:l.tif")
     assert lonely.returncode == 2 and "--source" in lonely.stderr
+
+
+@pytest.mark.slow  # starts the benchmark and its workers
+def test_killing_benchmark_al_ends_its_worker_processes(tmp_path, electrode_volume):
+    source = _pair(tmp_path, electrode_volume, "source", 0)
+    target = _pair(tmp_path, electrode_volume[:, ::-1].copy(), "target", 30)
+    cli = subprocess.Popen(
+        [
+            sys.executable, "-m", "tomoloop.cli", "benchmark", "al",
+            "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
+            "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice",
+            "--seeds", "2", "--rounds", "1", "--workers", "2", "--device", "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(_workers(cli.pid)) < 2 and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _workers(cli.pid)
+    assert len(workers) == 2, "the benchmark's workers never started"
+    cli.kill()  # -9: no clean-up of its own
+    cli.wait()
+    deadline = time.monotonic() + 15
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:  # not to leave them running when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "workers outlived the killed benchmark"
+
+
+def _workers(pid: int) -> list[int]:
+    """The worker processes ``pid`` spawned (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = children.read_text().split() if children.exists() else []
+    return [int(c) for c in found if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` runs (exists and is not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.mark.slow  # trains networks
