@@ -258,9 +258,7 @@ def main() -> None:
     saved.write_text(json.dumps(document, indent=2))
     print(
         f"\ninitial (sources only) {document['initial_miou']:.4f}, full data "
-        f"{document['full_data_miou']:.4f} (fine-tuned "
-        f"{', '.join(map(str, document['full_data_rounds']))} times by seed), gain "
-        f"{document['gain']:+.4f} → "
+        f"{document['full_data_miou']:.4f}, gain {document['gain']:+.4f} → "
         + ("valid" if document["valid"] else "NOT valid: no arm claims anything")
     )
     print(f"{'arm':<26} {'pixels to 95 %':>14} {'AUC':>8} {'s/seed':>8}")

@@ -86,9 +86,7 @@ class ShiftSetup:
     ``self_slices`` pool slices spread over the target. With ``replay`` (the default) each
     fine-tune also trains on source slices, as many as it has target slices (half the
     patches, each weighted as a target patch is per labelled pixel), as the platform's loop
-    trains on every scan of a dataset; without it, on the target only. The full-data
-    reference fine-tunes until ``reference_patience`` fine-tunings in a row change nothing,
-    ``reference_rounds`` at most (:func:`tomoloop.active.domain_shift.full_data_model`).
+    trains on every scan of a dataset; without it, on the target only.
     """
 
     arms: tuple[Arm, ...] = field(default_factory=lambda: parse_arms(DEFAULT_ARMS))
@@ -113,8 +111,6 @@ class ShiftSetup:
     self_training: SelfTraining = field(default_factory=lambda: SelfTraining(enabled=True))
     self_slices: int = 8
     replay: bool = True
-    reference_patience: int = 2
-    reference_rounds: int = 30
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -123,8 +119,6 @@ class ShiftSetup:
             (
                 ("seeds", self.seeds, 1),
                 ("rounds", self.rounds, 1),
-                ("reference_patience", self.reference_patience, 1),
-                ("reference_rounds", self.reference_rounds, 1),
                 ("region", self.region, 16),
                 # a region arm's round labels whole regions: one at least
                 ("budget_px", self.budget_px, self.region**2 if regions else 1),
@@ -218,9 +212,8 @@ def read_shift_data(
 
 
 def quick(setup: ShiftSetup) -> ShiftSetup:
-    """The CI-sized form of a setup (``--quick``): one seed, at most two rounds and two
-    full-data fine-tunings, a tiny network trained for a few short epochs, two
-    pseudo-labelled slices.
+    """The CI-sized form of a setup (``--quick``): one seed, at most two rounds, a tiny
+    network trained for a few short epochs, two pseudo-labelled slices.
     """
     return replace(
         setup,
@@ -234,5 +227,4 @@ def quick(setup: ShiftSetup) -> ShiftSetup:
             epochs=2, patch=32, batch=4, patches_per_epoch=8, overlap=8, patience=1
         ),
         self_slices=2,
-        reference_rounds=min(setup.reference_rounds, 2),
     )

@@ -245,7 +245,6 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
             assert len(xs) == 3 and 0 < xs[1] <= 512 < xs[2] <= 1024
         assert result["seconds"] > 0
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
-    assert len(doc["full_data_rounds"]) == 1 and 1 <= doc["full_data_rounds"][0] <= 2
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
 
@@ -464,30 +463,23 @@ def test_each_round_reports_its_fine_tuning_and_the_test_miou_it_ends_with(data)
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_the_full_data_reference_fine_tunes_until_fine_tunings_in_a_row_change_nothing(
+def test_the_full_data_reference_is_an_arm_with_every_label_from_its_first_round(
     data, monkeypatch
 ):
     import tomoloop.active.domain_shift as shift
 
-    verdicts: list[bool] = []
-    seeds = []
+    calls = []
 
     def scripted(model, slices, d, config, setup):
-        seeds.append(config.seed)
-        return shift.FineTune(0.5, (), verdicts.pop(0))
+        calls.append((config.seed, len(slices)))
+        return shift.FineTune(0.5, (), len(calls) % 2 == 0)  # refused, kept, refused, ...
 
     monkeypatch.setattr(shift, "fine_tune", scripted)
     monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.6)
-    setup = replace(quick(ShiftSetup(region=16)), reference_rounds=30)
+    setup = quick(ShiftSetup(region=16, rounds=2, replay=False))
     torch.manual_seed(0)
     start = shift._state(shift._build(data, setup))
-    verdicts += [True, False, True, True, False, False, True]
-    # a refusal between kept rounds is not convergence; two in a row are
-    assert shift.full_data_model(3, start, data, setup) == (0.6, 6)
-    assert seeds == [3000, 3001, 3002, 3003, 3004, 3005]  # the arms' seeds, round by round
-    verdicts[:] = [True] * 9
-    assert shift.full_data_model(0, start, data, replace(setup, reference_rounds=4)) == (0.6, 4)
-    verdicts[:] = [False] * 3
-    assert shift.full_data_model(0, start, data, replace(setup, reference_patience=3)) == (0.6, 3)
-    with pytest.raises(BenchmarkError, match="reference_patience 0"):
-        replace(setup, reference_patience=0)
+    assert shift.full_data_model(3, start, data, replace(setup, rounds=3)) == 0.6
+    # refused fine-tunings count: three, with the arms' seeds, on the whole pool each time
+    assert calls == [(3000, len(data.target.pool)), (3001, len(data.target.pool)),
+                     (3002, len(data.target.pool))]  # fmt: skip
