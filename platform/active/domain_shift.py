@@ -33,6 +33,7 @@ from tomoloop.active.label_efficiency import (
     area_under,
     labels_to_reach,
     mean_curve,
+    seed_query,
 )
 from tomoloop.active.regions import (
     RegionCandidate,
@@ -320,6 +321,7 @@ def arm_curve(
     query = _query_regions if arm.unit == "region" else _query_slices
     weight = tier_weight(ANNOTATOR)
     for round_ in range(setup.rounds):
+        seed_query(seed, round_)
         answers = query(arm, model, data, labels, setup, rng)
         if not answers:
             break

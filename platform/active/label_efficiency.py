@@ -153,6 +153,13 @@ def _fit(
     return model, spec, score
 
 
+def seed_query(seed: int, round_: int) -> None:
+    """Seed torch's generator for a seed's ``round_``-th query. Stochastic scores draw
+    from it (MC-dropout masks), so without this a strategy chose by what ran in the
+    process before: another strategy's curve, or another job in the same worker."""
+    torch.manual_seed(seed * 1000 + round_)
+
+
 def initial_slices(seed: int, split: Split, setup: EfficiencySetup) -> list[int]:
     """The random pool positions every strategy of a seed starts from."""
     rng = np.random.default_rng(seed)
@@ -179,6 +186,7 @@ def learning_curve(
         curve.append((len(labelled), miou))
         if round_ == setup.rounds:
             break
+        seed_query(seed, round_)
         options = ScoreOptions(
             chooser.scoring,
             tile=spec.tile,

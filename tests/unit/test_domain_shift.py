@@ -483,3 +483,25 @@ def test_the_full_data_reference_is_an_arm_with_every_label_from_its_first_round
     # refused fine-tunings count: three, with the arms' seeds, on the whole pool each time
     assert calls == [(3000, len(data.target.pool)), (3001, len(data.target.pool)),
                      (3002, len(data.target.pool))]  # fmt: skip
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_an_arm_chooses_the_same_regions_whatever_the_process_drew_before(data, monkeypatch):
+    """BALD's dropout masks come from torch's generator: an arm run in a worker after other
+    jobs must choose what it chooses alone, or --workers changes the figures."""
+    import tomoloop.active.domain_shift as shift
+
+    chosen: list[dict] = []
+    real = shift.labelled_count
+    monkeypatch.setattr(
+        shift, "labelled_count", lambda labels: chosen.append(dict(labels)) or real(labels)
+    )
+    setup = quick(ShiftSetup(parse_arms("bald"), rounds=2, budget_px=1024, region=16))
+    torch.manual_seed(0)
+    start = (shift._state(shift._build(data, setup)), 0.5)
+    for before in (1, 2):
+        torch.manual_seed(before)  # another job ran here first
+        shift.arm_curve(setup.arms[0], 0, data, setup, start)
+    alone, after_others = chosen[:2], chosen[2:]
+    for a, b in zip(alone, after_others, strict=True):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

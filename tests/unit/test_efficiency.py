@@ -96,3 +96,23 @@ def test_more_initial_slices_than_the_pool_is_refused_before_any_training(split,
     setup = EfficiencySetup(("random",), seeds=1, initial=len(split.pool) + 1, train=TINY)
     with pytest.raises(BenchmarkError, match=f"at most {len(split.pool)}"):
         efficiency(split, setup)
+
+
+def test_a_strategy_chooses_the_same_slices_whatever_ran_before_it(split, monkeypatch):
+    import torch
+
+    import tomoloop.active.label_efficiency as le
+
+    setup = EfficiencySetup(("bald",), 1, 2, 1, 2, 1, options={"base": 4, "depth": 2}, train=TINY)
+    chosen = []
+    real = le._fit
+    monkeypatch.setattr(
+        le,
+        "_fit",
+        lambda labelled, *a: chosen.append([id(s) for s in labelled]) or real(labelled, *a),
+    )
+    start = real([split.pool[i] for i in le.initial_slices(0, split, setup)], split, setup, 0)
+    for before in (1, 2):
+        torch.manual_seed(before)  # another strategy's curve ran here first
+        le.learning_curve("bald", 0, split, setup, start)
+    assert chosen[:2] == chosen[2:]  # the slices each round trained on
