@@ -122,22 +122,25 @@ def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path
 
 def ratios(document: dict) -> dict:
     """The issue's two ratios of pixels to 95 % of the gain (None where a side never
-    reaches it): best tomoloop arm / best random control, best region arm / best slice arm.
+    reaches it): best tomoloop arm / best random control, best region arm / best slice arm;
+    and the same two of the pixels from which the mean curve holds the level to its end
+    (``…_held``), which a crossing followed by a fall back does not count.
     """
-    reached = {n: r["pixels_to_95"] for n, r in document["strategies"].items()}
+    out = {}
+    for key, suffix in (("pixels_to_95", ""), ("pixels_to_95_held", "_held")):
+        reached = {n: r[key] for n, r in document["strategies"].items()}
 
-    def best(names):
-        found = [reached[n] for n in names if reached.get(n) is not None]
-        return min(found) if found else None
+        def best(names, reached=reached):
+            found = [reached[n] for n in names if reached.get(n) is not None]
+            return min(found) if found else None
 
-    ours = best([n for n in reached if n not in CONTROLS])
-    control = best([n for n in reached if n in CONTROLS])
-    region = best([n for n in reached if n.endswith("/region")])
-    slices = best([n for n in reached if n.endswith("/slice")])
-    return {
-        "best_arm_vs_best_control": ours / control if ours and control else None,
-        "best_region_vs_best_slice": region / slices if region and slices else None,
-    }
+        ours = best([n for n in reached if n not in CONTROLS])
+        control = best([n for n in reached if n in CONTROLS])
+        region = best([n for n in reached if n.endswith("/region")])
+        slices = best([n for n in reached if n.endswith("/slice")])
+        out[f"best_arm_vs_best_control{suffix}"] = ours / control if ours and control else None
+        out[f"best_region_vs_best_slice{suffix}"] = region / slices if region and slices else None
+    return out
 
 
 def against_best_control(document: dict) -> dict:
@@ -261,10 +264,13 @@ def main() -> None:
         f"{document['full_data_miou']:.4f}, gain {document['gain']:+.4f} → "
         + ("valid" if document["valid"] else "NOT valid: no arm claims anything")
     )
-    print(f"{'arm':<26} {'pixels to 95 %':>14} {'AUC':>8} {'s/seed':>8}")
+    print(f"{'arm':<26} {'pixels to 95 %':>14} {'held from':>10} {'AUC':>8} {'s/seed':>8}")
     for name, result in document["strategies"].items():
         per_seed = result["seconds"] / setup.seeds
-        print(f"{name:<26} {result['pixels_to_95']!s:>14} {result['auc']:>8.4f} {per_seed:>8.0f}")
+        print(
+            f"{name:<26} {result['pixels_to_95']!s:>14} {result['pixels_to_95_held']!s:>10} "
+            f"{result['auc']:>8.4f} {per_seed:>8.0f}"
+        )
     print(f"AUC over 0..{document['auc_pixels']} px, each arm against the best control:")
     for name, paired in document["auc_vs_best_control"].items():
         error = paired["standard_error"]
@@ -273,7 +279,7 @@ def main() -> None:
             + ("" if error is None else f" ± {error:.4f}")
             + f" vs {paired['control']} ({paired['seeds_ahead']}/{paired['seeds']} seeds ahead)"
         )
-    print({k: document[k] for k in ("best_arm_vs_best_control", "best_region_vs_best_slice")})
+    print({k: v for k, v in document.items() if k.startswith("best_")})
     print(f"saved {saved} ({document['seconds']:.0f} s)")
 
 

@@ -233,6 +233,17 @@ def labels_to_reach(curve: Curve, target: float) -> int | None:
     return next((n for n, score in curve if score >= target), None)
 
 
+def labels_to_hold(curve: Curve, target: float) -> int | None:
+    """The fewest labelled units from which the curve stays at or above ``target`` to its
+    last point (a crossing that holds); None if its last point is below."""
+    held = None
+    for n, score in reversed(curve):
+        if score < target:
+            break
+        held = n
+    return held
+
+
 def area_under(curve: Curve, upto: float | None = None) -> float:
     """Mean score over the curve's labelled range, from its first x to ``upto`` (default:
     its last x; the curve is cut there, interpolated linearly), by trapezoids; for a

@@ -43,3 +43,22 @@ def test_one_seed_has_no_standard_error_and_no_control_no_comparison(bench):
     )
     assert bench.against_best_control(doc)["bald"]["standard_error"] is None
     assert bench.against_best_control(summarise(0.5, 0.7, {"bald": [[(0, 0.5)]]})) == {}
+
+
+def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
+    # BALD regions touch the level (0.69) at 100 px and fall back; they hold it from 300 px.
+    # Whole slices reach it at 200 px and hold it; random regions never reach it.
+    bald = [[(0, 0.5), (100, 0.70), (200, 0.68), (300, 0.70), (400, 0.71)]]
+    slices = [[(0, 0.5), (200, 0.69), (400, 0.72)]]
+    regions = [[(0, 0.5), (100, 0.6), (200, 0.6), (300, 0.6), (400, 0.6)]]
+    doc = summarise(
+        0.5, 0.7, {"random/slice": slices, "random/region": regions, "bald/region": bald}
+    )
+    assert bench.ratios(doc) == {
+        "best_arm_vs_best_control": 0.5,  # 100 / 200
+        "best_region_vs_best_slice": 0.5,
+        "best_arm_vs_best_control_held": 1.5,  # 300 / 200
+        "best_region_vs_best_slice_held": 1.5,
+    }
+    doc["strategies"]["random/slice"]["pixels_to_95_held"] = None
+    assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None

@@ -55,6 +55,17 @@ def test_pixels_to_95_is_read_against_the_gain_on_the_mean_curve():
     json.dumps(doc)
 
 
+def test_a_crossing_holds_only_when_the_mean_curve_stays_at_the_level():
+    # seeds' mean: 0.60, 0.70 (reached), 0.66 (fell back), 0.70, 0.71 (held from 3000)
+    seeds = [[(0, 0.5), (1000, 0.72), (2000, 0.66), (3000, 0.70), (4000, 0.70)],
+             [(0, 0.5), (1000, 0.68), (2000, 0.66), (3000, 0.70), (4000, 0.72)]]  # fmt: skip
+    doc = summarise(0.5, 0.7, {"bald": seeds, "flat": [[(0, 0.5), (4000, 0.6)]]})
+    bald = doc["strategies"]["bald"]
+    assert (bald["pixels_to_95"], bald["pixels_to_95_held"]) == (1000, 3000)
+    assert doc["strategies"]["flat"]["pixels_to_95_held"] is None
+    assert summarise(0.5, 0.52, {"bald": seeds})["strategies"]["bald"]["pixels_to_95_held"] is None
+
+
 def test_auc_covers_the_same_labelled_range_for_every_arm_and_each_seed():
     # Whole slices label 16,384 px a round, regions 8,192: the slice arm's plateau beyond
     # 16,384 px must not raise its AUC over the region arm's, which is as good up to there.

@@ -3,12 +3,15 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tomoloop.active.label_efficiency import (
     BenchmarkError,
     EfficiencySetup,
     area_under,
     efficiency,
+    labels_to_hold,
     labels_to_reach,
     mean_curve,
     stack_split,
@@ -18,6 +21,21 @@ from tomoloop.stacks.opener import open_stack
 from tomoloop.training.trainer import TrainConfig
 
 TINY = TrainConfig(epochs=1, patch=32, batch=4, patches_per_epoch=8, overlap=8, patience=0)
+
+
+@given(
+    st.lists(st.floats(0, 1), min_size=1, max_size=12),
+    st.floats(0, 1),
+)
+def test_a_held_crossing_is_a_crossing_after_which_the_curve_never_drops_below(scores, target):
+    curve = [(10 * k, s) for k, s in enumerate(scores)]
+    held, reached = labels_to_hold(curve, target), labels_to_reach(curve, target)
+    if held is None:
+        assert scores[-1] < target
+    else:
+        assert reached is not None and reached <= held
+        assert all(s >= target for x, s in curve if x >= held)
+        assert held == 0 or curve[held // 10 - 1][1] < target  # the earliest such point
 
 
 def test_curve_arithmetic():
