@@ -38,7 +38,9 @@ def al_round_command(
         bool, typer.Option(help="Rank by score per expected second of annotation.")
     ] = True,
     push: Annotated[bool, typer.Option(help="Push the round to Label Studio.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the random strategies.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random strategies and of MC-dropout's masks.")
+    ] = 0,
     instance_model: Annotated[
         int | None,
         typer.Option(

@@ -411,7 +411,10 @@ def score_and_choose(
 ) -> tuple[ScoredPool | ScoredRegions, Choice]:
     """The pool scored and the round's choice in its unit: slices (:func:`score_pool`,
     :func:`choose_slices`) or regions (:func:`score_pool_regions`, :func:`choose_regions`).
+    ``seed`` seeds the random strategies and torch's generator, which MC-dropout's masks
+    come from: one model and seed choose alike in a new process and inside a long flow.
     """
+    torch.manual_seed(seed)
     limits = asked.limits()
     if isinstance(limits, RegionConstraints):
         regions = score_pool_regions(

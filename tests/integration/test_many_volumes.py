@@ -180,3 +180,27 @@ def test_rounds_keep_the_per_volume_quota_and_stay_on_the_named_scan(scans, mode
 
     with pytest.raises(RegistryError, match="'third' is not in dataset first@"):
         al_round("first", budget=3, volumes=("third",), **ask)
+
+
+@pytest.mark.slow
+def test_a_bald_round_chooses_alike_whatever_the_process_drew_before(scans, model):
+    """MC-dropout's masks come from torch's generator: a round of one model and --seed must
+    choose the same slices in a fresh CLI process and deep inside a long-running flow."""
+    import torch
+
+    from tomoloop.active.requests import RoundRequest
+    from tomoloop.services import Services, score_and_choose, strategy_for
+
+    registry, _, _ = scans
+    registry.promote(model["model_version"])
+    asked = RoundRequest.of("bald", 4, 1, "slice", 32, None, None, None, ())
+    chooser = strategy_for("bald", None, asked.unit)
+    rounds = []
+    with Services.from_settings() as services:
+        for before in (1, 2):
+            torch.manual_seed(before)  # what other work left in the generator
+            _, choice = score_and_choose(
+                services, "first", chooser, asked, None, 4, None, False, 0, torch.device("cpu")
+            )
+            rounds.append([(c.slice_id, c.score) for c in choice.chosen])
+    assert len(rounds[0]) == 4 and rounds[0] == rounds[1]
