@@ -129,18 +129,19 @@ def ratios(document: dict) -> dict:
     out = {}
     for key, suffix in (("pixels_to_95", ""), ("pixels_to_95_held", "_held")):
         reached = {n: r[key] for n, r in document["strategies"].items()}
-
-        def best(names, reached=reached):
-            found = [reached[n] for n in names if reached.get(n) is not None]
-            return min(found) if found else None
-
-        ours = best([n for n in reached if n not in CONTROLS])
-        control = best([n for n in reached if n in CONTROLS])
-        region = best([n for n in reached if n.endswith("/region")])
-        slices = best([n for n in reached if n.endswith("/slice")])
+        ours = _fewest(reached, [n for n in reached if n not in CONTROLS])
+        control = _fewest(reached, [n for n in reached if n in CONTROLS])
+        region = _fewest(reached, [n for n in reached if n.endswith("/region")])
+        slices = _fewest(reached, [n for n in reached if n.endswith("/slice")])
         out[f"best_arm_vs_best_control{suffix}"] = ours / control if ours and control else None
         out[f"best_region_vs_best_slice{suffix}"] = region / slices if region and slices else None
     return out
+
+
+def _fewest(reached: dict[str, int | None], names: list[str]) -> int | None:
+    """The fewest pixels any of ``names`` needed (None where none of them got there)."""
+    found = [n for name in names if (n := reached[name]) is not None]
+    return min(found) if found else None
 
 
 def against_best_control(document: dict) -> dict:
