@@ -179,6 +179,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget-px", type=int, default=4096)
+    parser.add_argument(
+        "--budget-growth",
+        type=float,
+        default=1.0,
+        help="each round labels this many times the pixels of the one before (2: doubling)",
+    )
     parser.add_argument("--region", type=int, default=32)
     parser.add_argument("--data", type=Path, default=DATA, help="the shared/data folder")
     parser.add_argument(
@@ -219,6 +225,7 @@ def main() -> None:
         seeds=args.seeds,
         rounds=args.rounds,
         budget_px=args.budget_px,
+        budget_growth=args.budget_growth,
         region=args.region,
         replay=args.replay,
     )
@@ -253,6 +260,7 @@ def main() -> None:
         ("" if args.replay else "_no_replay")
         + (f"_average{args.average}" if args.average else "")
         + (f"_lr{args.lr:g}" if args.lr is not None else "")
+        + (f"_growth{args.budget_growth:g}" if args.budget_growth != 1 else "")
         + ("_quick" if args.quick else "")
     )
     stem = args.out or OUT / f"al_shift_{args.scenario}{tags}"

@@ -5,7 +5,8 @@ volume, imaged differently) and is wrong in places. Per seed, the initial model 
 on the sources only (early stopping on the sources' val split) and scored on the target's
 test split. Each arm then runs ``rounds`` rounds on the target's training pool: score the
 unlabelled units (whole z slices or square regions of them) with the current model, let
-its strategy choose units for ``budget_px`` labelled pixels, let the direct oracle answer
+its strategy choose units for the round's labelled pixels (``budget_px``, growing by
+``budget_growth`` a round), let the direct oracle answer
 (dense slices, or sparse labels inside regions), and fine-tune the previous round's model
 on the target labels so far (early stopping on the target's val split), then score it on
 the target's test split. The full-data model is the initial one fine-tuned on every
@@ -218,9 +219,10 @@ def _query_slices(
     data: ShiftData,
     labels: Mapping[int, np.ndarray],
     setup: ShiftSetup,
+    budget: int,
     rng: np.random.Generator,
 ) -> dict[int, np.ndarray]:
-    """Whole pool slices for the round's budget (at least one), answered densely."""
+    """Whole pool slices for ``budget`` labelled pixels (one at least), answered densely."""
     chooser, options, pool = get(arm.strategy), _options(arm.strategy, model, setup), data.target
     # Core-set needs the labelled slices' embeddings too.
     wanted = [i for i in range(len(pool.pool)) if chooser.embed or i not in labels]
@@ -233,7 +235,7 @@ def _query_slices(
     free = [c for i, c in candidates.items() if i not in labels]
     taken = [candidates.get(i) or Candidate(i, 0, "z", pool.z(i)) for i in labels]
     slice_px = pool.pool[0].labels.size
-    limits = Constraints(max(1, setup.budget_px // slice_px), None, setup.min_gap)
+    limits = Constraints(max(1, budget // slice_px), None, setup.min_gap)
     chosen = chooser.select(free, limits, taken, rng)
     return {c.slice_id: pool.pool[c.slice_id].labels for c in chosen}
 
@@ -244,9 +246,10 @@ def _query_regions(
     data: ShiftData,
     labels: Mapping[int, np.ndarray],
     setup: ShiftSetup,
+    budget: int,
     rng: np.random.Generator,
 ) -> dict[int, np.ndarray]:
-    """Regions for the round's pixel budget, answered as sparse labels (one per slice)."""
+    """Regions for ``budget`` labelled pixels, answered as sparse labels (one per slice)."""
     chooser, options, pool = get(arm.strategy), _options(arm.strategy, model, setup), data.target
     free: list[RegionCandidate] = []
     taken: list[RegionCandidate] = []
@@ -256,7 +259,7 @@ def _query_regions(
         for c in score_regions(model.module, s.image, tiles, i, options):
             labelled = done is not None and bool((done[c.region.window] != IGNORE).any())
             (taken if labelled else free).append(c)
-    limits = RegionConstraints(setup.budget_px, setup.distance)
+    limits = RegionConstraints(budget, setup.distance)
     answers: dict[int, np.ndarray] = {}
     for c in chooser.select(free, limits, taken, rng):
         truth = pool.pool[c.slice_id].labels
@@ -323,7 +326,7 @@ def arm_curve(
     weight = tier_weight(ANNOTATOR)
     for round_ in range(setup.rounds):
         seed_query(seed, round_)
-        answers = query(arm, model, data, labels, setup, rng)
+        answers = query(arm, model, data, labels, setup, setup.round_budget(round_), rng)
         if not answers:
             break
         for i, sparse in answers.items():
@@ -431,6 +434,7 @@ def domain_shift(
     pool = data.target.pool
     document |= {
         "budget_px": setup.budget_px,
+        "budget_growth": setup.budget_growth,
         "region": setup.region,
         "rounds": setup.rounds,
         "seeds": setup.seeds,

@@ -43,7 +43,7 @@ class BenchmarkError(TomoloopError):
     out of range)."""
 
 
-def check_at_least(values: Sequence[tuple[str, int, int]]) -> None:
+def check_at_least(values: Sequence[tuple[str, float, float]]) -> None:
     """Refuse, in one message, every ``(name, value, least)`` whose value is below least.
 
     Raises:

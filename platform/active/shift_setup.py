@@ -78,11 +78,14 @@ def _strategy_names() -> list[str]:
 
 @dataclass(frozen=True)
 class ShiftSetup:
-    """The simulated rounds: ``rounds`` of ``budget_px`` labelled target pixels per arm and
-    seed; regions of ``region``² pixels at least ``min_distance`` pixels apart within a
-    slice (None: one region side); chosen slices ``min_gap`` apart; an ``arch`` with
-    ``options`` trained by ``initial_train`` on the sources and fine-tuned by ``fine_tune``
-    each round, on ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
+    """The simulated rounds: ``rounds`` per arm and seed, the first labelling ``budget_px``
+    target pixels and each next ``budget_growth`` times as many as the one before
+    (:meth:`round_budget`; 1: the same every round, 2: doubling, so the curve's points are
+    as dense early, where a control may already reach the level, as late); regions of
+    ``region``² pixels at least ``min_distance`` pixels apart within a slice (None: one
+    region side); chosen slices ``min_gap`` apart; an ``arch`` with ``options`` trained by
+    ``initial_train`` on the sources and fine-tuned by ``fine_tune`` each round, on
+    ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
     ``self_slices`` pool slices spread over the target. With ``replay`` (the default) each
     fine-tune also trains on source slices, as many as it has target slices (half the
     patches, each weighted as a target patch is per labelled pixel), as the platform's loop
@@ -93,6 +96,7 @@ class ShiftSetup:
     seeds: int = 3
     rounds: int = 4
     budget_px: int = 4096
+    budget_growth: float = 1.0
     region: int = 32
     min_distance: float | None = None
     min_gap: int = 2
@@ -122,8 +126,14 @@ class ShiftSetup:
                 ("region", self.region, 16),
                 # a region arm's round labels whole regions: one at least
                 ("budget_px", self.budget_px, self.region**2 if regions else 1),
+                ("budget_growth", self.budget_growth, 1),
             )
         )
+
+    def round_budget(self, round_: int) -> int:
+        """The labelled target pixels round ``round_`` (from 0) may add:
+        ``budget_px × budget_growth ** round_``, rounded down."""
+        return int(self.budget_px * self.budget_growth**round_)
 
     @property
     def distance(self) -> float:

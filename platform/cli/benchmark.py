@@ -15,7 +15,8 @@ benchmark_app = typer.Typer(help="Benchmarks of the loop.", no_args_is_help=True
 
 SLICE_MODE = ("gray", "labels", "budget", "initial", "min_gap", "arch", "option", "epochs",
               "patch", "patches_per_epoch")  # fmt: skip
-SHIFT_MODE = ("source", "target", "unit", "region", "budget_px", "quick", "replay", "workers")
+SHIFT_MODE = ("source", "target", "unit", "region", "budget_px", "budget_growth", "quick", "replay",
+              "workers")  # fmt: skip
 
 
 def given_options(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
@@ -60,6 +61,13 @@ def benchmark_al(
     budget_px: Annotated[
         int, typer.Option(help="Domain-shift mode: labelled target pixels per round.")
     ] = 4096,
+    budget_growth: Annotated[
+        float,
+        typer.Option(
+            help="Domain-shift mode: each round labels this many times the pixels of the one "
+            "before (2: 1, 2, 4… × --budget-px; the curve as fine early as late)."
+        ),
+    ] = 1.0,
     quick: Annotated[bool, typer.Option("--quick", help="A CI-sized domain-shift run.")] = False,
     replay: Annotated[
         bool,
@@ -125,8 +133,8 @@ def benchmark_al(
     check_mode_options(ctx, shift_mode)
     if shift_mode:
         _benchmark_shift(
-            phases, source or [], target, unit, region, budget_px, quick, replay, workers,
-            strategies, seeds, rounds, plot, str(resolve_device(device)), as_json,
+            phases, source or [], target, unit, region, budget_px, budget_growth, quick, replay,
+            workers, strategies, seeds, rounds, plot, str(resolve_device(device)), as_json,
         )  # fmt: skip
         return
     if gray is None or labels is None:
@@ -184,6 +192,7 @@ def _benchmark_shift(
     unit: str,
     region: int,
     budget_px: int,
+    budget_growth: float,
     quick: bool,
     replay: bool,
     workers: int,
@@ -213,6 +222,7 @@ def _benchmark_shift(
         seeds=seeds,
         rounds=rounds,
         budget_px=budget_px,
+        budget_growth=budget_growth,
         region=region,
         replay=replay,
         device=device,

@@ -110,6 +110,8 @@ def plot_domain_shift(document: dict, path: str | os.PathLike[str]) -> Path:
         "" if document["valid"] else " (NOT valid: no gain)"
     )
     ax.set(xlabel="labelled target pixels", ylabel="target test mIoU", title=title)
+    if document.get("budget_growth", 1.0) > 1:  # rounds growing geometrically: a log axis
+        ax.set_xscale("symlog", linthresh=document["budget_px"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

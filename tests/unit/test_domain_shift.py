@@ -151,6 +151,32 @@ def test_a_setup_refuses_empty_rounds_and_tiny_regions():
     with pytest.raises(BenchmarkError, match="budget_px 100 must be ≥ 1024"):
         ShiftSetup(budget_px=100)  # less than one 32² region: region arms would ask nothing
     assert ShiftSetup(parse_arms("random/slice"), budget_px=100).budget_px == 100
+    with pytest.raises(BenchmarkError, match=r"budget_growth 0\.5 must be ≥ 1"):
+        ShiftSetup(budget_growth=0.5)  # rounds that shrink
+
+
+@pytest.mark.parametrize(
+    ("growth", "budgets"),
+    [(1.0, [1024, 1024, 1024, 1024]), (2.0, [1024, 2048, 4096, 8192]),
+     (1.5, [1024, 1536, 2304, 3456])],
+)  # fmt: skip
+def test_each_round_may_label_growth_times_the_pixels_of_the_one_before(growth, budgets):
+    setup = ShiftSetup(budget_px=1024, budget_growth=growth)
+    assert [setup.round_budget(r) for r in range(4)] == budgets
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_a_region_arm_spends_a_budget_that_doubles_each_round(data):
+    setup = quick(ShiftSetup(parse_arms("random"), budget_px=256, budget_growth=2, region=16))
+    setup = replace(setup, rounds=3)  # quick runs two
+    doc = domain_shift(data, setup)
+    xs = [n for n, _ in doc["strategies"]["random/region"]["curve"]]
+    added = np.diff(xs).tolist()
+    assert len(added) == 3 and all(0 < a <= 256 * 2**r for r, a in enumerate(added)), xs
+    # the third round labels more than the second could have (16² tiles, 8 px high at the
+    # bottom: a 1024 px budget leaves less than one tile unspent)
+    assert added[2] > 512 and doc["budget_growth"] == 2
 
 
 def _pair(folder, labels, name, offset):
@@ -379,13 +405,14 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
     result = _cli(
         "--phases", "pore=0,nmc=1,cbd=2", "--source", f"{source[0]}:{source[1]}",
         "--target", f"{target[0]}:{target[1]}", "--strategies", "random/slice,bald,bald+self",
-        "--region", "16", "--budget-px", "512", "--quick", "--device", "cpu",
-        "--plot", tmp_path / "shift.png", "--json",
+        "--region", "16", "--budget-px", "512", "--budget-growth", "2", "--quick",
+        "--device", "cpu", "--plot", tmp_path / "shift.png", "--json",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
     assert doc["replay"] is True  # the default: fine-tunes replay the sources
+    assert (doc["budget_px"], doc["budget_growth"]) == (512, 2)
     reference = f"sources only {doc['initial_miou']:.4f}, all target labels "
     assert reference + f"{doc['full_data_miou']:.4f}" in result.stderr  # before the arms' lines
     assert result.stderr.index(reference) < result.stderr.index("random/slice seed 0")
@@ -399,6 +426,23 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
         assert result["pixels_to_95"] == (reached[0] if doc["valid"] and reached else None)
         assert result["curve"][0] == [0, doc["initial_miou"]] and len(result["curve"]) == 3
     assert (tmp_path / "shift.png").stat().st_size > 1000
+
+
+def test_benchmark_al_refuses_rounds_that_shrink(tmp_path, electrode_volume):
+    from typer.testing import CliRunner
+
+    from tomoloop.cli import app
+
+    source = _pair(tmp_path, electrode_volume, "source", 0)
+    target = _pair(tmp_path, electrode_volume, "target", 30)
+    done = CliRunner().invoke(
+        app,
+        ["benchmark", "al", "--phases", "pore=0,nmc=1,cbd=2",
+         "--source", f"{source[0]}:{source[1]}", "--target", f"{target[0]}:{target[1]}",
+         "--budget-growth", "0.5"],
+    )  # fmt: skip
+    assert isinstance(done.exception, BenchmarkError)
+    assert "budget_growth 0.5 must be ≥ 1" in str(done.exception)
 
 
 @pytest.mark.usefixtures("one_thread")
