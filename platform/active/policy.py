@@ -19,7 +19,8 @@ from tomoloop.errors import TomoloopError
 class PromotionRules:
     """``metric`` (a key of an evaluation: ``mIoU``, ``mDSC``) must rise by more than
     ``margin``; every phase's predicted volume fraction must be within
-    ``fraction_tolerance`` (absolute, 0–1) of the gold labels' fraction; the tortuosity of
+    ``fraction_tolerance`` (absolute, 0–1) of the gold labels' fraction, or no further
+    from it than the champion's (:func:`fraction_gate`); the tortuosity of
     the evaluation's transport phase (when measured) within ``tortuosity_tolerance``
     (relative) of the gold labels', and no slice may lose the gold's connection.
     """
@@ -42,19 +43,32 @@ class Decision:
     reasons: tuple[str, ...]
 
 
-def fraction_gate(evaluation: dict, tolerance: float) -> list[str]:
+def fraction_gate(evaluation: dict, tolerance: float, champion: dict | None = None) -> list[str]:
     """Why the predicted phase fractions of an evaluation (``as_dict`` form) fail the gate
-    (empty when they pass).
+    (empty when they pass). A phase further than ``tolerance`` from the gold passes when
+    the ``champion``'s evaluation on the same gold is at least as far off: a challenger
+    that moves a phase towards the gold is not kept out for not getting all the way there.
     """
     failures = []
     for name, values in evaluation["per_class"].items():
-        off = values["volume_fraction"] - values["volume_fraction_truth"]
-        if abs(off) > tolerance:
-            failures.append(
-                f"{name} volume fraction {values['volume_fraction']:.3f} is {off:+.3f} from "
-                f"the gold {values['volume_fraction_truth']:.3f} (tolerance {tolerance})"
-            )
+        off = _fraction_off(values)
+        if abs(off) <= tolerance:
+            continue
+        before = None if champion is None else _fraction_off(champion["per_class"][name])
+        if before is not None and abs(off) <= abs(before):
+            continue
+        failures.append(
+            f"{name} volume fraction {values['volume_fraction']:.3f} is {off:+.3f} from "
+            f"the gold {values['volume_fraction_truth']:.3f} (tolerance {tolerance}"
+            + ("" if before is None else f"; the champion's is {before:+.3f}")
+            + ")"
+        )
     return failures
+
+
+def _fraction_off(values: dict) -> float:
+    """A phase's predicted volume fraction minus the gold's (0–1)."""
+    return float(values["volume_fraction"] - values["volume_fraction_truth"])
 
 
 def tortuosity_gate(evaluation: dict, tolerance: float) -> list[str]:
@@ -84,7 +98,7 @@ def decide(challenger: dict, champion: dict | None, rules: PromotionRules) -> De
     """Whether the challenger replaces the champion, both evaluated (``as_dict`` form) on
     the same gold split; the reasons say why or why not.
     """
-    failures = fraction_gate(challenger, rules.fraction_tolerance)
+    failures = fraction_gate(challenger, rules.fraction_tolerance, champion)
     failures += tortuosity_gate(challenger, rules.tortuosity_tolerance)
     new = challenger[rules.metric]
     if champion is None:

@@ -40,6 +40,24 @@ def test_promotion_needs_a_gain_beyond_the_margin_and_a_true_microstructure():
         PromotionRules(metric="accuracy")
 
 
+def test_a_challenger_closer_to_the_gold_fractions_than_the_champion_is_not_kept_out():
+    rules = PromotionRules(fraction_tolerance=0.05)
+    champion = _evaluation(0.70, cbd_fraction=0.10)  # cbd −0.10, nmc +0.10 from the gold
+    closer = decide(_evaluation(0.75, cbd_fraction=0.13), champion, rules)  # −0.07, +0.07
+    assert closer.promote, closer.reasons
+    tied = decide(_evaluation(0.75, cbd_fraction=0.10), champion, rules)
+    assert tied.promote  # no further off than the champion
+    further = decide(_evaluation(0.75, cbd_fraction=0.08), champion, rules)
+    assert not further.promote
+    assert any(
+        "cbd volume fraction 0.080 is -0.120 from the gold 0.200 (tolerance 0.05; the "
+        "champion's is -0.100)" in r
+        for r in further.reasons
+    )
+    inside = _evaluation(0.70, cbd_fraction=0.19)  # a champion inside the tolerance
+    assert not decide(_evaluation(0.75, cbd_fraction=0.13), inside, rules).promote
+
+
 def _winding(predicted: float, lost: int = 0) -> dict:
     tortuosity = {"class": "pore", "axis": "x", "predicted": predicted, "truth": 2.0}
     return {**_evaluation(0.8), "tortuosity": {**tortuosity, "slices": 4, "lost": lost}}
