@@ -270,7 +270,9 @@ def main() -> None:
     saved.write_text(json.dumps(document, indent=2))
     print(
         f"\ninitial (sources only) {document['initial_miou']:.4f}, full data "
-        f"{document['full_data_miou']:.4f}, gain {document['gain']:+.4f} → "
+        f"{document['full_data_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["full_data_seeds"])
+        + f"), gain {document['gain']:+.4f} → "
         + ("valid" if document["valid"] else "NOT valid: no arm claims anything")
     )
     print(f"{'arm':<26} {'pixels to 95 %':>14} {'held from':>10} {'AUC':>8} {'s/seed':>8}")

@@ -396,8 +396,9 @@ def domain_shift(
     on_reference: Callable[[float, float], None] = lambda *_: None,
     workers: int = 1,
 ) -> dict:
-    """Run every arm for every seed; the :func:`summarise` document plus the setup's unit
-    figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
+    """Run every arm for every seed; the :func:`summarise` document plus each seed's
+    full-data mIoU (``full_data_seeds``, seed order), the setup's unit figures, the pool's
+    size and the seconds each arm took (``on_reference(initial, full)``
     once both seed-mean mIoUs are known; ``on_curve(arm, seed, curve, seconds)`` after each
     arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
     processes (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when
@@ -433,6 +434,7 @@ def domain_shift(
         result["seconds"] = seconds[name]
     pool = data.target.pool
     document |= {
+        "full_data_seeds": [fulls[s] for s in seeds],
         "budget_px": setup.budget_px,
         "budget_growth": setup.budget_growth,
         "region": setup.region,

@@ -282,6 +282,7 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
             assert len(xs) == 3 and 0 < xs[1] <= 512 < xs[2] <= 1024
         assert result["seconds"] > 0
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
+    assert doc["full_data_seeds"] == [doc["full_data_miou"]]  # one seed: the mean is its own
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
 
