@@ -4,6 +4,7 @@ seed by seed, from a benchmark document."""
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tomoloop.active.domain_shift import summarise
@@ -62,3 +63,19 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
     }
     doc["strategies"]["random/slice"]["pixels_to_95_held"] = None
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
+
+
+def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
+    if not bench.DATA.is_dir():
+        pytest.skip(f"the reference volumes are not at {bench.DATA}")
+    (source_gray, source), (gray, labels) = bench.segment(bench.DATA)
+    assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
+    inside = np.zeros(len(gray), bool)
+    inside[bench.SEGMENT] = True
+
+    def nmc_mean(z):  # the NMC phase's mean grey value on the slices z
+        return float(gray[z][labels[z] == 1].mean())
+
+    normal = float(source_gray[source == 1].mean())
+    assert abs(nmc_mean(~inside) - normal) < 0.01 * normal  # imaged as the source
+    assert nmc_mean(inside) < 0.8 * normal  # the harder imaging: NMC near the source's binder
