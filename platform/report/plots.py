@@ -112,6 +112,7 @@ def plot_domain_shift(document: dict, path: str | os.PathLike[str]) -> Path:
     ax.set(xlabel="labelled target pixels", ylabel="target test mIoU", title=title)
     if document.get("budget_growth", 1.0) > 1:  # rounds growing geometrically: a log axis
         ax.set_xscale("symlog", linthresh=document["budget_px"])
+        ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
