@@ -141,7 +141,7 @@ def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> tuple[dict, 
     then fine-tuned on them as the rounds are — early stopping and the keep rule on the
     target's val split — until a fine-tuning keeps its starting weights (``rounds`` at
     most). The rounds' model selection on the target's val labels alone lifted `weave`'s
-    model by 0.04–0.08 mIoU; counted in the start, it is not credited to the first
+    model by 0.02–0.08 mIoU; counted in the start, it is not credited to the first
     round's labels.
     """
     torch.manual_seed(seed)
