@@ -2,16 +2,15 @@
 
 A model trained on earlier scans (the *sources*) meets a new one (the *target*: another
 volume, imaged differently) and is wrong in places. Per seed, the initial model is trained
-on the sources only (early stopping on the sources' val split), fine-tuned on them with the
-rounds' selection on the target's val split until that stops helping
-(:func:`initial_model`), and scored on the target's test split. Each arm then runs
-``rounds`` rounds on the target's training pool: score the unlabelled units (whole z
-slices or square regions of them) with the current model, let its strategy choose units
-for the round's labelled pixels (``budget_px``, growing by ``budget_growth`` a round), let
-the direct oracle answer (dense slices, or sparse labels inside regions), and fine-tune the
-previous round's model on the target labels so far (early stopping on the target's val
-split), then score it on the target's test split. The full-data model is the initial one
-fine-tuned on every target pool label.
+on the sources only (early stopping on the sources' val split) and scored on the target's
+test split. Each arm then runs ``rounds`` rounds on the target's training pool: score the
+unlabelled units (whole z slices or square regions of them) with the current model, let
+its strategy choose units for the round's labelled pixels (``budget_px``, growing by
+``budget_growth`` a round), let the direct oracle answer
+(dense slices, or sparse labels inside regions), and fine-tune the previous round's model
+on the target labels so far (early stopping on the target's val split), then score it on
+the target's test split. The full-data model is the initial one fine-tuned on every
+target pool label.
 
 The arms' curves are read against the *gain* the target labels can buy (``full −
 initial``): ``pixels_to_95`` is the labelled target pixels at which the mean curve first
@@ -130,28 +129,12 @@ def fine_tune(
     return FineTune(start.scores.miou, tuple(r.val_miou for r in result.history), kept)
 
 
-LABEL_FREE_SEED = 500
-"""Offset of the label-free fine-tunings' seeds from ``seed × 1000`` (the arms' rounds use
-``seed × 1000 + round``)."""
-
-
 def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> tuple[dict, float]:
-    """(weights, target test mIoU) of the model every arm starts from, with no target
-    label but the val split's: trained on the sources (early stopping on their val split),
-    then fine-tuned on them as the rounds are — early stopping and the keep rule on the
-    target's val split — until a fine-tuning keeps its starting weights (``rounds`` at
-    most). The rounds' model selection on the target's val labels alone lifted `weave`'s
-    model by 0.02–0.08 mIoU; counted in the start, it is not credited to the first
-    round's labels.
-    """
+    """(weights, target test mIoU) of the model trained on the sources only."""
     torch.manual_seed(seed)
     model = _build(data, setup)
     config = replace(setup.initial_train, seed=seed)
     _fit(model, data.source_train, data.source_val, config, setup, data.target.n_classes)
-    for round_ in range(setup.rounds):
-        tune = replace(setup.fine_tune, seed=seed * 1000 + LABEL_FREE_SEED + round_)
-        if not fine_tune(model, data.source_train, data, tune, setup).kept:
-            break
     return _state(model), _test_miou(model, data, setup)
 
 

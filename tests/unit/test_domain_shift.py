@@ -561,26 +561,3 @@ def test_an_arm_chooses_the_same_regions_whatever_the_process_drew_before(data, 
     alone, after_others = chosen[:2], chosen[2:]
     for a, b in zip(alone, after_others, strict=True):
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-
-
-@pytest.mark.usefixtures("one_thread")
-@pytest.mark.parametrize(("kept", "calls"), [((True, True, True), 3), ((True, False, True), 2)])
-def test_the_initial_model_is_fine_tuned_on_the_sources_until_the_target_val_stops_it(
-    data, monkeypatch, kept, calls
-):
-    import tomoloop.active.domain_shift as shift
-
-    seen = []
-
-    def scripted(model, slices, d, config, setup):
-        seen.append((config.seed, slices))
-        return shift.FineTune(0.5, (), kept[len(seen) - 1])
-
-    monkeypatch.setattr(shift, "fine_tune", scripted)
-    setup = replace(quick(ShiftSetup(region=16)), rounds=3)  # quick caps at 2
-    weights, miou = shift.initial_model(2, data, setup)
-    # no target label but the val split's: the sources again, with seeds no round uses
-    assert [seed for seed, _ in seen] == [2500, 2501, 2502][:calls]
-    assert all(slices is data.source_train for _, slices in seen)
-    assert miou == shift._test_miou(shift._from(weights, data, setup), data, setup)
-
