@@ -272,7 +272,7 @@ def main() -> None:
             flush=True,
         ),
         on_reference=lambda initial, full: print(
-            f"sources only {initial:.4f}, full data {full:.4f}", flush=True
+            f"start {initial:.4f}, full data {full:.4f}", flush=True
         ),
         workers=args.workers,
     )
@@ -292,8 +292,10 @@ def main() -> None:
     document["plot"] = str(plot_domain_shift(document, png))
     saved.write_text(json.dumps(document, indent=2))
     print(
-        f"\ninitial (sources only) {document['initial_miou']:.4f}, full data "
-        f"{document['full_data_miou']:.4f} (seeds "
+        f"\nsources only {document['sources_only_miou']:.4f}, start (target val selection) "
+        f"{document['initial_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["initial_seeds"])
+        + f"), full data {document['full_data_miou']:.4f} (seeds "
         + ", ".join(f"{m:.4f}" for m in document["full_data_seeds"])
         + f"), gain {document['gain']:+.4f} → "
         + ("valid" if document["valid"] else "NOT valid: no arm claims anything")

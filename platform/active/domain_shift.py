@@ -1,16 +1,19 @@
 """Domain-shift label efficiency: how many labelled pixels of a new scan each arm needs.
 
 A model trained on earlier scans (the *sources*) meets a new one (the *target*: another
-volume, imaged differently) and is wrong in places. Per seed, the initial model is trained
-on the sources only (early stopping on the sources' val split) and scored on the target's
-test split. Each arm then runs ``rounds`` rounds on the target's training pool: score the
-unlabelled units (whole z slices or square regions of them) with the current model, let
-its strategy choose units for the round's labelled pixels (``budget_px``, growing by
-``budget_growth`` a round), let the direct oracle answer
-(dense slices, or sparse labels inside regions), and fine-tune the previous round's model
-on the target labels so far (early stopping on the target's val split), then score it on
-the target's test split. The full-data model is the initial one fine-tuned on every
-target pool label.
+volume, imaged differently) and is wrong in places. Per seed, the *sources-only* model is
+trained on the sources (early stopping on the sources' val split); the *initial* model every
+arm starts from is that model fine-tuned once more on the sources, as a round fine-tunes,
+with early stopping on the target's val split (:func:`initial_model`): the rounds select
+their models on the target's val labels, and what that selection alone buys is not
+credited to any arm's labels. Each arm then runs ``rounds`` rounds on the target's training
+pool: score the unlabelled units (whole z slices or square regions of them) with the
+current model, let its strategy choose units for the round's labelled pixels
+(``budget_px``, growing by ``budget_growth`` a round), let the direct oracle answer (dense
+slices, or sparse labels inside regions), and fine-tune the previous round's model on the
+target labels so far (early stopping on the target's val split), then score it on the
+target's test split. The full-data model is the initial one fine-tuned on every target
+pool label.
 
 The arms' curves are read against the *gain* the target labels can buy (``full −
 initial``): ``pixels_to_95`` is the labelled target pixels at which the mean curve first
@@ -23,6 +26,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -98,13 +102,17 @@ def _fit(
 
 @dataclass(frozen=True)
 class FineTune:
-    """What one fine-tuning did: the target val mIoU of the weights it started from, of
-    each epoch (``epoch_val``), and whether it ``kept`` its best epoch (False: no epoch beat
-    the starting weights, which the model got back)."""
+    """What one fine-tuning did: the target val mIoU of the weights it started from
+    (``start_val``) and of each epoch (``epoch_val``). The model ends with its best epoch
+    on val, even when that is below ``start_val``."""
 
     start_val: float
     epoch_val: tuple[float, ...]
-    kept: bool
+
+    @property
+    def beat_start(self) -> bool:
+        """Whether its best epoch reads at least ``start_val`` on val."""
+        return bool(self.epoch_val) and max(self.epoch_val) >= self.start_val
 
 
 def fine_tune(
@@ -114,28 +122,44 @@ def fine_tune(
     config: TrainConfig,
     setup: ShiftSetup,
 ) -> FineTune:
-    """Fine-tune ``model`` in place on ``slices`` with early stopping on the target's val
-    split, the starting weights counting as epoch 0: when no epoch beats them on val, the
-    model keeps them (a round that teaches nothing does not make the model worse).
+    """Fine-tune ``model`` in place on ``slices``; it ends with the epoch that scores best
+    on the target's val split (early stopping on it). The starting weights are not a
+    candidate: they were selected on the same val split, so their reading is a maximum
+    that a fine-tuning's epochs rarely beat, and keeping them froze rounds that learnt.
     """
     val, n_classes = data.target.val, data.target.n_classes
-    before = _state(model)
     start = evaluate(model.module, val, n_classes, config.patch, config.overlap, setup.device)
     with tempfile.TemporaryDirectory() as folder:
         result = train(model.module, slices, val, n_classes, config, folder, setup.device)
-    kept = result.best_miou >= start.scores.miou
-    if not kept:
-        model.module.load_state_dict(before)
-    return FineTune(start.scores.miou, tuple(r.val_miou for r in result.history), kept)
+    return FineTune(start.scores.miou, tuple(r.val_miou for r in result.history))
 
 
-def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> tuple[dict, float]:
-    """(weights, target test mIoU) of the model trained on the sources only."""
+LABEL_FREE_SEED = 500
+"""Offset of the initial model's fine-tuning seed from ``seed × 1000`` (the arms' rounds
+use ``seed × 1000 + round``)."""
+
+
+class Start(NamedTuple):
+    """A seed's initial model: its weights, its target test mIoU, and the test mIoU of the
+    sources-only model it was fine-tuned from."""
+
+    weights: dict
+    miou: float
+    sources_miou: float
+
+
+def initial_model(seed: int, data: ShiftData, setup: ShiftSetup) -> Start:
+    """The model every arm starts from, with no target label but the val split's: trained
+    on the sources (early stopping on their val split), then fine-tuned on them as a round
+    fine-tunes (early stopping on the target's val split)."""
     torch.manual_seed(seed)
     model = _build(data, setup)
     config = replace(setup.initial_train, seed=seed)
     _fit(model, data.source_train, data.source_val, config, setup, data.target.n_classes)
-    return _state(model), _test_miou(model, data, setup)
+    sources_miou = _test_miou(model, data, setup)
+    tune = replace(setup.fine_tune, seed=seed * 1000 + LABEL_FREE_SEED)
+    fine_tune(model, data.source_train, data, tune, setup)
+    return Start(_state(model), _test_miou(model, data, setup), sources_miou)
 
 
 def _state(model: _Model) -> dict:
@@ -396,9 +420,10 @@ def domain_shift(
     on_reference: Callable[[float, float], None] = lambda *_: None,
     workers: int = 1,
 ) -> dict:
-    """Run every arm for every seed; the :func:`summarise` document plus each seed's
-    full-data mIoU (``full_data_seeds``, seed order), the setup's unit figures, the pool's
-    size and the seconds each arm took (``on_reference(initial, full)``
+    """Run every arm for every seed; the :func:`summarise` document plus the
+    sources-only model's mIoU (``sources_only_miou``, the seeds' mean), each seed's initial
+    and full-data mIoU (``initial_seeds``, ``full_data_seeds``, seed order), the setup's
+    unit figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
     once both seed-mean mIoUs are known; ``on_curve(arm, seed, curve, seconds)`` after each
     arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
     processes (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when
@@ -407,12 +432,12 @@ def domain_shift(
     seeds = range(setup.seeds)
     begun = run_jobs([(s, initial_model, (s, data, setup)) for s in seeds], workers)
     starts = {seed: start for seed, start, _ in begun}
-    initial = _seed_mean({s: starts[s][1] for s in seeds})
+    initial = _seed_mean({s: starts[s].miou for s in seeds})
     jobs: list[Job[tuple[str, int]]] = [
-        (("full", s), full_data_model, (s, starts[s][0], data, setup)) for s in seeds
+        (("full", s), full_data_model, (s, starts[s].weights, data, setup)) for s in seeds
     ]
     jobs += [
-        ((arm.name, s), arm_curve, (arm, s, data, setup, starts[s]))
+        ((arm.name, s), arm_curve, (arm, s, data, setup, (starts[s].weights, starts[s].miou)))
         for arm in setup.arms
         for s in seeds
     ]
@@ -434,6 +459,8 @@ def domain_shift(
         result["seconds"] = seconds[name]
     pool = data.target.pool
     document |= {
+        "sources_only_miou": _seed_mean({s: starts[s].sources_miou for s in seeds}),
+        "initial_seeds": [starts[s].miou for s in seeds],
         "full_data_seeds": [fulls[s] for s in seeds],
         "budget_px": setup.budget_px,
         "budget_growth": setup.budget_growth,

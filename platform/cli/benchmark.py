@@ -238,7 +238,7 @@ def _benchmark_shift(
                 + ", ".join(f"{n}→{m:.3f}" for n, m in curve)
             ),
             on_reference=lambda initial, full: err.print(
-                f"[cyan]•[/] sources only {initial:.4f}, all target labels {full:.4f}"
+                f"[cyan]•[/] start {initial:.4f}, all target labels {full:.4f}"
             ),
             workers=workers,
         )
@@ -253,7 +253,8 @@ def _show_shift(document: dict) -> None:
     verdict = "valid" if document["valid"] else "NOT valid (gain < 0.05): no arm claims anything"
     _show_curves(
         document,
-        f"domain shift: sources only {document['initial_miou']:.4f}, all target labels "
+        f"domain shift: sources only {document['sources_only_miou']:.4f}, start (target val "
+        f"selection) {document['initial_miou']:.4f}, all target labels "
         f"{document['full_data_miou']:.4f} ({verdict})",
         ("arm", "pixels to 95 % of the gain"),
         "pixels_to_95",

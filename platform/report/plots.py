@@ -100,7 +100,8 @@ def plot_domain_shift(document: dict, path: str | os.PathLike[str]) -> Path:
             ys = np.array([[p[1] for p in c] for c in seeds])
             ax.fill_between(xs, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.15)
     levels = (
-        ("initial_miou", "sources only", ":"),
+        ("sources_only_miou", "sources only", ":"),
+        ("initial_miou", "start: sources, target val selection", "-."),
         ("full_data_miou", "all target labels", "-"),
         ("target_miou", "95 % of the gain", "--"),
     )

@@ -283,6 +283,7 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
         assert result["seconds"] > 0
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
     assert doc["full_data_seeds"] == [doc["full_data_miou"]]  # one seed: the mean is its own
+    assert doc["initial_seeds"] == [doc["initial_miou"]] and 0 <= doc["sources_only_miou"] <= 1
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
 
@@ -414,7 +415,7 @@ def test_benchmark_al_quick_domain_shift_prints_the_issue_document(tmp_path, ele
     assert {"initial_miou", "full_data_miou", "valid", "strategies"} <= set(doc)
     assert doc["replay"] is True  # the default: fine-tunes replay the sources
     assert (doc["budget_px"], doc["budget_growth"]) == (512, 2)
-    reference = f"sources only {doc['initial_miou']:.4f}, all target labels "
+    reference = f"start {doc['initial_miou']:.4f}, all target labels "
     assert reference + f"{doc['full_data_miou']:.4f}" in result.stderr  # before the arms' lines
     assert result.stderr.index(reference) < result.stderr.index("random/slice seed 0")
     assert set(doc["strategies"]) == {"random/slice", "bald/region", "bald+self/region"}
@@ -470,7 +471,7 @@ def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypat
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_from(
+def test_a_round_ends_with_its_best_epoch_even_below_the_weights_it_started_from(
     data, monkeypatch
 ):
     import tomoloop.active.domain_shift as shift
@@ -487,23 +488,14 @@ def test_a_round_that_makes_the_model_worse_on_val_keeps_the_weights_it_started_
     model = shift._build(data, setup)
     before = shift._state(model)
     monkeypatch.setattr(shift, "train", ruin)
-    refused = shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
-    assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
-    assert not refused.kept and refused.epoch_val == () and 0 <= refused.start_val <= 1
-
-    def improve(module, *args, **kwargs):
-        with torch.no_grad():
-            next(module.parameters()).add_(1.0)
-        return TrainResult([], 1, 1.0, False, 0)
-
-    monkeypatch.setattr(shift, "train", improve)
-    kept = shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
-    assert not torch.equal(before[next(iter(before))], next(model.module.parameters()))
-    assert kept.kept and kept.start_val == refused.start_val
+    worse = shift.fine_tune(model, data.target.pool, data, setup.fine_tune, setup)
+    after = model.module.state_dict()
+    assert all(torch.equal(before[k] + 1.0, after[k]) for k, _ in model.module.named_parameters())
+    assert not worse.beat_start and worse.epoch_val == () and 0 <= worse.start_val <= 1
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_each_round_reports_its_fine_tuning_and_the_test_miou_it_ends_with(data):
+def test_each_round_starts_from_the_best_val_epoch_of_the_round_before(data):
     import tomoloop.active.domain_shift as shift
 
     setup = quick(ShiftSetup(parse_arms("random"), rounds=2, budget_px=256, region=16))
@@ -513,9 +505,29 @@ def test_each_round_reports_its_fine_tuning_and_the_test_miou_it_ends_with(data)
     curve = shift.arm_curve(setup.arms[0], 0, data, setup, start, lambda *a: seen.append(a))
     assert [r for r, _, _ in seen] == [0, 1]
     assert [test for _, _, test in seen] == [m for _, m in curve[1:]]
-    for _, tuned, _ in seen:
-        assert len(tuned.epoch_val) == setup.fine_tune.epochs  # quick: no early stop in 2
-        assert tuned.kept == (max(tuned.epoch_val) >= tuned.start_val)
+    first, second = seen[0][1], seen[1][1]
+    assert len(first.epoch_val) == setup.fine_tune.epochs  # quick: no early stop in 2
+    assert second.start_val == pytest.approx(max(first.epoch_val), abs=1e-6)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_initial_model_is_the_sources_model_fine_tuned_on_the_sources_with_target_val(
+    data, monkeypatch
+):
+    import tomoloop.active.domain_shift as shift
+
+    calls, scores = [], iter([0.4, 0.45])
+    monkeypatch.setattr(
+        shift,
+        "fine_tune",
+        lambda model, slices, d, config, setup: calls.append((config.seed, slices)),
+    )
+    monkeypatch.setattr(shift, "_test_miou", lambda *a: next(scores))
+    setup = quick(ShiftSetup(region=16))
+    start = shift.initial_model(2, data, setup)
+    assert calls == [(2000 + shift.LABEL_FREE_SEED, data.source_train)]  # no target label
+    assert (start.miou, start.sources_miou) == (0.45, 0.4)
+    assert set(start.weights) == set(shift._build(data, setup).module.state_dict())
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -528,7 +540,7 @@ def test_the_full_data_reference_is_an_arm_with_every_label_from_its_first_round
 
     def scripted(model, slices, d, config, setup):
         calls.append((config.seed, len(slices)))
-        return shift.FineTune(0.5, (), len(calls) % 2 == 0)  # refused, kept, refused, ...
+        return shift.FineTune(0.5, ())
 
     monkeypatch.setattr(shift, "fine_tune", scripted)
     monkeypatch.setattr(shift, "_test_miou", lambda *a: 0.6)
@@ -536,7 +548,7 @@ def test_the_full_data_reference_is_an_arm_with_every_label_from_its_first_round
     torch.manual_seed(0)
     start = shift._state(shift._build(data, setup))
     assert shift.full_data_model(3, start, data, setup) == 0.6
-    # refused fine-tunings count: three, with the arms' seeds, on the whole pool each time
+    # three fine-tunings, with the arms' seeds, on the whole pool each time
     assert calls == [(3000, len(data.target.pool)), (3001, len(data.target.pool)),
                      (3002, len(data.target.pool))]  # fmt: skip
 
