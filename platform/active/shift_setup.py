@@ -84,9 +84,10 @@ class ShiftSetup:
     as dense early, where a control may already reach the level, as late); regions of
     ``region``² pixels at least ``min_distance`` pixels apart within a slice (None: one
     region side); chosen slices ``min_gap`` apart; an ``arch`` with ``options`` trained by
-    ``initial_train`` on the sources and fine-tuned by ``fine_tune`` each round, on
-    ``device``; ``self_training`` settings for the ``+self`` arms, which pseudo-label
-    ``self_slices`` pool slices spread over the target. With ``replay`` (the default) each
+    ``initial_train`` on the sources, fine-tuned by ``fine_tune`` once on them (selected on
+    the target's val split) and then each round, on ``device``; ``self_training``
+    settings for the ``+self`` arms, which pseudo-label ``self_slices`` pool slices spread
+    over the target. With ``replay`` (the default) each
     fine-tune also trains on source slices, as many as it has target slices (half the
     patches, each weighted as a target patch is per labelled pixel), as the platform's loop
     trains on every scan of a dataset; without it, on the target only.

@@ -108,7 +108,7 @@ def plot_domain_shift(document: dict, path: str | os.PathLike[str]) -> Path:
     for key, label, style in levels:
         ax.axhline(document[key], color="black", lw=1, ls=style, label=label)
     title = "label efficiency on the target" + (
-        "" if document["valid"] else " (NOT valid: no gain)"
+        "" if document["valid"] else f" (NOT valid: gain {document['gain']:+.3f}, too small)"
     )
     ax.set(xlabel="labelled target pixels", ylabel="target test mIoU", title=title)
     if document.get("budget_growth", 1.0) > 1:  # rounds growing geometrically: a log axis
