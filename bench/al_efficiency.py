@@ -292,8 +292,9 @@ def main() -> None:
     document["plot"] = str(plot_domain_shift(document, png))
     saved.write_text(json.dumps(document, indent=2))
     print(
-        f"\nsources only {document['sources_only_miou']:.4f}, start (target val selection) "
-        f"{document['initial_miou']:.4f} (seeds "
+        f"\nsources only {document['sources_only_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["sources_only_seeds"])
+        + f"), start (target val selection) {document['initial_miou']:.4f} (seeds "
         + ", ".join(f"{m:.4f}" for m in document["initial_seeds"])
         + f"), full data {document['full_data_miou']:.4f} (seeds "
         + ", ".join(f"{m:.4f}" for m in document["full_data_seeds"])

@@ -421,8 +421,9 @@ def domain_shift(
     workers: int = 1,
 ) -> dict:
     """Run every arm for every seed; the :func:`summarise` document plus the
-    sources-only model's mIoU (``sources_only_miou``, the seeds' mean), each seed's initial
-    and full-data mIoU (``initial_seeds``, ``full_data_seeds``, seed order), the setup's
+    sources-only model's mIoU (``sources_only_miou``, the seeds' mean), each seed's
+    sources-only, initial and full-data mIoU (``sources_only_seeds``, ``initial_seeds``,
+    ``full_data_seeds``, seed order), the setup's
     unit figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
     once both seed-mean mIoUs are known; ``on_curve(arm, seed, curve, seconds)`` after each
     arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
@@ -460,6 +461,7 @@ def domain_shift(
     pool = data.target.pool
     document |= {
         "sources_only_miou": _seed_mean({s: starts[s].sources_miou for s in seeds}),
+        "sources_only_seeds": [starts[s].sources_miou for s in seeds],
         "initial_seeds": [starts[s].miou for s in seeds],
         "full_data_seeds": [fulls[s] for s in seeds],
         "budget_px": setup.budget_px,

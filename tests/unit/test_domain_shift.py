@@ -284,6 +284,7 @@ def test_every_arm_starts_from_the_sources_model_and_spends_its_pixel_budget(dat
     assert doc["valid"] == (doc["full_data_miou"] - doc["initial_miou"] >= 0.05)
     assert doc["full_data_seeds"] == [doc["full_data_miou"]]  # one seed: the mean is its own
     assert doc["initial_seeds"] == [doc["initial_miou"]] and 0 <= doc["sources_only_miou"] <= 1
+    assert doc["sources_only_seeds"] == [doc["sources_only_miou"]]
     assert plot_domain_shift(doc, tmp_path / "shift.png").stat().st_size > 0
     json.dumps(doc)
 
