@@ -423,9 +423,9 @@ def domain_shift(
     """Run every arm for every seed; the :func:`summarise` document plus the
     sources-only model's mIoU (``sources_only_miou``, the seeds' mean), each seed's
     sources-only, initial and full-data mIoU (``sources_only_seeds``, ``initial_seeds``,
-    ``full_data_seeds``, seed order), the setup's
-    unit figures, the pool's size and the seconds each arm took (``on_reference(initial, full)``
-    once both seed-mean mIoUs are known; ``on_curve(arm, seed, curve, seconds)`` after each
+    ``full_data_seeds``, seed order), the setup's unit figures, the pool's size and the
+    seconds each arm took (``on_reference(initial, full)`` once both seed-mean mIoUs are
+    known; ``on_curve(arm, seed, curve, seconds)`` after each
     arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
     processes (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when
     each job computes with as many threads as here.
