@@ -114,8 +114,8 @@ def main() -> None:
     rounds: list[dict] = []
     for seed in range(setup.seeds):
         start = initial_model(seed, data, setup)
-        weights = start.weights, start.miou
-        arm_curve(arm, seed, data, setup, weights, recorder(seed, start.miou, setup.rounds, rounds))
+        begin = start.weights, start.miou
+        arm_curve(arm, seed, data, setup, begin, recorder(seed, start.miou, setup.rounds, rounds))
     figures = summary(rounds)
     lr, average = setup.fine_tune.lr, setup.fine_tune.average
     correlation = figures["val_test_correlation"]
