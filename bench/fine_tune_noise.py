@@ -114,8 +114,7 @@ def main() -> None:
     rounds: list[dict] = []
     for seed in range(setup.seeds):
         start = initial_model(seed, data, setup)
-        begin = start.weights, start.miou
-        arm_curve(arm, seed, data, setup, begin, recorder(seed, start.miou, setup.rounds, rounds))
+        arm_curve(arm, seed, data, setup, start, recorder(seed, start.miou, setup.rounds, rounds))
     figures = summary(rounds)
     lr, average = setup.fine_tune.lr, setup.fine_tune.average
     correlation = figures["val_test_correlation"]

@@ -335,17 +335,17 @@ def arm_curve(
     seed: int,
     data: ShiftData,
     setup: ShiftSetup,
-    start: tuple[dict, float],
+    start: Start,
     on_round: Callable[[int, FineTune, float], None] = lambda *_: None,
 ) -> Curve:
     """``[(labelled target pixels, target test mIoU), ...]`` of one arm and seed, from the
-    initial model's ``(weights, mIoU)`` at 0 pixels; one point per round
+    ``start`` model (its mIoU at 0 pixels); one point per round
     (``on_round(round, fine-tuning, test mIoU)`` after each).
     """
     rng = np.random.default_rng([seed, 1])
-    model = _from(start[0], data, setup)
+    model = _from(start.weights, data, setup)
     labels: dict[int, np.ndarray] = {}
-    curve: Curve = [(0, start[1])]
+    curve: Curve = [(0, start.miou)]
     query = _query_regions if arm.unit == "region" else _query_slices
     weight = tier_weight(ANNOTATOR)
     for round_ in range(setup.rounds):
@@ -425,10 +425,10 @@ def domain_shift(
     sources-only, initial and full-data mIoU (``sources_only_seeds``, ``initial_seeds``,
     ``full_data_seeds``, seed order), the setup's unit figures, the pool's size and the
     seconds each arm took (``on_reference(initial, full)`` once both seed-mean mIoUs are
-    known; ``on_curve(arm, seed, curve, seconds)`` after each
-    arm's seed). ``workers`` > 1 runs the seeds and arms side by side in that many
-    processes (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when
-    each job computes with as many threads as here.
+    known; ``on_curve(arm, seed, curve, seconds)`` after each arm's seed). ``workers`` > 1
+    runs the seeds and arms side by side in that many processes
+    (:func:`tomoloop.active.jobs.run_jobs`): sooner, and the same document when each job
+    computes with as many threads as here.
     """
     seeds = range(setup.seeds)
     begun = run_jobs([(s, initial_model, (s, data, setup)) for s in seeds], workers)
@@ -438,7 +438,7 @@ def domain_shift(
         (("full", s), full_data_model, (s, starts[s].weights, data, setup)) for s in seeds
     ]
     jobs += [
-        ((arm.name, s), arm_curve, (arm, s, data, setup, (starts[s].weights, starts[s].miou)))
+        ((arm.name, s), arm_curve, (arm, s, data, setup, starts[s]))
         for arm in setup.arms
         for s in seeds
     ]

@@ -465,7 +465,7 @@ def test_pseudo_labels_leave_out_the_regions_labelled_this_round(data, monkeypat
         ShiftSetup(parse_arms("random+self"), rounds=1, budget_px=256, region=16, replay=False)
     )  # the target alone: the --no-replay path
     torch.manual_seed(0)
-    start = (shift._state(shift._build(data, setup)), 0.5)
+    start = shift.Start(shift._state(shift._build(data, setup)), 0.5, 0.5)
     curve = shift.arm_curve(setup.arms[0], 0, data, setup, start)
     assert curve[1][0] == 256
     assert shift.labelled_count(seen[0]) == 256  # this round's region is already known
@@ -501,7 +501,7 @@ def test_each_round_starts_from_the_best_val_epoch_of_the_round_before(data):
 
     setup = quick(ShiftSetup(parse_arms("random"), rounds=2, budget_px=256, region=16))
     torch.manual_seed(0)
-    start = (shift._state(shift._build(data, setup)), 0.5)
+    start = shift.Start(shift._state(shift._build(data, setup)), 0.5, 0.5)
     seen = []
     curve = shift.arm_curve(setup.arms[0], 0, data, setup, start, lambda *a: seen.append(a))
     assert [r for r, _, _ in seen] == [0, 1]
@@ -567,7 +567,7 @@ def test_an_arm_chooses_the_same_regions_whatever_the_process_drew_before(data, 
     )
     setup = quick(ShiftSetup(parse_arms("bald"), rounds=2, budget_px=1024, region=16))
     torch.manual_seed(0)
-    start = (shift._state(shift._build(data, setup)), 0.5)
+    start = shift.Start(shift._state(shift._build(data, setup)), 0.5, 0.5)
     for before in (1, 2):
         torch.manual_seed(before)  # another job ran here first
         shift.arm_curve(setup.arms[0], 0, data, setup, start)
