@@ -1,6 +1,6 @@
 """Benchmark: label efficiency of the query arms when a model meets a new scan (issue 18).
 
-Four source → target scenarios from ../shared/data, each a model trained on one scan meeting
+Five source → target scenarios from ../shared/data, each a model trained on one scan meeting
 another part of the material imaged differently:
 
 * ``nmc``: MATBOX NMC cathode labels (pore, NMC, carbon binder). Source: a 128² crop of
@@ -18,6 +18,15 @@ another part of the material imaged differently:
   The shifted model is right on three quarters of the target and wrong on the rest, the
   case the issue names ("wrong in a few places"): random units land there a quarter of
   the time.
+* ``rescaled``: a scan wrong in one place that selecting a source model cannot repair.
+  The same crops as ``nmc``; the target imaged as the source (another noise draw) except
+  the ``segment`` height segment (z 48–71), whose grey values are scaled by 9/16 — that
+  height reconstructed with another scale of attenuation values (a wrong pixel size given
+  to the reconstruction scales every value). Its binder lands on the sources' pore level
+  (16,000 → 9,000), its NMC between the sources' binder and NMC (36,000 → 20,250), its
+  pore below anything the sources show (5,063). Every model trained on the sources maps
+  those grey values to the wrong phases, so no choice of epoch on the target's val split
+  makes it right there; only labels from that segment can.
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
@@ -100,6 +109,18 @@ def segment(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray
     return (forward_model(source, seed=1), source), (target_gray, target)
 
 
+RESCALE = 9000.0 / 16000.0
+"""The ``rescaled`` scenario's scale of one height segment's grey values: the binder's
+source level (``forward_model``'s 16,000) lands on the source's pore level (9,000)."""
+
+
+def rescaled(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    source, target = _nmc_crops(data)
+    target_gray = forward_model(target, seed=2)
+    target_gray[SEGMENT] = (target_gray[SEGMENT] * RESCALE).round().astype(np.uint16)
+    return (forward_model(source, seed=1), source), (target_gray, target)
+
+
 def cupping(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
@@ -123,6 +144,7 @@ SCENARIOS = {
     "cupping": (cupping, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
     "weave": (weave, PhaseMap.parse("background=0,phase1=1,phase2=2")),
     "segment": (segment, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
+    "rescaled": (rescaled, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
 }
 
 

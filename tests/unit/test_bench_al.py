@@ -65,17 +65,35 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
 
 
-def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
+def _phase_means(bench, scenario):
+    """Each phase's mean grey value: ``{"source": [...], "outside": [...], "inside": [...]}``,
+    the target's split at the scenario's shifted height segment."""
     if not bench.DATA.is_dir():
         pytest.skip(f"the reference volumes are not at {bench.DATA}")
-    (source_gray, source), (gray, labels) = bench.segment(bench.DATA)
+    (source_gray, source), (gray, labels) = scenario(bench.DATA)
     assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
     inside = np.zeros(len(gray), bool)
     inside[bench.SEGMENT] = True
+    parts = {"source": (source_gray, source), "outside": (gray[~inside], labels[~inside])}
+    parts["inside"] = gray[inside], labels[inside]
+    return {
+        name: [float(image[phases == phase].mean()) for phase in range(3)]
+        for name, (image, phases) in parts.items()
+    }
 
-    def nmc_mean(z):  # the NMC phase's mean grey value on the slices z
-        return float(gray[z][labels[z] == 1].mean())
 
-    normal = float(source_gray[source == 1].mean())
-    assert abs(nmc_mean(~inside) - normal) < 0.01 * normal  # imaged as the source
-    assert nmc_mean(inside) < 0.8 * normal  # the harder imaging: NMC near the source's binder
+def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
+    means = _phase_means(bench, bench.segment)
+    normal = means["source"][1]  # NMC
+    assert abs(means["outside"][1] - normal) < 0.01 * normal  # imaged as the source
+    assert means["inside"][1] < 0.8 * normal  # the harder imaging: NMC near the source's binder
+
+
+def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
+    means = _phase_means(bench, bench.rescaled)
+    (pore, nmc, _), inside = means["source"], means["inside"]
+    assert abs(means["outside"][1] - nmc) < 0.01 * nmc  # imaged as the source
+    assert abs(inside[1] - bench.RESCALE * means["outside"][1]) < 0.01 * nmc
+    # the segment's binder sits where the sources put pore (the PSF mixes both a little)
+    assert abs(inside[2] - pore) < 0.05 * pore
+    assert inside[0] < 0.7 * pore  # its pore darker than any source phase
