@@ -1,6 +1,6 @@
 """Benchmark: label efficiency of the query arms when a model meets a new scan (issue 18).
 
-Five source → target scenarios from ../shared/data, each a model trained on one scan meeting
+Six source → target scenarios from ../shared/data, each a model trained on one scan meeting
 another part of the material imaged differently:
 
 * ``nmc``: MATBOX NMC cathode labels (pore, NMC, carbon binder). Source: a 128² crop of
@@ -30,6 +30,12 @@ another part of the material imaged differently:
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
+
+* ``weave_rescaled``: ``rescaled`` on real CT grey values. The PuMA weave, source z 0–74
+  as in ``weave``; the target z 75–149 as scanned (no resampling, blur or noise) except
+  its third height quarter (``WEAVE_SEGMENT``, z 38–56 of the 75), whose grey values are
+  halved (``WEAVE_RESCALE``): the tows (the sources' 169–185) land on the sources'
+  background level (88), the background below it.
 
 The direct oracle answers from the labels. Reports per arm the labelled target pixels to
 reach 95 % of the gain (``full − initial``) and the ratios the issue's target names: the
@@ -74,6 +80,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # --data for a checkout elsewhere
 OUT = ROOT / "bench" / "out"
 CONTROLS = ("random/slice", "random/region", "foreground_random/region")
+Pairs = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""A scenario: (source gray, source labels), (target gray, target labels), (z, y, x)."""
 
 
 def _nmc_crops(data: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +101,7 @@ def _harder_imaging(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(beam_hardening(shifted, 0.25, 0.15), 0, 65535).astype(np.uint16)
 
 
-def nmc(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def nmc(data: Path) -> Pairs:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (_harder_imaging(target, seed=2), target)
 
@@ -102,7 +110,7 @@ SEGMENT = slice(48, 72)
 """The target's height segment of the ``segment`` scenario imaged differently."""
 
 
-def segment(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def segment(data: Path) -> Pairs:
     source, target = _nmc_crops(data)
     target_gray = forward_model(target, seed=2)
     target_gray[SEGMENT] = _harder_imaging(target[SEGMENT], seed=3)
@@ -114,29 +122,47 @@ RESCALE = 9000.0 / 16000.0
 source level (``forward_model``'s 16,000) lands on the source's pore level (9,000)."""
 
 
-def rescaled(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def rescaled(data: Path) -> Pairs:
     source, target = _nmc_crops(data)
     target_gray = forward_model(target, seed=2)
     target_gray[SEGMENT] = (target_gray[SEGMENT] * RESCALE).round().astype(np.uint16)
     return (forward_model(source, seed=1), source), (target_gray, target)
 
 
-def cupping(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def cupping(data: Path) -> Pairs:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
 
 
-def weave(data: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _weave_halves(data: Path) -> Pairs:
+    """The PuMA weave's (gray, labels) of z 0–74 (the sources) and of z 75–149, as scanned."""
     gray = tifffile.imread(data / "puma_small_weave_gray.tif")
     labels = tifffile.imread(data / "puma_small_weave_labels.tif")
-    source = (np.ascontiguousarray(gray[:75]), np.ascontiguousarray(labels[:75]))
+    source, target = ((gray[z].copy(), labels[z].copy()) for z in (slice(0, 75), slice(75, 150)))
+    return source, target
+
+
+def weave(data: Path) -> Pairs:
+    source, (gray, labels) = _weave_halves(data)
     zoom = 1 / 1.4
-    coarse = ndimage.zoom(gray[75:].astype(np.float32), zoom, order=1)
-    coarse_labels = ndimage.zoom(labels[75:], zoom, order=0)
+    coarse = ndimage.zoom(gray.astype(np.float32), zoom, order=1)
+    coarse_labels = ndimage.zoom(labels, zoom, order=0)
     coarse = ndimage.gaussian_filter(coarse, 0.8)
     coarse += np.random.default_rng(3).normal(0.0, 12.0, coarse.shape).astype(np.float32)
     target = (np.clip(coarse, 0, 255).astype(np.uint8), coarse_labels)
     return source, target
+
+
+WEAVE_SEGMENT = slice(38, 57)
+"""The ``weave_rescaled`` target's height segment (its third quarter) scaled."""
+WEAVE_RESCALE = 0.5
+"""The ``weave_rescaled`` scale: the sources' tows (mean 169–185) onto their background (88)."""
+
+
+def weave_rescaled(data: Path) -> Pairs:
+    source, (gray, labels) = _weave_halves(data)
+    gray[WEAVE_SEGMENT] = (gray[WEAVE_SEGMENT] * WEAVE_RESCALE).round().astype(np.uint8)
+    return source, (gray, labels)
 
 
 SCENARIOS = {
@@ -145,6 +171,7 @@ SCENARIOS = {
     "weave": (weave, PhaseMap.parse("background=0,phase1=1,phase2=2")),
     "segment": (segment, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
     "rescaled": (rescaled, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
+    "weave_rescaled": (weave_rescaled, PhaseMap.parse("background=0,phase1=1,phase2=2")),
 }
 
 

@@ -65,15 +65,15 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
 
 
-def _phase_means(bench, scenario):
+def _phase_means(bench, scenario, segment):
     """Each phase's mean grey value: ``{"source": [...], "outside": [...], "inside": [...]}``,
-    the target's split at the scenario's shifted height segment."""
+    the target's split at the scenario's shifted height ``segment``."""
     if not bench.DATA.is_dir():
         pytest.skip(f"the reference volumes are not at {bench.DATA}")
     (source_gray, source), (gray, labels) = scenario(bench.DATA)
     assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
     inside = np.zeros(len(gray), bool)
-    inside[bench.SEGMENT] = True
+    inside[segment] = True
     parts = {"source": (source_gray, source), "outside": (gray[~inside], labels[~inside])}
     parts["inside"] = gray[inside], labels[inside]
     return {
@@ -83,17 +83,25 @@ def _phase_means(bench, scenario):
 
 
 def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
-    means = _phase_means(bench, bench.segment)
+    means = _phase_means(bench, bench.segment, bench.SEGMENT)
     normal = means["source"][1]  # NMC
     assert abs(means["outside"][1] - normal) < 0.01 * normal  # imaged as the source
     assert means["inside"][1] < 0.8 * normal  # the harder imaging: NMC near the source's binder
 
 
 def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
-    means = _phase_means(bench, bench.rescaled)
+    means = _phase_means(bench, bench.rescaled, bench.SEGMENT)
     (pore, nmc, _), inside = means["source"], means["inside"]
     assert abs(means["outside"][1] - nmc) < 0.01 * nmc  # imaged as the source
     assert abs(inside[1] - bench.RESCALE * means["outside"][1]) < 0.01 * nmc
     # the segment's binder sits where the sources put pore (the PSF mixes both a little)
     assert abs(inside[2] - pore) < 0.05 * pore
     assert inside[0] < 0.7 * pore  # its pore darker than any source phase
+
+
+def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_background(bench):
+    means = _phase_means(bench, bench.weave_rescaled, bench.WEAVE_SEGMENT)
+    background, inside = means["source"][0], means["inside"]
+    assert all(m > 160 for m in means["outside"][1:])  # as scanned: the tows at 170–197
+    assert all(abs(m - background) < 0.1 * background for m in inside[1:])
+    assert inside[0] < 0.5 * background
