@@ -23,19 +23,19 @@ another part of the material imaged differently:
   the ``segment`` height segment (z 48–71), whose grey values are scaled by 9/16 — that
   height reconstructed with another scale of attenuation values (a wrong pixel size given
   to the reconstruction scales every value). Its binder lands on the sources' pore level
-  (16,000 → 9,000), its NMC between the sources' binder and NMC (36,000 → 20,250), its
-  pore below anything the sources show (5,063). Every model trained on the sources maps
+  (16,000 → 9,000), its NMC on the sources' binder level once the PSF has blurred both
+  (36,000 → 20,250; 19,204 against the sources' binder mean 19,051), its pore below
+  anything the sources show (9,000 → 5,063). Every model trained on the sources maps
   those grey values to the wrong phases, so no choice of epoch on the target's val split
   makes it right there; only labels from that segment can.
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
-
 * ``weave_rescaled``: ``rescaled`` on real CT grey values. The PuMA weave, source z 0–74
   as in ``weave``; the target z 75–149 as scanned (no resampling, blur or noise) except
   its third height quarter (``WEAVE_SEGMENT``, z 38–56 of the 75), whose grey values are
-  halved (``WEAVE_RESCALE``): the tows (the sources' 169–185) land on the sources'
-  background level (88), the background below it.
+  halved (``WEAVE_RESCALE``): its tows (170–197 elsewhere in the target, 169–185 in the
+  sources) land on the sources' background level (88), its background below it (35).
 
 The direct oracle answers from the labels. Reports per arm the labelled target pixels to
 reach 95 % of the gain (``full − initial``) and the ratios the issue's target names: the
@@ -80,8 +80,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"  # --data for a checkout elsewhere
 OUT = ROOT / "bench" / "out"
 CONTROLS = ("random/slice", "random/region", "foreground_random/region")
-Pairs = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-"""A scenario: (source gray, source labels), (target gray, target labels), (z, y, x)."""
+SourceTarget = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(source gray, source labels), (target gray, target labels): (z, y, x) grey values
+(uint16 for the MATBOX crops, uint8 for the weave) and uint8 class indices."""
+MATBOX_PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
+WEAVE_PHASES = PhaseMap.parse("background=0,phase1=1,phase2=2")
 
 
 def _nmc_crops(data: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +104,7 @@ def _harder_imaging(labels: np.ndarray, seed: int) -> np.ndarray:
     return np.clip(beam_hardening(shifted, 0.25, 0.15), 0, 65535).astype(np.uint16)
 
 
-def nmc(data: Path) -> Pairs:
+def nmc(data: Path) -> SourceTarget:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (_harder_imaging(target, seed=2), target)
 
@@ -110,7 +113,7 @@ SEGMENT = slice(48, 72)
 """The target's height segment of the ``segment`` scenario imaged differently."""
 
 
-def segment(data: Path) -> Pairs:
+def segment(data: Path) -> SourceTarget:
     source, target = _nmc_crops(data)
     target_gray = forward_model(target, seed=2)
     target_gray[SEGMENT] = _harder_imaging(target[SEGMENT], seed=3)
@@ -122,27 +125,38 @@ RESCALE = 9000.0 / 16000.0
 source level (``forward_model``'s 16,000) lands on the source's pore level (9,000)."""
 
 
-def rescaled(data: Path) -> Pairs:
+def _scaled(gray: np.ndarray, z: slice, scale: float) -> np.ndarray:
+    """``gray`` (z, y, x) with the slices ``z`` scaled by ``scale``: rounded half to even
+    and clipped to the dtype's range, the dtype kept."""
+    out = gray.copy()
+    top = np.iinfo(gray.dtype).max
+    out[z] = np.clip((gray[z] * scale).round(), 0, top).astype(gray.dtype)
+    return out
+
+
+def rescaled(data: Path) -> SourceTarget:
+    """(96, 128, 128) uint16 grey values: the target imaged as the source but ``SEGMENT``
+    scaled by ``RESCALE``."""
     source, target = _nmc_crops(data)
-    target_gray = forward_model(target, seed=2)
-    target_gray[SEGMENT] = (target_gray[SEGMENT] * RESCALE).round().astype(np.uint16)
+    target_gray = _scaled(forward_model(target, seed=2), SEGMENT, RESCALE)
     return (forward_model(source, seed=1), source), (target_gray, target)
 
 
-def cupping(data: Path) -> Pairs:
+def cupping(data: Path) -> SourceTarget:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
 
 
-def _weave_halves(data: Path) -> Pairs:
-    """The PuMA weave's (gray, labels) of z 0–74 (the sources) and of z 75–149, as scanned."""
+def _weave_halves(data: Path) -> SourceTarget:
+    """The PuMA weave's (gray, labels) of z 0–74 (the sources) and of z 75–149 as scanned,
+    each (75, 150, 150) uint8."""
     gray = tifffile.imread(data / "puma_small_weave_gray.tif")
     labels = tifffile.imread(data / "puma_small_weave_labels.tif")
-    source, target = ((gray[z].copy(), labels[z].copy()) for z in (slice(0, 75), slice(75, 150)))
-    return source, target
+    lower, upper = slice(0, 75), slice(75, 150)
+    return (gray[lower].copy(), labels[lower].copy()), (gray[upper].copy(), labels[upper].copy())
 
 
-def weave(data: Path) -> Pairs:
+def weave(data: Path) -> SourceTarget:
     source, (gray, labels) = _weave_halves(data)
     zoom = 1 / 1.4
     coarse = ndimage.zoom(gray.astype(np.float32), zoom, order=1)
@@ -156,22 +170,24 @@ def weave(data: Path) -> Pairs:
 WEAVE_SEGMENT = slice(38, 57)
 """The ``weave_rescaled`` target's height segment (its third quarter) scaled."""
 WEAVE_RESCALE = 0.5
-"""The ``weave_rescaled`` scale: the sources' tows (mean 169–185) onto their background (88)."""
+"""The ``weave_rescaled`` scale: the target's tows (mean 170–197) onto the sources'
+background (88)."""
 
 
-def weave_rescaled(data: Path) -> Pairs:
+def weave_rescaled(data: Path) -> SourceTarget:
+    """(75, 150, 150) uint8 grey values: the target as scanned but ``WEAVE_SEGMENT`` scaled
+    by ``WEAVE_RESCALE``."""
     source, (gray, labels) = _weave_halves(data)
-    gray[WEAVE_SEGMENT] = (gray[WEAVE_SEGMENT] * WEAVE_RESCALE).round().astype(np.uint8)
-    return source, (gray, labels)
+    return source, (_scaled(gray, WEAVE_SEGMENT, WEAVE_RESCALE), labels)
 
 
 SCENARIOS = {
-    "nmc": (nmc, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
-    "cupping": (cupping, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
-    "weave": (weave, PhaseMap.parse("background=0,phase1=1,phase2=2")),
-    "segment": (segment, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
-    "rescaled": (rescaled, PhaseMap.parse("pore=0,nmc=1,cbd=2")),
-    "weave_rescaled": (weave_rescaled, PhaseMap.parse("background=0,phase1=1,phase2=2")),
+    "nmc": (nmc, MATBOX_PHASES),
+    "cupping": (cupping, MATBOX_PHASES),
+    "weave": (weave, WEAVE_PHASES),
+    "segment": (segment, MATBOX_PHASES),
+    "rescaled": (rescaled, MATBOX_PHASES),
+    "weave_rescaled": (weave_rescaled, WEAVE_PHASES),
 }
 
 

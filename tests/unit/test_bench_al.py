@@ -65,43 +65,47 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
 
 
-def _phase_means(bench, scenario, segment):
-    """Each phase's mean grey value: ``{"source": [...], "outside": [...], "inside": [...]}``,
-    the target's split at the scenario's shifted height ``segment``."""
+def _scenario(bench, scenario, segment):
+    """The scenario's source (gray, labels), target (gray, labels) and the target's z
+    slices in its shifted height ``segment`` (a bool mask)."""
     if not bench.DATA.is_dir():
         pytest.skip(f"the reference volumes are not at {bench.DATA}")
     (source_gray, source), (gray, labels) = scenario(bench.DATA)
     assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
     inside = np.zeros(len(gray), bool)
     inside[segment] = True
-    parts = {"source": (source_gray, source), "outside": (gray[~inside], labels[~inside])}
-    parts["inside"] = gray[inside], labels[inside]
-    return {
-        name: [float(image[phases == phase].mean()) for phase in range(3)]
-        for name, (image, phases) in parts.items()
-    }
+    return (source_gray, source), (gray, labels), inside
+
+
+def _means(gray, labels):
+    """Each of the three phases' mean grey value."""
+    return [float(gray[labels == phase].mean()) for phase in range(3)]
 
 
 def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
-    means = _phase_means(bench, bench.segment, bench.SEGMENT)
-    normal = means["source"][1]  # NMC
-    assert abs(means["outside"][1] - normal) < 0.01 * normal  # imaged as the source
-    assert means["inside"][1] < 0.8 * normal  # the harder imaging: NMC near the source's binder
+    source, (gray, labels), inside = _scenario(bench, bench.segment, bench.SEGMENT)
+    normal = _means(*source)[1]  # NMC
+    assert abs(_means(gray[~inside], labels[~inside])[1] - normal) < 0.01 * normal
+    assert _means(gray[inside], labels[inside])[1] < 0.8 * normal  # NMC near the binder
 
 
 def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
-    means = _phase_means(bench, bench.rescaled, bench.SEGMENT)
-    (pore, nmc, _), inside = means["source"], means["inside"]
-    assert abs(means["outside"][1] - nmc) < 0.01 * nmc  # imaged as the source
-    assert abs(inside[1] - bench.RESCALE * means["outside"][1]) < 0.01 * nmc
-    # the segment's binder sits where the sources put pore (the PSF mixes both a little)
-    assert abs(inside[2] - pore) < 0.05 * pore
-    assert inside[0] < 0.7 * pore  # its pore darker than any source phase
+    source, (gray, labels), inside = _scenario(bench, bench.rescaled, bench.SEGMENT)
+    as_source = bench.forward_model(labels, seed=2)
+    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+    pore, _, binder = _means(*source)
+    shifted = _means(gray[inside], labels[inside])
+    # after the PSF: the segment's binder on the sources' pore, its NMC on their binder
+    assert abs(shifted[2] - pore) < 0.05 * pore
+    assert abs(shifted[1] - binder) < 0.05 * binder
+    assert shifted[0] < 0.7 * pore  # its pore darker than any source phase
 
 
 def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_background(bench):
-    means = _phase_means(bench, bench.weave_rescaled, bench.WEAVE_SEGMENT)
-    background, inside = means["source"][0], means["inside"]
-    assert all(m > 160 for m in means["outside"][1:])  # as scanned: the tows at 170–197
-    assert all(abs(m - background) < 0.1 * background for m in inside[1:])
-    assert inside[0] < 0.5 * background
+    source, (gray, labels), inside = _scenario(bench, bench.weave_rescaled, bench.WEAVE_SEGMENT)
+    scanned = bench.tifffile.imread(bench.DATA / "puma_small_weave_gray.tif")[75:]
+    np.testing.assert_array_equal(gray[~inside], scanned[~inside])
+    background = _means(*source)[0]
+    tows = gray[inside][labels[inside] == 1]  # class 2 hardly occurs in the segment
+    assert abs(float(tows.mean()) - background) < 0.1 * background
+    assert _means(gray[inside], labels[inside])[0] < 0.5 * background
