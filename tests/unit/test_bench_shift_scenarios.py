@@ -1,0 +1,65 @@
+"""``bench/shift_scenarios.py``: each rescaled or re-imaged height segment is where the
+scenario says, imaged as it says, and the rest of the target is untouched."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SPEC = importlib.util.spec_from_file_location(
+    "shift_scenarios", Path(__file__).resolve().parents[2] / "bench" / "shift_scenarios.py"
+)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    module = importlib.util.module_from_spec(SPEC)
+    SPEC.loader.exec_module(module)
+    return module
+
+
+def _scenario(bench, scenario, segment):
+    """The scenario's source (gray, labels), target (gray, labels) and the target's z
+    slices in its shifted height ``segment`` (a bool mask)."""
+    if not bench.DATA.is_dir():
+        pytest.skip(f"the reference volumes are not at {bench.DATA}")
+    (source_gray, source), (gray, labels) = scenario(bench.DATA)
+    assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
+    inside = np.zeros(len(gray), bool)
+    inside[segment] = True
+    return (source_gray, source), (gray, labels), inside
+
+
+def _means(gray, labels):
+    """Each of the three phases' mean grey value."""
+    return [float(gray[labels == phase].mean()) for phase in range(3)]
+
+
+def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
+    source, (gray, labels), inside = _scenario(bench, bench.segment, bench.SEGMENT)
+    normal = _means(*source)[1]  # NMC
+    assert abs(_means(gray[~inside], labels[~inside])[1] - normal) < 0.01 * normal
+    assert _means(gray[inside], labels[inside])[1] < 0.8 * normal  # NMC near the binder
+
+
+def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
+    source, (gray, labels), inside = _scenario(bench, bench.rescaled, bench.SEGMENT)
+    as_source = bench.forward_model(labels, seed=2)
+    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+    pore, _, binder = _means(*source)
+    shifted = _means(gray[inside], labels[inside])
+    # after the PSF: the segment's binder on the sources' pore, its NMC on their binder
+    assert abs(shifted[2] - pore) < 0.05 * pore
+    assert abs(shifted[1] - binder) < 0.05 * binder
+    assert shifted[0] < 0.7 * pore  # its pore darker than any source phase
+
+
+def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_background(bench):
+    source, (gray, labels), inside = _scenario(bench, bench.weave_rescaled, bench.WEAVE_SEGMENT)
+    scanned = bench.tifffile.imread(bench.DATA / "puma_small_weave_gray.tif")[75:]
+    np.testing.assert_array_equal(gray[~inside], scanned[~inside])
+    background = _means(*source)[0]
+    tows = gray[inside][labels[inside] == 1]  # class 2 hardly occurs in the segment
+    assert abs(float(tows.mean()) - background) < 0.1 * background
+    assert _means(gray[inside], labels[inside])[0] < 0.5 * background
