@@ -1,27 +1,15 @@
 """``bench/al_efficiency.py``'s paired comparison: each arm's AUC against the best control,
 seed by seed, from a benchmark document."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import load_bench
 
 from tomoloop.active.domain_shift import summarise
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))  # it imports its neighbour shift_scenarios
-    try:
-        spec = importlib.util.spec_from_file_location("al_efficiency", BENCH / "al_efficiency.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench("al_efficiency")
 
 
 def test_each_arm_is_compared_seed_by_seed_with_the_control_of_the_highest_auc(bench):

@@ -1,26 +1,12 @@
 """``bench/fine_tune_noise.py``'s figures from the rounds it recorded."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def noise():
-    sys.path.insert(0, str(BENCH))  # it imports its neighbour al_efficiency
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "fine_tune_noise", BENCH / "fine_tune_noise.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+    return load_bench("fine_tune_noise")
 
 
 def _round(start, epochs, before, test, last=False):

@@ -1,22 +1,14 @@
 """``bench/shift_scenarios.py``: each rescaled or re-imaged height segment is where the
 scenario says, imaged as it says, and the rest of the target is untouched."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SPEC = importlib.util.spec_from_file_location(
-    "shift_scenarios", Path(__file__).resolve().parents[2] / "bench" / "shift_scenarios.py"
-)
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    module = importlib.util.module_from_spec(SPEC)
-    SPEC.loader.exec_module(module)
-    return module
+    return load_bench("shift_scenarios")
 
 
 def _scenario(bench, scenario, segment):
