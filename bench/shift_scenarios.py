@@ -1,7 +1,7 @@
 """The source → target scenarios of ``bench/al_efficiency.py`` (issue 18): each a function
 of the ``shared/data`` folder returning (source gray, labels), (target gray, labels).
 
-Six scenarios, each a model trained on one scan meeting another part of the material
+Seven scenarios, each a model trained on one scan meeting another part of the material
 imaged differently:
 
 * ``nmc``: MATBOX NMC cathode labels (pore, NMC, carbon binder). Source: a 128² crop of
@@ -29,6 +29,15 @@ imaged differently:
   anything the sources show (9,000 → 5,063). Every model trained on the sources maps
   those grey values to the wrong phases, so no choice of epoch on the target's val split
   makes it right there; only labels from that segment can.
+* ``wetted``: a wetting front. The same crops as ``nmc``; the target imaged as the source
+  (another noise draw) except its first height quarter (``WET``, z 0–23), whose pores hold
+  electrolyte: the cell was scanned while the electrolyte had risen only that far. The
+  electrolyte absorbs as the carbon binder does (``WET_LEVELS``: pore 9,000 → 16,000, the
+  binder's level), the low electrolyte/binder contrast of wet cathodes; NMC and binder
+  keep their levels. There the pore (37 % of the segment) sits nearer the sources' binder
+  than their pore once the PSF has blurred it (17,003 against 19,051 and 10,436), and pore
+  and binder share one grey level, so only their shapes tell them apart: no selection of
+  a source model repairs it, and the labels must teach the shapes.
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
@@ -115,6 +124,22 @@ def rescaled(data: Path) -> SourceTarget:
     return (forward_model(source, seed=1), source), (target_gray, target)
 
 
+WET = slice(0, 24)
+"""The ``wetted`` target's height segment whose pores hold electrolyte (its first quarter)."""
+WET_LEVELS = (16000.0, 36000.0, 16000.0)
+"""``forward_model``'s grey levels (pore, NMC, binder) where the pores hold electrolyte: the
+pore on the binder's level."""
+
+
+def wetted(data: Path) -> SourceTarget:
+    """(96, 128, 128) uint16 grey values: the target imaged as the source but ``WET`` with
+    ``WET_LEVELS`` (the same noise draw and PSF, so the wetting front is the only seam)."""
+    source, target = _nmc_crops(data)
+    target_gray = forward_model(target, seed=2)
+    target_gray[WET] = forward_model(target, grey_levels=WET_LEVELS, seed=2)[WET]
+    return (forward_model(source, seed=1), source), (target_gray, target)
+
+
 def cupping(data: Path) -> SourceTarget:
     source, target = _nmc_crops(data)
     return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
@@ -160,5 +185,6 @@ SCENARIOS = {
     "weave": (weave, WEAVE_PHASES),
     "segment": (segment, MATBOX_PHASES),
     "rescaled": (rescaled, MATBOX_PHASES),
+    "wetted": (wetted, MATBOX_PHASES),
     "weave_rescaled": (weave_rescaled, WEAVE_PHASES),
 }

@@ -23,6 +23,12 @@ def _scenario(bench, scenario, segment):
     return (source_gray, source), (gray, labels), inside
 
 
+def _assert_rest_imaged_as_source(bench, gray, labels, inside):
+    """Outside the segment the MATBOX target is the source's imaging (seed 2) to the bit."""
+    as_source = bench.forward_model(labels, seed=2)
+    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+
+
 def _means(gray, labels):
     """Each of the three phases' mean grey value."""
     return [float(gray[labels == phase].mean()) for phase in range(3)]
@@ -37,8 +43,7 @@ def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench
 
 def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
     source, (gray, labels), inside = _scenario(bench, bench.rescaled, bench.SEGMENT)
-    as_source = bench.forward_model(labels, seed=2)
-    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+    _assert_rest_imaged_as_source(bench, gray, labels, inside)
     pore, _, binder = _means(*source)
     shifted = _means(gray[inside], labels[inside])
     # after the PSF: the segment's binder on the sources' pore, its NMC on their binder
@@ -55,3 +60,15 @@ def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_backg
     tows = gray[inside][labels[inside] == 1]  # class 2 hardly occurs in the segment
     assert abs(float(tows.mean()) - background) < 0.1 * background
     assert _means(gray[inside], labels[inside])[0] < 0.5 * background
+
+
+def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
+    source, (gray, labels), inside = _scenario(bench, bench.wetted, bench.WET)
+    _assert_rest_imaged_as_source(bench, gray, labels, inside)
+    pore, nmc, binder = _means(*source)
+    wet = _means(gray[inside], labels[inside])
+    # after the PSF: the wet pore nearer the sources' binder than their pore, NMC kept
+    assert abs(wet[0] - binder) < abs(wet[0] - pore)
+    assert abs(wet[1] - nmc) < 0.01 * nmc
+    # one nominal level: what still parts them is the PSF's mixing with NMC, and shape
+    assert abs(wet[0] - wet[2]) < 0.5 * (binder - pore)
