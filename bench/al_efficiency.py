@@ -12,6 +12,7 @@ control with the highest AUC seed by seed (mean difference ± standard error, se
 
 Run: ``.venv/bin/python bench/al_efficiency.py --scenario nmc [--seeds 3] [--rounds 5]``
 (``--quick`` for a CI-sized run); writes ``bench/out/al_shift_<scenario>.json`` and ``.png``.
+``--reread DOCUMENT`` prints a saved run's report as this checkout reads it, without training.
 The same benchmark on any stacks: ``tomoloop benchmark al --source G:L --target G:L ...``.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +32,7 @@ import torch
 from shift_scenarios import DATA, ROOT, SCENARIOS
 
 from tomoloop import lifeline
-from tomoloop.active.domain_shift import domain_shift
+from tomoloop.active.domain_shift import domain_shift, summarise
 from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
     ShiftSetup,
@@ -64,11 +66,14 @@ def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path
 def ratios(document: dict) -> dict:
     """The issue's two ratios of pixels to 95 % of the gain (None where a side never
     reaches it): best tomoloop arm / best random control, best region arm / best slice arm;
-    and the same two of the pixels from which the mean curve holds the level to its end
-    (``…_held``), which a crossing followed by a fall back does not count.
+    the same two of the pixels from which the mean curve holds the level to its end
+    (``…_held``), which a crossing followed by a fall back does not count; and of the
+    crossings read between the rounds (``…_interpolated``), which a grid of rounds that
+    double rounds to one step.
     """
     out = {}
-    for key, suffix in (("pixels_to_95", ""), ("pixels_to_95_held", "_held")):
+    keys = ("pixels_to_95", ""), ("pixels_to_95_held", "_held")
+    for key, suffix in (*keys, ("pixels_to_95_interpolated", "_interpolated")):
         reached = {n: r[key] for n, r in document["strategies"].items()}
         ours = _fewest(reached, [n for n in reached if n not in CONTROLS])
         control = _fewest(reached, [n for n in reached if n in CONTROLS])
@@ -110,6 +115,66 @@ def against_best_control(document: dict) -> dict:
             "seeds": n,
         }
     return out
+
+
+def show(document: dict) -> None:
+    """The run's report on stdout: the references, each arm's crossings, AUC and time, the
+    AUC against the best control and the issue's ratios."""
+    seeds = len(document["initial_seeds"])
+    print(
+        f"\nsources only {document['sources_only_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["sources_only_seeds"])
+        + f"), start (target val selection) {document['initial_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["initial_seeds"])
+        + f"), full data {document['full_data_miou']:.4f} (seeds "
+        + ", ".join(f"{m:.4f}" for m in document["full_data_seeds"])
+        + f"), gain {document['gain']:+.4f} → "
+        + ("valid" if document["valid"] else "NOT valid: no arm claims anything")
+    )
+    print(
+        f"{'arm':<26} {'pixels to 95 %':>14} {'held from':>10} {'between':>8} {'AUC':>8}"
+        f" {'s/seed':>8}"
+    )
+    for name, result in document["strategies"].items():
+        per_seed = result["seconds"] / seeds
+        between = result["pixels_to_95_interpolated"]
+        print(
+            f"{name:<26} {result['pixels_to_95']!s:>14} {result['pixels_to_95_held']!s:>10} "
+            f"{'None' if between is None else f'{between:.0f}':>8} {result['auc']:>8.4f}"
+            f" {per_seed:>8.0f}"
+        )
+    print(f"AUC over 0..{document['auc_pixels']} px, each arm against the best control:")
+    for name, paired in document["auc_vs_best_control"].items():
+        error = paired["standard_error"]
+        print(
+            f"  {name:<26} {paired['difference']:+.4f}"
+            + ("" if error is None else f" ± {error:.4f}")
+            + f" vs {paired['control']} ({paired['seeds_ahead']}/{paired['seeds']} seeds ahead)"
+        )
+    print({k: v for k, v in document.items() if k.startswith("best_")})
+
+
+def reread(path: Path) -> dict:
+    """A saved document read again with this checkout's reading (:func:`summarise`, the
+    ratios, the AUC against the best control) from its references and seed curves: no
+    training, the file left as it is."""
+    document = json.loads(path.read_text())
+    missing = [k for k in ("sources_only_seeds", "initial_seeds") if k not in document]
+    if missing:
+        print(
+            f"{path} has no {', '.join(missing)}: it was written before 2026-12-05's runs; "
+            "run its scenario again",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    curves = {n: r["seeds"] for n, r in document["strategies"].items()}
+    seconds = {n: r["seconds"] for n, r in document["strategies"].items()}
+    document |= summarise(document["initial_miou"], document["full_data_miou"], curves)
+    for name, result in document["strategies"].items():
+        result["seconds"] = seconds[name]
+    document |= ratios(document)
+    document["auc_vs_best_control"] = against_best_control(document)
+    return document
 
 
 def main() -> None:
@@ -156,7 +221,16 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, help="where the .json/.png go (default bench/out/al_shift_<scenario>…)"
     )
+    parser.add_argument(
+        "--reread",
+        type=Path,
+        metavar="DOCUMENT",
+        help="print a saved run's report with this checkout's reading instead of running",
+    )
     args = parser.parse_args()
+    if args.reread:
+        show(reread(args.reread))
+        return
     if args.workers > 1:
         lifeline.start()  # the workers end with this process, even when it is killed
     torch.set_num_threads(args.threads)
@@ -209,32 +283,7 @@ def main() -> None:
     png, saved = (stem.parent / f"{stem.name}{ext}" for ext in (".png", ".json"))
     document["plot"] = str(plot_domain_shift(document, png))
     saved.write_text(json.dumps(document, indent=2))
-    print(
-        f"\nsources only {document['sources_only_miou']:.4f} (seeds "
-        + ", ".join(f"{m:.4f}" for m in document["sources_only_seeds"])
-        + f"), start (target val selection) {document['initial_miou']:.4f} (seeds "
-        + ", ".join(f"{m:.4f}" for m in document["initial_seeds"])
-        + f"), full data {document['full_data_miou']:.4f} (seeds "
-        + ", ".join(f"{m:.4f}" for m in document["full_data_seeds"])
-        + f"), gain {document['gain']:+.4f} → "
-        + ("valid" if document["valid"] else "NOT valid: no arm claims anything")
-    )
-    print(f"{'arm':<26} {'pixels to 95 %':>14} {'held from':>10} {'AUC':>8} {'s/seed':>8}")
-    for name, result in document["strategies"].items():
-        per_seed = result["seconds"] / setup.seeds
-        print(
-            f"{name:<26} {result['pixels_to_95']!s:>14} {result['pixels_to_95_held']!s:>10} "
-            f"{result['auc']:>8.4f} {per_seed:>8.0f}"
-        )
-    print(f"AUC over 0..{document['auc_pixels']} px, each arm against the best control:")
-    for name, paired in document["auc_vs_best_control"].items():
-        error = paired["standard_error"]
-        print(
-            f"  {name:<26} {paired['difference']:+.4f}"
-            + ("" if error is None else f" ± {error:.4f}")
-            + f" vs {paired['control']} ({paired['seeds_ahead']}/{paired['seeds']} seeds ahead)"
-        )
-    print({k: v for k, v in document.items() if k.startswith("best_")})
+    show(document)
     print(f"saved {saved} ({document['seconds']:.0f} s)")
 
 

@@ -38,6 +38,7 @@ from tomoloop.active.label_efficiency import (
     area_under,
     labels_to_hold,
     labels_to_reach,
+    labels_to_reach_interpolated,
     mean_curve,
     seed_query,
 )
@@ -369,11 +370,13 @@ def arm_curve(
 def summarise(initial: float, full: float, curves: Mapping[str, Sequence[Curve]]) -> dict:
     """The benchmark document from the initial and full-data mIoU and every arm's seed
     curves: ``{"initial_miou", "full_data_miou", "gain", "target_miou", "valid",
-    "auc_pixels", "strategies": {arm: {"pixels_to_95", "pixels_to_95_held", "auc",
-    "auc_seeds", "curve", "seeds"}}}``. ``pixels_to_95_held`` is the labelled pixels from
-    which the mean curve stays at the level to its end (a first crossing followed by a
-    fall back below it is not held); both are None for every arm when the benchmark is
-    not valid.
+    "auc_pixels", "strategies": {arm: {"pixels_to_95", "pixels_to_95_held",
+    "pixels_to_95_interpolated", "auc", "auc_seeds", "curve", "seeds"}}}``.
+    ``pixels_to_95_held`` is the labelled pixels from which the mean curve stays at the
+    level to its end (a first crossing followed by a fall back below it is not held);
+    ``pixels_to_95_interpolated`` the first crossing read between the rounds
+    (:func:`labels_to_reach_interpolated`, a float); all three are None for every arm when
+    the benchmark is not valid.
 
     ``auc`` is the mean test mIoU of the arm's mean curve over the same labelled range
     for every arm, 0 to ``auc_pixels`` (the fewest labelled pixels any seed of any arm
@@ -391,6 +394,9 @@ def summarise(initial: float, full: float, curves: Mapping[str, Sequence[Curve]]
         strategies[name] = {
             "pixels_to_95": labels_to_reach(mean, target) if valid else None,
             "pixels_to_95_held": labels_to_hold(mean, target) if valid else None,
+            "pixels_to_95_interpolated": (
+                labels_to_reach_interpolated(mean, target) if valid else None
+            ),
             "auc": area_under(mean, common),
             "auc_seeds": [area_under(c, common) for c in seeds],
             "curve": [list(p) for p in mean],

@@ -233,6 +233,26 @@ def labels_to_reach(curve: Curve, target: float) -> int | None:
     return next((n for n, score in curve if score >= target), None)
 
 
+def labels_to_reach_interpolated(curve: Curve, target: float) -> float | None:
+    """Where the curve first reaches ``target``, read between its points: the x of the
+    first point at or above it (:func:`labels_to_reach`) moved back towards the point
+    before, interpolated linearly in log x (a doubling grid's rounds are evenly spaced
+    there; linearly in x from a point at 0). An estimate of how much earlier than the
+    grid says, assuming the curve rose steadily between the two rounds; None if never.
+    """
+    for k, (n, score) in enumerate(curve):
+        if score < target:
+            continue
+        if k == 0:
+            return float(n)
+        before, below = curve[k - 1]
+        part = (target - below) / (score - below)
+        if before <= 0:
+            return float(before + part * (n - before))
+        return float(np.exp(np.log(before) + part * (np.log(n) - np.log(before))))
+    return None
+
+
 def labels_to_hold(curve: Curve, target: float) -> int | None:
     """The fewest labelled units from which the curve stays at or above ``target`` to its
     last point (a crossing that holds); None if its last point is below."""

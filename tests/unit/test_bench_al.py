@@ -1,5 +1,7 @@
-"""``bench/al_efficiency.py``'s paired comparison: each arm's AUC against the best control,
-seed by seed, from a benchmark document."""
+"""``bench/al_efficiency.py``'s reading of a benchmark document: each arm's AUC against the
+best control seed by seed, the issue's ratios, and a saved run read again."""
+
+import json
 
 import pytest
 from conftest import load_bench
@@ -51,6 +53,37 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
         "best_region_vs_best_slice": 0.5,
         "best_arm_vs_best_control_held": 1.5,  # 300 / 200
         "best_region_vs_best_slice_held": 1.5,
+        # BALD's crossing read between 0 px (0.5) and 100 px (0.70): 95 px; slices' on 200
+        "best_arm_vs_best_control_interpolated": pytest.approx(0.475),
+        "best_region_vs_best_slice_interpolated": pytest.approx(0.475),
     }
     doc["strategies"]["random/slice"]["pixels_to_95_held"] = None
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
+
+
+def test_a_saved_run_is_read_again_without_changing_its_file(bench, tmp_path):
+    curves = {
+        "random/slice": [[(0, 0.5), (200, 0.69), (400, 0.72)]],
+        "bald/region": [[(0, 0.5), (100, 0.70), (200, 0.71)]],
+    }
+    saved = summarise(0.5, 0.7, curves) | {"initial_seeds": [0.5], "sources_only_seeds": [0.4]}
+    for result in saved["strategies"].values():
+        del result["pixels_to_95_interpolated"]  # as a run before the reading existed
+        result["seconds"] = 10.0
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(saved))
+    before = path.read_bytes()
+    document = bench.reread(path)
+    assert document["strategies"]["bald/region"]["pixels_to_95_interpolated"] == pytest.approx(95)
+    assert document["best_arm_vs_best_control_interpolated"] == pytest.approx(0.475)
+    assert document["auc_vs_best_control"]["bald/region"]["control"] == "random/slice"
+    assert path.read_bytes() == before
+
+
+def test_a_run_saved_before_the_seed_figures_is_refused_with_exit_2(bench, tmp_path, capsys):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(summarise(0.5, 0.7, {"bald": [[(0, 0.5)]]})))
+    with pytest.raises(SystemExit) as stopped:
+        bench.reread(path)
+    assert stopped.value.code == 2
+    assert "no sources_only_seeds, initial_seeds" in capsys.readouterr().err

@@ -47,6 +47,8 @@ def test_pixels_to_95_is_read_against_the_gain_on_the_mean_curve():
     # Mean of the fast seeds at 1000 px is 0.69: it reaches 95 % of the gain there.
     assert doc["strategies"]["fast"]["pixels_to_95"] == 1000
     assert doc["strategies"]["slow"]["pixels_to_95"] is None
+    assert doc["strategies"]["fast"]["pixels_to_95_interpolated"] == pytest.approx(1000)
+    assert doc["strategies"]["slow"]["pixels_to_95_interpolated"] is None
     for name, seeds in (("fast", fast), ("slow", slow)):
         result = doc["strategies"][name]
         assert result["auc"] == pytest.approx(area_under([tuple(p) for p in result["curve"]]))
@@ -63,7 +65,8 @@ def test_a_crossing_holds_only_when_the_mean_curve_stays_at_the_level():
     bald = doc["strategies"]["bald"]
     assert (bald["pixels_to_95"], bald["pixels_to_95_held"]) == (1000, 3000)
     assert doc["strategies"]["flat"]["pixels_to_95_held"] is None
-    assert summarise(0.5, 0.52, {"bald": seeds})["strategies"]["bald"]["pixels_to_95_held"] is None
+    invalid = summarise(0.5, 0.52, {"bald": seeds})["strategies"]["bald"]
+    assert invalid["pixels_to_95_held"] is None and invalid["pixels_to_95_interpolated"] is None
 
 
 def test_auc_covers_the_same_labelled_range_for_every_arm_and_each_seed():

@@ -13,6 +13,7 @@ from tomoloop.active.label_efficiency import (
     efficiency,
     labels_to_hold,
     labels_to_reach,
+    labels_to_reach_interpolated,
     mean_curve,
     stack_split,
 )
@@ -36,6 +37,36 @@ def test_a_held_crossing_is_a_crossing_after_which_the_curve_never_drops_below(s
         assert reached is not None and reached <= held
         assert all(s >= target for x, s in curve if x >= held)
         assert held == 0 or curve[held // 10 - 1][1] < target  # the earliest such point
+
+
+@given(
+    st.lists(st.floats(0, 1), min_size=1, max_size=12),
+    st.floats(0, 1),
+    st.sampled_from([0, 1024]),
+)
+def test_an_interpolated_crossing_lies_between_the_grids_crossing_and_the_point_before(
+    scores, target, first
+):
+    curve = [(first * 2**k if first else 1024 * k, s) for k, s in enumerate(scores)]
+    reached = labels_to_reach(curve, target)
+    between = labels_to_reach_interpolated(curve, target)
+    if reached is None:
+        assert between is None
+    else:
+        k = [x for x, _ in curve].index(reached)
+        before = curve[k - 1][0] if k else reached
+        rounding = 1e-9 * max(reached, 1)  # of exp(log(x))
+        assert before - rounding <= between <= reached + rounding
+
+
+def test_an_interpolated_crossing_is_read_in_log_pixels_and_linearly_from_zero():
+    grid = [(0, 0.5), (1000, 0.6), (2000, 0.7), (4000, 0.9)]
+    assert labels_to_reach_interpolated(grid, 0.65) == pytest.approx(1000 * 2**0.5)
+    assert labels_to_reach_interpolated(grid, 0.8) == pytest.approx(2000 * 2**0.5)
+    assert labels_to_reach_interpolated(grid, 0.55) == pytest.approx(500)
+    assert labels_to_reach_interpolated(grid, 0.7) == pytest.approx(2000)  # on a point
+    assert labels_to_reach_interpolated(grid, 0.4) == 0  # at the first point
+    assert labels_to_reach_interpolated(grid, 1) is None
 
 
 def test_curve_arithmetic():
