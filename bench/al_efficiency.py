@@ -1,8 +1,9 @@
 """Benchmark: label efficiency of the query arms when a model meets a new scan (issue 18).
 
 Source → target scenarios from ../shared/data (``bench/shift_scenarios.py``: ``nmc``,
-``cupping``, ``segment``, ``rescaled``, ``wetted``, ``weave``, ``weave_rescaled``), each a
-model trained on one scan meeting another part of the material imaged differently.
+``cupping``, ``segment``, ``rescaled``, ``wetted``, ``ellipsoids``, ``weave``,
+``weave_rescaled``), each a model trained on one scan meeting another part of the material
+imaged differently.
 
 The direct oracle answers from the labels. Reports per arm the labelled target pixels to
 reach 95 % of the gain (``full − initial``) and the ratios the issue's target names: the

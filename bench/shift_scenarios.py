@@ -1,7 +1,7 @@
 """The source → target scenarios of ``bench/al_efficiency.py`` (issue 18): each a function
 of the ``shared/data`` folder returning (source gray, labels), (target gray, labels).
 
-Seven scenarios, each a model trained on one scan meeting another part of the material
+Eight scenarios, each a model trained on one scan meeting another part of the material
 imaged differently:
 
 * ``nmc``: MATBOX NMC cathode labels (pore, NMC, carbon binder). Source: a 128² crop of
@@ -38,6 +38,14 @@ imaged differently:
   than their pore once the PSF has blurred it (17,003 against 19,051 and 10,436), and pore
   and binder share one grey level, so only their shapes tell them apart: no selection of
   a source model repairs it, and the labels must teach the shapes.
+* ``ellipsoids``: ``rescaled`` on another material. The MATBOX ellipsoid packing
+  (background, solid), forward-modelled with the NMC crops' pore and NMC levels (9,000,
+  36,000), PSF σ 1, noise σ 1800. Source: z 0–95, y/x 0–127; target: z 104–199,
+  y/x 72–199, imaged as the source (another noise draw) except the ``SEGMENT`` height
+  quarter (z 48–71), whose grey values are halved (``ELLIPSOIDS_RESCALE``): projections
+  binned 2×2 reconstructed with the unbinned pixel size. There the solid (16,187 after the
+  PSF) sits nearer the sources' background (14,188) than their solid (32,546), and the
+  background (7,069) below anything the sources show.
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).
@@ -67,6 +75,7 @@ SourceTarget = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray
 (uint16 for the MATBOX crops, uint8 for the weave) and uint8 class indices."""
 MATBOX_PHASES = PhaseMap.parse("pore=0,nmc=1,cbd=2")
 WEAVE_PHASES = PhaseMap.parse("background=0,phase1=1,phase2=2")
+ELLIPSOID_PHASES = PhaseMap.parse("background=0,solid=1")
 
 
 def _nmc_crops(data: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +154,26 @@ def cupping(data: Path) -> SourceTarget:
     return (forward_model(source, seed=1), source), (new_scan(target, seed=2), target)
 
 
+ELLIPSOID_LEVELS = (9000.0, 36000.0)
+"""``forward_model``'s grey levels (background, solid) of the ellipsoid packing."""
+ELLIPSOIDS_RESCALE = 0.5
+"""The ``ellipsoids`` scale of the target's ``SEGMENT``: a 2×2 binning reconstructed with
+the unbinned pixel size."""
+
+
+def ellipsoids(data: Path) -> SourceTarget:
+    """(96, 128, 128) uint16 grey values: two crops of the ellipsoid packing imaged alike,
+    the target's ``SEGMENT`` scaled by ``ELLIPSOIDS_RESCALE``."""
+    labels = tifffile.imread(data / "matbox_ellipsoids_labels.tif")
+    source = np.ascontiguousarray(labels[0:96, 0:128, 0:128])
+    target = np.ascontiguousarray(labels[104:200, 72:200, 72:200])
+    imaged = forward_model(target, grey_levels=ELLIPSOID_LEVELS, seed=2)
+    return (
+        (forward_model(source, grey_levels=ELLIPSOID_LEVELS, seed=1), source),
+        (_scaled(imaged, SEGMENT, ELLIPSOIDS_RESCALE), target),
+    )
+
+
 def _weave_halves(data: Path) -> SourceTarget:
     """The PuMA weave's (gray, labels) of z 0–74 (the sources) and of z 75–149 as scanned,
     each (75, 150, 150) uint8."""
@@ -186,5 +215,6 @@ SCENARIOS = {
     "segment": (segment, MATBOX_PHASES),
     "rescaled": (rescaled, MATBOX_PHASES),
     "wetted": (wetted, MATBOX_PHASES),
+    "ellipsoids": (ellipsoids, ELLIPSOID_PHASES),
     "weave_rescaled": (weave_rescaled, WEAVE_PHASES),
 }

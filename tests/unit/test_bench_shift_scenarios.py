@@ -30,8 +30,8 @@ def _assert_rest_imaged_as_source(bench, gray, labels, inside):
 
 
 def _means(gray, labels):
-    """Each of the three phases' mean grey value."""
-    return [float(gray[labels == phase].mean()) for phase in range(3)]
+    """Each phase's mean grey value (phases 0 … the largest in ``labels``)."""
+    return [float(gray[labels == phase].mean()) for phase in range(int(labels.max()) + 1)]
 
 
 def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
@@ -72,3 +72,13 @@ def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
     assert abs(wet[1] - nmc) < 0.01 * nmc
     # one nominal level: what still parts them is the PSF's mixing with NMC, and shape
     assert abs(wet[0] - wet[2]) < 0.5 * (binder - pore)
+
+
+def test_the_ellipsoids_scenario_puts_one_segments_solid_nearer_the_sources_background(bench):
+    source, (gray, labels), inside = _scenario(bench, bench.ellipsoids, bench.SEGMENT)
+    as_source = bench.forward_model(labels, grey_levels=bench.ELLIPSOID_LEVELS, seed=2)
+    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+    background, solid = _means(*source)
+    halved = _means(gray[inside], labels[inside])
+    assert abs(halved[1] - background) < abs(halved[1] - solid)
+    assert halved[0] < 0.6 * background  # its background darker than any source phase
