@@ -45,7 +45,7 @@ def new_scan(labels: np.ndarray, seed: int = 1) -> np.ndarray:
     and less binder contrast (grey levels 9000 / 33000 / 14000 against 9000 / 36000 /
     16000), at the first scan's noise (σ 1800). A model trained on the first scan is wrong
     where the cupping moves a phase's grey values onto another's, mostly the slices'
-    centres; labels of the new scan can teach it (``docs/benchmarks.md``, scenario
+    centres; labels of the new scan can teach it (``docs/al_domain_shift.md``, scenario
     ``cupping``: the noisier ``nmc`` target left too little to learn for a demo).
     """
     shifted = forward_model(
