@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -64,17 +63,24 @@ def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path
     return pairs[0], pairs[1]
 
 
+CROSSINGS = (
+    ("pixels_to_95", ""),
+    ("pixels_to_95_held", "_held"),
+    ("pixels_to_95_interpolated", "_interpolated"),
+)
+"""Each arm's crossing of the 95 % level and the suffix of the ratios read from it."""
+
+
 def ratios(document: dict) -> dict:
     """The issue's two ratios of pixels to 95 % of the gain (None where a side never
     reaches it): best tomoloop arm / best random control, best region arm / best slice arm;
     the same two of the pixels from which the mean curve holds the level to its end
     (``…_held``), which a crossing followed by a fall back does not count; and of the
     crossings read between the rounds (``…_interpolated``), which a grid of rounds that
-    double rounds to one step.
+    double can only place to within one round.
     """
     out = {}
-    keys = ("pixels_to_95", ""), ("pixels_to_95_held", "_held")
-    for key, suffix in (*keys, ("pixels_to_95_interpolated", "_interpolated")):
+    for key, suffix in CROSSINGS:
         reached = {n: r[key] for n, r in document["strategies"].items()}
         ours = _fewest(reached, [n for n in reached if n not in CONTROLS])
         control = _fewest(reached, [n for n in reached if n in CONTROLS])
@@ -85,7 +91,7 @@ def ratios(document: dict) -> dict:
     return out
 
 
-def _fewest(reached: dict[str, int | None], names: list[str]) -> int | None:
+def _fewest(reached: dict[str, float | None], names: list[str]) -> float | None:
     """The fewest pixels any of ``names`` needed (None where none of them got there)."""
     found = [n for name in names if (n := reached[name]) is not None]
     return min(found) if found else None
@@ -155,27 +161,38 @@ def show(document: dict) -> None:
     print({k: v for k, v in document.items() if k.startswith("best_")})
 
 
+def with_readings(document: dict) -> dict:
+    """``document`` with the issue's ratios and every arm's AUC against the best control
+    added (what a run adds to :func:`tomoloop.active.domain_shift.domain_shift`'s)."""
+    return document | ratios(document) | {"auc_vs_best_control": against_best_control(document)}
+
+
+SHOWN = ("sources_only_miou", "sources_only_seeds", "initial_seeds", "full_data_seeds")
+"""The run's figures :func:`show` needs beyond :func:`summarise`'s (runs since 2026-12-05)."""
+
+
 def reread(path: Path) -> dict:
-    """A saved document read again with this checkout's reading (:func:`summarise`, the
-    ratios, the AUC against the best control) from its references and seed curves: no
-    training, the file left as it is."""
+    """A saved run's document read again with this checkout's reading (:func:`summarise`
+    and :func:`with_readings`) from its references and seed curves: no training, the file
+    left as it is.
+
+    Raises:
+        ValueError: the document lacks a figure :func:`show` needs (written by an older
+            run).
+    """
     document = json.loads(path.read_text())
-    missing = [k for k in ("sources_only_seeds", "initial_seeds") if k not in document]
+    missing = [k for k in SHOWN if k not in document]
     if missing:
-        print(
+        raise ValueError(
             f"{path} has no {', '.join(missing)}: it was written before 2026-12-05's runs; "
-            "run its scenario again",
-            file=sys.stderr,
+            "run its scenario again"
         )
-        raise SystemExit(2)
     curves = {n: r["seeds"] for n, r in document["strategies"].items()}
     seconds = {n: r["seconds"] for n, r in document["strategies"].items()}
     document |= summarise(document["initial_miou"], document["full_data_miou"], curves)
     for name, result in document["strategies"].items():
         result["seconds"] = seconds[name]
-    document |= ratios(document)
-    document["auc_vs_best_control"] = against_best_control(document)
-    return document
+    return with_readings(document)
 
 
 def main() -> None:
@@ -226,11 +243,15 @@ def main() -> None:
         "--reread",
         type=Path,
         metavar="DOCUMENT",
-        help="print a saved run's report with this checkout's reading instead of running",
+        help="print a saved run's report with this checkout's reading instead of running "
+        "(every other option is ignored)",
     )
     args = parser.parse_args()
     if args.reread:
-        show(reread(args.reread))
+        try:
+            show(reread(args.reread))
+        except ValueError as stale:
+            parser.error(str(stale))
         return
     if args.workers > 1:
         lifeline.start()  # the workers end with this process, even when it is killed
@@ -270,8 +291,7 @@ def main() -> None:
         workers=args.workers,
     )
     document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
-    document |= ratios(document)
-    document["auc_vs_best_control"] = against_best_control(document)
+    document = with_readings(document)
     tags = (
         ("" if args.replay else "_no_replay")
         + (f"_average{args.average}" if args.average else "")

@@ -45,7 +45,7 @@ imaged differently:
   quarter (z 48–71), whose grey values are halved (``ELLIPSOIDS_RESCALE``): projections
   binned 2×2 reconstructed with the unbinned pixel size. There the solid (16,187 after the
   PSF) sits nearer the sources' background (14,188) than their solid (32,546), and the
-  background (7,069) below anything the sources show.
+  background (7,069) below either source phase's mean.
 * ``weave``: NASA PuMA woven composite, the real CT grey values and their 3-class labels.
   Source: z 0–74. Target: z 75–149 resampled to a 1.4× coarser voxel (grey values linear,
   labels nearest), blurred (σ 0.8) and with noise added (σ 12 grey values).

@@ -236,20 +236,24 @@ def labels_to_reach(curve: Curve, target: float) -> int | None:
 def labels_to_reach_interpolated(curve: Curve, target: float) -> float | None:
     """Where the curve first reaches ``target``, read between its points: the x of the
     first point at or above it (:func:`labels_to_reach`) moved back towards the point
-    before, interpolated linearly in log x (a doubling grid's rounds are evenly spaced
-    there; linearly in x from a point at 0). An estimate of how much earlier than the
-    grid says, assuming the curve rose steadily between the two rounds; None if never.
+    before, interpolated linearly in log x (linearly in x from a point at 0). The model
+    of the curve this assumes: between two rounds the score rises steadily with the
+    logarithm of the labels, as learning curves roughly do; it reads a grid of rounds
+    that double finer than one round, not the curve's noise. Within [x before, x];
+    None if never reached.
     """
     for k, (n, score) in enumerate(curve):
-        if score < target:
+        if not score >= target:
             continue
-        if k == 0:
+        before, below = curve[k - 1] if k else (n, score)
+        if score == target or not below < target:  # on the point; the first; a NaN before
             return float(n)
-        before, below = curve[k - 1]
         part = (target - below) / (score - below)
         if before <= 0:
-            return float(before + part * (n - before))
-        return float(np.exp(np.log(before) + part * (np.log(n) - np.log(before))))
+            between = before + part * (n - before)
+        else:
+            between = np.exp(np.log(before) + part * (np.log(n) - np.log(before)))
+        return float(min(max(between, before), n))
     return None
 
 

@@ -61,29 +61,57 @@ def test_the_ratios_count_a_crossing_and_a_crossing_that_holds(bench):
     assert bench.ratios(doc)["best_arm_vs_best_control_held"] is None
 
 
-def test_a_saved_run_is_read_again_without_changing_its_file(bench, tmp_path):
-    curves = {
-        "random/slice": [[(0, 0.5), (200, 0.69), (400, 0.72)]],
-        "bald/region": [[(0, 0.5), (100, 0.70), (200, 0.71)]],
+def _saved_run(bench, curves):
+    """A document as a run writes it: :func:`summarise`'s, the run's figures, the readings."""
+    document = summarise(0.5, 0.7, curves) | {
+        "sources_only_miou": 0.4,
+        "sources_only_seeds": [0.4],
+        "initial_seeds": [0.5],
+        "full_data_seeds": [0.7],
     }
-    saved = summarise(0.5, 0.7, curves) | {"initial_seeds": [0.5], "sources_only_seeds": [0.4]}
-    for result in saved["strategies"].values():
-        del result["pixels_to_95_interpolated"]  # as a run before the reading existed
+    for result in document["strategies"].values():
         result["seconds"] = 10.0
+    return bench.with_readings(document)
+
+
+CURVES = {
+    "random/slice": [[(0, 0.5), (200, 0.69), (400, 0.72)]],
+    "bald/region": [[(0, 0.5), (100, 0.70), (200, 0.71)]],
+}
+
+
+def test_a_saved_run_reads_again_as_it_was_written_and_its_file_is_left_alone(bench, tmp_path):
+    written = _saved_run(bench, CURVES)
     path = tmp_path / "run.json"
-    path.write_text(json.dumps(saved))
+    path.write_text(json.dumps(written))
     before = path.read_bytes()
-    document = bench.reread(path)
-    assert document["strategies"]["bald/region"]["pixels_to_95_interpolated"] == pytest.approx(95)
-    assert document["best_arm_vs_best_control_interpolated"] == pytest.approx(0.475)
-    assert document["auc_vs_best_control"]["bald/region"]["control"] == "random/slice"
+    assert bench.reread(path) == json.loads(before)
     assert path.read_bytes() == before
 
 
-def test_a_run_saved_before_the_seed_figures_is_refused_with_exit_2(bench, tmp_path, capsys):
+def test_a_run_saved_before_a_reading_existed_gains_it_when_read_again(bench, tmp_path, capsys):
+    older = _saved_run(bench, CURVES)
+    for result in older["strategies"].values():
+        del result["pixels_to_95_interpolated"]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(older))
+    document = bench.reread(path)
+    assert document["strategies"]["bald/region"]["pixels_to_95_interpolated"] == pytest.approx(95)
+    assert document["best_arm_vs_best_control_interpolated"] == pytest.approx(0.475)
+    bench.show(document)
+    bald = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("bald"))
+    assert bald.split()[1:4] == ["100", "100", "95"]  # to 95 %, held from, between
+
+
+def test_a_run_saved_before_the_seed_figures_is_refused_naming_them_with_exit_2(
+    bench, tmp_path, monkeypatch, capsys
+):
     path = tmp_path / "old.json"
     path.write_text(json.dumps(summarise(0.5, 0.7, {"bald": [[(0, 0.5)]]})))
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(ValueError, match="has no sources_only_miou, sources_only_seeds"):
         bench.reread(path)
+    monkeypatch.setattr("sys.argv", ["al_efficiency.py", "--reread", str(path)])
+    with pytest.raises(SystemExit) as stopped:
+        bench.main()
     assert stopped.value.code == 2
-    assert "no sources_only_seeds, initial_seeds" in capsys.readouterr().err
+    assert "run its scenario again" in capsys.readouterr().err.splitlines()[-1]

@@ -23,10 +23,11 @@ def _scenario(bench, scenario, segment):
     return (source_gray, source), (gray, labels), inside
 
 
-def _assert_rest_imaged_as_source(bench, gray, labels, inside):
-    """Outside the segment the MATBOX target is the source's imaging (seed 2) to the bit."""
-    as_source = bench.forward_model(labels, seed=2)
-    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+def _assert_imaged_as(bench, gray, labels, where, **imaging):
+    """``gray`` is ``forward_model(labels, seed=2, **imaging)`` to the bit at the z slices
+    ``where`` (a bool mask)."""
+    as_imaged = bench.forward_model(labels, seed=2, **imaging)
+    np.testing.assert_array_equal(gray[where], as_imaged[where])
 
 
 def _means(gray, labels):
@@ -43,7 +44,7 @@ def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench
 
 def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
     source, (gray, labels), inside = _scenario(bench, bench.rescaled, bench.SEGMENT)
-    _assert_rest_imaged_as_source(bench, gray, labels, inside)
+    _assert_imaged_as(bench, gray, labels, ~inside)
     pore, _, binder = _means(*source)
     shifted = _means(gray[inside], labels[inside])
     # after the PSF: the segment's binder on the sources' pore, its NMC on their binder
@@ -64,7 +65,8 @@ def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_backg
 
 def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
     source, (gray, labels), inside = _scenario(bench, bench.wetted, bench.WET)
-    _assert_rest_imaged_as_source(bench, gray, labels, inside)
+    _assert_imaged_as(bench, gray, labels, ~inside)
+    _assert_imaged_as(bench, gray, labels, inside, grey_levels=bench.WET_LEVELS)  # one draw
     pore, nmc, binder = _means(*source)
     wet = _means(gray[inside], labels[inside])
     # after the PSF: the wet pore nearer the sources' binder than their pore, NMC kept
@@ -76,9 +78,8 @@ def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
 
 def test_the_ellipsoids_scenario_puts_one_segments_solid_nearer_the_sources_background(bench):
     source, (gray, labels), inside = _scenario(bench, bench.ellipsoids, bench.SEGMENT)
-    as_source = bench.forward_model(labels, grey_levels=bench.ELLIPSOID_LEVELS, seed=2)
-    np.testing.assert_array_equal(gray[~inside], as_source[~inside])
+    _assert_imaged_as(bench, gray, labels, ~inside, grey_levels=bench.ELLIPSOID_LEVELS)
     background, solid = _means(*source)
     halved = _means(gray[inside], labels[inside])
     assert abs(halved[1] - background) < abs(halved[1] - solid)
-    assert halved[0] < 0.6 * background  # its background darker than any source phase
+    assert halved[0] < 0.6 * background  # its background darker than either source phase

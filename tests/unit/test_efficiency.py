@@ -42,21 +42,20 @@ def test_a_held_crossing_is_a_crossing_after_which_the_curve_never_drops_below(s
 @given(
     st.lists(st.floats(0, 1), min_size=1, max_size=12),
     st.floats(0, 1),
-    st.sampled_from([0, 1024]),
+    st.sampled_from(["linear", "doubling"]),
 )
 def test_an_interpolated_crossing_lies_between_the_grids_crossing_and_the_point_before(
-    scores, target, first
+    scores, target, grid
 ):
-    curve = [(first * 2**k if first else 1024 * k, s) for k, s in enumerate(scores)]
+    xs = [1024 * (k if grid == "linear" else 2**k) for k in range(len(scores))]
+    curve = list(zip(xs, scores, strict=True))
     reached = labels_to_reach(curve, target)
     between = labels_to_reach_interpolated(curve, target)
     if reached is None:
         assert between is None
     else:
-        k = [x for x, _ in curve].index(reached)
-        before = curve[k - 1][0] if k else reached
-        rounding = 1e-9 * max(reached, 1)  # of exp(log(x))
-        assert before - rounding <= between <= reached + rounding
+        k = xs.index(reached)
+        assert (xs[k - 1] if k else reached) <= between <= reached
 
 
 def test_an_interpolated_crossing_is_read_in_log_pixels_and_linearly_from_zero():
@@ -64,9 +63,10 @@ def test_an_interpolated_crossing_is_read_in_log_pixels_and_linearly_from_zero()
     assert labels_to_reach_interpolated(grid, 0.65) == pytest.approx(1000 * 2**0.5)
     assert labels_to_reach_interpolated(grid, 0.8) == pytest.approx(2000 * 2**0.5)
     assert labels_to_reach_interpolated(grid, 0.55) == pytest.approx(500)
-    assert labels_to_reach_interpolated(grid, 0.7) == pytest.approx(2000)  # on a point
+    assert labels_to_reach_interpolated(grid, 0.7) == 2000  # on a point
     assert labels_to_reach_interpolated(grid, 0.4) == 0  # at the first point
     assert labels_to_reach_interpolated(grid, 1) is None
+    assert labels_to_reach_interpolated([(0, 0.5), (100, float("nan")), (200, 0.8)], 0.7) == 200
 
 
 def test_curve_arithmetic():
