@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 import torch
-from shift_scenarios import DATA, ROOT, SCENARIOS
+from shift_scenarios import DATA, ROOT, SCENARIOS, SHIFTED
 
 from tomoloop import lifeline
 from tomoloop.active.domain_shift import domain_shift, summarise
+from tomoloop.active.label_efficiency import Split
 from tomoloop.active.shift_setup import (
     DEFAULT_ARMS,
     ShiftSetup,
@@ -61,6 +62,16 @@ def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path
             part.replace(path)
         pairs.append(paths)
     return pairs[0], pairs[1]
+
+
+def shifted_slices(split: Split, segment: slice) -> dict[str, list[int]]:
+    """Per part of the target's split, ``[slices inside segment, slices]``: a part with none
+    inside cannot see the shift (a test split with none measures the rest of the scan)."""
+    parts = {"pool": split.pool_z, "val": split.val_z, "test": split.test_z}
+    return {
+        name: [sum(segment.start <= z < segment.stop for z in zs), len(zs)]
+        for name, zs in parts.items()
+    }
 
 
 CROSSINGS = (
@@ -278,6 +289,12 @@ def main() -> None:
         setup = replace(setup, fine_tune=replace(setup.fine_tune, lr=args.lr))
     start = time.perf_counter()
     data = read_shift_data([source], target, SCENARIOS[args.scenario][1])
+    shifted = {}
+    if args.scenario in SHIFTED:
+        counts = shifted_slices(data.target, SHIFTED[args.scenario])
+        shifted = {"shifted_slices": counts}
+        parts = ", ".join(f"{n} {inside} of {total}" for n, (inside, total) in counts.items())
+        print(f"the shifted segment's slices in the target's split: {parts}", flush=True)
     document = domain_shift(
         data,
         setup,
@@ -290,7 +307,7 @@ def main() -> None:
         ),
         workers=args.workers,
     )
-    document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start}
+    document |= {"scenario": args.scenario, "seconds": time.perf_counter() - start} | shifted
     document = with_readings(document)
     tags = (
         ("" if args.replay else "_no_replay")

@@ -208,6 +208,15 @@ def weave_rescaled(data: Path) -> SourceTarget:
     return source, (_scaled(gray, WEAVE_SEGMENT, WEAVE_RESCALE), labels)
 
 
+SHIFTED = {
+    "segment": SEGMENT,
+    "rescaled": SEGMENT,
+    "wetted": WET,
+    "ellipsoids": SEGMENT,
+    "weave_rescaled": WEAVE_SEGMENT,
+}
+"""The target's z slices each height-segment scenario shifts (the others shift it all)."""
+
 SCENARIOS = {
     "nmc": (nmc, MATBOX_PHASES),
     "cupping": (cupping, MATBOX_PHASES),

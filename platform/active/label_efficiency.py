@@ -89,7 +89,7 @@ class EfficiencySetup:
 @dataclass(frozen=True)
 class Split:
     """Training pool (indexed by position; ``pool_z`` their z indices, for the gap
-    constraint), validation and test slices.
+    constraint), validation and test slices (``val_z``, ``test_z`` their z indices).
     """
 
     pool: Sequence[LabelledSlice]
@@ -97,6 +97,8 @@ class Split:
     test: Sequence[LabelledSlice]
     n_classes: int
     pool_z: Sequence[int] = ()
+    val_z: Sequence[int] = ()
+    test_z: Sequence[int] = ()
 
     def z(self, position: int) -> int:
         return self.pool_z[position] if self.pool_z else position
@@ -128,7 +130,15 @@ def stack_split(
         ]
         for name, indices in parts.items()
     }
-    return Split(out["train"], out["val"], out["test"], len(phases), tuple(parts["train"]))
+    return Split(
+        out["train"],
+        out["val"],
+        out["test"],
+        len(phases),
+        tuple(parts["train"]),
+        tuple(parts["val"]),
+        tuple(parts["test"]),
+    )
 
 
 def _fit(

@@ -7,6 +7,7 @@ import pytest
 from conftest import load_bench
 
 from tomoloop.active.domain_shift import summarise
+from tomoloop.active.label_efficiency import Split
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,12 @@ def test_a_run_saved_before_the_seed_figures_is_refused_naming_them_with_exit_2(
         bench.main()
     assert stopped.value.code == 2
     assert "run its scenario again" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_shifted_slices_are_counted_in_each_part_of_the_split(bench):
+    split = Split([], [], [], 2, pool_z=(0, 1, 5), val_z=(2,), test_z=(6, 7))
+    assert bench.shifted_slices(split, slice(1, 7)) == {
+        "pool": [2, 3],
+        "val": [1, 1],
+        "test": [1, 2],  # z 7 is past the segment's end
+    }

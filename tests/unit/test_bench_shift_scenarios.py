@@ -83,3 +83,35 @@ def test_the_ellipsoids_scenario_puts_one_segments_solid_nearer_the_sources_back
     halved = _means(gray[inside], labels[inside])
     assert abs(halved[1] - background) < abs(halved[1] - solid)
     assert halved[0] < 0.6 * background  # its background darker than either source phase
+
+
+@pytest.fixture(scope="module")
+def al_bench():
+    return load_bench("al_efficiency")
+
+
+@pytest.mark.parametrize(
+    ("name", "shares"),
+    [
+        ("segment", {"pool": [13, 52], "val": [0, 14], "test": [7, 14]}),
+        ("rescaled", {"pool": [13, 52], "val": [0, 14], "test": [7, 14]}),
+        ("ellipsoids", {"pool": [13, 52], "val": [0, 14], "test": [7, 14]}),
+        # none of these two targets' test slices is shifted: their runs measured the rest
+        ("wetted", {"pool": [13, 52], "val": [7, 14], "test": [0, 14]}),
+        ("weave_rescaled", {"pool": [12, 42], "val": [5, 12], "test": [0, 15]}),
+    ],
+)
+def test_where_each_shifted_segment_falls_in_the_targets_split(
+    bench, al_bench, tmp_path, name, shares
+):
+    scenario, phases = bench.SCENARIOS[name]
+    if not bench.DATA.is_dir():
+        pytest.skip(f"the reference volumes are not at {bench.DATA}")
+    paths = []
+    for role, (gray, labels) in zip(("source", "target"), scenario(bench.DATA), strict=True):
+        pair = tmp_path / f"{role}_gray.tif", tmp_path / f"{role}_labels.tif"
+        bench.tifffile.imwrite(pair[0], gray)
+        bench.tifffile.imwrite(pair[1], labels)
+        paths.append(pair)
+    data = al_bench.read_shift_data([paths[0]], paths[1], phases)
+    assert al_bench.shifted_slices(data.target, bench.SHIFTED[name]) == shares

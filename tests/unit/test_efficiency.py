@@ -103,6 +103,15 @@ def test_a_phase_found_only_at_the_stack_ends_is_in_the_val_and_test_slices(tmp_
         assert sum(int((s.labels == 2).sum()) for s in part) > 0
 
 
+def test_the_split_names_each_parts_z_slices_and_they_never_overlap(split, electrode_volume):
+    parts = split.pool_z, split.val_z, split.test_z
+    assert [len(z) for z in parts] == [len(split.pool), len(split.val), len(split.test)]
+    assert len(set().union(*parts)) == sum(len(z) for z in parts)
+    for slices, zs in zip((split.pool, split.val, split.test), parts, strict=True):
+        for labelled, z in zip(slices, zs, strict=True):
+            np.testing.assert_array_equal(labelled.labels, electrode_volume[z])
+
+
 def test_every_strategy_starts_alike_and_labels_budget_slices_per_round(split):
     assert len(split.pool) + len(split.val) + len(split.test) <= 20 and split.test
     setup = EfficiencySetup(
