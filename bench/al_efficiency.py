@@ -47,11 +47,13 @@ OUT = ROOT / "bench" / "out"
 CONTROLS = ("random/slice", "random/region", "foreground_random/region")
 
 
-def write_scenario(name: str, data: Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
-    """The scenario's source and target (gray, labels) TIFFs under bench/out/<name>/, each
-    written beside and renamed into place: runs of one scenario side by side never read a
-    half-written file."""
-    folder = OUT / name
+def write_scenario(
+    name: str, data: Path, folder: Path | None = None
+) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+    """The scenario's source and target (gray, labels) TIFFs under ``folder`` (default
+    bench/out/<name>/), each written beside and renamed into place: runs of one scenario
+    side by side never read a half-written file."""
+    folder = folder or OUT / name
     folder.mkdir(parents=True, exist_ok=True)
     pairs = []
     for role, (gray, labels) in zip(("source", "target"), SCENARIOS[name][0](data), strict=True):

@@ -11,12 +11,19 @@ def bench():
     return load_bench("shift_scenarios")
 
 
-def _scenario(bench, scenario, segment):
-    """The scenario's source (gray, labels), target (gray, labels) and the target's z
-    slices in its shifted height ``segment`` (a bool mask)."""
+@pytest.fixture(scope="module")
+def data(bench):
+    """The shared/data folder every scenario is made from (the tests skip without it: its
+    README forbids copying the volumes into the project)."""
     if not bench.DATA.is_dir():
         pytest.skip(f"the reference volumes are not at {bench.DATA}")
-    (source_gray, source), (gray, labels) = scenario(bench.DATA)
+    return bench.DATA
+
+
+def _scenario(data, scenario, segment):
+    """The scenario's source (gray, labels), target (gray, labels) and the target's z
+    slices in its shifted height ``segment`` (a bool mask)."""
+    (source_gray, source), (gray, labels) = scenario(data)
     assert gray.shape == labels.shape and gray.dtype == source_gray.dtype
     inside = np.zeros(len(gray), bool)
     inside[segment] = True
@@ -35,15 +42,15 @@ def _means(gray, labels):
     return [float(gray[labels == phase].mean()) for phase in range(int(labels.max()) + 1)]
 
 
-def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench):
-    source, (gray, labels), inside = _scenario(bench, bench.segment, bench.SEGMENT)
+def test_the_segment_scenario_shifts_one_height_segment_of_the_target_only(bench, data):
+    source, (gray, labels), inside = _scenario(data, bench.segment, bench.SEGMENT)
     normal = _means(*source)[1]  # NMC
     assert abs(_means(gray[~inside], labels[~inside])[1] - normal) < 0.01 * normal
     assert _means(gray[inside], labels[inside])[1] < 0.8 * normal  # NMC near the binder
 
 
-def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench):
-    source, (gray, labels), inside = _scenario(bench, bench.rescaled, bench.SEGMENT)
+def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_level(bench, data):
+    source, (gray, labels), inside = _scenario(data, bench.rescaled, bench.SEGMENT)
     _assert_imaged_as(bench, gray, labels, ~inside)
     pore, _, binder = _means(*source)
     shifted = _means(gray[inside], labels[inside])
@@ -53,9 +60,9 @@ def test_the_rescaled_scenario_puts_one_segments_binder_on_the_sources_pore_leve
     assert shifted[0] < 0.7 * pore  # its pore darker than any source phase
 
 
-def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_background(bench):
-    source, (gray, labels), inside = _scenario(bench, bench.weave_rescaled, bench.WEAVE_SEGMENT)
-    scanned = bench.tifffile.imread(bench.DATA / "puma_small_weave_gray.tif")[75:]
+def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_background(bench, data):
+    source, (gray, labels), inside = _scenario(data, bench.weave_rescaled, bench.WEAVE_SEGMENT)
+    scanned = bench.tifffile.imread(data / "puma_small_weave_gray.tif")[75:]
     np.testing.assert_array_equal(gray[~inside], scanned[~inside])
     background = _means(*source)[0]
     tows = gray[inside][labels[inside] == 1]  # class 2 hardly occurs in the segment
@@ -63,8 +70,8 @@ def test_the_weave_rescaled_scenario_puts_one_segments_tows_on_the_sources_backg
     assert _means(gray[inside], labels[inside])[0] < 0.5 * background
 
 
-def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
-    source, (gray, labels), inside = _scenario(bench, bench.wetted, bench.WET)
+def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench, data):
+    source, (gray, labels), inside = _scenario(data, bench.wetted, bench.WET)
     _assert_imaged_as(bench, gray, labels, ~inside)
     _assert_imaged_as(bench, gray, labels, inside, grey_levels=bench.WET_LEVELS)  # one draw
     pore, nmc, binder = _means(*source)
@@ -76,8 +83,8 @@ def test_the_wetted_scenario_puts_one_segments_pore_on_the_binders_level(bench):
     assert abs(wet[0] - wet[2]) < 0.5 * (binder - pore)
 
 
-def test_the_ellipsoids_scenario_puts_one_segments_solid_nearer_the_sources_background(bench):
-    source, (gray, labels), inside = _scenario(bench, bench.ellipsoids, bench.SEGMENT)
+def test_the_ellipsoids_scenario_puts_one_segments_solid_nearer_the_sources_background(bench, data):
+    source, (gray, labels), inside = _scenario(data, bench.ellipsoids, bench.SEGMENT)
     _assert_imaged_as(bench, gray, labels, ~inside, grey_levels=bench.ELLIPSOID_LEVELS)
     background, solid = _means(*source)
     halved = _means(gray[inside], labels[inside])
@@ -102,16 +109,8 @@ def al_bench():
     ],
 )
 def test_where_each_shifted_segment_falls_in_the_targets_split(
-    bench, al_bench, tmp_path, name, shares
+    bench, al_bench, data, tmp_path, name, shares
 ):
-    scenario, phases = bench.SCENARIOS[name]
-    if not bench.DATA.is_dir():
-        pytest.skip(f"the reference volumes are not at {bench.DATA}")
-    paths = []
-    for role, (gray, labels) in zip(("source", "target"), scenario(bench.DATA), strict=True):
-        pair = tmp_path / f"{role}_gray.tif", tmp_path / f"{role}_labels.tif"
-        bench.tifffile.imwrite(pair[0], gray)
-        bench.tifffile.imwrite(pair[1], labels)
-        paths.append(pair)
-    data = al_bench.read_shift_data([paths[0]], paths[1], phases)
-    assert al_bench.shifted_slices(data.target, bench.SHIFTED[name]) == shares
+    source, target = al_bench.write_scenario(name, data, tmp_path)
+    split = al_bench.read_shift_data([source], target, bench.SCENARIOS[name][1])
+    assert al_bench.shifted_slices(split.target, bench.SHIFTED[name]) == shares
